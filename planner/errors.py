@@ -1,0 +1,55 @@
+"""Errors meant for people: each names the problem and the fix in one line.
+
+The CLI catches `PlannerError` (and the solvers' `InfeasibleError`), prints `error: <problem>. <fix>`
+and exits with code 2; `--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+EXIT_BAD_INPUT = 2
+EXIT_REGRESSION = 1
+
+
+class PlannerError(Exception):
+    """Base class for user-facing errors: `problem` says what is wrong, `fix` what to do."""
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        self.problem = problem.rstrip(".")
+        self.fix = fix.rstrip(".")
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        """The message printed by the CLI: problem, then fix, on a single line."""
+        text = self.problem + "."
+        if self.fix:
+            text += " " + self.fix[0].upper() + self.fix[1:] + "."
+        return " ".join(text.split())
+
+
+class UnknownNameError(PlannerError):
+    """A model, hardware or family name that is not in a catalog."""
+
+
+class PlanFormatError(PlannerError):
+    """A plan or artifact file that cannot be read: malformed JSON, wrong schema version, missing keys."""
+
+
+class ModelCaptureError(PlannerError):
+    """A model whose graph cannot be captured by torch.export or torch.fx."""
+
+
+class InputMismatchError(PlannerError):
+    """Inputs that do not fit together (a trace for another model, an artifact for another plan)."""
+
+
+def closest_names(name: str, known: Iterable[str], n: int = 3) -> str:
+    """Return a short 'did you mean' phrase for `name` among `known` names."""
+    known = sorted(set(known))
+    matches = difflib.get_close_matches(name, known, n=n, cutoff=0.4)
+    if not matches:
+        matches = [k for k in known if name.split("_")[0].split("-")[0] in k][:n]
+    if matches:
+        return "did you mean " + ", ".join(matches)
+    return "known names: " + ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")

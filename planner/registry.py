@@ -1,0 +1,158 @@
+"""Catalogs and name resolution: models, hardware, planning families.
+
+Everything a user can name on the command line resolves here, with a one-line error naming the
+closest known names when it does not.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from planner.errors import PlannerError, UnknownNameError, closest_names
+from profilers.hardware import GIB, HardwareProfile, profile_from_dict
+from profilers.model_spec import ModelSpec, spec_from_dict
+
+CATALOG = Path(__file__).parent / "catalog"
+_CAPPED = re.compile(r"^(?P<base>[a-z0-9_.-]+?)_(?P<gb>\d+(?:\.\d+)?)gb$")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A planning family: its seed method and the objective `planner diff` guards."""
+
+    name: str
+    method: str
+    description: str
+    objective_metric: str
+    objective_sense: str
+
+
+FAMILIES: dict[str, Family] = {
+    "moe-offload": Family("moe-offload", "MoEpic", "per-layer VRAM budget and expert split ratio for MoE offloading",
+                          "tpot_ms", "min"),
+    "split-inference": Family("split-inference", "COACH", "edge/cloud partition and transmission quantisation",
+                              "objective_ms", "min"),
+    "fed-lora": Family("fed-lora", "FedQuad", "per-device LoRA depth and activation-quantised layers", "round_time_s", "min"),
+    "fed-compress": Family("fed-compress", "Caesar", "per-device compression ratios and batch sizes", "round_time_s", "min"),
+}
+IMPLEMENTED_FAMILIES = ("moe-offload",)
+
+
+def family(name: str) -> Family:
+    """Look up a family by name."""
+    if name not in FAMILIES:
+        raise UnknownNameError(f"unknown scenario '{name}'", closest_names(name, FAMILIES))
+    if name not in IMPLEMENTED_FAMILIES:
+        raise PlannerError(f"scenario '{name}' is not implemented yet",
+                           f"use one of: {', '.join(IMPLEMENTED_FAMILIES)}")
+    return FAMILIES[name]
+
+
+# ---------------------------------------------------------------- hardware
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PlannerError(f"cannot read {path} ({exc.__class__.__name__})", "pass a readable YAML file") from exc
+    if not isinstance(data, dict):
+        raise PlannerError(f"{path} does not hold a mapping", "see planner/catalog for the expected layout")
+    return data
+
+
+@lru_cache(maxsize=None)
+def hardware_catalog() -> dict[str, HardwareProfile]:
+    """All catalog hardware profiles by name."""
+    out = {}
+    for path in sorted((CATALOG / "hardware").glob("*.yaml")):
+        out[path.stem] = profile_from_dict(_load_yaml(path), str(path))
+    return out
+
+
+def load_hardware_file(path: str | Path) -> HardwareProfile:
+    """A hardware profile from a YAML file (catalog layout, e.g. written by `planner hardware measure`)."""
+    p = Path(path)
+    try:
+        return profile_from_dict(_load_yaml(p), str(p))
+    except ValueError as exc:
+        raise PlannerError(f"hardware file {exc}", "fix the field or re-create it with `planner hardware measure`") from exc
+
+
+def resolve_hardware(name: str) -> HardwareProfile:
+    """A catalog name, `<base>_<N>gb` (memory capped from a known base), or a YAML path."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        if not Path(name).exists():
+            raise PlannerError(f"hardware file {name} does not exist", "check the path or run `planner hardware measure -o FILE`")
+        return load_hardware_file(name)
+    cat = hardware_catalog()
+    if name in cat:
+        return cat[name]
+    m = _CAPPED.match(name)
+    if m:
+        prefix = m.group("base")
+        bases = sorted((p for k, p in cat.items() if _CAPPED.match(k) and _CAPPED.match(k).group("base") == prefix and p.base is None),
+                       key=lambda p: p.memory_bytes)
+        if bases:
+            base = bases[-1]
+            cap = int(float(m.group("gb")) * GIB)
+            if cap > base.memory_bytes:
+                raise PlannerError(f"{name} asks for more memory than {base.name} has ({base.memory_bytes / GIB:g} GiB)",
+                                   f"use at most {prefix}_{int(base.memory_bytes // GIB)}gb")
+            if cap <= 0:
+                raise PlannerError(f"{name} caps memory at 0", "use a positive size, e.g. a100_24gb")
+            return base.capped(cap, name)
+    raise UnknownNameError(f"unknown hardware '{name}'", closest_names(name, cat) + "; see `planner hardware list`")
+
+
+# ---------------------------------------------------------------- models
+@lru_cache(maxsize=None)
+def model_catalog() -> dict[str, ModelSpec]:
+    """All catalog model specs by name."""
+    out = {}
+    for path in sorted((CATALOG / "models").glob("*.yaml")):
+        spec = spec_from_dict(_load_yaml(path), str(path))
+        out[spec.name] = spec
+    return out
+
+
+def _spec_from_config_file(path: Path) -> ModelSpec:
+    import json
+
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PlannerError(f"cannot read transformers config {path} ({exc.__class__.__name__})",
+                           "pass a valid config.json") from exc
+    archs = cfg.get("architectures") or []
+    arch = archs[0] if archs else ""
+    task = ("causal-lm" if arch.endswith("ForCausalLM") else
+            "image-classification" if arch.endswith("ForImageClassification") else "encoder")
+    if "model_type" not in cfg:
+        raise PlannerError(f"{path} has no 'model_type'", "pass a transformers config.json")
+    dtype = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(str(cfg.get("torch_dtype") or cfg.get("dtype")), "bf16")
+    kind = "image" if task == "image-classification" else "tokens"
+    size = int(cfg.get("image_size", 224)) if kind == "image" else 0
+    return ModelSpec(name=path.parent.name or path.stem, kind="config-file", task=task, source=str(path),
+                     dtype=dtype, inputs={"kind": kind, "seq_len": 128, "size": size, "tiny_size": size,
+                                          "channels": int(cfg.get("num_channels", 3))},
+                     config_path=str(path))
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """A catalog name, a path to a transformers config.json, or `package.module:factory`."""
+    cat = model_catalog()
+    if name in cat:
+        return cat[name]
+    if name.endswith(".json") or "/" in name:
+        p = Path(name)
+        if p.is_dir():
+            p = p / "config.json"
+        if not p.exists():
+            raise PlannerError(f"model config {name} does not exist", "pass a path to a transformers config.json")
+        return _spec_from_config_file(p)
+    if ":" in name and re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", name):
+        return ModelSpec(name=name, kind="factory", task="custom", source=f"factory {name}", factory=name)
+    raise UnknownNameError(f"unknown model '{name}'", closest_names(name, cat) + "; a config.json path or package.module:factory also works")
