@@ -1,0 +1,404 @@
+"""moe-offload lowering and lifting: model profile + hardware + routing trace <-> MoeOffloadProblem <-> plan.
+
+Lowering derives every number of the MoEpic problem (spec §3, §7) and records where it came from:
+  * expert bytes U_e at the serving precision (16 bits, or 8/4 bits with one fp16 scale and zero per
+    64 weights, i.e. 4.5 bits/weight at 4 bits);
+  * the expert-cache budget B = device memory - resident non-expert weights - KV cache for the
+    workload - staging ring of (k + k_pf) whole experts - activation workspace - a 10 % margin,
+    or the user's `--expert-budget`;
+  * roofline times on the device (attention and router of each MoE layer incl. KV reads, one expert's
+    compute t_x, the rest of the model) and the host->device bandwidth BW;
+  * hit-rate curves h_i(C) for LCP, LRU, LFU and Belady by trace replay, recall p_i and distinct
+    experts k_i from the trace.
+Names stay here: the problem holds arrays in model layer order; `lift` maps them back.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planner.errors import PlannerError
+from planner.units import fmt_bytes, parse_bytes
+from profilers.cache_replay import replay
+from profilers.hardware import GIB, HardwareProfile
+from profilers.moe import RoutingTrace, trace_stats
+from profilers.moe_structure import MoeStructure
+from solvers.common import InfeasibleError
+from solvers.moe_offload.problem import MoeOffloadProblem
+
+log = logging.getLogger(__name__)
+
+QUANT_GROUP = 64          # weights per fp16 scale + fp16 zero point at 4/8 bits
+WORKSPACE_FLOOR = 256 << 20
+
+
+@dataclass(frozen=True)
+class MoeOffloadOptions:
+    """User-facing settings of the moe-offload family (CLI flags map onto these)."""
+
+    expert_bits: int = 16
+    context_tokens: int = 2048
+    batch: int = 1
+    expert_budget: str | None = None       # bytes ("12GiB") or a share of all expert bytes ("50%")
+    margin_fraction: float = 0.10
+    trace_path: str | None = None
+    trace_preset: str = "moepic-calibrated"
+    trace_tokens: int = 2048
+    seed: int = 0
+    theta_granularity: int | None = None
+    k_prefetch: int | None = None
+    inner: str = "fixed_point"
+    rho: float = 0.25
+    omega: float = 128.0
+    sim_tokens: int = 1024
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Where the device memory goes (bytes)."""
+
+    device_memory_bytes: int
+    non_expert_bytes: int
+    kv_cache_bytes: int
+    staging_bytes: int
+    workspace_bytes: int
+    margin_bytes: int
+    available_for_experts_bytes: int
+    expert_cache_budget_bytes: int
+    all_experts_bytes: int
+    budget_source: str
+
+
+@dataclass
+class MoeLowered:
+    """The problem plus everything lift and codegen need to name and explain it."""
+
+    problem: MoeOffloadProblem
+    memory: MemoryBreakdown
+    trace: RoutingTrace
+    final_orders: dict[str, tuple[tuple[int, ...], ...]]
+    structure: MoeStructure
+    options: MoeOffloadOptions
+    timing_source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def expert_bytes(structure: MoeStructure, bits: int) -> float:
+    """U_e at `bits` per weight (16: the profiled dtype; 8/4: plus fp16 scale+zero per 64 weights)."""
+    if bits >= 16:
+        return float(structure.bytes_per_expert)
+    if bits not in (4, 8):
+        raise PlannerError(f"--expert-bits {bits} is not supported", "use 16, 8 or 4")
+    n = structure.params_per_expert
+    return n * bits / 8 + (n / QUANT_GROUP) * 4
+
+
+def default_granularity(f: int) -> int:
+    """Column granularity g of the split ratio (spec §7)."""
+    g = 128 if f >= 8192 else 16 if f < 512 else 64
+    while g > 1 and f % g:
+        g //= 2
+    return g
+
+
+def memory_breakdown(structure: MoeStructure, hw: HardwareProfile, opts: MoeOffloadOptions, u_e: float,
+                     k_pf: int) -> MemoryBreakdown:
+    """Derive the expert-cache budget B from the device memory, or take the user's."""
+    mem = hw.memory_bytes
+    non_expert = structure.non_expert_bytes
+    kv = structure.kv_bytes_per_token * opts.context_tokens * opts.batch
+    staging = int((structure.top_k + k_pf) * u_e)
+    workspace = max(WORKSPACE_FLOOR, 8 * opts.batch * opts.context_tokens * structure.hidden_size * structure.dtype_bytes)
+    margin = int(opts.margin_fraction * mem)
+    available = mem - non_expert - kv - staging - workspace - margin
+    all_experts = int(u_e * structure.num_experts * len(structure.moe_layers))
+    if available < 0:
+        need = mem - available
+        raise InfeasibleError(
+            f"{hw.name} has {fmt_bytes(mem)}, but the non-expert weights ({fmt_bytes(non_expert)}), KV cache for "
+            f"{opts.context_tokens} tokens ({fmt_bytes(kv)}), staging ({fmt_bytes(staging)}), workspace and a "
+            f"{opts.margin_fraction:.0%} margin need {fmt_bytes(need)}",
+            f"use a device with at least {need / GIB:.1f} GiB, or lower --context (KV cache)")
+    if opts.expert_budget is None:
+        budget, source = min(available, all_experts), "derived from device memory"
+    else:
+        text = opts.expert_budget.strip()
+        if text.endswith("%"):
+            try:
+                share = float(text[:-1]) / 100
+            except ValueError:
+                raise PlannerError(f"cannot read --expert-budget '{text}'", "write it like 50% or 12GiB") from None
+            budget, source = int(share * all_experts), f"{text} of all expert bytes"
+        else:
+            budget, source = parse_bytes(text, "--expert-budget"), "given"
+        if budget < 0:
+            raise PlannerError(f"--expert-budget {text} is negative", "pass a size like 12GiB or a share like 50%")
+        if budget > available:
+            raise InfeasibleError(
+                f"an expert cache of {fmt_bytes(budget)} does not fit {hw.name}: after non-expert weights, KV cache, "
+                f"staging, workspace and margin only {fmt_bytes(available)} is free",
+                f"use --expert-budget {available / GIB:.2f}GiB or less, or a device with at least "
+                f"{(mem + budget - available) / GIB:.1f} GiB")
+        budget = min(budget, all_experts)
+    return MemoryBreakdown(mem, non_expert, kv, staging, workspace, margin, int(available), int(budget),
+                           all_experts, source)
+
+
+def _cache_key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def load_or_make_trace(structure: MoeStructure, model_name: str, model_fp: str, opts: MoeOffloadOptions,
+                       k_pf: int) -> RoutingTrace:
+    """The user's trace (checked against the model) or a cached synthetic one."""
+    L, N, k = len(structure.moe_layers), structure.num_experts, structure.top_k
+    if opts.trace_path:
+        trace = RoutingTrace.load(opts.trace_path)
+        trace.check_matches(L, N, k, model_name)
+        return trace
+    from profilers.digits_cnn import cache_dir
+    from profilers.synthetic_traces import PRESETS, generate_trace
+
+    if opts.trace_preset not in PRESETS:
+        raise PlannerError(f"unknown trace preset '{opts.trace_preset}'", f"use one of: {', '.join(PRESETS)}")
+    key = _cache_key("trace", 3, L, N, k, k_pf, opts.trace_preset, opts.trace_tokens, opts.seed)
+    path = cache_dir() / "traces" / f"{key}.npz"
+    if path.exists():
+        try:
+            return RoutingTrace.load(path)
+        except PlannerError:
+            log.warning("cached trace %s unreadable; regenerating", path)
+    trace = generate_trace(L, N, k, opts.trace_preset, k_prefetch=k_pf, model=model_name, tokens=opts.trace_tokens,
+                           seed=opts.seed)
+    trace.save(path)
+    return trace
+
+
+def replay_curves(trace: RoutingTrace, rho: float, omega: float) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Hit curves per policy (cached on disk by trace fingerprint) and end-of-trace priority orders."""
+    from profilers.digits_cnn import cache_dir
+
+    key = _cache_key("curves", 2, trace.fingerprint(), rho, omega)
+    path = cache_dir() / "curves" / f"{key}.npz"
+    policies = ("lcp", "lru", "lfu", "belady")
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                curves = {p: z[p] for p in policies}
+                orders = json.loads(bytes(z["orders"]).decode())
+            return curves, {p: tuple(tuple(o) for o in orders[p]) for p in orders}
+        except (OSError, KeyError, ValueError):
+            log.warning("cached curves %s unreadable; replaying", path)
+    curves, orders = {}, {}
+    for p in policies:
+        r = replay(trace.experts, trace.num_experts, p, rho, omega)
+        curves[p] = r.curves
+        orders[p] = r.final_order
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **curves, orders=np.frombuffer(json.dumps(orders).encode(), dtype=np.uint8))
+    tmp.replace(path)
+    return curves, orders
+
+
+def layer_timing(structure: MoeStructure, hw: HardwareProfile, opts: MoeOffloadOptions, u_e: float) -> dict[str, Any]:
+    """Roofline times (s) at decode, batch `opts.batch`, serving dtype bf16 on the device."""
+    dtype = "bf16"
+    db = structure.dtype_bytes
+    ctx, b = opts.context_tokens, opts.batch
+    moe_set = set(structure.moe_layers)
+    kv_per_layer = structure.kv_bytes_per_token / max(structure.num_layers, 1)
+    attn = []
+    for info in structure.layers:
+        if info.index not in moe_set:
+            continue
+        params = info.other_params + info.router_params + info.shared_expert_params
+        flops = 2 * params * b + 4 * b * ctx * kv_per_layer / db
+        bytes_ = params * db + kv_per_layer * ctx * b
+        attn.append(hw.roofline_s(flops, bytes_, dtype))
+    t_x = hw.roofline_s(2 * structure.params_per_expert * b, u_e, dtype)
+    dense_params = sum(i.other_params + i.shared_expert_params + i.router_params for i in structure.layers
+                       if i.index not in moe_set)
+    # outside the MoE layers, a decode step reads the dense layers and the LM head in full (an
+    # embedding lookup reads one row)
+    head = structure.output_head_params
+    other = hw.roofline_s(2 * (dense_params + head) * b, (dense_params + head) * db, dtype)
+    host_bw = hw.host_bandwidth_bytes_per_s()
+    host_tx = u_e / host_bw if host_bw else None
+    return {"attention_s": np.array(attn), "expert_s": t_x, "other_s": other, "host_expert_s": host_tx}
+
+
+def lower(structure: MoeStructure, model_name: str, model_fp: str, hw: HardwareProfile,
+          opts: MoeOffloadOptions) -> MoeLowered:
+    """Build the MoEpic problem for this model, device and workload."""
+    if opts.context_tokens < 1 or opts.batch < 1:
+        raise PlannerError("--context and --batch must be positive", "pass e.g. --context 2048 --batch 1")
+    k = structure.top_k
+    k_pf = k if opts.k_prefetch is None else opts.k_prefetch
+    if not 0 <= k_pf <= structure.num_experts:
+        raise PlannerError(f"--k-prefetch {k_pf} is outside 0..{structure.num_experts}", f"use a value from 0 to {structure.num_experts}")
+    u_e = expert_bytes(structure, opts.expert_bits)
+    mem = memory_breakdown(structure, hw, opts, u_e, k_pf)
+    f = structure.expert_intermediate_size
+    g = opts.theta_granularity or default_granularity(f)
+    if g < 1 or g > f or f % g:
+        raise PlannerError(f"theta granularity {g} does not divide the expert width {f}",
+                           f"use a divisor of {f}, e.g. {default_granularity(f)}")
+    trace = load_or_make_trace(structure, model_name, model_fp, opts, k_pf)
+    curves, orders = replay_curves(trace, opts.rho, opts.omega)
+    stats = trace_stats(trace)
+    timing = layer_timing(structure, hw, opts, u_e)
+    B = float(mem.expert_cache_budget_bytes)
+    unit = max(u_e / 16, B / 4096) if B > 0 else u_e / 16
+    names = tuple(structure.layers[i].module_path for i in structure.moe_layers)
+    problem = MoeOffloadProblem(
+        layer_names=names, num_experts=structure.num_experts, top_k=k, k_prefetch=k_pf, expert_bytes=u_e,
+        intermediate_size=f, theta_granularity=g, bandwidth_bytes_per_s=hw.h2d_bytes_per_s(),
+        expert_compute_s=timing["expert_s"], attention_compute_s=timing["attention_s"],
+        other_compute_s=timing["other_s"], hit_curves=curves, recall=stats.recall,
+        distinct_experts=stats.distinct_per_step, budget_bytes=B, budget_unit_bytes=unit,
+        host_expert_compute_s=timing["host_expert_s"])
+    notes = []
+    dips = [(names[i], float((np.maximum.accumulate(c) - c).max())) for i, c in enumerate(curves["lcp"])]
+    worst = max(dips, key=lambda d: d[1])
+    if worst[1] > 0.01:
+        notes.append(f"LCP hit curve of {worst[0]} dips by {worst[1]:.1%} below its running maximum; the envelope is used")
+    source = (f"roofline on {hw.name} ({'measured' if hw.measured else 'catalog'} constants, "
+              f"efficiency {hw.efficiency_compute:g} compute / {hw.efficiency_memory:g} memory)")
+    return MoeLowered(problem, mem, trace, orders, structure, opts, source, notes)
+
+
+# ------------------------------------------------------------------ lifting
+def sim_config(low: MoeLowered, sol: Any, perfect_prediction: bool = False) -> Any:
+    """The simulator's view of a solution (every cache starts empty, for a like-for-like comparison)."""
+    from runtime.sim.moe_offload import SimConfig, SimLayer
+
+    p = low.problem
+    cpu = sol.cpu_layers if sol.cpu_layers is not None else np.zeros(p.num_layers, dtype=bool)
+    layers = tuple(SimLayer(int(sol.capacities[i]), float(sol.thetas[i]), sol.policy if sol.policy != "none" else "lcp",
+                            bool(sol.prefetch[i]), bool(cpu[i])) for i in range(p.num_layers))
+    return SimConfig(layers, p.expert_bytes, p.bandwidth_bytes_per_s, p.expert_compute_s,
+                     tuple(float(a) for a in p.attention_compute_s), p.other_compute_s, p.host_expert_compute_s,
+                     low.options.rho, low.options.omega, perfect_prediction)
+
+
+def simulate_solution(low: MoeLowered, sol: Any, perfect_prediction: bool = False) -> Any:
+    """Run the labelled simulator on a solution over the first `sim_tokens` trace tokens."""
+    from runtime.sim.moe_offload import simulate
+
+    return simulate(low.trace.experts, low.trace.predicted, sim_config(low, sol, perfect_prediction),
+                    tokens=low.options.sim_tokens)
+
+
+def metrics_dict(pred: Any) -> dict[str, Any]:
+    """Plan-level predicted metrics (ms, fraction, bytes per decode step)."""
+    return {"tpot_ms": pred.tpot_s * 1e3, "tokens_per_s": 1.0 / pred.tpot_s, "hit_rate": pred.mean_hit_rate,
+            "bytes_per_token": pred.total_bytes_per_step, "source": "analytic cost model (MoEpic spec §4)"}
+
+
+def sim_dict(res: Any) -> dict[str, Any]:
+    """Plan-level simulated metrics, labelled."""
+    return {"tpot_ms": res.tpot_s * 1e3, "tokens_per_s": 1.0 / res.tpot_s, "hit_rate": res.hit_rate,
+            "bytes_per_token": res.bytes_per_token, "tokens": res.tokens, "label": res.label}
+
+
+def layer_decisions(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> list[dict[str, Any]]:
+    """Per-layer decisions with the numbers behind them (names, not indices)."""
+    p = low.problem
+    out = []
+    order = low.final_orders.get(sol.policy, low.final_orders["lcp"])
+    for i, name in enumerate(p.layer_names):
+        th = float(sol.thetas[i])
+        c = int(sol.capacities[i])
+        out.append({
+            "layer": name,
+            "moe_index": i,
+            "budget_bytes": int(round(float(sol.budget_units[i]) * p.budget_unit_bytes)),
+            "cache_bytes": int(round(c * th * p.expert_bytes)),
+            "split_ratio": th,
+            "f_top": int(round(th * p.intermediate_size)),
+            "cached_experts": c,
+            "prefetch": bool(sol.prefetch[i]),
+            "initial_resident": [int(e) for e in order[i][:c]],
+            "predicted": {"hit_rate": float(pred.hit_rate[i]), "recall": float(p.recall[i]) if sol.prefetch[i] else 0.0,
+                          "bytes_per_token": float(pred.bytes_per_step[i]), "stall_ms": float(pred.stall_s[i] * 1e3),
+                          "time_ms": float(pred.time_s[i] * 1e3)},
+            "simulated": {"hit_rate": float(sim.layer_hit_rate[i]), "recall": float(sim.layer_recall[i]),
+                          "bytes_per_token": float(sim.layer_bytes_per_token[i]),
+                          "stall_ms": float(sim.layer_stall_s[i] * 1e3)},
+        })
+    return out
+
+
+def decisions_dict(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> dict[str, Any]:
+    """Everything codegen and the runtime need, plus the memory breakdown behind the budget."""
+    p = low.problem
+    return {
+        "memory": asdict(low.memory),
+        "expert_bytes": p.expert_bytes,
+        "expert_bits": low.options.expert_bits,
+        "num_experts": p.num_experts,
+        "top_k": p.top_k,
+        "k_prefetch": p.k_prefetch,
+        "intermediate_size": p.intermediate_size,
+        "theta_granularity": p.theta_granularity,
+        "budget_unit_bytes": p.budget_unit_bytes,
+        "eviction": {"policy": sol.policy, "rho": low.options.rho, "omega": low.options.omega},
+        "predictor_tap": "post_attn",
+        "link": {"bandwidth_bytes_per_s": p.bandwidth_bytes_per_s, "fifo": True},
+        "timing": {"expert_compute_ms": p.expert_compute_s * 1e3, "transfer_ms": p.transfer_s * 1e3,
+                   "other_compute_ms": p.other_compute_s * 1e3, "theta_hide": p.theta_hide,
+                   "source": low.timing_source},
+        "layers": layer_decisions(low, sol, pred, sim),
+    }
+
+
+def baseline_decisions(sol: Any) -> dict[str, Any]:
+    """Compact per-layer decisions of a baseline."""
+    d = {"split_ratio": [float(t) for t in sol.thetas], "cached_experts": [int(c) for c in sol.capacities],
+         "prefetch": [bool(x) for x in sol.prefetch], "eviction": sol.policy}
+    if sol.cpu_layers is not None:
+        d["cpu_layers"] = [bool(x) for x in sol.cpu_layers]
+    return d
+
+
+def validate_plan_decisions(decisions: dict[str, Any], constraints: dict[str, Any]) -> list[str]:
+    """Check a moe-offload plan's constraints from its JSON alone (used by `planner diff` and tests)."""
+    out: list[str] = []
+    try:
+        budget = float(constraints["expert_cache_budget_bytes"])
+        u_e = float(decisions["expert_bytes"])
+        n = int(decisions["num_experts"])
+        f = int(decisions["intermediate_size"])
+        g = int(decisions["theta_granularity"])
+        layers = decisions["layers"]
+    except (KeyError, TypeError, ValueError) as exc:
+        return [f"plan decisions are incomplete ({exc})"]
+    total = 0.0
+    slack = 1.0 + 1e-6
+    for lay in layers:
+        name = lay.get("layer", "?")
+        th, c, b = float(lay["split_ratio"]), int(lay["cached_experts"]), float(lay["budget_bytes"])
+        used = c * th * u_e
+        total += b
+        if not 0.0 <= th <= 1.0:
+            out.append(f"{name}: split_ratio {th} outside [0, 1]")
+        if int(lay["f_top"]) % g and th < 1.0:
+            out.append(f"{name}: f_top {lay['f_top']} is not a multiple of the granularity {g}")
+        if abs(th * f - int(lay["f_top"])) > 0.5:
+            out.append(f"{name}: f_top {lay['f_top']} does not match split_ratio {th}")
+        if not 0 <= c <= n:
+            out.append(f"{name}: cached_experts {c} outside 0..{n}")
+        if used > b * slack + 1:
+            out.append(f"{name}: cached tops need {used:.0f} B, above the layer budget {b:.0f} B")
+        if len(lay.get("initial_resident", [])) > c:
+            out.append(f"{name}: more initially resident experts than cached slots")
+    if total > budget * slack + 1:
+        out.append(f"layer budgets sum to {total:.0f} B, above the expert-cache budget {budget:.0f} B")
+    return out

@@ -1,0 +1,263 @@
+"""The planning pipeline as a flat list of phases: resolve -> profile -> scenario -> lower -> solve ->
+baselines -> bound -> simulate -> lift -> validate.
+
+Each phase reads and extends a `PlanContext`; `plan()` runs them in order and returns the Plan plus
+what the CLI should tell the user (the scenario choice and why, notes).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from planner.errors import PlannerError
+from planner.registry import FAMILIES, family, resolve_hardware, resolve_model
+from planner.schema import BaselineResult, Bound, HardwareRef, ModelRef, Objective, Plan, SolverInfo
+from planner.units import fmt_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlanRequest:
+    """What the user asked for on the command line."""
+
+    model: str
+    hardware: str
+    scenario: str | None = None
+    cloud: str | None = None
+    link: str | None = None
+    clients: str | None = None
+    record_timing: bool = False
+    moe: Any = None  # MoeOffloadOptions
+
+
+@dataclass
+class PlanContext:
+    """State passed between phases."""
+
+    request: PlanRequest
+    spec: Any = None
+    hardware: Any = None
+    structure: Any = None
+    family: str = ""
+    scenario_reason: str = ""
+    lowered: Any = None
+    solution: Any = None
+    baselines: dict[str, Any] = field(default_factory=dict)
+    bound: Any = None
+    simulated: dict[str, Any] = field(default_factory=dict)
+    plan: Plan | None = None
+    notes: list[str] = field(default_factory=list)
+    phase_times_s: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_inputs(ctx: PlanContext) -> None:
+    """Model and hardware names -> catalog entries (one-line errors with the closest names)."""
+    ctx.spec = resolve_model(ctx.request.model)
+    ctx.hardware = resolve_hardware(ctx.request.hardware)
+
+
+def profile(ctx: PlanContext) -> None:
+    """Model structure on the meta device (no weights allocated)."""
+    from profilers.graph import profile_model
+
+    ctx.structure = profile_model(ctx.spec, with_graph=False).moe
+
+
+def choose_scenario(ctx: PlanContext) -> None:
+    """The family: forced by --scenario, else inferred from the flags and the model."""
+    req = ctx.request
+    if req.scenario:
+        ctx.family = family(req.scenario).name
+        ctx.scenario_reason = "forced by --scenario"
+    elif req.cloud or req.link:
+        ctx.family = family("split-inference").name
+        ctx.scenario_reason = "--cloud/--link given: edge/cloud split inference"
+    elif req.clients:
+        ctx.family = family("fed-lora").name
+        ctx.scenario_reason = "--clients given: federated fine-tuning"
+    elif ctx.structure is not None:
+        s = ctx.structure
+        total = s.non_expert_bytes + s.bytes_per_expert * s.num_experts * len(s.moe_layers)
+        fits = total <= ctx.hardware.memory_bytes
+        ctx.family = family("moe-offload").name
+        ctx.scenario_reason = (
+            f"{ctx.spec.name} is an MoE model whose weights ({fmt_bytes(total)}) "
+            + (f"fit {ctx.hardware.name} ({fmt_bytes(ctx.hardware.memory_bytes)}): the plan keeps every expert resident"
+               if fits else f"do not fit {ctx.hardware.name} ({fmt_bytes(ctx.hardware.memory_bytes)}): expert offloading"))
+    else:
+        raise PlannerError(
+            f"no scenario applies to the dense model {ctx.spec.name} on {ctx.hardware.name} alone",
+            "pass --cloud HW --link RATE for split inference, or --clients FILE for federated fine-tuning")
+    if ctx.family == "moe-offload" and ctx.structure is None:
+        raise PlannerError(f"{ctx.spec.name} has no MoE layers, so moe-offload does not apply",
+                           "pick an MoE model (e.g. mixtral-8x7b) or another --scenario")
+
+
+def lower(ctx: PlanContext) -> None:
+    """Build the family's numeric problem."""
+    from planner.lowering.moe_offload import MoeOffloadOptions, lower as lower_moe
+
+    opts = ctx.request.moe or MoeOffloadOptions()
+    ctx.lowered = lower_moe(ctx.structure, ctx.spec.name, ctx.spec.fingerprint(), ctx.hardware, opts)
+    ctx.notes.extend(ctx.lowered.notes)
+
+
+def solve(ctx: PlanContext) -> None:
+    """Run MoEpic and check its answer against every constraint."""
+    from solvers.moe_offload.moepic import MoEpicConfig, solve as moepic
+    from solvers.moe_offload.validate import validate
+
+    ctx.solution = moepic(ctx.lowered.problem, MoEpicConfig(inner=ctx.lowered.options.inner))
+    bad = validate(ctx.lowered.problem, ctx.solution)
+    if bad:
+        raise RuntimeError("MoEpic returned an invalid plan (a bug): " + "; ".join(bad))
+
+
+def baselines(ctx: PlanContext) -> None:
+    """Every baseline on the same problem."""
+    from solvers.moe_offload.baselines import BASELINES
+    from solvers.moe_offload.validate import validate
+
+    for name, fn in BASELINES.items():
+        sol = fn(ctx.lowered.problem)
+        if sol is None:
+            ctx.notes.append(f"baseline {name} skipped: {ctx.hardware.name} has no host memory bandwidth figure")
+            continue
+        bad = validate(ctx.lowered.problem, sol)
+        if bad:
+            raise RuntimeError(f"baseline {name} is invalid (a bug): " + "; ".join(bad))
+        ctx.baselines[name] = sol
+
+
+def bound(ctx: PlanContext) -> None:
+    """Lower bound: perfect prediction and a clairvoyant (Belady) cache, optimised the same way, exact inner."""
+    from solvers.moe_offload.moepic import MoEpicConfig, solve as moepic
+
+    ctx.bound = moepic(ctx.lowered.problem, MoEpicConfig(inner="scan", policy="belady", perfect_prediction=True))
+
+
+def simulate(ctx: PlanContext) -> None:
+    """Labelled simulator on the plan, every baseline and the bound."""
+    from planner.lowering.moe_offload import simulate_solution
+
+    low = ctx.lowered
+    ctx.simulated["plan"] = simulate_solution(low, ctx.solution)
+    for name, sol in ctx.baselines.items():
+        ctx.simulated[name] = simulate_solution(low, sol)
+    ctx.simulated["bound"] = simulate_solution(low, ctx.bound, perfect_prediction=True)
+
+
+def lift(ctx: PlanContext) -> None:
+    """Solution -> Plan with names, metrics, baselines and the bound."""
+    from dataclasses import asdict
+
+    from planner.lowering.moe_offload import baseline_decisions, decisions_dict, metrics_dict, sim_dict
+    from solvers.moe_offload.baselines import DESCRIPTIONS
+    from solvers.moe_offload.cost import evaluate
+
+    low, sol = ctx.lowered, ctx.solution
+    p = low.problem
+
+    def pred_of(s: Any, perfect: bool = False) -> Any:
+        import numpy as np
+
+        return evaluate(p, s.thetas, s.capacities, s.prefetch, s.policy if s.policy != "none" else "lcp",
+                        recall=np.ones(p.num_layers) if perfect else None, cpu_layers=s.cpu_layers)
+
+    pred = pred_of(sol)
+    sim = ctx.simulated["plan"]
+    fam = FAMILIES[ctx.family]
+    base = {}
+    for name, b in ctx.baselines.items():
+        params = {k: v for k, v in b.params.items() if k != "baseline"}
+        base[name] = BaselineResult(DESCRIPTIONS[name], params, metrics_dict(pred_of(b)), sim_dict(ctx.simulated[name]),
+                                    baseline_decisions(b))
+    bpred = pred_of(ctx.bound, perfect=True)
+    bound_ms = bpred.tpot_s * 1e3
+    plan_ms = pred.tpot_s * 1e3
+    bnd = Bound(value=bound_ms, kind="perfect prediction + clairvoyant (Belady) cache, optimised over budgets and theta",
+                gap=(plan_ms - bound_ms) / bound_ms, predicted=metrics_dict(bpred), simulated=sim_dict(ctx.simulated["bound"]))
+    s = ctx.spec
+    hw = ctx.hardware
+    trace = low.trace
+    solver_trace = [{"phase": e.phase, "iteration": e.iteration, **e.values} for e in sol.trace
+                    if e.phase != "inner"]
+    inner = [e.values for e in sol.trace if e.phase == "inner"]
+    if inner:
+        solver_trace.insert(0, {"phase": "inner", "layers": len(inner),
+                                "max_ratio_rounds": max(v["ratio_rounds"] for v in inner),
+                                "max_hide_rounds": max(v["hide_rounds"] for v in inner)})
+    ctx.plan = Plan(
+        family=ctx.family,
+        model=ModelRef(s.name, s.fingerprint(), s.source, num_params=int(ctx.structure.non_expert_params
+                       + ctx.structure.params_per_expert * ctx.structure.num_experts * len(ctx.structure.moe_layers)),
+                       dtype=s.dtype),
+        hardware=HardwareRef(hw.name, hw.fingerprint(), "device", hw.memory_bytes, hw.source.split("\n")[0][:200]),
+        solver=SolverInfo(name=f"{fam.method} (fixed point + divide and conquer)" if low.options.inner == "fixed_point"
+                          else f"{fam.method} (exact inner scan + divide and conquer)",
+                          status=sol.status.value,
+                          config={"inner": low.options.inner, "policy": sol.policy, "budget_unit_bytes": p.budget_unit_bytes,
+                                  "theta_granularity": p.theta_granularity, "k_prefetch": p.k_prefetch},
+                          wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,
+                          iterations=len(sol.trace), trace=tuple(solver_trace)),
+        objective=Objective(fam.objective_metric, fam.objective_sense, plan_ms),
+        decisions=decisions_dict(low, sol, pred, sim),
+        predicted=metrics_dict(pred),
+        simulated=sim_dict(sim),
+        baselines=base,
+        bound=bnd,
+        inputs={"trace": {"source": trace.source, "fingerprint": trace.fingerprint(), "tokens": trace.num_tokens,
+                          "params": dict(trace.params)},
+                "workload": {"context_tokens": low.options.context_tokens, "batch": low.options.batch,
+                             "phase": "decode"},
+                "scenario_reason": ctx.scenario_reason},
+        constraints={"expert_cache_budget_bytes": low.memory.expert_cache_budget_bytes},
+        notes=tuple(ctx.notes),
+    )
+
+
+def validate_plan(ctx: PlanContext) -> None:
+    """The lifted plan must pass its own family's plan validator."""
+    from planner.lowering.moe_offload import validate_plan_decisions
+
+    bad = validate_plan_decisions(dict(ctx.plan.decisions), dict(ctx.plan.constraints))
+    if bad:
+        raise RuntimeError("lifted plan violates its constraints (a bug): " + "; ".join(bad))
+
+
+PHASES: list[tuple[str, Callable[[PlanContext], None]]] = [
+    ("resolve", resolve_inputs),
+    ("profile", profile),
+    ("scenario", choose_scenario),
+    ("lower", lower),
+    ("solve", solve),
+    ("baselines", baselines),
+    ("bound", bound),
+    ("simulate", simulate),
+    ("lift", lift),
+    ("validate", validate_plan),
+]
+
+
+def plan(request: PlanRequest, on_phase: Callable[[str], None] | None = None) -> PlanContext:
+    """Run every phase; returns the context (ctx.plan is the result)."""
+    ctx = PlanContext(request)
+    for name, fn in PHASES:
+        if on_phase:
+            on_phase(name)
+        t0 = time.perf_counter()
+        fn(ctx)
+        ctx.phase_times_s[name] = time.perf_counter() - t0
+    return ctx
+
+
+def plan_validator(plan_obj: Plan) -> list[str]:
+    """Family dispatch for `planner diff`: the plan's constraint violations."""
+    if plan_obj.family == "moe-offload":
+        from planner.lowering.moe_offload import validate_plan_decisions
+
+        return validate_plan_decisions(dict(plan_obj.decisions), dict(plan_obj.constraints))
+    return []

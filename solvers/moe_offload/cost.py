@@ -1,0 +1,105 @@
+"""Analytic cost model of MoEpic (spec §4): expected decode time per step, per layer.
+
+    S_i      = theta_i * h_i(C_i)                                  resident fraction of an activated expert
+    V_pf     = k_pf * U_e * (1 - S_i)                              prefetched bytes (if prefetching)
+    stall_pf = max(0, V_pf / BW - W_i)
+    miss_od  = (1 - p_i) k_i [ h max(0, (1-theta) tau_U - theta t_x) + (1 - h) tau_U ]
+    T_i      = T^c_i + stall_pf + miss_od
+
+A layer that does not prefetch has p_i = 0 and no V_pf. Layers whose experts run on the host CPU
+(llama.cpp-style baseline) cost attention + k_i * t_cpu and move no expert bytes.
+Everything is vectorised over budgets and split ratios.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from solvers.moe_offload.problem import MoeOffloadProblem
+
+
+def capacity(problem: MoeOffloadProblem, budget_bytes: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """C = min(N, floor(b / (theta U_e))), 0 where theta = 0 (broadcasts)."""
+    b = np.asarray(budget_bytes, dtype=float)
+    th = np.asarray(theta, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.floor(b / (np.where(th > 0, th, 1.0) * problem.expert_bytes) + 1e-9)
+    c = np.where(th > 0, np.minimum(c, problem.num_experts), 0)
+    return c.astype(np.int64)
+
+
+def time_at_hit(problem: MoeOffloadProblem, layer: int, hit: np.ndarray, theta: np.ndarray,
+                prefetch: np.ndarray | bool, recall: float | None = None) -> np.ndarray:
+    """T_i (s) given the hit rate h of the chosen capacity (arrays broadcast together)."""
+    th = np.asarray(theta, dtype=float)
+    h = np.asarray(hit, dtype=float)
+    tau = problem.transfer_s
+    tx = problem.expert_compute_s
+    k_i = problem.distinct_experts[layer]
+    p = problem.recall[layer] if recall is None else recall
+    pf = np.asarray(prefetch, dtype=bool)
+    s = th * h
+    window = problem.prefetch_window_s()[layer]
+    v_pf = problem.k_prefetch * problem.expert_bytes * (1.0 - s)
+    stall = np.where(pf, np.maximum(0.0, v_pf / problem.bandwidth_bytes_per_s - window), 0.0)
+    p_eff = np.where(pf, p, 0.0)
+    miss = (1.0 - p_eff) * k_i * (h * np.maximum(0.0, (1.0 - th) * tau - th * tx) + (1.0 - h) * tau)
+    return problem.layer_compute_s()[layer] + stall + miss
+
+
+def layer_time(problem: MoeOffloadProblem, layer: int, budget_bytes: np.ndarray, theta: np.ndarray,
+               prefetch: np.ndarray | bool, policy: str = "lcp", recall: float | None = None,
+               curve: np.ndarray | None = None) -> np.ndarray:
+    """T_i (s) for arrays of budgets and thetas (broadcast together); C follows from budget and theta."""
+    h_env = curve if curve is not None else problem.envelope(policy)[layer]
+    c = capacity(problem, budget_bytes, theta)
+    return time_at_hit(problem, layer, h_env[c], theta, prefetch, recall)
+
+
+@dataclass(frozen=True)
+class PredictedMetrics:
+    """Per-layer and total predicted figures (times in s, bytes per decode step)."""
+
+    time_s: np.ndarray
+    stall_s: np.ndarray
+    hit_rate: np.ndarray
+    bytes_per_step: np.ndarray
+    tpot_s: float
+    mean_hit_rate: float
+    total_bytes_per_step: float
+
+
+def evaluate(problem: MoeOffloadProblem, thetas: np.ndarray, capacities: np.ndarray, prefetch: np.ndarray,
+             policy: str, recall: np.ndarray | None = None, cpu_layers: np.ndarray | None = None,
+             curves: np.ndarray | None = None) -> PredictedMetrics:
+    """Predicted metrics of a full configuration (capacities given directly)."""
+    L = problem.num_layers
+    env = curves if curves is not None else problem.envelope(policy)
+    rec = problem.recall if recall is None else recall
+    cpu = np.zeros(L, dtype=bool) if cpu_layers is None else cpu_layers
+    times = np.zeros(L)
+    hits = np.zeros(L)
+    bytes_ = np.zeros(L)
+    for i in range(L):
+        k_i = problem.distinct_experts[i]
+        if cpu[i]:
+            if problem.host_expert_compute_s is None:
+                raise ValueError("host expert compute time unknown")
+            times[i] = problem.attention_compute_s[i] + k_i * problem.host_expert_compute_s
+            hits[i] = 0.0
+            continue
+        th = float(thetas[i])
+        c = int(capacities[i])
+        h = env[i][c] if th > 0 else 0.0
+        times[i] = float(time_at_hit(problem, i, h, th, bool(prefetch[i]), float(rec[i])))
+        hits[i] = h
+        s = th * h
+        p = rec[i] if prefetch[i] else 0.0
+        v_pf = problem.k_prefetch * problem.expert_bytes * (1 - s) if prefetch[i] else 0.0
+        bytes_[i] = v_pf + (1 - p) * k_i * problem.expert_bytes * (1 - s)
+    stall = times - np.where(cpu, times, problem.layer_compute_s())
+    weights = problem.distinct_experts * (~cpu)
+    mean_hit = float((hits * weights).sum() / weights.sum()) if weights.sum() > 0 else 0.0
+    return PredictedMetrics(times, stall, hits, bytes_, float(times.sum() + problem.other_compute_s), mean_hit,
+                            float(bytes_.sum()))

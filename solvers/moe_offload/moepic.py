@@ -1,0 +1,92 @@
+"""MoEpic: per-layer VRAM budget and expert split ratio (fixed points inside, divide and conquer outside).
+
+    solve(problem, MoEpicConfig()) -> MoeOffloadSolution
+
+Pure: numpy only, no torch, no I/O. Deterministic for identical inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from solvers.common import InfeasibleError, Status, Stopwatch, TraceEvent
+from solvers.moe_offload.cost import evaluate
+from solvers.moe_offload.divide_and_conquer import allocate
+from solvers.moe_offload.fixed_point import LayerCurve, inner_fixed_point, inner_scan
+from solvers.moe_offload.problem import MoeOffloadProblem, MoeOffloadSolution
+
+
+@dataclass(frozen=True)
+class MoEpicConfig:
+    """Solver settings: `inner` is "fixed_point" (the method) or "scan" (exact over the theta grid)."""
+
+    inner: str = "fixed_point"
+    policy: str = "lcp"
+    perfect_prediction: bool = False   # bound: recall 1 everywhere (used with policy="belady")
+    uniform_budget: bool = False       # ablation: B/L per layer instead of divide and conquer
+
+
+def running_argmin(values: np.ndarray) -> np.ndarray:
+    """idx[x] = the first index achieving min(values[:x+1])."""
+    idx = np.zeros(len(values), dtype=np.int64)
+    best = 0
+    for x in range(1, len(values)):
+        if values[x] < values[best]:
+            best = x
+        idx[x] = best
+    return idx
+
+
+def layer_curves(problem: MoeOffloadProblem, config: MoEpicConfig) -> list[LayerCurve]:
+    """Inner solves for every layer and budget."""
+    curves = []
+    for i in range(problem.num_layers):
+        recall = 1.0 if config.perfect_prediction else None
+        if config.inner == "scan":
+            curves.append(inner_scan(problem, i, config.policy, recall))
+        elif config.inner == "fixed_point":
+            curves.append(inner_fixed_point(problem, i, config.policy, recall))
+        else:
+            raise ValueError(f"unknown inner solver {config.inner}")
+    return curves
+
+
+def solution_from_units(problem: MoeOffloadProblem, curves: list[LayerCurve], units: np.ndarray, config: MoEpicConfig,
+                        status: Status, watch: Stopwatch, trace: list[TraceEvent]) -> MoeOffloadSolution:
+    """Read each layer's decision at its budget (the cheapest point at or below it) and evaluate."""
+    L = problem.num_layers
+    thetas = np.zeros(L)
+    caps = np.zeros(L, dtype=np.int64)
+    pref = np.zeros(L, dtype=bool)
+    for i, cv in enumerate(curves):
+        at = int(running_argmin(cv.time_s)[min(int(units[i]), len(cv.time_s) - 1)])
+        thetas[i], caps[i], pref[i] = cv.theta[at], cv.capacity[at], cv.prefetch[at]
+    recall = np.ones(L) if config.perfect_prediction else None
+    metrics = evaluate(problem, thetas, caps, pref, config.policy, recall=recall)
+    return MoeOffloadSolution(status=status, budget_units=units.astype(np.int64), thetas=thetas, capacities=caps,
+                              prefetch=pref, policy=config.policy, objective=metrics.tpot_s,
+                              wall_time_s=watch.elapsed(), trace=tuple(trace))
+
+
+def solve(problem: MoeOffloadProblem, config: MoEpicConfig = MoEpicConfig()) -> MoeOffloadSolution:
+    """Plan every layer's budget and split ratio for `problem`."""
+    watch = Stopwatch()
+    if problem.budget_bytes < 0:
+        raise InfeasibleError(
+            f"the expert cache budget is negative ({problem.budget_bytes / 2**30:.2f} GiB)",
+            f"free at least {-problem.budget_bytes / 2**30:.2f} GiB more device memory (smaller context, fewer staging buffers) or use a larger device")
+    trace: list[TraceEvent] = []
+    curves = layer_curves(problem, config)
+    for i, cv in enumerate(curves):
+        trace.append(TraceEvent("inner", i, {"ratio_rounds": cv.rounds_ratio, "hide_rounds": cv.rounds_hide}))
+    G = problem.total_units
+    if config.uniform_budget:
+        units = np.full(problem.num_layers, min(G // problem.num_layers, problem.layer_units))
+        trace.append(TraceEvent("uniform", 0, {"units_per_layer": int(units[0])}))
+    else:
+        units, value, pairs = allocate([cv.time_s for cv in curves], G)
+        trace.append(TraceEvent("divide_and_conquer", 0, {"total_units": G, "pair_evaluations": pairs,
+                                                          "objective_s": value + problem.other_compute_s}))
+    status = Status.OPTIMAL if config.inner == "scan" and not config.uniform_budget else Status.FEASIBLE
+    return solution_from_units(problem, curves, units, config, status, watch, trace)

@@ -1,0 +1,106 @@
+"""The moe-offload problem and solution records (dense arrays; names only in `layer_names`).
+
+Symbols follow the MoEpic spec (§3): L MoE layers, N experts, top-k, U_e bytes per expert, BW the
+host->device bandwidth, t_x one expert's compute per step, h_i(C) hit curves, p_i predictor recall,
+k_i distinct experts per step, B the expert-cache budget and u the budget unit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from solvers.common import Status, TraceEvent
+
+
+@dataclass(frozen=True)
+class MoeOffloadProblem:
+    """Everything the moe-offload solvers read. Times in seconds, sizes in bytes."""
+
+    layer_names: tuple[str, ...]
+    num_experts: int
+    top_k: int
+    k_prefetch: int
+    expert_bytes: float
+    intermediate_size: int
+    theta_granularity: int
+    bandwidth_bytes_per_s: float
+    expert_compute_s: float
+    attention_compute_s: np.ndarray
+    other_compute_s: float
+    hit_curves: Mapping[str, np.ndarray]
+    recall: np.ndarray
+    distinct_experts: np.ndarray
+    budget_bytes: float
+    budget_unit_bytes: float
+    host_expert_compute_s: float | None = None
+
+    @property
+    def num_layers(self) -> int:
+        """L."""
+        return len(self.layer_names)
+
+    @property
+    def transfer_s(self) -> float:
+        """tau_U: time to move one whole expert over the link (s)."""
+        return self.expert_bytes / self.bandwidth_bytes_per_s
+
+    @property
+    def theta_hide(self) -> float:
+        """tau_U / (tau_U + t_x): above it a bottom loads while its top computes."""
+        return self.transfer_s / (self.transfer_s + self.expert_compute_s)
+
+    @property
+    def total_units(self) -> int:
+        """G: the whole budget in units."""
+        return int(np.floor(self.budget_bytes / self.budget_unit_bytes + 1e-9))
+
+    @property
+    def layer_units(self) -> int:
+        """G_i: units that hold every expert of one layer whole (more is never useful)."""
+        return int(np.ceil(self.num_experts * self.expert_bytes / self.budget_unit_bytes - 1e-9))
+
+    def thetas(self) -> np.ndarray:
+        """The split-ratio grid Theta = {j*g/f} plus 1."""
+        f, g = self.intermediate_size, self.theta_granularity
+        grid = [j * g / f for j in range(f // g + 1)]
+        if grid[-1] < 1.0:
+            grid.append(1.0)
+        return np.array(grid)
+
+    def layer_compute_s(self) -> np.ndarray:
+        """T^c_i: stall-free compute of layer i (attention + router + k_i experts)."""
+        return self.attention_compute_s + self.distinct_experts * self.expert_compute_s
+
+    def prefetch_window_s(self) -> np.ndarray:
+        """W_i: from the post_attn tap of layer i-1 to layer i's expert dispatch (0 for the first layer)."""
+        w = np.zeros(self.num_layers)
+        w[1:] = self.distinct_experts[:-1] * self.expert_compute_s + self.attention_compute_s[1:]
+        return w
+
+    def envelope(self, policy: str) -> np.ndarray:
+        """h-hat: the nondecreasing envelope of the hit curves, (L, N+1)."""
+        return np.maximum.accumulate(np.asarray(self.hit_curves[policy]), axis=1)
+
+
+@dataclass(frozen=True)
+class MoeOffloadSolution:
+    """Per-layer decisions and the predicted metrics under the analytic cost model."""
+
+    status: Status
+    budget_units: np.ndarray     # x_i
+    thetas: np.ndarray           # theta_i
+    capacities: np.ndarray       # C_i, tops that fit
+    prefetch: np.ndarray         # bool: prefetch predicted experts in layer i
+    policy: str                  # eviction policy of the cache
+    objective: float             # predicted time per decode step (s)
+    bound: float | None = None
+    wall_time_s: float = 0.0
+    trace: tuple[TraceEvent, ...] = ()
+    cpu_layers: np.ndarray | None = None  # bool: experts computed on the host CPU (llama.cpp baseline)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def budget_bytes(self, problem: MoeOffloadProblem) -> np.ndarray:
+        """Bytes each layer's cache actually holds (C_i * theta_i * U_e)."""
+        return self.capacities * self.thetas * problem.expert_bytes
