@@ -42,9 +42,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     opts = MoeOffloadOptions(expert_bits=args.expert_bits, context_tokens=args.context, batch=args.batch,
                              expert_budget=args.expert_budget, trace_path=args.trace, trace_preset=args.trace_preset,
                              trace_tokens=args.trace_tokens, seed=args.seed, theta_granularity=args.theta_granularity,
-                             k_prefetch=args.k_prefetch, inner=args.inner, sim_tokens=args.sim_tokens)
+                             k_prefetch=args.k_prefetch, inner=args.inner, sim_tokens=args.sim_tokens,
+                             calibrate=args.calibrate)
     req = PlanRequest(args.model, args.hardware, args.scenario, args.cloud, args.link, args.clients,
-                      args.record_timing, opts)
+                      args.record_timing, args.tiny, opts)
     err = _console(stderr=True)
     ctx = plan(req, on_phase=lambda name: log.info("phase %s", name))
     err.print(f"scenario: {ctx.family} ({ctx.scenario_reason})")
@@ -254,7 +255,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
         else:
             g = torch.Generator().manual_seed(args.seed)
             prompts = [torch.randint(0, vocab, (16,), generator=g).tolist() for _ in range(4)]
-        trace = record_trace(built.module, prompts, args.max_new_tokens, model_name=spec.name)
+        trace = record_trace(built.module, prompts, args.max_new_tokens, model_name=spec.name,
+                             temperature=args.temperature, seed=args.seed)
     path = trace.save(args.output)
     _console(stderr=True).print(f"wrote {path}: {trace.num_tokens} steps x {trace.num_layers} MoE layers x top-{trace.top_k} ({trace.source})")
     return 0
@@ -278,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("-o", "--output", help="write the plan JSON here")
     pl.add_argument("--json", action="store_true", help="print the plan JSON instead of tables")
     pl.add_argument("-q", "--quiet", action="store_true", help="print nothing but the scenario line")
+    pl.add_argument("--tiny", action="store_true",
+                    help="plan the small same-architecture model (real weights; what `planner run` executes here)")
+    pl.add_argument("--calibrate", action="store_true",
+                    help="time the (tiny) model on this CPU instead of using the roofline")
     pl.add_argument("--record-timing", action="store_true",
                     help="store the solver wall time in the plan (makes plan bytes differ between runs)")
     g = pl.add_argument_group("moe-offload")
@@ -334,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--tiny", action="store_true")
     tr.add_argument("--prompts", help="text file, one prompt per line")
     tr.add_argument("--max-new-tokens", type=int, default=64)
+    tr.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: seeded sampling")
     tr.add_argument("--preset", help="synthesise from a preset instead of recording")
     tr.add_argument("--tokens", type=int, default=2048, help="synthetic trace length")
     tr.add_argument("--seed", type=int, default=0)

@@ -30,6 +30,7 @@ class PlanRequest:
     link: str | None = None
     clients: str | None = None
     record_timing: bool = False
+    tiny: bool = False   # plan the small same-architecture model (the one that runs here)
     moe: Any = None  # MoeOffloadOptions
 
 
@@ -63,7 +64,7 @@ def profile(ctx: PlanContext) -> None:
     """Model structure on the meta device (no weights allocated)."""
     from profilers.graph import profile_model
 
-    ctx.structure = profile_model(ctx.spec, with_graph=False).moe
+    ctx.structure = profile_model(ctx.spec, tiny=ctx.request.tiny, with_graph=False).moe
 
 
 def choose_scenario(ctx: PlanContext) -> None:
@@ -101,7 +102,17 @@ def lower(ctx: PlanContext) -> None:
     from planner.lowering.moe_offload import MoeOffloadOptions, lower as lower_moe
 
     opts = ctx.request.moe or MoeOffloadOptions()
-    ctx.lowered = lower_moe(ctx.structure, ctx.spec.name, ctx.spec.fingerprint(), ctx.hardware, opts)
+    timing = None
+    if opts.calibrate:
+        if not ctx.request.tiny:
+            raise PlannerError("--calibrate times the model on this CPU, and only tiny models run here",
+                               "add --tiny, or calibrate the hardware with `planner hardware measure`")
+        from profilers.models import build_model
+        from profilers.timing import calibrate_moe_decode
+
+        timing = calibrate_moe_decode(build_model(ctx.spec, tiny=True).module)
+    ctx.lowered = lower_moe(ctx.structure, ctx.spec.name, ctx.spec.fingerprint(ctx.request.tiny), ctx.hardware, opts,
+                            measured_timing=timing)
     ctx.notes.extend(ctx.lowered.notes)
 
 
@@ -192,9 +203,9 @@ def lift(ctx: PlanContext) -> None:
                                 "max_hide_rounds": max(v["hide_rounds"] for v in inner)})
     ctx.plan = Plan(
         family=ctx.family,
-        model=ModelRef(s.name, s.fingerprint(), s.source, num_params=int(ctx.structure.non_expert_params
+        model=ModelRef(s.name, s.fingerprint(ctx.request.tiny), s.source, num_params=int(ctx.structure.non_expert_params
                        + ctx.structure.params_per_expert * ctx.structure.num_experts * len(ctx.structure.moe_layers)),
-                       dtype=s.dtype),
+                       dtype="fp32" if ctx.request.tiny else s.dtype, tiny=ctx.request.tiny),
         hardware=HardwareRef(hw.name, hw.fingerprint(), "device", hw.memory_bytes, hw.source.split("\n")[0][:200]),
         solver=SolverInfo(name=f"{fam.method} (fixed point + divide and conquer)" if low.options.inner == "fixed_point"
                           else f"{fam.method} (exact inner scan + divide and conquer)",

@@ -35,6 +35,7 @@ class ModelRef:
     source: str = ""
     num_params: int = 0
     dtype: str = ""
+    tiny: bool = False  # the small same-architecture model (real weights, runs on this machine)
 
 
 @dataclass(frozen=True)

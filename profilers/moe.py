@@ -148,13 +148,27 @@ def _router(mlp: Any) -> Any:
     return getattr(mlp, "gate", None) if hasattr(getattr(mlp, "gate", None), "forward") else getattr(mlp, "router")
 
 
+def next_token(logits: Any, temperature: float, generator: Any) -> Any:
+    """Greedy (temperature 0) or seeded sampling from the last position's logits; shape (1, 1)."""
+    import torch
+
+    last = logits[:, -1, :]
+    if temperature <= 0:
+        return last.argmax(-1, keepdim=True)
+    probs = torch.softmax(last.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
 def record_trace(model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, k_prefetch: int | None = None,
-                 model_name: str = "") -> RoutingTrace:
-    """Greedy-decode each prompt and record decode-step routing and next-layer predictions.
+                 model_name: str = "", temperature: float = 0.0, seed: int = 0) -> RoutingTrace:
+    """Decode each prompt (greedy, or sampled at `temperature` with a seeded generator) and record
+    decode-step routing and next-layer predictions.
 
     Only decode steps are recorded (one token per step, batch 1); prefill routing is skipped.
     """
     import torch
+
+    gen = torch.Generator().manual_seed(seed)
 
     blocks = _moe_blocks(model)
     if not blocks:
@@ -185,12 +199,12 @@ def record_trace(model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: i
             for prompt in prompts:
                 ids = torch.tensor([list(prompt)], dtype=torch.long)
                 out = model(input_ids=ids, use_cache=True)
-                past = out.past_key_values
-                nxt = out.logits[:, -1:].argmax(-1)
+                past = out.cache
+                nxt = next_token(out.logits, temperature, gen)
                 for _ in range(max_new_tokens):
-                    out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-                    past = out.past_key_values
-                    nxt = out.logits[:, -1:].argmax(-1)
+                    out = model(input_ids=nxt, cache=past, use_cache=True)
+                    past = out.cache
+                    nxt = next_token(out.logits, temperature, gen)
                     e = np.stack([c.reshape(-1, c.shape[-1])[-1].numpy() for c in chosen])
                     k = e.shape[1]
                     kpf = k_prefetch or k
@@ -209,7 +223,8 @@ def record_trace(model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: i
         for h in handles:
             h.remove()
     return RoutingTrace(np.stack(rows_e), np.stack(rows_p), int(num_experts), f"recorded:{model_name}",
-                        model_name, {"prompts": len(prompts), "max_new_tokens": max_new_tokens})
+                        model_name, {"prompts": len(prompts), "max_new_tokens": max_new_tokens,
+                                     "temperature": temperature, "seed": seed})
 
 
 def predictor_logits(layer: Any, residual: Any) -> Any:

@@ -57,6 +57,7 @@ class MoeOffloadOptions:
     rho: float = 0.25
     omega: float = 128.0
     sim_tokens: int = 1024
+    calibrate: bool = False                 # time the (tiny) model on this CPU instead of the roofline
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ def layer_timing(structure: MoeStructure, hw: HardwareProfile, opts: MoeOffloadO
 
 
 def lower(structure: MoeStructure, model_name: str, model_fp: str, hw: HardwareProfile,
-          opts: MoeOffloadOptions) -> MoeLowered:
+          opts: MoeOffloadOptions, measured_timing: dict[str, Any] | None = None) -> MoeLowered:
     """Build the MoEpic problem for this model, device and workload."""
     if opts.context_tokens < 1 or opts.batch < 1:
         raise PlannerError("--context and --batch must be positive", "pass e.g. --context 2048 --batch 1")
@@ -254,6 +255,9 @@ def lower(structure: MoeStructure, model_name: str, model_fp: str, hw: HardwareP
     curves, orders = replay_curves(trace, opts.rho, opts.omega)
     stats = trace_stats(trace)
     timing = layer_timing(structure, hw, opts, u_e)
+    if measured_timing is not None:
+        timing = {**timing, "attention_s": np.asarray(measured_timing["attention_s"], dtype=float),
+                  "expert_s": float(measured_timing["expert_s"]), "other_s": float(measured_timing["other_s"])}
     B = float(mem.expert_cache_budget_bytes)
     unit = max(u_e / 16, B / 4096) if B > 0 else u_e / 16
     names = tuple(structure.layers[i].module_path for i in structure.moe_layers)
@@ -271,6 +275,8 @@ def lower(structure: MoeStructure, model_name: str, model_fp: str, hw: HardwareP
         notes.append(f"LCP hit curve of {worst[0]} dips by {worst[1]:.1%} below its running maximum; the envelope is used")
     source = (f"roofline on {hw.name} ({'measured' if hw.measured else 'catalog'} constants, "
               f"efficiency {hw.efficiency_compute:g} compute / {hw.efficiency_memory:g} memory)")
+    if measured_timing is not None:
+        source = str(measured_timing.get("source", "measured"))
     return MoeLowered(problem, mem, trace, orders, structure, opts, source, notes)
 
 

@@ -60,6 +60,7 @@ def test_solution_respects_every_constraint_and_is_deterministic() -> None:
         assert a.objective == b.objective
         assert np.array_equal(a.thetas, b.thetas) and np.array_equal(a.capacities, b.capacities)
         assert float((a.capacities * a.thetas * p.expert_bytes).sum()) <= p.budget_bytes + 1
+        assert int(a.budget_units.sum()) <= p.total_units
 
 
 def test_gap_to_exact_scan_merge_on_200_random_instances() -> None:

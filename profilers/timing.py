@@ -1,0 +1,68 @@
+"""Measured timings on this machine (CPU), for plans whose cost model should match what runs here.
+
+`calibrate_moe_decode` times the tiny same-architecture model through the runtime's split-expert
+path with every segment resident: one decode step (median of `repeats`), one expert's compute at one
+token, and the LM head; attention and router time per MoE layer is what remains of the step. These
+replace the roofline constants when a plan is made with `--calibrate`.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def _median_s(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int = 16) -> dict[str, Any]:
+    """Seconds per decode step component of a (tiny, CPU) MoE model run through SplitExperts.
+
+    Returns {"attention_s": [per MoE layer], "expert_s": t_x, "other_s": head and dense layers, "step_s"}.
+    """
+    import copy
+
+    from runtime.moe_offload.blocks import moe_blocks, swap_experts
+    from runtime.moe_offload.split_experts import segment_forward
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the runtime runs tiny models (see runtime/moe_offload/run.py)
+    m = copy.deepcopy(model).eval()
+    blocks = moe_blocks(m)
+    f = int(blocks[0].experts.down_proj.shape[-1])
+    act = blocks[0].experts.act_fn
+    k = int(getattr(m.config, "num_experts_per_tok", 2))
+    swap_experts(m, [f] * len(blocks))
+    vocab = int(m.config.vocab_size)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (1, context), generator=g)
+    with torch.no_grad():
+        out = m(input_ids=ids, use_cache=True)
+        past = out.cache
+        nxt = out.logits[:, -1:].argmax(-1)
+
+        def step() -> None:
+            m(input_ids=nxt, cache=past, use_cache=True)
+            past.crop(-1)  # drop the token just added: the context length stays fixed across repeats
+
+        step_s = _median_s(step, repeats)
+        seg = torch.randn(3, f, int(m.config.hidden_size), generator=g)
+        x = torch.randn(1, int(m.config.hidden_size), generator=g)
+        expert_s = _median_s(lambda: segment_forward(x, seg, act), repeats * 5)
+        head = m.get_output_embeddings()
+        h = torch.randn(1, 1, int(m.config.hidden_size), generator=g)
+        other_s = _median_s(lambda: head(h), repeats * 5)
+    torch.set_num_threads(threads)
+    moe_layers = len(blocks)
+    per_layer = max((step_s - other_s - moe_layers * k * expert_s) / moe_layers, 0.0)
+    return {"attention_s": [per_layer] * moe_layers, "expert_s": expert_s, "other_s": other_s, "step_s": step_s,
+            "source": f"measured on this CPU: tiny model through the split-expert path, median of {repeats} decode steps"}

@@ -1,0 +1,69 @@
+"""The labelled simulator: independent of the planner, consistent with the trace replay, close to the analytic model."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planner.lowering.moe_offload import MoeOffloadOptions, lower, simulate_solution
+from planner.registry import resolve_hardware, resolve_model
+from profilers.cache_replay import replay
+from profilers.graph import profile_model
+from profilers.synthetic_traces import generate_trace
+from runtime.sim.moe_offload import SimConfig, SimLayer, simulate
+from solvers.moe_offload import baselines
+from solvers.moe_offload.cost import evaluate
+from solvers.moe_offload.moepic import solve
+
+SIM = Path(__file__).resolve().parents[2] / "runtime" / "sim" / "moe_offload.py"
+
+
+def test_simulator_imports_nothing_from_the_planner() -> None:
+    tree = ast.parse(SIM.read_text())
+    modules = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + [
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in modules if m and m.split(".")[0] in ("solvers", "profilers", "planner", "codegen")]
+
+
+@pytest.mark.parametrize("policy", ["lcp", "lfu", "lru", "belady"])
+def test_simulated_hit_rate_equals_replay_exactly(policy: str) -> None:
+    trace = generate_trace(4, 24, 3, "moepic-calibrated", tokens=300, seed=3)
+    curves = replay(trace.experts, 24, policy).curves
+    for cap in (0, 1, 3, 8, 23):
+        layers = tuple(SimLayer(cap, 1.0 if cap else 0.0, policy, True) for _ in range(4))
+        res = simulate(trace.experts, trace.predicted, SimConfig(layers, 1e7, 1e10, 1e-5, [1e-4] * 4, 1e-3))
+        np.testing.assert_allclose(res.layer_hit_rate, curves[:, cap], atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def lowered():
+    structure = profile_model(resolve_model("mixtral-8x7b"), with_graph=False).moe
+    opts = MoeOffloadOptions(trace_tokens=600, sim_tokens=600)
+    return lower(structure, "mixtral-8x7b", "fp", resolve_hardware("a100_24gb"), opts)
+
+
+def test_analytic_within_15_percent_of_simulated_across_theta_sweep(lowered) -> None:
+    p = lowered.problem
+    import dataclasses
+
+    for theta in (0.0, 0.25, 0.5, 0.75, 1.0):
+        for pref in (True, False):
+            caps = np.full(p.num_layers, int(min(p.num_experts, (p.budget_bytes / p.num_layers) // (max(theta, 1e-9) * p.expert_bytes))) if theta else 0)
+            sol = dataclasses.replace(baselines.cache_only(p), thetas=np.full(p.num_layers, theta), capacities=caps,
+                                      prefetch=np.full(p.num_layers, pref))
+            pred = evaluate(p, sol.thetas, sol.capacities, sol.prefetch, "lcp").tpot_s
+            sim = simulate_solution(lowered, sol).tpot_s
+            assert abs(pred - sim) / sim < 0.15, (theta, pref, pred, sim)
+
+
+def test_plan_and_baselines_rank_the_same_way_analytic_and_simulated(lowered) -> None:
+    p = lowered.problem
+    sols = {"plan": solve(p)}
+    for name in ("prefetch_only", "cache_only", "mixtral_offloading", "adapmoe_dp"):
+        sols[name] = baselines.BASELINES[name](p)
+    pred = {k: evaluate(p, s.thetas, s.capacities, s.prefetch, s.policy).tpot_s for k, s in sols.items()}
+    sim = {k: simulate_solution(lowered, s).tpot_s for k, s in sols.items()}
+    assert min(pred, key=pred.get) == min(sim, key=sim.get) == "plan"
+    assert sim["plan"] <= min(v for k, v in sim.items() if k != "plan")
