@@ -42,8 +42,9 @@ def sha256_file(path: Path) -> str:
 
 def _layer_settings(decisions: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"layer": l["layer"], "moe_index": l["moe_index"], "split_ratio": l["split_ratio"], "f_top": l["f_top"],
-             "capacity": l["cached_experts"], "prefetch": l["prefetch"], "initial_resident": l["initial_resident"],
-             "predicted": l["predicted"], "simulated": l["simulated"]} for l in decisions["layers"]]
+             "capacity": l["cached_experts"], "prefetch": l["prefetch"], "misses_on": l.get("misses_on", "link"),
+             "initial_resident": l["initial_resident"], "predicted": l["predicted"], "simulated": l["simulated"]}
+            for l in decisions["layers"]]
 
 
 def _baseline_settings(plan: Plan) -> dict[str, Any]:
@@ -51,11 +52,11 @@ def _baseline_settings(plan: Plan) -> dict[str, Any]:
     out = {}
     for name, b in plan.baselines.items():
         d = b.decisions
-        if d.get("cpu_layers") and any(d["cpu_layers"]):
-            continue  # CPU-computed experts are not executed by this runtime
-        out[name] = {"eviction": d.get("eviction", "lcp"),
-                     "layers": [{"f_top": int(round(th * f)), "capacity": c, "prefetch": p}
-                                for th, c, p in zip(d["split_ratio"], d["cached_experts"], d["prefetch"])],
+        cpu = d.get("misses_on_host_cpu") or [False] * len(d["split_ratio"])
+        out[name] = {"eviction": d.get("eviction", "lcp") if d.get("eviction") in ("lcp", "lru", "lfu") else "lcp",
+                     "layers": [{"f_top": int(round(th * f)) if c else (f if cm else 0), "capacity": c, "prefetch": p,
+                                 "cpu_misses": cm, "initial_resident": list(range(c)) if cm else []}
+                                for th, c, p, cm in zip(d["split_ratio"], d["cached_experts"], d["prefetch"], cpu)],
                      "predicted_tpot_ms": b.predicted.get("tpot_ms"), "simulated_tpot_ms": b.simulated.get("tpot_ms"),
                      "predicted_hit_rate": b.predicted.get("hit_rate"), "simulated_hit_rate": b.simulated.get("hit_rate"),
                      "description": b.description, "params": dict(b.params)}

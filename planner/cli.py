@@ -43,7 +43,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                              expert_budget=args.expert_budget, trace_path=args.trace, trace_preset=args.trace_preset,
                              trace_tokens=args.trace_tokens, seed=args.seed, theta_granularity=args.theta_granularity,
                              k_prefetch=args.k_prefetch, inner=args.inner, sim_tokens=args.sim_tokens,
-                             calibrate=args.calibrate)
+                             calibrate=args.calibrate, cpu_misses=not args.no_cpu_experts)
     req = PlanRequest(args.model, args.hardware, args.scenario, args.cloud, args.link, args.clients,
                       args.record_timing, args.tiny, opts)
     err = _console(stderr=True)
@@ -299,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--k-prefetch", type=int, help="experts prefetched per layer (default top-k)")
     g.add_argument("--inner", choices=("fixed_point", "scan"), default="fixed_point", help="inner solver")
     g.add_argument("--sim-tokens", type=int, default=1024, help="trace tokens the simulator replays")
+    g.add_argument("--no-cpu-experts", action="store_true",
+                   help="GPU-only plan space (MoEpic as published): no layer computes its misses on the host CPU")
     pl.set_defaults(fn=cmd_plan)
 
     ins = sub.add_parser("inspect", help="show a plan")

@@ -54,7 +54,11 @@ def baselines_table(plan: Plan, metrics: tuple[str, ...]) -> Table:
     def row(name: str, pred: Any, sim: Any, params: Any, style: str = "") -> None:
         cells = [name]
         for m in metrics:
-            cells += [_f(pred.get(m)), _f(sim.get(m))]
+            if "bytes" in m:
+                cells += [fmt_bytes(pred[m]) if pred.get(m) is not None else "-",
+                          fmt_bytes(sim[m]) if sim.get(m) is not None else "-"]
+            else:
+                cells += [_f(pred.get(m)), _f(sim.get(m))]
         ratio = pred.get(obj) / plan.objective.value if pred.get(obj) else None
         cells.append(f"{ratio:.2f}x" if ratio else "-")
         cells.append(", ".join(f"{k}={_f(v)}" for k, v in sorted(params.items())) if params else "")

@@ -121,7 +121,8 @@ def solve(ctx: PlanContext) -> None:
     from solvers.moe_offload.moepic import MoEpicConfig, solve as moepic
     from solvers.moe_offload.validate import validate
 
-    ctx.solution = moepic(ctx.lowered.problem, MoEpicConfig(inner=ctx.lowered.options.inner))
+    ctx.solution = moepic(ctx.lowered.problem, MoEpicConfig(inner=ctx.lowered.options.inner,
+                                                            cpu_misses=ctx.lowered.options.cpu_misses))
     bad = validate(ctx.lowered.problem, ctx.solution)
     if bad:
         raise RuntimeError("MoEpic returned an invalid plan (a bug): " + "; ".join(bad))
@@ -147,7 +148,8 @@ def bound(ctx: PlanContext) -> None:
     """Lower bound: perfect prediction and a clairvoyant (Belady) cache, optimised the same way, exact inner."""
     from solvers.moe_offload.moepic import MoEpicConfig, solve as moepic
 
-    ctx.bound = moepic(ctx.lowered.problem, MoEpicConfig(inner="scan", policy="belady", perfect_prediction=True))
+    ctx.bound = moepic(ctx.lowered.problem, MoEpicConfig(inner="scan", policy="belady", perfect_prediction=True,
+                                                         cpu_misses=ctx.lowered.options.cpu_misses))
 
 
 def simulate(ctx: PlanContext) -> None:
@@ -175,7 +177,7 @@ def lift(ctx: PlanContext) -> None:
     def pred_of(s: Any, perfect: bool = False) -> Any:
         import numpy as np
 
-        return evaluate(p, s.thetas, s.capacities, s.prefetch, s.policy if s.policy != "none" else "lcp",
+        return evaluate(p, s.thetas, s.capacities, s.prefetch, s.policy if s.policy in ("lcp", "lru", "lfu", "belady") else "lcp",
                         recall=np.ones(p.num_layers) if perfect else None, cpu_layers=s.cpu_layers)
 
     pred = pred_of(sol)
@@ -186,6 +188,10 @@ def lift(ctx: PlanContext) -> None:
         params = {k: v for k, v in b.params.items() if k != "baseline"}
         base[name] = BaselineResult(DESCRIPTIONS[name], params, metrics_dict(pred_of(b)), sim_dict(ctx.simulated[name]),
                                     baseline_decisions(b))
+    for name, b in base.items():
+        if b.predicted["tpot_ms"] < pred.tpot_s * 1e3 * (1 - 1e-9):
+            ctx.notes.append(f"baseline {name} is predicted {pred.tpot_s * 1e3 / b.predicted['tpot_ms']:.2f}x faster than "
+                             f"the plan: its configuration lies outside the plan space ({b.description})")
     bpred = pred_of(ctx.bound, perfect=True)
     bound_ms = bpred.tpot_s * 1e3
     plan_ms = pred.tpot_s * 1e3
@@ -207,10 +213,12 @@ def lift(ctx: PlanContext) -> None:
                        + ctx.structure.params_per_expert * ctx.structure.num_experts * len(ctx.structure.moe_layers)),
                        dtype="fp32" if ctx.request.tiny else s.dtype, tiny=ctx.request.tiny),
         hardware=HardwareRef(hw.name, hw.fingerprint(), "device", hw.memory_bytes, hw.source.split("\n")[0][:200]),
-        solver=SolverInfo(name=f"{fam.method} (fixed point + divide and conquer)" if low.options.inner == "fixed_point"
-                          else f"{fam.method} (exact inner scan + divide and conquer)",
+        solver=SolverInfo(name=(f"{fam.method} (fixed point + divide and conquer)" if low.options.inner == "fixed_point"
+                                else f"{fam.method} (exact inner scan + divide and conquer)")
+                          + (" + CPU-miss layers" if low.options.cpu_misses and p.host_expert_compute_s is not None else ""),
                           status=sol.status.value,
                           config={"inner": low.options.inner, "policy": sol.policy, "budget_unit_bytes": p.budget_unit_bytes,
+                                  "cpu_misses": bool(low.options.cpu_misses and p.host_expert_compute_s is not None),
                                   "theta_granularity": p.theta_granularity, "k_prefetch": p.k_prefetch},
                           wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,
                           iterations=len(sol.trace), trace=tuple(solver_trace)),
@@ -226,7 +234,7 @@ def lift(ctx: PlanContext) -> None:
                              "phase": "decode"},
                 "scenario_reason": ctx.scenario_reason},
         constraints={"expert_cache_budget_bytes": low.memory.expert_cache_budget_bytes},
-        notes=tuple(ctx.notes),
+        notes=tuple(dict.fromkeys(ctx.notes)),
     )
 
 

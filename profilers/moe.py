@@ -113,11 +113,20 @@ class RoutingTrace:
 
 @dataclass(frozen=True)
 class TraceStats:
-    """Per-layer statistics: predictor recall p_i and distinct experts per step k_i."""
+    """Per-layer statistics: predictor recall p_i, distinct experts per step k_i, popularity."""
 
     recall: np.ndarray
     distinct_per_step: np.ndarray
     popularity: np.ndarray  # (L, N) activation frequency
+
+    def static_curves(self) -> np.ndarray:
+        """h(C) of a static set of the C most popular experts (no eviction), (L, N+1)."""
+        ranked = -np.sort(-self.popularity, axis=1)
+        return np.concatenate([np.zeros((ranked.shape[0], 1)), np.cumsum(ranked, axis=1)], axis=1)
+
+    def static_orders(self) -> tuple[tuple[int, ...], ...]:
+        """Experts by popularity (most used first, ties to the lower id), per layer."""
+        return tuple(tuple(int(e) for e in np.lexsort((np.arange(p.size), -p))) for p in self.popularity)
 
 
 def trace_stats(trace: RoutingTrace) -> TraceStats:

@@ -58,6 +58,7 @@ class MoeOffloadOptions:
     omega: float = 128.0
     sim_tokens: int = 1024
     calibrate: bool = False                 # time the (tiny) model on this CPU instead of the roofline
+    cpu_misses: bool = True                 # allow CPU-miss layers where the host's bandwidth is known
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,8 @@ def lower(structure: MoeStructure, model_name: str, model_fp: str, hw: HardwareP
     trace = load_or_make_trace(structure, model_name, model_fp, opts, k_pf)
     curves, orders = replay_curves(trace, opts.rho, opts.omega)
     stats = trace_stats(trace)
+    curves = {**curves, "static": stats.static_curves()}
+    orders = {**orders, "static": stats.static_orders()}
     timing = layer_timing(structure, hw, opts, u_e)
     if measured_timing is not None:
         timing = {**timing, "attention_s": np.asarray(measured_timing["attention_s"], dtype=float),
@@ -287,8 +290,11 @@ def sim_config(low: MoeLowered, sol: Any, perfect_prediction: bool = False) -> A
 
     p = low.problem
     cpu = sol.cpu_layers if sol.cpu_layers is not None else np.zeros(p.num_layers, dtype=bool)
-    layers = tuple(SimLayer(int(sol.capacities[i]), float(sol.thetas[i]), sol.policy if sol.policy != "none" else "lcp",
-                            bool(sol.prefetch[i]), bool(cpu[i])) for i in range(p.num_layers))
+    static = low.final_orders["static"]
+    layers = tuple(SimLayer(int(sol.capacities[i]), float(sol.thetas[i]), sol.policy if sol.policy in ("lcp", "lru", "lfu", "belady") else "lcp",
+                            bool(sol.prefetch[i]), bool(cpu[i]),
+                            tuple(static[i][: int(sol.capacities[i])]) if cpu[i] else ())
+                   for i in range(p.num_layers))
     return SimConfig(layers, p.expert_bytes, p.bandwidth_bytes_per_s, p.expert_compute_s,
                      tuple(float(a) for a in p.attention_compute_s), p.other_compute_s, p.host_expert_compute_s,
                      low.options.rho, low.options.omega, perfect_prediction)
@@ -318,10 +324,11 @@ def layer_decisions(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> list[dict
     """Per-layer decisions with the numbers behind them (names, not indices)."""
     p = low.problem
     out = []
-    order = low.final_orders.get(sol.policy, low.final_orders["lcp"])
+    cpu = sol.cpu_layers if sol.cpu_layers is not None else np.zeros(p.num_layers, dtype=bool)
     for i, name in enumerate(p.layer_names):
         th = float(sol.thetas[i])
         c = int(sol.capacities[i])
+        order = low.final_orders["static" if cpu[i] else sol.policy]
         out.append({
             "layer": name,
             "moe_index": i,
@@ -331,6 +338,7 @@ def layer_decisions(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> list[dict
             "f_top": int(round(th * p.intermediate_size)),
             "cached_experts": c,
             "prefetch": bool(sol.prefetch[i]),
+            "misses_on": "host_cpu" if cpu[i] else "link",
             "initial_resident": [int(e) for e in order[i][:c]],
             "predicted": {"hit_rate": float(pred.hit_rate[i]), "recall": float(p.recall[i]) if sol.prefetch[i] else 0.0,
                           "bytes_per_token": float(pred.bytes_per_step[i]), "stall_ms": float(pred.stall_s[i] * 1e3),
@@ -370,7 +378,7 @@ def baseline_decisions(sol: Any) -> dict[str, Any]:
     d = {"split_ratio": [float(t) for t in sol.thetas], "cached_experts": [int(c) for c in sol.capacities],
          "prefetch": [bool(x) for x in sol.prefetch], "eviction": sol.policy}
     if sol.cpu_layers is not None:
-        d["cpu_layers"] = [bool(x) for x in sol.cpu_layers]
+        d["misses_on_host_cpu"] = [bool(x) for x in sol.cpu_layers]
     return d
 
 

@@ -36,6 +36,7 @@ class LayerSettings:
     capacity: int
     prefetch: bool
     initial_resident: tuple[int, ...] = ()
+    cpu_misses: bool = False   # static device set; other experts computed from host memory, never copied
 
 
 @dataclass
@@ -222,6 +223,14 @@ class OffloadEngine:
         cache = self.caches[i]
         c = self.counters[i]
         self.routing[i].append(list(experts))
+        if self.layers[i].cpu_misses:
+            if self.decode:
+                c.activations += len(experts)
+                c.hits += sum(1 for e in experts if e in cache.slot_of)
+                c.misses += sum(1 for e in experts if e not in cache.slot_of)
+            if i + 1 < len(self.layers):
+                self._prefetch(i + 1)
+            return
         for e in experts:
             if self.decode:
                 c.activations += 1
@@ -249,6 +258,8 @@ class OffloadEngine:
         cache = self.caches[i]
         if expert in cache.slot_of:
             return cache.slots[cache.slot_of[expert]]
+        if s.cpu_misses:
+            return self.host_tops[i][expert]  # computed where the weights live (host memory)
         return self._wait(i, expert, "whole")[:, : s.f_top]
 
     def bottom(self, layer: int, expert: int) -> torch.Tensor | None:
@@ -256,6 +267,8 @@ class OffloadEngine:
         b = self.host_bottoms[i].get(expert)
         if b is None:
             return None
+        if s.cpu_misses:
+            return b
         if (expert, "whole") in self.inflight[i]:
             return self._wait(i, expert, "whole")[:, s.f_top : s.f_top + b.shape[1]]
         return self._wait(i, expert, "bottom")[:, : b.shape[1]]
@@ -266,6 +279,8 @@ class OffloadEngine:
         used = set(experts)
         for e in experts:
             cache.touch(e, self.step)
+        if self.layers[i].cpu_misses:
+            experts = []  # static device set: nothing is admitted
         for e in experts:
             if e in cache.slot_of or self.layers[i].f_top == 0:
                 continue

@@ -114,7 +114,11 @@ class _Partial(nn.Module):
             seg = o.source.top(o.layer, e) if self.part == "top" else o.source.bottom(o.layer, e)
             if seg is None:
                 continue
-            part = segment_forward(hidden_states[token_idx], seg.to(hidden_states.dtype), o.act_fn)
+            x = hidden_states[token_idx]
+            if seg.device != x.device:  # a CPU-miss layer computes this expert where its weights live
+                part = segment_forward(x.to(seg.device, seg.dtype), seg, o.act_fn).to(x.device)
+            else:
+                part = segment_forward(x, seg.to(x.dtype), o.act_fn)
             part = part * top_k_weights[token_idx, pos, None]
             out.index_add_(0, token_idx, part.to(out.dtype))
         return out

@@ -17,7 +17,9 @@ Timeline of one decode step, per MoE layer i:
   1 - theta of t_x); the device runs ready tasks in release order. The layer ends when all its expert
   tasks are done; then the cache admits the tops of activated misses (evicting the lowest priority
   among experts not used in this step; prefetched-but-unused experts are not admitted).
-Layers marked `cpu` compute their experts on the host CPU (llama.cpp style): no link traffic.
+Layers marked `cpu` keep a static set of whole experts on the device (`initial_resident`) and compute
+every other activated expert on the host CPU where its weights live (llama.cpp / Fiddler style): no
+link traffic, no admission.
 """
 from __future__ import annotations
 
@@ -169,7 +171,7 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
         fut = _next_use_table(experts[:T, i, :]) if lay.policy == "belady" else None
         nexts.append(fut)
         caches.append(_Cache(lay.capacity if lay.theta > 0 and not lay.cpu else 0, lay.policy, config.rho,
-                             config.omega, fut, lay.initial_resident))
+                             config.omega, fut, () if lay.cpu else lay.initial_resident))
     hits = np.zeros(L)
     acc = np.zeros(L)
     bytes_l = np.zeros(L)
@@ -222,12 +224,16 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
             if lay.cpu:
                 if config.host_expert_compute_s is None:
                     raise ValueError("cpu layer without host_expert_compute_s")
-                clock += len(used) * config.host_expert_compute_s
-                acc[i] += len(act)
+                static = set(lay.initial_resident[: lay.capacity])
+                for e in act:
+                    acc[i] += 1
+                    if e in static:
+                        hits[i] += 1
+                        clock += tx
+                    else:
+                        clock += config.host_expert_compute_s
                 if i + 1 < L:
                     prefetch_layer(i + 1, dispatch)
-                for e in act:
-                    caches[i].touch(e, t, 0)
                 continue
             tasks: list[tuple[float, float]] = []  # (ready time, duration)
             misses = []
@@ -263,7 +269,7 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
     n_acc = np.maximum(acc, 1)
     return SimResult(
         tpot_s=float(token_times.mean()),
-        hit_rate=float(hits.sum() / max(acc.sum() - sum(acc[i] for i in range(L) if config.layers[i].cpu), 1)),
+        hit_rate=float(hits.sum() / max(acc.sum(), 1)),
         bytes_per_token=float(bytes_l.sum() / T),
         layer_hit_rate=hits / n_acc,
         layer_bytes_per_token=bytes_l / T,

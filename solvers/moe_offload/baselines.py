@@ -124,12 +124,12 @@ def llamacpp_cpu_moe(problem: MoeOffloadProblem) -> MoeOffloadSolution | None:
     L, N = problem.num_layers, problem.num_experts
     n_gpu = int(min(L, np.floor(problem.budget_bytes / (N * problem.expert_bytes) + 1e-9)))
     caps = np.array([N if i < n_gpu else 0 for i in range(L)], dtype=np.int64)
-    cpu = np.array([i >= n_gpu for i in range(L)])
+    cpu = np.ones(L, dtype=bool)  # every layer in CPU-miss mode, with all (first n) or none of its experts on the GPU
     thetas = np.where(caps > 0, 1.0, 0.0)
     pref = np.zeros(L, dtype=bool)
     m = evaluate(problem, thetas, caps, pref, "lcp", cpu_layers=cpu)
     units = np.ceil(caps * problem.expert_bytes / problem.budget_unit_bytes - 1e-9).astype(np.int64)
-    return MoeOffloadSolution(Status.FEASIBLE, units, thetas, caps, pref, "none", m.tpot_s, wall_time_s=w.elapsed(),
+    return MoeOffloadSolution(Status.FEASIBLE, units, thetas, caps, pref, "static", m.tpot_s, wall_time_s=w.elapsed(),
                               cpu_layers=cpu, params={"baseline": "llamacpp_cpu_moe", "n_cpu_moe": L - n_gpu,
                                                       "gpu_layers_whole": n_gpu,
                                                       "host_expert_compute_ms": problem.host_expert_compute_s * 1e3})

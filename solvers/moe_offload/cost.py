@@ -6,8 +6,11 @@
     miss_od  = (1 - p_i) k_i [ h max(0, (1-theta) tau_U - theta t_x) + (1 - h) tau_U ]
     T_i      = T^c_i + stall_pf + miss_od
 
-A layer that does not prefetch has p_i = 0 and no V_pf. Layers whose experts run on the host CPU
-(llama.cpp-style baseline) cost attention + k_i * t_cpu and move no expert bytes.
+A layer that does not prefetch has p_i = 0 and no V_pf.
+CPU-miss layers (our extension, and the llama.cpp / Fiddler execution model): a static set of the C
+most popular whole experts stays on the device and every other activated expert is computed on the
+host CPU where its weights live, so nothing crosses the link:
+    T_i = T^a_i + k_i [ h_static(C) t_x + (1 - h_static(C)) t_cpu ]
 Everything is vectorised over budgets and split ratios.
 """
 from __future__ import annotations
@@ -48,6 +51,15 @@ def time_at_hit(problem: MoeOffloadProblem, layer: int, hit: np.ndarray, theta: 
     return problem.layer_compute_s()[layer] + stall + miss
 
 
+def time_cpu_misses(problem: MoeOffloadProblem, layer: int, hit: np.ndarray) -> np.ndarray:
+    """T_i (s) of a CPU-miss layer whose static device set catches a fraction `hit` of activations."""
+    if problem.host_expert_compute_s is None:
+        return np.full(np.shape(hit), np.inf)
+    h = np.asarray(hit, dtype=float)
+    k_i = problem.distinct_experts[layer]
+    return problem.attention_compute_s[layer] + k_i * (h * problem.expert_compute_s + (1.0 - h) * problem.host_expert_compute_s)
+
+
 def layer_time(problem: MoeOffloadProblem, layer: int, budget_bytes: np.ndarray, theta: np.ndarray,
                prefetch: np.ndarray | bool, policy: str = "lcp", recall: float | None = None,
                curve: np.ndarray | None = None) -> np.ndarray:
@@ -86,8 +98,9 @@ def evaluate(problem: MoeOffloadProblem, thetas: np.ndarray, capacities: np.ndar
         if cpu[i]:
             if problem.host_expert_compute_s is None:
                 raise ValueError("host expert compute time unknown")
-            times[i] = problem.attention_compute_s[i] + k_i * problem.host_expert_compute_s
-            hits[i] = 0.0
+            h = float(problem.hit_curves["static"][i][int(capacities[i])])
+            times[i] = float(time_cpu_misses(problem, i, h))
+            hits[i] = h
             continue
         th = float(thetas[i])
         c = int(capacities[i])
@@ -99,7 +112,7 @@ def evaluate(problem: MoeOffloadProblem, thetas: np.ndarray, capacities: np.ndar
         v_pf = problem.k_prefetch * problem.expert_bytes * (1 - s) if prefetch[i] else 0.0
         bytes_[i] = v_pf + (1 - p) * k_i * problem.expert_bytes * (1 - s)
     stall = times - np.where(cpu, times, problem.layer_compute_s())
-    weights = problem.distinct_experts * (~cpu)
+    weights = problem.distinct_experts
     mean_hit = float((hits * weights).sum() / weights.sum()) if weights.sum() > 0 else 0.0
     return PredictedMetrics(times, stall, hits, bytes_, float(times.sum() + problem.other_compute_s), mean_hit,
                             float(bytes_.sum()))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from solvers.moe_offload.cost import capacity, time_at_hit
+from solvers.moe_offload.cost import capacity, time_at_hit, time_cpu_misses
 from solvers.moe_offload.problem import MoeOffloadProblem
 
 
@@ -34,6 +34,7 @@ class LayerCurve:
     prefetch: np.ndarray
     rounds_ratio: int = 0
     rounds_hide: int = 0
+    cpu: np.ndarray | None = None   # bool: the CPU-miss mode wins at this budget
 
 
 def suffix_argmax_ratio(h_env: np.ndarray) -> np.ndarray:
@@ -127,8 +128,23 @@ def _pick(problem: MoeOffloadProblem, layer: int, budgets: np.ndarray, thetas: n
     return LayerCurve(t[rows, best], th[rows, best], cap[rows, best], prefetch[rows, best].astype(bool))
 
 
+def with_cpu_mode(problem: MoeOffloadProblem, layer: int, budgets: np.ndarray, curve: LayerCurve,
+                  allow: bool) -> LayerCurve:
+    """Let the CPU-miss mode (static hot set of whole experts + host compute) win where it is cheaper."""
+    n = len(budgets)
+    if not allow or problem.host_expert_compute_s is None or "static" not in problem.hit_curves:
+        return LayerCurve(curve.time_s, curve.theta, curve.capacity, curve.prefetch, curve.rounds_ratio,
+                          curve.rounds_hide, np.zeros(n, dtype=bool))
+    cap = capacity(problem, budgets, np.ones(n))
+    t_cpu = time_cpu_misses(problem, layer, problem.hit_curves["static"][layer][cap])
+    win = t_cpu < curve.time_s * (1 - 1e-12)
+    return LayerCurve(np.where(win, t_cpu, curve.time_s), np.where(win, 1.0, curve.theta),
+                      np.where(win, cap, curve.capacity), np.where(win, False, curve.prefetch),
+                      curve.rounds_ratio, curve.rounds_hide, win)
+
+
 def inner_fixed_point(problem: MoeOffloadProblem, layer: int, policy: str = "lcp",
-                      recall: float | None = None, curve: np.ndarray | None = None) -> LayerCurve:
+                      recall: float | None = None, curve: np.ndarray | None = None, allow_cpu: bool = False) -> LayerCurve:
     """MoEpic's inner solve for every budget x = 0..G_i of one layer."""
     grid = problem.thetas()
     h_env = curve if curve is not None else problem.envelope(policy)[layer]
@@ -157,12 +173,13 @@ def inner_fixed_point(problem: MoeOffloadProblem, layer: int, policy: str = "lcp
     if problem.k_prefetch == 0 or p <= 0:
         thetas = np.where(prefetch, np.nan, thetas)
     out = _pick(problem, layer, budgets, thetas, prefetch, h_env, p)
-    return LayerCurve(out.time_s, out.theta, out.capacity, out.prefetch, rounds_a, rounds_b)
+    out = LayerCurve(out.time_s, out.theta, out.capacity, out.prefetch, rounds_a, rounds_b)
+    return with_cpu_mode(problem, layer, budgets, out, allow_cpu)
 
 
 def inner_scan(problem: MoeOffloadProblem, layer: int, policy: str = "lcp", recall: float | None = None,
                curve: np.ndarray | None = None, prefetch_options: tuple[bool, ...] = (True, False),
-               thetas: np.ndarray | None = None) -> LayerCurve:
+               thetas: np.ndarray | None = None, allow_cpu: bool = False) -> LayerCurve:
     """Exact inner reference: every theta in the grid, with and without prefetching."""
     grid = problem.thetas() if thetas is None else thetas
     h_env = curve if curve is not None else problem.envelope(policy)[layer]
@@ -174,4 +191,4 @@ def inner_scan(problem: MoeOffloadProblem, layer: int, policy: str = "lcp", reca
     pref = np.concatenate([np.full(len(grid), o) for o in opts])
     thetas_m = np.tile(cols, (len(x), 1))
     prefetch_m = np.tile(pref, (len(x), 1))
-    return _pick(problem, layer, budgets, thetas_m, prefetch_m, h_env, p)
+    return with_cpu_mode(problem, layer, budgets, _pick(problem, layer, budgets, thetas_m, prefetch_m, h_env, p), allow_cpu)

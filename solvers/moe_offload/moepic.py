@@ -25,6 +25,7 @@ class MoEpicConfig:
     policy: str = "lcp"
     perfect_prediction: bool = False   # bound: recall 1 everywhere (used with policy="belady")
     uniform_budget: bool = False       # ablation: B/L per layer instead of divide and conquer
+    cpu_misses: bool = False           # extension: a layer may compute its misses on the host CPU
 
 
 def running_argmin(values: np.ndarray) -> np.ndarray:
@@ -44,9 +45,9 @@ def layer_curves(problem: MoeOffloadProblem, config: MoEpicConfig) -> list[Layer
     for i in range(problem.num_layers):
         recall = 1.0 if config.perfect_prediction else None
         if config.inner == "scan":
-            curves.append(inner_scan(problem, i, config.policy, recall))
+            curves.append(inner_scan(problem, i, config.policy, recall, allow_cpu=config.cpu_misses))
         elif config.inner == "fixed_point":
-            curves.append(inner_fixed_point(problem, i, config.policy, recall))
+            curves.append(inner_fixed_point(problem, i, config.policy, recall, allow_cpu=config.cpu_misses))
         else:
             raise ValueError(f"unknown inner solver {config.inner}")
     return curves
@@ -59,14 +60,16 @@ def solution_from_units(problem: MoeOffloadProblem, curves: list[LayerCurve], un
     thetas = np.zeros(L)
     caps = np.zeros(L, dtype=np.int64)
     pref = np.zeros(L, dtype=bool)
+    cpu = np.zeros(L, dtype=bool)
     for i, cv in enumerate(curves):
         at = int(running_argmin(cv.time_s)[min(int(units[i]), len(cv.time_s) - 1)])
         thetas[i], caps[i], pref[i] = cv.theta[at], cv.capacity[at], cv.prefetch[at]
+        cpu[i] = bool(cv.cpu[at]) if cv.cpu is not None else False
     recall = np.ones(L) if config.perfect_prediction else None
-    metrics = evaluate(problem, thetas, caps, pref, config.policy, recall=recall)
+    metrics = evaluate(problem, thetas, caps, pref, config.policy, recall=recall, cpu_layers=cpu)
     return MoeOffloadSolution(status=status, budget_units=units.astype(np.int64), thetas=thetas, capacities=caps,
                               prefetch=pref, policy=config.policy, objective=metrics.tpot_s,
-                              wall_time_s=watch.elapsed(), trace=tuple(trace))
+                              wall_time_s=watch.elapsed(), trace=tuple(trace), cpu_layers=cpu if cpu.any() else None)
 
 
 def solve(problem: MoeOffloadProblem, config: MoEpicConfig = MoEpicConfig()) -> MoeOffloadSolution:

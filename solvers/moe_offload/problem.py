@@ -98,7 +98,7 @@ class MoeOffloadSolution:
     bound: float | None = None
     wall_time_s: float = 0.0
     trace: tuple[TraceEvent, ...] = ()
-    cpu_layers: np.ndarray | None = None  # bool: experts computed on the host CPU (llama.cpp baseline)
+    cpu_layers: np.ndarray | None = None  # bool: CPU-miss layers (static hot set on the device, misses on the host CPU)
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def budget_bytes(self, problem: MoeOffloadProblem) -> np.ndarray:

@@ -32,7 +32,9 @@ def validate(problem: MoeOffloadProblem, sol: MoeOffloadSolution) -> list[str]:
             out.append(f"layer {problem.layer_names[i]}: capacity {sol.capacities[i]} outside 0..{N}")
         if sol.thetas[i] == 0 and sol.capacities[i] != 0:
             out.append(f"layer {problem.layer_names[i]}: theta 0 with {sol.capacities[i]} cached tops")
-        if sol.cpu_layers is None and used[i] > sol.budget_units[i] * problem.budget_unit_bytes * (1 + REL_TOL) + 1.0:
+        if sol.cpu_layers is not None and sol.cpu_layers[i] and sol.capacities[i] > 0 and sol.thetas[i] != 1.0:
+            out.append(f"layer {problem.layer_names[i]}: a CPU-miss layer keeps whole experts (theta 1), not {sol.thetas[i]}")
+        if used[i] > sol.budget_units[i] * problem.budget_unit_bytes * (1 + REL_TOL) + 1.0:
             out.append(f"layer {problem.layer_names[i]}: {used[i]:.0f} B cached, above its budget "
                        f"{sol.budget_units[i] * problem.budget_unit_bytes:.0f} B")
     if not np.isfinite(sol.objective) or sol.objective <= 0:
