@@ -1,0 +1,1 @@
+"""Split (edge/cloud) inference runtime pieces: transmission quantisation (`uaq`)."""
