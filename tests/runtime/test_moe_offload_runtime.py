@@ -156,3 +156,19 @@ def test_emit_rejects_a_plan_for_another_model(artifact: Path, tmp_path: Path) -
     with pytest.raises(InputMismatchError):
         emit_moe_offload(wrong, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_cpu_miss_layers_compute_from_host_memory_exactly(artifact: Path) -> None:
+    import dataclasses
+
+    loaded = load(artifact, device="cpu")
+    eng = loaded.engine
+    # turn every layer into a CPU-miss layer with a static set of its first two experts
+    for i, s in enumerate(eng.layers):
+        eng.layers[i] = dataclasses.replace(s, cpu_misses=True)
+    receipt = generate(loaded, list(range(20, 40)), 12)
+    ref = build_model(resolve_model("mixtral-8x7b"), tiny=True).module
+    with torch.no_grad():
+        out = ref.generate(torch.tensor([list(range(20, 40))]), max_new_tokens=12, do_sample=False)
+    assert receipt.tokens == out[0, 20:].tolist()
+    assert receipt.totals["bytes_h2d_per_token"] == 0

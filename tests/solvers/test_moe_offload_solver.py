@@ -151,3 +151,20 @@ def test_evaluate_matches_solution_objective() -> None:
     s = solve(p)
     m = evaluate(p, s.thetas, s.capacities, s.prefetch, "lcp")
     assert m.tpot_s == pytest.approx(s.objective)
+
+
+def test_cpu_miss_layers_dominate_llamacpp_when_the_host_is_fast() -> None:
+    import dataclasses
+
+    rng = np.random.default_rng(10)
+    for _ in range(30):
+        p = random_problem(rng, layers=int(rng.integers(2, 6)), experts=int(rng.integers(2, 12)))
+        pop = rng.dirichlet(np.ones(p.num_experts), size=p.num_layers)
+        static = np.concatenate([np.zeros((p.num_layers, 1)), np.cumsum(-np.sort(-pop, axis=1), axis=1)], axis=1)
+        p = dataclasses.replace(p, host_expert_compute_s=p.transfer_s * float(rng.uniform(0.05, 2.0)),
+                                hit_curves={**p.hit_curves, "static": static})
+        ext = solve(p, MoEpicConfig(cpu_misses=True))
+        assert validate(p, ext) == []
+        gpu_only = solve(p)
+        llama = baselines.llamacpp_cpu_moe(p)
+        assert ext.objective <= min(gpu_only.objective, llama.objective) * (1 + 1e-9)
