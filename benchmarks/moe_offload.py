@@ -77,8 +77,9 @@ def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int) -> di
 def theta_sweep(model: str, hw: str, budget: str, preset: str, sim_tokens: int) -> dict:
     """Simulated TPOT against one global theta (uniform budget, LCP + prefetch), and the planner's theta."""
     structure = profile_model(resolve_model(model), with_graph=False).moe
-    low = lower(structure, model, "", resolve_hardware(hw), MoeOffloadOptions(expert_budget=budget, trace_preset=preset,
-                                                                               sim_tokens=sim_tokens))
+    low = lower(structure, model, "", resolve_hardware(hw),
+                MoeOffloadOptions(expert_budget=None if budget == "max" else budget, trace_preset=preset,
+                                  sim_tokens=sim_tokens))
     p = low.problem
     L = p.num_layers
     units = min(p.total_units // L, p.layer_units)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_sweep:
         for model, preset in (("qwen1.5-moe-a2.7b", "moepic-calibrated"), ("qwen1.5-moe-a2.7b", "bursty"),
                               ("qwen1.5-moe-a2.7b", "zipf-static"), ("mixtral-8x7b", "moepic-calibrated")):
-            for budget in ("5%", "25%"):
+            for budget in (("5%", "max") if model == "mixtral-8x7b" else ("5%", "25%")):
                 sw = theta_sweep(model, "a100_24gb", budget, preset, args.sim_tokens)
                 sweeps.append(sw)
                 b = sw["sweep_best"]

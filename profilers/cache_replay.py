@@ -130,14 +130,20 @@ def hit_curve_from_distances(dist: np.ndarray, num_experts: int) -> np.ndarray:
 
 
 def replay(experts: np.ndarray, num_experts: int, policy: str, rho: float = DEFAULT_RHO,
-           omega: float = DEFAULT_OMEGA) -> ReplayResult:
-    """Hit curves of every layer of `experts` (T, L, k) under `policy`."""
+           omega: float = DEFAULT_OMEGA, warmup: int = 0) -> ReplayResult:
+    """Hit curves of every layer of `experts` (T, L, k) under `policy`.
+
+    The first `warmup` steps fill the cache but are not counted: the curves describe the steady state
+    that a runtime started from the profiled resident set sees (cold-start misses excluded).
+    """
     T, L, k = experts.shape
+    if not 0 <= warmup < T:
+        raise ValueError(f"warmup {warmup} must be in [0, {T})")
     curves = np.zeros((L, num_experts + 1))
     orders = []
     for layer in range(L):
         dist, _stack, key = stack_distances(experts[:, layer, :], num_experts, policy, rho, omega)
-        curves[layer] = hit_curve_from_distances(dist, num_experts)
+        curves[layer] = hit_curve_from_distances(dist[warmup:], num_experts)
         seen = sorted({int(e) for e in experts[:, layer, :].ravel()}, key=key, reverse=True)
         orders.append(tuple(seen))
     return ReplayResult(policy, curves, tuple(orders))

@@ -59,6 +59,7 @@ class MoeOffloadOptions:
     sim_tokens: int = 1024
     calibrate: bool = False                 # time the (tiny) model on this CPU instead of the roofline
     cpu_misses: bool = True                 # allow CPU-miss layers where the host's bandwidth is known
+    warmup_tokens: int | None = None        # trace steps that warm caches before counting (auto: T/8, at most 256)
 
 
 @dataclass(frozen=True)
@@ -182,11 +183,20 @@ def load_or_make_trace(structure: MoeStructure, model_name: str, model_fp: str, 
     return trace
 
 
-def replay_curves(trace: RoutingTrace, rho: float, omega: float) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def warmup_steps(trace: RoutingTrace, opts: MoeOffloadOptions) -> int:
+    """Steps that warm the caches before hit rates and times are counted (replay and simulator alike)."""
+    w = opts.warmup_tokens if opts.warmup_tokens is not None else min(256, trace.num_tokens // 8)
+    if not 0 <= w < trace.num_tokens:
+        raise PlannerError(f"--warmup {w} leaves no trace steps to count ({trace.num_tokens} in the trace)",
+                           f"use a warm-up below {trace.num_tokens}")
+    return w
+
+
+def replay_curves(trace: RoutingTrace, rho: float, omega: float, warmup: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Hit curves per policy (cached on disk by trace fingerprint) and end-of-trace priority orders."""
     from profilers.digits_cnn import cache_dir
 
-    key = _cache_key("curves", 2, trace.fingerprint(), rho, omega)
+    key = _cache_key("curves", 3, trace.fingerprint(), rho, omega, warmup)
     path = cache_dir() / "curves" / f"{key}.npz"
     policies = ("lcp", "lru", "lfu", "belady")
     if path.exists():
@@ -199,7 +209,7 @@ def replay_curves(trace: RoutingTrace, rho: float, omega: float) -> tuple[dict[s
             log.warning("cached curves %s unreadable; replaying", path)
     curves, orders = {}, {}
     for p in policies:
-        r = replay(trace.experts, trace.num_experts, p, rho, omega)
+        r = replay(trace.experts, trace.num_experts, p, rho, omega, warmup)
         curves[p] = r.curves
         orders[p] = r.final_order
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +263,7 @@ def lower(structure: MoeStructure, model_name: str, model_fp: str, hw: HardwareP
         raise PlannerError(f"theta granularity {g} does not divide the expert width {f}",
                            f"use a divisor of {f}, e.g. {default_granularity(f)}")
     trace = load_or_make_trace(structure, model_name, model_fp, opts, k_pf)
-    curves, orders = replay_curves(trace, opts.rho, opts.omega)
+    curves, orders = replay_curves(trace, opts.rho, opts.omega, warmup_steps(trace, opts))
     stats = trace_stats(trace)
     curves = {**curves, "static": stats.static_curves()}
     orders = {**orders, "static": stats.static_orders()}
@@ -262,7 +272,10 @@ def lower(structure: MoeStructure, model_name: str, model_fp: str, hw: HardwareP
         timing = {**timing, "attention_s": np.asarray(measured_timing["attention_s"], dtype=float),
                   "expert_s": float(measured_timing["expert_s"]), "other_s": float(measured_timing["other_s"])}
     B = float(mem.expert_cache_budget_bytes)
-    unit = max(u_e / 16, B / 4096) if B > 0 else u_e / 16
+    # budget unit u = U_e / m with an integer m in 1..16 (spec: max(U_e/16, B/4096)), so that whole-expert
+    # budgets lie on the grid: with u above U_e a layer could not hold exactly N whole experts
+    m = int(np.clip(np.floor(u_e * 4096 / B), 1, 16)) if B > 0 else 16
+    unit = u_e / m
     names = tuple(structure.layers[i].module_path for i in structure.moe_layers)
     problem = MoeOffloadProblem(
         layer_names=names, num_experts=structure.num_experts, top_k=k, k_prefetch=k_pf, expert_bytes=u_e,
@@ -305,7 +318,7 @@ def simulate_solution(low: MoeLowered, sol: Any, perfect_prediction: bool = Fals
     from runtime.sim.moe_offload import simulate
 
     return simulate(low.trace.experts, low.trace.predicted, sim_config(low, sol, perfect_prediction),
-                    tokens=low.options.sim_tokens)
+                    tokens=low.options.sim_tokens, warmup=warmup_steps(low.trace, low.options))
 
 
 def metrics_dict(pred: Any) -> dict[str, Any]:

@@ -158,9 +158,17 @@ def _next_use_table(seq: np.ndarray) -> np.ndarray:
     return out
 
 
-def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, tokens: int | None = None) -> SimResult:
-    """Replay `experts` (T, L, k) and `predicted` (T, L, k_pf) through the configured offloading engine."""
-    T = experts.shape[0] if tokens is None else min(tokens, experts.shape[0])
+def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, tokens: int | None = None,
+             warmup: int = 0) -> SimResult:
+    """Replay `experts` (T, L, k) and `predicted` (T, L, k_pf) through the configured offloading engine.
+
+    The first `warmup` steps run (filling caches, advancing the link) but are not counted; then
+    `tokens` steps are measured.
+    """
+    total = experts.shape[0]
+    if not 0 <= warmup < total:
+        raise ValueError(f"warmup {warmup} must be in [0, {total})")
+    T = total if tokens is None else min(warmup + tokens, total)
     L = experts.shape[1]
     if len(config.layers) != L:
         raise ValueError(f"config has {len(config.layers)} layers, trace has {L}")
@@ -182,7 +190,10 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
     clock = 0.0
     link_free = 0.0
     # in-flight or arrived segments for the current step: (layer, expert, part) -> arrival time
+    snap = None
     for t in range(T):
+        if t == warmup and warmup > 0:
+            snap = (hits.copy(), acc.copy(), bytes_l.copy(), stall.copy(), mispred.copy(), recall_hits.copy())
         t_start = clock
         clock += config.other_compute_s
         arrivals: dict[tuple[int, int, str], float] = {}
@@ -266,16 +277,21 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
             for e in misses:
                 caches[i].admit(e, used)
         token_times[t] = clock - t_start
+    if snap is not None:
+        hits, acc, bytes_l, stall, mispred, recall_hits = (a - b for a, b in zip(
+            (hits, acc, bytes_l, stall, mispred, recall_hits), snap))
+    token_times = token_times[warmup:]
+    n = max(T - warmup, 1)
     n_acc = np.maximum(acc, 1)
     return SimResult(
         tpot_s=float(token_times.mean()),
         hit_rate=float(hits.sum() / max(acc.sum(), 1)),
-        bytes_per_token=float(bytes_l.sum() / T),
+        bytes_per_token=float(bytes_l.sum() / n),
         layer_hit_rate=hits / n_acc,
-        layer_bytes_per_token=bytes_l / T,
-        layer_stall_s=stall / T,
-        layer_mispredicted=mispred / T,
+        layer_bytes_per_token=bytes_l / n,
+        layer_stall_s=stall / n,
+        layer_mispredicted=mispred / n,
         layer_recall=recall_hits / n_acc,
-        tokens=T,
+        tokens=n,
         token_times_s=token_times,
     )
