@@ -1,0 +1,202 @@
+"""Exact references for split inference (spec §6).
+
+(a) `solve_enumerate`: every downward-closed S containing the inputs × every bit vector over the ladders
+    (`bits_options` below native, and native) when at most 3 tensors are sent (native bits for more),
+    evaluated with the cost model (overlap simulator for multi-tensor cuts) and the additive ΔAcc.
+    Graphs of at most 20 nodes.
+(b) `solve_cpsat`: the MILP of spec §6(b) in CP-SAT with µs-scaled integers, under the single-tensor
+    bubble B_t = P − T_t and additive ΔAcc; the answer is re-evaluated with the cost model, and
+    `params["bound_s"]` carries CP-SAT's bound on the MILP objective D + 2P − T_t.
+"""
+from __future__ import annotations
+
+import math
+from itertools import product
+
+import numpy as np
+
+from solvers.common import InfeasibleError, Status, Stopwatch, TraceEvent
+from solvers.split_inference.coach import OBJECTIVES, bit_ladder, rank_key
+from solvers.split_inference.cost import (graph_index, cut_structure, dequantise_s, is_quantised, quantise_s,
+                                          stage_times, tensor_accuracy_drop, tensor_bytes)
+from solvers.split_inference.cuts import ideals
+from solvers.split_inference.problem import SplitInferenceProblem, SplitInferenceSolution
+
+MAX_ENUMERATE_NODES = 20
+
+
+def all_ideals(problem: SplitInferenceProblem) -> list[np.ndarray]:
+    """Every downward-closed device set that contains the inputs (bool masks)."""
+    adj = graph_index(problem)
+    n = problem.num_nodes
+    inputs = np.asarray(problem.is_input, dtype=bool)
+    out = []
+    for s in ideals(list(range(n)), {v: adj.pred[v] for v in range(n)}):
+        m = np.zeros(n, dtype=bool)
+        m[sorted(s)] = True
+        if (m | ~inputs).all():
+            out.append(m)
+    return out
+
+
+def _memory_error(problem: SplitInferenceProblem, need: float) -> InfeasibleError:
+    return InfeasibleError(
+        f"no partition fits the edge memory budget of {problem.edge_memory_bytes / 2**20:.2f} MiB",
+        f"raise the edge memory to at least {need / 2**20:.2f} MiB")
+
+
+def solve_enumerate(problem: SplitInferenceProblem, objective: str = "coach", max_bit_tensors: int = 3,
+                    enforce_accuracy: bool = True) -> SplitInferenceSolution:
+    """Brute force over ideals × bit vectors (graphs ≤ 20 nodes); ties broken as COACH breaks them."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}")
+    if problem.num_nodes > MAX_ENUMERATE_NODES:
+        raise ValueError(f"enumeration is limited to {MAX_ENUMERATE_NODES} nodes, got {problem.num_nodes}")
+    watch = Stopwatch()
+    adj = graph_index(problem)
+    best = fallback = None
+    evaluated = 0
+    restricted = False            # some cut had its bits fixed to native: optimal only over what was tried
+    min_mem = math.inf
+    for mask in all_ideals(problem):
+        cs = cut_structure(problem, mask, adj)
+        min_mem = min(min_mem, cs.memory_bytes)
+        if cs.memory_bytes > problem.edge_memory_bytes * (1 + 1e-12):
+            continue
+        if len(cs.tensors) <= max_bit_tensors:
+            vectors = product(*(bit_ladder(problem, v) for v in cs.tensors))
+        else:
+            restricted = restricted or any(len(bit_ladder(problem, v)) > 1 for v in cs.tensors)
+            vectors = iter([tuple(int(problem.native_bits[v]) for v in cs.tensors)])
+        for vec in vectors:
+            bits = dict(zip(cs.tensors, vec))
+            if enforce_accuracy and sum(tensor_accuracy_drop(problem, v, b) for v, b in bits.items()) \
+                    > problem.epsilon * (1 + 1e-12):
+                continue
+            m = stage_times(problem, cs, bits, adj)
+            evaluated += 1
+            k = rank_key(objective, m, cs.tensors)
+            lat_k = (round(m.latency_s, 12),) + k
+            if fallback is None or lat_k < fallback[0]:
+                fallback = (lat_k, mask, bits, m)
+            if not (math.isfinite(m.latency_s) and m.latency_s <= problem.t_max_s * (1 + 1e-12)):
+                continue
+            if best is None or k < best[0]:
+                best = (k, mask, bits, m)
+    if fallback is None:
+        raise _memory_error(problem, min_mem)
+    feasible = best is not None
+    _, mask, bits, m = best if best is not None else fallback
+    status = Status.OPTIMAL if feasible and not restricted else Status.FEASIBLE
+    return SplitInferenceSolution(status, mask.copy(), bits, m,
+                                  m.objective_s, wall_time_s=watch.elapsed(),
+                                  trace=(TraceEvent("enumerate", 0, {"evaluated": evaluated}),),
+                                  params={"method": "enumerate", "objective": objective,
+                                          "max_bit_tensors": max_bit_tensors, "bits_restricted": restricted},
+                                  feasible=feasible)
+
+
+def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, workers: int = 2, seed: int = 0,
+                time_scale: float = 1e6, accuracy_scale: float = 1e9) -> SplitInferenceSolution:
+    """CP-SAT MILP (spec §6(b)) with times in integer units of 1/time_scale s (µs by default)."""
+    from ortools.sat.python import cp_model
+
+    watch = Stopwatch()
+    adj = graph_index(problem)
+    n = problem.num_nodes
+    bw = problem.bandwidth_bytes_per_s
+
+    def us(t: float) -> int:
+        return int(round(t * time_scale))
+
+    model = cp_model.CpModel()
+    # [Variable] x_v = 1: node v runs on the device
+    x = [model.new_bool_var(f"x_{v}") for v in range(n)]
+    # [Constraint] inputs on the device
+    for v in np.flatnonzero(np.asarray(problem.is_input, dtype=bool)):
+        model.add(x[int(v)] == 1)
+    # [Constraint] downward closure: x_w ≤ x_v for (v, w) ∈ E
+    for v, w in zip(adj.src, adj.dst):
+        model.add(x[int(w)] <= x[int(v)])
+    # [Variable] y_v = 1: tensor v is sent; z_{v,b}: sent at b bits
+    y: dict[int, cp_model.IntVar] = {}
+    z: dict[tuple[int, int], cp_model.IntVar] = {}
+    for v in range(n):
+        if not adj.succ[v]:
+            continue
+        y[v] = model.new_bool_var(f"y_{v}")
+        # [Constraint] y_v = x_v ∧ (some consumer in the cloud); both upper bounds keep −T_t from rewarding sends
+        model.add(y[v] <= x[v])
+        model.add(y[v] <= sum(1 - x[w] for w in adj.succ[v]))
+        for w in adj.succ[v]:
+            model.add(y[v] >= x[v] - x[w])
+        # [Constraint] one bit width per sent tensor
+        for b in bit_ladder(problem, v):
+            z[v, b] = model.new_bool_var(f"z_{v}_{b}")
+        model.add(sum(z[v, b] for b in bit_ladder(problem, v)) == y[v])
+    # [Variable] any_sent = 1 when V_p ≠ ∅ (RTT/2 is paid once)
+    any_sent = model.new_bool_var("any_sent")
+    for v in y:
+        model.add(any_sent >= y[v])
+    model.add(any_sent <= sum(y.values()))
+    te = [us(float(t)) for t in problem.edge_time_s]
+    tc = [us(float(t)) for t in problem.cloud_time_s]
+    big = sum(te) + sum(tc)
+    link = {}
+    for (v, b) in z:
+        link[v, b] = us(tensor_bytes(problem, v, b) / bw) if bw > 0 else 10 ** 15
+        big += us(quantise_s(problem, v, b)) + us(dequantise_s(problem, v, b)) + link[v, b]
+    big += us(problem.rtt_s) + 1
+    T_e = model.new_int_var(0, big, "T_e")
+    T_t = model.new_int_var(0, big, "T_t")
+    T_c = model.new_int_var(0, big, "T_c")
+    P = model.new_int_var(0, big, "P")
+    D = model.new_int_var(0, big, "D")
+    # [Constraint] stage times (spec §3)
+    model.add(T_e == sum(te[v] * x[v] for v in range(n))
+              + sum(us(quantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))
+    model.add(T_c == sum(tc[v] * (1 - x[v]) for v in range(n))
+              + sum(us(dequantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))
+    model.add(T_t == sum(link[v, b] * z[v, b] for (v, b) in z) + us(problem.rtt_s / 2) * any_sent)
+    # [Constraint] P = max stage, D = |T_e − T_c|
+    for t in (T_e, T_t, T_c):
+        model.add(P >= t)
+    model.add(D >= T_e - T_c)
+    model.add(D >= T_c - T_e)
+    # [Constraint] latency bound
+    if math.isfinite(problem.t_max_s):
+        ret = us(problem.result_bytes / problem.downlink_bytes_per_s + problem.rtt_s / 2)
+        model.add(T_e + T_t + T_c + ret * (1 - x[problem.output_node]) <= int(math.floor(problem.t_max_s * time_scale)))
+    # [Constraint] additive accuracy drop ≤ ε
+    drops = {(v, b): tensor_accuracy_drop(problem, v, b) for (v, b) in z}
+    model.add(sum(int(round(d * accuracy_scale)) * z[k] for k, d in drops.items() if d > 0)
+              <= int(round(problem.epsilon * accuracy_scale)))
+    # [Constraint] edge memory: Σ params on the device + the largest device activation
+    act = model.new_int_var(0, int(np.ceil(problem.out_bytes.max())) if n else 0, "max_activation")
+    for v in range(n):
+        model.add(act >= int(np.ceil(problem.out_bytes[v])) * x[v])
+    model.add(sum(int(np.ceil(problem.param_bytes[v])) * x[v] for v in range(n)) + act
+              <= int(np.floor(problem.edge_memory_bytes)))
+    # [Objective] J = D + P + (P − T_t)
+    model.minimize(D + 2 * P - T_t)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit_s
+    solver.parameters.num_workers = workers
+    solver.parameters.random_seed = seed
+    status = solver.solve(model)
+    if status == cp_model.INFEASIBLE:
+        raise InfeasibleError("the MILP has no feasible partition under the edge memory, T_max and epsilon",
+                              "raise the edge memory or t_max_s (solve with COACH to see the min-latency plan)")
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        raise RuntimeError(f"CP-SAT returned {solver.status_name(status)}")
+    mask = np.array([bool(solver.value(x[v])) for v in range(n)])
+    bits = {v: b for (v, b), var in z.items() if solver.value(var)}
+    cs = cut_structure(problem, mask, adj)
+    m = stage_times(problem, cs, bits, adj)
+    st = Status.OPTIMAL if status == cp_model.OPTIMAL else Status.TIME_LIMIT
+    return SplitInferenceSolution(st, mask, bits, m, m.objective_s, wall_time_s=watch.elapsed(),
+                                  trace=(TraceEvent("cpsat", 0, {"status": solver.status_name(status),
+                                                                 "wall_s": solver.wall_time}),),
+                                  params={"method": "cpsat", "milp_objective_s": solver.objective_value / time_scale,
+                                          "bound_s": solver.best_objective_bound / time_scale,
+                                          "time_scale": time_scale})

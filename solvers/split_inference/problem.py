@@ -1,0 +1,89 @@
+"""The split-inference (COACH) problem and solution records: dense arrays, names only in `node_names`.
+
+Symbols follow `shared/specs/coach.md` §3: G = (V, E) the model graph after folding shape-only ops,
+S ⊆ V the device-side nodes (closed under predecessors, every input node in S), V_p(S) the tensors sent
+(outputs of S-nodes with a consumer outside S, each sent once), b_v the bits of tensor v.
+Times in seconds, sizes in bytes, bandwidth in bytes/s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from solvers.common import Status, TraceEvent
+
+
+@dataclass(frozen=True)
+class SplitInferenceProblem:
+    """Everything the split-inference solvers read.
+
+    Nodes are in topological order and `edges` point forward (u < v). `accuracy_drop[v, j]` is the
+    measured (or proxy) accuracy loss when only tensor v is quantised to `bits_options[j]` bits
+    (0 for bits >= native; NaN where v cannot be quantised). `native_bits[v]` is the tensor's natural
+    encoding (32 for fp32 activations, 8 for uint8 image inputs, 64 for int64 token ids); integer and
+    boolean tensors (`quantizable` False) are always sent at native bits.
+    """
+
+    node_names: tuple[str, ...]
+    edges: tuple[tuple[int, int], ...]
+    is_input: np.ndarray            # bool (n,): model inputs, always on the device
+    output_node: int                # the node producing the model output (the sink)
+    edge_time_s: np.ndarray         # t_e(v) on the device (edge)
+    cloud_time_s: np.ndarray        # t_c(v) in the cloud
+    out_elements: np.ndarray        # n_v: elements of out(v)
+    native_bits: np.ndarray         # int (n,)
+    quantizable: np.ndarray         # bool (n,)
+    param_bytes: np.ndarray         # parameter bytes of node v (they live where v runs)
+    out_bytes: np.ndarray           # bytes of out(v) at native precision (activation memory)
+    bits_options: tuple[int, ...]   # sorted, e.g. (2, 3, 4, 5, 6, 8, 16)
+    accuracy_drop: np.ndarray       # (n, len(bits_options))
+    bandwidth_bytes_per_s: float    # uplink
+    rtt_s: float
+    downlink_bytes_per_s: float
+    result_bytes: float             # the result returned to the device
+    edge_memory_bytes: float
+    quant_meta_bytes: float = 8.0                       # m_v: fp32 scale + int32 zero point per tensor
+    quant_s_per_element_edge: float = 0.0               # t_q(v) = a + b * n_v on the device: (a, b) below
+    quant_s_fixed_edge: float = 0.0
+    dequant_s_per_element_cloud: float = 0.0
+    dequant_s_fixed_cloud: float = 0.0
+    epsilon: float = 0.005          # accuracy-loss cap
+    t_max_s: float = float("inf")   # latency bound
+    accuracy_is_proxy: bool = False
+
+    @property
+    def num_nodes(self) -> int:
+        """|V|."""
+        return len(self.node_names)
+
+
+@dataclass(frozen=True)
+class SplitMetrics:
+    """Stage times and derived figures of one (S, bits) choice."""
+
+    edge_s: float          # T_e
+    link_s: float          # T_t (incl. RTT/2)
+    cloud_s: float         # T_c
+    period_s: float        # P = max(T_e, T_t, T_c)
+    latency_s: float       # T_e + T_t + T_c + result/downlink + RTT/2
+    objective_s: float     # J = B_c + B_t + P
+    bytes_per_request: float
+    accuracy_drop: float   # additive estimate over sent tensors (the planner re-measures jointly)
+    edge_memory_bytes: float
+
+
+@dataclass(frozen=True)
+class SplitInferenceSolution:
+    """A cut (device-side set) and the bits of every sent tensor."""
+
+    status: Status
+    on_edge: np.ndarray             # bool (n,)
+    bits: Mapping[int, int]         # sent tensor index -> bits
+    metrics: SplitMetrics
+    objective: float                # J (s)
+    wall_time_s: float = 0.0
+    trace: tuple[TraceEvent, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    feasible: bool = True           # False: no cut met T_max / epsilon; min-latency cut returned, flagged
