@@ -44,12 +44,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
                              trace_tokens=args.trace_tokens, seed=args.seed, theta_granularity=args.theta_granularity,
                              k_prefetch=args.k_prefetch, inner=args.inner, sim_tokens=args.sim_tokens,
                              calibrate=args.calibrate, cpu_misses=not args.no_cpu_experts)
+    split = None
+    if args.cloud or args.link or args.scenario == "split-inference":
+        from planner.lowering.split_inference import SplitOptions
+        from planner.units import parse_link, parse_seconds
+
+        rate, rng = parse_link(args.link or "20mbps")
+        split = SplitOptions(cloud=args.cloud or "a100_80gb", link_bits_per_s=rate, link_range_bits_per_s=rng,
+                             rtt_s=parse_seconds(args.rtt, "--rtt"), epsilon=args.epsilon,
+                             t_max_s=parse_seconds(args.t_max, "--t-max") if args.t_max else float("inf"))
     req = PlanRequest(args.model, args.hardware, args.scenario, args.cloud, args.link, args.clients,
-                      args.record_timing, args.tiny, opts)
+                      args.record_timing, args.tiny, opts, split)
     err = _console(stderr=True)
     ctx = plan(req, on_phase=lambda name: log.info("phase %s", name))
     err.print(f"scenario: {ctx.family} ({ctx.scenario_reason})")
     err.print(f"solver wall time: {ctx.solution.wall_time_s:.3f} s; total {sum(ctx.phase_times_s.values()):.1f} s")
+    for note in ctx.plan.notes:
+        err.print(f"note: {note}")
     if args.output:
         path = save(ctx.plan, args.output)
         err.print(f"wrote {path}")
@@ -76,7 +87,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         try:
             plot(plan, args.plot)
         except ValueError as exc:
-            raise PlannerError(str(exc), "plot a moe-offload plan") from exc
+            raise PlannerError(str(exc), "plot a moe-offload or split-inference plan") from exc
         _console(stderr=True).print(f"wrote {args.plot}")
     return 0
 
@@ -275,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--hardware", required=True, help="catalog name, <base>_<N>gb, or YAML path")
     pl.add_argument("--scenario", help="force a family (moe-offload, split-inference, fed-lora, fed-compress)")
     pl.add_argument("--cloud", help="cloud hardware (split inference)")
-    pl.add_argument("--link", help="uplink rate, e.g. 20mbps (split inference)")
+    pl.add_argument("--link", help="uplink rate, e.g. 20mbps, or a range 1mbps..100mbps for a plan table")
     pl.add_argument("--clients", help="client population YAML (federated)")
     pl.add_argument("-o", "--output", help="write the plan JSON here")
     pl.add_argument("--json", action="store_true", help="print the plan JSON instead of tables")
@@ -286,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="time the (tiny) model on this CPU instead of using the roofline")
     pl.add_argument("--record-timing", action="store_true",
                     help="store the solver wall time in the plan (makes plan bytes differ between runs)")
+    sp = pl.add_argument_group("split-inference")
+    sp.add_argument("--rtt", default="20ms", help="round-trip time of the link")
+    sp.add_argument("--epsilon", type=float, default=0.005, help="accuracy-loss cap (fraction)")
+    sp.add_argument("--t-max", help="latency bound, e.g. 200ms (default none)")
     g = pl.add_argument_group("moe-offload")
     g.add_argument("--expert-bits", type=int, default=16, choices=(16, 8, 4), help="expert weight precision")
     g.add_argument("--context", type=int, default=2048, help="KV-cache context reserved (tokens)")

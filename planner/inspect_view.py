@@ -40,28 +40,30 @@ def header(plan: Plan) -> Table:
     return t
 
 
-def baselines_table(plan: Plan, metrics: tuple[str, ...]) -> Table:
-    """Plan, every baseline and the bound, predicted and simulated, with the ratio to the plan."""
+def baselines_table(plan: Plan, metrics: tuple[str, ...], show_params: bool = True) -> Table:
+    """Plan, every baseline and the bound, predicted (and simulated where a simulator exists), with the ratio to the plan."""
     t = Table(title="plan vs baselines (same inputs)", title_justify="left")
     t.add_column("config")
+    with_sim = bool(plan.simulated)
     for m in metrics:
-        t.add_column(f"{m} (pred)", justify="right")
-        t.add_column(f"{m} (sim)", justify="right")
+        t.add_column(f"{m} (pred)" if with_sim else m, justify="right")
+        if with_sim:
+            t.add_column(f"{m} (sim)", justify="right")
     obj = plan.objective.metric
     t.add_column(f"{obj} vs plan", justify="right")
-    t.add_column("policy parameters")
+    if show_params:
+        t.add_column("policy parameters")
 
     def row(name: str, pred: Any, sim: Any, params: Any, style: str = "") -> None:
         cells = [name]
         for m in metrics:
-            if "bytes" in m:
-                cells += [fmt_bytes(pred[m]) if pred.get(m) is not None else "-",
-                          fmt_bytes(sim[m]) if sim.get(m) is not None else "-"]
-            else:
-                cells += [_f(pred.get(m)), _f(sim.get(m))]
+            for src in ((pred, sim) if with_sim else (pred,)):
+                v = src.get(m)
+                cells.append("-" if v is None else fmt_bytes(v) if "bytes" in m else _f(v))
         ratio = pred.get(obj) / plan.objective.value if pred.get(obj) else None
         cells.append(f"{ratio:.2f}x" if ratio else "-")
-        cells.append(", ".join(f"{k}={_f(v)}" for k, v in sorted(params.items())) if params else "")
+        if show_params:
+            cells.append(", ".join(f"{k}={_f(v)}" for k, v in sorted(params.items())) if params else "")
         t.add_row(*cells, style=style)
 
     row("plan", plan.predicted, plan.simulated, {}, "bold green")
@@ -106,6 +108,48 @@ def memory_table(plan: Plan) -> Table:
     return t
 
 
+def split_tables(plan: Plan) -> list[Any]:
+    """Stage times, the tensors crossing the link, and the bandwidth plan table."""
+    d, p = plan.decisions, plan.predicted
+    out: list[Any] = []
+    st = Table(title=f"pipeline: {d['edge_device']} -> {fmt_rate_bits(d['link']['uplink_bits_per_s'])} "
+                     f"(RTT {d['link']['rtt_ms']:g} ms) -> {d['cloud_device']}", title_justify="left")
+    for col in ("edge ms", "link ms", "cloud ms", "period ms", "latency ms", "req/s", "bytes/request", "accuracy drop"):
+        st.add_column(col, justify="right")
+    st.add_row(_f(p["edge_ms"]), _f(p["link_ms"]), _f(p["cloud_ms"]), _f(p["period_ms"]), _f(p["latency_ms"]),
+               _f(p["throughput_rps"]), fmt_bytes(p["bytes_per_request"]),
+               f"{_f(p['accuracy_drop'])} ({p['accuracy_kind']})")
+    out.append(st)
+    ct = Table(title=f"tensors crossing the link ({len(d['edge_nodes'])} nodes on the edge, {d['cloud_nodes']} in the cloud)",
+               title_justify="left")
+    for col in ("tensor", "shape", "dtype", "bits", "native", "bytes", "single-tensor drop"):
+        ct.add_column(col, justify="left" if col in ("tensor", "shape", "dtype") else "right")
+    for r in d["cut_tensors"]:
+        ct.add_row(r["name"], str(r["shape"]), r["dtype"], str(r["bits"]), str(r["native_bits"]), fmt_bytes(r["bytes"]),
+                   _f(r["single_tensor_drop"]))
+    if not d["cut_tensors"]:
+        ct.add_row("(nothing: the whole model runs on the edge)", "", "", "", "", "", "")
+    out.append(ct)
+    if d.get("plan_table"):
+        pt = Table(title="plan table by uplink bandwidth (the runtime switches between these rows)", title_justify="left")
+        for col in ("uplink", "cut tensors", "bits", "edge nodes", "period ms", "latency ms", "J ms"):
+            pt.add_column(col, justify="left" if col in ("cut tensors", "bits") else "right")
+        for r in d["plan_table"]:
+            names = ", ".join(r["cut_tensors"]) or "(all edge)"
+            pt.add_row(fmt_rate_bits(r["uplink_bits_per_s"]), names[:60], ",".join(map(str, r["bits"])),
+                       str(r["edge_nodes_count"]), _f(r["period_ms"]), _f(r["latency_ms"]), _f(r["objective_ms"]))
+        out.append(pt)
+    out.append(Text(f"accuracy: {d['accuracy']['description']}", style="dim"))
+    return out
+
+
+def fmt_rate_bits(bps: float) -> str:
+    """Bits per second, human-readable."""
+    from planner.units import fmt_rate
+
+    return fmt_rate(bps)
+
+
 def render(plan: Plan) -> Group:
     """The whole inspect view."""
     parts: list[Any] = [header(plan)]
@@ -113,6 +157,10 @@ def render(plan: Plan) -> Group:
         parts.append(memory_table(plan))
         parts.append(moe_layers_table(plan))
         parts.append(baselines_table(plan, ("tpot_ms", "hit_rate", "bytes_per_token")))
+    elif plan.family == "split-inference":
+        parts.extend(split_tables(plan))
+        parts.append(baselines_table(plan, ("objective_ms", "period_ms", "latency_ms", "throughput_rps",
+                                            "bytes_per_request", "accuracy_drop"), show_params=False))
     else:
         parts.append(baselines_table(plan, tuple(k for k in plan.predicted if isinstance(plan.predicted[k], (int, float)))))
     if plan.bound:
@@ -125,8 +173,27 @@ def render(plan: Plan) -> Group:
     return Group(*parts)
 
 
+def _timeline(ax: Any, title: str, m: Any, samples: int = 4) -> None:
+    """Pipelined stage occupancy of `samples` requests: each stage starts a request once it is free."""
+    stages = (("edge", m["edge_ms"], "tab:blue"), ("link", m["link_ms"], "tab:orange"), ("cloud", m["cloud_ms"], "tab:green"))
+    free = [0.0, 0.0, 0.0]
+    for k in range(samples):
+        t = 0.0
+        for j, (_, dur, color) in enumerate(stages):
+            start = max(t, free[j])
+            if dur > 0:
+                ax.barh(2 - j, dur, left=start, color=color, edgecolor="black", alpha=0.8)
+                ax.text(start + dur / 2, 2 - j, str(k + 1), ha="center", va="center", fontsize=7)
+            free[j] = start + dur
+            t = start + dur
+    ax.set_yticks([2, 1, 0], [s[0] for s in stages])
+    ax.set_title(f"{title}: period {m['period_ms']:.3g} ms, latency {m['latency_ms']:.3g} ms")
+    ax.set_xlabel("time (ms)")
+
+
 def plot(plan: Plan, path: str) -> None:
-    """Budget and theta per layer (moe-offload) as a PNG, written atomically."""
+    """Budget and theta per layer (moe-offload), or the stage timeline of the plan and Neurosurgeon
+    (split-inference), as a PNG written atomically."""
     import io
 
     import matplotlib
@@ -136,6 +203,18 @@ def plot(plan: Plan, path: str) -> None:
 
     from planner.atomic_io import write_bytes_atomic
 
+    if plan.family == "split-inference":
+        fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+        _timeline(axes[0], "plan (COACH)", plan.predicted)
+        ns = plan.baselines.get("neurosurgeon")
+        if ns is not None:
+            _timeline(axes[1], "Neurosurgeon", ns.predicted)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        write_bytes_atomic(path, buf.getvalue())
+        return
     layers = plan.decisions.get("layers", [])
     if not layers:
         raise ValueError("this plan has no per-layer decisions to plot")

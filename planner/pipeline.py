@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,7 +33,8 @@ class PlanRequest:
     clients: str | None = None
     record_timing: bool = False
     tiny: bool = False   # plan the small same-architecture model (the one that runs here)
-    moe: Any = None  # MoeOffloadOptions
+    moe: Any = None      # MoeOffloadOptions
+    split: Any = None    # SplitOptions
 
 
 @dataclass
@@ -50,6 +53,9 @@ class PlanContext:
     bound: Any = None
     simulated: dict[str, Any] = field(default_factory=dict)
     plan: Plan | None = None
+    graph_profile: Any = None
+    cloud: Any = None
+    joint_drop: float | None = None
     notes: list[str] = field(default_factory=list)
     phase_times_s: dict[str, float] = field(default_factory=dict)
 
@@ -64,7 +70,8 @@ def profile(ctx: PlanContext) -> None:
     """Model structure on the meta device (no weights allocated)."""
     from profilers.graph import profile_model
 
-    ctx.structure = profile_model(ctx.spec, tiny=ctx.request.tiny, with_graph=False).moe
+    if ctx.structure is None:
+        ctx.structure = profile_model(ctx.spec, tiny=ctx.request.tiny, with_graph=False).moe
 
 
 def choose_scenario(ctx: PlanContext) -> None:
@@ -79,7 +86,12 @@ def choose_scenario(ctx: PlanContext) -> None:
     elif req.clients:
         ctx.family = family("fed-lora").name
         ctx.scenario_reason = "--clients given: federated fine-tuning"
-    elif ctx.structure is not None:
+    else:
+        profile(ctx)
+        if ctx.structure is None:
+            raise PlannerError(
+                f"no scenario applies to the dense model {ctx.spec.name} on {ctx.hardware.name} alone",
+                "pass --cloud HW --link RATE for split inference, or --clients FILE for federated fine-tuning")
         s = ctx.structure
         total = s.non_expert_bytes + s.bytes_per_expert * s.num_experts * len(s.moe_layers)
         fits = total <= ctx.hardware.memory_bytes
@@ -88,13 +100,11 @@ def choose_scenario(ctx: PlanContext) -> None:
             f"{ctx.spec.name} is an MoE model whose weights ({fmt_bytes(total)}) "
             + (f"fit {ctx.hardware.name} ({fmt_bytes(ctx.hardware.memory_bytes)}): the plan keeps every expert resident"
                if fits else f"do not fit {ctx.hardware.name} ({fmt_bytes(ctx.hardware.memory_bytes)}): expert offloading"))
-    else:
-        raise PlannerError(
-            f"no scenario applies to the dense model {ctx.spec.name} on {ctx.hardware.name} alone",
-            "pass --cloud HW --link RATE for split inference, or --clients FILE for federated fine-tuning")
-    if ctx.family == "moe-offload" and ctx.structure is None:
-        raise PlannerError(f"{ctx.spec.name} has no MoE layers, so moe-offload does not apply",
-                           "pick an MoE model (e.g. mixtral-8x7b) or another --scenario")
+    if ctx.family == "moe-offload":
+        profile(ctx)
+        if ctx.structure is None:
+            raise PlannerError(f"{ctx.spec.name} has no MoE layers, so moe-offload does not apply",
+                               "pick an MoE model (e.g. mixtral-8x7b) or another --scenario")
 
 
 def lower(ctx: PlanContext) -> None:
@@ -247,29 +257,168 @@ def validate_plan(ctx: PlanContext) -> None:
         raise RuntimeError("lifted plan violates its constraints (a bug): " + "; ".join(bad))
 
 
-PHASES: list[tuple[str, Callable[[PlanContext], None]]] = [
+# ------------------------------------------------------------------ split-inference phases
+def split_profile(ctx: PlanContext) -> None:
+    """The torch.export graph with per-node costs (meta device for random-weight models)."""
+    from profilers.graph import profile_model
+
+    ctx.graph_profile = profile_model(ctx.spec, tiny=ctx.request.tiny)
+
+
+def split_lower(ctx: PlanContext) -> None:
+    """Graph + edge/cloud hardware + link -> the COACH problem (accuracy measured for candidate cut tensors)."""
+    from planner.lowering.split_inference import SplitOptions, lower as lower_split
+
+    opts = ctx.request.split or SplitOptions()
+    ctx.cloud = resolve_hardware(opts.cloud)
+    ctx.lowered = lower_split(ctx.spec, ctx.graph_profile, ctx.hardware, ctx.cloud, opts)
+    ctx.notes.extend(ctx.lowered.notes)
+
+
+def split_solve(ctx: PlanContext) -> None:
+    """COACH, then the joint accuracy check on real data with the repair loop (the solver stays pure)."""
+    from planner.lowering.split_inference import joint_check
+    from solvers.split_inference.coach import CoachConfig, solve as coach
+    from solvers.split_inference.cost import evaluate
+    from solvers.split_inference.validate import validate
+
+    low = ctx.lowered
+    ctx.solution = coach(low.problem, CoachConfig())
+    bits, joint, lines = joint_check(low, dict(ctx.solution.bits))
+    ctx.joint_drop = joint
+    ctx.notes.extend(lines)
+    if bits != dict(ctx.solution.bits):
+        import dataclasses
+
+        m = evaluate(low.problem, ctx.solution.on_edge, bits)
+        ctx.solution = dataclasses.replace(ctx.solution, bits=bits, metrics=m, objective=m.objective_s)
+    bad = [b for b in validate(low.problem, ctx.solution) if "accuracy" not in b or joint is None]
+    if bad:
+        raise RuntimeError("COACH returned an invalid plan (a bug): " + "; ".join(bad))
+    if not ctx.solution.feasible:
+        ctx.notes.append("no cut meets the latency bound: the lowest-latency cut is returned, flagged infeasible "
+                         + str(ctx.solution.params.get("fix", "")))
+
+
+def split_baselines(ctx: PlanContext) -> None:
+    """Every baseline on the same problem."""
+    from solvers.split_inference.baselines import BASELINES
+
+    for name, fn in BASELINES.items():
+        ctx.baselines[name] = fn(ctx.lowered.problem)
+
+
+def split_bound(ctx: PlanContext) -> None:
+    """Exact reference: enumeration up to 20 nodes, else CP-SAT (time-limited) under the single-tensor bubble model."""
+    from solvers.common import Status
+    from solvers.split_inference.exact import solve_cpsat, solve_enumerate
+
+    p = ctx.lowered.problem
+    if p.num_nodes <= 20:
+        ctx.bound = ("exhaustive enumeration of every cut x bit vector (<= 3 quantised tensors)", solve_enumerate(p))
+    elif p.num_nodes <= 600:
+        sol = solve_cpsat(p, time_limit_s=ctx.lowered.options.exact_time_limit_s)
+        kind = "CP-SAT MILP (single-tensor bubble model, additive accuracy)"
+        kind += ", optimal" if sol.status == Status.OPTIMAL else f", {sol.status.value}: lower bound of the MILP"
+        ctx.bound = (kind, sol)
+    else:
+        ctx.bound = None
+        ctx.notes.append(f"no exact reference: {p.num_nodes} nodes is above the 600-node CP-SAT limit")
+
+
+def split_lift(ctx: PlanContext) -> None:
+    """Solution -> Plan (names, metrics, baselines, bound, plan table)."""
+    from planner.lowering.split_inference import baseline_decisions, decisions_dict, metrics_dict
+    from solvers.split_inference.baselines import DESCRIPTIONS
+    from solvers.split_inference.coach import solve_plan_table
+
+    low, sol = ctx.lowered, ctx.solution
+    p = low.problem
+    fam = FAMILIES[ctx.family]
+    table = []
+    rng = low.options.link_range_bits_per_s
+    if rng:
+        levels = np.geomspace(rng[0], rng[1], low.options.table_levels)
+        for bw, s in zip(levels, solve_plan_table(p, [float(b) / 8 for b in levels])):
+            table.append({"uplink_bits_per_s": float(bw),
+                          "cut_tensors": [p.node_names[v] for v in sorted(s.bits)],
+                          "bits": [int(s.bits[v]) for v in sorted(s.bits)],
+                          "edge_nodes_count": int(np.asarray(s.on_edge).sum()),
+                          "period_ms": s.metrics.period_s * 1e3, "latency_ms": s.metrics.latency_s * 1e3,
+                          "objective_ms": s.objective * 1e3})
+    base = {name: BaselineResult(DESCRIPTIONS[name], {k: v for k, v in b.params.items()
+                                                      if k not in ("baseline", "cut_tensors", "violations")},
+                                 metrics_dict(b.metrics, low.accuracy_kind), {}, baseline_decisions(low, b))
+            for name, b in ctx.baselines.items()}
+    pred = metrics_dict(sol.metrics, low.accuracy_kind, ctx.joint_drop)
+    bnd = None
+    if ctx.bound is not None:
+        kind, ref = ctx.bound
+        value = float(ref.params.get("bound_s", ref.objective)) * 1e3
+        bnd = Bound(value=value, kind=kind, gap=(pred["objective_ms"] - value) / value if value > 0 else 0.0,
+                    predicted=metrics_dict(ref.metrics, low.accuracy_kind))
+    s, hw = ctx.spec, ctx.hardware
+    ctx.plan = Plan(
+        family=ctx.family,
+        model=ModelRef(s.name, s.fingerprint(ctx.request.tiny), s.source, num_params=ctx.graph_profile.num_params,
+                       dtype=ctx.graph_profile.dtype, tiny=ctx.request.tiny),
+        hardware=HardwareRef(hw.name, hw.fingerprint(), "edge", hw.memory_bytes, hw.source.split("\n")[0][:200]),
+        extra_hardware=(HardwareRef(ctx.cloud.name, ctx.cloud.fingerprint(), "cloud", ctx.cloud.memory_bytes,
+                                    ctx.cloud.source.split("\n")[0][:200]),),
+        solver=SolverInfo(name="COACH (divide and conquer over cuts, bit floors and ceiling)", status=sol.status.value,
+                          config={"objective": "coach", "epsilon": p.epsilon, "bits": list(p.bits_options)},
+                          wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,
+                          iterations=len(sol.trace), trace=tuple({"phase": e.phase, "iteration": e.iteration, **e.values}
+                                                                 for e in sol.trace[:20])),
+        objective=Objective(fam.objective_metric, fam.objective_sense, pred["objective_ms"]),
+        decisions=decisions_dict(low, sol, dict(sol.bits), table),
+        predicted=pred,
+        baselines=base,
+        bound=bnd,
+        inputs={"scenario_reason": ctx.scenario_reason, "accuracy": low.accuracy_kind,
+                "link": {"uplink_bits_per_s": p.bandwidth_bytes_per_s * 8, "rtt_ms": p.rtt_s * 1e3}},
+        constraints={"epsilon": p.epsilon, "t_max_ms": p.t_max_s * 1e3 if np.isfinite(p.t_max_s) else None,
+                     "edge_memory_bytes": p.edge_memory_bytes},
+        notes=tuple(dict.fromkeys(ctx.notes)),
+    )
+
+
+def split_validate(ctx: PlanContext) -> None:
+    """The lifted plan must pass its family's plan validator."""
+    from planner.lowering.split_inference import validate_plan_decisions
+
+    bad = validate_plan_decisions(dict(ctx.plan.decisions), dict(ctx.plan.predicted))
+    if bad:
+        raise RuntimeError("lifted plan violates its constraints (a bug): " + "; ".join(bad))
+
+
+COMMON_PHASES: list[tuple[str, Callable[[PlanContext], None]]] = [
     ("resolve", resolve_inputs),
-    ("profile", profile),
     ("scenario", choose_scenario),
-    ("lower", lower),
-    ("solve", solve),
-    ("baselines", baselines),
-    ("bound", bound),
-    ("simulate", simulate),
-    ("lift", lift),
-    ("validate", validate_plan),
 ]
+FAMILY_PHASES: dict[str, list[tuple[str, Callable[[PlanContext], None]]]] = {
+    "moe-offload": [("profile", profile), ("lower", lower), ("solve", solve), ("baselines", baselines),
+                    ("bound", bound), ("simulate", simulate), ("lift", lift), ("validate", validate_plan)],
+    "split-inference": [("profile", split_profile), ("lower", split_lower), ("solve", split_solve),
+                        ("baselines", split_baselines), ("bound", split_bound), ("lift", split_lift),
+                        ("validate", split_validate)],
+}
 
 
 def plan(request: PlanRequest, on_phase: Callable[[str], None] | None = None) -> PlanContext:
-    """Run every phase; returns the context (ctx.plan is the result)."""
+    """Run the common phases, then the chosen family's; returns the context (ctx.plan is the result)."""
     ctx = PlanContext(request)
-    for name, fn in PHASES:
-        if on_phase:
-            on_phase(name)
-        t0 = time.perf_counter()
-        fn(ctx)
-        ctx.phase_times_s[name] = time.perf_counter() - t0
+
+    def run(phases: list[tuple[str, Callable[[PlanContext], None]]]) -> None:
+        for name, fn in phases:
+            if on_phase:
+                on_phase(name)
+            t0 = time.perf_counter()
+            fn(ctx)
+            ctx.phase_times_s[name] = ctx.phase_times_s.get(name, 0.0) + time.perf_counter() - t0
+
+    run(COMMON_PHASES)
+    run(FAMILY_PHASES[ctx.family])
     return ctx
 
 
@@ -279,4 +428,8 @@ def plan_validator(plan_obj: Plan) -> list[str]:
         from planner.lowering.moe_offload import validate_plan_decisions
 
         return validate_plan_decisions(dict(plan_obj.decisions), dict(plan_obj.constraints))
+    if plan_obj.family == "split-inference":
+        from planner.lowering.split_inference import validate_plan_decisions as validate_split
+
+        return validate_split(dict(plan_obj.decisions), dict(plan_obj.predicted))
     return []

@@ -39,7 +39,7 @@ FAMILIES: dict[str, Family] = {
     "fed-lora": Family("fed-lora", "FedQuad", "per-device LoRA depth and activation-quantised layers", "round_time_s", "min"),
     "fed-compress": Family("fed-compress", "Caesar", "per-device compression ratios and batch sizes", "round_time_s", "min"),
 }
-IMPLEMENTED_FAMILIES = ("moe-offload",)
+IMPLEMENTED_FAMILIES = ("moe-offload", "split-inference")
 
 
 def family(name: str) -> Family:

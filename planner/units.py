@@ -59,3 +59,28 @@ def fmt_rate(bits_per_s: float) -> str:
         if bits_per_s >= div:
             return f"{bits_per_s / div:.3g}{suffix}"
     return f"{bits_per_s:.3g} bit/s"
+
+
+_DURATION = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|us)?\s*$")
+
+
+def parse_seconds(text: str, what: str = "duration") -> float:
+    """'30ms', '0.2s', '150us', '0.03' -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise PlannerError(f"cannot read {what} '{text}'", "write it like 30ms or 0.2s")
+    return float(m.group("num")) * {"ms": 1e-3, "s": 1.0, "us": 1e-6, None: 1.0}[m.group("unit")]
+
+
+def parse_link(text: str) -> tuple[float, tuple[float, float] | None]:
+    """'20mbps' -> (20e6, None); '1mbps..100mbps' -> (geometric middle, (1e6, 100e6)) in bits/s."""
+    if ".." in text:
+        lo_t, hi_t = text.split("..", 1)
+        lo, hi = parse_rate_bits(lo_t, "--link"), parse_rate_bits(hi_t, "--link")
+        if lo <= 0 or hi <= lo:
+            raise PlannerError(f"--link range '{text}' is empty", "write it like 1mbps..100mbps (low..high, positive)")
+        return (lo * hi) ** 0.5, (lo, hi)
+    rate = parse_rate_bits(text, "--link")
+    if rate <= 0:
+        raise PlannerError("the link bandwidth is 0", "pass a positive --link, e.g. --link 20mbps")
+    return rate, None

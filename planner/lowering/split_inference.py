@@ -1,0 +1,411 @@
+"""split-inference lowering and lifting: traced model graph + edge/cloud hardware + link <->
+SplitInferenceProblem <-> plan.
+
+Lowering (COACH spec §3, §7):
+  * the graph is the torch.export graph of the profiler; shape-only nodes (views, getitem, ...) are
+    folded into their producers, so every problem node is a tensor that could cross the link; the
+    fx `output` node is kept as a zero-cost sink;
+  * t_e(v), t_c(v): roofline of the node's FLOPs and bytes (parameters, inputs, output) on the edge
+    and cloud devices (catalog constants);
+  * model inputs are sent in their natural encoding: 8-bit pixels for images, 32-bit token ids for
+    text; integer and boolean tensors are never quantised;
+  * ΔAcc(v, b): measured where the model has real weights (digits-cnn: accuracy drop on held-out
+    digits; MiniLM: embedding cosine / nearest-neighbour task), else a per-tensor
+    signal-to-quantisation-noise proxy on the tensor's real activations (full-size model, seeded
+    random weights, one forward pass), stated as a proxy in the plan.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from planner.errors import PlannerError
+from profilers.graph import ModelProfile, NodeProfile
+from profilers.hardware import HardwareProfile
+from profilers.model_spec import ModelSpec
+from solvers.split_inference.problem import SplitInferenceProblem
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BITS = (2, 3, 4, 5, 6, 8, 16)
+DTYPE_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "float64": 64, "int64": 64, "int32": 32, "int16": 16,
+              "int8": 8, "uint8": 8, "bool": 8}
+TOKEN_ID_BITS = 32
+PIXEL_BITS = 8
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """User-facing settings of the split-inference family."""
+
+    cloud: str = "a100_80gb"
+    link_bits_per_s: float = 20e6
+    link_range_bits_per_s: tuple[float, float] | None = None   # plan table over this bandwidth range
+    table_levels: int = 16
+    rtt_s: float = 0.02
+    epsilon: float = 0.005
+    t_max_s: float = float("inf")
+    bits: tuple[int, ...] = DEFAULT_BITS
+    exact_time_limit_s: float = 10.0
+
+
+@dataclass
+class SplitLowered:
+    """The problem and what lift needs to name it."""
+
+    problem: SplitInferenceProblem
+    node_profiles: list[NodeProfile]
+    shapes: dict[int, tuple[int, ...]]
+    dtypes: dict[int, str]
+    accuracy: Any                      # SensitivityTable or None
+    accuracy_kind: str
+    accuracy_description: str
+    evaluator: Any
+    edge: HardwareProfile
+    cloud: HardwareProfile
+    options: SplitOptions
+    model_name: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def fold_views(nodes: Sequence[NodeProfile]) -> tuple[list[NodeProfile], dict[str, str]]:
+    """Problem nodes (tensor producers, inputs, output) and a map from every node name to its representative."""
+    rep: dict[str, str] = {}
+    kept: list[NodeProfile] = []
+    for n in nodes:
+        if n.op == "placeholder":
+            rep[n.name] = n.name
+            kept.append(n)
+        elif n.op == "output":
+            rep[n.name] = n.name
+            kept.append(n)
+        elif n.is_view:
+            src = next((rep[i] for i in n.inputs if i in rep), None)
+            if src is not None and n.output_bytes > 0:
+                rep[n.name] = src
+            # nodes with no tensor output (asserts, symbolic sizes) are dropped
+        else:
+            rep[n.name] = n.name
+            kept.append(n)
+    return kept, rep
+
+
+def _elem_bits(dtype: str) -> int:
+    return DTYPE_BITS.get(dtype, 32)
+
+
+def node_time_s(n: NodeProfile, input_bytes: int, hw: HardwareProfile, dtype: str) -> float:
+    """Roofline time (s) of one node on `hw`: FLOPs against bytes read (params, inputs) and written."""
+    if n.op in ("placeholder", "output"):
+        return 0.0
+    return hw.roofline_s(n.flops + n.vector_flops, n.param_bytes + input_bytes + n.output_bytes, dtype)
+
+
+def lower_graph(profile: ModelProfile, spec: ModelSpec, edge: HardwareProfile, cloud: HardwareProfile,
+                opts: SplitOptions, accuracy_drop: np.ndarray | None = None) -> tuple[SplitInferenceProblem, dict]:
+    """The problem arrays from a profiled graph (accuracy filled in by `lower`)."""
+    kept, rep = fold_views(profile.nodes)
+    idx = {n.name: i for i, n in enumerate(kept)}
+    by_name = {n.name: n for n in profile.nodes}
+    edges: set[tuple[int, int]] = set()
+    in_bytes = np.zeros(len(kept), dtype=np.int64)
+    for i, n in enumerate(kept):
+        srcs = {rep[u] for u in n.inputs if u in rep}
+        for s in srcs:
+            j = idx[s]
+            if j != i:
+                edges.add((j, i))
+                in_bytes[i] += by_name[s].output_bytes
+    if not any(n.op == "output" for n in kept):
+        raise PlannerError(f"{spec.name}'s graph has no output node", "check the model's forward")
+    out_idx = next(i for i, n in enumerate(kept) if n.op == "output")
+    dtype = profile.dtype
+    te = np.array([node_time_s(n, int(b), edge, dtype) for n, b in zip(kept, in_bytes)])
+    tc = np.array([node_time_s(n, int(b), cloud, dtype) for n, b in zip(kept, in_bytes)])
+    is_input = np.array([n.op == "placeholder" for n in kept])
+    native = np.zeros(len(kept), dtype=np.int64)
+    quantizable = np.zeros(len(kept), dtype=bool)
+    elements = np.zeros(len(kept), dtype=np.int64)
+    image = spec.inputs.get("kind") == "image"
+    for i, n in enumerate(kept):
+        eb = _elem_bits(n.output_dtype)
+        elements[i] = (n.output_bytes * 8) // eb if n.op != "output" else 0
+        if n.op == "placeholder":
+            native[i] = PIXEL_BITS if image and n.output_dtype.startswith("float") else (
+                TOKEN_ID_BITS if n.output_dtype.startswith("int") else eb)
+        else:
+            native[i] = eb
+            quantizable[i] = n.output_dtype.startswith(("float", "bfloat")) and n.op != "output"
+    result_bytes = float(in_bytes[out_idx])
+    bits = tuple(sorted(set(int(b) for b in opts.bits)))
+    acc = accuracy_drop if accuracy_drop is not None else np.zeros((len(kept), len(bits)))
+    downlink = (edge.downlink_bits_per_s or opts.link_bits_per_s) / 8
+    problem = SplitInferenceProblem(
+        node_names=tuple(n.name for n in kept), edges=tuple(sorted(edges)), is_input=is_input, output_node=out_idx,
+        edge_time_s=te, cloud_time_s=tc, out_elements=elements, native_bits=native, quantizable=quantizable,
+        param_bytes=np.array([n.param_bytes for n in kept], dtype=float),
+        out_bytes=np.array([n.output_bytes for n in kept], dtype=float), bits_options=bits, accuracy_drop=acc,
+        bandwidth_bytes_per_s=opts.link_bits_per_s / 8, rtt_s=opts.rtt_s, downlink_bytes_per_s=downlink,
+        result_bytes=result_bytes, edge_memory_bytes=float(edge.memory_bytes),
+        # quantise on the device: read fp32, write packed codes; dequantise in the cloud likewise (B/element)
+        quant_s_per_element_edge=5.0 / edge.bandwidth_bytes_per_s(), quant_s_fixed_edge=20e-6,
+        dequant_s_per_element_cloud=5.0 / cloud.bandwidth_bytes_per_s(), dequant_s_fixed_cloud=10e-6,
+        epsilon=opts.epsilon, t_max_s=opts.t_max_s)
+    meta = {"kept": kept, "shapes": {i: tuple(n.output_shape) for i, n in enumerate(kept)},
+            "dtypes": {i: n.output_dtype for i, n in enumerate(kept)}}
+    return problem, meta
+
+
+def tensor_sqnr_drop(x: Any, bits: Sequence[int]) -> list[float]:
+    """Relative quantisation noise power E(x - x^)^2 / E x^2 of one real tensor at each bit width."""
+    import torch
+
+    from runtime.split_inference.uaq import fake_quantize
+
+    x = x.detach().float()
+    power = float((x * x).mean()) or 1e-30
+    out = []
+    for b in bits:
+        if b >= 32:
+            out.append(0.0)
+            continue
+        xq = fake_quantize(x, int(b))
+        out.append(float(((x - xq) ** 2).mean()) / power)
+    return out
+
+
+def measure_accuracy(spec: ModelSpec, problem: SplitInferenceProblem, candidates: set[int]) -> tuple[np.ndarray, str, str, Any, int]:
+    """ΔAcc(v, b) for the candidate tensors: measured (real weights) or the per-tensor SQNR proxy."""
+    from profilers.quant_sensitivity import measurement_kind, sensitivity_evaluator
+
+    bits = problem.bits_options
+    drop = np.full((problem.num_nodes, len(bits)), np.nan)
+    for v in range(problem.num_nodes):
+        for j, b in enumerate(bits):
+            if not problem.quantizable[v] or b >= problem.native_bits[v]:
+                drop[v, j] = 0.0 if b >= problem.native_bits[v] else np.nan
+    kind = measurement_kind(spec)
+    names = [problem.node_names[v] for v in sorted(candidates) if problem.quantizable[v]]
+    cached = _load_cached_drops(spec, kind, names, bits)
+    if cached is not None:
+        values, desc, n_samples = cached
+        idx = {n: i for i, n in enumerate(problem.node_names)}
+        for name, row in zip(names, values):
+            for j, b in enumerate(bits):
+                if b < problem.native_bits[idx[name]]:
+                    drop[idx[name], j] = row[j]
+        return drop, kind, desc, None, n_samples
+    ev = sensitivity_evaluator(spec)
+    have = set(ev.node_names)
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise PlannerError(f"{len(missing)} profiled nodes of {spec.name} (e.g. {missing[0]}) are not in the evaluation graph",
+                           "report this: the profiling and evaluation exports disagree")
+    idx = {n: i for i, n in enumerate(problem.node_names)}
+    if kind in ("accuracy", "embedding"):
+        table = ev.table(names, [b for b in bits])
+        for r, name in enumerate(table.nodes):
+            for j, b in enumerate(table.bits):
+                if b < problem.native_bits[idx[name]]:
+                    drop[idx[name], list(bits).index(b)] = float(table.drop[r, j])
+        _save_cached_drops(spec, kind, names, bits, np.array([[float(table.drop[list(table.nodes).index(n), j])
+                                                               for j in range(len(bits))] for n in names]),
+                           table.description, ev.n_samples)
+        return drop, kind, table.description, ev, ev.n_samples
+    for name in names:
+        vals = tensor_sqnr_drop(ev.reference_value(name), bits)
+        for j, b in enumerate(bits):
+            if b < problem.native_bits[idx[name]]:
+                drop[idx[name], j] = vals[j]
+    desc = (f"per-tensor signal-to-quantisation-noise proxy, NOT an accuracy: E(x - x^)^2 / E x^2 of each cut tensor "
+            f"under UAQ, on its real activations in {spec.name} at its real dimensions with seeded random weights "
+            f"({ev.n_samples} seeded example inputs); epsilon 0.005 on it means an SQNR of 23 dB")
+    _save_cached_drops(spec, kind, names, bits, np.array([[drop[idx[n], j] for j in range(len(bits))] for n in names]),
+                       desc, ev.n_samples)
+    return drop, "proxy", desc, ev, ev.n_samples
+
+
+def _drops_path(spec: ModelSpec, kind: str, names: Sequence[str], bits: Sequence[int]) -> Any:
+    import hashlib
+    import json
+
+    from profilers.digits_cnn import cache_dir
+
+    key = hashlib.sha256(json.dumps([2, spec.fingerprint(), kind, list(names), list(bits)]).encode()).hexdigest()[:20]
+    return cache_dir() / "sensitivity" / f"{key}.npz"
+
+
+def _load_cached_drops(spec: ModelSpec, kind: str, names: Sequence[str], bits: Sequence[int]) -> tuple[np.ndarray, str, int] | None:
+    """Sensitivity tables are measured once per model, candidate set and bit list (they cost a minute on MiniLM)."""
+    path = _drops_path(spec, kind, names, bits)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["drop"], bytes(z["desc"]).decode(), int(z["n_samples"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _save_cached_drops(spec: ModelSpec, kind: str, names: Sequence[str], bits: Sequence[int], values: np.ndarray,
+                       desc: str, n_samples: int) -> None:
+    import os
+
+    path = _drops_path(spec, kind, names, bits)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, drop=np.asarray(values, dtype=float), desc=np.frombuffer(desc.encode(), dtype=np.uint8),
+             n_samples=np.array(n_samples))
+    os.replace(tmp, path)
+
+
+def lower(spec: ModelSpec, profile: ModelProfile, edge: HardwareProfile, cloud: HardwareProfile,
+          opts: SplitOptions) -> SplitLowered:
+    """Build the COACH problem; accuracy is measured only for tensors some candidate cut sends."""
+    from solvers.split_inference.cuts import candidate_cuts
+
+    if opts.link_bits_per_s <= 0:
+        raise PlannerError("the link bandwidth is 0", "pass a positive --link, e.g. --link 20mbps")
+    if opts.epsilon < 0:
+        raise PlannerError(f"--epsilon {opts.epsilon} is negative", "pass an accuracy-loss cap such as 0.005")
+    if opts.rtt_s < 0:
+        raise PlannerError("--rtt is negative", "pass a round-trip time such as 30ms")
+    problem, meta = lower_graph(profile, spec, edge, cloud, opts)
+    cands = candidate_cuts(problem)
+    sent: set[int] = set()
+    from solvers.split_inference.cost import cut_tensors, graph_index
+
+    adj = graph_index(problem)
+    for mask in cands.masks:
+        sent.update(cut_tensors(problem, np.asarray(mask, dtype=bool), adj))
+    drop, kind, desc, ev, n_samples = measure_accuracy(spec, problem, sent)
+    import dataclasses
+
+    problem = dataclasses.replace(problem, accuracy_drop=drop, accuracy_is_proxy=(kind == "proxy"))
+    notes = []
+    if kind == "accuracy" and n_samples * opts.epsilon < 10:
+        notes.append(f"epsilon {opts.epsilon:g} is fewer than 10 disagreements in {n_samples} samples: "
+                     "accuracy drops that small are not resolvable on this data")
+    return SplitLowered(problem, meta["kept"], meta["shapes"], meta["dtypes"], None, kind, desc, ev, edge, cloud, opts,
+                        spec.name, notes)
+
+
+# ------------------------------------------------------------------ joint check and lifting
+def joint_check(low: SplitLowered, bits: dict[int, int], max_rounds: int = 12) -> tuple[dict[int, int], float | None, list[str]]:
+    """Spec §5.1 step 5 on real data: measure the joint drop of every quantised cut tensor; while it exceeds
+    epsilon, raise the tensor with the largest single-tensor drop one step. Returns (bits, joint drop, log)."""
+    p = low.problem
+    if low.accuracy_kind == "proxy":
+        return bits, None, []
+    from profilers.quant_sensitivity import sensitivity_evaluator
+
+    ev = low.evaluator or sensitivity_evaluator(resolve_spec(low))
+    low.evaluator = ev
+    ladder = list(p.bits_options)
+    bits = dict(bits)
+    log_lines = []
+    joint = 0.0
+    for _ in range(max_rounds):
+        q = {p.node_names[v]: b for v, b in bits.items() if p.quantizable[v] and b < p.native_bits[v]}
+        joint = ev.drop(q) if q else 0.0
+        if joint <= p.epsilon or not q:
+            break
+        worst = max((v for v in bits if p.node_names[v] in q),
+                    key=lambda v: float(np.nan_to_num(p.accuracy_drop[v, ladder.index(bits[v])])))
+        higher = [b for b in ladder if b > bits[worst]]
+        bits[worst] = higher[0] if higher and higher[0] < p.native_bits[worst] else int(p.native_bits[worst])
+        log_lines.append(f"joint drop {joint:.4g} > epsilon: {p.node_names[worst]} raised to {bits[worst]} bits")
+    return bits, joint, log_lines
+
+
+def resolve_spec(low: SplitLowered) -> ModelSpec:
+    """The model spec behind a lowered problem (for the lazily built evaluator)."""
+    from planner.registry import resolve_model
+
+    return resolve_model(low.model_name)
+
+
+def metrics_dict(m: Any, accuracy_kind: str, joint: float | None = None) -> dict[str, Any]:
+    """Plan-level predicted figures of one (cut, bits) choice."""
+    return {"objective_ms": m.objective_s * 1e3, "period_ms": m.period_s * 1e3, "latency_ms": m.latency_s * 1e3,
+            "throughput_rps": 1.0 / m.period_s if m.period_s > 0 else float("inf"),
+            "edge_ms": m.edge_s * 1e3, "link_ms": m.link_s * 1e3, "cloud_ms": m.cloud_s * 1e3,
+            "bytes_per_request": m.bytes_per_request,
+            "accuracy_drop": joint if joint is not None else m.accuracy_drop,
+            "accuracy_kind": ("measured" if accuracy_kind in ("accuracy", "embedding") else "proxy")
+            + ("" if joint is not None or accuracy_kind == "proxy" else " (additive estimate)"),
+            "source": "COACH cost model (spec §3-4): roofline stage times, FIFO link"}
+
+
+def cut_tensor_rows(low: SplitLowered, on_edge: np.ndarray, bits: dict[int, int]) -> list[dict[str, Any]]:
+    """Every tensor crossing the link: name, shape, dtype, bits, bytes on the wire, single-tensor drop."""
+    from solvers.split_inference.cost import cut_tensors, tensor_bytes
+
+    p = low.problem
+    ladder = list(p.bits_options)
+    rows = []
+    for v in cut_tensors(p, on_edge):
+        b = int(bits.get(v, p.native_bits[v]))
+        drop = float(p.accuracy_drop[v, ladder.index(b)]) if b in ladder and b < p.native_bits[v] else 0.0
+        rows.append({"name": p.node_names[v], "shape": list(low.shapes[v]), "dtype": low.dtypes[v], "bits": b,
+                     "native_bits": int(p.native_bits[v]), "bytes": float(tensor_bytes(p, v, b)),
+                     "single_tensor_drop": drop})
+    return rows
+
+
+def decisions_dict(low: SplitLowered, sol: Any, bits: dict[int, int], table: list[dict[str, Any]]) -> dict[str, Any]:
+    """Edge nodes, cut tensors and bits by name, plus the stage split and the bandwidth plan table."""
+    p = low.problem
+    on_edge = np.asarray(sol.on_edge, dtype=bool)
+    rows = cut_tensor_rows(low, on_edge, bits)
+    return {
+        "edge_nodes": [p.node_names[v] for v in range(p.num_nodes) if on_edge[v] and not p.is_input[v]],
+        "cloud_nodes": int((~on_edge).sum()),
+        "cut_tensors": rows,
+        "bits": {r["name"]: r["bits"] for r in rows},
+        "link": {"uplink_bits_per_s": p.bandwidth_bytes_per_s * 8, "rtt_ms": p.rtt_s * 1e3,
+                 "downlink_bits_per_s": p.downlink_bytes_per_s * 8},
+        "edge_device": low.edge.name,
+        "cloud_device": low.cloud.name,
+        "epsilon": p.epsilon,
+        "t_max_ms": p.t_max_s * 1e3 if math.isfinite(p.t_max_s) else None,
+        "accuracy": {"kind": low.accuracy_kind, "description": low.accuracy_description},
+        "feasible": bool(sol.feasible),
+        "plan_table": table,
+        "graph": {"nodes": p.num_nodes, "edges": len(p.edges)},
+    }
+
+
+def baseline_decisions(low: SplitLowered, sol: Any) -> dict[str, Any]:
+    """Compact decisions of a baseline: what it sends at how many bits."""
+    rows = cut_tensor_rows(low, np.asarray(sol.on_edge, dtype=bool), dict(sol.bits))
+    return {"cut_tensors": [{"name": r["name"], "bits": r["bits"], "bytes": r["bytes"]} for r in rows],
+            "edge_nodes_count": int(np.asarray(sol.on_edge).sum()), "feasible": bool(sol.feasible),
+            "violations": list(sol.params.get("violations", []))}
+
+
+def validate_plan_decisions(decisions: dict[str, Any], predicted: dict[str, Any]) -> list[str]:
+    """Constraints of a split-inference plan checked from its JSON alone."""
+    out = []
+    try:
+        eps = float(decisions["epsilon"])
+        rows = decisions["cut_tensors"]
+    except (KeyError, TypeError, ValueError) as exc:
+        return [f"plan decisions are incomplete ({exc})"]
+    for r in rows:
+        if r["bits"] > r["native_bits"]:
+            out.append(f"{r['name']}: {r['bits']} bits above its native {r['native_bits']}")
+        need = math.ceil(math.prod(r["shape"]) * r["bits"] / 8) if r["shape"] else 0
+        if r["bytes"] + 1e-6 < need:
+            out.append(f"{r['name']}: {r['bytes']} bytes cannot carry {math.prod(r['shape'])} values at {r['bits']} bits")
+    drop = predicted.get("accuracy_drop")
+    if decisions.get("feasible") and drop is not None and drop > eps * (1 + 1e-9):
+        out.append(f"accuracy drop {drop:.4g} above epsilon {eps:g}")
+    t_max = decisions.get("t_max_ms")
+    if decisions.get("feasible") and t_max is not None and predicted.get("latency_ms", 0) > t_max * (1 + 1e-9):
+        out.append(f"latency {predicted['latency_ms']:.4g} ms above T_max {t_max:.4g} ms")
+    return out

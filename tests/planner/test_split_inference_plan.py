@@ -1,0 +1,110 @@
+"""split-inference end to end: plans from real graphs, joint accuracy check, plan table, bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from planner.lowering.split_inference import SplitOptions, fold_views, lower
+from planner.pipeline import PlanRequest, plan, plan_validator
+from planner.registry import resolve_hardware, resolve_model
+from profilers.graph import profile_model
+from solvers.split_inference.baselines import BASELINES
+from solvers.split_inference.cost import evaluate, is_downward_closed
+from tests.planner.cli_runner import assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def digits_plan():
+    opts = SplitOptions(link_bits_per_s=1e6, link_range_bits_per_s=(2e5, 5e7), table_levels=6)
+    return plan(PlanRequest("digits-cnn", "raspberry_pi5_8gb", cloud="a100_80gb", link="1mbps", split=opts))
+
+
+def test_folded_graph_keeps_every_tensor_producer_once() -> None:
+    prof = profile_model(resolve_model("resnet50"), tiny=True)
+    kept, rep = fold_views(prof.nodes)
+    names = {n.name for n in kept}
+    assert all(rep[n] in names for n in rep)
+    assert sum(1 for n in kept if n.op == "output") == 1
+    assert all(not n.is_view or n.op in ("placeholder", "output") for n in kept)
+
+
+def test_digits_plan_is_valid_measured_and_never_worse_than_baselines(digits_plan) -> None:
+    ctx = digits_plan
+    p = ctx.lowered.problem
+    sol = ctx.solution
+    assert is_downward_closed(p, sol.on_edge)
+    assert ctx.lowered.accuracy_kind == "accuracy"
+    assert ctx.plan.predicted["accuracy_kind"] == "measured"
+    assert ctx.plan.predicted["accuracy_drop"] <= p.epsilon
+    assert plan_validator(ctx.plan) == []
+    for name, b in ctx.baselines.items():
+        if b.feasible:
+            assert sol.objective <= b.objective * (1 + 1e-9), name
+    # inputs travel as 8-bit pixels, never inflated to fp32
+    inp = int(np.flatnonzero(p.is_input)[0])
+    assert p.native_bits[inp] == 8 and not p.quantizable[inp]
+
+
+def test_joint_drop_is_measured_on_real_data(digits_plan) -> None:
+    ctx = digits_plan
+    q = {ctx.lowered.problem.node_names[v]: b for v, b in ctx.solution.bits.items()
+         if b < ctx.lowered.problem.native_bits[v]}
+    if q:
+        assert ctx.joint_drop is not None and ctx.joint_drop <= ctx.lowered.problem.epsilon
+
+
+def test_plan_table_covers_the_bandwidth_range(digits_plan) -> None:
+    table = digits_plan.plan.decisions["plan_table"]
+    assert len(table) == 6
+    bws = [r["uplink_bits_per_s"] for r in table]
+    assert bws == sorted(bws) and bws[0] == pytest.approx(2e5) and bws[-1] == pytest.approx(5e7)
+
+
+def test_low_bandwidth_moves_the_cut_to_smaller_tensors() -> None:
+    spec = resolve_model("digits-cnn")
+    prof = profile_model(spec)
+    edge, cloud = resolve_hardware("raspberry_pi5_8gb"), resolve_hardware("a100_80gb")
+    sent = {}
+    for bw in (1e4, 1e8):
+        low = lower(spec, prof, edge, cloud, SplitOptions(link_bits_per_s=bw))
+        from solvers.split_inference.coach import solve
+
+        s = solve(low.problem)
+        sent[bw] = s.metrics.bytes_per_request
+    assert sent[1e4] <= sent[1e8]
+
+
+def test_cli_split_plan_inspect_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "split.json"
+    proc = run_cli("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb", "--link", "5mbps",
+                   "-o", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "scenario: split-inference" in proc.stderr
+    d = json.loads(out.read_text())
+    for key in ("edge_nodes", "cut_tensors", "bits"):
+        assert key in d["decisions"]
+    for key in ("period_ms", "latency_ms", "throughput_rps", "accuracy_drop", "bytes_per_request"):
+        assert key in d["predicted"]
+        for b in d["baselines"].values():
+            assert key in b["predicted"]
+    shown = run_cli("inspect", str(out), "--plot", str(tmp_path / "t.png"))
+    assert shown.returncode == 0 and "tensors crossing the link" in shown.stdout
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_split_bad_inputs(tmp_path: Path) -> None:
+    base = ("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb")
+    assert_one_line_error(run_cli(*base, "--link", "0mbps"), "bandwidth is 0")
+    assert_one_line_error(run_cli(*base, "--link", "5mbps", "--epsilon", "-0.1"), "negative")
+    assert_one_line_error(run_cli(*base, "--link", "fast"), "cannot read")
+    tiny = yaml.safe_load((Path(__file__).resolve().parents[2] / "planner/catalog/hardware/raspberry_pi5_8gb.yaml").read_text())
+    tiny.update({"name": "speck", "memory_bytes": 16})
+    (tmp_path / "speck.yaml").write_text(yaml.safe_dump(tiny))
+    assert_one_line_error(run_cli("plan", "digits-cnn", "--hardware", str(tmp_path / "speck.yaml"), "--cloud", "a100_80gb",
+                                  "--link", "5mbps"), "edge")
+    assert_one_line_error(run_cli("plan", "tests.untraceable_model:factory", "--hardware", "jetson_orin_nano_8gb",
+                                  "--cloud", "a100_80gb", "--link", "5mbps"), "cannot capture the graph")
