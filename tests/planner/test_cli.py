@@ -139,3 +139,19 @@ def test_trace_for_another_model_is_rejected(tmp_path: Path) -> None:
     proc = run_cli("trace", "olmoe-1b-7b", "--preset", "moepic-calibrated", "--tokens", "50", "-o", str(trace))
     assert proc.returncode == 0, proc.stderr
     assert_one_line_error(run_cli("plan", MODEL, "--hardware", HW, "--trace", str(trace)), "trace", "mixtral-8x7b")
+
+
+def test_model_from_config_json_and_factory(tmp_path: Path) -> None:
+    import transformers
+
+    cfg = transformers.MixtralConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                                     num_experts_per_tok=2, architectures=["MixtralForCausalLM"])
+    cfg.save_pretrained(tmp_path / "mymoe")
+    proc = run_cli("profile", str(tmp_path / "mymoe" / "config.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "2 MoE layers of 2 x 4 experts, top-2" in proc.stdout
+    fac = run_cli("profile", "tests.untraceable_model:traceable_factory")
+    assert fac.returncode == 0 and "matmul FLOPs 192" in fac.stdout
+    assert_one_line_error(run_cli("profile", str(tmp_path / "missing" / "config.json")), "does not exist")
+    assert_one_line_error(run_cli("profile", "no_such_module:factory"), "cannot import")
