@@ -380,8 +380,8 @@ def cut_bound(problem: SplitInferenceProblem, prep: Prepared, cs: CutStructure, 
     period = max(e0, c0, t_lo)
     if objective == "latency":
         return latency
-    if objective == "throughput":
-        return period
+    if objective == "throughput" or (not cs.tensors and cs.output_on_edge):
+        return period  # all-device: J = P (cost.stage_times)
     return max(0.0, e0 - c0 - tdq, c0 - e0 - tq) + max(0.0, e0 - t_hi) + period
 
 
@@ -390,8 +390,8 @@ def _primary_bound(objective: str, ss: StageSums) -> float:
     if objective == "latency":
         return ss.latency_s
     period = max(ss.edge_s, ss.link_s, ss.cloud_s)
-    if objective == "throughput":
-        return period
+    if objective == "throughput" or (ss.link_s == 0.0 and ss.cloud_s == 0.0):
+        return period  # all-device (nothing sent, nothing in the cloud): J = P (cost.stage_times)
     # J = B_c + B_t + P; B_t ≥ max(0, T_e − T_t) because max(T_e, …) ≥ T_e (and the link overlap ≤ T_e)
     return abs(ss.edge_s - ss.cloud_s) + max(0.0, ss.edge_s - ss.link_s) + period
 

@@ -12,7 +12,8 @@ For a device-side set S (downward closed, inputs in S) and bits b_v of every sen
     B_t = |T_t − max(T_e, T_t − T_t^p, T_c − T_c^p)|            |V_p| > 1, T_t^p and T_c^p from `overlap_simulation`
 
 All-device plans (S = V) send nothing: T_t = 0, T_c = 0, Lat = T_e (the result stays on the device), and
-J = 3·T_e because the link and the cloud idle the whole cycle. Edge memory is estimated as the parameters
+J = P = T_e: a one-stage pipeline has no bubbles between stages (our reading; the raw formula would give
+3·T_e by counting the unused link and cloud as idle, which prefers strictly slower splits). Edge memory is estimated as the parameters
 of every device node plus the largest single device activation (`out_bytes`): a lower bound of the live
 set that is exact for chains executed with one buffer in flight.
 
@@ -357,6 +358,11 @@ def stage_times(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[
     period = max(t_e, t_t, t_c)
     if not math.isfinite(period):
         objective = math.inf
+    elif not cs.tensors and cs.on_edge[problem.output_node]:
+        # all-device: a one-stage pipeline has no inter-stage bubbles, so J = P (= T_e). Counting the unused
+        # link and cloud as idle (J = 3 T_e by the raw formula) made COACH prefer splits that were slower in
+        # both latency and throughput than keeping the model on the device.
+        objective = period
     elif len(cs.tensors) <= 1:
         objective = abs(t_e - t_c) + (period - t_t) + period
     else:

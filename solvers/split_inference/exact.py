@@ -177,8 +177,13 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
         model.add(act >= int(np.ceil(problem.out_bytes[v])) * x[v])
     model.add(sum(int(np.ceil(problem.param_bytes[v])) * x[v] for v in range(n)) + act
               <= int(np.floor(problem.edge_memory_bytes)))
-    # [Objective] J = D + P + (P − T_t)
-    model.minimize(D + 2 * P - T_t)
+    # [Variable] w = P when every node runs on the device (output node on the device), else 0
+    w = model.new_int_var(0, big, "P_all_device")
+    model.add(w <= P)
+    model.add(w <= big * x[problem.output_node])
+    model.add(w >= P - big * (1 - x[problem.output_node]))
+    # [Objective] J = D + P + (P − T_t); all-device: J = P (no inter-stage bubbles, see cost.py)
+    model.minimize(D + 2 * P - T_t - 2 * w)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = workers

@@ -73,7 +73,8 @@ def test_stage_times_follow_the_spec_formulas_on_a_hand_example() -> None:
     assert raw.bytes_per_request == 501 * 4 and raw.edge_s == pytest.approx(0.01) and raw.accuracy_drop == 0.0
     everything = evaluate(p, np.ones(3, dtype=bool), {})                           # result stays on the device
     assert everything.link_s == 0.0 and everything.cloud_s == 0.0
-    assert everything.latency_s == pytest.approx(0.03) and everything.objective_s == pytest.approx(3 * 0.03)
+    # all-device: one stage, no inter-stage bubbles: J = P = T_e
+    assert everything.latency_s == pytest.approx(0.03) and everything.objective_s == pytest.approx(0.03)
     cloud = evaluate(p, np.array([True, False, False]), {})                        # the input goes at native bits
     assert cloud.bytes_per_request == 1000 * 4
     assert steady_state_period(m) == pytest.approx(m.period_s)
