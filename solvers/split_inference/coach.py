@@ -390,7 +390,7 @@ def _primary_bound(objective: str, ss: StageSums) -> float:
     if objective == "latency":
         return ss.latency_s
     period = max(ss.edge_s, ss.link_s, ss.cloud_s)
-    if objective == "throughput" or (ss.link_s == 0.0 and ss.cloud_s == 0.0):
+    if objective == "throughput" or (ss.link_s <= 0.0 and abs(ss.cloud_s) <= 1e-12):
         return period  # all-device (nothing sent, nothing in the cloud): J = P (cost.stage_times)
     # J = B_c + B_t + P; B_t ≥ max(0, T_e − T_t) because max(T_e, …) ≥ T_e (and the link overlap ≤ T_e)
     return abs(ss.edge_s - ss.cloud_s) + max(0.0, ss.edge_s - ss.link_s) + period

@@ -177,11 +177,15 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
         model.add(act >= int(np.ceil(problem.out_bytes[v])) * x[v])
     model.add(sum(int(np.ceil(problem.param_bytes[v])) * x[v] for v in range(n)) + act
               <= int(np.floor(problem.edge_memory_bytes)))
-    # [Variable] w = P when every node runs on the device (output node on the device), else 0
+    # [Variable] a = 1 when every node runs on the device; w = P * a
+    a = model.new_bool_var("all_device")
+    for v in range(n):
+        model.add(a <= x[v])
+    model.add(a >= sum(x) - (n - 1))
     w = model.new_int_var(0, big, "P_all_device")
     model.add(w <= P)
-    model.add(w <= big * x[problem.output_node])
-    model.add(w >= P - big * (1 - x[problem.output_node]))
+    model.add(w <= big * a)
+    model.add(w >= P - big * (1 - a))
     # [Objective] J = D + P + (P − T_t); all-device: J = P (no inter-stage bubbles, see cost.py)
     model.minimize(D + 2 * P - T_t - 2 * w)
     solver = cp_model.CpSolver()
