@@ -317,7 +317,7 @@ def split_bound(ctx: PlanContext) -> None:
     if p.num_nodes <= 20:
         ctx.bound = ("exhaustive enumeration of every cut x bit vector (<= 3 quantised tensors)", solve_enumerate(p))
     elif p.num_nodes <= 600:
-        sol = solve_cpsat(p, time_limit_s=ctx.lowered.options.exact_time_limit_s)
+        sol = solve_cpsat(p, time_limit_s=ctx.lowered.options.exact_time_limit_s, time_scale=1e9)  # ns: no rounding of tiny nodes
         kind = "CP-SAT MILP (single-tensor bubble model, additive accuracy)"
         kind += ", optimal" if sol.status == Status.OPTIMAL else f", {sol.status.value}: lower bound of the MILP"
         ctx.bound = (kind, sol)
