@@ -14,7 +14,6 @@ The directory is built under a temporary name and renamed into place, so a reade
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,17 +26,9 @@ import yaml
 from planner.errors import InputMismatchError, PlannerError
 from planner.schema import Plan
 from planner.serde import dumps
+from runtime.checksums import sha256_file
 
 ARTIFACT_FORMAT = 1
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _layer_settings(decisions: dict[str, Any]) -> list[dict[str, Any]]:

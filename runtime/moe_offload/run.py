@@ -9,7 +9,6 @@ CUDA side stream when CUDA is present, else the emulated link (labelled in the r
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 import yaml
 
+from runtime.checksums import sha256_file
 from runtime.errors import ArtifactError
 from runtime.moe_offload.engine import LayerSettings, OffloadEngine
 from runtime.moe_offload.link import CudaLink, EmulatedLink
@@ -41,14 +41,6 @@ class Loaded:
     link_label: str
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_artifact(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(manifest, runtime.yaml) after verifying every file's checksum."""
     if not path.is_dir():
@@ -64,7 +56,7 @@ def read_artifact(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         f = path / rel
         if not f.exists():
             raise ArtifactError(f"artifact file {rel} is missing", "re-run `planner emit` to rebuild the directory")
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             raise ArtifactError(f"artifact file {rel} is corrupted (sha256 mismatch)", "re-run `planner emit` to rebuild it")
     rt = yaml.safe_load((path / "runtime.yaml").read_text(encoding="utf-8"))
     if rt.get("model", {}).get("fingerprint") != manifest.get("model_fingerprint") or \

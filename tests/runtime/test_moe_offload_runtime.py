@@ -136,7 +136,7 @@ def test_bad_artifacts_fail_before_loading(artifact: Path, tmp_path: Path) -> No
     rt["device"]["memory_bytes"] = 1024
     (small / "runtime.yaml").write_text(yaml.safe_dump(rt))
     man = json.loads((small / "manifest.json").read_text())
-    from codegen.emit import sha256_file
+    from runtime.checksums import sha256_file
 
     man["files"]["runtime.yaml"] = sha256_file(small / "runtime.yaml")
     (small / "manifest.json").write_text(json.dumps(man))
