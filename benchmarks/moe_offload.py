@@ -71,6 +71,7 @@ def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int) -> di
         "theta_mean": float(thetas.mean()), "interior_layers": int(((thetas > 0) & (thetas < 1)).sum()),
         "layers": int(len(thetas)), "prefetch_layers": int(ctx.solution.prefetch.sum()),
         "worse_than_in_space_baseline": [k for k in IN_SPACE if k in sim and sim[k] < sim["plan"] * (1 - 1e-9)],
+        "replaced_by_simulation_check": ctx.replaced_by,
     }
 
 
@@ -160,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     print("SIMULATED TPOT (ms) per cell: labelled simulator (trace replay + FIFO link), not a measurement; "
           "budget N%* = the most the device holds after reservations")
     print(fmt_cells(cells))
+    feasible = [c for c in cells if c["feasible"]]
+    replaced = [c for c in feasible if c.get("replaced_by_simulation_check")]
+    print(f"simulation check replaced the analytic optimum in {len(replaced)} of {len(feasible)} feasible cells: "
+          + ", ".join(f"{c['model']}/{c['hardware']}/{c['budget']}/{c['bits']}b -> {c['replaced_by_simulation_check']}"
+                      for c in replaced))
     sweeps = []
     if not args.no_sweep:
         for model, preset in (("qwen1.5-moe-a2.7b", "moepic-calibrated"), ("qwen1.5-moe-a2.7b", "bursty"),

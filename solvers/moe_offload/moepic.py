@@ -29,11 +29,15 @@ class MoEpicConfig:
 
 
 def running_argmin(values: np.ndarray) -> np.ndarray:
-    """idx[x] = the first index achieving min(values[:x+1])."""
+    """idx[x] = the last index achieving min(values[:x+1]) (relative tolerance 1e-12).
+
+    Among budgets of equal predicted cost the largest is used: a bigger cache never hurts, and the
+    analytic model is flat where it (optimistically) expects prefetching to hide every miss.
+    """
     idx = np.zeros(len(values), dtype=np.int64)
     best = 0
     for x in range(1, len(values)):
-        if values[x] < values[best]:
+        if values[x] <= values[best] * (1 + 1e-12):
             best = x
         idx[x] = best
     return idx
