@@ -109,7 +109,9 @@ def load(path: Path, config: str = "plan", policy: str | None = None, device: st
     cache_bytes = sum(s.capacity * s.f_top * bytes_per_row for s in settings)
     k = int(rt["experts"]["top_k"])
     kpf = int(rt["predictor"]["k_prefetch"])
-    staging = 2 * (k + kpf) + 2
+    # the staging ring holds every copy in flight: decode needs k + k_pf per layer (two layers overlap);
+    # a prefill step can touch every expert of a layer at once (no chunked prefill yet), so N + k_pf
+    staging = max(2 * (k + kpf) + 2, int(rt["experts"]["num_experts"]) + kpf)
     need = int(rt["device"]["non_expert_bytes"]) + cache_bytes + staging * f * bytes_per_row
     free = torch.cuda.mem_get_info()[0] if cuda else int(rt["device"]["memory_bytes"])
     if need > free:
