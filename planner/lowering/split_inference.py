@@ -61,7 +61,6 @@ class SplitLowered:
     node_profiles: list[NodeProfile]
     shapes: dict[int, tuple[int, ...]]
     dtypes: dict[int, str]
-    accuracy: Any                      # SensitivityTable or None
     accuracy_kind: str
     accuracy_description: str
     evaluator: Any
@@ -290,7 +289,7 @@ def lower(spec: ModelSpec, profile: ModelProfile, edge: HardwareProfile, cloud: 
     if kind == "accuracy" and n_samples * opts.epsilon < 10:
         notes.append(f"epsilon {opts.epsilon:g} is fewer than 10 disagreements in {n_samples} samples: "
                      "accuracy drops that small are not resolvable on this data")
-    return SplitLowered(problem, meta["kept"], meta["shapes"], meta["dtypes"], None, kind, desc, ev, edge, cloud, opts,
+    return SplitLowered(problem, meta["kept"], meta["shapes"], meta["dtypes"], kind, desc, ev, edge, cloud, opts,
                         spec.name, notes)
 
 
