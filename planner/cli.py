@@ -52,7 +52,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         rate, rng = parse_link(args.link or "20mbps")
         split = SplitOptions(cloud=args.cloud or "a100_80gb", link_bits_per_s=rate, link_range_bits_per_s=rng,
                              rtt_s=parse_seconds(args.rtt, "--rtt"), epsilon=args.epsilon,
-                             t_max_s=parse_seconds(args.t_max, "--t-max") if args.t_max else float("inf"))
+                             t_max_s=parse_seconds(args.t_max, "--t-max") if args.t_max else float("inf"),
+                             calibrate=args.calibrate)
     req = PlanRequest(args.model, args.hardware, args.scenario, args.cloud, args.link, args.clients,
                       args.record_timing, args.tiny, opts, split)
     err = _console(stderr=True)
@@ -294,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--tiny", action="store_true",
                     help="plan the small same-architecture model (real weights; what `planner run` executes here)")
     pl.add_argument("--calibrate", action="store_true",
-                    help="time the (tiny) model on this CPU instead of using the roofline")
+                    help="time the model on this CPU: moe-offload replaces the roofline (tiny models); "
+                         "split-inference scales per-node CPU times to each device")
     pl.add_argument("--record-timing", action="store_true",
                     help="store the solver wall time in the plan (makes plan bytes differ between runs)")
     sp = pl.add_argument_group("split-inference")

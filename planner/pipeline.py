@@ -114,7 +114,7 @@ def lower(ctx: PlanContext) -> None:
 
     opts = ctx.request.moe or MoeOffloadOptions()
     timing = None
-    if opts.calibrate:
+    if opts.calibrate and ctx.family == "moe-offload":
         if not ctx.request.tiny:
             raise PlannerError("--calibrate times the model on this CPU, and only tiny models run here",
                                "add --tiny, or calibrate the hardware with `planner hardware measure`")

@@ -66,3 +66,31 @@ def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int
     per_layer = max((step_s - other_s - moe_layers * k * expert_s) / moe_layers, 0.0)
     return {"attention_s": [per_layer] * moe_layers, "expert_s": expert_s, "other_s": other_s, "step_s": step_s,
             "source": f"measured on this CPU: tiny model through the split-expert path, median of {repeats} decode steps"}
+
+
+def time_graph_nodes(built: Any, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of every node of the model's exported graph, run on this CPU.
+
+    An fx Interpreter times each `run_node`; the whole graph runs `repeats` times after one warm-up.
+    """
+    from torch import fx
+
+    from profilers.graph import capture
+
+    gm = capture(built).program.module()
+    times: dict[str, list[float]] = {}
+
+    class Timer(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            t0 = time.perf_counter()
+            out = super().run_node(n)
+            times.setdefault(n.name, []).append(time.perf_counter() - t0)
+            return out
+
+    flat = list(built.args) + [v for v in built.kwargs.values() if isinstance(v, torch.Tensor)]
+    with torch.no_grad():
+        Timer(gm).run(*flat)
+        times.clear()
+        for _ in range(repeats):
+            Timer(gm).run(*flat)
+    return {k: statistics.median(v) for k, v in times.items()}

@@ -51,6 +51,7 @@ class SplitOptions:
     t_max_s: float = float("inf")
     bits: tuple[int, ...] = DEFAULT_BITS
     exact_time_limit_s: float = 10.0
+    calibrate: bool = False   # scale per-node times measured on this CPU to the edge and cloud devices
 
 
 @dataclass
@@ -68,6 +69,7 @@ class SplitLowered:
     cloud: HardwareProfile
     options: SplitOptions
     model_name: str = ""
+    timing_source: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -123,8 +125,12 @@ def lower_graph(profile: ModelProfile, spec: ModelSpec, edge: HardwareProfile, c
         raise PlannerError(f"{spec.name}'s graph has no output node", "check the model's forward")
     out_idx = next(i for i, n in enumerate(kept) if n.op == "output")
     dtype = profile.dtype
-    te = np.array([node_time_s(n, int(b), edge, dtype) for n, b in zip(kept, in_bytes)])
-    tc = np.array([node_time_s(n, int(b), cloud, dtype) for n, b in zip(kept, in_bytes)])
+    if opts.calibrate:
+        te, tc, timing_source = calibrated_times(spec, kept, in_bytes, edge, cloud, dtype)
+    else:
+        te = np.array([node_time_s(n, int(b), edge, dtype) for n, b in zip(kept, in_bytes)])
+        tc = np.array([node_time_s(n, int(b), cloud, dtype) for n, b in zip(kept, in_bytes)])
+        timing_source = f"roofline of catalog constants ({edge.name}, {cloud.name})"
     is_input = np.array([n.op == "placeholder" for n in kept])
     native = np.zeros(len(kept), dtype=np.int64)
     quantizable = np.zeros(len(kept), dtype=bool)
@@ -155,8 +161,41 @@ def lower_graph(profile: ModelProfile, spec: ModelSpec, edge: HardwareProfile, c
         dequant_s_per_element_cloud=5.0 / cloud.bandwidth_bytes_per_s(), dequant_s_fixed_cloud=10e-6,
         epsilon=opts.epsilon, t_max_s=opts.t_max_s)
     meta = {"kept": kept, "shapes": {i: tuple(n.output_shape) for i, n in enumerate(kept)},
-            "dtypes": {i: n.output_dtype for i, n in enumerate(kept)}}
+            "dtypes": {i: n.output_dtype for i, n in enumerate(kept)}, "timing_source": timing_source}
     return problem, meta
+
+
+def calibrated_times(spec: ModelSpec, kept: Sequence[NodeProfile], in_bytes: np.ndarray, edge: HardwareProfile,
+                     cloud: HardwareProfile, dtype: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-node times measured on this CPU, scaled to each device by the ratio of the devices' rooflines.
+
+    t_dev(v) = t_cpu(v) * roofline_dev(v) / roofline_cpu(v): a node that runs far from its roofline here
+    (launch overhead, a poor kernel) is assumed to run as far from it on the device. The CPU's roofline
+    uses constants measured now (`planner hardware measure`). Views and inputs keep 0.
+    """
+    from profilers.hardware import measure_this_machine
+    from profilers.models import build_model
+    from profilers.timing import time_graph_nodes
+
+    cpu, _ = measure_this_machine("this-cpu", matmul_size=1024, copy_mib=64, repeats=3)
+    measured = time_graph_nodes(build_model(spec, device="cpu"))
+    te = np.zeros(len(kept))
+    tc = np.zeros(len(kept))
+    matched = 0
+    for i, (n, b) in enumerate(zip(kept, in_bytes)):
+        if n.op in ("placeholder", "output"):
+            continue
+        base = node_time_s(n, int(b), cpu, dtype)
+        t = measured.get(n.name)
+        if t is None or base <= 0:
+            te[i], tc[i] = node_time_s(n, int(b), edge, dtype), node_time_s(n, int(b), cloud, dtype)
+            continue
+        matched += 1
+        te[i] = t * node_time_s(n, int(b), edge, dtype) / base
+        tc[i] = t * node_time_s(n, int(b), cloud, dtype) / base
+    source = (f"calibrated: {matched} node times measured on this CPU ({cpu.description}), scaled by the "
+              f"devices' roofline ratios")
+    return te, tc, source
 
 
 def tensor_sqnr_drop(x: Any, bits: Sequence[int]) -> list[float]:
@@ -290,7 +329,7 @@ def lower(spec: ModelSpec, profile: ModelProfile, edge: HardwareProfile, cloud: 
         notes.append(f"epsilon {opts.epsilon:g} is fewer than 10 disagreements in {n_samples} samples: "
                      "accuracy drops that small are not resolvable on this data")
     return SplitLowered(problem, meta["kept"], meta["shapes"], meta["dtypes"], kind, desc, ev, edge, cloud, opts,
-                        spec.name, notes)
+                        spec.name, meta["timing_source"], notes)
 
 
 # ------------------------------------------------------------------ joint check and lifting
@@ -373,6 +412,7 @@ def decisions_dict(low: SplitLowered, sol: Any, bits: dict[int, int], table: lis
         "epsilon": p.epsilon,
         "t_max_ms": p.t_max_s * 1e3 if math.isfinite(p.t_max_s) else None,
         "accuracy": {"kind": low.accuracy_kind, "description": low.accuracy_description},
+        "timing": low.timing_source,
         "feasible": bool(sol.feasible),
         "plan_table": table,
         "graph": {"nodes": p.num_nodes, "edges": len(p.edges)},

@@ -108,3 +108,13 @@ def test_split_bad_inputs(tmp_path: Path) -> None:
                                   "--link", "5mbps"), "edge")
     assert_one_line_error(run_cli("plan", "tests.untraceable_model:factory", "--hardware", "jetson_orin_nano_8gb",
                                   "--cloud", "a100_80gb", "--link", "5mbps"), "cannot capture the graph")
+
+
+def test_calibrated_times_come_from_this_cpu() -> None:
+    opts = SplitOptions(link_bits_per_s=5e6, calibrate=True)
+    ctx = plan(PlanRequest("digits-cnn", "raspberry_pi5_8gb", cloud="a100_80gb", link="5mbps", split=opts))
+    assert "measured on this CPU" in ctx.plan.decisions["timing"]
+    p = ctx.lowered.problem
+    compute = ~p.is_input & (np.arange(p.num_nodes) != p.output_node)
+    assert (p.edge_time_s[compute] > 0).all() and (p.cloud_time_s[compute] > 0).all()
+    assert plan_validator(ctx.plan) == []
