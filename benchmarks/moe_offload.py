@@ -78,7 +78,7 @@ def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int) -> di
 def theta_sweep(model: str, hw: str, budget: str, preset: str, sim_tokens: int) -> dict:
     """Simulated TPOT against one global theta (uniform budget, LCP + prefetch), and the planner's theta."""
     structure = profile_model(resolve_model(model), with_graph=False).moe
-    low = lower(structure, model, "", resolve_hardware(hw),
+    low = lower(structure, model, resolve_hardware(hw),
                 MoeOffloadOptions(expert_budget=None if budget == "max" else budget, trace_preset=preset,
                                   sim_tokens=sim_tokens))
     p = low.problem

@@ -122,8 +122,7 @@ def lower(ctx: PlanContext) -> None:
         from profilers.timing import calibrate_moe_decode
 
         timing = calibrate_moe_decode(build_model(ctx.spec, tiny=True).module)
-    ctx.lowered = lower_moe(ctx.structure, ctx.spec.name, ctx.spec.fingerprint(ctx.request.tiny), ctx.hardware, opts,
-                            measured_timing=timing)
+    ctx.lowered = lower_moe(ctx.structure, ctx.spec.name, ctx.hardware, opts, measured_timing=timing)
     ctx.notes.extend(ctx.lowered.notes)
 
 
@@ -216,8 +215,6 @@ def lift(ctx: PlanContext) -> None:
     p = low.problem
 
     def pred_of(s: Any, perfect: bool = False) -> Any:
-        import numpy as np
-
         return evaluate(p, s.thetas, s.capacities, s.prefetch, s.policy if s.policy in ("lcp", "lru", "lfu", "belady") else "lcp",
                         recall=np.ones(p.num_layers) if perfect else None, cpu_layers=s.cpu_layers)
 

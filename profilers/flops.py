@@ -8,7 +8,7 @@ memory-bound and a roofline charges it by bytes instead.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 Shape = Sequence[int]
 
@@ -117,9 +117,6 @@ def op_basename(target: Any) -> str:
     return name.split(".")[0]
 
 
-FlopFn = Callable[[Sequence[Any], Any], int]
-
-
 def count_matmul_flops(op: str, arg_shapes: Sequence[Any], out_shape: Any, args: Sequence[Any]) -> int:
     """Matmul-class FLOPs of one node; `arg_shapes` holds a shape (tuple) or None per positional arg."""
     s = arg_shapes
@@ -146,9 +143,6 @@ def count_matmul_flops(op: str, arg_shapes: Sequence[Any], out_shape: Any, args:
             return sdpa_flops(s[0], s[1], s[2])
         if op in ("_grouped_mm", "grouped_mm"):
             return grouped_mm_flops(s[0], s[1])
-        if op == "einsum":
-            eq = args[0]
-            return einsum_flops(eq, [sh for sh in s[1][0:]] if isinstance(s[1], list) else [])
     except (IndexError, TypeError):
         return 0
     return 0

@@ -41,7 +41,7 @@ class BuiltModel:
         return getattr(self.module, "config", None)
 
 
-def _auto_class(task: str, config: Any) -> Any:
+def _auto_class(task: str) -> Any:
     import transformers
 
     if task == "causal-lm":
@@ -130,7 +130,7 @@ def build_model(spec: ModelSpec, tiny: bool = False, device: str | None = None, 
 
         module = transformers.AutoModel.from_pretrained(str(package_model_dir(spec)), dtype=torch.float32)
     else:
-        auto = _auto_class(spec.task, config)
+        auto = _auto_class(spec.task)
         torch.manual_seed(seed)
         if device == "meta":
             with torch.device("meta"):

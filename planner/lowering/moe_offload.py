@@ -157,7 +157,7 @@ def _cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def load_or_make_trace(structure: MoeStructure, model_name: str, model_fp: str, opts: MoeOffloadOptions,
+def load_or_make_trace(structure: MoeStructure, model_name: str, opts: MoeOffloadOptions,
                        k_pf: int) -> RoutingTrace:
     """The user's trace (checked against the model) or a cached synthetic one."""
     L, N, k = len(structure.moe_layers), structure.num_experts, structure.top_k
@@ -246,7 +246,7 @@ def layer_timing(structure: MoeStructure, hw: HardwareProfile, opts: MoeOffloadO
     return {"attention_s": np.array(attn), "expert_s": t_x, "other_s": other, "host_expert_s": host_tx}
 
 
-def lower(structure: MoeStructure, model_name: str, model_fp: str, hw: HardwareProfile,
+def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
           opts: MoeOffloadOptions, measured_timing: dict[str, Any] | None = None) -> MoeLowered:
     """Build the MoEpic problem for this model, device and workload."""
     if opts.context_tokens < 1 or opts.batch < 1:
@@ -262,7 +262,7 @@ def lower(structure: MoeStructure, model_name: str, model_fp: str, hw: HardwareP
     if g < 1 or g > f or f % g:
         raise PlannerError(f"theta granularity {g} does not divide the expert width {f}",
                            f"use a divisor of {f}, e.g. {default_granularity(f)}")
-    trace = load_or_make_trace(structure, model_name, model_fp, opts, k_pf)
+    trace = load_or_make_trace(structure, model_name, opts, k_pf)
     curves, orders = replay_curves(trace, opts.rho, opts.omega, warmup_steps(trace, opts))
     stats = trace_stats(trace)
     curves = {**curves, "static": stats.static_curves()}

@@ -41,7 +41,7 @@ def test_simulated_hit_rate_equals_replay_exactly(policy: str) -> None:
 def lowered():
     structure = profile_model(resolve_model("mixtral-8x7b"), with_graph=False).moe
     opts = MoeOffloadOptions(trace_tokens=600, sim_tokens=600)
-    return lower(structure, "mixtral-8x7b", "fp", resolve_hardware("a100_24gb"), opts)
+    return lower(structure, "mixtral-8x7b", resolve_hardware("a100_24gb"), opts)
 
 
 def test_analytic_within_15_percent_of_simulated_across_theta_sweep(lowered) -> None:
