@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.atomic_io import write_text_atomic
+from core.atomic_io import write_text_atomic
 from planner.lowering.moe_offload import MoeOffloadOptions, lower, simulate_solution
 from planner.pipeline import PlanRequest, plan
 from planner.registry import resolve_hardware, resolve_model

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from codegen.emit import emit_moe_offload
-from planner.atomic_io import write_text_atomic
+from core.atomic_io import write_text_atomic
 from planner.lowering.moe_offload import MoeOffloadOptions
 from planner.pipeline import PlanRequest, plan
 from planner.registry import resolve_model

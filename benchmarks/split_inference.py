@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from planner.atomic_io import write_text_atomic
+from core.atomic_io import write_text_atomic
 from planner.lowering.split_inference import SplitOptions, joint_check, lower
 from planner.registry import resolve_hardware, resolve_model
 from profilers.graph import profile_model

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from planner.errors import InputMismatchError, PlannerError
+from core.errors import InputMismatchError, PlannerError
 from planner.schema import Plan
 from planner.serde import dumps
 from runtime.checksums import sha256_file

@@ -17,7 +17,7 @@ import logging
 from torch import fx, nn
 
 from runtime.moe_offload.blocks import swap_experts
-from runtime.moe_offload.split_experts import SegmentSource, _Dispatch, _Partial, _Release
+from kernels.split_experts import SegmentSource, DispatchStep, SegmentStep, ReleaseStep
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class _BlockTracer(fx.Tracer):
     """Traces a MoE block through SplitExperts, keeping its cache steps as leaf calls."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, (_Dispatch, _Partial, _Release)):
+        if isinstance(m, (DispatchStep, SegmentStep, ReleaseStep)):
             return True
         return super().is_leaf_module(m, qualname)
 

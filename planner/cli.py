@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from planner.errors import EXIT_BAD_INPUT, EXIT_REGRESSION, PlannerError
+from core.errors import EXIT_BAD_INPUT, EXIT_REGRESSION, PlannerError
 
 log = logging.getLogger("planner")
 
@@ -213,7 +213,7 @@ def cmd_hardware(args: argparse.Namespace) -> int:
         import yaml
         from rich.progress import Progress
 
-        from planner.atomic_io import write_text_atomic
+        from core.atomic_io import write_text_atomic
         from profilers.hardware import measure_this_machine
 
         with Progress(console=_console(stderr=True), transient=True) as prog:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from planner.errors import PlannerError
+from core.errors import PlannerError
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from runtime.errors import ArtifactError
+    from core.errors import ArtifactError
     from runtime.moe_offload.run import generate, load
 
     if args.max_new_tokens < 1:
@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     receipt = generate(loaded, _prompt_ids(args.prompt, int(loaded.model.config.vocab_size)), args.max_new_tokens,
                        temperature=args.temperature, seed=args.seed)
     if args.json:
-        from planner.atomic_io import write_text_atomic
+        from core.atomic_io import write_text_atomic
 
         write_text_atomic(args.json, receipt.to_json())
     out = Console(highlight=False, width=200 if not sys.stdout.isatty() else None)

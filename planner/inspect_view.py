@@ -201,7 +201,7 @@ def plot(plan: Plan, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from planner.atomic_io import write_bytes_atomic
+    from core.atomic_io import write_bytes_atomic
 
     if plan.family == "split-inference":
         fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)

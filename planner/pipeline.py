@@ -13,7 +13,7 @@ import numpy as np
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from planner.errors import PlannerError
+from core.errors import PlannerError
 from planner.registry import FAMILIES, family, resolve_hardware, resolve_model
 from planner.schema import BaselineResult, Bound, HardwareRef, ModelRef, Objective, Plan, SolverInfo
 from planner.units import fmt_bytes

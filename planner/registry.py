@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from planner.errors import PlannerError, UnknownNameError, closest_names
+from core.errors import PlannerError, UnknownNameError, closest_names
 from profilers.hardware import GIB, HardwareProfile, profile_from_dict
 from profilers.model_spec import ModelSpec, spec_from_dict
 

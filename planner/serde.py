@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from planner.atomic_io import write_text_atomic
-from planner.errors import PlanFormatError
+from core.atomic_io import write_text_atomic
+from core.errors import PlanFormatError
 from planner.schema import (
     SCHEMA_VERSION,
     BaselineResult,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from planner.errors import PlannerError
+from core.errors import PlannerError
 
 _SIZE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[kKmMgGtT]i?[bB]|[bB])?\s*$")
 _RATE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[kKmMgG]?)(?P<kind>bps|bit/s|b/s|B/s)\s*$")

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.cache import cache_dir
+
 log = logging.getLogger(__name__)
 
 ARCH_VERSION = 1
@@ -49,14 +51,6 @@ class DigitsData:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-
-
-def cache_dir() -> Path:
-    """Directory for cached artefacts (trained weights, synthetic traces)."""
-    if os.environ.get("PLANNER_CACHE_DIR"):
-        return Path(os.environ["PLANNER_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "planner"
 
 
 def load_digits_data(seed: int = SEED, test_fraction: float = 0.2) -> DigitsData:

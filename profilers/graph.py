@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import fx
 
-from planner.errors import ModelCaptureError
+from core.errors import ModelCaptureError
 from profilers.flops import VIEW_OPS, count_matmul_flops, einsum_flops, op_basename
 from profilers.model_spec import ModelSpec
 from profilers.models import BuiltModel, build_model

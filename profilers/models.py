@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from planner.errors import ModelCaptureError, PlannerError
+from core.errors import ModelCaptureError, PlannerError
 from profilers.model_spec import ModelSpec
 
 log = logging.getLogger(__name__)

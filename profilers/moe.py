@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from planner.errors import InputMismatchError, PlannerError
+from core.errors import InputMismatchError, PlannerError
 
 log = logging.getLogger(__name__)
 

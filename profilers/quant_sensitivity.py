@@ -49,12 +49,12 @@ import numpy as np
 import torch
 from torch import fx
 
-from planner.errors import PlannerError
+from core.errors import PlannerError
 from profilers.flops import VIEW_OPS, op_basename
 from profilers.graph import capture
 from profilers.model_spec import ModelSpec
 from profilers.models import BuiltModel, build_model
-from runtime.split_inference.uaq import fake_quantize
+from kernels.uniform_quant import fake_quantize
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int
     import copy
 
     from runtime.moe_offload.blocks import moe_blocks, swap_experts
-    from runtime.moe_offload.split_experts import segment_forward
+    from kernels.split_experts import segment_forward
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the runtime runs tiny models (see runtime/moe_offload/run.py)

@@ -11,6 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import InfeasibleError  # re-exported: solvers raise it, the CLI prints it
+
+__all__ = ["InfeasibleError", "Status", "Stopwatch", "TraceEvent"]
+
 
 class Status(str, enum.Enum):
     """Outcome of a solve."""
@@ -20,19 +24,6 @@ class Status(str, enum.Enum):
     INFEASIBLE = "INFEASIBLE"
     TIME_LIMIT = "TIME_LIMIT"    # stopped by a time limit with a feasible answer
     NOT_CONVERGED = "NOT_CONVERGED"
-
-
-class InfeasibleError(Exception):
-    """No plan meets the request; `fix` says what budget or setting would be feasible."""
-
-    def __init__(self, problem: str, fix: str) -> None:
-        self.problem = problem.rstrip(".")
-        self.fix = fix.rstrip(".")
-        super().__init__(self.one_line())
-
-    def one_line(self) -> str:
-        """`problem. Fix.` on one line."""
-        return f"{self.problem}. {self.fix[0].upper() + self.fix[1:]}."
 
 
 @dataclass(frozen=True)

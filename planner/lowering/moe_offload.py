@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.errors import PlannerError
+from core.errors import PlannerError
 from planner.units import fmt_bytes, parse_bytes
 from profilers.cache_replay import replay
 from profilers.hardware import GIB, HardwareProfile
@@ -165,7 +165,7 @@ def load_or_make_trace(structure: MoeStructure, model_name: str, opts: MoeOffloa
         trace = RoutingTrace.load(opts.trace_path)
         trace.check_matches(L, N, k, model_name)
         return trace
-    from profilers.digits_cnn import cache_dir
+    from core.cache import cache_dir
     from profilers.synthetic_traces import PRESETS, generate_trace
 
     if opts.trace_preset not in PRESETS:
@@ -194,7 +194,7 @@ def warmup_steps(trace: RoutingTrace, opts: MoeOffloadOptions) -> int:
 
 def replay_curves(trace: RoutingTrace, rho: float, omega: float, warmup: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Hit curves per policy (cached on disk by trace fingerprint) and end-of-trace priority orders."""
-    from profilers.digits_cnn import cache_dir
+    from core.cache import cache_dir
 
     key = _cache_key("curves", 3, trace.fingerprint(), rho, omega, warmup)
     path = cache_dir() / "curves" / f"{key}.npz"

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from planner.errors import PlannerError
+from core.errors import PlannerError
 from profilers.graph import ModelProfile, NodeProfile
 from profilers.hardware import HardwareProfile
 from profilers.model_spec import ModelSpec
@@ -202,7 +202,7 @@ def tensor_sqnr_drop(x: Any, bits: Sequence[int]) -> list[float]:
     """Relative quantisation noise power E(x - x^)^2 / E x^2 of one real tensor at each bit width."""
     import torch
 
-    from runtime.split_inference.uaq import fake_quantize
+    from kernels.uniform_quant import fake_quantize
 
     x = x.detach().float()
     power = float((x * x).mean()) or 1e-30
@@ -271,7 +271,7 @@ def _drops_path(spec: ModelSpec, kind: str, names: Sequence[str], bits: Sequence
     import hashlib
     import json
 
-    from profilers.digits_cnn import cache_dir
+    from core.cache import cache_dir
 
     key = hashlib.sha256(json.dumps([2, spec.fingerprint(), kind, list(names), list(bits)]).encode()).hexdigest()[:20]
     return cache_dir() / "sensitivity" / f"{key}.npz"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from runtime.moe_offload.split_experts import ResidentSegments, SegmentSource, SplitExperts, split_fused_expert
+from kernels.split_experts import ResidentSegments, SegmentSource, SplitExperts, split_fused_expert
 
 
 @dataclass

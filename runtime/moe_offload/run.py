@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from runtime.checksums import sha256_file
-from runtime.errors import ArtifactError
+from core.errors import ArtifactError
 from runtime.moe_offload.engine import LayerSettings, OffloadEngine
 from runtime.moe_offload.link import CudaLink, EmulatedLink
 from runtime.receipt import Receipt

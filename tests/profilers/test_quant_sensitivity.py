@@ -14,7 +14,7 @@ from profilers.quant_sensitivity import (
     DEFAULT_BITS, SENTENCE_GROUPS, SENTENCE_SEQ_LEN, SensitivityTable, joint_drop, quant_sensitivity,
     sensitivity_evaluator, sentence_batch,
 )
-from runtime.split_inference.uaq import fake_quantize
+from kernels.uniform_quant import fake_quantize
 
 
 def _increases(table: SensitivityTable, tol: float = 0.0) -> tuple[int, int]:

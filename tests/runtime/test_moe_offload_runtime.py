@@ -15,10 +15,10 @@ from planner.lowering.moe_offload import MoeOffloadOptions
 from planner.pipeline import PlanRequest, plan
 from planner.registry import resolve_model
 from profilers.models import build_model
-from runtime.errors import ArtifactError
+from core.errors import ArtifactError
 from runtime.moe_offload.blocks import moe_blocks
 from runtime.moe_offload.run import generate, load
-from runtime.moe_offload.split_experts import segment_forward, split_fused_expert
+from kernels.split_experts import segment_forward, split_fused_expert
 
 ARCHS = ["mixtral-8x7b", "qwen1.5-moe-a2.7b", "qwen3-30b-a3b", "olmoe-1b-7b", "deepseek-v2-lite", "deepseek-v3"]
 
@@ -147,7 +147,7 @@ def test_bad_artifacts_fail_before_loading(artifact: Path, tmp_path: Path) -> No
 
 
 def test_emit_rejects_a_plan_for_another_model(artifact: Path, tmp_path: Path) -> None:
-    from planner.errors import InputMismatchError
+    from core.errors import InputMismatchError
     from planner.serde import load as load_plan
     import dataclasses
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from runtime.split_inference.uaq import (
+from kernels.uniform_quant import (
     QuantizedTensor, dequantize, fake_quantize, pack_bits, payload_bytes, quantize, unpack_bits,
 )
 

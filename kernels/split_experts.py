@@ -86,7 +86,7 @@ class ResidentSegments:
         return None
 
 
-class _Dispatch(nn.Module):
+class DispatchStep(nn.Module):
     def __init__(self, owner: "SplitExperts") -> None:
         super().__init__()
         self._owner = [owner]  # list: not a registered submodule (no cycle in the module tree)
@@ -97,7 +97,7 @@ class _Dispatch(nn.Module):
         return top_k_index
 
 
-class _Partial(nn.Module):
+class SegmentStep(nn.Module):
     def __init__(self, owner: "SplitExperts", part: str) -> None:
         super().__init__()
         self._owner = [owner]
@@ -124,7 +124,7 @@ class _Partial(nn.Module):
         return out
 
 
-class _Release(nn.Module):
+class ReleaseStep(nn.Module):
     def __init__(self, owner: "SplitExperts") -> None:
         super().__init__()
         self._owner = [owner]
@@ -149,10 +149,10 @@ class SplitExperts(nn.Module):
         self.f_top = f_top
         self.act_fn = act_fn
         self.source = source
-        self.dispatch = _Dispatch(self)
-        self.top = _Partial(self, "top")
-        self.bottom = _Partial(self, "bottom")
-        self.release = _Release(self)
+        self.dispatch = DispatchStep(self)
+        self.top = SegmentStep(self, "top")
+        self.bottom = SegmentStep(self, "bottom")
+        self.release = ReleaseStep(self)
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
         sel = self.dispatch(top_k_index)

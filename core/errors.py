@@ -1,7 +1,8 @@
 """Errors meant for people: each names the problem and the fix in one line.
 
-The CLI catches `PlannerError` (and the solvers' `InfeasibleError`), prints `error: <problem>. <fix>`
-and exits with code 2; `--debug` shows the traceback instead.
+Every layer raises these (profilers, solvers, codegen and runtime included); the CLI catches
+`PlannerError` at its boundary, prints `error: <problem>. <fix>.` and exits with code 2, and
+`--debug` shows the traceback instead. Standard library only.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Iterable
 
 EXIT_BAD_INPUT = 2
 EXIT_REGRESSION = 1
+EXIT_INTERRUPTED = 130
 
 
 class PlannerError(Exception):
@@ -42,6 +44,22 @@ class ModelCaptureError(PlannerError):
 
 class InputMismatchError(PlannerError):
     """Inputs that do not fit together (a trace for another model, an artifact for another plan)."""
+
+
+class InfeasibleError(PlannerError):
+    """No plan meets the request; `fix` says what budget or setting would be feasible (raised by solvers)."""
+
+
+class ArtifactError(PlannerError):
+    """An artifact directory that cannot be run: wrong model, corrupted or missing files, too little memory."""
+
+
+class OutputPathError(PlannerError):
+    """An output path a command may not write: a user's file or directory, a device, a path below a file."""
+
+
+class PeerError(PlannerError):
+    """A remote peer that cannot be reached, times out, or speaks another artifact version."""
 
 
 def closest_names(name: str, known: Iterable[str], n: int = 3) -> str:
