@@ -140,3 +140,19 @@ def test_error_feedback_residual_is_zero_for_a_lossless_codec() -> None:
     u = _tensor((2048,), 7)
     p, residual = compress_with_feedback(u, None, lambda t: encode_topk(t, 1.0), decode_topk)
     assert p.fmt == DENSE and torch.equal(residual, torch.zeros_like(u))
+
+
+def test_payload_sizes_equal_the_cost_models_bytes_exactly() -> None:
+    """The planner's byte formulas (solvers/fed_compress/cost.py) and the codecs agree to the byte."""
+    from solvers.fed_compress import cost
+
+    numels = (144, 16, 1023, 1024, 4608, 32, 32768, 64, 640, 10, 7777)
+    tensors = [_tensor((n,), 20 + j) for j, n in enumerate(numels)]
+    for keep in (0.01, 0.03, 0.031, 0.1, 0.35, 0.5, 0.55, 0.65, 0.9, 0.95, 0.99, 1.0):
+        down = sum(encode_download(t, keep).nbytes for t in tensors)
+        up = sum(encode_topk(t, keep).nbytes for t in tensors)
+        assert down == cost.download_bytes(numels, keep), keep
+        assert up == cost.upload_bytes(numels, keep), keep
+    g = torch.Generator().manual_seed(1)
+    for bits in (2, 4, 8):
+        assert sum(encode_stochastic(t, bits, g).nbytes for t in tensors) == cost.quant_bytes(numels, bits)

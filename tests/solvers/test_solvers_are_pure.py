@@ -33,6 +33,14 @@ p = make_problem(9, sp_edges(rng, 9), rng)
 s = coach.solve(p)
 assert validate.validate(p, s) == []
 """,
+    "fed-compress": r"""
+from solvers.fed_compress import baselines, caesar, cost, exact, problem, validate
+from tests.fed_compress_instances import random_problem
+p = random_problem(np.random.default_rng(0), n=12, rounds=3)
+s = caesar.solve(p)
+assert validate.validate(p, s) == []
+assert all(validate.validate(p, b.solve(p)) == [] for b in baselines.baselines(reference=s))
+""",
 }
 
 
