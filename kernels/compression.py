@@ -88,6 +88,31 @@ def stochastic_bytes(numel: int, bits: int, min_numel: int = MIN_COMPRESS_NUMEL)
     return min(dense, math.ceil(numel * bits / 8) + QUANT_META_BYTES)
 
 
+def _sparse_format(numel: int, k: int) -> str:
+    return INDEX if INDEX_BYTES * k <= math.ceil(numel / 8) else BITMAP
+
+
+def topk_format(numel: int, keep: float, min_numel: int = MIN_COMPRESS_NUMEL) -> str:
+    """The encoding `encode_topk` uses (DENSE, INDEX or BITMAP): both ends derive it from (P, keep)."""
+    if numel < min_numel or topk_bytes(numel, keep, min_numel) == VALUE_BYTES * numel:
+        return DENSE
+    return _sparse_format(numel, kept_count(numel, keep))
+
+
+def download_format(numel: int, keep: float, min_numel: int = MIN_COMPRESS_NUMEL) -> str:
+    """The encoding `encode_download` uses (DENSE, INDEX or BITMAP)."""
+    if numel < min_numel or download_bytes(numel, keep, min_numel) == VALUE_BYTES * numel:
+        return DENSE
+    return _sparse_format(numel, kept_count(numel, keep))
+
+
+def stochastic_format(numel: int, bits: int, min_numel: int = MIN_COMPRESS_NUMEL) -> str:
+    """The encoding `encode_stochastic` uses (DENSE or QUANT)."""
+    if numel < min_numel or stochastic_bytes(numel, bits, min_numel) == VALUE_BYTES * numel:
+        return DENSE
+    return QUANT
+
+
 @dataclass(frozen=True)
 class Payload:
     """One encoded tensor as it travels: only `values`, `positions`, `signs` and `stats` cross the wire.
@@ -162,8 +187,7 @@ def top_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
 
 def _positions(idx: torch.Tensor, numel: int) -> tuple[str, np.ndarray]:
     """Index list or bitmap, whichever is smaller (index on a tie)."""
-    k = int(idx.numel())
-    if INDEX_BYTES * k <= math.ceil(numel / 8):
+    if _sparse_format(numel, int(idx.numel())) == INDEX:
         return INDEX, idx.to(torch.int32).numpy().copy()
     mask = torch.zeros(numel, dtype=torch.bool)
     mask[idx] = True
@@ -182,7 +206,7 @@ def _kept_mask(p: Payload) -> torch.Tensor:
 def encode_topk(x: torch.Tensor, keep: float, min_numel: int = MIN_COMPRESS_NUMEL) -> Payload:
     """Top-k sparsification of `x` keeping a fraction `keep` of its entries (see the module docstring)."""
     n = x.numel()
-    if n < min_numel or topk_bytes(n, keep, min_numel) == VALUE_BYTES * n:
+    if topk_format(n, keep, min_numel) == DENSE:
         return _dense(x)
     flat = _flat32(x)
     idx = top_indices(flat, kept_count(n, keep))
@@ -202,7 +226,7 @@ def decode_topk(p: Payload) -> torch.Tensor:
 def encode_download(w: torch.Tensor, keep: float, min_numel: int = MIN_COMPRESS_NUMEL) -> Payload:
     """Caesar's download codec: top-K exact, 1-bit signs for the rest, mean|w| and max|w| of the rest."""
     n = w.numel()
-    if n < min_numel or download_bytes(n, keep, min_numel) == VALUE_BYTES * n:
+    if download_format(n, keep, min_numel) == DENSE:
         return _dense(w)
     flat = _flat32(w)
     idx = top_indices(flat, kept_count(n, keep))
@@ -249,7 +273,7 @@ def encode_stochastic(x: torch.Tensor, bits: int, generator: torch.Generator,
     n = x.numel()
     if not 1 <= int(bits) <= 16:
         raise ValueError(f"bits must be an integer in [1, 16], got {bits!r}")
-    if n < min_numel or stochastic_bytes(n, bits, min_numel) == VALUE_BYTES * n:
+    if stochastic_format(n, bits, min_numel) == DENSE:
         return _dense(x)
     flat = _flat32(x)
     lo, hi = float(flat.min()), float(flat.max())
@@ -293,3 +317,75 @@ def relative_deviation(w: torch.Tensor, w_hat: torch.Tensor) -> float:
     den = float((w32 * w32).sum())
     num = float(((w32 - h32) ** 2).sum())
     return num / den if den > 0 else (0.0 if num == 0 else math.inf)
+
+
+# ---------------------------------------------------------------- one byte stream per message
+DOWNLOAD, UPLOAD_TOPK, UPLOAD_QUANT = "download", "topk", "quant"
+
+
+def encode(kind: str, x: torch.Tensor, ratio: float, min_numel: int = MIN_COMPRESS_NUMEL,
+           generator: torch.Generator | None = None) -> Payload:
+    """Encode one tensor with codec `kind`; `ratio` is the keep fraction (or the bits for "quant")."""
+    if kind == DOWNLOAD:
+        return encode_download(x, ratio, min_numel)
+    if kind == UPLOAD_TOPK:
+        return encode_topk(x, ratio, min_numel)
+    if kind == UPLOAD_QUANT:
+        if generator is None:
+            raise ValueError("stochastic quantisation needs a seeded generator")
+        return encode_stochastic(x, int(ratio), generator, min_numel)
+    raise ValueError(f"unknown codec {kind!r}")
+
+
+def part_sizes(kind: str, numel: int, ratio: float, min_numel: int = MIN_COMPRESS_NUMEL) -> tuple[str, tuple[int, int, int, int]]:
+    """(format, bytes of values, positions, signs, stats) that codec `kind` sends for a tensor of `numel` elements.
+
+    Both ends compute it from what they both know (size, ratio), so a message carries only the bytes.
+    """
+    if kind == UPLOAD_QUANT:
+        fmt = stochastic_format(numel, int(ratio), min_numel)
+        if fmt == DENSE:
+            return fmt, (VALUE_BYTES * numel, 0, 0, 0)
+        return fmt, (math.ceil(numel * int(ratio) / 8), 0, 0, QUANT_META_BYTES)
+    fmt = (download_format if kind == DOWNLOAD else topk_format)(numel, ratio, min_numel)
+    if fmt == DENSE:
+        return fmt, (VALUE_BYTES * numel, 0, 0, 0)
+    k = kept_count(numel, ratio)
+    pos = INDEX_BYTES * k if fmt == INDEX else math.ceil(numel / 8)
+    if kind == DOWNLOAD:
+        return fmt, (VALUE_BYTES * k, pos, math.ceil((numel - k) / 8), DOWNLOAD_STATS_BYTES)
+    return fmt, (VALUE_BYTES * k, pos, 0, 0)
+
+
+_PART_DTYPES = (np.float32, None, np.uint8, np.float32)   # positions: int32 (index) or uint8 (bitmap)
+
+
+def pack_stream(payloads: list[Payload]) -> np.ndarray:
+    """Concatenate the wire arrays of `payloads` (in order) into one uint8 buffer of Σ nbytes bytes."""
+    parts = [np.ascontiguousarray(a).view(np.uint8).reshape(-1) for p in payloads for a in p.arrays()]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+
+
+def unpack_stream(buf: np.ndarray, kind: str, shapes: list[tuple[int, ...]], ratio: float,
+                  min_numel: int = MIN_COMPRESS_NUMEL) -> list[Payload]:
+    """Split a buffer made by `pack_stream` back into payloads, given the tensors' shapes and the ratio."""
+    raw = np.ascontiguousarray(buf, dtype=np.uint8).reshape(-1)
+    out, at = [], 0
+    for shape in shapes:
+        numel = math.prod(shape)
+        fmt, sizes = part_sizes(kind, numel, ratio, min_numel)
+        arrays = []
+        for j, size in enumerate(sizes):
+            chunk = raw[at:at + size].copy()
+            at += size
+            if j == 0:
+                dtype = np.uint8 if fmt == QUANT else np.float32
+            elif j == 1:
+                dtype = np.int32 if fmt == INDEX else np.uint8
+            else:
+                dtype = _PART_DTYPES[j]
+            arrays.append(chunk.view(dtype))
+        out.append(Payload.from_arrays(fmt, shape, arrays, int(ratio) if kind == UPLOAD_QUANT else 0))
+    if at != raw.size:
+        raise ValueError(f"payload stream has {raw.size} bytes, the layout accounts for {at}")
+    return out

@@ -78,6 +78,7 @@ class FlowerApps:
     module: str
     server_main: ServerMain
     client_handlers: Mapping[str, ClientHandler]
+    client_mods: tuple[Callable[..., Message], ...] = ()   # Flower client mods, outermost first
 
 
 @dataclass
@@ -142,15 +143,17 @@ def _identity_reply(message: Message, node: Mapping[str, Scalar]) -> Message:
 
 
 def make_client_app(handlers: Mapping[str, ClientHandler], node_configs: Sequence[Mapping[str, Scalar]] | None = None,
-                    run_config: Mapping[str, Scalar] | None = None) -> ClientApp:
+                    run_config: Mapping[str, Scalar] | None = None,
+                    mods: Sequence[Callable[..., Message]] = ()) -> ClientApp:
     """A ClientApp dispatching to `handlers[kind](message, run_config, node_config)`.
 
     Simulation passes `node_configs` (one per virtual node, picked by its `partition-id`) and
     `run_config`; deployment passes neither and the apps read both from the Flower context. A `query`
     message whose config record is named `identity` is answered with the node config (see
-    `identify_nodes`); other queries go to `handlers["query"]`.
+    `identify_nodes`); other queries go to `handlers["query"]`. `mods` are Flower client mods
+    (`mod(message, context, call_next)`), applied around every handler.
     """
-    app = ClientApp()
+    app = ClientApp(mods=list(mods))
 
     def configs(context: Context) -> tuple[dict[str, Scalar], dict[str, Scalar]]:
         cfg = dict(run_config) if run_config is not None else dict(context.run_config)
@@ -310,7 +313,7 @@ def _run_simulation(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[s
     from flwr.simulation import run_simulation
 
     server = make_server_app(apps.server_main, cfg)
-    client = make_client_app(apps.client_handlers, nodes, cfg)
+    client = make_client_app(apps.client_handlers, nodes, cfg, apps.client_mods)
     cpus = int(sim_cpus or max(1, min(len(nodes), os.cpu_count() or 1)))
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False}}

@@ -156,3 +156,39 @@ def test_payload_sizes_equal_the_cost_models_bytes_exactly() -> None:
     g = torch.Generator().manual_seed(1)
     for bits in (2, 4, 8):
         assert sum(encode_stochastic(t, bits, g).nbytes for t in tensors) == cost.quant_bytes(numels, bits)
+
+
+def test_both_ends_derive_the_encoding_from_size_and_ratio() -> None:
+    from kernels.compression import download_format, stochastic_format, topk_format
+
+    g = torch.Generator().manual_seed(2)
+    for n in (100, 1024, 4608, 32768):
+        x = _tensor((n,), n)
+        for keep in (0.01, 0.2, 0.5, 0.99, 1.0):
+            assert encode_topk(x, keep).fmt == topk_format(n, keep)
+            assert encode_download(x, keep).fmt == download_format(n, keep)
+        for bits in (4, 8, 16):
+            assert encode_stochastic(x, bits, g).fmt == stochastic_format(n, bits)
+
+
+def test_one_stream_per_message_round_trips_and_has_exactly_the_payload_bytes() -> None:
+    from kernels.compression import DOWNLOAD, UPLOAD_QUANT, UPLOAD_TOPK, encode, pack_stream, unpack_stream
+
+    shapes = [(16, 1, 3, 3), (16,), (32, 16, 3, 3), (64, 512), (10, 64)]
+    ws = [_tensor(s, 30 + j) for j, s in enumerate(shapes)]
+    g = torch.Generator().manual_seed(3)
+    for kind, ratio in ((DOWNLOAD, 0.6), (DOWNLOAD, 0.02), (UPLOAD_TOPK, 0.3), (UPLOAD_TOPK, 1.0), (UPLOAD_QUANT, 4)):
+        payloads = [encode(kind, w, ratio, generator=g) for w in ws]
+        buf = pack_stream(payloads)
+        assert buf.dtype == np.uint8 and buf.size == sum(p.nbytes for p in payloads)
+        back = unpack_stream(buf.copy(), kind, shapes, ratio)
+        for p, q, w in zip(payloads, back, ws):
+            assert q.fmt == p.fmt and q.shape == p.shape
+            if kind == DOWNLOAD:
+                assert torch.equal(recover_download(q, w * 0.5), recover_download(p, w * 0.5))
+            elif kind == UPLOAD_TOPK:
+                assert torch.equal(decode_topk(q), decode_topk(p))
+            else:
+                assert torch.equal(decode_stochastic(q), decode_stochastic(p))
+    with pytest.raises(ValueError):
+        unpack_stream(np.zeros(3, dtype=np.uint8), UPLOAD_TOPK, shapes, 0.3)
