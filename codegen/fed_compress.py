@@ -27,7 +27,7 @@ def export_model(model: torch.nn.Module, path: Path, example: torch.Tensor) -> P
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},), strict=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")   # torch.export wants the .pt2 suffix
     torch.export.save(program, str(tmp))
     os.replace(tmp, path)
     return path

@@ -14,8 +14,10 @@ With the job's `emulate_wall_clock` the client also sleeps so the round lasts th
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,20 +38,32 @@ from runtime.fed.data import dirichlet_partition, load_digits_split
 MODULE = "runtime.fed.compress_app"
 
 
-@lru_cache(maxsize=4)
 def load_job(path: str) -> dict[str, Any]:
-    """The job JSON (cached per process: every client of a run reads the same file)."""
+    """The job JSON (cached per process and file version: every client of a run reads the same file)."""
+    return _job(path, Path(path).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _job(path: str, mtime_ns: int) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=4)
-def _program(path: str) -> Any:
+def _program(path: str, mtime_ns: int) -> Any:
     return torch.export.load(path)
 
 
 def load_model(path: str) -> torch.nn.Module:
-    """A fresh trainable module from a saved torch.export program (its weights are the initial model)."""
-    return _program(path).module()
+    """A fresh trainable module from a saved torch.export program (its weights are the initial model).
+
+    `ExportedProgram.module()` shares its parameters with the program, so the cached program is
+    never handed out: every caller gets a deep copy (training or loading weights must not change
+    what the next caller, possibly another run in the same process, reads as the initial model).
+    """
+    module = _program(path, Path(path).stat().st_mtime_ns).module()
+    with warnings.catch_warnings():   # torch's pytree deprecation notice on copying an exported module
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(module)
 
 
 @lru_cache(maxsize=4)

@@ -104,6 +104,7 @@ def build_receipt(job: Mapping[str, Any], records: list[Mapping[str, Any]], mode
                        "round_time_s_emulated": max(times, default=0.0),
                        "predicted_round_time_s": max(pred_t, default=0.0),
                        "answered": int(r.get("answered", 0)), "dropped": int(r.get("dropped", 0)),
+                       "wall_s": float(r.get("wall_s", 0.0)),
                        "setup_serialised_bytes": int(r.get("setup_serialised_bytes", 0))})
         for cid, c in sorted(clients.items()):
             p = c["predicted"]

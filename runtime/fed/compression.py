@@ -235,6 +235,7 @@ class CompressedFedAvg(FedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """One message per client of this round: its encoded model, codec settings and training config."""
+        self._t0 = time.perf_counter()
         w = state_dict_of(arrays)
         self._w = w
         msgs, sent = [], {}
@@ -301,7 +302,7 @@ class CompressedFedAvg(FedAvg):
             self.shadow[s.client] = {n: s.start_estimate[n] - delta[n] for n in self.names}
             self.last_sync[s.client] = server_round
         self._times(rows)
-        self.records[server_round] = {"round": server_round, "clients": rows,
+        self.records[server_round] = {"round": server_round, "clients": rows, "wall_s": time.perf_counter() - self._t0,
                                       "answered": len(ok), "dropped": sum(r["status"] == "dropped" for r in rows.values())}
         self._sent.pop(server_round, None)
         if not ok:

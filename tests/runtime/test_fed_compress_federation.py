@@ -54,3 +54,15 @@ def test_flower_simulation_applies_per_client_ratios_and_survives_a_dropout(tmp_
     assert rows[(2, "dev-0")]["dev_recovery_estimate"] <= rows[(2, "dev-0")]["dev_sign_mean_estimate"]
     assert not [f for f in receipt.flags if "B vs predicted" in f]
     assert 0.0 <= receipt.totals["final_accuracy"] <= 1.0
+
+
+def test_loaded_models_never_share_weights_with_the_saved_program(tmp_path: Path) -> None:
+    from runtime.fed.compress_app import load_model
+
+    torch.manual_seed(1)
+    path = export_model(DigitsCNN(), tmp_path / "m.pt2", torch.zeros(2, 1, 8, 8))
+    first = load_model(str(path))
+    initial = {k: v.clone() for k, v in first.state_dict().items()}
+    first.load_state_dict({k: torch.zeros_like(v) for k, v in initial.items()})   # a run trains its copy
+    again = load_model(str(path))
+    assert all(torch.equal(again.state_dict()[k], initial[k]) for k in initial)
