@@ -425,6 +425,28 @@ def _family_argv(args: argparse.Namespace, kind: str) -> list[str]:
     return out
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.output_paths import text_starting_with
+    from planner.registry import family
+
+    plan_obj = _load_plan(args.plan)
+    fam = family(plan_obj.family)
+    if args.to not in fam.export_targets:
+        raise PlannerError(f"{fam.name} plans cannot be exported to '{args.to}'",
+                           f"use --to {' or '.join(fam.export_targets)}" if fam.export_targets
+                           else "this family has no export target")
+    out = _output_file(args.output, "-o", f"{args.to} export", text_starting_with(EXPORT_HEADER), args.force) \
+        if args.output else None
+    text, _ = fam.export(plan_obj, args.to)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if out is not None:
+        _console(stderr=True).print(f"wrote {out.write_text(EXPORT_HEADER + f' ({args.to})' + chr(10) + text)}")
+    return 0
+
+
+EXPORT_HEADER = "# written by `planner export`"
+
+
 # ------------------------------------------------------------------ parser
 DIFF_FLAGS = (Flag("--tolerance", "percent", "allowed relative worsening of the objective (e.g. 1%)", default=0.01,
                    minimum=0.0),
@@ -526,6 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(em, force=True, wide=False)
     add_flags(em.add_argument_group("family flags"), _family_flags("emit"))
     em.set_defaults(fn=cmd_emit)
+
+    ex = sub.add_parser("export", help="the plan as another tool's configuration (e.g. llama.cpp flags)")
+    ex.add_argument("plan")
+    ex.add_argument("--to", required=True, help="target: " + ", ".join(sorted({t for f in _families() for t in f.export_targets})))
+    ex.add_argument("-o", "--output", help="also write it to this file")
+    _common(ex, force=True, wide=False)
+    ex.set_defaults(fn=cmd_export)
 
     rn = sub.add_parser("run", help="execute an artifact and print the receipt")
     rn.add_argument("artifact")

@@ -110,6 +110,7 @@ class Family:
     plan_flags: tuple[Flag, ...] = ()
     emit_flags: tuple[Flag, ...] = ()
     run_flags: tuple[Flag, ...] = ()
+    export_targets: tuple[str, ...] = ()   # `planner export PLAN --to TARGET` (e.g. "llama.cpp")
     claim_hint: str = ""              # e.g. "--cloud HW --link RATE for split inference"
 
     # -------------------------------------------------------------- planning
@@ -160,6 +161,10 @@ class Family:
 
     def calibrate(self, spec: "ModelSpec", tiny: bool) -> dict[str, Any]:
         """Measure the model on this machine once; `plan --calibration FILE` then plans from the file."""
+        raise NotImplementedError
+
+    def export(self, plan: "Plan", target: str) -> tuple[str, str]:
+        """The plan as another tool's configuration: (text to write, file suffix), e.g. llama.cpp flags."""
         raise NotImplementedError
 
     def emit(self, plan: "Plan", values: FlagValues, staging: Path, progress: Progress) -> str:
