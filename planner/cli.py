@@ -20,6 +20,7 @@ from typing import Any, Iterator, NoReturn, Sequence
 
 from core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_REGRESSION, OutputPathError, PlannerError
 from planner.flags import Flag, FlagValues, add_flags, merge_flags, read_flags
+from planner.tables import table
 
 log = logging.getLogger("planner")
 EXIT_INTERNAL = 3
@@ -224,7 +225,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
             d.pop("nodes")
         sys.stdout.write(json.dumps(d, sort_keys=True, indent=2) + "\n")
         return 0
-    from rich.table import Table
 
     out = _console(wide=args.wide)
     out.print(f"[bold]{prof.name}[/bold] ({prof.source})")
@@ -238,7 +238,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                   f"{m.num_shared_experts} shared; {fmt_bytes(m.bytes_per_expert)} per expert "
                   f"(d={m.hidden_size}, f={m.expert_intermediate_size}); all experts {fmt_bytes(m.expert_bytes_total)}; "
                   f"non-expert {fmt_bytes(m.non_expert_bytes)}; KV cache {fmt_bytes(m.kv_bytes_per_token)}/token")
-    t = Table(title="per block", title_justify="left")
+    t = table("per block")
     for col in ("block", "nodes", "matmul FLOPs", "params", "activations"):
         t.add_column(col, justify="left" if col == "block" else "right")
     blocks = prof.blocks if args.all_blocks else prof.blocks[: v["max_blocks"]]
@@ -248,7 +248,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         t.add_row(f"... {len(prof.blocks) - len(blocks)} more (--all-blocks)", "", "", "", "")
     out.print(t)
     if v["nodes"]:
-        nt = Table(title=f"first {v['nodes']} compute nodes", title_justify="left")
+        nt = table(f"first {v['nodes']} compute nodes")
         for col in ("node", "op", "FLOPs", "params", "out", "shape"):
             nt.add_column(col)
         for n in [n for n in prof.nodes if not n.is_view][: v["nodes"]]:
@@ -260,14 +260,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_hardware(args: argparse.Namespace) -> int:
-    from rich.table import Table
 
     from planner.registry import hardware_catalog, resolve_hardware
     from planner.units import fmt_byte_rate, fmt_bytes, fmt_rate
 
     out = _console(wide=getattr(args, "wide", False))
     if args.hw_cmd == "list":
-        t = Table(title="hardware catalog (<base>_<N>gb caps memory; a YAML path works anywhere)", title_justify="left")
+        t = table("hardware catalog (<base>_<N>gb caps memory; a YAML path works anywhere)")
         for col in ("name", "kind", "memory", "mem BW", "fp16", "host->dev", "uplink"):
             t.add_column(col, justify="left" if col in ("name", "kind") else "right")
         for name, hw in sorted(hardware_catalog().items()):

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import zipfile
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
