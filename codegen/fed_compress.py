@@ -33,13 +33,14 @@ def export_model(model: torch.nn.Module, path: Path, example: torch.Tensor) -> P
     return path
 
 
-def job_for(decisions: Mapping[str, Any], config: Mapping[str, Any], name: str, seed: int, cpu_flops_per_s: float,
-            emulate_wall_clock: bool = False) -> dict[str, Any]:
+def job_for(decisions: Mapping[str, Any], config: Mapping[str, Any], name: str, seed: int,
+            cpu_flops_per_s: float | None = None, emulate_wall_clock: bool = False) -> dict[str, Any]:
     """The runtime job of configuration `name`: `decisions` holds the population, data split and training
     settings (the plan's), `config` the schedule and codec (the plan's own or a baseline's decisions).
 
-    Each client's `compute_scale` (emulated device seconds per second of compute on this CPU) is
-    `cpu_flops_per_s / the device's FLOP/s`, with the CPU figure measured where the job will run.
+    Each client carries its device's FLOP/s; its `compute_scale` (emulated device seconds per second of
+    compute on this CPU) is `cpu_flops_per_s / device FLOP/s`, set here when the CPU figure is known and
+    otherwise by the runtime's caller, which measures the CPU the job runs on.
     """
     codec = config["codec"]
     rounds = []
@@ -54,7 +55,8 @@ def job_for(decisions: Mapping[str, Any], config: Mapping[str, Any], name: str, 
         rounds.append({"round": int(r["round"]), "clients": clients})
     clients = [{"id": c["id"], "index": int(c["index"]), "samples": int(c["samples"]),
                 "uplink_bytes_per_s": float(c["uplink_bytes_per_s"]), "downlink_bytes_per_s": float(c["downlink_bytes_per_s"]),
-                "latency_s": float(c["latency_s"]), "compute_scale": float(cpu_flops_per_s) / float(c["flops_per_s"])}
+                "latency_s": float(c["latency_s"]), "flops_per_s": float(c["flops_per_s"]),
+                **({"compute_scale": float(cpu_flops_per_s) / float(c["flops_per_s"])} if cpu_flops_per_s else {})}
                for c in decisions["population"]]
     return {"format": JOB_FORMAT, "config": name, "seed": int(seed),
             "data": dict(decisions["data"]), "training": dict(decisions["training"]),

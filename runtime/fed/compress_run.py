@@ -32,6 +32,9 @@ def check_job(job: Mapping[str, Any]) -> None:
         raise PlannerError(f"job format {job.get('format')!r} is not {JOB_FORMAT}", "re-emit the plan with this version")
     ids = {c["id"] for c in job["clients"]}
     for c in job["clients"]:
+        if "compute_scale" not in c:
+            raise PlannerError(f"client {c['id']} has no compute scale for the device emulation",
+                               "pass the job through with_emulation(job, this CPU's FLOP/s) first")
         for key in ("uplink_bytes_per_s", "downlink_bytes_per_s"):
             if not float(c[key]) > 0:
                 raise PlannerError(f"client {c['id']}: {key} is {c[key]}", "give every client a positive bandwidth")
@@ -51,6 +54,29 @@ def node_configs(job: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One Flower node config per client, in job order."""
     return [{"device-id": str(c["id"]), "client-index": int(c["index"]), "compute-scale": float(c["compute_scale"])}
             for c in job["clients"]]
+
+
+def with_emulation(job: Mapping[str, Any], cpu_flops_per_s: float) -> dict[str, Any]:
+    """The job with every client's compute scale (`cpu_flops_per_s / device FLOP/s`) for the CPU it runs on."""
+    out = dict(job)
+    out["clients"] = [{**c, "compute_scale": float(cpu_flops_per_s) / float(c["flops_per_s"])} for c in job["clients"]]
+    return out
+
+
+def with_dropouts(job: Mapping[str, Any], probability: float, seed: int) -> dict[str, Any]:
+    """The job with each scheduled (round, client) failing mid-round with `probability` (seeded, EMULATED)."""
+    import random
+
+    rng = random.Random(seed)
+    out = dict(job)
+    out["rounds"] = [{**r, "clients": {cid: {**c, "drop": bool(c.get("drop")) or rng.random() < probability}
+                                       for cid, c in sorted(r["clients"].items())}} for r in job["rounds"]]
+    return out
+
+
+def truncated(job: Mapping[str, Any], rounds: int) -> dict[str, Any]:
+    """The job's first `rounds` rounds."""
+    return {**job, "rounds": [r for r in job["rounds"] if int(r["round"]) <= rounds]}
 
 
 def run_fed_compress(job: Mapping[str, Any], model_path: Path, workdir: Path, *, mode: str = "simulation",

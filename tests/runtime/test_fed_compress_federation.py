@@ -15,7 +15,7 @@ NUMELS = (144, 16, 4608, 32, 32768, 64, 640, 10)
 
 def _job() -> dict:
     clients = [{"id": f"dev-{i}", "index": i, "samples": 1, "uplink_bytes_per_s": 1e6, "downlink_bytes_per_s": 5e6,
-                "latency_s": 0.05, "compute_scale": 0.5 + i} for i in range(4)]
+                "latency_s": 0.05, "flops_per_s": 1e11, "compute_scale": 0.5 + i} for i in range(4)]
     plan = {1: {"dev-0": (1.0, 0.9, 16), "dev-1": (1.0, 0.5, 32), "dev-2": (1.0, 0.7, 8)},
             2: {"dev-0": (0.55, 0.9, 16), "dev-2": (0.75, 0.5, 24), "dev-3": (1.0, 0.7, 8)}}
     rounds = []

@@ -120,14 +120,21 @@ class ModelCosts:
 
 def model_costs(spec: Any) -> ModelCosts:
     """Tensor sizes (state_dict order), parameter bytes, forward FLOPs and activation bytes per sample."""
-    from profilers.graph import profile_model
-    from profilers.models import build_model
+    import torch
 
-    built = build_model(spec, device="meta")
-    sd = built.module.state_dict()
-    prof = profile_model(spec)
-    return ModelCosts(tuple(sd), tuple(int(t.numel()) for t in sd.values()), int(prof.param_bytes),
-                      float(prof.flops), float(prof.activation_bytes))
+    from profilers.digits_cnn import DigitsCNN
+    from profilers.graph import capture, profile_graph
+    from profilers.models import BuiltModel, example_inputs
+
+    # An untrained module: only shapes and costs matter (the catalog's digits-cnn would train on first use).
+    module = DigitsCNN().eval()
+    args, kwargs = example_inputs(spec, None, False, "cpu", 1, None)
+    nodes = profile_graph(capture(BuiltModel(spec, module, args, kwargs, False, "cpu")))
+    sd = module.state_dict()
+    param_bytes = sum(int(t.numel()) * t.element_size() for t in sd.values())
+    return ModelCosts(tuple(sd), tuple(int(t.numel()) for t in sd.values()), int(param_bytes),
+                      float(sum(n.flops for n in nodes)),
+                      float(sum(0 if n.is_view else n.output_bytes for n in nodes)))
 
 
 def label_counts_for(num_clients: int, alpha: float, seed: int, source: str) -> np.ndarray:
@@ -269,4 +276,95 @@ def decisions_of(problem: FedCompressProblem, sol: FedCompressSolution, clients:
                        "num_clients": problem.num_clients}
         out["training"] = {"local_iters": options.local_iters, "lr": options.lr, "optimizer": "SGD"}
         out["tensors"] = list(problem.tensor_numels)
+    return out
+
+
+# ---------------------------------------------------------------- plan validator
+def _close(a: float, b: float, rel: float = 1e-6) -> bool:
+    return abs(float(a) - float(b)) <= rel * max(1.0, abs(float(a)), abs(float(b)))
+
+
+def validate_schedule(name: str, rounds: Sequence[Mapping[str, Any]], codec: Mapping[str, Any],
+                      population: Mapping[str, Mapping[str, Any]], constraints: Mapping[str, Any],
+                      tensors: Sequence[int], feasible: bool) -> list[str]:
+    """Every constraint of one configuration's schedule, from plan data alone (see `validate_plan_decisions`)."""
+    from solvers.fed_compress.cost import download_bytes, quant_bytes, upload_bytes
+
+    out: list[str] = []
+    fixed, per_sample = float(constraints["train_fixed_bytes"]), float(constraints["train_bytes_per_sample"])
+    bmin, bmax = int(constraints["batch_min"]), int(constraints["batch_max"])
+    budget = constraints.get("down_budget_bytes")
+    mnc = int(codec.get("min_compress_numel", 1024))
+    last: dict[str, int] = {}
+    for r in rounds:
+        t = int(r["round"])
+        times, down_total, traffic = [], 0.0, 0.0
+        for cid, c in r["clients"].items():
+            where = f"{name}: round {t}, client {cid}"
+            if cid not in population:
+                out.append(f"{where}: not in the population")
+                continue
+            kd, ku, b = float(c["download_ratio"]), float(c["upload_ratio"]), int(c["batch_size"])
+            for what, v in (("download_ratio", kd), ("upload_ratio", ku)):
+                if not 0.0 < v <= 1.0:
+                    out.append(f"{where}: {what} {v} outside (0, 1]")
+            if not bmin <= b <= bmax:
+                out.append(f"{where}: batch {b} outside {bmin}..{bmax}")
+            if feasible and fixed + per_sample * b > float(population[cid]["memory_bytes"]) * (1 + 1e-9):
+                out.append(f"{where}: batch {b} needs {fixed + per_sample * b:.0f} B of training memory, "
+                           f"the device has {population[cid]['memory_bytes']}")
+            if int(c["staleness"]) != t - last.get(cid, 0):
+                out.append(f"{where}: staleness {c['staleness']} but the schedule says {t - last.get(cid, 0)}")
+            last[cid] = t
+            p = c["predicted"]
+            want_down = download_bytes(tensors, kd, mnc) if 0 < kd <= 1 else -1
+            want_up = (quant_bytes(tensors, int(codec["quant_bits"]), mnc) if codec["upload"] == "quant"
+                       else upload_bytes(tensors, ku, mnc) if 0 < ku <= 1 else -1)
+            if p["bytes_down"] != want_down or p["bytes_up"] != want_up:
+                out.append(f"{where}: predicted bytes {p['bytes_down']:.0f}/{p['bytes_up']:.0f} differ from the "
+                           f"codec's {want_down}/{want_up}")
+            dev = population[cid]
+            comm = (p["bytes_down"] / float(dev["downlink_bytes_per_s"]) + p["bytes_up"] / float(dev["uplink_bytes_per_s"])
+                    + float(dev["latency_s"]))
+            if float(p["time_s"]) < comm * (1 - 1e-5):
+                out.append(f"{where}: predicted time {p['time_s']} s is below its transfer time {comm:.6g} s")
+            times.append(float(p["time_s"]))
+            down_total += p["bytes_down"]
+            traffic += p["bytes_down"] + p["bytes_up"]
+        if times and not _close(max(times), r["round_time_s"], 1e-5):
+            out.append(f"{name}: round {t}: round time {r['round_time_s']} is not the slowest client's {max(times)}")
+        for cid, c in r["clients"].items():
+            if times and not _close(float(c["predicted"]["waiting_s"]) + float(c["predicted"]["time_s"]),
+                                    float(r["round_time_s"]), 1e-5):
+                out.append(f"{name}: round {t}, client {cid}: waiting time disagrees with the round time")
+        if not _close(traffic, r["traffic_bytes"], 1e-12):
+            out.append(f"{name}: round {t}: traffic {r['traffic_bytes']} is not the sum of its clients' {traffic}")
+        if feasible and budget is not None and down_total > float(budget) * (1 + 1e-9):
+            out.append(f"{name}: round {t}: download {down_total:.0f} B exceeds the budget {budget:.0f} B")
+    return out
+
+
+def validate_plan_decisions(decisions: Mapping[str, Any], predicted: Mapping[str, Any], constraints: Mapping[str, Any],
+                            baselines: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    """Every constraint a fed-compress plan states, checked from the plan alone (empty when valid): ratios in
+    (0, 1], batches in range and within each device's memory, staleness as the schedule implies, predicted
+    bytes equal to the codecs' byte formulas, round and waiting times consistent, the downlink budget, and
+    the schedule-level predictions equal to the rounds'."""
+    population = {c["id"]: c for c in decisions["population"]}
+    tensors = [int(p) for p in decisions["tensors"]]
+    out = validate_schedule("plan", decisions["rounds"], decisions["codec"], population, constraints, tensors, True)
+    rounds = decisions["rounds"]
+    if rounds and not _close(float(predicted["traffic_bytes_per_round"]),
+                             sum(r["traffic_bytes"] for r in rounds) / len(rounds), 1e-5):
+        out.append("plan: predicted traffic per round is not the mean of the rounds'")
+    for cid, c in decisions["clients"].items():
+        r = next((x for x in rounds if x["round"] == c["round"]), None)
+        entry = r["clients"].get(cid) if r else None
+        if entry is None or (entry["download_ratio"], entry["upload_ratio"], entry["batch_size"]) != \
+                (c["download_ratio"], c["upload_ratio"], c["batch_size"]):
+            out.append(f"plan: clients.{cid} is not its last scheduled participation")
+    for name, b in (baselines or {}).items():
+        d = b["decisions"]
+        out += validate_schedule(name, d["rounds"], d["codec"], population, constraints, tensors,
+                                 bool(b["predicted"].get("feasible", True)))
     return out

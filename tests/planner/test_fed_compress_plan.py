@@ -1,0 +1,132 @@
+"""fed-compress end to end through the planner: the output contract, determinism, the plan validator,
+inspect width, emit, and one-line errors for bad input."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from core.errors import PeerError, PlannerError
+from planner.api import plan_from_argv
+from planner.pipeline import plan_validator
+from planner.serde import dumps
+from tests.planner.cli_runner import assert_one_line_error, run_cli
+
+ARGS = ["digits-cnn", "--clients", "gen:12:3", "--scenario", "fed-compress", "--rounds", "6", "--participation", "50%"]
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    return plan_from_argv(ARGS)
+
+
+def test_output_contract(ctx) -> None:
+    plan = ctx.plan
+    d, p = plan.decisions, plan.predicted
+    assert plan.family == "fed-compress" and plan_validator(plan) == []
+    assert d["clients"], "every client selected at least once has its decisions"
+    for cid, c in d["clients"].items():
+        assert 0 < c["download_ratio"] <= 1 and 0 < c["upload_ratio"] <= 1
+        assert isinstance(c["batch_size"], int) and 8 <= c["batch_size"] <= 64
+    assert p["traffic_bytes_per_round"] > 0 and p["round_time_s"] > 0
+    assert set(plan.baselines) == {"no_compression", "uniform_mean", "uniform_traffic", "bandwidth_proportional",
+                                   "topk_ef", "fedpaq"}
+    for name, b in plan.baselines.items():
+        assert b.predicted["traffic_bytes_per_round"] > 0 and b.predicted["round_time_s"] > 0, name
+        for c in b.decisions["clients"].values():
+            assert 0 < c["download_ratio"] <= 1 and 0 < c["upload_ratio"] <= 1 and c["batch_size"] >= 8
+    none = plan.baselines["no_compression"].predicted["traffic_bytes_per_round"]
+    assert p["traffic_bytes_per_round"] < none
+    # rule mode: round 1 sends the full model to everyone (nobody has synced), later rounds compress stale less
+    first = d["rounds"][0]["clients"]
+    assert all(c["download_ratio"] == 1.0 for c in first.values())
+    assert "batch_gap_to_exact" in p and p["batch_gap_to_exact"] <= 0.10
+
+
+def test_same_inputs_same_plan_bytes(ctx) -> None:
+    again = plan_from_argv(ARGS)
+    assert dumps(again.plan) == dumps(ctx.plan)
+
+
+def test_validator_catches_tampered_plans(ctx) -> None:
+    d = copy.deepcopy(dict(ctx.plan.decisions))
+    r = d["rounds"][2]
+    cid = sorted(r["clients"])[0]
+    r["clients"][cid]["download_ratio"] = 1.5
+    bad = dataclasses.replace(ctx.plan, decisions=d)
+    assert any("outside (0, 1]" in e for e in plan_validator(bad))
+    d = copy.deepcopy(dict(ctx.plan.decisions))
+    d["rounds"][1]["clients"][sorted(d["rounds"][1]["clients"])[0]]["predicted"]["bytes_up"] += 1
+    assert any("predicted bytes" in e for e in plan_validator(dataclasses.replace(ctx.plan, decisions=d)))
+    d = copy.deepcopy(dict(ctx.plan.decisions))
+    c = d["rounds"][0]["clients"][sorted(d["rounds"][0]["clients"])[0]]
+    c["batch_size"] = 64
+    mem = {x["id"]: x for x in d["population"]}
+    mem[sorted(d["rounds"][0]["clients"])[0]]["memory_bytes"] = 1000
+    assert any("training memory" in e for e in plan_validator(dataclasses.replace(ctx.plan, decisions=d)))
+
+
+def test_inspect_fits_80_columns(ctx) -> None:
+    from planner.inspect_view import render
+    from planner.registry import family
+
+    buf = io.StringIO()
+    Console(file=buf, width=80, color_system=None).print(render(ctx.plan, family("fed-compress")))
+    lines = buf.getvalue().splitlines()
+    assert max(len(l.rstrip()) for l in lines) <= 80
+    assert any("schedule" in l for l in lines) and any("uniform_mean" in l for l in lines)
+
+
+def test_emit_writes_model_and_one_job_per_configuration(ctx, tmp_path: Path) -> None:
+    from planner.api import emit_artifact
+
+    out = emit_artifact(ctx.plan, tmp_path / "build")
+    jobs = sorted(p.stem for p in (out / "jobs").glob("*.json"))
+    assert jobs == sorted(["plan", *ctx.plan.baselines])
+    job = json.loads((out / "jobs" / "plan.json").read_text())
+    r = job["rounds"][1]
+    cid = sorted(r["clients"])[0]
+    want = ctx.plan.decisions["rounds"][1]["clients"][cid]
+    assert r["clients"][cid]["keep_down"] == want["download_ratio"] and r["clients"][cid]["batch"] == want["batch_size"]
+    assert (out / "model" / "digits-cnn.pt2").stat().st_size > 4 * 38282
+
+
+def test_a_ratio_outside_the_unit_interval_exits_2_with_one_line() -> None:
+    proc = run_cli("plan", *ARGS, "--min-download-ratio", "1.5", timeout=120)
+    assert_one_line_error(proc, "--min-download-ratio")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    ([*ARGS, "--max-upload-ratio", "0"], "--max-upload-ratio"),
+    ([*ARGS, "--min-upload-ratio", "0.95"], "--min-upload-ratio"),
+    ([*ARGS, "--hardware", "a100_80gb"], "--hardware"),
+    (["digits-cnn", "--clients", "gen:1500", "--scenario", "fed-compress"], "no data"),
+    (["resnet50", "--clients", "gen:4", "--scenario", "fed-compress"], "digits"),
+])
+def test_bad_input_is_a_one_line_planner_error(argv: list[str], fragment: str) -> None:
+    with pytest.raises(PlannerError) as err:
+        plan_from_argv(argv)
+    assert fragment in err.value.one_line() and "\n" not in err.value.one_line()
+
+
+def test_zero_bandwidth_is_a_one_line_error(tmp_path: Path) -> None:
+    pop = tmp_path / "clients.yaml"
+    pop.write_text("devices:\n  - {kind: phone_midrange_8gb, count: 3, link: 0mbps}\n")
+    with pytest.raises(PlannerError) as err:
+        plan_from_argv(["digits-cnn", "--clients", str(pop), "--scenario", "fed-compress"])
+    assert "link" in err.value.one_line() and "positive" in err.value.one_line()
+
+
+def test_unreachable_server_is_a_peer_error() -> None:
+    """The launcher's wait for the SuperLink: nothing listens on the port -> PeerError (one line at the CLI)."""
+    from runtime.fed.federation import _wait_http, free_port
+
+    port = free_port()
+    with pytest.raises(PeerError, match="did not answer") as err:
+        _wait_http(f"http://127.0.0.1:{port}/health", lambda: None, 1.0, "the SuperLink")
+    assert "\n" not in err.value.one_line()
