@@ -2,7 +2,7 @@
 
 Part 1 (Flower, real training, three seeds): digits-cnn on scikit-learn digits split over 50 clients by
 Dirichlet(alpha = 0.3); population `gen:50:SEED`; 10 clients per round (participation 0.2), 30 rounds,
-20 local SGD steps (lr 0.1). Every configuration uses the same population, split, participation
+20 local SGD steps (lr 0.1), 50 ms fixed per-round overhead per client. Every configuration uses the same population, split, participation
 schedule and initial model for a seed. Traffic = payload bytes both ways (measured: the lengths of the
 serialised payload arrays), until the first round whose held-out accuracy reaches the target; final
 accuracy = mean over the last 5 rounds. Device compute and links are EMULATED from the hardware
@@ -45,7 +45,8 @@ def plan_configs(seed: int, rounds: int, num_clients: int, calibration: dict) ->
 
     spec = resolve_model("digits-cnn")
     pop = parse_population(f"gen:{num_clients}:{seed}", resolve_hardware)
-    opts = FedCompressOptions(rounds=rounds, participation=0.2, seed=seed, lr=0.1, calibration=calibration)
+    opts = FedCompressOptions(rounds=rounds, participation=0.2, seed=seed, lr=0.1, round_overhead_s=0.05,
+                              calibration=calibration)
     problem, clients, _ = lower(spec, pop, opts)
     cfg = opts.caesar_config()
     sol = caesar.solve(problem, cfg)

@@ -65,11 +65,11 @@ def with_emulation(job: Mapping[str, Any], cpu_flops_per_s: float) -> dict[str, 
 
 def with_dropouts(job: Mapping[str, Any], probability: float, seed: int) -> dict[str, Any]:
     """The job with each scheduled (round, client) failing mid-round with `probability` (seeded, EMULATED)."""
-    import random
+    import numpy as np
 
-    rng = random.Random(seed)
+    rng = np.random.default_rng([int(seed), 0xD0])   # a stream of its own, apart from the participation draw
     out = dict(job)
-    out["rounds"] = [{**r, "clients": {cid: {**c, "drop": bool(c.get("drop")) or rng.random() < probability}
+    out["rounds"] = [{**r, "clients": {cid: {**c, "drop": bool(c.get("drop")) or bool(rng.random() < probability)}
                                        for cid, c in sorted(r["clients"].items())}} for r in job["rounds"]]
     return out
 

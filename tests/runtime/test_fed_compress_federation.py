@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from codegen.fed_compress import export_model
+from core.errors import PlannerError
 from profilers.digits_cnn import DigitsCNN
 from runtime.fed.compress_run import run_fed_compress
 from solvers.fed_compress.cost import download_bytes, upload_bytes
@@ -66,3 +68,21 @@ def test_loaded_models_never_share_weights_with_the_saved_program(tmp_path: Path
     first.load_state_dict({k: torch.zeros_like(v) for k, v in initial.items()})   # a run trains its copy
     again = load_model(str(path))
     assert all(torch.equal(again.state_dict()[k], initial[k]) for k in initial)
+
+
+def test_job_transforms_for_a_run() -> None:
+    from runtime.fed.compress_run import check_job, truncated, with_dropouts, with_emulation
+
+    job = _job()
+    assert with_dropouts(job, 0.3, 1) == with_dropouts(job, 0.3, 1)
+    drops = lambda j: [c["drop"] for r in j["rounds"] for c in r["clients"].values()]
+    assert not any(drops(with_dropouts({**job, "rounds": [{**r, "clients": {k: {**c, "drop": False} for k, c in
+                                                                            r["clients"].items()}}
+                                                         for r in job["rounds"]]}, 0.0, 0)))
+    assert all(drops(with_dropouts(job, 1.0, 0)))
+    assert [r["round"] for r in truncated(job, 1)["rounds"]] == [1]
+    assert with_emulation(job, 2e11)["clients"][0]["compute_scale"] == 2.0
+
+    bad = {**job, "rounds": [{"round": 1, "clients": {"dev-0": {**job["rounds"][0]["clients"]["dev-0"], "keep_up": 1.2}}}]}
+    with pytest.raises(PlannerError, match="outside"):
+        check_job(bad)

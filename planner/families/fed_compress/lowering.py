@@ -40,15 +40,15 @@ class FedCompressOptions:
     `min_upload_ratio` and `max_upload_ratio` (θ_u_max = 1 − min, θ_u_min = 1 − max).
     """
 
-    rounds: int = 30
+    rounds: int = 20
     participation: float = 0.2
     alpha: float = 0.3
     seed: int = 0
     local_iters: int = 20
-    lr: float = 0.05
+    lr: float = 0.1
     batch_min: int = 8
     batch_max: int = 64
-    round_overhead_s: float = 0.05
+    round_overhead_s: float = 0.02
     min_download_ratio: float = 0.5
     min_upload_ratio: float = 0.5
     max_upload_ratio: float = 0.9
