@@ -142,7 +142,8 @@ def strategy_for(job: Mapping[str, Any], nodes: Mapping[str, int], initial: Mapp
     c = job["codec"]
     codec = CodecSettings(up_codec=str(c["up_codec"]), quant_bits=int(c.get("quant_bits", 0)),
                           error_feedback=bool(c.get("error_feedback", False)), recovery=bool(c.get("recovery", True)),
-                          min_numel=int(c.get("min_numel", 1024)), seed=int(job["seed"]))
+                          min_numel=int(c.get("min_numel", 1024)), seed=int(job["seed"]),
+                          diagnostics=bool(job.get("diagnostics", False)))
     links = {cid: {"downlink-bytes-per-s": float(cl["downlink_bytes_per_s"]),
                    "uplink-bytes-per-s": float(cl["uplink_bytes_per_s"]), "latency-s": float(cl["latency_s"])}
              for cid, cl in clients.items()}

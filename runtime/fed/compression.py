@@ -52,6 +52,7 @@ DOWN_KEY = "caesar.down"        # ArrayRecord {"payload": uint8}: the encoded gl
 UP_KEY = "caesar.up"            # ArrayRecord {"payload": uint8}: the encoded update
 CODEC_KEY = "caesar.codec"      # ConfigRecord: this client's codec settings for this round
 INSTALL_KEY = "caesar.install"  # ArrayRecord: the initial model, installed once
+DIAG_KEY = "caesar.diagnostic"  # ArrayRecord: the dense global model, DIAGNOSTIC runs only, never counted as traffic
 PREV_KEY = "caesar.w_prev"      # context.state: the client's previous local model
 RESIDUAL_KEY = "caesar.residual"  # context.state: error-feedback residual
 ARRAYS_KEY, CONFIG_KEY, METRICS_KEY = "arrays", "config", "metrics"
@@ -79,6 +80,7 @@ class CodecSettings:
     recovery: bool = True
     min_numel: int = 1024
     seed: int = 0
+    diagnostics: bool = False   # also send the dense model (uncounted) so clients report their true deviation
 
 
 # ---------------------------------------------------------------- records
@@ -157,6 +159,13 @@ def compression_mod(message: Message, context: Context, call_next: Callable[[Mes
                          int(cfg["min-numel"]))
     w_start = {n: recover_download(p, w_prev[n] if cfg["recovery"] else None) for n, p in zip(names, down)}
     decode_s = time.perf_counter() - t0
+    diag = {}
+    if DIAG_KEY in content.array_records:     # diagnostic runs: the true deviation of the rebuilt model
+        w_true = state_dict_of(content.array_records[DIAG_KEY])
+        flat_w = torch.cat([w_true[n].reshape(-1) for n in names])
+        diag = {"dev-recovery-true": relative_deviation(flat_w, torch.cat([w_start[n].reshape(-1) for n in names])),
+                "dev-sign-mean-true": relative_deviation(flat_w, torch.cat([recover_download(p, None).reshape(-1)
+                                                                            for p in down]))}
     inner = RecordDict({ARRAYS_KEY: dense_record(w_start), CONFIG_KEY: content.config_records[CONFIG_KEY]})
     message.content = inner
     reply = call_next(message, context)
@@ -186,7 +195,7 @@ def compression_mod(message: Message, context: Context, call_next: Callable[[Mes
     up = stream_record(buf)
     metrics = dict(reply.content.metric_records.get(METRICS_KEY, MetricRecord({})))
     metrics.update({"up-payload-bytes": int(buf.size), "up-serialised-bytes": serialised_bytes(up),
-                    "codec-s": decode_s + encode_s})
+                    "codec-s": decode_s + encode_s, **diag})
     reply.content = RecordDict({UP_KEY: up, METRICS_KEY: MetricRecord(metrics)})
     return reply
 
@@ -254,6 +263,8 @@ class CompressedFedAvg(FedAvg):
             content = RecordDict({DOWN_KEY: rec,
                                   CODEC_KEY: _codec_config(server_round, settings, self.codec, self.client_index[client]),
                                   CONFIG_KEY: ConfigRecord(train_cfg)})
+            if self.codec.diagnostics:
+                content[DIAG_KEY] = dense_record(w)
             msgs.append(Message(content=content, message_type="train", dst_node_id=self.nodes[client]))
             sent[client] = _Sent(client, self.nodes[client], settings, int(buf.size), serialised_bytes(rec), dev_r, dev_s,
                                  est, server_round - self.last_sync[client])

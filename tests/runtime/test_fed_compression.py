@@ -77,7 +77,7 @@ def _install(context: Context, initial: dict[str, torch.Tensor], node: int) -> N
 @pytest.mark.parametrize("error_feedback", [False, True])
 def test_one_round_through_the_mod_and_the_strategy(error_feedback: bool) -> None:
     initial = _weights(0)
-    codec = CodecSettings(error_feedback=error_feedback)
+    codec = CodecSettings(error_feedback=error_feedback, diagnostics=error_feedback)   # diagnostics in one case
     strat = _strategy(codec, initial, keep_down=0.6, keep_up=0.3)
     contexts = {n: Context(1, n, {}, RecordDict(), {}) for n in (10, 11, 12)}
     for n, ctx in contexts.items():
@@ -126,6 +126,11 @@ def test_one_round_through_the_mod_and_the_strategy(error_feedback: bool) -> Non
     row = rec["clients"]["a"]
     assert row["down_payload_bytes"] == download_bytes(numels, 0.6) and row["up_payload_bytes"] == upload_bytes(numels, 0.3)
     assert row["dev_recovery_estimate"] < row["dev_sign_mean_estimate"]
+    if codec.diagnostics:   # the dense model travels beside the payload for the diagnostic only: bytes unchanged
+        assert 0 < row["dev_recovery_true"] < row["dev_sign_mean_true"]
+        assert row["down_serialised_bytes"] == row["down_payload_bytes"] + 128
+    else:
+        assert "dev_recovery_true" not in row
 
 
 def test_messages_without_caesar_records_pass_through() -> None:
