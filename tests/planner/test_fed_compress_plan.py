@@ -130,3 +130,22 @@ def test_unreachable_server_is_a_peer_error() -> None:
     with pytest.raises(PeerError, match="did not answer") as err:
         _wait_http(f"http://127.0.0.1:{port}/health", lambda: None, 1.0, "the SuperLink")
     assert "\n" not in err.value.one_line()
+
+
+def test_calibrated_plan_scales_this_cpus_step_time_to_each_device(tmp_path: Path) -> None:
+    from planner.calibration import calibration_text
+    from planner.registry import resolve_model
+
+    cal = tmp_path / "cal.yaml"
+    measured = {"iter_fixed_s": 1e-3, "iter_per_sample_s": 5e-5, "cpu_flops_per_s": 1e11}
+    cal.write_text(calibration_text("fed-compress", resolve_model("digits-cnn"), False, measured))
+    ctx = plan_from_argv(["digits-cnn", "--clients", "gen:6:1", "--scenario", "fed-compress", "--rounds", "3",
+                          "--calibration", str(cal)])
+    assert ctx.plan.inputs["step_times"] == "calibrated on this CPU" and plan_validator(ctx.plan) == []
+    for c in ctx.plan.decisions["population"]:
+        scale = 1e11 / c["flops_per_s"]
+        assert c["iter_fixed_s"] == pytest.approx(1e-3 * scale, rel=1e-5)
+        assert c["iter_per_sample_s"] == pytest.approx(5e-5 * scale, rel=1e-5)
+    cal.write_text(calibration_text("split-inference", resolve_model("digits-cnn"), False, measured))
+    with pytest.raises(PlannerError, match="split-inference"):
+        plan_from_argv(["digits-cnn", "--clients", "gen:6:1", "--scenario", "fed-compress", "--calibration", str(cal)])

@@ -214,6 +214,11 @@ def _r(x: float) -> float:
     return round(float(x), ROUND)
 
 
+def _sig(x: float) -> float:
+    """9 significant digits: per-sample step times are ~1e-5 s, so fixed decimals would lose them."""
+    return float(f"{float(x):.9g}")
+
+
 def codec_of(sol: FedCompressSolution, problem: FedCompressProblem) -> dict[str, Any]:
     """How a configuration encodes (plain data for the plan and the runtime)."""
     return {"download": sol.down_codec, "upload": sol.up_codec, "error_feedback": bool(sol.error_feedback),
@@ -269,7 +274,7 @@ def decisions_of(problem: FedCompressProblem, sol: FedCompressSolution, clients:
     schedule = schedule_of(problem, sol)
     out: dict[str, Any] = {"clients": last_participation(schedule), "rounds": schedule, "codec": codec_of(sol, problem)}
     if clients is not None:
-        out["population"] = [{**{k: (_r(v) if isinstance(v, float) else v) for k, v in asdict(c).items()},
+        out["population"] = [{**{k: (_sig(v) if isinstance(v, float) else v) for k, v in asdict(c).items()},
                               "label_counts": list(c.label_counts), "latency_s": _r(options.round_overhead_s)}
                              for c in clients]
         out["data"] = {"dataset": "digits (scikit-learn)", "alpha": options.alpha, "split_seed": options.seed,
