@@ -8,8 +8,8 @@ clients, training settings), `model-path` (the model as a saved `torch.export` p
 its initial weights). Node config: `device-id`, `client-index` (its part of the split),
 `compute-scale` (emulated device time per second of compute on this CPU).
 
-Device speeds are EMULATED: a client measures its training time on this CPU (one thread) and
-reports it multiplied by `compute-scale`; link times are payload bytes over the device's bandwidth.
+Device speeds are EMULATED: a client measures the CPU time of its training on this CPU (one thread,
+so other load on the machine does not count) and reports it multiplied by `compute-scale`; link times are payload bytes over the device's bandwidth.
 With the job's `emulate_wall_clock` the client also sleeps so the round lasts that long.
 """
 from __future__ import annotations
@@ -106,7 +106,8 @@ def train(message: Message, run_config: Mapping[str, Any], node: Mapping[str, An
     opt = torch.optim.SGD(model.parameters(), lr=float(cfg["lr"]))
     gen = torch.Generator().manual_seed(int(job["seed"]) * 1_000_003 + int(cfg["round"]) * 1009 + index)
     iters, batch, n = int(cfg["local-iters"]), int(cfg["batch"]), len(y)
-    t0 = time.perf_counter()
+    # CPU time of this thread, not wall time: other processes on a shared machine must not slow the emulated device
+    t0, w0 = time.thread_time(), time.perf_counter()
     loss_sum = 0.0
     for it in range(iters):
         if bool(cfg["drop"]) and it == iters // 2:
@@ -119,10 +120,12 @@ def train(message: Message, run_config: Mapping[str, Any], node: Mapping[str, An
         loss.backward()
         opt.step()
         loss_sum += float(loss.detach())
-    train_s = time.perf_counter() - t0
+    train_s = time.thread_time() - t0
+    wall_s = time.perf_counter() - w0
     compute_s = train_s * float(node["compute-scale"])
-    slept = sleep_to(compute_s, train_s) if job.get("emulate_wall_clock") else 0.0
-    metrics = MetricRecord({"num-examples": n, "train-s-measured": train_s, "compute-s-emulated": compute_s,
+    slept = sleep_to(compute_s, wall_s) if job.get("emulate_wall_clock") else 0.0
+    metrics = MetricRecord({"num-examples": n, "train-s-measured": train_s, "train-wall-s": wall_s,
+                            "compute-s-emulated": compute_s,
                             "slept-s": slept, "loss": loss_sum / max(iters, 1)})
     weights = {k: v.detach() for k, v in model.state_dict().items()}
     return Message(content=RecordDict({ARRAYS_KEY: dense_record(weights), METRICS_KEY: metrics}), reply_to=message)
