@@ -90,10 +90,10 @@ def request_stream(art: Artifact, count: int | None = None) -> RequestStream:
 
 
 # ------------------------------------------------------------------ roles
-def serve_cloud(path: Path, listen: str, ready_out: Any = None) -> None:
+def serve_cloud(path: Path, listen: str, ready_out: Any = None, emulate: bool = False) -> None:
     """Load the cloud halves and serve until SIGTERM/SIGINT; prints READY_LINE + HOST:PORT when listening."""
     art = load_artifact(path, role="cloud")
-    service = CloudService(art)
+    service = CloudService(art, emulate=emulate)
     server, port = start_cloud_server(service, listen)
     host = listen.rsplit(":", 1)[0]
     out = ready_out or sys.stdout
@@ -126,7 +126,7 @@ def run_edge(path: Path, connect: str | None, opts: EdgeOptions, count: int | No
 
 
 def spawn_cloud(path: Path, listen: str = "127.0.0.1:0", wrap: Sequence[str] = (), timeout_s: float = 60.0,
-                threads: int | None = None) -> tuple[subprocess.Popen, str]:
+                threads: int | None = None, emulate: bool = False) -> tuple[subprocess.Popen, str]:
     """Start `--role cloud` as a child process (optionally under `wrap`, e.g. `ip netns exec NS`); returns it
     and the address it listens on once it says so."""
     env = dict(os.environ)
@@ -134,6 +134,8 @@ def spawn_cloud(path: Path, listen: str = "127.0.0.1:0", wrap: Sequence[str] = (
     cmd = [*wrap, sys.executable, "-m", "runtime.split_inference.run", str(path), "--role", "cloud", "--listen", listen]
     if threads:
         cmd += ["--threads", str(threads)]
+    if emulate:
+        cmd += ["--emulate-cloud"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     deadline = time.monotonic() + timeout_s
     line = ""
@@ -190,6 +192,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--adapt", choices=("on", "off"), help="plan-table switching (default: on when the plan has a table)")
     ap.add_argument("--switch-samples", type=int, help="consecutive samples before a table switch")
     ap.add_argument("--no-emulate", action="store_true", help="do not pad the edge stage to the edge profile's T_e")
+    ap.add_argument("--emulate-cloud", action="store_true",
+                    help="cloud: pad each request's cloud stage to the plan's T_c (emulates a slower cloud)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds without an answer before giving up")
     ap.add_argument("--connect-timeout", type=float, default=10.0)
     ap.add_argument("--reconnect-timeout", type=float, default=30.0)
@@ -220,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(a.threads or 1)
     try:
         if a.role == "cloud":
-            serve_cloud(a.artifact, a.listen)
+            serve_cloud(a.artifact, a.listen, emulate=a.emulate_cloud)
             return 0
         opts = options_from_args(a)
         if a.role == "edge":

@@ -71,12 +71,14 @@ class CloudStats:
 class CloudService:
     """Serves the cloud halves of an artifact over the gRPC stream."""
 
-    def __init__(self, artifact: Artifact, compute_threads: int | None = None) -> None:
+    def __init__(self, artifact: Artifact, emulate: bool = False) -> None:
         self.art = artifact
         self.expect = artifact.expected_wire()
         self.lock = threading.Lock()
         self.stats = CloudStats()
-        self.compute_threads = compute_threads
+        # cloud emulation (off by default; labelled in the cloud's log): pad each request's cloud stage to the
+        # plan's predicted cloud_ms when this CPU is faster than the cloud profile (it cannot speed it up)
+        self.emulate = emulate
 
     def _error(self, request_id: int, message: str) -> bytes:
         self.stats.errors += 1
@@ -131,6 +133,8 @@ class CloudService:
                     with self.lock, torch.inference_mode():
                         start = now()
                         outs = part.cloud(*f.tensors)
+                        if self.emulate:
+                            time.sleep(max(0.0, float(part.predicted.get("cloud_ms") or 0.0) / 1e3 - (now() - start)))
                         done = now()
                 except Exception as exc:  # a well-framed but wrong tensor: answer with the reason, keep serving
                     yield self._error(f.request_id, f"the cloud half of {part.pid} failed on request {f.request_id} "
