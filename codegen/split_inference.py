@@ -224,13 +224,15 @@ def _wire_bits(spec: TensorSpec, requested: int | None) -> int | None:
 
 
 def split_graph(gm: fx.GraphModule, on_edge: Callable[[fx.Node], bool], bits: Mapping[str, int] | None = None,
-                *, class_prefix: str = "") -> SplitHalves:
+                *, output_on_edge: bool | None = None, class_prefix: str = "") -> SplitHalves:
     """Cut `gm` (an exported GraphModule, modified in place: guards dropped, in-place ops functionalised).
 
     `on_edge(node)` is called for every computing node (not for model inputs, weights or the output) and
     says whether it runs on the edge; `bits` maps a crossing tensor's producer name (a node or a model
     input) to its transmission bits (absent or >= native: sent raw). Raises ValueError when the edge set
-    is not downward closed.
+    is not downward closed. `output_on_edge` says where the result is delivered: by default on the edge
+    exactly when no node runs in the cloud; False with every node on the edge gives a cloud half that only
+    receives the outputs and returns them (a plan may send the logits across and back).
     """
     bits = dict(bits or {})
     drop_export_guards(gm)
@@ -256,6 +258,11 @@ def split_graph(gm: fx.GraphModule, on_edge: Callable[[fx.Node], bool], bits: Ma
     edge_nodes = tuple(n.name for n in computing if callback(n) == EDGE)
     cloud_nodes = tuple(n.name for n in computing if callback(n) == CLOUD)
 
+    edge_first(gm, callback)
+    if output_on_edge is None:
+        output_on_edge = not cloud_nodes
+    elif output_on_edge and cloud_nodes:
+        raise ValueError("the output cannot be on the edge while nodes run in the cloud")
     sm = split_module(gm, gm, callback, keep_original_order=True, keep_original_node_name=True, tuple_return=True)
     top = sm.graph
     calls = {int(n.target.split("_")[-1]): n for n in top.nodes if n.op == "call_module"}
@@ -283,8 +290,9 @@ def split_graph(gm: fx.GraphModule, on_edge: Callable[[fx.Node], bool], bits: Ma
     # edge-produced model outputs
     wire_src: list[tuple[str, Any]] = []
     wire_kind: list[str] = []
-    if cloud_call is not None:
-        for a in cloud_call.args:
+    has_cloud = cloud_call is not None or not output_on_edge
+    if has_cloud:
+        for a in (cloud_call.args if cloud_call is not None else ()):
             s = top_source(a)
             if s[0] != "attr" and s not in wire_src:
                 wire_src.append(s)
@@ -318,7 +326,7 @@ def split_graph(gm: fx.GraphModule, on_edge: Callable[[fx.Node], bool], bits: Ma
         val_map = _bind(eg, edge_sub, edge_call.args, e_inputs, placeholders)
         ret = eg.graph_copy(edge_sub.graph, val_map)
         edge_results = [eg.call_function(operator.getitem, (ret, k)) for k in range(len(edge_out_nodes))]
-    if cloud_call is None:
+    if not has_cloud:
         # all-edge: the edge returns the model's outputs
         outs = [edge_results[top_source(v)[1]] if top_source(v)[0] == "edge" else e_inputs[top_source(v)[1]]
                 for v in flat_outs_top(top)]
@@ -337,7 +345,7 @@ def split_graph(gm: fx.GraphModule, on_edge: Callable[[fx.Node], bool], bits: Ma
 
     # ---- cloud half: wire values -> dequantise -> (submodule 1) -> the model's flat outputs
     cloud_gm = None
-    if cloud_call is not None:
+    if has_cloud:
         cg = fx.Graph()
         received: dict[tuple[str, Any], fx.Node] = {}
         for s, w in zip(wire_src, wire):
@@ -348,14 +356,15 @@ def split_graph(gm: fx.GraphModule, on_edge: Callable[[fx.Node], bool], bits: Ma
                 received[s] = cg.call_function(torch.ops.aten._to_copy.default, (ph,), {"dtype": getattr(torch, w.dtype)})
             else:
                 received[s] = ph
-        args = []
-        for a in cloud_call.args:
-            s = top_source(a)
-            args.append(cg.get_attr(s[1]) if s[0] == "attr" else received[s])
-        val_map = {ph: v for ph, v in zip([n for n in cloud_sub.graph.nodes if n.op == "placeholder"], args)}
-        ret = cg.graph_copy(cloud_sub.graph, val_map)
-        n_cloud_out = len(_sub_outputs(cloud_sub))
-        cloud_results = [cg.call_function(operator.getitem, (ret, k)) for k in range(n_cloud_out)]
+        cloud_results: list[fx.Node] = []
+        if cloud_call is not None:
+            args = []
+            for a in cloud_call.args:
+                s = top_source(a)
+                args.append(cg.get_attr(s[1]) if s[0] == "attr" else received[s])
+            val_map = {ph: v for ph, v in zip([n for n in cloud_sub.graph.nodes if n.op == "placeholder"], args)}
+            ret = cg.graph_copy(cloud_sub.graph, val_map)
+            cloud_results = [cg.call_function(operator.getitem, (ret, k)) for k in range(len(_sub_outputs(cloud_sub)))]
         outs = []
         for v in flat_outs_top(top):
             s = top_source(v)
@@ -367,6 +376,25 @@ def split_graph(gm: fx.GraphModule, on_edge: Callable[[fx.Node], bool], bits: Ma
             g.graph.lint()
             g.recompile()
     return SplitHalves(edge_gm, cloud_gm, inputs, tuple(wire), outputs, edge_nodes, cloud_nodes)
+
+
+def edge_first(gm: fx.GraphModule, callback: Callable[[fx.Node], int]) -> None:
+    """Reorder the graph (in place): inputs and weights, then every edge node, then every cloud node, each
+    group in its original order. With `keep_original_order` split_module emits partitions in the order
+    of their first node, so a cloud node listed before an edge node it reads (an `arange` constant the
+    edge sends, placed late by export) made it look the value up before it existed (a KeyError)."""
+    nodes = list(gm.graph.nodes)
+    head = [n for n in nodes if n.op in ("placeholder", "get_attr")]
+    compute = [n for n in nodes if n.op not in ("placeholder", "get_attr", "output")]
+    order = head + [n for n in compute if callback(n) == EDGE] + [n for n in compute if callback(n) == CLOUD]
+    if order == [n for n in nodes if n.op != "output"]:
+        return
+    anchor = order[0]
+    for n in order[1:]:
+        anchor.append(n)
+        anchor = n
+    gm.graph.lint()
+    gm.recompile()
 
 
 def flat_outs_top(top: fx.Graph) -> list[fx.Node]:

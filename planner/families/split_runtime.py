@@ -304,7 +304,7 @@ def build_artifact(plan: Any, opts: EmitOptions, progress: Progress = lambda s: 
             keys[k] = pid
             progress(f"splitting partition {pid} ({', '.join(c.cut) or 'all on the edge'})")
             bits = {name: c.bits[r] for name, r in rep.items() if r in c.bits}
-            halves = split_graph(gm, edge_set(gm, c.cut), bits)
+            halves = split_graph(gm, edge_set(gm, c.cut), bits, output_on_edge=not c.cut)
             crossing = {rep.get(w.name, w.name) for w in halves.wire}
             if crossing != set(c.cut):
                 raise RuntimeError(f"codegen's cut {sorted(crossing)} differs from the plan's {sorted(c.cut)} (a bug)")
