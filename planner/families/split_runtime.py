@@ -47,6 +47,7 @@ class EmitOptions:
 
     seed: int = 0
     requests: int = SEEDED_REQUESTS
+    cache_calibration: int = CACHE_CALIBRATION_SEEDED   # seeded calibration inputs (models without real data)
     listen: str = "127.0.0.1:50551"
     switch_samples: int = 20
 
@@ -244,7 +245,7 @@ def _cache(spec: Any, built: Any, gm: Any, parts: list[Any], opts: EmitOptions,
             truth = data.y_train
             source = f"scikit-learn digits training split ({len(xs)} images, labels)"
         else:
-            xs = seeded_inputs(input_specs, opts.seed + 1, CACHE_CALIBRATION_SEEDED)
+            xs = seeded_inputs(input_specs, opts.seed + 1, opts.cache_calibration)
             truth = None
             source = f"{len(xs)} seeded inputs labelled by the unsplit model (random weights: no real classes)"
         model_pred = torch.tensor([int(_first(gm(*a)).reshape(-1).argmax()) for a in xs])
