@@ -255,6 +255,7 @@ def main() -> int:
                         lat = run_edge(d / "build", addr, link, d / f"{config}{'_cache' if cache else ''}_lat.json", config,
                                        n_lat, 1, cache)
                         r = {"model": model, "mbps": mbps, "config": config, "cache": cache, "link": link.label,
+                             "load_average_1min": round(os.getloadavg()[0], 2),
                              "partition": key[0], "throughput_run": summary(thr), "latency_run": summary(lat),
                              "plan_s": round(plan["_plan_s"], 1), "plan_timing": plan["decisions"].get("timing", "")}
                         seen[key] = r
@@ -263,7 +264,7 @@ def main() -> int:
                     stop_process(proc)
     finally:
         link.teardown()
-    report = {"cpu": cpu, "edge_slowdown": EDGE_SLOWDOWN, "link_mode": link.mode, "results": results,
+    report = {"cpu": cpu, "cores": os.cpu_count(), "edge_slowdown": EDGE_SLOWDOWN, "link_mode": link.mode, "results": results,
               "note": ("edge EMULATED (this CPU slowed 4x by padding each request to the plan's T_e); cloud = this CPU, "
                        "one thread; models with random weights report agreement with the unsplit model, not accuracy")}
     text = json.dumps(report, indent=2, sort_keys=True, default=float) + "\n"

@@ -223,8 +223,43 @@ def _wire_bits(spec: TensorSpec, requested: int | None) -> int | None:
     return int(requested)
 
 
+def recompute_in_cloud(gm: fx.GraphModule, on_edge: Callable[[fx.Node], bool],
+                       recompute: Callable[[fx.Node], bool]) -> set[fx.Node]:
+    """Give the cloud its own copy of every edge node `recompute` accepts (shape-only views) that a cloud
+    node reads, recursively up to the first node it does not accept; returns the copies (cloud nodes).
+
+    Without this, a view the edge also needs (an attention mask expanded from 128 to 128x128 values,
+    read by edge and cloud layers alike) would cross the link instead of its source, 128x larger.
+    """
+    clones: dict[fx.Node, fx.Node] = {}
+
+    def cloud_copy(n: fx.Node) -> fx.Node:
+        if n.op in ("placeholder", "get_attr") or not on_edge(n) or not recompute(n):
+            return n
+        if n not in clones:
+            for a in n.all_input_nodes:   # copies of its inputs first (they are inserted after those inputs)
+                cloud_copy(a)
+            with gm.graph.inserting_after(n):
+                clones[n] = gm.graph.node_copy(n, lambda a: clones.get(a, a))
+        return clones[n]
+
+    for n in list(gm.graph.nodes):
+        if n.op in ("placeholder", "get_attr", "output") or n in clones.values() or not on_edge(n) or not recompute(n):
+            continue
+        readers = [u for u in n.users if u.op not in ("output",) and u not in clones.values() and not on_edge(u)]
+        if readers:
+            c = cloud_copy(n)
+            for u in readers:
+                u.replace_input_with(n, c)
+    if clones:
+        gm.graph.lint()
+        gm.recompile()
+    return set(clones.values())
+
+
 def split_graph(gm: fx.GraphModule, on_edge: Callable[[fx.Node], bool], bits: Mapping[str, int] | None = None,
-                *, output_on_edge: bool | None = None, class_prefix: str = "") -> SplitHalves:
+                *, output_on_edge: bool | None = None, recompute: Callable[[fx.Node], bool] | None = None,
+                class_prefix: str = "") -> SplitHalves:
     """Cut `gm` (an exported GraphModule, modified in place: guards dropped, in-place ops functionalised).
 
     `on_edge(node)` is called for every computing node (not for model inputs, weights or the output) and
@@ -232,11 +267,16 @@ def split_graph(gm: fx.GraphModule, on_edge: Callable[[fx.Node], bool], bits: Ma
     input) to its transmission bits (absent or >= native: sent raw). Raises ValueError when the edge set
     is not downward closed. `output_on_edge` says where the result is delivered: by default on the edge
     exactly when no node runs in the cloud; False with every node on the edge gives a cloud half that only
-    receives the outputs and returns them (a plan may send the logits across and back).
+    receives the outputs and returns them (a plan may send the logits across and back). `recompute(node)`
+    marks edge nodes the cloud recomputes from their inputs instead of receiving (see `recompute_in_cloud`).
     """
     bits = dict(bits or {})
     drop_export_guards(gm)
     functionalise_inplace(gm)
+    if recompute is not None:
+        base = on_edge
+        copies = recompute_in_cloud(gm, base, recompute)
+        on_edge = lambda n: n not in copies and base(n)  # noqa: E731  (the copies run in the cloud)
     check_downward_closed(gm, on_edge)
     placeholders = []
     for n in gm.graph.nodes:

@@ -21,6 +21,7 @@ Run (`run`): the runtime's roles (cloud / edge / both as two local processes) an
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -305,8 +306,11 @@ def build_artifact(plan: Any, opts: EmitOptions, progress: Progress = lambda s: 
             keys[k] = pid
             progress(f"splitting partition {pid} ({', '.join(c.cut) or 'all on the edge'})")
             bits = {name: c.bits[r] for name, r in rep.items() if r in c.bits}
-            halves = split_graph(gm, edge_set(gm, c.cut), bits, output_on_edge=not c.cut)
-            crossing = {rep.get(w.name, w.name) for w in halves.wire}
+            # a fresh graph per partition (the split rewrites it), sharing the weights
+            g = torch.fx.GraphModule(gm, copy.deepcopy(gm.graph))
+            halves = split_graph(g, edge_set(g, c.cut), bits, output_on_edge=not c.cut,
+                                 recompute=lambda n: rep.get(n.name) != n.name)
+            crossing = {w.name for w in halves.wire}
             if crossing != set(c.cut):
                 raise RuntimeError(f"codegen's cut {sorted(crossing)} differs from the plan's {sorted(c.cut)} (a bug)")
             pred = c.predicted if c.predicted is not None else rederived.get(i, {})
