@@ -109,10 +109,12 @@ class Link:
                       f"(veth ping RTT {rtt:.3f} ms; plans use --rtt {self.rtt_ms:g}ms)")
 
     def wrap(self, side: str) -> list[str]:
-        """Command prefix that runs a process on `side` ("edge" or "cloud")."""
+        """Command prefix that runs a process on `side` ("edge" or "cloud"), pinned to its own core so the
+        edge's real compute does not take CPU time from the cloud (both live on this one machine)."""
+        pin = ["taskset", "-c", "0" if side == "edge" else "1"] if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else []
         if self.mode == "loopback":
-            return []
-        return ["ip", "netns", "exec", NS_EDGE if side == "edge" else NS_CLOUD]
+            return pin
+        return ["ip", "netns", "exec", NS_EDGE if side == "edge" else NS_CLOUD, *pin]
 
     def cloud_listen(self) -> str:
         return "127.0.0.1:0" if self.mode == "loopback" else f"{IP_CLOUD}:0"
