@@ -319,12 +319,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     out = _output_file(args.output, "-o", "routing trace", zip_with_members("experts.npy", "header.npy"), args.force)
     spec = resolve_model(args.model)
     if v["preset"]:
-        from planner.families.moe_offload import TRACE_PRESETS
         from profilers.graph import profile_model
-        from profilers.synthetic_traces import generate_trace
+        from profilers.synthetic_traces import PRESETS, generate_trace
 
-        if v["preset"] not in TRACE_PRESETS:
-            raise PlannerError(f"unknown trace preset '{v['preset']}'", f"use one of: {', '.join(TRACE_PRESETS)}")
+        if v["preset"] not in PRESETS:
+            raise PlannerError(f"unknown trace preset '{v['preset']}'", f"use one of: {', '.join(PRESETS)}")
         m = profile_model(spec, tiny=args.tiny, with_graph=False).moe
         if m is None:
             raise PlannerError(f"{spec.name} has no MoE layers, so it has no routing to trace", "pick an MoE model")
