@@ -6,13 +6,13 @@ closest known names when it does not.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 from core.errors import PlannerError, UnknownNameError, closest_names
+from planner.families.base import Family
 from profilers.hardware import GIB, HardwareProfile, profile_from_dict
 from profilers.model_spec import ModelSpec, spec_from_dict
 
@@ -20,36 +20,26 @@ CATALOG = Path(__file__).parent / "catalog"
 _CAPPED = re.compile(r"^(?P<base>[a-z0-9_.-]+?)_(?P<gb>\d+(?:\.\d+)?)gb$")
 
 
-@dataclass(frozen=True)
-class Family:
-    """A planning family: its seed method and the objective `planner diff` guards."""
+# ---------------------------------------------------------------- families
+@lru_cache(maxsize=None)
+def families() -> tuple[Family, ...]:
+    """Every planning family, in the order scenario inference asks them (one line each)."""
+    from planner.families.moe_offload import MoeOffloadFamily
+    from planner.families.split_inference import SplitInferenceFamily
 
-    name: str
-    method: str
-    description: str
-    objective_metric: str
-    objective_sense: str
-
-
-FAMILIES: dict[str, Family] = {
-    "moe-offload": Family("moe-offload", "MoEpic", "per-layer VRAM budget and expert split ratio for MoE offloading",
-                          "tpot_ms", "min"),
-    "split-inference": Family("split-inference", "COACH", "edge/cloud partition and transmission quantisation",
-                              "objective_ms", "min"),
-    "fed-lora": Family("fed-lora", "FedQuad", "per-device LoRA depth and activation-quantised layers", "round_time_s", "min"),
-    "fed-compress": Family("fed-compress", "Caesar", "per-device compression ratios and batch sizes", "round_time_s", "min"),
-}
-IMPLEMENTED_FAMILIES = ("moe-offload", "split-inference")
+    return (
+        SplitInferenceFamily(),
+        MoeOffloadFamily(),
+    )
 
 
 def family(name: str) -> Family:
-    """Look up a family by name."""
-    if name not in FAMILIES:
-        raise UnknownNameError(f"unknown scenario '{name}'", closest_names(name, FAMILIES))
-    if name not in IMPLEMENTED_FAMILIES:
-        raise PlannerError(f"scenario '{name}' is not implemented yet",
-                           f"use one of: {', '.join(IMPLEMENTED_FAMILIES)}")
-    return FAMILIES[name]
+    """Look up a family by name (`--scenario`)."""
+    for f in families():
+        if f.name == name:
+            return f
+    raise UnknownNameError(f"unknown scenario '{name}'", closest_names(name, [f.name for f in families()])
+                           + f"; the scenarios are {', '.join(f.name for f in families())}")
 
 
 # ---------------------------------------------------------------- hardware
@@ -72,21 +62,22 @@ def hardware_catalog() -> dict[str, HardwareProfile]:
     return out
 
 
-def load_hardware_file(path: str | Path) -> HardwareProfile:
+def load_hardware_file(path: str | Path, flag: str = "--hardware") -> HardwareProfile:
     """A hardware profile from a YAML file (catalog layout, e.g. written by `planner hardware measure`)."""
     p = Path(path)
+    if not p.is_file():
+        raise PlannerError(f"{flag} {p}: the hardware file does not exist",
+                           "check the path, or create one with `planner hardware measure -o FILE`")
     try:
         return profile_from_dict(_load_yaml(p), str(p))
-    except ValueError as exc:
-        raise PlannerError(f"hardware file {exc}", "fix the field or re-create it with `planner hardware measure`") from exc
+    except (ValueError, TypeError) as exc:
+        raise PlannerError(f"{flag} {exc}", "fix the field or re-create the file with `planner hardware measure`") from exc
 
 
-def resolve_hardware(name: str) -> HardwareProfile:
+def resolve_hardware(name: str, flag: str = "--hardware") -> HardwareProfile:
     """A catalog name, `<base>_<N>gb` (memory capped from a known base), or a YAML path."""
     if name.endswith((".yaml", ".yml")) or "/" in name:
-        if not Path(name).exists():
-            raise PlannerError(f"hardware file {name} does not exist", "check the path or run `planner hardware measure -o FILE`")
-        return load_hardware_file(name)
+        return load_hardware_file(name, flag)
     cat = hardware_catalog()
     if name in cat:
         return cat[name]
@@ -99,12 +90,12 @@ def resolve_hardware(name: str) -> HardwareProfile:
             base = bases[-1]
             cap = int(float(m.group("gb")) * GIB)
             if cap > base.memory_bytes:
-                raise PlannerError(f"{name} asks for more memory than {base.name} has ({base.memory_bytes / GIB:g} GiB)",
+                raise PlannerError(f"{flag} {name} asks for more memory than {base.name} has ({base.memory_bytes / GIB:g} GiB)",
                                    f"use at most {prefix}_{int(base.memory_bytes // GIB)}gb")
             if cap <= 0:
-                raise PlannerError(f"{name} caps memory at 0", "use a positive size, e.g. a100_24gb")
+                raise PlannerError(f"{flag} {name} caps memory at 0", "use a positive size, e.g. a100_24gb")
             return base.capped(cap, name)
-    raise UnknownNameError(f"unknown hardware '{name}'", closest_names(name, cat) + "; see `planner hardware list`")
+    raise UnknownNameError(f"unknown hardware '{name}' ({flag})", closest_names(name, cat) + "; see `planner hardware list`")
 
 
 # ---------------------------------------------------------------- models
@@ -119,23 +110,21 @@ def model_catalog() -> dict[str, ModelSpec]:
 
 
 def _spec_from_config_file(path: Path) -> ModelSpec:
-    import json
+    """A spec for a transformers config file, whatever it is called (checked before anything is built)."""
+    from profilers.model_config import check_config, read_config_file
 
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PlannerError(f"cannot read transformers config {path} ({exc.__class__.__name__})",
-                           "pass a valid config.json") from exc
+    cfg = read_config_file(path)
+    check_config(cfg, str(path))
     archs = cfg.get("architectures") or []
-    arch = archs[0] if archs else ""
-    task = ("causal-lm" if arch.endswith("ForCausalLM") else
+    arch = archs[0] if archs and isinstance(archs[0], str) else ""
+    moe = any(cfg.get(k) for k in ("num_local_experts", "num_experts", "n_routed_experts"))
+    task = ("causal-lm" if arch.endswith("ForCausalLM") or (not arch and moe) else
             "image-classification" if arch.endswith("ForImageClassification") else "encoder")
-    if "model_type" not in cfg:
-        raise PlannerError(f"{path} has no 'model_type'", "pass a transformers config.json")
     dtype = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(str(cfg.get("torch_dtype") or cfg.get("dtype")), "bf16")
-    kind = "image" if task == "image-classification" else "tokens"
+    kind = "image" if task == "image-classification" or "image_size" in cfg else "tokens"
     size = int(cfg.get("image_size", 224)) if kind == "image" else 0
-    return ModelSpec(name=path.parent.name or path.stem, kind="config-file", task=task, source=str(path),
+    name = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
+    return ModelSpec(name=name, kind="config-file", task=task, source=str(path),
                      dtype=dtype, inputs={"kind": kind, "seq_len": 128, "size": size, "tiny_size": size,
                                           "channels": int(cfg.get("num_channels", 3))},
                      config_path=str(path))
@@ -150,8 +139,9 @@ def resolve_model(name: str) -> ModelSpec:
         p = Path(name)
         if p.is_dir():
             p = p / "config.json"
-        if not p.exists():
-            raise PlannerError(f"model config {name} does not exist", "pass a path to a transformers config.json")
+        if not p.is_file():
+            raise PlannerError(f"model config {p} does not exist",
+                               "pass a transformers config file (any name) or a directory holding config.json")
         return _spec_from_config_file(p)
     if ":" in name and re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", name):
         return ModelSpec(name=name, kind="factory", task="custom", source=f"factory {name}", factory=name)

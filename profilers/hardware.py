@@ -13,7 +13,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,15 @@ log = logging.getLogger(__name__)
 GIB = 1 << 30
 
 KINDS = ("datacenter_gpu", "consumer_gpu", "edge_gpu", "edge_cpu", "phone", "cpu_server", "cpu")
+
+# Fixed time of one extra small kernel (a quantise or dequantise of a cut tensor: launch, dispatch and
+# synchronisation), by device kind, for profiles that do not state `op_overhead_s`. Server GPUs and CPUs
+# launch in about 5-10 us; embedded GPUs, phones and small CPUs take about twice that.
+DEFAULT_OP_OVERHEAD_S = {"datacenter_gpu": 10e-6, "consumer_gpu": 10e-6, "cpu_server": 10e-6,
+                         "edge_gpu": 20e-6, "edge_cpu": 20e-6, "phone": 20e-6, "cpu": 20e-6}
+# Fields added after the first catalog: they enter the fingerprint only when a profile sets them, so
+# existing profiles (and the plans that record their fingerprints) keep their identity.
+LATER_FIELDS = ("op_overhead_s",)
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,11 @@ class HardwareProfile:
     efficiency_memory: float = 0.8
     measured: bool = False
     base: str | None = None
+    op_overhead_s: float | None = None   # fixed time of one extra small kernel (s); None: by kind
+
+    def op_overhead(self) -> float:
+        """Fixed seconds of one extra small kernel on this device (the profile's figure, else by kind)."""
+        return float(self.op_overhead_s) if self.op_overhead_s is not None else DEFAULT_OP_OVERHEAD_S[self.kind]
 
     def flops_per_s(self, dtype: str) -> float:
         """Sustained FLOP/s for `dtype` (falls back fp16 <-> bf16, then fp32)."""
@@ -98,7 +112,8 @@ class HardwareProfile:
 
     def fingerprint(self) -> str:
         """sha256 of the canonical JSON of every constant (name included)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        d = {k: v for k, v in self.to_dict().items() if not (k in LATER_FIELDS and v is None)}
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -115,17 +130,29 @@ def profile_from_dict(d: Mapping[str, Any], where: str) -> HardwareProfile:
     if d["kind"] not in KINDS:
         raise ValueError(f"{where}: kind '{d['kind']}' is not one of {', '.join(KINDS)}")
     values = dict(d)
-    values["memory_bytes"] = int(float(values["memory_bytes"]))
-    values["peak_flops_per_s"] = {str(k): float(v) for k, v in dict(values["peak_flops_per_s"]).items()}
+    try:
+        values["memory_bytes"] = int(float(values["memory_bytes"]))
+        values["peak_flops_per_s"] = {str(k): float(v) for k, v in dict(values["peak_flops_per_s"]).items()}
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: memory_bytes or peak_flops_per_s is not a number ({exc})") from exc
     for key in ("memory_bandwidth_bytes_per_s", "host_to_device_bytes_per_s", "device_to_host_bytes_per_s",
                 "host_memory_bandwidth_bytes_per_s",
-                "uplink_bits_per_s", "downlink_bits_per_s", "efficiency_compute", "efficiency_memory"):
+                "uplink_bits_per_s", "downlink_bits_per_s", "efficiency_compute", "efficiency_memory", "op_overhead_s"):
         if values.get(key) is not None:
-            values[key] = float(values[key])
+            try:
+                values[key] = float(values[key])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}: {key} is {values[key]!r}, not a number") from exc
             if values[key] <= 0:
                 raise ValueError(f"{where}: {key} must be positive")
     if values["memory_bytes"] <= 0:
         raise ValueError(f"{where}: memory_bytes must be positive")
+    for key in ("efficiency_compute", "efficiency_memory"):
+        if values.get(key) is not None and values[key] > 1:
+            raise ValueError(f"{where}: {key} is {values[key]:g}, a fraction of peak that cannot exceed 1")
+    for k, v in values["peak_flops_per_s"].items():
+        if not v > 0:
+            raise ValueError(f"{where}: peak_flops_per_s.{k} must be positive")
     return HardwareProfile(**values)
 
 
