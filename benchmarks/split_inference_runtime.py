@@ -7,8 +7,9 @@ For digits-cnn (real weights and data), MiniLM (real weights) and ResNet-50 (ran
      (the runtime's cloud process runs here); the EDGE is EMULATED as this CPU's profile slowed 4x (no
      catalog edge can be emulated here: this CPU's single thread (≈35 GFLOP/s) is slower than e.g. the
      Raspberry Pi 5 profile (92 GFLOP/s effective), and emulation can only slow a process down);
-  2. plan: `planner plan MODEL --hardware edge.yaml --cloud cloud.yaml --link R --rtt RTT --calibrate`
-     (per-node times measured on this CPU with one thread, scaled to each profile);
+  2. plan: `planner calibrate MODEL --scenario split-inference` once (per-node times measured on this CPU
+     with one thread), then `planner plan MODEL --hardware edge.yaml --cloud cloud.yaml --link R --rtt RTT
+     --calibration FILE` (the node times scaled to each profile);
   3. emit the plan (every baseline's partition included) and run the plan's and Neurosurgeon's
      configuration through the runtime: the cloud in one network namespace, the edge in another, joined
      by a veth pair shaped by the benchmark (tc netem rate + delay when the kernel has netem, else tc tbf
@@ -157,10 +158,18 @@ def hardware(out: Path) -> tuple[Path, Path, dict[str, Any]]:
                                 "memory_bytes_per_s": d["memory_bandwidth_bytes_per_s"]}
 
 
-def make_plan(model: str, mbps: float, rtt_ms: float, edge: Path, cloud: Path, out: Path) -> dict[str, Any]:
-    """`planner plan` with --calibrate (one thread) for this model and link."""
+def calibrate(model: str, out: Path) -> Path:
+    """`planner calibrate MODEL --scenario split-inference` (one thread): per-node times on this CPU."""
+    if not out.exists():
+        sh([PY, "-m", "planner.cli", "calibrate", model, "--scenario", "split-inference", "-o", str(out)], env=env1(),
+           timeout=3600)
+    return out
+
+
+def make_plan(model: str, mbps: float, rtt_ms: float, edge: Path, cloud: Path, out: Path, cal: Path) -> dict[str, Any]:
+    """`planner plan --calibration` for this model and link."""
     cmd = [PY, "-m", "planner.cli", "plan", model, "--hardware", str(edge), "--cloud", str(cloud), "--link",
-           f"{mbps:g}mbps", "--rtt", f"{rtt_ms:g}ms", "--calibrate", "-o", str(out), "-q"]
+           f"{mbps:g}mbps", "--rtt", f"{rtt_ms:g}ms", "--calibration", str(cal), "-o", str(out), "-q", "--force"]
     t0 = time.perf_counter()
     sh(cmd, env=env1(), timeout=3600)
     plan = json.loads(out.read_text())
@@ -169,11 +178,9 @@ def make_plan(model: str, mbps: float, rtt_ms: float, edge: Path, cloud: Path, o
 
 
 def emit(plan_path: Path, out: Path, requests: int) -> dict[str, Any]:
-    """`planner emit` through the family glue, in a child process (one thread)."""
-    code = ("import sys; from pathlib import Path; from planner.serde import load; "
-            "from planner.families.split_runtime import EmitOptions, emit; "
-            f"emit(load(sys.argv[1]), Path(sys.argv[2]), EmitOptions(requests={requests}, cache_calibration=16), force=True)")
-    sh([PY, "-c", code, str(plan_path), str(out)], env=env1(), timeout=3600)
+    """`planner emit` (one thread)."""
+    sh([PY, "-m", "planner.cli", "emit", str(plan_path), "-o", str(out), "--force", "--requests", str(requests)],
+       env=env1(), timeout=3600)
     return yaml.safe_load((out / "runtime.yaml").read_text())
 
 
@@ -235,7 +242,8 @@ def main() -> int:
                 d = work / f"{model}_{mbps:g}mbps"
                 d.mkdir(exist_ok=True)
                 print(f"[{model} @ {mbps:g} Mbit/s] plan ({link.mode})", flush=True)
-                plan = make_plan(model, mbps, link.rtt_ms, edge_hw, cloud_hw, d / "plan.json")
+                cal = calibrate(model, work / f"{model}.calibration.yaml")
+                plan = make_plan(model, mbps, link.rtt_ms, edge_hw, cloud_hw, d / "plan.json", cal)
                 print(f"[{model} @ {mbps:g} Mbit/s] emit", flush=True)
                 rt = emit(d / "plan.json", d / "build", max(n_thr, n_lat))
                 configs = rt["configs"]

@@ -51,7 +51,7 @@ from torch.fx.passes.split_module import split_module
 
 from core.errors import ModelCaptureError
 from kernels.uniform_quant import dequantize, quantize
-from runtime.checksums import sha256_file
+from core.artifacts import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -650,24 +650,21 @@ def write_files(staging: Path, partitions: Sequence[EmittedPartition], runtime: 
 def write_artifact(out: Any, partitions: Sequence[EmittedPartition], runtime: dict[str, Any], plan_text: str,
                    extra_tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
                    model_name: str = "", model_fingerprint: str = "") -> Path:
-    """`write_files` into a staging directory next to `out.path`, add manifest.json (`written_by: planner
-    emit`, sha256 of every file) and rename it into place through `out` (a `core.output_paths.OutputDir`,
-    which refuses to replace anything `planner emit` did not write)."""
-    import json
+    """`write_files` into a staging directory next to `out.path`, add the standard manifest.json
+    (`core.artifacts.write_manifest`) and rename it into place through `out` (a `core.output_paths.OutputDir`,
+    which refuses to replace anything `planner emit` did not write). `planner emit` itself goes through the
+    family's entry point, where the spine does the staging and the manifest."""
     import shutil
 
+    from core.artifacts import write_manifest
     from core.atomic_io import make_staging_dir
-    from core.output_paths import ARTIFACT_MARK
 
     out.check()
     staging = make_staging_dir(out.path)
     try:
         rt = write_files(staging, partitions, runtime, plan_text, extra_tensors, model_name)
-        files = sorted(p for p in staging.rglob("*") if p.is_file())
-        manifest = {"written_by": ARTIFACT_MARK, "format": ARTIFACT_FORMAT, "family": "split-inference",
-                    "model": model_name, "model_fingerprint": model_fingerprint, "artifact_id": rt["artifact_id"],
-                    "files": {p.relative_to(staging).as_posix(): sha256_file(p) for p in files}}
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_manifest(staging, "split-inference", {"model": model_name, "model_fingerprint": model_fingerprint,
+                                                    "artifact_id": rt["artifact_id"]})
         return out.install(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

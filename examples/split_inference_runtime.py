@@ -13,24 +13,23 @@ from pathlib import Path
 
 from rich.console import Console
 
-from planner.families.split_runtime import EmitOptions, RunOptions, emit, receipt_views, run
-from planner.lowering.split_inference import SplitOptions
-from planner.pipeline import PlanRequest, plan
+from planner.api import emit_artifact, plan_from_argv, run_artifact
 
 
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="split-")) / "build"
-    opts = SplitOptions(link_bits_per_s=1e6, link_range_bits_per_s=(2e5, 5e7), table_levels=4)
-    p = plan(PlanRequest("digits-cnn", "raspberry_pi5_8gb", cloud="a100_80gb", link="1mbps", split=opts)).plan
+    p = plan_from_argv(["digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb",
+                        "--link", "200kbps..50mbps", "--table-levels", "4"]).plan
     print(f"plan: send {[t['name'] for t in p.decisions['cut_tensors']] or 'nothing (all on the edge)'}; "
           f"baselines: {', '.join(sorted(p.baselines))}")
-    art = emit(p, out, EmitOptions(), force=False, progress=lambda s: print(f"  emit: {s}"))
+    art = emit_artifact(p, out, progress=lambda s: print(f"  emit: {s}"))
     print(f"wrote {art}")
     console = Console(width=160)
-    for config, cache in (("plan", None), ("all_cloud", False), ("all_cloud", True)):
-        receipt = run(art, RunOptions(config=config, cache=cache, requests=120, emulate=False))
-        console.rule(f"{config}{' + semantic cache' if cache else ''}")
-        for view in receipt_views(receipt):
+    for title, argv in (("plan", []), ("all_cloud", ["--baseline", "all_cloud"]),
+                        ("all_cloud + semantic cache", ["--baseline", "all_cloud", "--cache", "on"])):
+        report = run_artifact(art, [*argv, "--requests", "120", "--no-emulate"])
+        console.rule(title)
+        for view in report.views:
             console.print(view)
 
 

@@ -7,7 +7,8 @@ from `start = max(handed[i], arrival[i−1] − d)` to `arrival[i] − d` and it
 
     bw_i = 8 · bytes_i / (arrival[i] − d − start)          bit/s
 
-(the same formula whether the link idled before it or ran back to back). The estimate is an EWMA
+(the same formula whether the link idled before it or ran back to back); `d` is half the handshake RTT,
+capped by the fastest hand-over-to-arrival time seen (an upper bound of `d`). The estimate is an EWMA
 (α = 0.3) of the samples. `TableController` maps the estimate to the plan table's row with the
 largest bandwidth level not above it (the plan made for a link at least as fast as the one measured
 would overload it) and switches only after `switch_samples` consecutive samples point at the same

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import builtins
 import importlib
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ import torch
 import yaml
 
 from core.errors import ArtifactError
-from runtime.checksums import sha256_file
 from runtime.split_inference.wire import WireSpec, wire_specs
 
 log = logging.getLogger(__name__)
@@ -110,27 +108,15 @@ class Artifact:
 
 
 def read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(manifest, runtime.yaml) after verifying every file's checksum and the format version."""
-    if not path.is_dir():
-        raise ArtifactError(f"artifact directory {path} does not exist", "create it with `planner emit plan.json -o DIR`")
-    man_path = path / "manifest.json"
-    if not man_path.is_file():
-        raise ArtifactError(f"{path} has no manifest.json, so it is not an artifact", "re-run `planner emit`")
-    try:
-        manifest = json.loads(man_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{man_path} is corrupted ({exc})", "re-run `planner emit`") from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise ArtifactError(f"{man_path} lists no files", "re-run `planner emit`")
+    """(manifest, runtime.yaml) after verifying every file's checksum (`core.artifacts`) and the formats."""
+    from core.artifacts import read_manifest as verified
+
+    manifest = verified(path)
     if manifest.get("family", FAMILY) != FAMILY:
         raise ArtifactError(f"{path} holds a {manifest.get('family', 'unknown')} artifact, not {FAMILY}",
                             "run it with its own family's runtime")
-    for rel, digest in sorted(manifest["files"].items()):
-        f = path / rel
-        if not f.is_file():
-            raise ArtifactError(f"artifact file {rel} is missing", "re-run `planner emit` to rebuild the directory")
-        if sha256_file(f) != digest:
-            raise ArtifactError(f"artifact file {rel} is corrupted (sha256 mismatch)", "re-run `planner emit` to rebuild it")
+    if "runtime.yaml" not in manifest["files"]:
+        raise ArtifactError(f"{path} has no runtime.yaml in its manifest", "re-run `planner emit`")
     try:
         rt = yaml.safe_load((path / "runtime.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -139,7 +125,7 @@ def read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ArtifactError(f"{path}/runtime.yaml is not a mapping", "re-run `planner emit`")
     fmt = rt.get("format")
     if fmt not in SUPPORTED_FORMATS:
-        raise ArtifactError(f"{path}/runtime.yaml has artifact format {fmt}; this runtime reads format "
+        raise ArtifactError(f"{path}/runtime.yaml has split-inference format {fmt}; this runtime reads format "
                             f"{', '.join(map(str, SUPPORTED_FORMATS))}",
                             "emit the plan again with this planner version (or run the planner version that emitted it)")
     if rt.get("family") != FAMILY:

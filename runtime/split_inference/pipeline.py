@@ -142,6 +142,7 @@ class EdgeRunner:
         self.last_rid = -1
         self.window = threading.Semaphore(max(1, opts.max_in_flight))
         self.prev_arrival: float | None = None
+        self.min_transit = float("inf")
         self.link: EdgeLink | None = None
         self.done = threading.Condition()
         self.answered = 0
@@ -152,8 +153,12 @@ class EdgeRunner:
     # ---- arrivals (receiver thread)
     def _on_arrival(self, a: Arrival) -> None:
         offset = self.link.stats.clock_offset_s if self.link else 0.0
-        one_way = (self.link.stats.handshake_rtt_s / 2.0) if self.link else 0.0
         arrival = a.frame.clocks[0] - offset
+        # one-way delay: half the handshake RTT, but never more than the fastest hand-over-to-arrival seen
+        # (on a loaded host the handshake RTT also holds scheduling delays, and over-subtracting them
+        # would leave short transfers with no time at all)
+        self.min_transit = min(self.min_transit, max(0.0, arrival - a.handed_at))
+        one_way = min((self.link.stats.handshake_rtt_s / 2.0) if self.link else 0.0, self.min_transit)
         sample = goodput_bits_per_s(a.frame_bytes, a.handed_at, arrival, self.prev_arrival, one_way)
         link_s = link_time_s(a.handed_at, arrival, self.prev_arrival, one_way)
         self.prev_arrival = arrival

@@ -13,7 +13,7 @@ from codegen.split_inference import (EmittedPartition, functionalise_inplace, ha
 from core.errors import ArtifactError, OutputPathError
 from core.output_paths import OutputDir
 from kernels.uniform_quant import QuantizedTensor, payload_bytes
-from runtime.checksums import sha256_file
+from core.artifacts import sha256_file
 from runtime.split_inference.artifact import check_source, load_artifact
 
 torch.set_num_threads(1)

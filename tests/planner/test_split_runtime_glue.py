@@ -3,6 +3,7 @@ an artifact whose configurations run through the runtime."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ import pytest
 import torch
 
 from codegen.split_inference import split_graph
-from core.errors import OutputPathError
-from planner.families.split_runtime import EmitOptions, RunOptions, _rep_map, build_artifact, edge_set, emit, run
-from planner.lowering.split_inference import SplitOptions, lower_graph
+from core.errors import OutputPathError, PlannerError
+from planner.api import emit_artifact, plan_from_argv, run_artifact
+from planner.families.split_inference.artifact import EmitOptions, _rep_map, build_artifact, edge_set
+from planner.families.split_inference.lowering import SplitOptions, lower_graph
 from planner.registry import resolve_hardware, resolve_model
 from profilers.graph import capture, profile_model
 from profilers.models import build_model
@@ -66,14 +68,12 @@ def test_every_plan_cut_maps_to_the_same_crossing_tensors_in_the_exported_graph(
 
 @pytest.fixture(scope="module")
 def digits_plan():
-    from planner.pipeline import PlanRequest, plan
-
-    opts = SplitOptions(link_bits_per_s=1e6, link_range_bits_per_s=(2e5, 5e7), table_levels=4)
-    return plan(PlanRequest("digits-cnn", "raspberry_pi5_8gb", cloud="a100_80gb", link="1mbps", split=opts)).plan
+    return plan_from_argv(["digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb",
+                           "--link", "200kbps..50mbps", "--table-levels", "4"]).plan
 
 
 def test_a_digits_plan_emits_every_configuration_and_runs_them(digits_plan, tmp_path: Path) -> None:
-    out = emit(digits_plan, tmp_path / "build", EmitOptions(requests=8))
+    out = emit_artifact(digits_plan, tmp_path / "build", ["--requests", "8"])
     art = load_artifact(out)
     configs = art.config["configs"]
     assert set(configs) == {"plan", *digits_plan.baselines}
@@ -84,18 +84,22 @@ def test_a_digits_plan_emits_every_configuration_and_runs_them(digits_plan, tmp_
         assert part.info["cut_tensors"] == [r["name"] for r in want]
     assert len(art.config["plan_table"]) == 4
     assert art.config["requests"]["count"] == 359 and art.config["cache"]["partitions"]
-    # the plan (all on the edge here) and the all-cloud baseline with the semantic cache, through the runtime
-    rec = run(out, RunOptions(requests=20, emulate=False))
-    assert rec.totals["requests"] == 20 and rec.totals["accuracy"] >= 0.9
-    rec = run(out, RunOptions(config="all_cloud", requests=20, emulate=False, cache=True))
-    assert rec.totals["answered_by"]["cloud"] + rec.totals["answered_by"]["cache"] == 20
-    assert rec.rows[0]["bytes_per_request_predicted"] == 64.0 and rec.rows[0]["payload_bytes"] == 64 + 8
+    # the plan (all on the edge here) and the all-cloud baseline with the semantic cache, through `planner run`
+    rec = json.loads(run_artifact(out, ["--requests", "20", "--no-emulate"]).receipt_json)
+    assert rec["totals"]["requests"] == 20 and rec["totals"]["accuracy"] >= 0.9
+    report = run_artifact(out, ["--baseline", "all_cloud", "--requests", "20", "--no-emulate", "--cache", "on"])
+    rec = json.loads(report.receipt_json)
+    assert rec["totals"]["answered_by"]["cloud"] + rec["totals"]["answered_by"]["cache"] == 20
+    assert rec["rows"][0]["bytes_per_request_predicted"] == 64.0 and rec["rows"][0]["payload_bytes"] == 64 + 8
+    assert report.views
     # emit replaces its own artifact but nothing else
-    emit(digits_plan, out, EmitOptions(requests=8))
+    emit_artifact(digits_plan, out, ["--requests", "8"])
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "x.txt").write_text("x")
     with pytest.raises(OutputPathError):
-        emit(digits_plan, tmp_path / "mine")
+        emit_artifact(digits_plan, tmp_path / "mine")
+    with pytest.raises(PlannerError, match="--connect"):
+        run_artifact(out, ["--role", "edge"])
 
 
 def test_table_rows_get_predictions_from_the_plans_cost_model(digits_plan) -> None:

@@ -21,7 +21,7 @@ from codegen.split_inference import EmittedPartition, split_graph, write_artifac
 from core.errors import PeerError
 from core.output_paths import OutputDir
 from kernels.uniform_quant import QuantizedTensor, dequantize, quantize
-from runtime.checksums import sha256_file
+from core.artifacts import sha256_file
 from runtime.split_inference import wire
 from runtime.split_inference.adaptation import TableController, TableRow, goodput_bits_per_s
 from runtime.split_inference.artifact import load_artifact

@@ -1,6 +1,6 @@
-"""split-inference family: the glue between a plan and its artifact (`planner emit`) and runtime (`planner run`).
+"""split-inference emit and run entry points: the glue between a plan, its artifact and the runtime.
 
-Emit (`emit`, or `emit_into` for a staging directory the spine owns):
+Emit (`emit`: files into the staging directory the spine owns; the spine adds manifest.json):
   1. build the plan's model with real weights (digits-cnn trained, MiniLM pretrained, others seeded) and
      capture it with torch.export, as the planner's profiler does;
   2. name mapping (this module's job, not codegen's): the plan names nodes of the profiler's folded graph
@@ -22,7 +22,6 @@ Run (`run`): the runtime's roles (cloud / edge / both as two local processes) an
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -33,10 +32,11 @@ import numpy as np
 import torch
 
 from core.errors import ArtifactError, InputMismatchError, PlannerError
+from planner.families.base import Progress, RunReport
+from planner.flags import FlagValues
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 MAX_EMIT_PARAM_BYTES = 4 << 30
 SEEDED_REQUESTS = 32
 CACHE_CALIBRATION_SEEDED = 64
@@ -109,7 +109,7 @@ def edge_set(gm: torch.fx.GraphModule, cut: Sequence[str]) -> Callable[[torch.fx
 
 def _rep_map(cap: Any) -> dict[str, str]:
     """Every exported node name -> the folded-graph node the plan names it by."""
-    from planner.lowering.split_inference import fold_views
+    from planner.families.split_inference.lowering import fold_views
     from profilers.graph import profile_graph
 
     _, rep = fold_views(profile_graph(cap))
@@ -122,7 +122,7 @@ def _rederive(plan: Any, spec: Any, configs: Sequence[_Config], progress: Progre
     model at the row's bandwidth (roofline stage times; the plan's table stores only period and latency)."""
     import dataclasses
 
-    from planner.lowering.split_inference import SplitOptions, lower_graph, metrics_dict
+    from planner.families.split_inference.lowering import SplitOptions, lower_graph, metrics_dict
     from planner.registry import resolve_hardware
     from profilers.graph import profile_model
     from solvers.split_inference.cost import evaluate, graph_index
@@ -374,7 +374,7 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def emit_into(plan: Any, staging: Path, opts: EmitOptions = EmitOptions(), progress: Progress = lambda s: None) -> str:
+def emit_files(plan: Any, staging: Path, opts: EmitOptions = EmitOptions(), progress: Progress = lambda s: None) -> str:
     """Write the artifact files (all but manifest.json) into `staging`; returns a one-line summary."""
     from codegen.split_inference import write_files
     from planner.serde import dumps
@@ -384,64 +384,56 @@ def emit_into(plan: Any, staging: Path, opts: EmitOptions = EmitOptions(), progr
     return _summary(rt)
 
 
-def emit(plan: Any, out_dir: Path, opts: EmitOptions = EmitOptions(), force: bool = False,
-         progress: Progress = lambda s: None) -> Path:
-    """Write the artifact directory `out_dir` (never replacing what `planner emit` did not write)."""
-    from codegen.split_inference import write_artifact
-    from core.output_paths import OutputDir
-    from planner.serde import dumps
-    from runtime.checksums import sha256_file
-
-    out = OutputDir(Path(out_dir), "-o", sha256_file, force)
-    out.check()
-    parts, runtime, extra = build_artifact(plan, opts, progress)
-    return write_artifact(out, parts, runtime, dumps(plan), extra, plan.model.name, plan.model.fingerprint)
+def emit(plan: Any, values: FlagValues, staging: Path, progress: Progress) -> str:
+    """The family's `planner emit` entry point (flags: --seed, --requests)."""
+    return emit_files(plan, staging, EmitOptions(seed=int(values["seed"]), requests=int(values["requests"])), progress)
 
 
 def _summary(rt: dict[str, Any]) -> str:
     parts = rt["partitions"]
-    return (f"{len(parts)} partition(s) ({', '.join(p['id'] + ': ' + (', '.join(p['cut_tensors']) or 'all edge') for p in parts)}), "
-            f"runtime.yaml, model/weights.safetensors, plan.json")
+    return (f"{len(parts)} partition(s) ({'; '.join(p['id'] + ': ' + (', '.join(p['cut_tensors']) or 'all on the edge') for p in parts)}), "
+            "runtime.yaml, model/weights.safetensors, plan.json")
 
 
 # ------------------------------------------------------------------ run
-@dataclass(frozen=True)
-class RunOptions:
-    """`planner run` options of the split-inference family."""
-
-    role: str | None = None            # None: both sides, as two local processes
-    listen: str = "127.0.0.1:50551"
-    connect: str | None = None
-    config: str = "plan"
-    requests: int | None = None
-    max_in_flight: int = 3
-    cache: bool | None = None
-    adapt: bool | None = None
-    emulate: bool = True
-    timeout_s: float = 30.0
-    link_label: str = ""
-    threads: int = 1
-
-
-def run(artifact: Path, opts: RunOptions = RunOptions()) -> Any:
-    """Run an artifact; returns the receipt (`runtime.receipt.Receipt`), or None for the cloud role (serves
-    until interrupted)."""
+def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
+    """The family's `planner run` entry point: --role cloud serves until interrupted (its report says so);
+    --role edge drives the request stream against --connect; no role starts both as two local processes."""
     from runtime.split_inference.pipeline import EdgeOptions
     from runtime.split_inference.run import run_edge, run_local, serve_cloud
 
-    eo = EdgeOptions(config=opts.config, max_in_flight=opts.max_in_flight, emulate=opts.emulate, cache=opts.cache,
-                     adapt=opts.adapt, timeout_s=opts.timeout_s,
-                     link_label=opts.link_label or ("gRPC over loopback (unshaped)" if opts.role is None
-                                                    else f"gRPC to {opts.connect}"))
-    torch.set_num_threads(opts.threads)   # see runtime/split_inference/run.py: one thread per process
-    if opts.role == "cloud":
-        serve_cloud(Path(artifact), opts.listen)
-        return None
-    if opts.role == "edge":
-        if not opts.connect:
+    # one torch thread per process: see runtime/split_inference/run.py
+    torch.set_num_threads(1)
+    role = values["role"]
+    if role == "cloud":
+        progress(f"serving the cloud halves on {values['listen']} (Ctrl-C to stop)")
+        serve_cloud(Path(artifact), values["listen"], ready_out=_NullOut(), emulate=bool(values["emulate_cloud"]))
+        return RunReport("{}\n", ["cloud stopped"])
+    label = values["link_label"] or ("gRPC over loopback (unshaped)" if role is None else f"gRPC to {values['connect']}")
+    eo = EdgeOptions(config=values["baseline"] or "plan", max_in_flight=int(values["max_in_flight"]),
+                     emulate=not values["no_emulate"], cache=None if values["cache"] is None else values["cache"] == "on",
+                     adapt=None if values["adapt"] is None else values["adapt"] == "on", timeout_s=float(values["timeout"]),
+                     link_label=label)
+    count = values["requests"]
+    if role == "edge":
+        if not values["connect"]:
             raise PlannerError("--role edge needs --connect HOST:PORT", "pass the cloud's address")
-        return run_edge(Path(artifact), opts.connect, eo, opts.requests)
-    return run_local(Path(artifact), eo, opts.requests)
+        progress(f"running the edge against {values['connect']}")
+        receipt = run_edge(Path(artifact), values["connect"], eo, count)
+    else:
+        progress("starting the cloud process and running the edge")
+        receipt = run_local(Path(artifact), eo, count)
+    return RunReport(receipt.to_json(), receipt_views(receipt))
+
+
+class _NullOut:
+    """Where the cloud's ready line goes under `planner run` (the progress line says where it listens)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        return None
 
 
 def receipt_views(receipt: Any) -> list[Any]:
@@ -484,8 +476,3 @@ def receipt_views(receipt: Any) -> list[Any]:
               f"{sw['measured_bits_per_s'] / 1e6:.3g} Mbit/s (row {sw['row_bits_per_s'] / 1e6:.3g} Mbit/s)" for sw in tot["switches"]]
     views += [f"flag: {fl} (differs by more than 20 %)" for fl in receipt.flags]
     return views
-
-
-def receipt_json(receipt: Any) -> str:
-    """Deterministic JSON text of a receipt."""
-    return receipt.to_json() if hasattr(receipt, "to_json") else json.dumps(receipt, indent=2, sort_keys=True)
