@@ -10,8 +10,9 @@ Emit (`emit`: files into the staging directory the spine owns; the spine adds ma
   3. every configuration becomes a partition, deduplicated: the plan, each baseline (Neurosurgeon, DADS,
      ...) and each plan-table row; `codegen.split_inference.split_graph` cuts the graph for each, and the
      crossing tensors are checked against the plan's cut;
-  4. predicted figures per partition: the plan's and baselines' own numbers; plan-table rows re-derived
-     with the same cost model (`solvers.split_inference.cost.evaluate`) at the row's bandwidth;
+  4. predicted figures per partition: the plan's, baselines' and plan-table rows' own numbers (rows of plans
+     made before rows carried their stage times are re-derived with the same cost model,
+     `solvers.split_inference.cost.evaluate`, at the row's bandwidth);
   5. the semantic cache (classifiers): centres and threshold fitted on calibration data through the
      emitted edge half (digits: the training split with its labels; others: seeded inputs labelled by
      the unsplit model);
@@ -73,8 +74,8 @@ def _configs(plan: Any) -> list[_Config]:
         rows = b.decisions.get("cut_tensors", [])
         out.append(_Config(name, tuple(r["name"] for r in rows), {r["name"]: int(r["bits"]) for r in rows}, dict(b.predicted)))
     for row in d.get("plan_table", []):
-        out.append(_Config("table", tuple(row["cut_tensors"]), dict(zip(row["cut_tensors"], map(int, row["bits"]))), None,
-                           float(row["uplink_bits_per_s"])))
+        out.append(_Config("table", tuple(row["cut_tensors"]), dict(zip(row["cut_tensors"], map(int, row["bits"]))),
+                           dict(row["predicted"]) if "predicted" in row else None, float(row["uplink_bits_per_s"])))
     return out
 
 
@@ -127,7 +128,7 @@ def _rederive(plan: Any, spec: Any, configs: Sequence[_Config], progress: Progre
     from profilers.graph import profile_model
     from solvers.split_inference.cost import evaluate, graph_index
 
-    rows = [i for i, c in enumerate(configs) if c.uplink_bits_per_s is not None]
+    rows = [i for i, c in enumerate(configs) if c.uplink_bits_per_s is not None and c.predicted is None]
     if not rows:
         return {}
     progress("re-deriving plan-table stage times")
@@ -321,7 +322,7 @@ def build_artifact(plan: Any, opts: EmitOptions, progress: Progress = lambda s: 
             conf_out[c.name] = {"partition": pid, "predicted": _plain(c.predicted or {})}
         else:
             table.append({"uplink_bits_per_s": c.uplink_bits_per_s, "partition": pid,
-                          "predicted": _plain(rederived.get(i, {}))})
+                          "predicted": _plain(c.predicted if c.predicted is not None else rederived.get(i, {}))})
     # a partition first met as a table row gets the plan-level figures of its first row
     input_specs = [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in parts[0].halves.inputs]
     vocab = getattr(getattr(built.module, "config", None), "vocab_size", None)
