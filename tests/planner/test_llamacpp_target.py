@@ -199,6 +199,13 @@ def test_plan_is_optimal_in_its_space_with_accounting_sources(mixtral_plan: obje
     for eng in engines(cxx_search):
         assert applied_host_set(dict(d), names, eng) == planned_host_set(dict(d), names)
     assert n_gpu_layers_flag(d) == 99 or d["host_layers"] > 0 or not d["output_on_gpu"]
+    # prompt processing: with 512-token micro-batches llama.cpp copies every used expert of a host tensor to the GPU;
+    # Mixtral's 512 tokens use all 8 experts, so --cpu-moe moves all its host expert bytes over the link once
+    cm = p.baselines["cpu_moe"].predicted
+    link = 2.5e10  # rtx4090_24gb host_to_device_bytes_per_s
+    assert cm["ttft_ms"] >= 0.999 * cm["host_group_bytes"] / link * 1e3
+    assert p.predicted["ttft_ms"] < cm["ttft_ms"]
+    assert p.predicted["e2e_ms"] == pytest.approx(p.predicted["ttft_ms"] + 256 * p.predicted["tpot_ms"])
 
 
 def test_plans_are_deterministic_and_more_context_costs_vram() -> None:

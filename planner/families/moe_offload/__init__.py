@@ -148,7 +148,8 @@ class MoeOffloadFamily(Family):
         from planner.families.moe_offload.llamacpp.phases import is_llamacpp_plan
 
         if is_llamacpp_plan(plan):
-            return ("tpot_ms", "vram_bytes", "fits", "host_group_bytes") if wide else ("tpot_ms", "vram_bytes", "fits")
+            return (("tpot_ms", "ttft_ms", "vram_bytes", "fits", "host_group_bytes") if wide
+                    else ("tpot_ms", "ttft_ms", "vram_bytes", "fits"))
         return ("tpot_ms", "hit_rate", "bytes_per_token") if wide else ("tpot_ms", "hit_rate")
 
     def plot(self, plan: Any) -> Any:

@@ -17,6 +17,7 @@ What is left is the budget the placement solver shares between blocks and tensor
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from core.errors import PlannerError
 from profilers.gguf_inventory import (EXPERT_STEMS, FILE_TYPES, SHARED_STEMS, SOURCES, GgufModel, inventory,
                                       tensor_bytes, tensor_types)
 from profilers.hardware import GIB, HardwareProfile
-from solvers.moe_offload.llamacpp.cost import Machine, gpu_s, host_s, host_weight_s, switch_s
+from solvers.moe_offload.llamacpp.cost import Machine, evaluate, gpu_s, host_s, host_weight_s, switch_s
 from solvers.moe_offload.llamacpp.problem import LlamaCppProblem
 
 GROUPS = EXPERT_STEMS + SHARED_STEMS
@@ -64,6 +65,8 @@ class LlamaCppOptions:
     compute_buffer_bytes: int | None = None
     margin_bytes: int = FIT_MARGIN_BYTES
     allow_host_layers: bool = True
+    prompt_tokens: int = 512            # prompt length for the predicted TTFT (reported, not optimised)
+    output_tokens: int = 256            # answer length for the predicted end-to-end time
 
 
 @dataclass
@@ -77,7 +80,12 @@ class LlamaCppLowered:
     options: LlamaCppOptions
     timing_source: str
     group_tensors: dict[tuple[int, str], list[str]] = field(default_factory=dict)   # (block, group) -> tensor names
+    prefill: list[LlamaCppProblem] = field(default_factory=list)   # one problem per prompt micro-batch (same arrays but times)
     notes: list[str] = field(default_factory=list)
+
+    def ttft_s(self, host_layers: int, gpu_groups: np.ndarray, output_on_gpu: bool) -> float:
+        """Predicted time to first token of a placement: every prompt micro-batch in turn (s)."""
+        return float(sum(evaluate(p, host_layers, gpu_groups, output_on_gpu).tpot_s for p in self.prefill))
 
 
 def machine(hw: HardwareProfile) -> Machine:
@@ -129,14 +137,13 @@ def lower(config: dict[str, Any], hw: HardwareProfile, opts: LlamaCppOptions) ->
     size = {t.name: tensor_bytes(t, types[t.name]) for t in m.tensors}
     L, G = m.n_layer, len(GROUPS)
     B = opts.batch
-    d_exp = distinct_experts(m.n_expert, m.n_expert_used, B)
     present = np.zeros((L, G), dtype=bool)
     gbytes = np.zeros((L, G), dtype=np.int64)
-    g_gpu = np.zeros((L, G))
-    g_host = np.zeros((L, G))
+    gelems = np.zeros((L, G))
     rest_b = np.zeros(L, dtype=np.int64)
-    rest_gpu = np.zeros(L)
-    rest_host = np.zeros(L)
+    rest_w = np.zeros(L)
+    rest_elems = np.zeros(L)
+    kv_cell = np.zeros(L)
     group_tensors: dict[tuple[int, str], list[str]] = {}
     kv_total = 0
     for l in range(L):
@@ -150,28 +157,43 @@ def lower(config: dict[str, Any], hw: HardwareProfile, opts: LlamaCppOptions) ->
             group_tensors[(l, stem)] = members
             present[l, g] = True
             gbytes[l, g] = sum(size[n] for n in members)
-            elems = sum(by_name[n].elements for n in members)
-            if stem in EXPERT_STEMS:
-                # a decode step reads the weights of the experts its tokens use (MUL_MAT_ID)
-                frac = d_exp / m.n_expert
-                read, flops = gbytes[l, g] * frac, 2.0 * B * m.n_expert_used * elems / m.n_expert
-            else:
-                read, flops = float(gbytes[l, g]), 2.0 * B * elems
-            g_gpu[l, g] = gpu_s(mach, read, flops)
-            g_host[l, g] = host_weight_s(mach, B, read, flops, read)
+            gelems[l, g] = sum(by_name[n].elements for n in members)
         rest = [n for n in names if n not in grouped]
-        w = sum(size[n] for n in rest)
-        kv_per_cell = (m.kv_k_per_token[l] + m.kv_v_per_token[l]) * KV_TYPE_BYTES
-        cells = kv_cells(m, l, opts)
-        kv = kv_per_cell * cells
+        rest_w[l] = sum(size[n] for n in rest)
+        rest_elems[l] = sum(by_name[n].elements for n in rest)
+        kv_cell[l] = (m.kv_k_per_token[l] + m.kv_v_per_token[l]) * KV_TYPE_BYTES
+        kv = int(kv_cell[l]) * kv_cells(m, l, opts)
         kv_total += kv
-        rest_b[l] = w + kv
-        # decode reads the block's weights once and the KV cache of each sequence's context
-        attended = min(opts.context_tokens, m.sliding_window) if m.swa_layers[l] else opts.context_tokens
-        kv_read = kv_per_cell * attended * B
-        flops = 2.0 * B * sum(by_name[n].elements for n in rest) + 2.0 * B * attended * kv_per_cell / KV_TYPE_BYTES * m.n_gqa
-        rest_gpu[l] = gpu_s(mach, w + kv_read, flops)
-        rest_host[l] = host_s(mach, w + kv_read)
+        rest_b[l] = int(rest_w[l]) + kv
+    is_expert = np.array([g in EXPERT_STEMS for g in GROUPS])
+
+    def step_times(tokens: int, seqs: int, kv_len: int, attn_len: float) -> tuple[np.ndarray, ...]:
+        """Per-step times of every group (GPU / host) and block rest (GPU / host) for `tokens` tokens of `seqs`
+        sequences whose attention reads `kv_len` cached positions each (`attn_len` on average per token)."""
+        g_gpu, g_host = np.zeros((L, G)), np.zeros((L, G))
+        r_gpu, r_host = np.zeros(L), np.zeros(L)
+        used = distinct_experts(m.n_expert, m.n_expert_used, tokens)
+        for l in range(L):
+            for g in np.flatnonzero(present[l]):
+                if is_expert[g]:
+                    # MUL_MAT_ID reads (and, offloaded, copies) only the experts the step's tokens use
+                    read = gbytes[l, g] * used / m.n_expert
+                    flops = 2.0 * tokens * m.n_expert_used * gelems[l, g] / m.n_expert
+                else:
+                    read, flops = float(gbytes[l, g]), 2.0 * tokens * gelems[l, g]
+                g_gpu[l, g] = gpu_s(mach, read, flops)
+                g_host[l, g] = host_weight_s(mach, tokens, read, flops, read)
+            span = min(kv_len, m.sliding_window) if m.swa_layers[l] else kv_len
+            attn = min(attn_len, m.sliding_window) if m.swa_layers[l] else attn_len
+            kv_read = kv_cell[l] * span * seqs
+            flops = 2.0 * tokens * rest_elems[l] + 2.0 * tokens * attn * kv_cell[l] / KV_TYPE_BYTES * m.n_gqa
+            r_gpu[l] = gpu_s(mach, rest_w[l] + kv_read, flops)
+            # a host block's weights follow the same rule (host compute, or copied to the GPU from 32 tokens)
+            r_host[l] = host_weight_s(mach, tokens, rest_w[l] + kv_read, flops, rest_w[l] + kv_read)
+        return g_gpu, g_host, r_gpu, r_host
+
+    # decode: each of the B sequences reads the KV cache of its whole context (the end of a full context)
+    g_gpu, g_host, rest_gpu, rest_host = step_times(B, B, opts.context_tokens, opts.context_tokens)
     out_name = "output.weight" if "output.weight" in by_name else "token_embd.weight"
     out_b = size[out_name] + size["output_norm.weight"]
     out_flops = 2.0 * B * by_name[out_name].elements
@@ -202,6 +224,20 @@ def lower(config: dict[str, Any], hw: HardwareProfile, opts: LlamaCppOptions) ->
         switch_s=switch_s(mach, 2.0 * m.n_embd * 4 * B), group_segments=SEGMENTS, output_bytes=int(out_b),
         output_gpu_s=gpu_s(mach, out_b, out_flops), output_host_s=host_s(mach, out_b), budget_bytes=int(budget),
         allow_host_layers=opts.allow_host_layers)
+    # prompt processing, micro-batch by micro-batch (-ub tokens each): llama.cpp copies host weights to the GPU
+    # for every micro-batch of at least 32 tokens (only the experts it uses), so each gets its own times;
+    # logits are computed for the last prompt token only
+    prefill = []
+    P, ub = opts.prompt_tokens, opts.ubatch
+    for i in range(math.ceil(P / ub)):
+        u = min(ub, P - i * ub)
+        pg, ph, rg, rh = step_times(u, 1, i * ub + u, i * ub + u / 2)
+        last = i == math.ceil(P / ub) - 1
+        out_one = 2.0 * by_name[out_name].elements
+        prefill.append(dataclasses.replace(
+            problem, group_gpu_s=pg, group_host_s=ph, rest_gpu_s=rg, rest_host_s=rh,
+            switch_s=switch_s(mach, 2.0 * m.n_embd * 4 * u),
+            output_gpu_s=gpu_s(mach, out_b, out_one) if last else 0.0, output_host_s=host_s(mach, out_b) if last else 0.0))
     source = (f"roofline on {hw.name} ({'measured' if hw.measured else 'catalog'} constants): GPU "
               f"{mach.gpu_bytes_per_s / 1e9:.0f} GB/s, host memory {mach.host_bytes_per_s / 1e9:.0f} GB/s, "
               f"link {mach.h2d_bytes_per_s / 1e9:.0f} GB/s, {mach.op_overhead_s * 1e6:.0f} us per GPU<->host hand-over")
@@ -209,4 +245,4 @@ def lower(config: dict[str, Any], hw: HardwareProfile, opts: LlamaCppOptions) ->
     if B >= mach.offload_min_batch:
         notes.append(f"a decode batch of {B} reaches llama.cpp's offload threshold (32 tokens): host weights are "
                      "copied to the GPU for every step")
-    return LlamaCppLowered(problem, m, types, memory, opts, source, group_tensors, notes)
+    return LlamaCppLowered(problem, m, types, memory, opts, source, group_tensors, prefill, notes)

@@ -43,8 +43,11 @@ def options(ctx: PlanContext) -> LlamaCppOptions:
             raise PlannerError(f"{name} applies to the planner's own runtime, not to --target llama.cpp "
                                "(whole tensors, no expert cache)", fix)
     cb = v.get("compute_buffer")
+    # the request shape of issue 13 (--prompt-tokens / --output-tokens) where the family declares it
+    prompt, answer = v.get("prompt_tokens") or 512, v.get("output_tokens") or 256
     return LlamaCppOptions(quant=v["quant"], context_tokens=v["context"], batch=v["batch"], ubatch=v["ubatch"],
-                           compute_buffer_bytes=int(cb) if cb is not None else None)
+                           compute_buffer_bytes=int(cb) if cb is not None else None, prompt_tokens=int(prompt),
+                           output_tokens=int(answer))
 
 
 def lower(ctx: PlanContext) -> None:
@@ -133,15 +136,20 @@ def placement_decisions(low: LlamaCppLowered, sol: Any) -> dict[str, Any]:
             "n_gpu_layers": n_gpu_layers(sol.host_layers, p.num_layers, sol.output_on_gpu), "layers": layers}
 
 
-def metrics_dict(low: LlamaCppLowered, sol_metrics: Any, fits: bool = True) -> dict[str, Any]:
-    """Plan-level predicted figures (ms per decode step, bytes)."""
+def metrics_dict(low: LlamaCppLowered, sol_metrics: Any, placement: tuple[int, Any, bool], fits: bool = True) -> dict[str, Any]:
+    """Plan-level predicted figures (ms per decode step and per request, bytes)."""
     mem = low.memory
+    o = low.options
+    ttft = low.ttft_s(*placement) * 1e3
     return {"tpot_ms": sol_metrics.tpot_s * 1e3, "tokens_per_s": 1.0 / sol_metrics.tpot_s,
+            "ttft_ms": ttft, "e2e_ms": ttft + o.output_tokens * sol_metrics.tpot_s * 1e3,
+            "prompt_tokens": o.prompt_tokens, "output_tokens": o.output_tokens,
             "vram_bytes": int(sol_metrics.vram_bytes),
             "vram_total_bytes": int(sol_metrics.vram_bytes + mem["compute_buffer_bytes"]),
             "gpu_group_bytes": int(sol_metrics.gpu_group_bytes), "host_group_bytes": int(sol_metrics.host_group_bytes),
             "host_switches_per_token": int(sol_metrics.host_switches), "fits": bool(fits),
-            "source": "analytic cost model of llama.cpp's static placement (decode, batch %d)" % low.options.batch}
+            "source": ("analytic cost model of llama.cpp's static placement (decode batch %d; prompt in -ub %d "
+                       "micro-batches, host weights copied to the GPU from 32 tokens)" % (o.batch, o.ubatch))}
 
 
 def baseline_decisions(low: LlamaCppLowered, sol: Any) -> dict[str, Any]:
@@ -160,16 +168,16 @@ def lift(ctx: PlanContext) -> None:
     p = low.problem
     m = low.model
     o = low.options
-    pred = metrics_dict(low, sol.metrics)
+    pred = metrics_dict(low, sol.metrics, (sol.host_layers, sol.gpu_groups, sol.output_on_gpu))
     base = {}
     for name, b in st.baselines.items():
         params = {k: v for k, v in b.params.items()}
-        base[name] = BaselineResult(baseline(name).description, params, metrics_dict(low, b.metrics, b.feasible), {},
+        base[name] = BaselineResult(baseline(name).description, params, metrics_dict(low, b.metrics, (b.host_layers, b.gpu_groups, b.output_on_gpu), b.feasible), {},
                                     baseline_decisions(low, b))
     bound_ms = st.bound.tpot_s * 1e3
     plan_ms = sol.objective * 1e3
     bnd = Bound(value=bound_ms, kind="every tensor on the GPU (unlimited VRAM)", gap=(plan_ms - bound_ms) / bound_ms,
-                predicted=metrics_dict(low, st.bound, st.bound.vram_bytes <= p.budget_bytes))
+                predicted=metrics_dict(low, st.bound, (0, p.group_present, True), st.bound.vram_bytes <= p.budget_bytes))
     types_used: dict[str, dict[str, int]] = {}
     for t in m.tensors:
         stem = t.stem if t.stem in GROUPS else "other"
@@ -210,7 +218,8 @@ def lift(ctx: PlanContext) -> None:
         simulated={},
         baselines=base,
         bound=bnd,
-        inputs={"workload": {"context_tokens": o.context_tokens, "batch": o.batch, "phase": "decode"},
+        inputs={"workload": {"context_tokens": o.context_tokens, "batch": o.batch, "phase": "decode",
+                             "prompt_tokens": o.prompt_tokens, "output_tokens": o.output_tokens},
                 "target": TARGET, "quant": o.quant, "scenario_reason": ctx.scenario_reason},
         constraints={"weights_and_kv_budget_bytes": int(p.budget_bytes)},
         notes=tuple(dict.fromkeys(ctx.notes + ["no simulator for --target llama.cpp: a static placement reads the same "
