@@ -43,12 +43,13 @@ def run_cell(model: str, hw: str, quant: str, ctx_tokens: int) -> dict:
     host_groups = sum(len(l["host_groups"]) for l in d["layers"] if not l["host_block"])
     out = {**cell, "feasible": True, "file_gib": d["memory"]["model_file_bytes"] / 2**30,
            "budget_gib": p.constraints["weights_and_kv_budget_bytes"] / 2**30,
-           "plan_ms": p.objective.value, "plan_vram_gib": p.predicted["vram_bytes"] / 2**30,
+           "plan_ms": p.objective.value, "plan_ttft_ms": p.predicted["ttft_ms"], "plan_vram_gib": p.predicted["vram_bytes"] / 2**30,
            "host_blocks": d["host_layers"], "host_groups": host_groups, "partial_blocks": partial,
            "ngl": d["n_gpu_layers"], "solver_s": p.solver.wall_time_s, "bound_ms": p.bound.value}
     for b in BASES:
         r = p.baselines[b]
-        out[b] = {"ms": r.predicted["tpot_ms"], "fits": r.predicted["fits"], **dict(r.params)}
+        out[b] = {"ms": r.predicted["tpot_ms"], "ttft_ms": r.predicted["ttft_ms"], "fits": r.predicted["fits"],
+                  **dict(r.params)}
     fitting = [out[b]["ms"] for b in BASES if out[b]["fits"]]
     out["best_baseline_ms"] = min(fitting) if fitting else None
     return out
@@ -73,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         args.models, args.hardware = ["mixtral-8x7b"], ["rtx4090_24gb"]
     t0 = time.time()
     cells = [run_cell(m, h, q, c) for m in args.models for h in args.hardware for q in QUANTS[m] for c in CONTEXTS]
-    print("predicted decode ms/token (analytic model of llama.cpp's static placement; not measured)")
+    print("predicted decode ms/token (analytic model of llama.cpp's static placement; not measured); "
+          "TTFT: 512-token prompt, -ub 512, plan / best --n-cpu-moe")
     head = (f"{'model':17} {'device':13} {'quant':9} {'ctx':>6} {'file':>6} {'plan':>7} {'cpu_moe':>8} "
-            f"{'n_cpu_moe':>13} {'layer_fill':>14} {'vs best':>8}  plan shape")
+            f"{'n_cpu_moe':>13} {'layer_fill':>14} {'vs best':>8} {'TTFT ms':>13}  plan shape")
     print(head)
     print("-" * len(head))
     for c in cells:
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"({c['partial_blocks']} blocks split)")
         print(f"{c['model']:17} {c['hardware']:13} {c['quant']:9} {c['context']:>6} {c['file_gib']:>5.1f}G "
               f"{c['plan_ms']:>7.2f} {fmt(c, 'cpu_moe'):>8} {fmt(c, 'n_cpu_moe'):>13} {fmt(c, 'layer_fill'):>14} "
-              f"{gain:>8}  {shape}")
+              f"{gain:>8} {c['plan_ttft_ms']:>6.0f}/{c['n_cpu_moe']['ttft_ms']:<6.0f}  {shape}")
     done = [c for c in cells if c["feasible"] and c["best_baseline_ms"]]
     worse = [c for c in done if c["plan_ms"] > c["best_baseline_ms"] * (1 + 1e-9)]
     better = [c for c in done if c["plan_ms"] < c["best_baseline_ms"] * (1 - 1e-3)]
