@@ -169,3 +169,17 @@ def quantize_saved_activations(blocks: Iterable[nn.Module], bits: int = 8, group
         handles.append(block.register_forward_pre_hook(enter))
         handles.append(block.register_forward_hook(leave, always_call=True))
     return handles
+
+
+def detach_block_input(block: nn.Module) -> Any:
+    """Detach the hidden state entering `block` (its first tensor argument, or `hidden_states=`), so that
+    nothing below it is saved for backward or differentiated; returns the removable hook handle."""
+
+    def pre(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if args and torch.is_tensor(args[0]):
+            args = (args[0].detach(),) + tuple(args[1:])
+        elif torch.is_tensor(kwargs.get("hidden_states")):
+            kwargs = {**kwargs, "hidden_states": kwargs["hidden_states"].detach()}
+        return args, kwargs
+
+    return block.register_forward_pre_hook(pre, with_kwargs=True)
