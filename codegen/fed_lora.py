@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from core.errors import InputMismatchError
+from kernels.lora_state import load_lora_state, lora_state
 from kernels.saved_activations import SavedTensorLedger, detach_block_input, quantize_saved_activations
 
 
@@ -153,40 +154,12 @@ def build_device_model(base: nn.Module, spec: LoraSpec, decision: DeviceDecision
     lo = spec.num_blocks - decision.lora_depth
     handles = [detach_block_input(blocks[lo])]
     if decision.act_quant_blocks:
-        skip = frozenset()
         handles += quantize_saved_activations([blocks[b] for b in sorted(decision.act_quant_blocks)],
                                               bits=decision.act_bits, group=spec.act_group,
-                                              min_numel=spec.act_min_numel, ledger=ledger, skip=skip)
+                                              min_numel=spec.act_min_numel, ledger=ledger)
     return DeviceModel(peft_model=peft_model, spec=spec, decision=decision,
                        trainable_blocks=tuple(trainable_block_range(spec, decision.lora_depth)), handles=handles,
                        ledger=ledger)
-
-
-def lora_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable tensors of a task model with adapters (LoRA A/B and the head), by a name free of PEFT's
-    adapter suffixes, e.g. `encoder.encoder.layer.7.attention.self.query.lora_A`, `classifier.weight`."""
-    out = {}
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        out[_plain_name(name)] = p.detach().clone()
-    return out
-
-
-def _plain_name(name: str) -> str:
-    return (name.replace(".lora_A.default.weight", ".lora_A").replace(".lora_B.default.weight", ".lora_B")
-            .replace(".modules_to_save.default.", "."))
-
-
-def load_lora_state(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
-    """Copy the entries of `state` that this model trains into it; returns the names it took."""
-    taken = []
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.requires_grad and _plain_name(name) in state:
-                p.copy_(state[_plain_name(name)])
-                taken.append(_plain_name(name))
-    return taken
 
 
 # ------------------------------------------------------------------ Flower config map and adapter files

@@ -6,7 +6,8 @@ import torch
 import transformers
 from torch import nn
 
-from codegen.fed_lora import (DeviceDecision, LoraSpec, build_device_model, client_config_map, lora_state)
+from codegen.fed_lora import DeviceDecision, LoraSpec, build_device_model, client_config_map
+from kernels.lora_state import lora_state
 from kernels.saved_activations import SavedTensorLedger, parameter_storages
 from profilers.fine_tuning import block_layout, task_model
 from runtime.fed.digits_model import DigitsTransformer
