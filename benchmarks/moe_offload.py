@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic_io import write_text_atomic
-from planner.lowering.moe_offload import MoeOffloadOptions, lower, simulate_solution
-from planner.pipeline import PlanRequest, plan
+from planner.api import plan_from_argv
+from planner.families.moe_offload.lowering import MoeOffloadOptions, lower, simulate_solution
 from planner.registry import resolve_hardware, resolve_model
 from profilers.graph import profile_model
 from solvers.common import InfeasibleError
-from solvers.moe_offload.baselines import uniform_capacity
+from solvers.moe_offload.baselines import BASELINES, uniform_capacity
 from solvers.moe_offload.cost import evaluate
 from solvers.moe_offload.exact import solve_scan_merge
 from solvers.moe_offload.moepic import MoEpicConfig, solve
@@ -38,26 +38,28 @@ MODELS = ("mixtral-8x7b", "qwen1.5-moe-a2.7b", "deepseek-v2-lite", "qwen3-30b-a3
 HARDWARE = ("a100_24gb", "h100_24gb", "rtx4090_24gb")
 BUDGETS = ("max", "25%", "50%", "75%")  # "max": the budget derived from device memory
 BITS = (16, 4)
-IN_SPACE = ("prefetch_only", "cache_only", "uniform_split", "adapmoe_dp")
+IN_SPACE = tuple(b.name for b in BASELINES if b.in_space and b.name != "llamacpp_cpu_moe")   # GPU-only space
 
 
 def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int) -> dict:
     """Plan one cell and collect simulated and predicted figures."""
     # the MoEpic plan space as published (GPU only); the CPU-miss extension is solved on the same problem below
-    opts = MoeOffloadOptions(expert_bits=bits, expert_budget=None if budget == "max" else budget, sim_tokens=sim_tokens,
-                             cpu_misses=False)
+    argv = [model, "--hardware", hw, "--expert-bits", str(bits), "--sim-tokens", str(sim_tokens), "--no-cpu-experts"]
+    if budget != "max":
+        argv += ["--expert-budget", budget]
     try:
-        ctx = plan(PlanRequest(model, hw, moe=opts))
+        ctx = plan_from_argv(argv)
     except InfeasibleError as exc:
         return {"model": model, "hardware": hw, "budget": budget, "bits": bits, "feasible": False, "reason": exc.one_line()}
-    p = ctx.lowered.problem
+    st = ctx.state
+    p = st.lowered.problem
     exact = solve_scan_merge(p)
-    sim = {k: v.tpot_s * 1e3 for k, v in ctx.simulated.items()}
+    sim = {k: v.tpot_s * 1e3 for k, v in st.simulated.items()}
     if p.host_expert_compute_s is not None:
         ext = solve(p, MoEpicConfig(cpu_misses=True))
-        sim["plan_cpu"] = simulate_solution(ctx.lowered, ext).tpot_s * 1e3
-    pred = {"plan": ctx.solution.objective * 1e3, **{k: b.objective * 1e3 for k, b in ctx.baselines.items()}}
-    thetas = ctx.solution.thetas
+        sim["plan_cpu"] = simulate_solution(st.lowered, ext).tpot_s * 1e3
+    pred = {"plan": st.solution.objective * 1e3, **{k: b.objective * 1e3 for k, b in st.baselines.items()}}
+    thetas = st.solution.thetas
     return {
         "model": model, "hardware": hw, "budget": budget, "bits": bits, "feasible": True,
         "budget_bytes": p.budget_bytes, "expert_bytes": p.expert_bytes,
@@ -66,12 +68,12 @@ def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int) -> di
         "sim_tpot_ms": sim, "pred_tpot_ms": pred,
         "reduction_vs": {k: 1 - sim["plan"] / v for k, v in sim.items() if k not in ("plan", "bound", "plan_cpu")},
         "plan_over_bound_sim": sim["plan"] / sim["bound"],
-        "gap_to_exact": (ctx.solution.objective - exact.objective) / exact.objective,
-        "solver_wall_s": ctx.solution.wall_time_s,
+        "gap_to_exact": (st.solution.objective - exact.objective) / exact.objective,
+        "solver_wall_s": st.solution.wall_time_s,
         "theta_mean": float(thetas.mean()), "interior_layers": int(((thetas > 0) & (thetas < 1)).sum()),
-        "layers": int(len(thetas)), "prefetch_layers": int(ctx.solution.prefetch.sum()),
+        "layers": int(len(thetas)), "prefetch_layers": int(st.solution.prefetch.sum()),
         "worse_than_in_space_baseline": [k for k in IN_SPACE if k in sim and sim[k] < sim["plan"] * (1 - 1e-9)],
-        "replaced_by_simulation_check": ctx.replaced_by,
+        "replaced_by_simulation_check": st.replaced_by,
     }
 
 
@@ -79,8 +81,8 @@ def theta_sweep(model: str, hw: str, budget: str, preset: str, sim_tokens: int) 
     """Simulated TPOT against one global theta (uniform budget, LCP + prefetch), and the planner's theta."""
     structure = profile_model(resolve_model(model), with_graph=False).moe
     low = lower(structure, model, resolve_hardware(hw),
-                MoeOffloadOptions(expert_budget=None if budget == "max" else budget, trace_preset=preset,
-                                  sim_tokens=sim_tokens))
+                MoeOffloadOptions(expert_budget=None if budget == "max" else ("share", float(budget.rstrip("%")) / 100),
+                                  trace_preset=preset, sim_tokens=sim_tokens))
     p = low.problem
     L = p.num_layers
     units = min(p.total_units // L, p.layer_units)
@@ -91,10 +93,11 @@ def theta_sweep(model: str, hw: str, budget: str, preset: str, sim_tokens: int) 
     for th in p.thetas():
         for pref in (True, False):
             caps = np.full(L, int(capacity(p, per_layer, th)))
-            sol = MoeOffloadSolution(Status.FEASIBLE, np.full(L, units), np.full(L, th), caps, np.full(L, pref), "lcp",
-                                     0.0)
+            m = evaluate(p, np.full(L, th), caps, np.full(L, pref), "lcp")
+            sol = MoeOffloadSolution(status=Status.FEASIBLE, budget_units=np.full(L, units), thetas=np.full(L, th),
+                                     capacities=caps, prefetch=np.full(L, pref), policy="lcp", objective=m.tpot_s, metrics=m)
             rows.append({"theta": float(th), "prefetch": pref, "cached": int(caps[0]),
-                         "pred_ms": evaluate(p, sol.thetas, caps, sol.prefetch, "lcp").tpot_s * 1e3,
+                         "pred_ms": m.tpot_s * 1e3,
                          "sim_ms": simulate_solution(low, sol).tpot_s * 1e3})
     best = {}
     for pref in (True, False):

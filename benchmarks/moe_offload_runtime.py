@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-from codegen.emit import emit_moe_offload
 from core.atomic_io import write_text_atomic
-from planner.lowering.moe_offload import MoeOffloadOptions
-from planner.pipeline import PlanRequest, plan
+from planner.api import emit_artifact, plan_from_argv
+from planner.cli import main
 from planner.registry import resolve_model
 from profilers.models import build_model
 from profilers.moe import record_trace
@@ -43,9 +42,12 @@ def run_model(name: str, budget: str, trace_tokens: int, run_tokens: int, workdi
     vocab = int(built.module.config.vocab_size)
     trace = record_trace(built.module, prompts(1, 4, vocab), trace_tokens // 4, model_name=name, temperature=1.0, seed=1)
     tpath = trace.save(workdir / f"{name}.trace.npz")
-    opts = MoeOffloadOptions(trace_path=str(tpath), expert_budget=budget, calibrate=True, sim_tokens=trace.num_tokens)
-    p = plan(PlanRequest(name, "cpu_emulated_link", tiny=True, moe=opts)).plan
-    art = emit_moe_offload(p, workdir / f"{name}.build")
+    cal = workdir / f"{name}.calibration.yaml"
+    if main(["calibrate", name, "--tiny", "--scenario", "moe-offload", "-o", str(cal), "--force"]) != 0:
+        raise SystemExit(f"calibration of {name} failed")
+    p = plan_from_argv([name, "--tiny", "--hardware", "cpu_emulated_link", "--trace", str(tpath), "--expert-budget", budget,
+                        "--calibration", str(cal), "--sim-tokens", str(trace.num_tokens)]).plan
+    art = emit_artifact(p, workdir / f"{name}.build", force=True)
     rows = []
     eval_prompts = prompts(99, 2, vocab)
     for config in CONFIGS:

@@ -44,9 +44,9 @@ def cell(spec, prof, edge: str, mbps: float, cloud, exact: bool) -> dict:
     rows = {"plan": {"latency_ms": m.latency_s * 1e3, "throughput_rps": 1 / m.period_s, "J_ms": m.objective_s * 1e3,
                      "bytes": m.bytes_per_request, "accuracy_drop": joint if joint is not None else m.accuracy_drop,
                      "tensors": len(bits), "bits": sorted(set(bits.values())), "feasible": sol.feasible}}
-    for name, fn in BASELINES.items():
-        b = fn(p)
-        rows[name] = {"latency_ms": b.metrics.latency_s * 1e3, "throughput_rps": 1 / b.metrics.period_s,
+    for base in BASELINES:
+        b = base.solve(p)
+        rows[base.name] = {"latency_ms": b.metrics.latency_s * 1e3, "throughput_rps": 1 / b.metrics.period_s,
                       "J_ms": b.objective * 1e3, "bytes": b.metrics.bytes_per_request,
                       "accuracy_drop": b.metrics.accuracy_drop, "feasible": b.feasible}
     out = {"model": spec.name, "edge": edge, "mbps": mbps, "nodes": p.num_nodes, "solve_s": solve_s,

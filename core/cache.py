@@ -31,3 +31,28 @@ def cache_path(kind: str, key: str, suffix: str) -> Path:
     folder = cache_dir() / kind
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{key}{suffix}"
+
+
+def load_npz(kind: str, key: str) -> dict[str, Any] | None:
+    """Arrays of a cached `.npz` entry, or None when absent or unreadable (then the caller recomputes)."""
+    import numpy as np
+
+    path = cache_dir() / kind / f"{key}.npz"
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def save_npz(kind: str, key: str, arrays: dict[str, Any], compressed: bool = False) -> Path:
+    """Write a cache entry atomically (a temporary file in the same folder, then a rename)."""
+    import numpy as np
+
+    path = cache_path(kind, key, ".npz")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
+    os.replace(tmp, path)
+    return path

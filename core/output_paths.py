@@ -200,3 +200,31 @@ class OutputDir:
         else:
             os.replace(staging, p)
         return p
+
+
+def zip_with_members(*names: str) -> Recognizer:
+    """A recogniser for zip archives (e.g. .npz) holding all `names`."""
+    import zipfile
+
+    def recognise(path: Path) -> bool:
+        try:
+            with zipfile.ZipFile(path) as z:
+                have = set(z.namelist())
+        except (OSError, zipfile.BadZipFile, ValueError):
+            return False
+        return all(n in have for n in names)
+
+    return recognise
+
+
+def bytes_within_head(marker: bytes, head: int = 8192) -> Recognizer:
+    """A recogniser for files whose first `head` bytes contain `marker` (e.g. b"atplotlib" in a figure)."""
+
+    def recognise(path: Path) -> bool:
+        try:
+            with open(path, "rb") as fh:
+                return marker in fh.read(head)
+        except OSError:
+            return False
+
+    return recognise

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import torch
 
-from codegen.emit import emit_moe_offload
-from planner.lowering.moe_offload import MoeOffloadOptions
-from planner.pipeline import PlanRequest, plan
+from planner.api import emit_artifact, plan_from_argv
 from planner.registry import resolve_model
 from profilers.models import build_model
 from profilers.moe import record_trace
@@ -20,7 +18,7 @@ from runtime.moe_offload.run import generate, load
 
 
 def main() -> None:
-    full = plan(PlanRequest("mixtral-8x7b", "a100_24gb", moe=MoeOffloadOptions(sim_tokens=256))).plan
+    full = plan_from_argv(["mixtral-8x7b", "--hardware", "a100_24gb", "--sim-tokens", "256"]).plan
     print(f"Mixtral-8x7B on a100_24gb: predicted TPOT {full.predicted['tpot_ms']:.0f} ms "
           f"(simulated {full.simulated['tpot_ms']:.0f} ms); best baseline "
           f"{min((b.simulated['tpot_ms'], n) for n, b in full.baselines.items())}")
@@ -30,9 +28,9 @@ def main() -> None:
         prompts = [torch.randint(0, 512, (12,), generator=g).tolist() for _ in range(3)]
         trace = record_trace(model, prompts, 80, model_name="mixtral-8x7b", temperature=1.0, seed=0)
         tpath = trace.save(Path(tmp) / "trace.npz")
-        tiny = plan(PlanRequest("mixtral-8x7b", "cpu_emulated_link", tiny=True,
-                                moe=MoeOffloadOptions(trace_path=str(tpath), expert_budget="40%"))).plan
-        art = emit_moe_offload(tiny, Path(tmp) / "build")
+        tiny = plan_from_argv(["mixtral-8x7b", "--tiny", "--hardware", "cpu_emulated_link", "--trace", str(tpath),
+                               "--expert-budget", "40%"]).plan
+        art = emit_artifact(tiny, Path(tmp) / "build")
         receipt = generate(load(art, device="cpu"), list(range(30, 42)), 24, temperature=1.0, seed=5)
         t = receipt.totals
         print(f"tiny Mixtral through the engine ({receipt.link}):")

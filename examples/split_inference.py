@@ -7,15 +7,14 @@ CNN, whose accuracy drop is measured on held-out scikit-learn digits.
 """
 from __future__ import annotations
 
-from planner.lowering.split_inference import SplitOptions
-from planner.pipeline import PlanRequest, plan
+from planner.api import plan_from_argv
 
 
 def main() -> None:
-    opts = SplitOptions(link_bits_per_s=20e6, link_range_bits_per_s=(1e6, 1e8), table_levels=5)
-    ctx = plan(PlanRequest("resnet50", "raspberry_pi5_8gb", cloud="a100_80gb", link="20mbps", split=opts))
+    ctx = plan_from_argv(["resnet50", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb",
+                          "--link", "1mbps..100mbps", "--table-levels", "5"])
     p = ctx.plan
-    print(f"resnet50, raspberry_pi5_8gb -> 20 Mbit/s -> a100_80gb: J {p.predicted['objective_ms']:.3f} ms, "
+    print(f"resnet50, raspberry_pi5_8gb -> 10 Mbit/s -> a100_80gb: J {p.predicted['objective_ms']:.3f} ms, "
           f"period {p.predicted['period_ms']:.3f} ms, latency {p.predicted['latency_ms']:.2f} ms, "
           f"accuracy drop {p.predicted['accuracy_drop']:.4f} ({p.predicted['accuracy_kind']})")
     for t in p.decisions["cut_tensors"]:
@@ -27,8 +26,8 @@ def main() -> None:
     for name in ("all_edge", "all_cloud", "neurosurgeon", "dads"):
         b = p.baselines[name].predicted
         print(f"  {name:13}: latency {b['latency_ms']:.2f} ms, period {b['period_ms']:.3f} ms")
-    digits = plan(PlanRequest("digits-cnn", "raspberry_pi5_8gb", cloud="a100_80gb", link="1mbps",
-                              split=SplitOptions(link_bits_per_s=1e6))).plan
+    digits = plan_from_argv(["digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb",
+                             "--link", "1mbps"]).plan
     print(f"digits-cnn on the Pi at 1 Mbit/s: {digits.decisions['cut_tensors'] or 'nothing sent (all on the device)'}; "
           f"accuracy drop {digits.predicted['accuracy_drop']:.4f} ({digits.predicted['accuracy_kind']})")
 

@@ -1,133 +1,203 @@
 """`planner`: the command line. Renders output; the library underneath only logs.
 
-Exit codes: 0 success, 1 `diff` found a regression, 2 bad input (one line naming the problem and
-the fix; `--debug` shows the traceback).
+Exit codes: 0 success, 1 `diff` found a regression, 2 bad input (one line naming the problem and the
+fix), 3 an internal error (a bug: one line, `--debug` shows the traceback), 130 interrupted.
+
+The spine names no family: every family's flags come from the registry, the scenario is chosen by the
+families themselves, and `emit`/`run` dispatch to the family an artifact or plan belongs to. Every
+command that writes checks its output path before the work (`core.output_paths`): it replaces only
+what the same command wrote before, unless `--force`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
-from core.errors import EXIT_BAD_INPUT, EXIT_REGRESSION, PlannerError
+from core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_REGRESSION, OutputPathError, PlannerError
+from planner.flags import Flag, FlagValues, add_flags, merge_flags, read_flags
 
 log = logging.getLogger("planner")
+EXIT_INTERNAL = 3
+PLAN_FILE = ("schema_version", "family", "model", "decisions")
+RECEIPT_FILE = ("family", "config", "totals")
+HARDWARE_HEADER = "# written by `planner hardware measure`"
 
 
-def _console(stderr: bool = False) -> Any:
+class CliParser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise PlannerError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
+
+
+# ------------------------------------------------------------------ output helpers
+def _console(stderr: bool = False, wide: bool = False) -> Any:
+    """A rich console: the terminal's width on a TTY, else $COLUMNS or 80 columns (160 with --wide)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=200 if not sys.stdout.isatty() else None)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None
+    if not stream.isatty():
+        width = int(os.environ.get("COLUMNS", 0) or (160 if wide else 80))
+    return Console(file=stream, highlight=False, soft_wrap=False, width=width)
 
 
-def _percent(text: str) -> float:
-    t = text.strip()
-    try:
-        return float(t[:-1]) / 100 if t.endswith("%") else float(t)
-    except ValueError:
-        raise PlannerError(f"cannot read tolerance '{text}'", "write it like 1% or 0.01") from None
+class Status:
+    """Progress on stderr while a long step runs: a spinner on a terminal, log lines with -v, else nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._status: Any = None
+        if enabled and sys.stderr.isatty():
+            self._status = _console(stderr=True).status("starting", spinner="dots")
+
+    def __enter__(self) -> "Status":
+        if self._status is not None:
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+    def __call__(self, text: str) -> None:
+        log.info("%s", text)
+        if self._status is not None:
+            self._status.update(text)
+
+
+def _output_file(path: str, flag: str, what: str, recognise: Any, force: bool) -> Any:
+    from core.output_paths import OutputFile
+
+    out = OutputFile(Path(path), flag=flag, what=what, is_previous=recognise, force=force)
+    out.check()
+    return out
+
+
+# ------------------------------------------------------------------ family flags
+def _family_flags(kind: str) -> dict[str, tuple[Flag, tuple[str, ...]]]:
+    from planner.registry import families
+
+    return merge_flags((f.name, getattr(f, f"{kind}_flags")) for f in families())
+
+
+def _owners(kind: str) -> dict[str, tuple[str, ...]]:
+    return {name: owners for name, (_, owners) in _family_flags(kind).items()}
+
+
+def _read_family_flags(args: argparse.Namespace, kind: str) -> FlagValues:
+    return read_flags(args, [f for f, _ in _family_flags(kind).values()])
+
+
+def family_values(kind: str, argv: Sequence[str]) -> FlagValues:
+    """Typed values of the family flags of `planner <kind>` given as an argument list (e.g. ["--seed", "1"])."""
+    parser = CliParser(prog=f"planner {kind}", add_help=False)
+    add_flags(parser, _family_flags(kind), show_owner=False)
+    return _read_family_flags(parser.parse_args(list(argv)), kind)
+
+
+def _check_foreign(given: frozenset[str], family: Any, kind: str) -> None:
+    own = {f.name for f in getattr(family, f"{kind}_flags")}
+    for name in sorted(given):
+        owners = _owners(kind).get(name)
+        if owners is not None and name not in own:
+            raise PlannerError(f"{name} is a {'/'.join(owners)} flag, but this artifact is {family.name}",
+                               f"drop {name}")
 
 
 # ------------------------------------------------------------------ commands
 def cmd_plan(args: argparse.Namespace) -> int:
-    from planner.lowering.moe_offload import MoeOffloadOptions
-    from planner.pipeline import PlanRequest, plan
-    from planner.serde import dumps, save
+    from planner.families.base import PlanRequest
+    from planner.pipeline import plan
+    from planner.serde import dumps
 
-    if args.sim_tokens < 1:
-        raise PlannerError("--sim-tokens must be at least 1", "pass e.g. --sim-tokens 1024")
-    opts = MoeOffloadOptions(expert_bits=args.expert_bits, context_tokens=args.context, batch=args.batch,
-                             expert_budget=args.expert_budget, trace_path=args.trace, trace_preset=args.trace_preset,
-                             trace_tokens=args.trace_tokens, seed=args.seed, theta_granularity=args.theta_granularity,
-                             k_prefetch=args.k_prefetch, inner=args.inner, sim_tokens=args.sim_tokens,
-                             calibrate=args.calibrate, cpu_misses=not args.no_cpu_experts)
-    split = None
-    if args.cloud or args.link or args.scenario == "split-inference":
-        from planner.lowering.split_inference import SplitOptions
-        from planner.units import parse_link, parse_seconds
-
-        rate, rng = parse_link(args.link or "20mbps")
-        split = SplitOptions(cloud=args.cloud or "a100_80gb", link_bits_per_s=rate, link_range_bits_per_s=rng,
-                             rtt_s=parse_seconds(args.rtt, "--rtt"), epsilon=args.epsilon,
-                             t_max_s=parse_seconds(args.t_max, "--t-max") if args.t_max else float("inf"),
-                             calibrate=args.calibrate)
-    req = PlanRequest(args.model, args.hardware, args.scenario, args.cloud, args.link, args.clients,
-                      args.record_timing, args.tiny, opts, split)
+    values = _read_family_flags(args, "plan")
+    out = _output_file(args.output, "-o", "plan", _plan_recogniser(), args.force) if args.output else None
+    req = PlanRequest(args.model, args.hardware, args.scenario, args.tiny, args.record_timing, values)
     err = _console(stderr=True)
-    ctx = plan(req, on_phase=lambda name: log.info("phase %s", name))
-    err.print(f"scenario: {ctx.family} ({ctx.scenario_reason})")
-    err.print(f"solver wall time: {ctx.solution.wall_time_s:.3f} s; total {sum(ctx.phase_times_s.values()):.1f} s")
+    with Status(not args.quiet) as status:
+        ctx = plan(req, on_phase=status, family_flags=_owners("plan"))
+    err.print(f"scenario: {ctx.family.name} ({ctx.scenario_reason})")
+    wall = getattr(getattr(ctx.state, "solution", None), "wall_time_s", None)
+    err.print((f"solver wall time: {wall:.3f} s; " if wall is not None else "")
+              + f"total {sum(ctx.phase_times_s.values()):.1f} s")
     for note in ctx.plan.notes:
         err.print(f"note: {note}")
-    if args.output:
-        path = save(ctx.plan, args.output)
-        err.print(f"wrote {path}")
+    text = dumps(ctx.plan)
+    if out is not None:
+        err.print(f"wrote {out.write_text(text)}")
     if args.json:
-        sys.stdout.write(dumps(ctx.plan))
+        sys.stdout.write(text)
     elif not args.quiet:
         from planner.inspect_view import render
 
-        _console().print(render(ctx.plan))
+        _console(wide=args.wide).print(render(ctx.plan, ctx.family, args.wide))
     return 0
 
 
+def _plan_recogniser() -> Any:
+    from core.output_paths import json_with_keys
+
+    return json_with_keys(*PLAN_FILE)
+
+
+def _load_plan(path: str, validate: bool = True) -> Any:
+    """A plan file, checked against its own family's constraints (every command that reads a plan)."""
+    from planner.pipeline import require_valid
+    from planner.serde import load
+
+    p = load(path)
+    return require_valid(p, path) if validate else p
+
+
+def _plot_output(path: str, force: bool) -> tuple[Any, str]:
+    from core.output_paths import bytes_within_head
+    from planner.inspect_view import PLOT_FORMATS
+
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in PLOT_FORMATS:
+        raise PlannerError(f"--plot {path}: unknown figure format '.{fmt}'",
+                           f"end the file name with one of: {', '.join('.' + f for f in PLOT_FORMATS)}")
+    return _output_file(path, "--plot", "figure", bytes_within_head(b"atplotlib"), force), fmt
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from planner.serde import dumps, load
+    from planner.registry import family
+    from planner.serde import dumps
 
-    plan = load(args.plan)
+    plan_obj = _load_plan(args.plan)
+    fam = family(plan_obj.family)
+    plot = _plot_output(args.plot, args.force) if args.plot else None
     if args.json:
-        sys.stdout.write(dumps(plan))
-        return 0
-    from planner.inspect_view import plot, render
+        sys.stdout.write(dumps(plan_obj))
+    else:
+        from planner.inspect_view import render
 
-    _console().print(render(plan))
-    if args.plot:
-        try:
-            plot(plan, args.plot)
-        except ValueError as exc:
-            raise PlannerError(str(exc), "plot a moe-offload or split-inference plan") from exc
-        _console(stderr=True).print(f"wrote {args.plot}")
+        _console(wide=args.wide).print(render(plan_obj, fam, args.wide))
+    if plot is not None:
+        from planner.inspect_view import save_figure
+
+        fig = fam.plot(plan_obj)
+        if fig is None:
+            raise PlannerError(f"the {fam.name} family has no plot", "drop --plot")
+        out, fmt = plot
+        _console(stderr=True).print(f"wrote {out.write_bytes(save_figure(fig, fmt))}")
     return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from planner.plan_diff import diff_plans, render_diff
     from planner.pipeline import plan_validator
-    from planner.plan_diff import diff_plans
-    from planner.serde import load
 
-    old, new = load(args.old), load(args.new)
-    tol = _percent(args.tolerance)
-    if tol < 0:
-        raise PlannerError("--tolerance is negative", "pass a non-negative tolerance such as 1%")
-    res = diff_plans(old, new, tol, plan_validator)
-    out = _console()
-    if not res.changes:
-        out.print("plans are identical (volatile fields such as wall time ignored)")
-    else:
-        from rich.table import Table
-
-        t = Table(title=f"{len(res.changes)} changed value(s)", title_justify="left")
-        t.add_column("path")
-        t.add_column("old", justify="right")
-        t.add_column("new", justify="right")
-        for c in res.changes[: args.max_rows]:
-            t.add_row(c.path, str(c.old), str(c.new))
-        if len(res.changes) > args.max_rows:
-            t.add_row(f"... {len(res.changes) - args.max_rows} more", "", "")
-        out.print(t)
-    out.print(f"{res.objective_metric}: {res.objective_old:.6g} -> {res.objective_new:.6g} "
-              f"({'worse' if res.relative_change > 0 else 'better or equal'} by {abs(res.relative_change):.2%}, tolerance {tol:.2%})")
-    for v in res.violations:
-        out.print(f"violation: {v}")
-    if res.regressed:
-        for r in res.reasons:
-            out.print(f"REGRESSION: {r}")
-        return EXIT_REGRESSION
-    out.print("OK: no regression")
-    return 0
+    v = read_flags(args, DIFF_FLAGS)
+    old, new = _load_plan(args.old, validate=False), _load_plan(args.new, validate=False)
+    res = diff_plans(old, new, v["tolerance"], plan_validator)
+    _console(wide=args.wide).print(render_diff(res, old, new, v["tolerance"], v["max_rows"]))
+    return EXIT_REGRESSION if res.regressed else 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -138,21 +208,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from planner.units import fmt_bytes, fmt_count
     from profilers.graph import profile_model
 
+    v = read_flags(args, PROFILE_FLAGS)
+    spec = resolve_model(args.model)
     t0 = time.perf_counter()
-    prof = profile_model(resolve_model(args.model), tiny=args.tiny, seq_len=args.seq_len)
+    with Status(True) as status:
+        status(f"profiling {spec.name}")
+        prof = profile_model(spec, tiny=args.tiny, seq_len=v["seq_len"])
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if args.json:
         from planner.serde import canonical
 
         d = canonical(prof)
-        if not args.nodes:
+        if not v["nodes"]:
             d.pop("nodes")
         sys.stdout.write(json.dumps(d, sort_keys=True, indent=2) + "\n")
         return 0
     from rich.table import Table
 
-    out = _console()
+    out = _console(wide=args.wide)
     out.print(f"[bold]{prof.name}[/bold] ({prof.source})")
     out.print(f"parameters {fmt_count(prof.num_params)} ({prof.num_params:,}), {fmt_bytes(prof.param_bytes)} at {prof.dtype}"
               f"{' (tiny)' if prof.tiny else ''}; inputs {list(prof.input_shapes)}")
@@ -167,19 +241,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
     t = Table(title="per block", title_justify="left")
     for col in ("block", "nodes", "matmul FLOPs", "params", "activations"):
         t.add_column(col, justify="left" if col == "block" else "right")
-    blocks = prof.blocks if args.all_blocks else prof.blocks[: args.max_blocks]
+    blocks = prof.blocks if args.all_blocks else prof.blocks[: v["max_blocks"]]
     for b in blocks:
         t.add_row(b.name, str(b.n_nodes), fmt_count(b.flops), fmt_bytes(b.param_bytes), fmt_bytes(b.activation_bytes))
     if len(prof.blocks) > len(blocks):
         t.add_row(f"... {len(prof.blocks) - len(blocks)} more (--all-blocks)", "", "", "", "")
     out.print(t)
-    if args.nodes:
-        nt = Table(title=f"first {args.nodes} compute nodes", title_justify="left")
-        for col in ("node", "op", "block", "FLOPs", "param bytes", "out bytes", "shape"):
+    if v["nodes"]:
+        nt = Table(title=f"first {v['nodes']} compute nodes", title_justify="left")
+        for col in ("node", "op", "FLOPs", "params", "out", "shape"):
             nt.add_column(col)
-        for n in [n for n in prof.nodes if not n.is_view][: args.nodes]:
-            nt.add_row(n.name, n.target, n.block, fmt_count(n.flops), fmt_bytes(n.param_bytes), fmt_bytes(n.output_bytes),
-                       str(list(n.output_shape)))
+        for n in [n for n in prof.nodes if not n.is_view][: v["nodes"]]:
+            nt.add_row(n.name, n.target, fmt_count(n.flops), fmt_bytes(n.param_bytes), fmt_bytes(n.output_bytes),
+                       "x".join(map(str, n.output_shape)))
         out.print(nt)
     out.print(f"profiled in {wall:.1f} s, peak memory {fmt_bytes(peak)}")
     return 0
@@ -189,17 +263,18 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from planner.registry import hardware_catalog, resolve_hardware
-    from planner.units import fmt_bytes, fmt_rate
+    from planner.units import fmt_byte_rate, fmt_bytes, fmt_rate
 
-    out = _console()
+    out = _console(wide=getattr(args, "wide", False))
     if args.hw_cmd == "list":
-        t = Table(title="hardware catalog (also: <base>_<N>gb caps memory; a YAML path works anywhere)", title_justify="left")
-        for col in ("name", "kind", "memory", "mem BW", "fp16 FLOP/s", "host->device", "uplink"):
+        t = Table(title="hardware catalog (<base>_<N>gb caps memory; a YAML path works anywhere)", title_justify="left")
+        for col in ("name", "kind", "memory", "mem BW", "fp16", "host->dev", "uplink"):
             t.add_column(col, justify="left" if col in ("name", "kind") else "right")
         for name, hw in sorted(hardware_catalog().items()):
             fp16 = hw.peak_flops_per_s.get("fp16") or hw.peak_flops_per_s.get("fp32")
-            t.add_row(name, hw.kind, fmt_bytes(hw.memory_bytes), f"{hw.memory_bandwidth_bytes_per_s / 1e9:.0f} GB/s",
-                      f"{fp16 / 1e12:.1f} T", f"{hw.host_to_device_bytes_per_s / 1e9:.0f} GB/s" if hw.host_to_device_bytes_per_s else "unified",
+            t.add_row(name, hw.kind, fmt_bytes(hw.memory_bytes), fmt_byte_rate(hw.memory_bandwidth_bytes_per_s),
+                      f"{fp16 / 1e12:.3g} TFLOP/s",
+                      fmt_byte_rate(hw.host_to_device_bytes_per_s) if hw.host_to_device_bytes_per_s else "unified",
                       fmt_rate(hw.uplink_bits_per_s) if hw.uplink_bits_per_s else "-")
         out.print(t)
         return 0
@@ -209,194 +284,335 @@ def cmd_hardware(args: argparse.Namespace) -> int:
         hw = resolve_hardware(args.name)
         sys.stdout.write(yaml.safe_dump(hw.to_dict(), sort_keys=False, width=110))
         return 0
-    if args.hw_cmd == "measure":
-        import yaml
-        from rich.progress import Progress
+    # measure
+    import yaml
+    from rich.progress import Progress
 
-        from core.atomic_io import write_text_atomic
-        from profilers.hardware import measure_this_machine
+    from core.output_paths import text_starting_with
+    from profilers.hardware import measure_this_machine
 
-        with Progress(console=_console(stderr=True), transient=True) as prog:
-            task = prog.add_task("measuring", total=5)
+    target = _output_file(args.output, "-o", "hardware profile", text_starting_with(HARDWARE_HEADER), args.force)
+    with Progress(console=_console(stderr=True), transient=True) as prog:
+        task = prog.add_task("measuring", total=5)
 
-            def tick(label: str, done: int, total: int) -> None:
-                prog.update(task, completed=done, total=total, description=label)
+        def tick(label: str, done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total, description=label)
 
-            hw, results = measure_this_machine(name=args.name or Path(args.output).stem, progress=tick)
-        for r in results:
-            out.print(f"{r.name}: {r.value:.4g} {r.unit} ({r.detail})")
-        write_text_atomic(args.output, "# written by `planner hardware measure`; usable as --hardware FILE\n"
-                          + yaml.safe_dump(hw.to_dict(), sort_keys=False, width=110))
-        out.print(f"wrote {args.output}")
-        return 0
-    raise PlannerError("missing hardware subcommand", "use `planner hardware list|show NAME|measure -o FILE`")
+        hw, results = measure_this_machine(name=args.name or Path(args.output).stem, progress=tick)
+    for r in results:
+        out.print(f"{r.name}: {r.value:.4g} {r.unit} ({r.detail})")
+    target.write_text(HARDWARE_HEADER + "; usable as --hardware FILE\n" + yaml.safe_dump(hw.to_dict(), sort_keys=False, width=110))
+    out.print(f"wrote {args.output}")
+    return 0
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from core.output_paths import zip_with_members
     from planner.registry import resolve_model
 
+    v = read_flags(args, TRACE_FLAGS)
+    out = _output_file(args.output, "-o", "routing trace", zip_with_members("experts.npy", "header.npy"), args.force)
     spec = resolve_model(args.model)
-    if args.preset:
+    if v["preset"]:
+        from planner.families.moe_offload import TRACE_PRESETS
         from profilers.graph import profile_model
-        from profilers.synthetic_traces import PRESETS, generate_trace
+        from profilers.synthetic_traces import generate_trace
 
-        if args.preset not in PRESETS:
-            raise PlannerError(f"unknown trace preset '{args.preset}'", f"use one of: {', '.join(PRESETS)}")
+        if v["preset"] not in TRACE_PRESETS:
+            raise PlannerError(f"unknown trace preset '{v['preset']}'", f"use one of: {', '.join(TRACE_PRESETS)}")
         m = profile_model(spec, tiny=args.tiny, with_graph=False).moe
         if m is None:
-            raise PlannerError(f"{spec.name} has no MoE layers to trace", "pick an MoE model")
-        trace = generate_trace(len(m.moe_layers), m.num_experts, m.top_k, args.preset, model=spec.name,
-                               tokens=args.tokens, seed=args.seed)
+            raise PlannerError(f"{spec.name} has no MoE layers, so it has no routing to trace", "pick an MoE model")
+        trace = generate_trace(len(m.moe_layers), m.num_experts, m.top_k, v["preset"], model=spec.name,
+                               tokens=v["tokens"], seed=v["seed"])
     else:
         if not args.tiny:
             raise PlannerError("recording a trace needs real weights, and only tiny models run here",
-                               "pass --tiny (same architecture, small dimensions) or --preset NAME for a synthetic trace")
+                               "pass --tiny (the tiny model's routing is recorded for the full-size model's plan), "
+                               "or --preset NAME for a synthetic trace")
         import torch
 
         from profilers.models import build_model
         from profilers.moe import record_trace
+        from profilers.moe_structure import extract_moe_structure
 
         built = build_model(spec, tiny=True)
+        if extract_moe_structure(built) is None:
+            raise PlannerError(f"{spec.name} has no MoE layers, so it has no routing to trace", "pick an MoE model")
         vocab = built.module.config.vocab_size
-        if args.prompts:
-            lines = [l for l in Path(args.prompts).read_text(encoding="utf-8").splitlines() if l.strip()]
+        if v["prompts"]:
+            p = Path(v["prompts"])
+            if not p.is_file():
+                raise PlannerError(f"--prompts {p} does not exist", "pass a text file with one prompt per line")
+            try:
+                lines = [l for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
+            except UnicodeDecodeError as exc:
+                raise PlannerError(f"--prompts {p} is not UTF-8 text", "pass a text file with one prompt per line") from exc
             if not lines:
-                raise PlannerError(f"{args.prompts} has no prompts", "put one prompt per line")
+                raise PlannerError(f"--prompts {p} has no prompts", "put one prompt per line")
             # tiny models have no tokenizer: bytes of each prompt, folded into the vocabulary
             prompts = [[b % vocab for b in line.encode("utf-8")][:64] for line in lines]
         else:
-            g = torch.Generator().manual_seed(args.seed)
+            g = torch.Generator().manual_seed(v["seed"])
             prompts = [torch.randint(0, vocab, (16,), generator=g).tolist() for _ in range(4)]
-        trace = record_trace(built.module, prompts, args.max_new_tokens, model_name=spec.name,
-                             temperature=args.temperature, seed=args.seed)
-    path = trace.save(args.output)
-    _console(stderr=True).print(f"wrote {path}: {trace.num_tokens} steps x {trace.num_layers} MoE layers x top-{trace.top_k} ({trace.source})")
+        with Status(True) as status:
+            status(f"recording routing of {len(prompts)} prompts x {v['max_new_tokens']} tokens")
+            trace = record_trace(built.module, prompts, v["max_new_tokens"], model_name=spec.name,
+                                 temperature=v["temperature"], seed=v["seed"])
+    path = out.write_bytes(trace.to_bytes())
+    _console(stderr=True).print(f"wrote {path}: {trace.num_tokens} steps x {trace.num_layers} MoE layers x "
+                                f"top-{trace.top_k} ({trace.source})")
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from core.output_paths import text_starting_with
+    from planner.calibration import HEADER, calibration_text
+    from planner.registry import family, resolve_model
+
+    out = _output_file(args.output, "-o", "calibration file", text_starting_with(HEADER), args.force)
+    spec = resolve_model(args.model)
+    fam = family(args.scenario)
+    if not fam.can_calibrate:
+        raise PlannerError(f"the {fam.name} family has no calibration", "plan it from the hardware profile")
+    with Status(True) as status:
+        status(f"measuring {spec.name} on this machine")
+        measured = fam.calibrate(spec, args.tiny)
+    _console(stderr=True).print(f"wrote {out.write_text(calibration_text(fam.name, spec, args.tiny, measured))}")
+    return 0
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from planner.api import emit_artifact
+
+    plan_obj = _load_plan(args.plan)
+    passthrough = _family_argv(args, "emit")
+    with Status(True) as status:
+        path = emit_artifact(plan_obj, Path(args.output), passthrough, args.force, status)
+    summary = json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("summary", "")
+    _console(stderr=True).print(f"wrote {path}/ ({summary})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from core.artifacts import read_manifest
+    from core.output_paths import json_with_keys
+    from planner.api import run_artifact
+
+    manifest = read_manifest(Path(args.artifact))
+    if args.tiny and not manifest.get("tiny"):
+        raise PlannerError("--tiny: this artifact is for a full-size model", "emit a plan made with `planner plan --tiny`")
+    receipt_out = _output_file(args.json, "--json", "receipt", json_with_keys(*RECEIPT_FILE), args.force) \
+        if args.json else None
+    with Status(True) as status:
+        report = run_artifact(Path(args.artifact), _family_argv(args, "run"), status, args.wide)
+    out = _console(wide=args.wide)
+    for view in report.views:
+        out.print(view)
+    if receipt_out is not None:
+        _console(stderr=True).print(f"wrote {receipt_out.write_text(report.receipt_json)}")
+    return 0
+
+
+def _family_argv(args: argparse.Namespace, kind: str) -> list[str]:
+    """The family flags the user gave, back as argv (for the api functions, which parse them again)."""
+    out: list[str] = []
+    for name, (f, _) in _family_flags(kind).items():
+        raw = getattr(args, f.dest, None)
+        if raw is None:
+            continue
+        out += [name] if f.kind == "switch" else [name, str(raw)]
+    return out
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.output_paths import text_starting_with
+    from planner.registry import family
+
+    plan_obj = _load_plan(args.plan)
+    fam = family(plan_obj.family)
+    if args.to not in fam.export_targets:
+        raise PlannerError(f"{fam.name} plans cannot be exported to '{args.to}'",
+                           f"use --to {' or '.join(fam.export_targets)}" if fam.export_targets
+                           else "this family has no export target")
+    out = _output_file(args.output, "-o", f"{args.to} export", text_starting_with(EXPORT_HEADER), args.force) \
+        if args.output else None
+    text, _ = fam.export(plan_obj, args.to)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if out is not None:
+        _console(stderr=True).print(f"wrote {out.write_text(EXPORT_HEADER + f' ({args.to})' + chr(10) + text)}")
+    return 0
+
+
+EXPORT_HEADER = "# written by `planner export`"
+
+
 # ------------------------------------------------------------------ parser
+DIFF_FLAGS = (Flag("--tolerance", "percent", "allowed relative worsening of the objective (e.g. 1%)", default=0.01,
+                   minimum=0.0),
+              Flag("--max-rows", "int", "changed values listed at most", default=40, minimum=1))
+PROFILE_FLAGS = (Flag("--seq-len", "int", "tokens in the example input", minimum=1, maximum=1 << 20),
+                 Flag("--nodes", "int", "also list the first N compute nodes", default=0, minimum=0),
+                 Flag("--max-blocks", "int", "blocks listed at most", default=12, minimum=1))
+TRACE_FLAGS = (Flag("--prompts", "path", "text file, one prompt per line"),
+               Flag("--max-new-tokens", "int", "decode steps recorded per prompt", default=64, minimum=1),
+               Flag("--temperature", "float", "0: greedy; above 0: seeded sampling", default=0.0, minimum=0.0),
+               Flag("--preset", "str", "synthesise from a preset instead of recording"),
+               Flag("--tokens", "int", "synthetic trace length (decode steps)", default=2048, minimum=16),
+               Flag("--seed", "int", "seed", default=0, minimum=0))
+
+
+def _common(p: argparse.ArgumentParser, force: bool = False, wide: bool = True) -> None:
+    if force:
+        p.add_argument("--force", action="store_true", help="replace an output that this command did not write")
+    if wide:
+        p.add_argument("--wide", action="store_true", help="every column (default: fit the terminal)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by tests)."""
-    p = argparse.ArgumentParser(prog="planner", description="Plan deployment configurations for ML models.")
+    p = CliParser(prog="planner", description="Plan deployment configurations for ML models.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=CliParser)
 
     pl = sub.add_parser("plan", help="compute a plan")
-    pl.add_argument("model", help="catalog name, config.json path, or package.module:factory")
-    pl.add_argument("--hardware", required=True, help="catalog name, <base>_<N>gb, or YAML path")
-    pl.add_argument("--scenario", help="force a family (moe-offload, split-inference, fed-lora, fed-compress)")
-    pl.add_argument("--cloud", help="cloud hardware (split inference)")
-    pl.add_argument("--link", help="uplink rate, e.g. 20mbps, or a range 1mbps..100mbps for a plan table")
-    pl.add_argument("--clients", help="client population YAML (federated)")
+    pl.add_argument("model", help="catalog name, a transformers config file or its directory, or package.module:factory")
+    pl.add_argument("--hardware", help="device: catalog name, <base>_<N>gb, or YAML path")
+    pl.add_argument("--scenario", help="force a family: " + ", ".join(f.name for f in _families()))
     pl.add_argument("-o", "--output", help="write the plan JSON here")
     pl.add_argument("--json", action="store_true", help="print the plan JSON instead of tables")
     pl.add_argument("-q", "--quiet", action="store_true", help="print nothing but the scenario line")
     pl.add_argument("--tiny", action="store_true",
                     help="plan the small same-architecture model (real weights; what `planner run` executes here)")
-    pl.add_argument("--calibrate", action="store_true",
-                    help="time the model on this CPU: moe-offload replaces the roofline (tiny models); "
-                         "split-inference scales per-node CPU times to each device")
     pl.add_argument("--record-timing", action="store_true",
                     help="store the solver wall time in the plan (makes plan bytes differ between runs)")
-    sp = pl.add_argument_group("split-inference")
-    sp.add_argument("--rtt", default="20ms", help="round-trip time of the link")
-    sp.add_argument("--epsilon", type=float, default=0.005, help="accuracy-loss cap (fraction)")
-    sp.add_argument("--t-max", help="latency bound, e.g. 200ms (default none)")
-    g = pl.add_argument_group("moe-offload")
-    g.add_argument("--expert-bits", type=int, default=16, choices=(16, 8, 4), help="expert weight precision")
-    g.add_argument("--context", type=int, default=2048, help="KV-cache context reserved (tokens)")
-    g.add_argument("--batch", type=int, default=1, help="decode batch size")
-    g.add_argument("--expert-budget", help="expert-cache VRAM, e.g. 12GiB or 50%% of all expert bytes (default: derived)")
-    g.add_argument("--trace", help="routing trace .npz (default: a synthetic preset)")
-    g.add_argument("--trace-preset", default="moepic-calibrated", help="synthetic trace preset")
-    g.add_argument("--trace-tokens", type=int, default=2048, help="synthetic trace length (decode steps)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--theta-granularity", type=int, help="split granularity in columns (default 64/128/16 by width)")
-    g.add_argument("--k-prefetch", type=int, help="experts prefetched per layer (default top-k)")
-    g.add_argument("--inner", choices=("fixed_point", "scan"), default="fixed_point", help="inner solver")
-    g.add_argument("--sim-tokens", type=int, default=1024, help="trace tokens the simulator replays")
-    g.add_argument("--no-cpu-experts", action="store_true",
-                   help="GPU-only plan space (MoEpic as published): no layer computes its misses on the host CPU")
+    _common(pl, force=True)
+    add_flags(pl.add_argument_group("family flags (the family in brackets)"), _family_flags("plan"))
     pl.set_defaults(fn=cmd_plan)
 
     ins = sub.add_parser("inspect", help="show a plan")
     ins.add_argument("plan")
     ins.add_argument("--json", action="store_true", help="print the plan JSON as stored")
-    ins.add_argument("--plot", help="write a PNG of budget and theta per layer")
+    ins.add_argument("--plot", help="also write a figure of the plan (.png, .pdf or .svg)")
+    _common(ins, force=True)
     ins.set_defaults(fn=cmd_inspect)
 
     df = sub.add_parser("diff", help="compare two plans; exit 1 on a regression")
     df.add_argument("old")
     df.add_argument("new")
-    df.add_argument("--tolerance", default="1%", help="allowed relative worsening of the objective")
-    df.add_argument("--max-rows", type=int, default=40)
+    add_flags(df, {f.name: (f, ()) for f in DIFF_FLAGS}, show_owner=False)
+    _common(df)
     df.set_defaults(fn=cmd_diff)
 
     pr = sub.add_parser("profile", help="profile a model graph (meta device, no weights)")
     pr.add_argument("model")
     pr.add_argument("--tiny", action="store_true", help="the small same-architecture model with real weights")
-    pr.add_argument("--seq-len", type=int, help="tokens in the example input")
     pr.add_argument("--json", action="store_true")
-    pr.add_argument("--nodes", type=int, default=0, help="also list the first N compute nodes")
-    pr.add_argument("--max-blocks", type=int, default=12)
     pr.add_argument("--all-blocks", action="store_true")
+    add_flags(pr, {f.name: (f, ()) for f in PROFILE_FLAGS}, show_owner=False)
+    _common(pr)
     pr.set_defaults(fn=cmd_profile)
 
     hw = sub.add_parser("hardware", help="hardware catalog and micro-benchmarks")
-    hws = hw.add_subparsers(dest="hw_cmd", required=True)
-    hws.add_parser("list")
-    sh = hws.add_parser("show")
+    hws = hw.add_subparsers(dest="hw_cmd", required=True, parser_class=CliParser)
+    _common(hws.add_parser("list", help="the catalog"))
+    sh = hws.add_parser("show", help="one profile as YAML")
     sh.add_argument("name")
-    me = hws.add_parser("measure")
+    me = hws.add_parser("measure", help="micro-benchmarks on this machine -> a profile YAML")
     me.add_argument("-o", "--output", required=True, help="profile YAML to write")
     me.add_argument("--name", help="profile name (default: file stem)")
+    _common(me, force=True, wide=False)
     hw.set_defaults(fn=cmd_hardware)
 
     tr = sub.add_parser("trace", help="record (tiny model) or synthesise a routing trace")
     tr.add_argument("model")
     tr.add_argument("-o", "--output", required=True)
-    tr.add_argument("--tiny", action="store_true")
-    tr.add_argument("--prompts", help="text file, one prompt per line")
-    tr.add_argument("--max-new-tokens", type=int, default=64)
-    tr.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: seeded sampling")
-    tr.add_argument("--preset", help="synthesise from a preset instead of recording")
-    tr.add_argument("--tokens", type=int, default=2048, help="synthetic trace length")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--tiny", action="store_true", help="record from the tiny same-architecture model")
+    add_flags(tr, {f.name: (f, ()) for f in TRACE_FLAGS}, show_owner=False)
+    _common(tr, force=True, wide=False)
     tr.set_defaults(fn=cmd_trace)
-    _add_runtime_commands(sub)
+
+    ca = sub.add_parser("calibrate", help="measure the model on this machine once; plan from the file with --calibration")
+    ca.add_argument("model")
+    ca.add_argument("--scenario", required=True, help="the family the calibration is for: "
+                    + ", ".join(f.name for f in _families() if f.can_calibrate))
+    ca.add_argument("--tiny", action="store_true", help="the small same-architecture model")
+    ca.add_argument("-o", "--output", required=True, help="calibration YAML to write")
+    _common(ca, force=True, wide=False)
+    ca.set_defaults(fn=cmd_calibrate)
+
+    em = sub.add_parser("emit", help="codegen: rewritten model + runtime config, as an artifact directory")
+    em.add_argument("plan")
+    em.add_argument("-o", "--output", required=True, help="artifact directory")
+    _common(em, force=True, wide=False)
+    add_flags(em.add_argument_group("family flags"), _family_flags("emit"))
+    em.set_defaults(fn=cmd_emit)
+
+    ex = sub.add_parser("export", help="the plan as another tool's configuration (e.g. llama.cpp flags)")
+    ex.add_argument("plan")
+    ex.add_argument("--to", required=True, help="target: " + ", ".join(sorted({t for f in _families() for t in f.export_targets})))
+    ex.add_argument("-o", "--output", help="also write it to this file")
+    _common(ex, force=True, wide=False)
+    ex.set_defaults(fn=cmd_export)
+
+    rn = sub.add_parser("run", help="execute an artifact and print the receipt")
+    rn.add_argument("artifact")
+    rn.add_argument("--tiny", action="store_true", help="(the artifact must hold a tiny model; checked)")
+    rn.add_argument("--json", help="also write the receipt JSON here")
+    _common(rn, force=True)
+    add_flags(rn.add_argument_group("family flags"), _family_flags("run"))
+    rn.set_defaults(fn=cmd_run)
     return p
 
 
-def _add_runtime_commands(sub: Any) -> None:
-    """`emit` and `run` (codegen and runtime), registered when those packages provide them."""
-    try:
-        from planner.cli_runtime import add_commands
-    except ImportError:
-        return
-    add_commands(sub)
+def _families() -> Iterator[Any]:
+    from planner.registry import families
+
+    return iter(families())
+
+
+# ------------------------------------------------------------------ boundary
+def _translate(exc: BaseException) -> tuple[str, int]:
+    """One line for an exception that escaped a command, and its exit code."""
+    import errno
+
+    if isinstance(exc, PlannerError):
+        return exc.one_line(), EXIT_BAD_INPUT
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        fix = {errno.ENOSPC: "free disk space", errno.EACCES: "check the permissions",
+               errno.EROFS: "write to a writable file system", errno.ENAMETOOLONG: "use a shorter path"}.get(
+            exc.errno or 0, "check the path and try again")
+        text = OutputPathError(f"cannot access{where}: {exc.strerror or exc}", fix).one_line()
+        return text, EXIT_BAD_INPUT
+    if isinstance(exc, MemoryError):
+        return "error: out of memory. Use a smaller model or input, or --tiny.", EXIT_BAD_INPUT
+    first = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return (f"error: internal error ({exc.__class__.__name__}: {first}). This is a bug: rerun with --debug and "
+            "report the traceback."), EXIT_INTERNAL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `planner` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import os
-
+    debug = "--debug" in (sys.argv[1:] if argv is None else list(argv))
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from solvers.common import InfeasibleError
-
     try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
         return int(args.fn(args))
-    except (PlannerError, InfeasibleError) as exc:
-        if args.debug:
-            raise
-        sys.stderr.write(f"error: {exc.one_line()}\n")
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
-        return 130
+        sys.stderr.write("error: interrupted; nothing was written.\n")
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        raise
+    except BaseException as exc:  # the boundary: every error becomes one line (traceback with --debug)
+        if debug:
+            raise
+        text, code = _translate(exc)
+        sys.stderr.write((text if text.startswith("error:") else f"error: {text}") + "\n")
+        return code
 
 
 if __name__ == "__main__":

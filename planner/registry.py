@@ -6,13 +6,13 @@ closest known names when it does not.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 from core.errors import PlannerError, UnknownNameError, closest_names
+from planner.families.base import Family
 from profilers.hardware import GIB, HardwareProfile, profile_from_dict
 from profilers.model_spec import ModelSpec, spec_from_dict
 
@@ -20,36 +20,26 @@ CATALOG = Path(__file__).parent / "catalog"
 _CAPPED = re.compile(r"^(?P<base>[a-z0-9_.-]+?)_(?P<gb>\d+(?:\.\d+)?)gb$")
 
 
-@dataclass(frozen=True)
-class Family:
-    """A planning family: its seed method and the objective `planner diff` guards."""
+# ---------------------------------------------------------------- families
+@lru_cache(maxsize=None)
+def families() -> tuple[Family, ...]:
+    """Every planning family, in the order scenario inference asks them (one line each)."""
+    from planner.families.moe_offload import MoeOffloadFamily
+    from planner.families.split_inference import SplitInferenceFamily
 
-    name: str
-    method: str
-    description: str
-    objective_metric: str
-    objective_sense: str
-
-
-FAMILIES: dict[str, Family] = {
-    "moe-offload": Family("moe-offload", "MoEpic", "per-layer VRAM budget and expert split ratio for MoE offloading",
-                          "tpot_ms", "min"),
-    "split-inference": Family("split-inference", "COACH", "edge/cloud partition and transmission quantisation",
-                              "objective_ms", "min"),
-    "fed-lora": Family("fed-lora", "FedQuad", "per-device LoRA depth and activation-quantised layers", "round_time_s", "min"),
-    "fed-compress": Family("fed-compress", "Caesar", "per-device compression ratios and batch sizes", "round_time_s", "min"),
-}
-IMPLEMENTED_FAMILIES = ("moe-offload", "split-inference")
+    return (
+        SplitInferenceFamily(),
+        MoeOffloadFamily(),
+    )
 
 
 def family(name: str) -> Family:
-    """Look up a family by name."""
-    if name not in FAMILIES:
-        raise UnknownNameError(f"unknown scenario '{name}'", closest_names(name, FAMILIES))
-    if name not in IMPLEMENTED_FAMILIES:
-        raise PlannerError(f"scenario '{name}' is not implemented yet",
-                           f"use one of: {', '.join(IMPLEMENTED_FAMILIES)}")
-    return FAMILIES[name]
+    """Look up a family by name (`--scenario`)."""
+    for f in families():
+        if f.name == name:
+            return f
+    raise UnknownNameError(f"unknown scenario '{name}'", closest_names(name, [f.name for f in families()])
+                           + f"; the scenarios are {', '.join(f.name for f in families())}")
 
 
 # ---------------------------------------------------------------- hardware
@@ -72,21 +62,22 @@ def hardware_catalog() -> dict[str, HardwareProfile]:
     return out
 
 
-def load_hardware_file(path: str | Path) -> HardwareProfile:
+def load_hardware_file(path: str | Path, flag: str = "--hardware") -> HardwareProfile:
     """A hardware profile from a YAML file (catalog layout, e.g. written by `planner hardware measure`)."""
     p = Path(path)
+    if not p.is_file():
+        raise PlannerError(f"{flag} {p}: the hardware file does not exist",
+                           "check the path, or create one with `planner hardware measure -o FILE`")
     try:
         return profile_from_dict(_load_yaml(p), str(p))
-    except ValueError as exc:
-        raise PlannerError(f"hardware file {exc}", "fix the field or re-create it with `planner hardware measure`") from exc
+    except (ValueError, TypeError) as exc:
+        raise PlannerError(f"{flag} {exc}", "fix the field or re-create the file with `planner hardware measure`") from exc
 
 
-def resolve_hardware(name: str) -> HardwareProfile:
+def resolve_hardware(name: str, flag: str = "--hardware") -> HardwareProfile:
     """A catalog name, `<base>_<N>gb` (memory capped from a known base), or a YAML path."""
     if name.endswith((".yaml", ".yml")) or "/" in name:
-        if not Path(name).exists():
-            raise PlannerError(f"hardware file {name} does not exist", "check the path or run `planner hardware measure -o FILE`")
-        return load_hardware_file(name)
+        return load_hardware_file(name, flag)
     cat = hardware_catalog()
     if name in cat:
         return cat[name]
@@ -99,12 +90,12 @@ def resolve_hardware(name: str) -> HardwareProfile:
             base = bases[-1]
             cap = int(float(m.group("gb")) * GIB)
             if cap > base.memory_bytes:
-                raise PlannerError(f"{name} asks for more memory than {base.name} has ({base.memory_bytes / GIB:g} GiB)",
+                raise PlannerError(f"{flag} {name} asks for more memory than {base.name} has ({base.memory_bytes / GIB:g} GiB)",
                                    f"use at most {prefix}_{int(base.memory_bytes // GIB)}gb")
             if cap <= 0:
-                raise PlannerError(f"{name} caps memory at 0", "use a positive size, e.g. a100_24gb")
+                raise PlannerError(f"{flag} {name} caps memory at 0", "use a positive size, e.g. a100_24gb")
             return base.capped(cap, name)
-    raise UnknownNameError(f"unknown hardware '{name}'", closest_names(name, cat) + "; see `planner hardware list`")
+    raise UnknownNameError(f"unknown hardware '{name}' ({flag})", closest_names(name, cat) + "; see `planner hardware list`")
 
 
 # ---------------------------------------------------------------- models

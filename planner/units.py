@@ -1,40 +1,123 @@
-"""Parsing and formatting of quantities users type: sizes, bandwidths, percentages, durations."""
+"""Parsing and formatting of quantities users type: sizes, bandwidths, durations, fractions.
+
+Every quantity takes an explicit unit; a bare number is refused with the accepted forms, because
+`--rtt 30` (seconds? milliseconds?) and `--expert-budget 12` (bytes?) are how plans go wrong
+silently. Fractions are written with `%`.
+"""
 from __future__ import annotations
 
+import math
 import re
 
 from core.errors import PlannerError
 
-_SIZE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[kKmMgGtT]i?[bB]|[bB])?\s*$")
-_RATE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[kKmMgG]?)(?P<kind>bps|bit/s|b/s|B/s)\s*$")
-_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_NUM = r"(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+_SIZE = re.compile(rf"^\s*{_NUM}\s*(?P<unit>[a-zA-Z]+)?\s*$")
+_RATE = re.compile(rf"^\s*{_NUM}\s*(?P<unit>[a-zA-Z/]+)?\s*$")
+_DURATION = re.compile(rf"^\s*{_NUM}\s*(?P<unit>[a-zA-Zµ]+)?\s*$")
+_PERCENT = re.compile(rf"^\s*{_NUM}\s*(?P<unit>%)?\s*$")
+
+SIZE_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+              "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+SIZE_FORMS = "12GiB, 512MiB, 800MB or 4096B"
+# bits per second; "B/s" forms are bytes per second
+RATE_UNITS = {"bps": 1, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9, "bit/s": 1, "kbit/s": 1e3, "mbit/s": 1e6, "gbit/s": 1e9,
+              "b/s": 8, "kb/s": 8e3, "mb/s": 8e6, "gb/s": 8e9}
+RATE_FORMS = "20mbps, 1.5Gbps, 100kbps or 50MB/s"
+DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}
+DURATION_FORMS = "30ms, 0.2s or 150us"
 
 
-def parse_bytes(text: str, what: str = "size") -> int:
-    """'24GiB', '512MB', '1e9' -> bytes."""
-    m = _SIZE.match(text)
-    if not m:
-        try:
-            value = float(text)
-        except ValueError:
-            raise PlannerError(f"cannot read {what} '{text}'", "write it like 12GiB, 512MB or a byte count") from None
-        return int(value)
-    unit = (m.group("unit") or "b").lower()
-    return int(float(m.group("num")) * _UNITS[unit])
+def _bad(what: str, text: str, forms: str, why: str = "") -> PlannerError:
+    problem = f"cannot read {what} '{text}'" + (f" ({why})" if why else "")
+    return PlannerError(problem, f"write it with a unit, like {forms}")
 
 
-def parse_rate_bits(text: str, what: str = "link") -> float:
-    """'20mbps', '1.5Gbps', '100kbit/s' -> bits per second."""
-    m = _RATE.match(text)
-    if not m:
-        raise PlannerError(f"cannot read {what} '{text}'", "write it like 20mbps or 1Gbps")
-    scale = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group("unit").lower()]
-    value = float(m.group("num")) * scale
-    if m.group("kind") == "B/s":
-        value *= 8
+def _number(m: re.Match, what: str, text: str, forms: str) -> float:
+    value = float(m.group("num"))
+    if not math.isfinite(value):
+        raise _bad(what, text, forms, "not a finite number")
     return value
 
 
+def parse_bytes(text: str, what: str = "size") -> int:
+    """'24GiB', '512MB', '4096B' -> bytes. A bare number is refused."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise _bad(what, text, SIZE_FORMS)
+    if m.group("unit") is None:
+        raise _bad(what, text, SIZE_FORMS, "no unit: bytes? GiB?")
+    unit = m.group("unit").lower()
+    if unit not in SIZE_UNITS:
+        raise _bad(what, text, SIZE_FORMS, f"unknown unit '{m.group('unit')}'")
+    value = _number(m, what, text, SIZE_FORMS) * SIZE_UNITS[unit]
+    if value < 0:
+        raise PlannerError(f"{what} '{text}' is negative", f"pass a size like {SIZE_FORMS}")
+    return int(value)
+
+
+def parse_rate_bits(text: str, what: str = "link") -> float:
+    """'20mbps', '1.5Gbps', '100kbit/s' (bits) or '50MB/s' (bytes) -> bits per second."""
+    m = _RATE.match(str(text))
+    if not m:
+        raise _bad(what, text, RATE_FORMS)
+    if m.group("unit") is None:
+        raise _bad(what, text, RATE_FORMS, "no unit: bits or bytes per second?")
+    unit = m.group("unit")
+    # "MB/s" is bytes, "Mb/s" and "mbps" are bits: case matters only for the B/b of "/s" forms
+    key = unit.lower()
+    if key.endswith("b/s") and not unit.endswith("B/s"):
+        key = key[:-3] + "bit/s"
+    if key not in RATE_UNITS:
+        raise _bad(what, text, RATE_FORMS, f"unknown unit '{unit}'")
+    value = _number(m, what, text, RATE_FORMS) * RATE_UNITS[key]
+    if value < 0:
+        raise PlannerError(f"{what} '{text}' is negative", f"pass a rate like {RATE_FORMS}")
+    return value
+
+
+def parse_seconds(text: str, what: str = "duration") -> float:
+    """'30ms', '0.2s', '150us' -> seconds. A bare number is refused."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise _bad(what, text, DURATION_FORMS)
+    if m.group("unit") is None:
+        raise _bad(what, text, DURATION_FORMS, "no unit: seconds? milliseconds?")
+    unit = m.group("unit")
+    if unit not in DURATION_UNITS:
+        raise _bad(what, text, DURATION_FORMS, f"unknown unit '{unit}'")
+    value = _number(m, what, text, DURATION_FORMS) * DURATION_UNITS[unit]
+    if value < 0:
+        raise PlannerError(f"{what} '{text}' is negative", f"pass a duration like {DURATION_FORMS}")
+    return value
+
+
+def parse_percent(text: str, what: str = "fraction") -> float:
+    """'1%', '0.5%' -> 0.01, 0.005. A bare number is refused (is 1 one percent or all of it?)."""
+    m = _PERCENT.match(str(text))
+    if not m:
+        raise PlannerError(f"cannot read {what} '{text}'", "write it as a percentage, like 1% or 0.5%")
+    if m.group("unit") is None:
+        raise PlannerError(f"cannot read {what} '{text}' (no unit: a fraction or a percentage?)",
+                           "write it as a percentage, like 1% or 0.5%")
+    return _number(m, what, text, "1%") / 100
+
+
+def parse_link(text: str, what: str = "--link") -> tuple[float, tuple[float, float] | None]:
+    """'20mbps' -> (20e6, None); '1mbps..100mbps' -> (geometric middle, (1e6, 100e6)) in bits/s."""
+    if ".." in text:
+        lo_t, hi_t = text.split("..", 1)
+        lo, hi = parse_rate_bits(lo_t, what), parse_rate_bits(hi_t, what)
+        if lo <= 0 or hi <= lo:
+            raise PlannerError(f"{what} range '{text}' is empty", f"write it like {what} 1mbps..100mbps (low..high, positive)")
+        return (lo * hi) ** 0.5, (lo, hi)
+    rate = parse_rate_bits(text, what)
+    if rate <= 0:
+        raise PlannerError(f"{what} {text} is a bandwidth of 0", f"pass a positive rate, e.g. {what} 20mbps")
+    return rate, None
+
+
+# ------------------------------------------------------------------ formatting
 def fmt_bytes(n: float) -> str:
     """Human-readable bytes (binary units)."""
     n = float(n)
@@ -61,26 +144,18 @@ def fmt_rate(bits_per_s: float) -> str:
     return f"{bits_per_s:.3g} bit/s"
 
 
-_DURATION = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|us)?\s*$")
+def fmt_byte_rate(bytes_per_s: float) -> str:
+    """Bytes per second, human-readable (decimal units, as bandwidths are quoted)."""
+    for div, suffix in ((1e12, " TB/s"), (1e9, " GB/s"), (1e6, " MB/s"), (1e3, " kB/s")):
+        if bytes_per_s >= div:
+            return f"{bytes_per_s / div:.3g}{suffix}"
+    return f"{bytes_per_s:.3g} B/s"
 
 
-def parse_seconds(text: str, what: str = "duration") -> float:
-    """'30ms', '0.2s', '150us', '0.03' -> seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise PlannerError(f"cannot read {what} '{text}'", "write it like 30ms or 0.2s")
-    return float(m.group("num")) * {"ms": 1e-3, "s": 1.0, "us": 1e-6, None: 1.0}[m.group("unit")]
-
-
-def parse_link(text: str) -> tuple[float, tuple[float, float] | None]:
-    """'20mbps' -> (20e6, None); '1mbps..100mbps' -> (geometric middle, (1e6, 100e6)) in bits/s."""
-    if ".." in text:
-        lo_t, hi_t = text.split("..", 1)
-        lo, hi = parse_rate_bits(lo_t, "--link"), parse_rate_bits(hi_t, "--link")
-        if lo <= 0 or hi <= lo:
-            raise PlannerError(f"--link range '{text}' is empty", "write it like 1mbps..100mbps (low..high, positive)")
-        return (lo * hi) ** 0.5, (lo, hi)
-    rate = parse_rate_bits(text, "--link")
-    if rate <= 0:
-        raise PlannerError("the link bandwidth is 0", "pass a positive --link, e.g. --link 20mbps")
-    return rate, None
+def fmt_seconds(s: float) -> str:
+    """A duration in the unit that reads best (us, ms, s)."""
+    if s < 1e-3:
+        return f"{s * 1e6:.3g} us"
+    if s < 1.0:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s:.3g} s"

@@ -22,6 +22,15 @@ GIB = 1 << 30
 
 KINDS = ("datacenter_gpu", "consumer_gpu", "edge_gpu", "edge_cpu", "phone", "cpu_server", "cpu")
 
+# Fixed time of one extra small kernel (a quantise or dequantise of a cut tensor: launch, dispatch and
+# synchronisation), by device kind, for profiles that do not state `op_overhead_s`. Server GPUs and CPUs
+# launch in about 5-10 us; embedded GPUs, phones and small CPUs take about twice that.
+DEFAULT_OP_OVERHEAD_S = {"datacenter_gpu": 10e-6, "consumer_gpu": 10e-6, "cpu_server": 10e-6,
+                         "edge_gpu": 20e-6, "edge_cpu": 20e-6, "phone": 20e-6, "cpu": 20e-6}
+# Fields added after the first catalog: they enter the fingerprint only when a profile sets them, so
+# existing profiles (and the plans that record their fingerprints) keep their identity.
+LATER_FIELDS = ("op_overhead_s",)
+
 
 @dataclass(frozen=True)
 class HardwareProfile:
@@ -51,6 +60,11 @@ class HardwareProfile:
     efficiency_memory: float = 0.8
     measured: bool = False
     base: str | None = None
+    op_overhead_s: float | None = None   # fixed time of one extra small kernel (s); None: by kind
+
+    def op_overhead(self) -> float:
+        """Fixed seconds of one extra small kernel on this device (the profile's figure, else by kind)."""
+        return float(self.op_overhead_s) if self.op_overhead_s is not None else DEFAULT_OP_OVERHEAD_S[self.kind]
 
     def flops_per_s(self, dtype: str) -> float:
         """Sustained FLOP/s for `dtype` (falls back fp16 <-> bf16, then fp32)."""
@@ -98,7 +112,8 @@ class HardwareProfile:
 
     def fingerprint(self) -> str:
         """sha256 of the canonical JSON of every constant (name included)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        d = {k: v for k, v in self.to_dict().items() if not (k in LATER_FIELDS and v is None)}
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -119,7 +134,7 @@ def profile_from_dict(d: Mapping[str, Any], where: str) -> HardwareProfile:
     values["peak_flops_per_s"] = {str(k): float(v) for k, v in dict(values["peak_flops_per_s"]).items()}
     for key in ("memory_bandwidth_bytes_per_s", "host_to_device_bytes_per_s", "device_to_host_bytes_per_s",
                 "host_memory_bandwidth_bytes_per_s",
-                "uplink_bits_per_s", "downlink_bits_per_s", "efficiency_compute", "efficiency_memory"):
+                "uplink_bits_per_s", "downlink_bits_per_s", "efficiency_compute", "efficiency_memory", "op_overhead_s"):
         if values.get(key) is not None:
             values[key] = float(values[key])
             if values[key] <= 0:

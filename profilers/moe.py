@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import logging
+import zipfile
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from core.atomic_io import write_bytes_atomic
 from core.errors import InputMismatchError, PlannerError
 
 log = logging.getLogger(__name__)
@@ -72,19 +74,18 @@ class RoutingTrace:
                 f"record a trace of {model} with `planner trace {model} --tiny`, or use a synthetic preset",
             )
 
-    def save(self, path: str | Path) -> Path:
-        """Write an .npz atomically (arrays plus a JSON header)."""
+    def to_bytes(self) -> bytes:
+        """The .npz bytes (arrays plus a JSON header)."""
         header = json.dumps({"format": TRACE_FORMAT, "num_experts": self.num_experts, "source": self.source,
                              "model": self.model, "params": dict(self.params)}, sort_keys=True)
         buf = io.BytesIO()
         np.savez_compressed(buf, experts=self.experts.astype(np.int16), predicted=self.predicted.astype(np.int16),
                             header=np.frombuffer(header.encode(), dtype=np.uint8))
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, target)
-        return target
+        return buf.getvalue()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the .npz atomically."""
+        return write_bytes_atomic(path, self.to_bytes())
 
     @staticmethod
     def load(path: str | Path) -> "RoutingTrace":
@@ -96,15 +97,22 @@ class RoutingTrace:
             with np.load(p, allow_pickle=False) as z:
                 header = json.loads(bytes(z["header"]).decode())
                 experts, predicted = z["experts"], z["predicted"]
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise PlannerError(f"{p} is not a routing trace ({exc.__class__.__name__})",
                                "pass an .npz written by `planner trace`") from exc
+        if not isinstance(header, dict):
+            raise PlannerError(f"{p} is not a routing trace (its header is not a mapping)", "pass an .npz written by `planner trace`")
         if header.get("format") != TRACE_FORMAT:
             raise PlannerError(f"{p} has trace format {header.get('format')}, expected {TRACE_FORMAT}",
                                "re-record it with this version of `planner trace`")
         if experts.ndim != 3 or predicted.ndim != 3 or experts.shape[:2] != predicted.shape[:2]:
             raise PlannerError(f"{p} has inconsistent array shapes", "re-record the trace")
-        n = int(header["num_experts"])
+        try:
+            n = int(header["num_experts"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlannerError(f"{p} has no valid num_experts in its header", "re-record the trace") from exc
+        if experts.shape[0] < 1:
+            raise PlannerError(f"{p} holds no decode steps", "record a trace with --max-new-tokens 1 or more")
         if experts.size and (experts.min() < 0 or experts.max() >= n):
             raise PlannerError(f"{p} names experts outside 0..{n - 1}", "re-record the trace")
         return RoutingTrace(experts.astype(np.int16), predicted.astype(np.int16), n, header.get("source", str(p)),

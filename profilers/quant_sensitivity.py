@@ -659,3 +659,62 @@ def joint_drop(model: Any, assignments: Mapping[str, int], *, tiny: bool = False
                channel_dim: int | None = None) -> float:
     """The same metric with several tensors quantised at once (the planner's joint check, spec §5.1 step 5)."""
     return sensitivity_evaluator(model, tiny=tiny, channel_dim=channel_dim).drop(assignments)
+
+
+# ------------------------------------------------------------------ cut-tensor sensitivity for the planner
+@dataclass(frozen=True)
+class CutSensitivity:
+    """ΔAcc of quantising one cut tensor alone, per node name and bit width (NaN: not a float tensor)."""
+
+    drops: Mapping[str, Sequence[float]]     # node name -> drop at each of `bits`
+    bits: tuple[int, ...]
+    kind: str                                # "accuracy", "embedding" or "proxy"
+    description: str
+    n_samples: int
+    evaluator: Any = None                    # the live evaluator (None when read from the cache)
+
+
+def tensor_sqnr_drop(x: Any, bits: Sequence[int]) -> list[float]:
+    """Relative quantisation noise power E(x - x^)^2 / E x^2 of one real tensor at each bit width."""
+    x = x.detach().float()
+    power = float((x * x).mean()) or 1e-30
+    out = []
+    for b in bits:
+        if b >= 32:
+            out.append(0.0)
+            continue
+        xq = fake_quantize(x, int(b))
+        out.append(float(((x - xq) ** 2).mean()) / power)
+    return out
+
+
+def measure_cut_sensitivity(spec: ModelSpec, names: Sequence[str], bits: Sequence[int]) -> CutSensitivity:
+    """ΔAcc(v, b) for the named tensors: measured where the model has real weights and data, else the per-tensor
+    SQNR proxy on real activations. Cached per model, tensor list and bit list (MiniLM's table costs a minute)."""
+    from core.cache import cache_key, load_npz, save_npz
+
+    bits = tuple(int(b) for b in bits)
+    kind = measurement_kind(spec)
+    key = cache_key(2, spec.fingerprint(), kind, list(names), list(bits))
+    cached = load_npz("sensitivity", key)
+    if cached is not None:
+        rows = {n: [float(x) for x in r] for n, r in zip(names, cached["drop"])}
+        return CutSensitivity(rows, bits, kind, bytes(cached["desc"]).decode(), int(cached["n_samples"]))
+    ev = sensitivity_evaluator(spec)
+    have = set(ev.node_names)
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise PlannerError(f"{len(missing)} profiled nodes of {spec.name} (e.g. {missing[0]}) are not in the evaluation graph",
+                           "report this: the profiling and evaluation exports disagree")
+    if kind in ("accuracy", "embedding"):
+        table = ev.table(names, list(bits))
+        rows = {n: [float(table.drop[list(table.nodes).index(n), j]) for j in range(len(bits))] for n in names}
+        desc = table.description
+    else:
+        rows = {n: tensor_sqnr_drop(ev.reference_value(n), bits) for n in names}
+        desc = (f"per-tensor signal-to-quantisation-noise proxy, NOT an accuracy: E(x - x^)^2 / E x^2 of each cut tensor "
+                f"under UAQ, on its real activations in {spec.name} at its real dimensions with seeded random weights "
+                f"({ev.n_samples} seeded example inputs); epsilon 0.005 on it means an SQNR of 23 dB")
+    save_npz("sensitivity", key, {"drop": np.array([rows[n] for n in names], dtype=float).reshape(len(names), len(bits)),
+                                  "desc": np.frombuffer(desc.encode(), dtype=np.uint8), "n_samples": np.array(ev.n_samples)})
+    return CutSensitivity(rows, bits, kind, desc, ev.n_samples, ev)

@@ -31,7 +31,7 @@ def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int
     """
     import copy
 
-    from runtime.moe_offload.blocks import moe_blocks, swap_experts
+    from kernels.moe_blocks import moe_blocks, swap_experts
     from kernels.split_experts import segment_forward
 
     threads = torch.get_num_threads()

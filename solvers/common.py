@@ -81,6 +81,12 @@ class Baseline:
     description: str
     solve: Callable[[Any], Solution]
     params: Mapping[str, Any] = field(default_factory=dict)
+    in_space: bool = False                                  # its configuration lies inside the method's plan space
+    unsupported: Callable[[Any], str | None] = lambda problem: None   # why it cannot run on this problem, if so
+
+    def skip_reason(self, problem: Any) -> str | None:
+        """Why this baseline cannot be evaluated on `problem` (e.g. a hardware figure it needs is unknown)."""
+        return self.unsupported(problem)
 
 
 class ExactReference(Protocol):

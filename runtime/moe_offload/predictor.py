@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from runtime.moe_offload.blocks import moe_blocks
+from kernels.moe_blocks import moe_blocks
 
 
 def _router(mlp: Any) -> Any:

@@ -9,17 +9,19 @@ CUDA side stream when CUDA is present, else the emulated link (labelled in the r
 """
 from __future__ import annotations
 
-import json
+import math
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 
-from runtime.checksums import sha256_file
+from core.artifacts import read_manifest
 from core.errors import ArtifactError
+from kernels.moe_blocks import moe_blocks, split_all, swap_experts
 from runtime.moe_offload.engine import LayerSettings, OffloadEngine
 from runtime.moe_offload.link import CudaLink, EmulatedLink
 from runtime.receipt import Receipt
@@ -39,30 +41,45 @@ class Loaded:
     predicted: dict[str, Any]
     simulated: dict[str, Any]
     link_label: str
+    emitted_blocks: int = 0      # MoE blocks running the fx code codegen emitted (the rest: swapped experts module)
 
 
 def read_artifact(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(manifest, runtime.yaml) after verifying every file's checksum."""
-    if not path.is_dir():
-        raise ArtifactError(f"artifact directory {path} does not exist", "create it with `planner emit plan.json -o DIR`")
-    man_path = path / "manifest.json"
-    if not man_path.exists():
-        raise ArtifactError(f"{path} has no manifest.json, so it is not an artifact", "re-run `planner emit`")
-    try:
-        manifest = json.loads(man_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{man_path} is corrupted ({exc.msg})", "re-run `planner emit`") from exc
-    for rel, digest in sorted(manifest.get("files", {}).items()):
-        f = path / rel
-        if not f.exists():
-            raise ArtifactError(f"artifact file {rel} is missing", "re-run `planner emit` to rebuild the directory")
-        if sha256_file(f) != digest:
-            raise ArtifactError(f"artifact file {rel} is corrupted (sha256 mismatch)", "re-run `planner emit` to rebuild it")
+    manifest = read_manifest(path)
     rt = yaml.safe_load((path / "runtime.yaml").read_text(encoding="utf-8"))
     if rt.get("model", {}).get("fingerprint") != manifest.get("model_fingerprint") or \
             rt.get("model", {}).get("name") != manifest.get("model"):
         raise ArtifactError("runtime.yaml describes another model than the artifact's manifest", "re-run `planner emit`")
     return manifest, rt
+
+
+FX_GLOBALS = {"torch": torch, "inf": math.inf, "nan": math.nan, "device": torch.device,
+              "fx_pytree": torch.fx._pytree, "pytree": torch.utils._pytree, "getattr": getattr}
+
+
+def load_block_forward(path: Path) -> Callable[..., Any] | None:
+    """The `forward` of a rewritten MoE block from its emitted torch.fx code (None where the block was not
+    traceable and the runtime swaps its experts module instead)."""
+    src = path.read_text(encoding="utf-8")
+    if "def forward(" not in src:
+        return None
+    namespace: dict[str, Any] = dict(FX_GLOBALS)
+    exec(compile(src, str(path), "exec"), namespace)  # the artifact's own checksummed code, written by planner emit
+    return namespace["forward"]
+
+
+def bind_emitted_graphs(model: Any, path: Path, layers: list[dict[str, Any]]) -> int:
+    """Run each MoE block through the fx code codegen emitted for it; returns how many blocks use emitted code."""
+    blocks = moe_blocks(model)
+    bound = 0
+    for blk, lay in zip(blocks, layers):
+        fwd = load_block_forward(path / lay["graph"]) if lay.get("graph") else None
+        if fwd is not None:
+            mlp = blk.decoder_layer.mlp
+            mlp.forward = types.MethodType(fwd, mlp)
+            bound += 1
+    return bound
 
 
 def _settings(rt: dict[str, Any], config: str) -> tuple[list[LayerSettings], str, dict, dict]:
@@ -87,7 +104,6 @@ def load(path: Path, config: str = "plan", policy: str | None = None, device: st
     import transformers
     from safetensors.torch import load_model
 
-    from runtime.moe_offload.blocks import moe_blocks, split_all, swap_experts
     from runtime.moe_offload.predictor import attach_predictor
 
     manifest, rt = read_artifact(path)
@@ -142,9 +158,10 @@ def load(path: Path, config: str = "plan", policy: str | None = None, device: st
                            policy=policy, rho=float(rt["eviction"]["rho"]), omega=float(rt["eviction"]["omega"]),
                            staging_slots=staging)
     swap_experts(model, [s.f_top for s in settings], engine)
+    emitted = bind_emitted_graphs(model, path, rt["layers"])
     attach_predictor(model, engine, kpf)
     name = config if policy == plan_policy else f"{config} (policy {policy})"
-    return Loaded(model, engine, name, settings, rt, predicted, simulated, link.label)
+    return Loaded(model, engine, name, settings, rt, predicted, simulated, link.label, emitted)
 
 
 def _next_token(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
@@ -155,8 +172,9 @@ def _next_token(logits: torch.Tensor, temperature: float, gen: torch.Generator) 
 
 
 def generate(loaded: Loaded, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
-             seed: int = 0) -> Receipt:
-    """Decode through the engine (greedy, or seeded sampling); decode steps are timed, prefill is not."""
+             seed: int = 0, progress: Callable[[int, int], None] | None = None) -> Receipt:
+    """Decode through the engine (greedy, or seeded sampling); decode steps are timed, prefill is not.
+    `progress(done, total)` is called after every decode step."""
     model, engine = loaded.model, loaded.engine
     gen = torch.Generator().manual_seed(seed)
     dev = engine.device
@@ -175,6 +193,8 @@ def generate(loaded: Loaded, prompt_ids: list[int], max_new_tokens: int, tempera
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
+            if progress is not None:
+                progress(len(times), max_new_tokens)
             cache = out.cache
             nxt = _next_token(out.logits, temperature, gen)
     engine.link.close()
@@ -202,7 +222,7 @@ def generate(loaded: Loaded, prompt_ids: list[int], max_new_tokens: int, tempera
               "hit_rate_predicted": loaded.predicted.get("hit_rate"), "hit_rate_simulated": loaded.simulated.get("hit_rate"),
               "bytes_h2d_per_token": sum(c.bytes_h2d for c in engine.counters) / steps,
               "link_bytes_total": int(engine.link.bytes_moved), "policy": engine.policy,
-              "device": str(dev)}
+              "device": str(dev), "blocks_running_emitted_code": loaded.emitted_blocks}
     receipt = Receipt("moe-offload", loaded.config_name, loaded.link_label, rows, totals, tokens=out_tokens)
     receipt.flag_differences((("hit_rate_measured", "hit_rate_predicted"),))
     tp, tm = totals["tpot_ms_predicted"], totals["tpot_ms_measured"]

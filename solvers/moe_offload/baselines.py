@@ -16,11 +16,11 @@ every MoE layer, floor((B / L) / U_e) experts.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import replace
 
 import numpy as np
 
-from solvers.common import Status, Stopwatch, TraceEvent
+from solvers.common import Baseline, Status, Stopwatch, TraceEvent
 from solvers.moe_offload.cost import capacity, evaluate
 from solvers.moe_offload.divide_and_conquer import allocate
 from solvers.moe_offload.fixed_point import inner_scan
@@ -35,7 +35,8 @@ def _whole(problem: MoeOffloadProblem, caps: np.ndarray, policy: str, prefetch: 
     m = evaluate(problem, thetas, caps, pref, policy)
     if units is None:
         units = np.ceil(caps * problem.expert_bytes / problem.budget_unit_bytes - 1e-9).astype(np.int64)
-    return MoeOffloadSolution(Status.FEASIBLE, units, thetas, caps.astype(np.int64), pref, policy, m.tpot_s,
+    return MoeOffloadSolution(status=Status.FEASIBLE, budget_units=units, thetas=thetas, capacities=caps.astype(np.int64),
+                              prefetch=pref, policy=policy, objective=m.tpot_s, metrics=m,
                               wall_time_s=watch.elapsed(), params={"baseline": name, **params})
 
 
@@ -94,12 +95,12 @@ def uniform_split(problem: MoeOffloadProblem) -> MoeOffloadSolution:
         sweep.append((float(th), m.tpot_s))
         if best is None or m.tpot_s < best.objective - 1e-15:
             units = np.full(L, units_per_layer)
-            best = MoeOffloadSolution(Status.FEASIBLE, units, thetas, caps, pref, "lcp", m.tpot_s,
+            best = MoeOffloadSolution(status=Status.FEASIBLE, budget_units=units, thetas=thetas, capacities=caps,
+                                      prefetch=pref, policy="lcp", objective=m.tpot_s, metrics=m,
                                       params={"baseline": "uniform_split", "theta": round(float(th), 6),
                                               "eviction": "lcp", "prefetch": True})
     assert best is not None
-    return MoeOffloadSolution(best.status, best.budget_units, best.thetas, best.capacities, best.prefetch, best.policy,
-                              best.objective, wall_time_s=w.elapsed(),
+    return replace(best, wall_time_s=w.elapsed(),
                               trace=tuple(TraceEvent("theta_sweep", j, {"theta": t, "tpot_s": v}) for j, (t, v) in enumerate(sweep)),
                               params=best.params)
 
@@ -116,10 +117,10 @@ def adapmoe_dp(problem: MoeOffloadProblem) -> MoeOffloadSolution:
                                                              "prefetch": True}, w, units)
 
 
-def llamacpp_cpu_moe(problem: MoeOffloadProblem) -> MoeOffloadSolution | None:
+def llamacpp_cpu_moe(problem: MoeOffloadProblem) -> MoeOffloadSolution:
     """llama.cpp `--n-cpu-moe`: the first n MoE layers keep all experts on the GPU, the rest run on the CPU."""
     if problem.host_expert_compute_s is None:
-        return None
+        raise ValueError(_no_host_bandwidth(problem))
     w = Stopwatch()
     L, N = problem.num_layers, problem.num_experts
     n_gpu = int(min(L, np.floor(problem.budget_bytes / (N * problem.expert_bytes) + 1e-9)))
@@ -129,28 +130,34 @@ def llamacpp_cpu_moe(problem: MoeOffloadProblem) -> MoeOffloadSolution | None:
     pref = np.zeros(L, dtype=bool)
     m = evaluate(problem, thetas, caps, pref, "lcp", cpu_layers=cpu)
     units = np.ceil(caps * problem.expert_bytes / problem.budget_unit_bytes - 1e-9).astype(np.int64)
-    return MoeOffloadSolution(Status.FEASIBLE, units, thetas, caps, pref, "static", m.tpot_s, wall_time_s=w.elapsed(),
+    return MoeOffloadSolution(status=Status.FEASIBLE, budget_units=units, thetas=thetas, capacities=caps, prefetch=pref,
+                              policy="static", objective=m.tpot_s, metrics=m, wall_time_s=w.elapsed(),
                               cpu_layers=cpu, params={"baseline": "llamacpp_cpu_moe", "n_cpu_moe": L - n_gpu,
                                                       "gpu_layers_whole": n_gpu,
                                                       "host_expert_compute_ms": problem.host_expert_compute_s * 1e3})
 
 
-BASELINES: dict[str, Callable[[MoeOffloadProblem], MoeOffloadSolution | None]] = {
-    "prefetch_only": prefetch_only,
-    "mixtral_offloading": mixtral_offloading,
-    "moe_infinity": moe_infinity,
-    "cache_only": cache_only,
-    "uniform_split": uniform_split,
-    "adapmoe_dp": adapmoe_dp,
-    "llamacpp_cpu_moe": llamacpp_cpu_moe,
-}
+def _no_host_bandwidth(problem: MoeOffloadProblem) -> str | None:
+    return "has no host memory bandwidth figure" if problem.host_expert_compute_s is None else None
 
-DESCRIPTIONS = {
-    "prefetch_only": "theta=0: no cache, predicted experts prefetched whole",
-    "mixtral_offloading": "mixtral-offloading: whole-expert LRU cache, same size every layer, speculative prefetch",
-    "moe_infinity": "MoE-Infinity: whole-expert frequency (LFU) cache, one global memory ratio, prefetch",
-    "cache_only": "whole-expert LCP cache, same size every layer, no prefetch",
-    "uniform_split": "MoEpic split with one global theta (best of a sweep) and a uniform budget",
-    "adapmoe_dp": "AdapMoE-style: whole experts, per-layer cache sizes by DP, LCP + prefetch",
-    "llamacpp_cpu_moe": "llama.cpp --n-cpu-moe: first layers' experts on the GPU, the rest computed on the host CPU",
-}
+
+BASELINES: tuple[Baseline, ...] = (
+    Baseline("prefetch_only", "theta=0: no cache, predicted experts prefetched whole", prefetch_only, in_space=True),
+    Baseline("mixtral_offloading", "mixtral-offloading: whole-expert LRU cache, same size every layer, speculative prefetch",
+             mixtral_offloading),
+    Baseline("moe_infinity", "MoE-Infinity: whole-expert frequency (LFU) cache, one global memory ratio, prefetch",
+             moe_infinity),
+    Baseline("cache_only", "whole-expert LCP cache, same size every layer, no prefetch", cache_only, in_space=True),
+    Baseline("uniform_split", "MoEpic split with one global theta (best of a sweep) and a uniform budget", uniform_split,
+             in_space=True),
+    Baseline("adapmoe_dp", "AdapMoE-style: whole experts, per-layer cache sizes by DP, LCP + prefetch", adapmoe_dp,
+             in_space=True),
+    # in the plan space only when CPU-miss layers are allowed (the family checks its option)
+    Baseline("llamacpp_cpu_moe", "llama.cpp --n-cpu-moe: first layers' experts on the GPU, the rest computed on the host CPU",
+             llamacpp_cpu_moe, in_space=True, unsupported=_no_host_bandwidth),
+)
+
+
+def baseline(name: str) -> Baseline:
+    """One baseline by name."""
+    return next(b for b in BASELINES if b.name == name)

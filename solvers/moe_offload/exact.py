@@ -47,7 +47,8 @@ def _solution(problem: MoeOffloadProblem, picks: list[tuple[int, int, int]], pol
     caps = np.array([int(capacity(problem, p[0] * problem.budget_unit_bytes, grid[p[1]])) for p in picks])
     pref = np.array([bool(p[2]) for p in picks])
     m = evaluate(problem, thetas, caps, pref, policy)
-    return MoeOffloadSolution(status, units, thetas, caps, pref, policy, m.tpot_s, wall_time_s=watch.elapsed())
+    return MoeOffloadSolution(status=status, budget_units=units, thetas=thetas, capacities=caps, prefetch=pref, policy=policy,
+                              objective=m.tpot_s, metrics=m, wall_time_s=watch.elapsed())
 
 
 def solve_enumerate(problem: MoeOffloadProblem, policy: str = "lcp", max_states: int = 5_000_000) -> MoeOffloadSolution:

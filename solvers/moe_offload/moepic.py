@@ -72,7 +72,7 @@ def solution_from_units(problem: MoeOffloadProblem, curves: list[LayerCurve], un
     recall = np.ones(L) if config.perfect_prediction else None
     metrics = evaluate(problem, thetas, caps, pref, config.policy, recall=recall, cpu_layers=cpu)
     return MoeOffloadSolution(status=status, budget_units=units.astype(np.int64), thetas=thetas, capacities=caps,
-                              prefetch=pref, policy=config.policy, objective=metrics.tpot_s,
+                              prefetch=pref, policy=config.policy, objective=metrics.tpot_s, metrics=metrics,
                               wall_time_s=watch.elapsed(), trace=tuple(trace), cpu_layers=cpu if cpu.any() else None)
 
 

@@ -6,12 +6,12 @@ k_i distinct experts per step, B the expert-cache budget and u the budget unit.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
-from solvers.common import Status, TraceEvent
+from solvers.common import Solution
 
 
 @dataclass(frozen=True)
@@ -84,22 +84,17 @@ class MoeOffloadProblem:
         return np.maximum.accumulate(np.asarray(self.hit_curves[policy]), axis=1)
 
 
-@dataclass(frozen=True)
-class MoeOffloadSolution:
-    """Per-layer decisions and the predicted metrics under the analytic cost model."""
+@dataclass(frozen=True, kw_only=True)
+class MoeOffloadSolution(Solution):
+    """Per-layer decisions; `objective` is the predicted time per decode step (s) and `metrics` the
+    cost model's `PredictedMetrics` for exactly these decisions."""
 
-    status: Status
     budget_units: np.ndarray     # x_i
     thetas: np.ndarray           # theta_i
     capacities: np.ndarray       # C_i, tops that fit
     prefetch: np.ndarray         # bool: prefetch predicted experts in layer i
-    policy: str                  # eviction policy of the cache
-    objective: float             # predicted time per decode step (s)
-    bound: float | None = None
-    wall_time_s: float = 0.0
-    trace: tuple[TraceEvent, ...] = ()
+    policy: str                  # eviction policy of the cache ("static": a fixed hot set, no eviction)
     cpu_layers: np.ndarray | None = None  # bool: CPU-miss layers (static hot set on the device, misses on the host CPU)
-    params: Mapping[str, Any] = field(default_factory=dict)
 
     def budget_bytes(self, problem: MoeOffloadProblem) -> np.ndarray:
         """Bytes each layer's cache actually holds (C_i * theta_i * U_e)."""

@@ -11,15 +11,16 @@
 | fixed_8bit         | COACH's cut search (min J) with every float tensor at 8 bits | 8              |
 
 A baseline follows its own policy and ignores the constraints it does not model; `feasible` says
-whether its plan meets edge memory, T_max and ε, and `params["violations"]` lists what it breaks.
+whether its plan meets edge memory, T_max and ε (status INFEASIBLE when not), and `params["violations"]`
+lists what it breaks.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
-from solvers.common import Status, Stopwatch
+from solvers.common import Baseline, Status, Stopwatch
 from solvers.split_inference.coach import CoachConfig, fixed_bits_of, prepare, rank_key, solve
 from solvers.split_inference.cost import graph_index, cut_structure, stage_times
 from solvers.split_inference.cuts import chain_cuts, dads_cut
@@ -45,11 +46,10 @@ def _solution(problem: SplitInferenceProblem, on_edge: np.ndarray, bits: Mapping
     full_bits = {v: int(bits.get(v, problem.native_bits[v])) for v in cs.tensors}
     m = metrics or stage_times(problem, cs, full_bits, adj)
     bad = violations(problem, m)
-    return SplitInferenceSolution(Status.FEASIBLE, cs.on_edge.copy(), full_bits, m, m.objective_s,
-                                  wall_time_s=watch.elapsed(),
+    return SplitInferenceSolution(status=Status.INFEASIBLE if bad else Status.FEASIBLE, on_edge=cs.on_edge.copy(),
+                                  bits=full_bits, metrics=m, objective=m.objective_s, wall_time_s=watch.elapsed(),
                                   params={"baseline": name, "cut_tensors": list(cs.tensors), **params,
-                                          "violations": bad},
-                                  feasible=not bad)
+                                          "violations": bad})
 
 
 def all_edge(problem: SplitInferenceProblem) -> SplitInferenceSolution:
@@ -138,22 +138,19 @@ def fixed_8bit(problem: SplitInferenceProblem) -> SplitInferenceSolution:
                      {"search": "COACH candidate cuts", "criterion": "min J", "bits": bits}, w)
 
 
-BASELINES: dict[str, Callable[[SplitInferenceProblem], SplitInferenceSolution]] = {
-    "all_edge": all_edge,
-    "all_cloud": all_cloud,
-    "neurosurgeon": neurosurgeon,
-    "neurosurgeon_8bit": neurosurgeon_8bit,
-    "dads": dads,
-    "throughput_cut": throughput_cut,
-    "fixed_8bit": fixed_8bit,
-}
+BASELINES: tuple[Baseline, ...] = (
+    Baseline("all_edge", "whole model on the device, nothing sent", all_edge),
+    Baseline("all_cloud", "inputs sent at native precision, the cloud runs the whole model", all_cloud),
+    Baseline("neurosurgeon", "Neurosurgeon: latency-optimal single-tensor cut on the dominator chain, native bits",
+             neurosurgeon),
+    Baseline("neurosurgeon_8bit", "Neurosurgeon's cut with float cut tensors quantised to 8 bits", neurosurgeon_8bit),
+    Baseline("dads", "DADS: min s-t cut for latency on the DAG (max-flow), native bits", dads),
+    Baseline("throughput_cut", "min pipeline cycle P over COACH's candidate cuts, native bits", throughput_cut),
+    Baseline("fixed_8bit", "COACH's cut search with every float cut tensor at 8 bits (accuracy cap not enforced)",
+             fixed_8bit),
+)
 
-DESCRIPTIONS = {
-    "all_edge": "whole model on the device, nothing sent",
-    "all_cloud": "inputs sent at native precision, the cloud runs the whole model",
-    "neurosurgeon": "Neurosurgeon: latency-optimal single-tensor cut on the dominator chain, native bits",
-    "neurosurgeon_8bit": "Neurosurgeon's cut with float cut tensors quantised to 8 bits",
-    "dads": "DADS: min s-t cut for latency on the DAG (max-flow), native bits",
-    "throughput_cut": "min pipeline cycle P over COACH's candidate cuts, native bits",
-    "fixed_8bit": "COACH's cut search with every float cut tensor at 8 bits (accuracy cap not enforced)",
-}
+
+def baseline(name: str) -> Baseline:
+    """One baseline by name."""
+    return next(b for b in BASELINES if b.name == name)

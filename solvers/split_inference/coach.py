@@ -25,7 +25,6 @@ the plan worse than a cut that needed none. Pure: numpy + networkx, no I/O, dete
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field, replace
 from itertools import product
@@ -40,7 +39,6 @@ from solvers.split_inference.cost import (CutStructure, GraphIndex, StageSums, c
 from solvers.split_inference.cuts import CutSettings, candidate_cuts, dads_cut
 from solvers.split_inference.problem import SplitInferenceProblem, SplitInferenceSolution, SplitMetrics
 
-log = logging.getLogger(__name__)
 
 OBJECTIVES = ("coach", "latency", "throughput")
 FIXED_BITS_REFERENCE = 8  # bits of the "fixed 8-bit" baseline, also tried on every multi-tensor cut
@@ -498,8 +496,6 @@ def select(problem: SplitInferenceProblem, prep: Prepared, config: CoachConfig =
                 "raise the fixed bits, drop fixed_bits, or relax epsilon")
         _, i, b, ss = fallback
         m = stage_times(problem, prep.cuts[i], b, prep.adj, ss)
-        log.warning("no cut meets T_max = %.4g s; returning the min-latency cut (%.4g s)", problem.t_max_s,
-                    m.latency_s)
     cs = prep.cuts[i]
     trace.append(TraceEvent("select", 0, {"objective_s": m.objective_s, "latency_s": m.latency_s,
                                           "period_s": m.period_s, "cut_tensors": list(cs.tensors)}))
@@ -509,9 +505,9 @@ def select(problem: SplitInferenceProblem, prep: Prepared, config: CoachConfig =
                     "fixed_bits": config.fixed_bits, "enforce_accuracy": config.enforce_accuracy}
     if not feasible:
         params["fix"] = f"raise t_max_s to at least {m.latency_s:.6g} s"
-    return SplitInferenceSolution(status=Status.FEASIBLE, on_edge=cs.on_edge.copy(),
+    return SplitInferenceSolution(status=Status.FEASIBLE if feasible else Status.INFEASIBLE, on_edge=cs.on_edge.copy(),
                                   bits={int(v): int(x) for v, x in b.items()}, metrics=m, objective=m.objective_s,
-                                  wall_time_s=watch.elapsed(), trace=tuple(trace), params=params, feasible=feasible)
+                                  wall_time_s=watch.elapsed(), trace=tuple(trace), params=params)
 
 
 def solve(problem: SplitInferenceProblem, config: CoachConfig = CoachConfig()) -> SplitInferenceSolution:

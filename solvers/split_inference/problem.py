@@ -7,12 +7,12 @@ Times in seconds, sizes in bytes, bandwidth in bytes/s.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
-from solvers.common import Status, TraceEvent
+from solvers.common import Solution
 
 
 @dataclass(frozen=True)
@@ -74,16 +74,11 @@ class SplitMetrics:
     edge_memory_bytes: float
 
 
-@dataclass(frozen=True)
-class SplitInferenceSolution:
-    """A cut (device-side set) and the bits of every sent tensor."""
+@dataclass(frozen=True, kw_only=True)
+class SplitInferenceSolution(Solution):
+    """A cut (device-side set) and the bits of every sent tensor; `objective` is J (s), `metrics` the
+    `SplitMetrics` of exactly this choice. Status INFEASIBLE: no cut met T_max / epsilon (COACH then
+    returns the min-latency cut, and `params["fix"]` says what bound would be feasible)."""
 
-    status: Status
     on_edge: np.ndarray             # bool (n,)
     bits: Mapping[int, int]         # sent tensor index -> bits
-    metrics: SplitMetrics
-    objective: float                # J (s)
-    wall_time_s: float = 0.0
-    trace: tuple[TraceEvent, ...] = ()
-    params: Mapping[str, Any] = field(default_factory=dict)
-    feasible: bool = True           # False: no cut met T_max / epsilon; min-latency cut returned, flagged

@@ -7,25 +7,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from planner.lowering.moe_offload import MoeOffloadOptions
-from planner.pipeline import PlanRequest, plan
+from planner.api import plan_from_argv
 from planner.schema import Plan
 from planner.serde import save
 
 HERE = Path(__file__).resolve().parent
 
-CASES: dict[str, PlanRequest] = {
-    "mixtral-8x7b.a100_24gb": PlanRequest("mixtral-8x7b", "a100_24gb", moe=MoeOffloadOptions(sim_tokens=256)),
-    "mixtral-8x7b.rtx4090_24gb.4bit": PlanRequest(
-        "mixtral-8x7b", "rtx4090_24gb", moe=MoeOffloadOptions(expert_bits=4, expert_budget="50%", sim_tokens=256)),
-    "qwen1.5-moe-a2.7b.h100_24gb": PlanRequest(
-        "qwen1.5-moe-a2.7b", "h100_24gb", moe=MoeOffloadOptions(trace_tokens=600, sim_tokens=200)),
+# each case is the `planner plan` argument list that makes it
+CASES: dict[str, list[str]] = {
+    "mixtral-8x7b.a100_24gb": ["mixtral-8x7b", "--hardware", "a100_24gb", "--sim-tokens", "256"],
+    "mixtral-8x7b.rtx4090_24gb.4bit": ["mixtral-8x7b", "--hardware", "rtx4090_24gb", "--expert-bits", "4",
+                                       "--expert-budget", "50%", "--sim-tokens", "256"],
+    "qwen1.5-moe-a2.7b.h100_24gb": ["qwen1.5-moe-a2.7b", "--hardware", "h100_24gb", "--trace-tokens", "600",
+                                    "--sim-tokens", "200"],
+    "digits-cnn.raspberry_pi5_8gb.1mbps": ["digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb",
+                                           "--link", "1mbps"],
+    "resnet50.jetson_orin_nano_8gb.20mbps": ["resnet50", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb",
+                                             "--link", "20mbps", "--rtt", "30ms"],
 }
 
 
 def make(name: str) -> Plan:
     """Plan one golden case."""
-    return plan(CASES[name]).plan
+    return plan_from_argv(CASES[name]).plan
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def test_plan_json_has_the_contract(plan_file: Path) -> None:
 def test_inspect_tables_json_and_plot(plan_file: Path, tmp_path: Path) -> None:
     proc = run_cli("inspect", str(plan_file))
     assert proc.returncode == 0, proc.stderr
-    for text in ("per-layer plan", "plan vs baselines", "mixtral_offloading", "gap to bound"):
+    for text in ("per MoE layer", "plan vs baselines", "mixtral_offloading", "gap to bound"):
         assert text in proc.stdout
     js = run_cli("inspect", str(plan_file), "--json")
     assert js.stdout == plan_file.read_text()

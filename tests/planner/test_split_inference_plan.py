@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from planner.lowering.split_inference import SplitOptions, fold_views, lower
-from planner.pipeline import PlanRequest, plan, plan_validator
+from planner.api import plan_from_argv
+from planner.families.split_inference.lowering import SplitOptions, fold_views, lower
+from planner.pipeline import plan_validator
 from planner.registry import resolve_hardware, resolve_model
 from profilers.graph import profile_model
 from solvers.split_inference.baselines import BASELINES
@@ -19,8 +20,8 @@ from tests.planner.cli_runner import assert_one_line_error, run_cli
 
 @pytest.fixture(scope="module")
 def digits_plan():
-    opts = SplitOptions(link_bits_per_s=1e6, link_range_bits_per_s=(2e5, 5e7), table_levels=6)
-    return plan(PlanRequest("digits-cnn", "raspberry_pi5_8gb", cloud="a100_80gb", link="1mbps", split=opts))
+    return plan_from_argv(["digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb",
+                           "--link", "200kbps..50mbps", "--table-levels", "6"])
 
 
 def test_folded_graph_keeps_every_tensor_producer_once() -> None:
@@ -34,14 +35,14 @@ def test_folded_graph_keeps_every_tensor_producer_once() -> None:
 
 def test_digits_plan_is_valid_measured_and_never_worse_than_baselines(digits_plan) -> None:
     ctx = digits_plan
-    p = ctx.lowered.problem
-    sol = ctx.solution
+    p = ctx.state.lowered.problem
+    sol = ctx.state.solution
     assert is_downward_closed(p, sol.on_edge)
-    assert ctx.lowered.accuracy_kind == "accuracy"
+    assert ctx.state.lowered.accuracy_kind == "accuracy"
     assert ctx.plan.predicted["accuracy_kind"] == "measured"
     assert ctx.plan.predicted["accuracy_drop"] <= p.epsilon
     assert plan_validator(ctx.plan) == []
-    for name, b in ctx.baselines.items():
+    for name, b in ctx.state.baselines.items():
         if b.feasible:
             assert sol.objective <= b.objective * (1 + 1e-9), name
     # inputs travel as 8-bit pixels, never inflated to fp32
@@ -51,10 +52,10 @@ def test_digits_plan_is_valid_measured_and_never_worse_than_baselines(digits_pla
 
 def test_joint_drop_is_measured_on_real_data(digits_plan) -> None:
     ctx = digits_plan
-    q = {ctx.lowered.problem.node_names[v]: b for v, b in ctx.solution.bits.items()
-         if b < ctx.lowered.problem.native_bits[v]}
+    q = {ctx.state.lowered.problem.node_names[v]: b for v, b in ctx.state.solution.bits.items()
+         if b < ctx.state.lowered.problem.native_bits[v]}
     if q:
-        assert ctx.joint_drop is not None and ctx.joint_drop <= ctx.lowered.problem.epsilon
+        assert ctx.state.joint_drop is not None and ctx.state.joint_drop <= ctx.state.lowered.problem.epsilon
 
 
 def test_plan_table_covers_the_bandwidth_range(digits_plan) -> None:
@@ -98,8 +99,8 @@ def test_cli_split_plan_inspect_and_plot(tmp_path: Path) -> None:
 
 def test_split_bad_inputs(tmp_path: Path) -> None:
     base = ("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb")
-    assert_one_line_error(run_cli(*base, "--link", "0mbps"), "bandwidth is 0")
-    assert_one_line_error(run_cli(*base, "--link", "5mbps", "--epsilon", "-0.1"), "negative")
+    assert_one_line_error(run_cli(*base, "--link", "0mbps"), "bandwidth of 0")
+    assert_one_line_error(run_cli(*base, "--link", "5mbps", "--epsilon=-0.1%"), "--epsilon", "out of range")
     assert_one_line_error(run_cli(*base, "--link", "fast"), "cannot read")
     tiny = yaml.safe_load((Path(__file__).resolve().parents[2] / "planner/catalog/hardware/raspberry_pi5_8gb.yaml").read_text())
     tiny.update({"name": "speck", "memory_bytes": 16})
@@ -110,11 +111,20 @@ def test_split_bad_inputs(tmp_path: Path) -> None:
                                   "--cloud", "a100_80gb", "--link", "5mbps"), "cannot capture the graph")
 
 
-def test_calibrated_times_come_from_this_cpu() -> None:
-    opts = SplitOptions(link_bits_per_s=5e6, calibrate=True)
-    ctx = plan(PlanRequest("digits-cnn", "raspberry_pi5_8gb", cloud="a100_80gb", link="5mbps", split=opts))
-    assert "measured on this CPU" in ctx.plan.decisions["timing"]
-    p = ctx.lowered.problem
+def test_calibrated_plans_come_from_the_file_and_are_deterministic(tmp_path: Path) -> None:
+    from planner.cli import main
+
+    cal = tmp_path / "cal.yaml"
+    assert main(["calibrate", "digits-cnn", "--scenario", "split-inference", "-o", str(cal)]) == 0
+    argv = ["digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb", "--link", "5mbps",
+            "--calibration", str(cal)]
+    ctx = plan_from_argv(argv)
+    assert "node times measured on" in ctx.plan.decisions["timing"]
+    assert ctx.plan.inputs["calibration"]["sha256"].startswith("sha256:")
+    p = ctx.state.lowered.problem
     compute = ~p.is_input & (np.arange(p.num_nodes) != p.output_node)
     assert (p.edge_time_s[compute] > 0).all() and (p.cloud_time_s[compute] > 0).all()
     assert plan_validator(ctx.plan) == []
+    from planner.serde import dumps
+
+    assert dumps(plan_from_argv(argv).plan) == dumps(ctx.plan)   # measured once, planned twice: same bytes

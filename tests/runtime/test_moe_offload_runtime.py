@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from codegen.emit import emit_moe_offload
 from codegen.moe_offload import rewrite_model
-from planner.lowering.moe_offload import MoeOffloadOptions
-from planner.pipeline import PlanRequest, plan
+from planner.api import emit_artifact, plan_from_argv
 from planner.registry import resolve_model
 from profilers.models import build_model
 from core.errors import ArtifactError
-from runtime.moe_offload.blocks import moe_blocks
+from kernels.moe_blocks import moe_blocks
 from runtime.moe_offload.run import generate, load
 from kernels.split_experts import segment_forward, split_fused_expert
 
@@ -70,9 +68,9 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trace = record_trace(built.module, prompts, 60, model_name="mixtral-8x7b", temperature=1.0, seed=1)
     tdir = tmp_path_factory.mktemp("art")
     trace_path = trace.save(tdir / "trace.npz")
-    opts = MoeOffloadOptions(trace_path=str(trace_path), expert_budget="40%", sim_tokens=180)
-    p = plan(PlanRequest("mixtral-8x7b", "cpu_emulated_link", tiny=True, moe=opts)).plan
-    return emit_moe_offload(p, tdir / "build")
+    p = plan_from_argv(["mixtral-8x7b", "--tiny", "--hardware", "cpu_emulated_link", "--trace", str(trace_path),
+                        "--expert-budget", "40%", "--sim-tokens", "180"]).plan
+    return emit_artifact(p, tdir / "build")
 
 
 def test_engine_output_equals_original_model(artifact: Path) -> None:
@@ -136,7 +134,7 @@ def test_bad_artifacts_fail_before_loading(artifact: Path, tmp_path: Path) -> No
     rt["device"]["memory_bytes"] = 1024
     (small / "runtime.yaml").write_text(yaml.safe_dump(rt))
     man = json.loads((small / "manifest.json").read_text())
-    from runtime.checksums import sha256_file
+    from core.artifacts import sha256_file
 
     man["files"]["runtime.yaml"] = sha256_file(small / "runtime.yaml")
     (small / "manifest.json").write_text(json.dumps(man))
@@ -154,7 +152,7 @@ def test_emit_rejects_a_plan_for_another_model(artifact: Path, tmp_path: Path) -
     p = load_plan(artifact / "plan.json")
     wrong = dataclasses.replace(p, model=dataclasses.replace(p.model, name="olmoe-1b-7b", fingerprint=resolve_model("olmoe-1b-7b").fingerprint(True)))
     with pytest.raises(InputMismatchError):
-        emit_moe_offload(wrong, tmp_path / "x")
+        emit_artifact(wrong, tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planner.lowering.moe_offload import MoeOffloadOptions, lower, simulate_solution
+from planner.families.moe_offload.lowering import MoeOffloadOptions, lower, simulate_solution
 from planner.registry import resolve_hardware, resolve_model
 from profilers.cache_replay import replay
 from profilers.graph import profile_model
@@ -62,7 +62,7 @@ def test_plan_and_baselines_rank_the_same_way_analytic_and_simulated(lowered) ->
     p = lowered.problem
     sols = {"plan": solve(p)}
     for name in ("prefetch_only", "cache_only", "mixtral_offloading", "adapmoe_dp"):
-        sols[name] = baselines.BASELINES[name](p)
+        sols[name] = baselines.baseline(name).solve(p)
     pred = {k: evaluate(p, s.thetas, s.capacities, s.prefetch, s.policy).tpot_s for k, s in sols.items()}
     sim = {k: simulate_solution(lowered, s).tpot_s for k, s in sols.items()}
     assert min(pred, key=pred.get) == min(sim, key=sim.get) == "plan"

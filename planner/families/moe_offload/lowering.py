@@ -19,12 +19,12 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from core.errors import PlannerError
-from planner.units import fmt_bytes, parse_bytes
+from planner.units import fmt_bytes
 from profilers.cache_replay import replay
 from profilers.hardware import GIB, HardwareProfile
 from profilers.moe import RoutingTrace, trace_stats
@@ -45,7 +45,7 @@ class MoeOffloadOptions:
     expert_bits: int = 16
     context_tokens: int = 2048
     batch: int = 1
-    expert_budget: str | None = None       # bytes ("12GiB") or a share of all expert bytes ("50%")
+    expert_budget: tuple[str, float] | None = None   # ("bytes", n) or ("share", fraction of all expert bytes)
     margin_fraction: float = 0.10
     trace_path: str | None = None
     trace_preset: str = "moepic-calibrated"
@@ -57,9 +57,14 @@ class MoeOffloadOptions:
     rho: float = 0.25
     omega: float = 128.0
     sim_tokens: int = 1024
-    calibrate: bool = False                 # time the (tiny) model on this CPU instead of the roofline
+    measured_timing: Mapping[str, Any] | None = None   # decode times measured on this CPU (a calibration file)
+    calibration: Mapping[str, str] | None = None       # {"file": ..., "sha256": ...} of that file
     cpu_misses: bool = True                 # allow CPU-miss layers where the host's bandwidth is known
     warmup_tokens: int | None = None        # trace steps that warm caches before counting (auto: T/8, at most 256)
+
+    def calibration_input(self) -> dict[str, Any]:
+        """The plan's record of the calibration it used (nothing when planned from the roofline)."""
+        return {"calibration": dict(self.calibration)} if self.calibration else {}
 
 
 @dataclass(frozen=True)
@@ -131,17 +136,11 @@ def memory_breakdown(structure: MoeStructure, hw: HardwareProfile, opts: MoeOffl
     if opts.expert_budget is None:
         budget, source = min(available, all_experts), "derived from device memory"
     else:
-        text = opts.expert_budget.strip()
-        if text.endswith("%"):
-            try:
-                share = float(text[:-1]) / 100
-            except ValueError:
-                raise PlannerError(f"cannot read --expert-budget '{text}'", "write it like 50% or 12GiB") from None
-            budget, source = int(share * all_experts), f"{text} of all expert bytes"
+        kind, value = opts.expert_budget
+        if kind == "share":
+            budget, source = int(value * all_experts), f"{value * 100:g}% of all expert bytes"
         else:
-            budget, source = parse_bytes(text, "--expert-budget"), "given"
-        if budget < 0:
-            raise PlannerError(f"--expert-budget {text} is negative", "pass a size like 12GiB or a share like 50%")
+            budget, source = int(value), "given"
         if budget > available:
             raise InfeasibleError(
                 f"an expert cache of {fmt_bytes(budget)} does not fit {hw.name}: after non-expert weights, KV cache, "
@@ -187,8 +186,8 @@ def warmup_steps(trace: RoutingTrace, opts: MoeOffloadOptions) -> int:
     """Steps that warm the caches before hit rates and times are counted (replay and simulator alike)."""
     w = opts.warmup_tokens if opts.warmup_tokens is not None else min(256, trace.num_tokens // 8)
     if not 0 <= w < trace.num_tokens:
-        raise PlannerError(f"--warmup {w} leaves no trace steps to count ({trace.num_tokens} in the trace)",
-                           f"use a warm-up below {trace.num_tokens}")
+        raise PlannerError(f"the routing trace has {trace.num_tokens} steps, too few to warm the caches and count hits",
+                           "record or synthesise a longer trace (--trace-tokens 2048, or `planner trace --max-new-tokens`)")
     return w
 
 
@@ -249,8 +248,6 @@ def layer_timing(structure: MoeStructure, hw: HardwareProfile, opts: MoeOffloadO
 def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
           opts: MoeOffloadOptions, measured_timing: dict[str, Any] | None = None) -> MoeLowered:
     """Build the MoEpic problem for this model, device and workload."""
-    if opts.context_tokens < 1 or opts.batch < 1:
-        raise PlannerError("--context and --batch must be positive", "pass e.g. --context 2048 --batch 1")
     k = structure.top_k
     k_pf = k if opts.k_prefetch is None else opts.k_prefetch
     if not 0 <= k_pf <= structure.num_experts:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -51,7 +51,9 @@ class SplitOptions:
     t_max_s: float = float("inf")
     bits: tuple[int, ...] = DEFAULT_BITS
     exact_time_limit_s: float = 10.0
-    calibrate: bool = False   # scale per-node times measured on this CPU to the edge and cloud devices
+    calibration: Mapping[str, Any] | None = None   # per-node CPU times + that CPU's profile (a calibration file)
+    calibration_record: Mapping[str, str] | None = None
+    cloud_profile: Any = None                       # the resolved `cloud` HardwareProfile
 
 
 @dataclass
@@ -125,8 +127,8 @@ def lower_graph(profile: ModelProfile, spec: ModelSpec, edge: HardwareProfile, c
         raise PlannerError(f"{spec.name}'s graph has no output node", "check the model's forward")
     out_idx = next(i for i, n in enumerate(kept) if n.op == "output")
     dtype = profile.dtype
-    if opts.calibrate:
-        te, tc, timing_source = calibrated_times(spec, kept, in_bytes, edge, cloud, dtype)
+    if opts.calibration is not None:
+        te, tc, timing_source = calibrated_times(kept, in_bytes, edge, cloud, dtype, opts.calibration)
     else:
         te = np.array([node_time_s(n, int(b), edge, dtype) for n, b in zip(kept, in_bytes)])
         tc = np.array([node_time_s(n, int(b), cloud, dtype) for n, b in zip(kept, in_bytes)])
@@ -157,28 +159,26 @@ def lower_graph(profile: ModelProfile, spec: ModelSpec, edge: HardwareProfile, c
         bandwidth_bytes_per_s=opts.link_bits_per_s / 8, rtt_s=opts.rtt_s, downlink_bytes_per_s=downlink,
         result_bytes=result_bytes, edge_memory_bytes=float(edge.memory_bytes),
         # quantise on the device: read fp32, write packed codes; dequantise in the cloud likewise (B/element)
-        quant_s_per_element_edge=5.0 / edge.bandwidth_bytes_per_s(), quant_s_fixed_edge=20e-6,
-        dequant_s_per_element_cloud=5.0 / cloud.bandwidth_bytes_per_s(), dequant_s_fixed_cloud=10e-6,
+        quant_s_per_element_edge=5.0 / edge.bandwidth_bytes_per_s(), quant_s_fixed_edge=edge.op_overhead(),
+        dequant_s_per_element_cloud=5.0 / cloud.bandwidth_bytes_per_s(), dequant_s_fixed_cloud=cloud.op_overhead(),
         epsilon=opts.epsilon, t_max_s=opts.t_max_s)
     meta = {"kept": kept, "shapes": {i: tuple(n.output_shape) for i, n in enumerate(kept)},
             "dtypes": {i: n.output_dtype for i, n in enumerate(kept)}, "timing_source": timing_source}
     return problem, meta
 
 
-def calibrated_times(spec: ModelSpec, kept: Sequence[NodeProfile], in_bytes: np.ndarray, edge: HardwareProfile,
-                     cloud: HardwareProfile, dtype: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """Per-node times measured on this CPU, scaled to each device by the ratio of the devices' rooflines.
+def calibrated_times(kept: Sequence[NodeProfile], in_bytes: np.ndarray, edge: HardwareProfile, cloud: HardwareProfile,
+                     dtype: str, calibration: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-node times measured on a CPU (a calibration file), scaled to each device by the ratio of the rooflines.
 
-    t_dev(v) = t_cpu(v) * roofline_dev(v) / roofline_cpu(v): a node that runs far from its roofline here
+    t_dev(v) = t_cpu(v) * roofline_dev(v) / roofline_cpu(v): a node that runs far from its roofline there
     (launch overhead, a poor kernel) is assumed to run as far from it on the device. The CPU's roofline
-    uses constants measured now (`planner hardware measure`). Views and inputs keep 0.
+    uses the constants measured with the times. Views and inputs keep 0.
     """
-    from profilers.hardware import measure_this_machine
-    from profilers.models import build_model
-    from profilers.timing import time_graph_nodes
+    from profilers.hardware import profile_from_dict
 
-    cpu, _ = measure_this_machine("this-cpu", matmul_size=1024, copy_mib=64, repeats=3)
-    measured = time_graph_nodes(build_model(spec, device="cpu"))
+    cpu = profile_from_dict(calibration["cpu"], "calibration file")
+    measured = calibration["node_times_s"]
     te = np.zeros(len(kept))
     tc = np.zeros(len(kept))
     matched = 0
@@ -191,34 +191,16 @@ def calibrated_times(spec: ModelSpec, kept: Sequence[NodeProfile], in_bytes: np.
             te[i], tc[i] = node_time_s(n, int(b), edge, dtype), node_time_s(n, int(b), cloud, dtype)
             continue
         matched += 1
-        te[i] = t * node_time_s(n, int(b), edge, dtype) / base
-        tc[i] = t * node_time_s(n, int(b), cloud, dtype) / base
-    source = (f"calibrated: {matched} node times measured on this CPU ({cpu.description}), scaled by the "
-              f"devices' roofline ratios")
+        te[i] = float(t) * node_time_s(n, int(b), edge, dtype) / base
+        tc[i] = float(t) * node_time_s(n, int(b), cloud, dtype) / base
+    source = (f"calibrated: {matched} node times measured on {cpu.description} ({calibration.get('sha256', 'file')}), "
+              f"scaled by the devices' roofline ratios")
     return te, tc, source
 
 
-def tensor_sqnr_drop(x: Any, bits: Sequence[int]) -> list[float]:
-    """Relative quantisation noise power E(x - x^)^2 / E x^2 of one real tensor at each bit width."""
-    import torch
-
-    from kernels.uniform_quant import fake_quantize
-
-    x = x.detach().float()
-    power = float((x * x).mean()) or 1e-30
-    out = []
-    for b in bits:
-        if b >= 32:
-            out.append(0.0)
-            continue
-        xq = fake_quantize(x, int(b))
-        out.append(float(((x - xq) ** 2).mean()) / power)
-    return out
-
-
 def measure_accuracy(spec: ModelSpec, problem: SplitInferenceProblem, candidates: set[int]) -> tuple[np.ndarray, str, str, Any, int]:
-    """ΔAcc(v, b) for the candidate tensors: measured (real weights) or the per-tensor SQNR proxy."""
-    from profilers.quant_sensitivity import measurement_kind, sensitivity_evaluator
+    """ΔAcc(v, b) matrix for the candidate tensors (measured or the per-tensor SQNR proxy, see profilers.quant_sensitivity)."""
+    from profilers.quant_sensitivity import measure_cut_sensitivity
 
     bits = problem.bits_options
     drop = np.full((problem.num_nodes, len(bits)), np.nan)
@@ -226,83 +208,18 @@ def measure_accuracy(spec: ModelSpec, problem: SplitInferenceProblem, candidates
         for j, b in enumerate(bits):
             if not problem.quantizable[v] or b >= problem.native_bits[v]:
                 drop[v, j] = 0.0 if b >= problem.native_bits[v] else np.nan
-    kind = measurement_kind(spec)
     names = [problem.node_names[v] for v in sorted(candidates) if problem.quantizable[v]]
-    cached = _load_cached_drops(spec, kind, names, bits)
-    if cached is not None:
-        values, desc, n_samples = cached
-        idx = {n: i for i, n in enumerate(problem.node_names)}
-        for name, row in zip(names, values):
-            for j, b in enumerate(bits):
-                if b < problem.native_bits[idx[name]]:
-                    drop[idx[name], j] = row[j]
-        return drop, kind, desc, None, n_samples
-    ev = sensitivity_evaluator(spec)
-    have = set(ev.node_names)
-    missing = [n for n in names if n not in have]
-    if missing:
-        raise PlannerError(f"{len(missing)} profiled nodes of {spec.name} (e.g. {missing[0]}) are not in the evaluation graph",
-                           "report this: the profiling and evaluation exports disagree")
+    sens = measure_cut_sensitivity(spec, names, bits)
     idx = {n: i for i, n in enumerate(problem.node_names)}
-    if kind in ("accuracy", "embedding"):
-        table = ev.table(names, [b for b in bits])
-        for r, name in enumerate(table.nodes):
-            for j, b in enumerate(table.bits):
-                if b < problem.native_bits[idx[name]]:
-                    drop[idx[name], list(bits).index(b)] = float(table.drop[r, j])
-        _save_cached_drops(spec, kind, names, bits, np.array([[float(table.drop[list(table.nodes).index(n), j])
-                                                               for j in range(len(bits))] for n in names]),
-                           table.description, ev.n_samples)
-        return drop, kind, table.description, ev, ev.n_samples
     for name in names:
-        vals = tensor_sqnr_drop(ev.reference_value(name), bits)
         for j, b in enumerate(bits):
             if b < problem.native_bits[idx[name]]:
-                drop[idx[name], j] = vals[j]
-    desc = (f"per-tensor signal-to-quantisation-noise proxy, NOT an accuracy: E(x - x^)^2 / E x^2 of each cut tensor "
-            f"under UAQ, on its real activations in {spec.name} at its real dimensions with seeded random weights "
-            f"({ev.n_samples} seeded example inputs); epsilon 0.005 on it means an SQNR of 23 dB")
-    _save_cached_drops(spec, kind, names, bits, np.array([[drop[idx[n], j] for j in range(len(bits))] for n in names]),
-                       desc, ev.n_samples)
-    return drop, "proxy", desc, ev, ev.n_samples
-
-
-def _drops_path(spec: ModelSpec, kind: str, names: Sequence[str], bits: Sequence[int]) -> Any:
-    import hashlib
-    import json
-
-    from core.cache import cache_dir
-
-    key = hashlib.sha256(json.dumps([2, spec.fingerprint(), kind, list(names), list(bits)]).encode()).hexdigest()[:20]
-    return cache_dir() / "sensitivity" / f"{key}.npz"
-
-
-def _load_cached_drops(spec: ModelSpec, kind: str, names: Sequence[str], bits: Sequence[int]) -> tuple[np.ndarray, str, int] | None:
-    """Sensitivity tables are measured once per model, candidate set and bit list (they cost a minute on MiniLM)."""
-    path = _drops_path(spec, kind, names, bits)
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return z["drop"], bytes(z["desc"]).decode(), int(z["n_samples"])
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _save_cached_drops(spec: ModelSpec, kind: str, names: Sequence[str], bits: Sequence[int], values: np.ndarray,
-                       desc: str, n_samples: int) -> None:
-    import os
-
-    path = _drops_path(spec, kind, names, bits)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, drop=np.asarray(values, dtype=float), desc=np.frombuffer(desc.encode(), dtype=np.uint8),
-             n_samples=np.array(n_samples))
-    os.replace(tmp, path)
+                drop[idx[name], j] = sens.drops[name][j]
+    return drop, sens.kind, sens.description, sens.evaluator, sens.n_samples
 
 
 def lower(spec: ModelSpec, profile: ModelProfile, edge: HardwareProfile, cloud: HardwareProfile,
-          opts: SplitOptions) -> SplitLowered:
+          opts: SplitOptions, progress: Callable[[str], None] = lambda text: None) -> SplitLowered:
     """Build the COACH problem; accuracy is measured only for tensors some candidate cut sends."""
     from solvers.split_inference.cuts import candidate_cuts
 
@@ -320,6 +237,7 @@ def lower(spec: ModelSpec, profile: ModelProfile, edge: HardwareProfile, cloud: 
     adj = graph_index(problem)
     for mask in cands.masks:
         sent.update(cut_tensors(problem, np.asarray(mask, dtype=bool), adj))
+    progress(f"accuracy sensitivity of {len(sent)} candidate cut tensors (cached after the first run)")
     drop, kind, desc, ev, n_samples = measure_accuracy(spec, problem, sent)
     import dataclasses
 

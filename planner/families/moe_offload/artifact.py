@@ -1,0 +1,106 @@
+"""moe-offload emit and run entry points: build the model, hand it to codegen, run the artifact, show the receipt."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.errors import ArtifactError, InputMismatchError, PlannerError
+from planner.families.base import Progress, RunReport
+from planner.flags import FlagValues
+from planner.schema import Plan
+
+
+def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> str:
+    """Build the plan's model (tiny: real weights from the seed; full size: meta, no weights) and write the artifact."""
+    import torch
+
+    from codegen.moe_offload import write_artifact
+    from planner.registry import resolve_model
+    from profilers.models import build_model
+
+    spec = resolve_model(plan.model.name)
+    if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
+        raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
+                                 "re-plan with this version of `planner plan`")
+    progress("building the model")
+    seed = int(values["seed"])
+    torch.manual_seed(seed)
+    built = build_model(spec, tiny=plan.model.tiny, seed=seed)
+    progress("rewriting MoE blocks")
+    try:
+        write_artifact(built.module, plan, staging)
+    except ValueError as exc:
+        raise InputMismatchError(f"{exc} ({plan.model.name}{' (tiny)' if plan.model.tiny else ''})",
+                                 "emit the plan for the model it was made for") from exc
+    note = "" if plan.model.tiny else "; a full-size plan carries no weights, so `planner run` needs a plan made with --tiny"
+    return "runtime.yaml, weights_layout.yaml, graph/, model/, plan.json" + note
+
+
+def _prompt_ids(text: str, vocab: int) -> list[int]:
+    """Tiny models have no tokenizer: UTF-8 bytes folded into the vocabulary (as `planner trace` does)."""
+    ids = [b % vocab for b in text.encode("utf-8")]
+    if not ids:
+        raise PlannerError("--prompt is empty", "pass some text, e.g. --prompt 'hello world'")
+    return ids
+
+
+def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
+    """Load the artifact into the offloading engine, decode, and return the receipt with its tables."""
+    from runtime.moe_offload.run import generate, load
+
+    progress("loading the artifact")
+    loaded = load(artifact, config=values["baseline"] or "plan", policy=values["policy"],
+                  device="cpu" if values["cpu"] else None)
+    if not loaded.runtime["model"].get("tiny"):
+        raise ArtifactError("this artifact is for a full-size model, which does not run here",
+                            "emit a plan made with `planner plan --tiny`")
+    total = int(values["max_new_tokens"])
+    receipt = generate(loaded, _prompt_ids(values["prompt"], int(loaded.model.config.vocab_size)), total,
+                       temperature=float(values["temperature"]), seed=int(values["seed"]),
+                       progress=lambda done, n: progress(f"decoding {done}/{n}"))
+    return RunReport(receipt.to_json(), receipt_views(receipt, values.get("wide", False)))
+
+
+def receipt_views(receipt: Any, wide: bool = False) -> list[Any]:
+    """The receipt as tables: per layer (applied and measured vs planned) and totals (measured | predicted | simulated)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from planner.families.moe_offload.views import short_layer
+
+    t = receipt.totals
+    out: list[Any] = [Text.from_markup(f"[bold]receipt[/bold]: {receipt.family}, config {receipt.config}, "
+                                       f"{t['tokens']} decode tokens on {t['device']}"),
+                      Text(f"link: {receipt.link}"),
+                      Text(f"MoE blocks running the emitted fx code: {t.get('blocks_running_emitted_code', 0)} "
+                           f"of {len(receipt.rows)}")]
+    tab = Table(title="per layer: applied and measured vs planned", title_justify="left")
+    cols = ["layer", "f_top", "slots", "pf", "hit", "hit pred"]
+    if wide:
+        cols += ["hit sim", "hits", "misses", "recall", "mispred/tok"]
+    cols += ["KiB/tok", "stall ms"]
+    for c in cols:
+        tab.add_column(c, justify="left" if c == "layer" else "right")
+    for r in receipt.rows:
+        row = [short_layer(r["layer"]), str(r["f_top_applied"]), str(r["capacity_applied"]),
+               "yes" if r["prefetch"] else "no", f"{r['hit_rate_measured']:.1%}",
+               f"{r['hit_rate_predicted']:.1%}" if "hit_rate_predicted" in r else "-"]
+        if wide:
+            row += [f"{r['hit_rate_simulated']:.1%}" if "hit_rate_simulated" in r else "-", str(r["hits"]),
+                    str(r["misses"]), f"{r['recall_measured']:.2f}", f"{r['mispredicted_per_token']:.2f}"]
+        row += [f"{r['bytes_h2d_per_token'] / 1024:.1f}", f"{r['stall_ms_per_token']:.2f}"]
+        tab.add_row(*row)
+    out.append(tab)
+
+    def fmt(x: Any, pct: bool = False) -> str:
+        return "-" if x is None else (f"{x:.1%}" if pct else f"{x:.2f}")
+
+    out.append(Text(f"TPOT ms: measured {fmt(t['tpot_ms_measured'])} | predicted {fmt(t['tpot_ms_predicted'])} | "
+                    f"simulated {fmt(t['tpot_ms_simulated'])}"))
+    out.append(Text(f"hit rate: measured {fmt(t['hit_rate_measured'], True)} | predicted "
+                    f"{fmt(t['hit_rate_predicted'], True)} | simulated {fmt(t['hit_rate_simulated'], True)}; "
+                    f"link {t['bytes_h2d_per_token'] / 1024:.1f} KiB/token"))
+    for f in receipt.flags:
+        out.append(Text.from_markup(f"[yellow]flag[/yellow]: {f} (differs by more than 20 %)"))
+    out.append(Text(f"output token ids: {receipt.tokens[:24]}{' ...' if len(receipt.tokens) > 24 else ''}"))
+    return out

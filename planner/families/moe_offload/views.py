@@ -1,0 +1,92 @@
+"""moe-offload views for `planner inspect`: the memory breakdown, the per-layer table and the budget plot.
+
+Tables fit 80 columns by default (short layer names, the decisions and predicted figures); `--wide`
+adds the simulated figures and the predictor recall.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rich.table import Table
+
+from planner.schema import Plan
+from planner.units import fmt_bytes
+
+
+def short_layer(name: str) -> str:
+    """'model.layers.12' -> '12' (the decoder layer index); other names are kept."""
+    m = re.search(r"(\d+)$", name)
+    return m.group(1) if m else name
+
+
+def memory_table(plan: Plan) -> Table:
+    """Where the device memory goes."""
+    m = plan.decisions.get("memory", {})
+    t = Table(title="device memory", title_justify="left")
+    t.add_column("item")
+    t.add_column("size", justify="right")
+    for key in ("device_memory_bytes", "non_expert_bytes", "kv_cache_bytes", "staging_bytes", "workspace_bytes",
+                "margin_bytes", "available_for_experts_bytes", "expert_cache_budget_bytes", "all_experts_bytes"):
+        if key in m:
+            t.add_row(key.replace("_bytes", "").replace("_", " "), fmt_bytes(m[key]))
+    if "budget_source" in m:
+        t.add_row("budget source", str(m["budget_source"]))
+    return t
+
+
+def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
+    """Per-layer decisions (budget, theta, cached tops, prefetch, where misses are served) and predicted figures."""
+    d = plan.decisions
+    n = d["num_experts"]
+    t = Table(title="per MoE layer (misses: host = computed on the host CPU, link = copied to the device)",
+              title_justify="left")
+    cols = [("layer", "left"), ("budget", "right"), ("theta", "right"), ("cached", "right"), ("pf", "center"),
+            ("misses", "left"), ("hit", "right")]
+    if wide:
+        cols += [("hit sim", "right"), ("recall", "right")]
+    cols += [("stall ms", "right")]
+    if wide:
+        cols += [("stall sim", "right")]
+    cols += [("MB/tok", "right")]
+    for col, just in cols:
+        t.add_column(col, justify=just)
+    for lay in d.get("layers", []):
+        p, s = lay["predicted"], lay["simulated"]
+        row = [short_layer(lay["layer"]), fmt_bytes(lay["budget_bytes"]), f"{lay['split_ratio']:.3f}",
+               f"{lay['cached_experts']}/{n}", "yes" if lay["prefetch"] else "no",
+               "host" if lay.get("misses_on") == "host_cpu" else "link", f"{p['hit_rate']:.1%}"]
+        if wide:
+            row += [f"{s['hit_rate']:.1%}", f"{p['recall']:.2f}"]
+        row += [f"{p['stall_ms']:.2f}"]
+        if wide:
+            row += [f"{s['stall_ms']:.2f}"]
+        row += [f"{p['bytes_per_token'] / 1e6:.1f}"]
+        t.add_row(*row)
+    return t
+
+
+def budget_plot(plan: Plan) -> Any:
+    """Budget and theta per layer (a matplotlib Figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = plan.decisions.get("layers", [])
+    x = list(range(len(layers)))
+    fig, ax1 = plt.subplots(figsize=(10, 4))
+    ax1.bar(x, [l["budget_bytes"] / 2**30 for l in layers], color="tab:blue", alpha=0.6, label="budget (GiB)")
+    host = [i for i, l in enumerate(layers) if l.get("misses_on") == "host_cpu"]
+    if host:
+        ax1.scatter(host, [0] * len(host), marker="^", color="black", label="misses on host CPU")
+        ax1.legend(loc="upper left")
+    ax1.set_xlabel("MoE layer")
+    ax1.set_ylabel("VRAM budget (GiB)")
+    ax2 = ax1.twinx()
+    ax2.plot(x, [l["split_ratio"] for l in layers], color="tab:red", marker="o", label="split ratio theta")
+    ax2.set_ylabel("split ratio theta")
+    ax2.set_ylim(0, 1.05)
+    ax1.set_title(f"{plan.model.name} on {plan.hardware.name}: budget and theta per layer")
+    fig.tight_layout()
+    return fig

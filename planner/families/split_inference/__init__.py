@@ -1,0 +1,91 @@
+"""The split-inference family (COACH): the edge/cloud cut of the model graph and the transmission bits of
+every tensor that crosses the link, plus a plan table over a bandwidth range. Design notes:
+docs/split-inference.md.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from planner.families.base import Family, Phase, PlanContext
+from planner.flags import Flag
+
+
+class SplitInferenceFamily(Family):
+    """Edge device + cloud server joined by a link."""
+
+    name = "split-inference"
+    method = "COACH"
+    description = "edge/cloud partition and transmission quantisation"
+    objective_metric = "objective_ms"
+    objective_sense = "min"
+    claim_hint = "--cloud HW --link RATE for edge/cloud split inference"
+    plan_flags = (
+        Flag("--cloud", "str", "cloud hardware (catalog name, <base>_<N>gb or YAML path)", default="a100_80gb"),
+        Flag("--link", "rate_range", "uplink rate, or a range for a plan table (e.g. 20mbps, 1mbps..100mbps)",
+             default=(20e6, None), minimum=1e3),
+        Flag("--rtt", "duration", "round-trip time of the link (e.g. 30ms)", default=0.02, minimum=0.0, maximum=60.0),
+        Flag("--epsilon", "percent", "accuracy-loss cap (e.g. 0.5%)", default=0.005, minimum=0.0, maximum=1.0,
+             maximum_exclusive=True),
+        Flag("--t-max", "duration", "latency bound per request (e.g. 200ms; default none)", minimum=0.0,
+             minimum_exclusive=True),
+        Flag("--table-levels", "int", "rows of the plan table over a --link range", default=16, minimum=2, maximum=64),
+        Flag("--calibration", "path", "per-node CPU times measured by `planner calibrate MODEL --scenario split-inference`"),
+    )
+
+    def claim(self, ctx: PlanContext) -> str | None:
+        given = ctx.request.flags.given
+        if "--cloud" in given or "--link" in given:
+            return "--cloud/--link given: edge/cloud split inference"
+        return None
+
+    def options(self, ctx: PlanContext) -> Any:
+        from planner.families.split_inference.lowering import SplitOptions
+        from planner.registry import resolve_hardware
+
+        v = ctx.request.flags
+        ctx.require_hardware()
+        rate, rng = v["link"]
+        cloud = resolve_hardware(v["cloud"], flag="--cloud")
+        calibration, record = None, None
+        if v["calibration"] is not None:
+            from planner.families.split_inference.calibration import read_calibration
+
+            calibration, record = read_calibration(Path(v["calibration"]), ctx.spec, ctx.request.tiny)
+        return SplitOptions(cloud=v["cloud"], link_bits_per_s=rate, link_range_bits_per_s=rng, rtt_s=v["rtt"],
+                            epsilon=v["epsilon"], t_max_s=v["t_max"] if v["t_max"] is not None else math.inf,
+                            table_levels=v["table_levels"], calibration=calibration, calibration_record=record,
+                            cloud_profile=cloud)
+
+    def calibrate(self, spec: Any, tiny: bool) -> dict[str, Any]:
+        """Per-node times of the model's graph on this CPU, with this CPU's measured constants."""
+        from planner.families.split_inference.calibration import measure
+
+        return measure(spec, tiny)
+
+    def phases(self) -> Sequence[Phase]:
+        from planner.families.split_inference import phases as ph
+
+        return (Phase("profile", ph.profile), Phase("lower", ph.lower), Phase("solve", ph.solve),
+                Phase("baselines", ph.baselines), Phase("bound", ph.bound), Phase("lift", ph.lift))
+
+    def validate_plan(self, plan: Any) -> list[str]:
+        from planner.families.split_inference.lowering import validate_plan_decisions
+
+        return validate_plan_decisions(dict(plan.decisions), dict(plan.predicted))
+
+    def inspect(self, plan: Any, wide: bool = False) -> list[Any]:
+        from planner.families.split_inference.views import split_tables
+
+        return split_tables(plan, wide)
+
+    def baseline_metrics(self, plan: Any, wide: bool = False) -> tuple[str, ...]:
+        if wide:
+            return ("objective_ms", "period_ms", "latency_ms", "throughput_rps", "bytes_per_request", "accuracy_drop")
+        return ("objective_ms", "latency_ms", "throughput_rps", "accuracy_drop")
+
+    def plot(self, plan: Any) -> Any:
+        from planner.families.split_inference.views import timeline_plot
+
+        return timeline_plot(plan)

@@ -1,0 +1,28 @@
+"""split-inference calibration: per-node times of the model's graph on this CPU, with this CPU's constants."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.errors import PlannerError
+from planner.calibration import read_calibration as read_file
+
+
+def measure(spec: Any, tiny: bool) -> dict[str, Any]:
+    """Time every graph node here (fx Interpreter, median of 5) and measure this CPU's roofline constants."""
+    from profilers.hardware import measure_this_machine
+    from profilers.models import build_model
+    from profilers.timing import time_graph_nodes
+
+    cpu, _ = measure_this_machine("this-cpu", matmul_size=1024, copy_mib=64, repeats=3)
+    times = time_graph_nodes(build_model(spec, tiny=tiny, device="cpu"))
+    return {"cpu": cpu.to_dict(), "node_times_s": {k: float(v) for k, v in sorted(times.items())}}
+
+
+def read_calibration(path: Path, spec: Any, tiny: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """(measured node times and CPU profile for the lowering, the plan's record of the file)."""
+    measured, record = read_file(path, "split-inference", spec, tiny)
+    if not isinstance(measured.get("cpu"), dict) or not isinstance(measured.get("node_times_s"), dict):
+        raise PlannerError(f"--calibration {path} lacks the split-inference node times",
+                           "re-create it with `planner calibrate MODEL --scenario split-inference`")
+    return {**measured, "sha256": record["sha256"]}, record

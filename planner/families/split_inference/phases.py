@@ -1,0 +1,151 @@
+"""split-inference phases: profile -> lower -> solve (with the joint accuracy check) -> baselines -> bound -> lift."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.errors import InfeasibleError
+from planner.families.base import PlanContext
+from planner.families.split_inference.lowering import SplitLowered
+from planner.plan_refs import hardware_ref, solver_trace
+from planner.schema import BaselineResult, Bound, ModelRef, Objective, Plan, SolverInfo
+
+
+@dataclass
+class SplitState:
+    """What the split-inference phases pass along."""
+
+    graph_profile: Any = None
+    lowered: SplitLowered | None = None
+    solution: Any = None
+    joint_drop: float | None = None
+    baselines: dict[str, Any] = field(default_factory=dict)
+    bound: Any = None          # the exact reference's solution (its params carry the kind)
+
+
+def profile(ctx: PlanContext) -> None:
+    """The torch.export graph with per-node costs (meta device for random-weight models)."""
+    from profilers.graph import profile_model
+
+    ctx.state = SplitState(graph_profile=profile_model(ctx.spec, tiny=ctx.request.tiny))
+
+
+def lower(ctx: PlanContext) -> None:
+    """Graph + edge/cloud hardware + link -> the COACH problem (accuracy measured for candidate cut tensors)."""
+    from planner.families.split_inference.lowering import lower as lower_split
+
+    opts = ctx.options
+    st = ctx.state
+    st.lowered = lower_split(ctx.spec, st.graph_profile, ctx.require_hardware(), opts.cloud_profile, opts,
+                             progress=ctx.progress)
+    ctx.notes.extend(st.lowered.notes)
+
+
+def solve(ctx: PlanContext) -> None:
+    """COACH, then the joint accuracy check on real data with the repair loop (the solver stays pure)."""
+    from planner.families.split_inference.lowering import joint_check
+    from solvers.split_inference.coach import CoachConfig, solve as coach
+    from solvers.split_inference.cost import evaluate
+    from solvers.split_inference.validate import validate
+
+    st = ctx.state
+    low = st.lowered
+    sol = coach(low.problem, CoachConfig())
+    if not sol.feasible:
+        t_max = low.problem.t_max_s
+        raise InfeasibleError(f"no edge/cloud split meets --t-max {t_max * 1e3:.4g}ms: the fastest plan takes "
+                              f"{sol.metrics.latency_s * 1e3:.4g} ms",
+                              f"raise --t-max to at least {sol.metrics.latency_s * 1e3 * 1.001:.4g}ms, "
+                              "or use a faster link or device")
+    bits, joint, lines = joint_check(low, dict(sol.bits))
+    st.joint_drop = joint
+    ctx.notes.extend(lines)
+    if bits != dict(sol.bits):
+        m = evaluate(low.problem, sol.on_edge, bits)
+        sol = dataclasses.replace(sol, bits=bits, metrics=m, objective=m.objective_s)
+    st.solution = sol
+    bad = [b for b in validate(low.problem, sol) if "accuracy" not in b or joint is None]
+    if bad:
+        raise RuntimeError("COACH returned an invalid plan (a bug): " + "; ".join(bad))
+
+
+def baselines(ctx: PlanContext) -> None:
+    """Every baseline on the same problem."""
+    from solvers.split_inference.baselines import BASELINES
+
+    for base in BASELINES:
+        ctx.state.baselines[base.name] = base.solve(ctx.state.lowered.problem)
+
+
+def bound(ctx: PlanContext) -> None:
+    """The exact reference, where its size limits allow (it says so otherwise)."""
+    from solvers.split_inference.exact import SplitExactReference
+
+    ref = SplitExactReference()
+    p = ctx.state.lowered.problem
+    why = ref.unsupported(p)
+    if why:
+        ctx.notes.append(f"no exact reference: {why}")
+        return
+    ctx.state.bound = ref.solve(p, time_limit_s=ctx.state.lowered.options.exact_time_limit_s)
+
+
+def lift(ctx: PlanContext) -> None:
+    """Solution -> Plan (names, metrics, baselines, bound, plan table)."""
+    from planner.families.split_inference.lowering import baseline_decisions, decisions_dict, metrics_dict
+    from solvers.split_inference.baselines import baseline
+    from solvers.split_inference.coach import solve_plan_table
+
+    st = ctx.state
+    low, sol = st.lowered, st.solution
+    p = low.problem
+    fam = ctx.family
+    table = []
+    rng = low.options.link_range_bits_per_s
+    if rng:
+        levels = np.geomspace(rng[0], rng[1], low.options.table_levels)
+        for bw, s in zip(levels, solve_plan_table(p, [float(b) / 8 for b in levels])):
+            table.append({"uplink_bits_per_s": float(bw),
+                          "cut_tensors": [p.node_names[v] for v in sorted(s.bits)],
+                          "bits": [int(s.bits[v]) for v in sorted(s.bits)],
+                          "edge_nodes_count": int(np.asarray(s.on_edge).sum()),
+                          "period_ms": s.metrics.period_s * 1e3, "latency_ms": s.metrics.latency_s * 1e3,
+                          "objective_ms": s.objective * 1e3})
+    base = {name: BaselineResult(baseline(name).description, {k: v for k, v in b.params.items()
+                                                              if k not in ("baseline", "cut_tensors", "violations")},
+                                 metrics_dict(b.metrics, low.accuracy_kind), {}, baseline_decisions(low, b))
+            for name, b in st.baselines.items()}
+    pred = metrics_dict(sol.metrics, low.accuracy_kind, st.joint_drop)
+    bnd = None
+    if st.bound is not None:
+        ref = st.bound
+        value = float(ref.params.get("bound_s", ref.objective)) * 1e3
+        bnd = Bound(value=value, kind=ref.params["kind"], gap=(pred["objective_ms"] - value) / value if value > 0 else 0.0,
+                    predicted=metrics_dict(ref.metrics, low.accuracy_kind))
+    s, hw, cloud = ctx.spec, ctx.hardware, low.cloud
+    prof = st.graph_profile
+    ctx.plan = Plan(
+        family=fam.name,
+        model=ModelRef(s.name, s.fingerprint(ctx.request.tiny), s.source, num_params=prof.num_params,
+                       dtype=prof.dtype, tiny=ctx.request.tiny),
+        hardware=hardware_ref(hw, "edge"),
+        extra_hardware=(hardware_ref(cloud, "cloud"),),
+        solver=SolverInfo(name="COACH (divide and conquer over cuts, bit floors and ceiling)", status=sol.status.value,
+                          config={"objective": "coach", "epsilon": p.epsilon, "bits": list(p.bits_options)},
+                          wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,
+                          iterations=len(sol.trace), trace=solver_trace(sol.trace, limit=20)),
+        objective=Objective(fam.objective_metric, fam.objective_sense, pred["objective_ms"]),
+        decisions=decisions_dict(low, sol, dict(sol.bits), table),
+        predicted=pred,
+        baselines=base,
+        bound=bnd,
+        inputs={"scenario_reason": ctx.scenario_reason, "accuracy": low.accuracy_kind,
+                "link": {"uplink_bits_per_s": p.bandwidth_bytes_per_s * 8, "rtt_ms": p.rtt_s * 1e3},
+                **({"calibration": dict(low.options.calibration_record)} if low.options.calibration_record else {})},
+        constraints={"epsilon": p.epsilon, "t_max_ms": p.t_max_s * 1e3 if np.isfinite(p.t_max_s) else None,
+                     "edge_memory_bytes": p.edge_memory_bytes},
+        notes=tuple(dict.fromkeys(ctx.notes)),
+    )
