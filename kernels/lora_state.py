@@ -6,10 +6,11 @@ PEFT names an adapter weight `...query.lora_A.default.weight` and a fully traine
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
-from torch import nn
+if TYPE_CHECKING:   # torch is imported where tensors are handled, so the server's light paths stay light
+    import torch
+    from torch import nn
 
 
 def plain_name(name: str) -> str:
@@ -25,6 +26,8 @@ def lora_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_lora_state(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
     """Copy the entries of `state` that `module` trains into it; returns the exchange names it took."""
+    import torch
+
     taken = []
     with torch.no_grad():
         for name, p in module.named_parameters():

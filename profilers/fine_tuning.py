@@ -48,7 +48,7 @@ from kernels.uniform_quant import grouped_nbytes
 log = logging.getLogger(__name__)
 
 ADAM_STATE_PER_PARAM = 2          # exp_avg and exp_avg_sq, same dtype as the parameter
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
 
 
 # ------------------------------------------------------------------ task models
@@ -216,10 +216,12 @@ def _bytes_of(tensors: list[torch.Tensor]) -> int:
 
 def measure_step(model: nn.Module, layout: BlockLayout, depth: int, quant_blocks: int = 0, bits: int = 8,
                  group: int = 64, lora: LoraSettings = LoraSettings(), batch_size: int = 4, seq_len: int = 64,
-                 seed: int = 0, copy_model: bool = True, count_flops: bool = True) -> StepMeasurement:
+                 seed: int = 0, copy_model: bool = True, count_flops: bool = True, repeats: int = 1) -> StepMeasurement:
     """One real training step of `model` (a task model) with LoRA on the top `depth` blocks, the lowest
     `quant_blocks` of them storing their saved activations at `bits` bits; see `StepMeasurement`.
-    FLOPs are counted only with `count_flops` (the counter slows small models down several times)."""
+    FLOPs are counted only with `count_flops` (the counter slows small models down several times).
+    Times are CPU seconds of this process (`time.process_time`, so other load on the machine does not
+    inflate them), the least of `repeats` steps; bytes and FLOPs come from the first step."""
     if not 1 <= depth <= layout.num_blocks or not 0 <= quant_blocks <= depth:
         raise ValueError(f"need 1 <= depth <= {layout.num_blocks} and 0 <= quant_blocks <= depth")
     m = copy.deepcopy(model) if copy_model else model
@@ -234,20 +236,31 @@ def measure_step(model: nn.Module, layout: BlockLayout, depth: int, quant_blocks
     trainable = [p for p in m.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=1e-4)
     batch = m.fine_tuning_batch(batch_size, seq_len, seed)
+    fwd_times, bwd_times = [], []
     try:
-        fwd = FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
-        t0 = time.perf_counter()
-        with ledger.counting(), fwd:
-            loss = m.fine_tuning_loss(batch)
-        t1 = time.perf_counter()
-        activation = ledger.activation_bytes
-        qel = ledger.quantised_elements
-        numels = _quantised_numels(ledger)
-        bwd = FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
-        with bwd:
-            loss.backward()
-        t2 = time.perf_counter()
-        opt.step()
+        for rep in range(max(1, repeats)):
+            first_rep = rep == 0
+            opt.zero_grad(set_to_none=True)
+            ledger.reset()
+            fwd = FlopCounterMode(display=False) if (count_flops and first_rep) else contextlib.nullcontext()
+            t0 = time.process_time()
+            with ledger.counting(), fwd:
+                loss = m.fine_tuning_loss(batch)
+            t1 = time.process_time()
+            if first_rep:
+                activation = ledger.activation_bytes
+                qel = ledger.quantised_elements
+                numels = _quantised_numels(ledger)
+                fwd_flops = int(fwd.get_total_flops()) if count_flops else 0
+            bwd = FlopCounterMode(display=False) if (count_flops and first_rep) else contextlib.nullcontext()
+            with bwd:
+                loss.backward()
+            t2 = time.process_time()
+            if first_rep:
+                bwd_flops = int(bwd.get_total_flops()) if count_flops else 0
+            fwd_times.append(t1 - t0)
+            bwd_times.append(t2 - t1)
+            opt.step()
     finally:
         for h in handles:
             h.remove()
@@ -263,9 +276,7 @@ def measure_step(model: nn.Module, layout: BlockLayout, depth: int, quant_blocks
         lora_param_bytes=_bytes_of(lora_params), head_param_bytes=_bytes_of(head_params),
         grad_bytes=_bytes_of(grads), optimizer_bytes=_bytes_of(states), activation_bytes=activation,
         quantised_elements=qel, quantised_numels=tuple(numels), trainable_blocks=got_grad,
-        forward_flops=int(fwd.get_total_flops()) if count_flops else 0,
-        backward_flops=int(bwd.get_total_flops()) if count_flops else 0,
-        forward_s=t1 - t0, backward_s=t2 - t1)
+        forward_flops=fwd_flops, backward_flops=bwd_flops, forward_s=min(fwd_times), backward_s=min(bwd_times))
 
 
 def _quantised_numels(ledger: SavedTensorLedger) -> list[int]:
@@ -305,9 +316,12 @@ class FineTuneProfile:
     backward_flops_first: int               # head + bottom trainable block
     backward_flops_mid: int                 # one more trainable block
     block_param_bytes: int                  # weights of one block (read in forward and backward)
-    host_forward_s: float                   # measured here at d = L (for calibration)
-    host_backward_s_first: float
-    host_backward_s_mid: float
+    host_forward_s: float                   # CPU s here, one thread: forward at depth 1
+    host_backward_s_first: float            # backward at depth 1 (head + bottom trainable block)
+    host_backward_s_mid: float              # each further trainable block: its backward + extra forward
+    host_quant_s_first: float               # quantise + restore the bottom block's saved activations, CPU s
+    host_quant_s_mid: float
+    host_flops_per_cpu_s: float             # fp32 matmul FLOP per CPU second of this process, here
     source: str
     version: int = PROFILE_VERSION
 
@@ -371,15 +385,25 @@ def _split_numels(outer: tuple[int, ...], inner: tuple[int, ...]) -> tuple[int, 
 
 def profile_fine_tuning(model: nn.Module, name: str, batch_size: int, seq_len: int,
                         lora: LoraSettings = LoraSettings(), group: int = 64, bits: int = 8,
-                        target_modules: tuple[str, ...] | None = None, seed: int = 0) -> FineTuneProfile:
-    """Measure four training steps of `model` (a task model, real weights on CPU) and fit `FineTuneProfile`."""
+                        target_modules: tuple[str, ...] | None = None, seed: int = 0, repeats: int = 2) -> FineTuneProfile:
+    """Measure four training steps of `model` (a task model, real weights on CPU) and fit `FineTuneProfile`;
+    host times are the least CPU seconds of `repeats` steps each, and this CPU's matmul FLOP per CPU second
+    is measured alongside (the planner scales host times to a device by the FLOP/s ratio)."""
     layout = block_layout(model, target_modules)
     L = layout.num_blocks
     runs = {}
-    for d, q in ((1, 0), (1, 1), (L, 0), (L, L)):
-        runs[(d, q)] = measure_step(model, layout, d, q, bits, group, lora, batch_size, seq_len, seed,
-                                    count_flops=(q == 0))
-        log.debug("profile %s d=%d q=%d: %s", name, d, q, runs[(d, q)])
+    # One intra-op thread: CPU seconds then measure work, not the spin-waiting of idle OpenMP threads
+    # (with two threads on a loaded machine the same step read 2-6x more CPU seconds, erratically).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for d, q in ((1, 0), (1, 1), (L, 0), (L, L)):
+            runs[(d, q)] = measure_step(model, layout, d, q, bits, group, lora, batch_size, seq_len, seed,
+                                        count_flops=(q == 0), repeats=repeats)
+            log.debug("profile %s d=%d q=%d: %s", name, d, q, runs[(d, q)])
+        host_rate = host_matmul_flops_per_cpu_s()
+    finally:
+        torch.set_num_threads(threads)
     r10, r11, rL0, rLL = runs[(1, 0)], runs[(1, 1)], runs[(L, 0)], runs[(L, L)]
     mids = max(L - 1, 1)
     a_mid = (rL0.activation_bytes - r10.activation_bytes) // mids if L > 1 else 0
@@ -406,11 +430,32 @@ def profile_fine_tuning(model: nn.Module, name: str, batch_size: int, seq_len: i
         workspace_bytes=max(a_mid, r10.activation_bytes),
         forward_flops=r10.forward_flops, backward_flops_first=r10.backward_flops,
         backward_flops_mid=(rL0.backward_flops - r10.backward_flops) // mids if L > 1 else 0,
-        block_param_bytes=block_bytes, host_forward_s=rL0.forward_s,
+        block_param_bytes=block_bytes, host_forward_s=r10.forward_s,
         host_backward_s_first=r10.backward_s,
-        host_backward_s_mid=(rL0.backward_s - r10.backward_s) / mids if L > 1 else 0.0,
+        # A further trainable block costs its backward and the extra forward work autograd records for it.
+        host_backward_s_mid=max(0.0, ((rL0.forward_s + rL0.backward_s) - (r10.forward_s + r10.backward_s)) / mids)
+        if L > 1 else 0.0,
+        host_quant_s_first=max(0.0, (r11.forward_s + r11.backward_s) - (r10.forward_s + r10.backward_s)),
+        host_quant_s_mid=max(0.0, ((rLL.forward_s + rLL.backward_s) - (rL0.forward_s + rL0.backward_s)
+                                   - max(0.0, (r11.forward_s + r11.backward_s) - (r10.forward_s + r10.backward_s))) / mids)
+        if L > 1 else 0.0,
+        host_flops_per_cpu_s=host_rate,
         source=(f"measured on this CPU: 4 training steps (d,q) in (1,0),(1,1),({L},0),({L},{L}) at batch "
                 f"{batch_size}, seq {seq_len}; saved_tensors_hooks bytes, FlopCounterMode FLOPs"))
+
+
+def host_matmul_flops_per_cpu_s(n: int = 384, repeats: int = 7) -> float:
+    """fp32 matmul FLOP per CPU second of this process (median of `repeats` n x n products after a warm-up)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        for _ in range(4):
+            torch.mm(a, b)
+        times.append((time.process_time() - t0) / 4)
+    times.sort()
+    return 2.0 * n**3 / max(times[len(times) // 2], 1e-9)
 
 
 def _one_block(numels: tuple[int, ...], blocks: int) -> tuple[int, ...]:
@@ -444,7 +489,7 @@ def closed_form_profile(name: str, num_blocks: int, hidden: int, heads: int, par
         quantised_numels_mid=numels, workspace_bytes=a_block, forward_flops=fwd,
         backward_flops_first=2 * block_params * tokens, backward_flops_mid=2 * block_params * tokens,
         block_param_bytes=block_params * dtype_bytes, host_forward_s=0.0, host_backward_s_first=0.0,
-        host_backward_s_mid=0.0, source="closed form s·β·h·(34 + 5·a·s/h) (not measured)")
+        host_backward_s_mid=0.0, host_quant_s_first=0.0, host_quant_s_mid=0.0, host_flops_per_cpu_s=0.0, source="closed form s·β·h·(34 + 5·a·s/h) (not measured)")
 
 
 __all__ = ["BlockLayout", "CausalLMTask", "EncoderClassifier", "FineTuneProfile", "LoraSettings", "StepMeasurement",

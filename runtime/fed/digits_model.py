@@ -35,6 +35,7 @@ class DigitsTransformer(nn.Module):
     """Patch embedding -> BERT encoder (`encoder.encoder.layer.N`) -> mean pooling -> `classifier`."""
 
     trainable_head: tuple[str, ...] = ("classifier",)
+    fine_tuning_seq_len = NUM_PATCHES          # tokens per sample, whatever --seq-len says
 
     def __init__(self, hidden: int = 64, layers: int = 8, heads: int = 4, intermediate: int = 128, seed: int = 0) -> None:
         super().__init__()

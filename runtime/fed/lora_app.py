@@ -21,17 +21,16 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from kernels.lora_state import lora_state
-from kernels.saved_activations import SavedTensorLedger, parameter_storages, storage_key
 from runtime.fed.data import dirichlet_partition, load_digits_split
 from runtime.fed.federation import (FlowerApps, identify_nodes, make_client_app, make_server_app, report_round,
                                     sleep_to)
-from runtime.fed.lora_model import base_model, device_model, initial_lora, load_artifact, parse_blocks
 from runtime.fed.lora_strategy import ARRAYS, CONFIG, METRICS, WEIGHT_KEY, LayerwiseLoRA, to_numpy, to_record
+
+# torch, PEFT and the model are imported inside the functions that train or evaluate: Flower loads this module
+# in every app process, and the identity query should not pay for them.
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +43,25 @@ def _partition(run_config: dict[str, Any], node: dict[str, Any]) -> np.ndarray:
     return parts[int(node["data-partition"])]
 
 
-def _bytes(tensors: list[torch.Tensor]) -> int:
+def _bytes(tensors: list[Any]) -> int:
+    from kernels.saved_activations import storage_key
+
     seen = {storage_key(t): int(t.untyped_storage().nbytes()) for t in tensors}
     return sum(seen.values())
 
 
-def client_train(message: Message, run_config: dict[str, Any], node: dict[str, Any]) -> Message:
-    """Train this client's plan for `local-steps` steps and return its blocks' updated tensors and a receipt."""
+def train_client(cfg: dict[str, Any], incoming_np: dict[str, np.ndarray], run_config: dict[str, Any],
+                 node: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train one client's plan for `local-steps` steps from the received tensors; returns its trained tensors
+    (its blocks' adapters and the head) and the receipt metrics. The Flower handler below wraps it."""
+    import torch
+
+    from kernels.lora_state import lora_state
+    from kernels.saved_activations import SavedTensorLedger, parameter_storages
+    from runtime.fed.lora_model import base_model, device_model, load_artifact, parse_blocks
+
     torch.set_num_threads(1)
-    cfg = dict(message.content[CONFIG])
-    incoming = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in to_numpy(message.content[ARRAYS]).items()}
+    incoming = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in incoming_np.items()}
     down_bytes = sum(int(v.numel() * v.element_size()) for v in incoming.values())
     art = load_artifact(str(run_config["artifact-dir"]))
     depth = int(cfg["lora-depth"])
@@ -88,33 +96,42 @@ def client_train(message: Message, run_config: dict[str, Any], node: dict[str, A
             trained = {i for i in range(art.num_blocks)
                        if any("lora_" in n and p.grad is not None for n, p in blocks[i].named_parameters())}
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     cpu_s = time.process_time() - cpu0
     frozen = [p for p in model.parameters() if not p.requires_grad] + list(model.buffers())
     grads = [p.grad for p in trainable if p.grad is not None]
     states = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
     memory = _bytes(frozen) + _bytes(trainable) + _bytes(grads) + _bytes(states) + peak_act
-    out = lora_state(model)
-    up_bytes = sum(int(v.numel() * v.element_size()) for v in out.values())
+    out = {k: v.numpy() for k, v in lora_state(model).items()}
+    up_bytes = sum(int(v.nbytes) for v in out.values())
     compute_s = cpu_s * float(node.get("compute-slowdown", 1.0))
     comm_s = (down_bytes / float(node.get("downlink-bytes-per-s", 1e12)) + up_bytes / float(node.get("uplink-bytes-per-s", 1e12))
               + float(node.get("latency-s", 0.0)))
     emulated = compute_s + comm_s
     slept = sleep_to(emulated, time.perf_counter() - wall0) if bool(run_config.get("emulate-sleep", False)) else 0.0
     dev.remove_hooks()
-    metrics = MetricRecord({
+    metrics = {
         WEIGHT_KEY: int(len(idx)), "lora-depth": depth, "trained-blocks": sorted(trained) or [-1],
         "quant-blocks": len(quant), "steps": steps, "measured-cpu-s": cpu_s, "emulated-compute-s": compute_s,
         "emulated-comm-s": comm_s, "emulated-round-s": emulated, "slept-s": slept,
         "measured-memory-bytes": int(memory), "measured-activation-bytes": int(peak_act),
-        "bytes-down": down_bytes, "bytes-up": up_bytes, "loss-first": losses[0], "loss-last": losses[-1]})
-    return Message(content=RecordDict({ARRAYS: to_record({k: v.numpy() for k, v in out.items()}), METRICS: metrics}),
-                   reply_to=message)
+        "bytes-down": down_bytes, "bytes-up": up_bytes, "loss-first": losses[0], "loss-last": losses[-1]}
+    return out, metrics
+
+
+def client_train(message: Message, run_config: dict[str, Any], node: dict[str, Any]) -> Message:
+    """Flower handler: its own ConfigRecord and tensors in, trained tensors and receipt metrics out."""
+    out, metrics = train_client(dict(message.content[CONFIG]), to_numpy(message.content[ARRAYS]), run_config, node)
+    return Message(content=RecordDict({ARRAYS: to_record(out), METRICS: MetricRecord(metrics)}), reply_to=message)
 
 
 # ------------------------------------------------------------------ server
 def evaluate_global(art: Any, state: dict[str, np.ndarray]) -> tuple[float, float]:
     """(accuracy, loss) of the base model with the global adapters at full depth on the held-out digits."""
+    import torch
+
+    from runtime.fed.lora_model import base_model, device_model
+
     torch.set_num_threads(1)
     tensors = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
     dev = device_model(art, base_model(art), art.num_blocks, (), 8, tensors)
@@ -130,6 +147,8 @@ def evaluate_global(art: Any, state: dict[str, np.ndarray]) -> tuple[float, floa
 
 def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
     """Identify the clients, then run the planned rounds with layer-wise aggregation; one record per round."""
+    from runtime.fed.lora_model import initial_lora, load_artifact
+
     art = load_artifact(str(run_config["artifact-dir"]))
     baseline = str(run_config.get("baseline", "")) or None
     plan_clients = art.clients(baseline)
