@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.85)
     ap.add_argument("--local-steps", type=int, default=5)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--out", type=Path, default=OUT, help="JSON output (default build/bench/fed_lora.json)")
     args = ap.parse_args(argv)
     result: dict = {}
     if not args.skip_memory:
@@ -219,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
               f"speed-up to target: {real['speedup_to_target'] if real['speedup_to_target'] else 'n/a (target not reached by both)'}")
         for cfg, r in real["runs"].items():
             print(f"   {cfg} curve: " + ", ".join(f"{c['accuracy']:.3f}@{c['emulated_clock_s']:.3g}s" for c in r["curve"]))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(OUT, json.dumps(result, indent=2, default=float) + "\n")
-    print(f"wrote {OUT}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, json.dumps(result, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
     return 0
 
 

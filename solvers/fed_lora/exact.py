@@ -23,6 +23,7 @@ from solvers.fed_lora.cost import evaluate, grid
 from solvers.fed_lora.problem import FedLoraProblem, FedLoraSolution
 
 MAX_COMBINATIONS = 200_000
+MAX_ENUMERATE_DEVICES = 12
 MAX_CPSAT_DEVICES = 50
 SCALE = 10**9
 
@@ -58,10 +59,13 @@ class Enumeration:
 
     def unsupported(self, problem: FedLoraProblem) -> str | None:
         """Too many combinations to enumerate?"""
-        sizes = [max(1, len(o)) for o in _options(problem)]
-        total = math.prod(sizes)
-        if total > MAX_COMBINATIONS:
-            return f"{total} combinations exceed the enumeration limit of {MAX_COMBINATIONS}"
+        if problem.num_devices > MAX_ENUMERATE_DEVICES:
+            return f"{problem.num_devices} devices exceed the enumeration limit of {MAX_ENUMERATE_DEVICES}"
+        total = 1
+        for o in _options(problem):
+            total *= max(1, len(o))
+            if total > MAX_COMBINATIONS:
+                return f"more than {MAX_COMBINATIONS} combinations (the enumeration limit)"
         return None
 
     def solve(self, problem: FedLoraProblem, time_limit_s: float = 60.0) -> FedLoraSolution:
