@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping

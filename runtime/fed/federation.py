@@ -294,14 +294,13 @@ def run_federation(apps: FlowerApps, run_config: Mapping[str, Scalar], node_conf
     cfg = check_scalars({**run_config, ROUNDS_KEY: str(rounds_path), "num-clients": len(node_configs)}, "run config")
     nodes = [check_scalars(n, f"node config {i}") for i, n in enumerate(node_configs)]
     t0 = time.perf_counter()
-    with _RoundTail(rounds_path, on_round) as tail:
+    with _RoundTail(rounds_path, on_round):
         if mode == "simulation":
             result = _run_simulation(apps, cfg, nodes, workdir, sim_cpus)
         else:
             result = _run_deployment(apps, cfg, nodes, workdir, timeout_s)
     result.rounds = read_rounds(rounds_path)
     result.wall_s = time.perf_counter() - t0
-    del tail
     return result
 
 
