@@ -27,7 +27,7 @@ from planner.families.moe_offload.lowering import MoeOffloadOptions, lower, simu
 from planner.registry import resolve_hardware, resolve_model
 from profilers.graph import profile_model
 from solvers.common import InfeasibleError
-from solvers.moe_offload.baselines import BASELINES, uniform_capacity
+from solvers.moe_offload.baselines import BASELINES
 from solvers.moe_offload.cost import evaluate
 from solvers.moe_offload.exact import solve_scan_merge
 from solvers.moe_offload.moepic import MoEpicConfig, solve

@@ -21,7 +21,7 @@ import torch
 
 from core.atomic_io import write_text_atomic
 from planner.api import emit_artifact, plan_from_argv
-from planner.cli import main
+from planner.cli import main as planner_main
 from planner.registry import resolve_model
 from profilers.models import build_model
 from profilers.moe import record_trace
@@ -43,7 +43,7 @@ def run_model(name: str, budget: str, trace_tokens: int, run_tokens: int, workdi
     trace = record_trace(built.module, prompts(1, 4, vocab), trace_tokens // 4, model_name=name, temperature=1.0, seed=1)
     tpath = trace.save(workdir / f"{name}.trace.npz")
     cal = workdir / f"{name}.calibration.yaml"
-    if main(["calibrate", name, "--tiny", "--scenario", "moe-offload", "-o", str(cal), "--force"]) != 0:
+    if planner_main(["calibrate", name, "--tiny", "--scenario", "moe-offload", "-o", str(cal), "--force"]) != 0:
         raise SystemExit(f"calibration of {name} failed")
     p = plan_from_argv([name, "--tiny", "--hardware", "cpu_emulated_link", "--trace", str(tpath), "--expert-budget", budget,
                         "--calibration", str(cal), "--sim-tokens", str(trace.num_tokens)]).plan

@@ -18,10 +18,9 @@ import time
 import numpy as np
 
 from core.atomic_io import write_text_atomic
-from planner.lowering.split_inference import SplitOptions, joint_check, lower
+from planner.families.split_inference.lowering import SplitOptions, joint_check, lower
 from planner.registry import resolve_hardware, resolve_model
 from profilers.graph import profile_model
-from solvers.common import Status
 from solvers.split_inference.baselines import BASELINES
 from solvers.split_inference.coach import solve
 from solvers.split_inference.cost import evaluate

@@ -20,6 +20,7 @@ from typing import Any, Iterator, NoReturn, Sequence
 
 from core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_REGRESSION, OutputPathError, PlannerError
 from planner.flags import Flag, FlagValues, add_flags, merge_flags, read_flags
+from planner.tables import table
 
 log = logging.getLogger("planner")
 EXIT_INTERNAL = 3
@@ -29,7 +30,12 @@ HARDWARE_HEADER = "# written by `planner hardware measure`"
 
 
 class CliParser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2) instead of a usage block."""
+    """argparse with one-line errors (exit 2) instead of a usage block, and no abbreviated flags (a prefix
+    such as `--exp` would silently pick one of `--expert-bits`/`--expert-budget`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise PlannerError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
@@ -224,7 +230,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
             d.pop("nodes")
         sys.stdout.write(json.dumps(d, sort_keys=True, indent=2) + "\n")
         return 0
-    from rich.table import Table
 
     out = _console(wide=args.wide)
     out.print(f"[bold]{prof.name}[/bold] ({prof.source})")
@@ -238,7 +243,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                   f"{m.num_shared_experts} shared; {fmt_bytes(m.bytes_per_expert)} per expert "
                   f"(d={m.hidden_size}, f={m.expert_intermediate_size}); all experts {fmt_bytes(m.expert_bytes_total)}; "
                   f"non-expert {fmt_bytes(m.non_expert_bytes)}; KV cache {fmt_bytes(m.kv_bytes_per_token)}/token")
-    t = Table(title="per block", title_justify="left")
+    t = table("per block")
     for col in ("block", "nodes", "matmul FLOPs", "params", "activations"):
         t.add_column(col, justify="left" if col == "block" else "right")
     blocks = prof.blocks if args.all_blocks else prof.blocks[: v["max_blocks"]]
@@ -248,7 +253,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         t.add_row(f"... {len(prof.blocks) - len(blocks)} more (--all-blocks)", "", "", "", "")
     out.print(t)
     if v["nodes"]:
-        nt = Table(title=f"first {v['nodes']} compute nodes", title_justify="left")
+        nt = table(f"first {v['nodes']} compute nodes")
         for col in ("node", "op", "FLOPs", "params", "out", "shape"):
             nt.add_column(col)
         for n in [n for n in prof.nodes if not n.is_view][: v["nodes"]]:
@@ -260,20 +265,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_hardware(args: argparse.Namespace) -> int:
-    from rich.table import Table
 
     from planner.registry import hardware_catalog, resolve_hardware
     from planner.units import fmt_byte_rate, fmt_bytes, fmt_rate
 
     out = _console(wide=getattr(args, "wide", False))
     if args.hw_cmd == "list":
-        t = Table(title="hardware catalog (<base>_<N>gb caps memory; a YAML path works anywhere)", title_justify="left")
-        for col in ("name", "kind", "memory", "mem BW", "fp16", "host->dev", "uplink"):
-            t.add_column(col, justify="left" if col in ("name", "kind") else "right")
+        t = table("hardware catalog (<base>_<N>gb caps memory; a YAML path works anywhere)")
+        cols = ["name"] + (["kind"] if args.wide else []) + ["memory", "mem BW", "TFLOP/s", "host link", "uplink"]
+        for col in cols:
+            t.add_column(col, justify="left" if col in ("name", "kind") else "right", no_wrap=True)
         for name, hw in sorted(hardware_catalog().items()):
             fp16 = hw.peak_flops_per_s.get("fp16") or hw.peak_flops_per_s.get("fp32")
-            t.add_row(name, hw.kind, fmt_bytes(hw.memory_bytes), fmt_byte_rate(hw.memory_bandwidth_bytes_per_s),
-                      f"{fp16 / 1e12:.3g} TFLOP/s",
+            t.add_row(name, *([hw.kind] if args.wide else []), fmt_bytes(hw.memory_bytes),
+                      fmt_byte_rate(hw.memory_bandwidth_bytes_per_s), f"{fp16 / 1e12:.3g}",
                       fmt_byte_rate(hw.host_to_device_bytes_per_s) if hw.host_to_device_bytes_per_s else "unified",
                       fmt_rate(hw.uplink_bits_per_s) if hw.uplink_bits_per_s else "-")
         out.print(t)
@@ -314,12 +319,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     out = _output_file(args.output, "-o", "routing trace", zip_with_members("experts.npy", "header.npy"), args.force)
     spec = resolve_model(args.model)
     if v["preset"]:
-        from planner.families.moe_offload import TRACE_PRESETS
         from profilers.graph import profile_model
-        from profilers.synthetic_traces import generate_trace
+        from profilers.synthetic_traces import PRESETS, generate_trace
 
-        if v["preset"] not in TRACE_PRESETS:
-            raise PlannerError(f"unknown trace preset '{v['preset']}'", f"use one of: {', '.join(TRACE_PRESETS)}")
+        if v["preset"] not in PRESETS:
+            raise PlannerError(f"unknown trace preset '{v['preset']}'", f"use one of: {', '.join(PRESETS)}")
         m = profile_model(spec, tiny=args.tiny, with_graph=False).moe
         if m is None:
             raise PlannerError(f"{spec.name} has no MoE layers, so it has no routing to trace", "pick an MoE model")

@@ -14,15 +14,16 @@ from rich.text import Text
 from planner.families.base import Family
 from planner.schema import Plan
 from planner.units import fmt_bytes
+from planner.tables import table
 
 
-def _f(x: Any, digits: int = 3) -> str:
+def _f(x: Any, digits: int = 4) -> str:
     if x is None:
         return "-"
     if isinstance(x, bool):
         return "yes" if x else "no"
     if isinstance(x, float):
-        return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:,.0f}"
+        return f"{x:.{digits}g}" if abs(x) < 1e3 else f"{x:,.0f}"
     return str(x)
 
 
@@ -54,8 +55,7 @@ def _short_metric(m: str) -> str:
 def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False) -> Table:
     """Plan, every baseline and the bound: predicted (and simulated, labelled, where a simulator exists) figures
     and the ratio of the objective to the plan's; `wide` adds each baseline's policy parameters."""
-    t = Table(title="plan vs baselines (same inputs)" + ("; (sim) = simulated" if plan.simulated else ""),
-              title_justify="left")
+    t = table("plan vs baselines (same inputs)" + ("; (sim) = simulated" if plan.simulated else ""))
     t.add_column("config")
     with_sim = bool(plan.simulated)
     for m in metrics:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from core.errors import InputMismatchError
 from planner.schema import Plan
+from planner.tables import table
 
 PlanValidator = Callable[[Plan], list[str]]
 
@@ -158,14 +159,13 @@ def fmt_value(path: str, v: Any) -> str:
 def render_diff(res: DiffResult, old: Plan, new: Plan, tolerance: float, max_rows: int) -> Any:
     """Rich renderables of a diff: the changes table (in order of interest), the objective line, the verdict."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
     parts: list[Any] = []
     if not res.changes:
         parts.append(Text("plans are identical (volatile fields such as wall time ignored)"))
     else:
-        t = Table(title=f"{len(res.changes)} changed value(s), the plan's own first", title_justify="left")
+        t = table(f"{len(res.changes)} changed value(s), the plan's own first")
         t.add_column("path", overflow="fold")
         t.add_column("old", justify="right")
         t.add_column("new", justify="right")

@@ -112,23 +112,21 @@ def model_catalog() -> dict[str, ModelSpec]:
 
 
 def _spec_from_config_file(path: Path) -> ModelSpec:
-    import json
+    """A spec for a transformers config file, whatever it is called (checked before anything is built)."""
+    from profilers.model_config import check_config, read_config_file
 
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PlannerError(f"cannot read transformers config {path} ({exc.__class__.__name__})",
-                           "pass a valid config.json") from exc
+    cfg = read_config_file(path)
+    check_config(cfg, str(path))
     archs = cfg.get("architectures") or []
-    arch = archs[0] if archs else ""
-    task = ("causal-lm" if arch.endswith("ForCausalLM") else
+    arch = archs[0] if archs and isinstance(archs[0], str) else ""
+    moe = any(cfg.get(k) for k in ("num_local_experts", "num_experts", "n_routed_experts"))
+    task = ("causal-lm" if arch.endswith("ForCausalLM") or (not arch and moe) else
             "image-classification" if arch.endswith("ForImageClassification") else "encoder")
-    if "model_type" not in cfg:
-        raise PlannerError(f"{path} has no 'model_type'", "pass a transformers config.json")
     dtype = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(str(cfg.get("torch_dtype") or cfg.get("dtype")), "bf16")
-    kind = "image" if task == "image-classification" else "tokens"
+    kind = "image" if task == "image-classification" or "image_size" in cfg else "tokens"
     size = int(cfg.get("image_size", 224)) if kind == "image" else 0
-    return ModelSpec(name=path.parent.name or path.stem, kind="config-file", task=task, source=str(path),
+    name = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
+    return ModelSpec(name=name, kind="config-file", task=task, source=str(path),
                      dtype=dtype, inputs={"kind": kind, "seq_len": 128, "size": size, "tiny_size": size,
                                           "channels": int(cfg.get("num_channels", 3))},
                      config_path=str(path))
@@ -143,8 +141,9 @@ def resolve_model(name: str) -> ModelSpec:
         p = Path(name)
         if p.is_dir():
             p = p / "config.json"
-        if not p.exists():
-            raise PlannerError(f"model config {name} does not exist", "pass a path to a transformers config.json")
+        if not p.is_file():
+            raise PlannerError(f"model config {p} does not exist",
+                               "pass a transformers config file (any name) or a directory holding config.json")
         return _spec_from_config_file(p)
     if ":" in name and re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", name):
         return ModelSpec(name=name, kind="factory", task="custom", source=f"factory {name}", factory=name)

@@ -15,6 +15,7 @@ from core.atomic_io import write_text_atomic
 from core.errors import PlanFormatError
 from planner.schema import (
     SCHEMA_VERSION,
+    STATUSES,
     BaselineResult,
     Bound,
     HardwareRef,
@@ -74,6 +75,41 @@ def _require(d: dict[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
+_NUMBER = (int, float)
+# the type each record field must have in a plan file (None: optional)
+_FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
+    ModelRef: {"name": (str,), "fingerprint": (str,), "source": (str,), "num_params": (int,), "dtype": (str,),
+               "tiny": (bool,)},
+    HardwareRef: {"name": (str,), "fingerprint": (str,), "role": (str,), "memory_bytes": _NUMBER, "source": (str,)},
+    SolverInfo: {"name": (str,), "status": (str,), "config": (dict,), "wall_time_s": _NUMBER + (type(None),),
+                 "iterations": (int,), "trace": (tuple,), "note": (str,)},
+    Objective: {"metric": (str,), "sense": (str,), "value": _NUMBER},
+    BaselineResult: {"description": (str,), "params": (dict,), "predicted": (dict,), "simulated": (dict,),
+                     "decisions": (dict,)},
+    Bound: {"value": _NUMBER, "kind": (str,), "gap": _NUMBER, "predicted": (dict,), "simulated": (dict,)},
+}
+
+
+def _check_record(rec: Any, where: str) -> None:
+    """Every field of a plan record has the type the schema says (a string objective is not a plan)."""
+    for name, types in _FIELD_TYPES[type(rec)].items():
+        v = getattr(rec, name)
+        if isinstance(v, bool) and bool not in types:
+            ok = False
+        else:
+            ok = isinstance(v, types)
+        if not ok:
+            kind = {int: "number", float: "number", str: "string", dict: "object", bool: "true/false",
+                    tuple: "list"}.get(types[0], types[0].__name__)
+            raise PlanFormatError(f"plan field '{where}.{name}' is {v!r}, not a {kind}",
+                                  "regenerate the plan with `planner plan`")
+    if isinstance(rec, Objective) and rec.sense not in ("min", "max"):
+        raise PlanFormatError(f"plan field 'objective.sense' is {rec.sense!r}", "regenerate the plan with `planner plan`")
+    if isinstance(rec, SolverInfo) and rec.status not in STATUSES:
+        raise PlanFormatError(f"plan field 'solver.status' is {rec.status!r}, not one of {', '.join(STATUSES)}",
+                              "regenerate the plan with `planner plan`")
+
+
 def from_dict(d: dict[str, Any]) -> Plan:
     """Build a Plan from its JSON dict, checking the schema version and required keys."""
     if not isinstance(d, dict):
@@ -96,6 +132,16 @@ def from_dict(d: dict[str, Any]) -> Plan:
         baselines = {k: BaselineResult(**v) for k, v in d.get("baselines", {}).items()}
         bound = Bound(**d["bound"]) if d.get("bound") else None
         extra = tuple(HardwareRef(**h) for h in d.get("extra_hardware", ()))
+        for key in ("decisions", "predicted", "simulated", "inputs", "constraints", "baselines"):
+            if not isinstance(d.get(key, {}), dict):
+                raise PlanFormatError(f"plan field '{key}' is not an object", "regenerate the plan with `planner plan`")
+        if not isinstance(d.get("family"), str):
+            raise PlanFormatError("plan field 'family' is not a string", "regenerate the plan with `planner plan`")
+        for where, rec in (("model", model), ("hardware", hardware), ("solver", solver), ("objective", objective),
+                           *((f"baselines.{k}", v) for k, v in baselines.items()), ("bound", bound),
+                           *(("extra_hardware", h) for h in extra)):
+            if rec is not None:
+                _check_record(rec, where)
         return Plan(
             family=_require(d, "family", ""),
             model=model,
@@ -113,7 +159,7 @@ def from_dict(d: dict[str, Any]) -> Plan:
             notes=tuple(d.get("notes", ())),
             schema_version=version,
         )
-    except TypeError as exc:  # unexpected or missing dataclass fields
+    except (TypeError, AttributeError) as exc:  # unexpected or missing dataclass fields, non-object records
         raise PlanFormatError(f"plan has malformed fields ({exc})", "regenerate it with `planner plan`") from exc
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 log = logging.getLogger(__name__)
@@ -130,17 +130,29 @@ def profile_from_dict(d: Mapping[str, Any], where: str) -> HardwareProfile:
     if d["kind"] not in KINDS:
         raise ValueError(f"{where}: kind '{d['kind']}' is not one of {', '.join(KINDS)}")
     values = dict(d)
-    values["memory_bytes"] = int(float(values["memory_bytes"]))
-    values["peak_flops_per_s"] = {str(k): float(v) for k, v in dict(values["peak_flops_per_s"]).items()}
+    try:
+        values["memory_bytes"] = int(float(values["memory_bytes"]))
+        values["peak_flops_per_s"] = {str(k): float(v) for k, v in dict(values["peak_flops_per_s"]).items()}
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: memory_bytes or peak_flops_per_s is not a number ({exc})") from exc
     for key in ("memory_bandwidth_bytes_per_s", "host_to_device_bytes_per_s", "device_to_host_bytes_per_s",
                 "host_memory_bandwidth_bytes_per_s",
                 "uplink_bits_per_s", "downlink_bits_per_s", "efficiency_compute", "efficiency_memory", "op_overhead_s"):
         if values.get(key) is not None:
-            values[key] = float(values[key])
+            try:
+                values[key] = float(values[key])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}: {key} is {values[key]!r}, not a number") from exc
             if values[key] <= 0:
                 raise ValueError(f"{where}: {key} must be positive")
     if values["memory_bytes"] <= 0:
         raise ValueError(f"{where}: memory_bytes must be positive")
+    for key in ("efficiency_compute", "efficiency_memory"):
+        if values.get(key) is not None and values[key] > 1:
+            raise ValueError(f"{where}: {key} is {values[key]:g}, a fraction of peak that cannot exceed 1")
+    for k, v in values["peak_flops_per_s"].items():
+        if not v > 0:
+            raise ValueError(f"{where}: peak_flops_per_s.{k} must be positive")
     return HardwareProfile(**values)
 
 

@@ -56,7 +56,14 @@ def transformers_config(spec: ModelSpec, tiny: bool) -> Any:
     import transformers
 
     if spec.kind == "config-file":
-        return transformers.AutoConfig.from_pretrained(str(Path(spec.config_path).parent))
+        from profilers.model_config import build_config, read_config_file
+
+        path = Path(spec.config_path)
+        cfg = build_config(read_config_file(path), str(path))
+        if tiny:
+            raise PlannerError(f"{spec.name} is a config file: it has no tiny same-architecture version",
+                               "plan it at full size (drop --tiny), or pass a small config file of your own")
+        return cfg
     if spec.kind == "pretrained-package":
         return transformers.AutoConfig.from_pretrained(str(package_model_dir(spec)))
     cls = getattr(transformers, spec.config_class, None)
@@ -95,7 +102,7 @@ def example_inputs(spec: ModelSpec, config: Any, tiny: bool, device: str, batch:
         ids = torch.randint(0, vocab, (batch, n), generator=g)
         kwargs: dict[str, Any] = {}
         if spec.task == "causal-lm":
-            kwargs["use_cache"] = False
+            kwargs["use_cache"] = False   # one forward pass: no KV cache object (torch.export cannot return one)
         return (ids.to(device),), kwargs
     if kind == "image":
         size = int(spec.inputs.get("tiny_size" if tiny else "size", 224))

@@ -10,7 +10,9 @@ from core.errors import PlannerError
 from planner.families.base import Family, Phase, PlanContext, Progress, RunReport
 from planner.flags import Flag, FlagValues
 
-TRACE_PRESETS = ("moepic-calibrated", "zipf-static", "bursty")   # profilers.synthetic_traces.PRESETS (a test checks)
+from profilers.synthetic_traces import PRESETS
+
+TRACE_PRESETS = tuple(PRESETS)
 
 
 class MoeOffloadFamily(Family):

@@ -8,6 +8,7 @@ from core.errors import ArtifactError, InputMismatchError, PlannerError
 from planner.families.base import Progress, RunReport
 from planner.flags import FlagValues
 from planner.schema import Plan
+from planner.tables import table
 
 
 def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> str:
@@ -63,7 +64,6 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
 
 def receipt_views(receipt: Any, wide: bool = False) -> list[Any]:
     """The receipt as tables: per layer (applied and measured vs planned) and totals (measured | predicted | simulated)."""
-    from rich.table import Table
     from rich.text import Text
 
     from planner.families.moe_offload.views import short_layer
@@ -74,7 +74,7 @@ def receipt_views(receipt: Any, wide: bool = False) -> list[Any]:
                       Text(f"link: {receipt.link}"),
                       Text(f"MoE blocks running the emitted fx code: {t.get('blocks_running_emitted_code', 0)} "
                            f"of {len(receipt.rows)}")]
-    tab = Table(title="per layer: applied and measured vs planned", title_justify="left")
+    tab = table("per layer: applied and measured vs planned")
     cols = ["layer", "f_top", "slots", "pf", "hit", "hit pred"]
     if wide:
         cols += ["hit sim", "hits", "misses", "recall", "mispred/tok"]

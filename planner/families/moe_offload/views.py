@@ -12,6 +12,7 @@ from rich.table import Table
 
 from planner.schema import Plan
 from planner.units import fmt_bytes
+from planner.tables import table
 
 
 def short_layer(name: str) -> str:
@@ -23,7 +24,7 @@ def short_layer(name: str) -> str:
 def memory_table(plan: Plan) -> Table:
     """Where the device memory goes."""
     m = plan.decisions.get("memory", {})
-    t = Table(title="device memory", title_justify="left")
+    t = table("device memory")
     t.add_column("item")
     t.add_column("size", justify="right")
     for key in ("device_memory_bytes", "non_expert_bytes", "kv_cache_bytes", "staging_bytes", "workspace_bytes",
@@ -39,8 +40,7 @@ def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
     """Per-layer decisions (budget, theta, cached tops, prefetch, where misses are served) and predicted figures."""
     d = plan.decisions
     n = d["num_experts"]
-    t = Table(title="per MoE layer (misses: host = computed on the host CPU, link = copied to the device)",
-              title_justify="left")
+    t = table("per MoE layer (misses: host = computed on the host CPU, link = copied to the device)")
     cols = [("layer", "left"), ("budget", "right"), ("theta", "right"), ("cached", "right"), ("pf", "center"),
             ("misses", "left"), ("hit", "right")]
     if wide:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.table import Table
 from rich.text import Text
 
 from planner.schema import Plan
 from planner.units import fmt_bytes, fmt_rate
+from planner.tables import table
 
 
 def _f(x: Any, digits: int = 3) -> str:
     if x is None:
         return "-"
     if isinstance(x, float):
-        return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:,.0f}"
+        return f"{x:.{digits}g}" if abs(x) < 1e3 else f"{x:,.0f}"
     return str(x)
 
 
@@ -27,8 +27,8 @@ def split_tables(plan: Plan, wide: bool = False) -> list[Any]:
     """Stage times, the tensors crossing the link, and the bandwidth plan table."""
     d, p = plan.decisions, plan.predicted
     out: list[Any] = []
-    st = Table(title=f"pipeline: {d['edge_device']} -> {fmt_rate(d['link']['uplink_bits_per_s'])} "
-                     f"(RTT {d['link']['rtt_ms']:g} ms) -> {d['cloud_device']}", title_justify="left")
+    st = table(f"pipeline: {d['edge_device']} -> {fmt_rate(d['link']['uplink_bits_per_s'])} "
+                     f"(RTT {d['link']['rtt_ms']:g} ms) -> {d['cloud_device']}")
     cols = ["edge ms", "link ms", "cloud ms", "period ms", "latency ms", "req/s", "bytes/req"]
     for col in cols:
         st.add_column(col, justify="right")
@@ -36,8 +36,8 @@ def split_tables(plan: Plan, wide: bool = False) -> list[Any]:
                _f(p["throughput_rps"]), fmt_bytes(p["bytes_per_request"]))
     out.append(st)
     out.append(Text(f"accuracy drop {_f(p['accuracy_drop'])} ({p['accuracy_kind']}), cap {d['epsilon']:g}"))
-    ct = Table(title=f"tensors crossing the link ({len(d['edge_nodes'])} nodes on the edge, {d['cloud_nodes']} in "
-                     "the cloud)", title_justify="left")
+    ct = table(f"tensors crossing the link ({len(d['edge_nodes'])} nodes on the edge, {d['cloud_nodes']} in "
+                     "the cloud)")
     cols = ["tensor", "shape", "bits", "bytes", "drop"]
     if wide:
         cols[2:2] = ["dtype", "native"]
@@ -53,7 +53,7 @@ def split_tables(plan: Plan, wide: bool = False) -> list[Any]:
         ct.add_row("(none: all on the edge)", *[""] * (len(cols) - 1))
     out.append(ct)
     if d.get("plan_table"):
-        pt = Table(title="plan table by uplink bandwidth (the runtime switches between rows)", title_justify="left")
+        pt = table("plan table by uplink bandwidth (the runtime switches between rows)")
         for col in ("uplink", "cut tensors", "bits", "edge nodes", "period ms", "latency ms", "J ms"):
             pt.add_column(col, justify="left" if col in ("cut tensors", "bits") else "right")
         for r in d["plan_table"]:
