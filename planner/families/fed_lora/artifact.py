@@ -145,10 +145,10 @@ def receipt_views(receipt: dict[str, Any], wide: bool = False) -> list[Any]:
 
     out: list[Any] = [Text.from_markup(f"[bold]receipt[/bold]: fed-lora, {receipt['config']}, {receipt['mode']}"),
                       Text(receipt["emulation"], style="dim")]
-    t = Table(title="per device: predicted vs measured (memory MiB, round s emulated)", title_justify="left")
-    for c in ("device", "d", "trained ok", "mem pred", "mem meas", "round pred", "round emu", "wait"):
+    t = Table(title="per device: memory MiB predicted/measured, round s predicted/emulated", title_justify="left")
+    for c in ("device", "d", "ok", "mem P", "mem M", "T P", "T E", "wait"):
         t.add_column(c, justify="left" if c == "device" else "right", no_wrap=True, overflow="ellipsis",
-                     max_width=16 if c == "device" else None)
+                     max_width=24 if c == "device" else None)
     devs = receipt["devices"]
     rows = list(devs.items())
     shown = rows if wide or len(rows) <= 40 else rows[:40]
