@@ -19,7 +19,9 @@ object shared by all clients.
 
 Per-round receipts: the server calls `report_round(run_config, record)`, which appends one JSON line
 to the file named by the run config key `rounds-path`; the launcher tails it (and passes each record
-to its `on_round` hook) in both modes, because in deployment the server runs in another process.
+to its `on_round` hook) in both modes, because in deployment the server runs in another process. A
+server that calls `report_end(run_config)` when it is done lets the deployment launcher notice the end
+within a second (otherwise it learns it from `flwr ls`, asked every 10 s).
 
 Device speeds are *emulated* (all clients share this CPU): `sleep_to(target_s, measured_s)` makes a
 client's work last the time its hardware profile implies by sleeping the difference; records carry
@@ -65,6 +67,7 @@ ClientHandler = Callable[[Message, dict[str, Scalar], dict[str, Scalar]], Messag
 MODES = ("simulation", "deploy")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUNDS_KEY = "rounds-path"
+END_EVENT = "server-finished"
 QUERY_IDENTITY = "identity"
 
 
@@ -215,6 +218,11 @@ def report_round(run_config: Mapping[str, Scalar], record: Mapping[str, Any]) ->
         fh.flush()
 
 
+def report_end(run_config: Mapping[str, Scalar]) -> None:
+    """Mark the end of the server's work in the rounds file (lets the deployment launcher stop polling early)."""
+    report_round(run_config, {END_EVENT: True})
+
+
 def read_rounds(path: Path) -> list[dict[str, Any]]:
     """Every complete JSON line of a rounds file (a partial last line is ignored)."""
     if not path.exists():
@@ -248,7 +256,7 @@ class _RoundTail:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def poll(self) -> None:
-        records = read_rounds(self.path)
+        records = [r for r in read_rounds(self.path) if END_EVENT not in r]
         for rec in records[self.seen:]:
             if self.on_round is not None:
                 try:
@@ -299,7 +307,7 @@ def run_federation(apps: FlowerApps, run_config: Mapping[str, Scalar], node_conf
             result = _run_simulation(apps, cfg, nodes, workdir, sim_cpus)
         else:
             result = _run_deployment(apps, cfg, nodes, workdir, timeout_s)
-    result.rounds = read_rounds(rounds_path)
+    result.rounds = [r for r in read_rounds(rounds_path) if END_EVENT not in r]
     result.wall_s = time.perf_counter() - t0
     return result
 
@@ -465,9 +473,16 @@ def _run_deployment(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[s
         run_id = str(started.get("run-id"))
         deadline = time.monotonic() + timeout_s
         status = ""
+        polls = 0
+        # `flwr ls` is a Python process: ask it every 10 s as a watchdog, and every second once the server
+        # has written its end record (see `report_end`) so the run's final status is picked up promptly.
         while time.monotonic() < deadline:
-            time.sleep(3.0)   # each `flwr ls` is a Python process: poll gently on small machines
+            time.sleep(1.0)
             procs.check_alive()
+            polls += 1
+            ended = any(END_EVENT in r for r in read_rounds(Path(str(cfg[ROUNDS_KEY]))))
+            if not ended and polls % 10:
+                continue
             runs = _flwr(["ls", "--run-id", run_id], env, timeout_s=60).get("runs", [])
             status = str(runs[0].get("status", "")) if runs else ""
             if status.startswith("finished"):

@@ -25,8 +25,8 @@ from flwr.app import Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from runtime.fed.data import dirichlet_partition, load_digits_split
-from runtime.fed.federation import (FlowerApps, identify_nodes, make_client_app, make_server_app, report_round,
-                                    sleep_to)
+from runtime.fed.federation import (FlowerApps, identify_nodes, make_client_app, make_server_app, report_end,
+                                    report_round, sleep_to)
 from runtime.fed.lora_strategy import ARRAYS, CONFIG, METRICS, WEIGHT_KEY, LayerwiseLoRA, to_numpy, to_record
 
 # torch, PEFT and the model are imported inside the functions that train or evaluate: Flower loads this module
@@ -178,6 +178,7 @@ def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
     strategy.start(grid, to_record(state), num_rounds=int(run_config["num-rounds"]),
                    timeout=float(run_config.get("round-timeout-s", 600)), evaluate_fn=lambda r, a: (
                        None if r == 0 else evaluate_fn(r, a)))
+    report_end(run_config)
 
 
 APPS = FlowerApps(module=__name__, server_main=server_main, client_handlers={"train": client_train})

@@ -98,18 +98,19 @@ def test_clients_train_their_planned_depth_and_memory_is_counted(artifact: Path)
     assert mems["phone-0"] < mems["nano-0"] < mems["agx-0"]
 
 
-def _flower_pids() -> set[int]:
+def _flower_pids(under: Path) -> set[int]:
+    """Live Flower processes whose working directory lies under `under` (the launcher starts them there)."""
     out = set()
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
         try:
             cmd = (p / "cmdline").read_bytes().decode(errors="ignore")
-            stat = (p / "stat").read_text()
-        except OSError:
+            cwd = str((p / "cwd").resolve())
+            state = (p / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except (OSError, IndexError):
             continue
-        state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
-        if ("flower-super" in cmd or "flwr-" in cmd) and state != "Z":
+        if ("flower-super" in cmd or "flwr-" in cmd) and state != "Z" and cwd.startswith(str(under.resolve())):
             out.add(int(p.name))
     return out
 
@@ -118,7 +119,6 @@ def test_deployment_engine_three_clients_two_rounds(artifact: Path, tmp_path: Pa
     """The process boundary under test: SuperLink + 3 SuperNodes on loopback, started and stopped here."""
     from runtime.fed.lora_run import run_fed_lora
 
-    before = _flower_pids()
     seen: list[int] = []
     receipt = run_fed_lora(artifact, mode="deploy", rounds=2, workdir=tmp_path / "run",
                            on_round=lambda r: seen.append(r["round"]), timeout_s=400)
@@ -131,5 +131,5 @@ def test_deployment_engine_three_clients_two_rounds(artifact: Path, tmp_path: Pa
         assert e["measured_memory_bytes"] > 0 and e["emulated_round_s"] > 0
     assert (tmp_path / "run" / "logs" / "superlink.log").exists()
     # no process of this run is left behind
-    assert _flower_pids() - before == set()
+    assert _flower_pids(tmp_path) == set()
 
