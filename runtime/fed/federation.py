@@ -393,6 +393,46 @@ class _Processes:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 log.warning("process %d did not exit after SIGKILL", proc.pid)
+        self._sweep()
+
+    def _sweep(self, timeout_s: float = 10.0) -> None:
+        """Stop what the process groups did not hold: app processes a SuperNode starts in sessions of their
+        own, found by their working directory (inherited from the launcher's log folder; Linux /proc)."""
+        deadline = time.monotonic() + timeout_s
+        sig = signal.SIGTERM
+        while True:
+            left = _processes_under(self.log_dir)
+            if not left or time.monotonic() > deadline:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.2)
+            sig = signal.SIGKILL
+        if left:
+            log.warning("processes %s under %s did not exit", sorted(left), self.log_dir)
+
+
+def _processes_under(folder: Path) -> set[int]:
+    """Live processes (not zombies) whose working directory lies under `folder`, other than this one."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return set()
+    root = str(folder.resolve())
+    out = set()
+    for p in proc_root.iterdir():
+        if not p.name.isdigit() or int(p.name) == os.getpid():
+            continue
+        try:
+            cwd = str((p / "cwd").resolve())
+            state = (p / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and (cwd == root or cwd.startswith(root + os.sep)):
+            out.add(int(p.name))
+    return out
 
 
 def _bin(name: str) -> str:
