@@ -202,3 +202,51 @@ def fake_quantize(x: torch.Tensor, bits: int, per_sample: bool = True,
     scale, zero = _qparams(r, b, per_sample, channel_dim)
     x_hat = scale * (_codes(r, scale, zero, b) - zero)
     return x_hat.reshape(x.shape).to(x.dtype)
+
+
+# ------------------------------------------------------------------ grouped quantisation (saved activations)
+@dataclass(frozen=True)
+class GroupedQuantizedTensor:
+    """A tensor quantised in groups of `group` consecutive elements (row-major order), one scale and zero
+    point per group: `rows` is a `QuantizedTensor` of shape (n_groups, group) (the last group padded with
+    zeros), `shape`/`dtype` those of the original tensor."""
+
+    rows: QuantizedTensor
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    group: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (B): packed codes plus 8 B of scale and zero point per group."""
+        return self.rows.nbytes
+
+
+def grouped_nbytes(numel: int, bits: int, group: int) -> int:
+    """Bytes of `quantize_groups` for a tensor of `numel` elements (B): ceil(numel/group) groups of
+    ceil(group·bits/8) code bytes and 8 B of metadata (16-bit codes are stored as int16)."""
+    b = _check_bits(bits)
+    groups = math.ceil(int(numel) / int(group))
+    per_row = 2 * group if b == 16 else (group if b == 8 else math.ceil(group * b / 8))
+    return groups * (per_row + META_BYTES_PER_GROUP)
+
+
+def quantize_groups(x: torch.Tensor, bits: int, group: int = 64) -> GroupedQuantizedTensor:
+    """UAQ with one (scale, zero point) per `group` consecutive elements; see `grouped_nbytes` for the size."""
+    if group < 1:
+        raise ValueError("group must be >= 1")
+    if not x.is_floating_point():
+        raise TypeError(f"quantize_groups expects a floating-point tensor, got {x.dtype}")
+    flat = x.detach().reshape(-1)
+    pad = (-flat.numel()) % group
+    if pad:
+        flat = torch.nn.functional.pad(flat, (0, pad))
+    rows = quantize(flat.reshape(-1, group), bits, per_sample=True)
+    return GroupedQuantizedTensor(rows=rows, shape=tuple(x.shape), dtype=x.dtype, group=group)
+
+
+def dequantize_groups(q: GroupedQuantizedTensor) -> torch.Tensor:
+    """Reconstruct a `quantize_groups` tensor in its original shape and dtype (each element within s/2)."""
+    flat = dequantize(q.rows).reshape(-1)
+    n = math.prod(q.shape) if q.shape else 1
+    return flat[:n].reshape(q.shape).to(q.dtype)

@@ -30,7 +30,12 @@ HARDWARE_HEADER = "# written by `planner hardware measure`"
 
 
 class CliParser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2) instead of a usage block."""
+    """argparse with one-line errors (exit 2) instead of a usage block, and no abbreviated flags (a prefix
+    such as `--exp` would silently pick one of `--expert-bits`/`--expert-budget`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise PlannerError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
@@ -267,12 +272,13 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     out = _console(wide=getattr(args, "wide", False))
     if args.hw_cmd == "list":
         t = table("hardware catalog (<base>_<N>gb caps memory; a YAML path works anywhere)")
-        for col in ("name", "kind", "memory", "mem BW", "fp16", "host->dev", "uplink"):
-            t.add_column(col, justify="left" if col in ("name", "kind") else "right")
+        cols = ["name"] + (["kind"] if args.wide else []) + ["memory", "mem BW", "TFLOP/s", "host link", "uplink"]
+        for col in cols:
+            t.add_column(col, justify="left" if col in ("name", "kind") else "right", no_wrap=True)
         for name, hw in sorted(hardware_catalog().items()):
             fp16 = hw.peak_flops_per_s.get("fp16") or hw.peak_flops_per_s.get("fp32")
-            t.add_row(name, hw.kind, fmt_bytes(hw.memory_bytes), fmt_byte_rate(hw.memory_bandwidth_bytes_per_s),
-                      f"{fp16 / 1e12:.3g} TFLOP/s",
+            t.add_row(name, *([hw.kind] if args.wide else []), fmt_bytes(hw.memory_bytes),
+                      fmt_byte_rate(hw.memory_bandwidth_bytes_per_s), f"{fp16 / 1e12:.3g}",
                       fmt_byte_rate(hw.host_to_device_bytes_per_s) if hw.host_to_device_bytes_per_s else "unified",
                       fmt_rate(hw.uplink_bits_per_s) if hw.uplink_bits_per_s else "-")
         out.print(t)
@@ -313,12 +319,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     out = _output_file(args.output, "-o", "routing trace", zip_with_members("experts.npy", "header.npy"), args.force)
     spec = resolve_model(args.model)
     if v["preset"]:
-        from planner.families.moe_offload import TRACE_PRESETS
         from profilers.graph import profile_model
-        from profilers.synthetic_traces import generate_trace
+        from profilers.synthetic_traces import PRESETS, generate_trace
 
-        if v["preset"] not in TRACE_PRESETS:
-            raise PlannerError(f"unknown trace preset '{v['preset']}'", f"use one of: {', '.join(TRACE_PRESETS)}")
+        if v["preset"] not in PRESETS:
+            raise PlannerError(f"unknown trace preset '{v['preset']}'", f"use one of: {', '.join(PRESETS)}")
         m = profile_model(spec, tiny=args.tiny, with_graph=False).moe
         if m is None:
             raise PlannerError(f"{spec.name} has no MoE layers, so it has no routing to trace", "pick an MoE model")

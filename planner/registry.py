@@ -25,12 +25,14 @@ _CAPPED = re.compile(r"^(?P<base>[a-z0-9_.-]+?)_(?P<gb>\d+(?:\.\d+)?)gb$")
 def families() -> tuple[Family, ...]:
     """Every planning family, in the order scenario inference asks them (one line each)."""
     from planner.families.fed_compress import FedCompressFamily
+    from planner.families.fed_lora import FedLoraFamily
     from planner.families.moe_offload import MoeOffloadFamily
     from planner.families.split_inference import SplitInferenceFamily
 
     return (
         SplitInferenceFamily(),
         MoeOffloadFamily(),
+        FedLoraFamily(),
         FedCompressFamily(),
     )
 

@@ -101,7 +101,7 @@ def example_inputs(spec: ModelSpec, config: Any, tiny: bool, device: str, batch:
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(0, vocab, (batch, n), generator=g)
         kwargs: dict[str, Any] = {}
-        if spec.task == "causal-lm" or getattr(config, "use_cache", None) is not None:
+        if spec.task == "causal-lm":
             kwargs["use_cache"] = False   # one forward pass: no KV cache object (torch.export cannot return one)
         return (ids.to(device),), kwargs
     if kind == "image":

@@ -70,7 +70,8 @@ class RoutingTrace:
             raise InputMismatchError(
                 f"trace ({self.source}) has {self.num_layers} MoE layers x {self.num_experts} experts, top-{self.top_k}, "
                 f"but {model} has {num_layers} x {num_experts}, top-{top_k}",
-                f"record a trace of {model} with `planner trace {model} --tiny`, or use a synthetic preset",
+                "a trace recorded from a tiny model (`planner trace --tiny`) fits only plans made with --tiny; for the "
+                f"full-size model synthesise one with `planner trace {model} --preset moepic-calibrated -o FILE`",
             )
 
     def to_bytes(self) -> bytes:

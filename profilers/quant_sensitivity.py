@@ -30,7 +30,7 @@ less pass fewer `nodes` (e.g. the cut vertices they consider) or call
 `SensitivityEvaluator.drop` lazily (the planner's binary search for `b*(v)`).
 
 Example:
-    >>> table = quant_sensitivity("digits-cnn")             # doctest: +SKIP
+    >>> table = quant_sensitivity(resolve_model("digits-cnn"))   # doctest: +SKIP
     >>> table.floor("linear", epsilon=0.005)                 # doctest: +SKIP
     3
 """
@@ -521,11 +521,8 @@ def _spec_and_built(model: Any) -> tuple[ModelSpec, BuiltModel | None]:
         return model.spec, model
     if isinstance(model, ModelSpec):
         return model, None
-    if isinstance(model, str):
-        from planner.registry import resolve_model
-
-        return resolve_model(model), None
-    raise TypeError(f"expected a model name, ModelSpec or BuiltModel, got {type(model).__name__}")
+    raise TypeError(f"expected a ModelSpec or BuiltModel, got {type(model).__name__} (resolve names with "
+                    "planner.registry.resolve_model)")
 
 
 def measurement_kind(spec: ModelSpec) -> str:

@@ -68,8 +68,9 @@ def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int
             "source": f"measured on this CPU: tiny model through the split-expert path, median of {repeats} decode steps"}
 
 
-def time_graph_nodes(built: Any, repeats: int = 5) -> dict[str, float]:
-    """Median seconds of every node of the model's exported graph, run on this CPU.
+def time_graph_nodes(built: Any, repeats: int = 5, threads: int = 1) -> dict[str, float]:
+    """Median seconds of every node of the model's exported graph, run on this CPU with `threads` intra-op
+    threads (1: as the split runtime runs each half, one thread per process).
 
     An fx Interpreter times each `run_node`; the whole graph runs `repeats` times after one warm-up.
     """
@@ -88,9 +89,14 @@ def time_graph_nodes(built: Any, repeats: int = 5) -> dict[str, float]:
             return out
 
     flat = list(built.args) + [v for v in built.kwargs.values() if isinstance(v, torch.Tensor)]
-    with torch.no_grad():
-        Timer(gm).run(*flat)
-        times.clear()
-        for _ in range(repeats):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
             Timer(gm).run(*flat)
+            times.clear()
+            for _ in range(repeats):
+                Timer(gm).run(*flat)
+    finally:
+        torch.set_num_threads(before)
     return {k: statistics.median(v) for k, v in times.items()}

@@ -19,7 +19,9 @@ object shared by all clients.
 
 Per-round receipts: the server calls `report_round(run_config, record)`, which appends one JSON line
 to the file named by the run config key `rounds-path`; the launcher tails it (and passes each record
-to its `on_round` hook) in both modes, because in deployment the server runs in another process.
+to its `on_round` hook) in both modes, because in deployment the server runs in another process. A
+server that calls `report_end(run_config)` when it is done lets the deployment launcher notice the end
+within a second (otherwise it learns it from `flwr ls`, asked every 10 s).
 
 Device speeds are *emulated* (all clients share this CPU): `sleep_to(target_s, measured_s)` makes a
 client's work last the time its hardware profile implies by sleeping the difference; records carry
@@ -65,6 +67,7 @@ ClientHandler = Callable[[Message, dict[str, Scalar], dict[str, Scalar]], Messag
 MODES = ("simulation", "deploy")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUNDS_KEY = "rounds-path"
+END_EVENT = "server-finished"
 QUERY_IDENTITY = "identity"
 
 
@@ -218,6 +221,11 @@ def report_round(run_config: Mapping[str, Scalar], record: Mapping[str, Any]) ->
         fh.flush()
 
 
+def report_end(run_config: Mapping[str, Scalar]) -> None:
+    """Mark the end of the server's work in the rounds file (lets the deployment launcher stop polling early)."""
+    report_round(run_config, {END_EVENT: True})
+
+
 def read_rounds(path: Path) -> list[dict[str, Any]]:
     """Every complete JSON line of a rounds file (a partial last line is ignored)."""
     if not path.exists():
@@ -251,7 +259,7 @@ class _RoundTail:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def poll(self) -> None:
-        records = read_rounds(self.path)
+        records = [r for r in read_rounds(self.path) if END_EVENT not in r]
         for rec in records[self.seen:]:
             if self.on_round is not None:
                 try:
@@ -297,14 +305,13 @@ def run_federation(apps: FlowerApps, run_config: Mapping[str, Scalar], node_conf
     cfg = check_scalars({**run_config, ROUNDS_KEY: str(rounds_path), "num-clients": len(node_configs)}, "run config")
     nodes = [check_scalars(n, f"node config {i}") for i, n in enumerate(node_configs)]
     t0 = time.perf_counter()
-    with _RoundTail(rounds_path, on_round) as tail:
+    with _RoundTail(rounds_path, on_round):
         if mode == "simulation":
             result = _run_simulation(apps, cfg, nodes, workdir, sim_cpus)
         else:
             result = _run_deployment(apps, cfg, nodes, workdir, timeout_s)
-    result.rounds = read_rounds(rounds_path)
+    result.rounds = [r for r in read_rounds(rounds_path) if END_EVENT not in r]
     result.wall_s = time.perf_counter() - t0
-    del tail
     return result
 
 
@@ -389,6 +396,46 @@ class _Processes:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 log.warning("process %d did not exit after SIGKILL", proc.pid)
+        self._sweep()
+
+    def _sweep(self, timeout_s: float = 10.0) -> None:
+        """Stop what the process groups did not hold: app processes a SuperNode starts in sessions of their
+        own, found by their working directory (inherited from the launcher's log folder; Linux /proc)."""
+        deadline = time.monotonic() + timeout_s
+        sig = signal.SIGTERM
+        while True:
+            left = _processes_under(self.log_dir)
+            if not left or time.monotonic() > deadline:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.2)
+            sig = signal.SIGKILL
+        if left:
+            log.warning("processes %s under %s did not exit", sorted(left), self.log_dir)
+
+
+def _processes_under(folder: Path) -> set[int]:
+    """Live processes (not zombies) whose working directory lies under `folder`, other than this one."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return set()
+    root = str(folder.resolve())
+    out = set()
+    for p in proc_root.iterdir():
+        if not p.name.isdigit() or int(p.name) == os.getpid():
+            continue
+        try:
+            cwd = str((p / "cwd").resolve())
+            state = (p / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and (cwd == root or cwd.startswith(root + os.sep)):
+            out.add(int(p.name))
+    return out
 
 
 def _bin(name: str) -> str:
@@ -469,9 +516,16 @@ def _run_deployment(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[s
         run_id = str(started.get("run-id"))
         deadline = time.monotonic() + timeout_s
         status = ""
+        polls = 0
+        # `flwr ls` is a Python process: ask it every 10 s as a watchdog, and every second once the server
+        # has written its end record (see `report_end`) so the run's final status is picked up promptly.
         while time.monotonic() < deadline:
-            time.sleep(3.0)   # each `flwr ls` is a Python process: poll gently on small machines
+            time.sleep(1.0)
             procs.check_alive()
+            polls += 1
+            ended = any(END_EVENT in r for r in read_rounds(Path(str(cfg[ROUNDS_KEY]))))
+            if not ended and polls % 10:
+                continue
             runs = _flwr(["ls", "--run-id", run_id], env, timeout_s=60).get("runs", [])
             status = str(runs[0].get("status", "")) if runs else ""
             if status.startswith("finished"):

@@ -99,8 +99,10 @@ def _settings(rt: dict[str, Any], config: str) -> tuple[list[LayerSettings], str
             {"tpot_ms": base["simulated_tpot_ms"], "hit_rate": base["simulated_hit_rate"]})
 
 
-def load(path: Path, config: str = "plan", policy: str | None = None, device: str | None = None) -> Loaded:
-    """Verify and load an artifact, wire the engine; nothing is loaded if a check fails."""
+def load(path: Path, config: str = "plan", policy: str | None = None, device: str | None = None,
+         weights: Path | None = None) -> Loaded:
+    """Verify and load an artifact, wire the engine; nothing is loaded if a check fails. `weights`: a Hugging Face
+    model directory to run a full-size plan on (checked against the plan before any weight is read)."""
     import transformers
     from safetensors.torch import load_model
 
@@ -109,9 +111,10 @@ def load(path: Path, config: str = "plan", policy: str | None = None, device: st
     manifest, rt = read_artifact(path)
     if rt.get("family") != "moe-offload":
         raise ArtifactError(f"artifact is for family {rt.get('family')}", "run it with that family's runtime")
-    if not rt["model"].get("weights"):
+    if not rt["model"].get("weights") and weights is None:
         raise ArtifactError(f"the artifact for {rt['model']['name']} has no weights (full-size models are planned on the "
-                            "meta device here)", "plan the tiny model with `planner plan MODEL --tiny ...` and emit that")
+                            "meta device here)", "pass --weights DIR (the model's Hugging Face directory), or plan the "
+                            "tiny model with `planner plan MODEL --tiny ...` and emit that")
     if policy is not None and policy not in POLICIES:
         raise ArtifactError(f"unknown eviction policy '{policy}'", f"use one of: {', '.join(POLICIES)}")
     settings, plan_policy, predicted, simulated = _settings(rt, config)
@@ -120,8 +123,15 @@ def load(path: Path, config: str = "plan", policy: str | None = None, device: st
     dev = torch.device("cuda" if cuda else "cpu")
     # memory check before loading anything
     cfg = transformers.AutoConfig.from_pretrained(str(path / "model"))
+    dtype = torch.float32   # tiny artifacts carry fp32 weights
+    ckpt = None
+    if weights is not None:
+        from runtime.moe_offload.checkpoint import open_checkpoint, plan_dtype
+
+        dtype = plan_dtype(path / "plan.json")
+        ckpt = open_checkpoint(Path(weights), path / "model", dtype)   # every check; no weight read yet
     d, f = int(cfg.hidden_size), int(rt["experts"]["intermediate_size"])
-    bytes_per_row = 3 * d * 4  # fp32 tiny weights
+    bytes_per_row = 3 * d * dtype.itemsize
     cache_bytes = sum(s.capacity * s.f_top * bytes_per_row for s in settings)
     k = int(rt["experts"]["top_k"])
     kpf = int(rt["predictor"]["k_prefetch"])
@@ -133,31 +143,38 @@ def load(path: Path, config: str = "plan", policy: str | None = None, device: st
     if need > free:
         raise ArtifactError(f"the plan needs {need / 2**20:.1f} MiB on the device (weights, expert cache, staging) but only "
                             f"{free / 2**20:.1f} MiB is free", "re-plan with a smaller --expert-budget or free device memory")
-    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    try:
-        missing, unexpected = load_model(model, str(path / "model" / "weights.safetensors"), strict=True)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise ArtifactError(f"weights in {path / 'model'} do not fit this architecture ({str(exc).splitlines()[0][:100]})",
-                            "re-run `planner emit`") from exc
-    model.eval()
+    if ckpt is not None:
+        # non-expert weights straight to the device; experts re-laid out into (pinned) host segments
+        model, tops, bottoms = ckpt.materialise([s.f_top for s in settings], dev, pin=cuda)
+    else:
+        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        try:
+            missing, unexpected = load_model(model, str(path / "model" / "weights.safetensors"), strict=True)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise ArtifactError(f"weights in {path / 'model'} do not fit this architecture ({str(exc).splitlines()[0][:100]})",
+                                "re-run `planner emit`") from exc
+        model.eval()
     blocks = moe_blocks(model)
     if len(blocks) != len(settings):
         raise ArtifactError(f"the artifact's model has {len(blocks)} MoE layers but its plan has {len(settings)}",
                             "re-run `planner emit` for this plan")
-    tops, bottoms = split_all(model, [s.f_top for s in settings])
+    if ckpt is None:
+        tops, bottoms = split_all(model, [s.f_top for s in settings])
     if cuda:
-        tops = [{e: t.pin_memory() for e, t in l.items()} for l in tops]
-        bottoms = [{e: t.pin_memory() for e, t in l.items()} for l in bottoms]
-        model.to(dev)
+        if ckpt is None:
+            tops = [{e: t.pin_memory() for e, t in l.items()} for l in tops]
+            bottoms = [{e: t.pin_memory() for e, t in l.items()} for l in bottoms]
         link: Any = CudaLink()
     else:
         # tiny models on the CPU: one intra-op thread, so OpenMP workers do not spin against the link thread
         torch.set_num_threads(1)
         link = EmulatedLink(float(rt["link"]["bandwidth_bytes_per_s"]))
-    engine = OffloadEngine(settings, tops, bottoms, link, dev, int(rt["experts"]["num_experts"]), f, d, torch.float32,
+    engine = OffloadEngine(settings, tops, bottoms, link, dev, int(rt["experts"]["num_experts"]), f, d, dtype,
                            policy=policy, rho=float(rt["eviction"]["rho"]), omega=float(rt["eviction"]["omega"]),
                            staging_slots=staging)
     swap_experts(model, [s.f_top for s in settings], engine)
+    if cuda:
+        model.to(dev)   # after the swap: the fused experts are gone, only non-expert weights move
     emitted = bind_emitted_graphs(model, path, rt["layers"])
     attach_predictor(model, engine, kpf)
     name = config if policy == plan_policy else f"{config} (policy {policy})"

@@ -1,4 +1,6 @@
-"""The CLI end to end: plan, inspect, diff, profile, hardware, and every bad-input path (exit 2, one line)."""
+"""The CLI's happy paths, in-process: the plan contract, determinism, inspect, diff, profile, hardware,
+config files of any name. Bad input lives in tests/cli/test_bad_input_corpus.py; one subprocess test
+checks the console entry point itself."""
 from __future__ import annotations
 
 import json
@@ -7,24 +9,38 @@ from pathlib import Path
 
 import pytest
 
-from tests.planner.cli_runner import assert_one_line_error, run_cli
+from planner.cli import main
+from tests.planner.cli_runner import run_cli
 
 MODEL, HW = "mixtral-8x7b", "a100_24gb"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
 def plan_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("plans") / "p.json"
-    proc = run_cli("plan", MODEL, "--hardware", HW, "-o", str(out), "--sim-tokens", "256", "-q")
-    assert proc.returncode == 0, proc.stderr
-    assert "scenario: moe-offload" in proc.stderr
+    assert main(["plan", MODEL, "--hardware", HW, "-o", str(out), "--sim-tokens", "256", "-q"]) == 0
     return out
+
+
+def test_console_entry_point_plans_and_says_the_scenario(tmp_path: Path) -> None:
+    cfg = tmp_path / "small.json"
+    cfg.write_text(json.dumps({"model_type": "mixtral", "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
+                               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                               "num_local_experts": 4, "num_experts_per_tok": 2}))
+    proc = run_cli("plan", str(cfg), "--hardware", HW, "-q", "-o", str(tmp_path / "p.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "scenario: moe-offload" in proc.stderr and (tmp_path / "p.json").is_file()
 
 
 def test_plan_is_byte_identical_across_runs(plan_file: Path, tmp_path: Path) -> None:
     again = tmp_path / "again.json"
-    proc = run_cli("plan", MODEL, "--hardware", HW, "-o", str(again), "--sim-tokens", "256", "-q")
-    assert proc.returncode == 0, proc.stderr
+    assert main(["plan", MODEL, "--hardware", HW, "-o", str(again), "--sim-tokens", "256", "-q"]) == 0
     assert again.read_bytes() == plan_file.read_bytes()
 
 
@@ -38,7 +54,7 @@ def test_plan_json_has_the_contract(plan_file: Path) -> None:
     layers = d["decisions"]["layers"]
     assert len(layers) == 32
     for lay in layers:
-        assert {"budget_bytes", "split_ratio", "cached_experts"} <= set(lay)
+        assert {"budget_bytes", "split_ratio", "cached_experts", "misses_on"} <= set(lay)
     for block in [d["predicted"], d["simulated"]] + [b["predicted"] for b in d["baselines"].values()] \
             + [b["simulated"] for b in d["baselines"].values()]:
         assert {"tpot_ms", "hit_rate", "bytes_per_token"} <= set(block)
@@ -47,111 +63,98 @@ def test_plan_json_has_the_contract(plan_file: Path) -> None:
     assert sum(l["budget_bytes"] for l in layers) <= budget
 
 
-def test_inspect_tables_json_and_plot(plan_file: Path, tmp_path: Path) -> None:
-    proc = run_cli("inspect", str(plan_file))
-    assert proc.returncode == 0, proc.stderr
-    for text in ("per MoE layer", "plan vs baselines", "mixtral_offloading", "gap to bound"):
-        assert text in proc.stdout
-    js = run_cli("inspect", str(plan_file), "--json")
-    assert js.stdout == plan_file.read_text()
-    png = tmp_path / "plot.png"
-    proc = run_cli("inspect", str(plan_file), "--plot", str(png))
-    assert proc.returncode == 0 and png.read_bytes()[:4] == b"\x89PNG"
+def test_inspect_fits_80_columns_and_shows_what_the_plan_decided(plan_file: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "inspect", str(plan_file))
+    assert code == 0
+    for text in ("per MoE layer", "misses", "host", "plan vs baselines", "mixtral_offloading", "gap to bound"):
+        assert text in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    code, wide, _ = run(capsys, "inspect", str(plan_file), "--wide")
+    assert code == 0 and "policy parameters" in wide and "hit sim" in wide
+    code, js, _ = run(capsys, "inspect", str(plan_file), "--json", "--plot", str(tmp_path / "p.svg"))
+    assert code == 0 and js == plan_file.read_text()                 # --json and --plot together
+    assert b"<svg" in (tmp_path / "p.svg").read_bytes()[:400]
+    for suffix, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
+        assert main(["inspect", str(plan_file), "--plot", str(tmp_path / f"p.{suffix}")]) == 0
+        assert (tmp_path / f"p.{suffix}").read_bytes()[:4] == magic  # the format the name asks for
+    capsys.readouterr()
 
 
-def test_diff_passes_identical_and_flags_regressions(plan_file: Path, tmp_path: Path) -> None:
-    same = run_cli("diff", str(plan_file), str(plan_file))
-    assert same.returncode == 0 and "OK: no regression" in same.stdout
+def test_diff_passes_identical_and_flags_regressions(plan_file: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "diff", str(plan_file), str(plan_file))
+    assert code == 0 and "OK: no regression" in out
     d = json.loads(plan_file.read_text())
     d["objective"]["value"] *= 1.05
+    d["predicted"]["tpot_ms"] *= 1.05
+    d["decisions"]["layers"][3]["predicted"]["stall_ms"] = 1.0
     worse = tmp_path / "worse.json"
     worse.write_text(json.dumps(d))
-    proc = run_cli("diff", str(plan_file), str(worse), "--tolerance", "1%")
-    assert proc.returncode == 1 and "REGRESSION" in proc.stdout
-    assert run_cli("diff", str(plan_file), str(worse), "--tolerance", "10%").returncode == 0
+    code, out, _ = run(capsys, "diff", str(plan_file), str(worse), "--tolerance", "1%")
+    assert code == 1 and "REGRESSION" in out and "ms" in out
+    # the plan's own decisions and objective come before the baselines
+    first = [line for line in out.splitlines() if "objective.value" in line or "decisions." in line]
+    base = [i for i, line in enumerate(out.splitlines()) if "baselines." in line]
+    assert first and (not base or out.splitlines().index(first[0]) < base[0])
+    assert main(["diff", str(plan_file), str(worse), "--tolerance", "10%"]) == 0
     d = json.loads(plan_file.read_text())
     d["decisions"]["layers"][1]["cached_experts"] = 8  # more tops than its budget holds
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(d))
-    proc = run_cli("diff", str(plan_file), str(broken))
-    assert proc.returncode == 1 and "violation" in proc.stdout
+    code, out, _ = run(capsys, "diff", str(plan_file), str(broken))
+    assert code == 1 and "violation" in out
 
 
-def test_hardware_list_show_and_capped_names() -> None:
-    proc = run_cli("hardware", "list")
-    assert proc.returncode == 0
+def test_hardware_list_show_and_capped_names(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "hardware", "list")
+    assert code == 0
     for name in ("a100_24gb", "h100_80gb", "jetson_orin_nano_8gb", "raspberry_pi5_8gb", "phone_midrange_8gb"):
-        assert name in proc.stdout
-    show = run_cli("hardware", "show", "h100_24gb")
-    assert show.returncode == 0
-    assert "memory_bytes: 25769803776" in show.stdout and "base: h100_80gb" in show.stdout
+        assert name in out
+    assert "50 MB/s" in out                          # the emulated link, not "0 GB/s"
+    assert max(len(line) for line in out.splitlines()) <= 80
+    code, out, _ = run(capsys, "hardware", "show", "h100_24gb")
+    assert code == 0 and "memory_bytes: 25769803776" in out and "base: h100_80gb" in out
 
 
-def test_hardware_measure_writes_a_usable_profile(tmp_path: Path) -> None:
+def test_hardware_measure_writes_a_usable_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "mine.yaml"
-    proc = run_cli("hardware", "measure", "-o", str(out))
-    assert proc.returncode == 0, proc.stderr
-    assert "matmul_fp32" in proc.stdout
-    show = run_cli("hardware", "show", str(out))
-    assert show.returncode == 0 and "measured: true" in show.stdout
+    code, text, _ = run(capsys, "hardware", "measure", "-o", str(out))
+    assert code == 0 and "matmul_fp32" in text
+    code, text, _ = run(capsys, "hardware", "show", str(out))
+    assert code == 0 and "measured: true" in text
+    assert main(["hardware", "measure", "-o", str(out)]) == 0       # its own previous output is replaced
 
 
-def test_profile_mixtral_acceptance() -> None:
-    proc = run_cli("profile", MODEL)
-    assert proc.returncode == 0, proc.stderr
-    assert "46.70 B" in proc.stdout
-    assert "32 MoE layers of 32 x 8 experts, top-2" in proc.stdout
-    m = re.search(r"profiled in ([\d.]+) s, peak memory ([\d.]+) (MiB|GiB)", proc.stdout)
-    assert m, proc.stdout
-    seconds, mem, unit = float(m.group(1)), float(m.group(2)), m.group(3)
-    assert seconds < 30
-    assert (mem / 1024 if unit == "MiB" else mem) < 2.0
+def test_profile_mixtral_acceptance(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "profile", MODEL)
+    assert code == 0
+    assert "46.70 B" in out
+    assert "32 MoE layers of 32 x 8 experts, top-2" in out
+    # the time and peak memory are reported (speed targets live in benchmarks, not in timed tests)
+    assert re.search(r"profiled in ([\d.]+) s, peak memory ([\d.]+) (MiB|GiB)", out), out
 
 
-@pytest.mark.parametrize("args,fragments", [
-    (("plan", "mixtral-8x7", "--hardware", HW), ("unknown model 'mixtral-8x7'", "mixtral-8x7b")),
-    (("plan", MODEL, "--hardware", "a100_24g"), ("unknown hardware", "a100_24gb")),
-    (("plan", MODEL, "--hardware", "a100_2gb"), ("need", "at least")),
-    (("plan", MODEL, "--hardware", HW, "--expert-budget", "40GiB"), ("does not fit", "--expert-budget")),
-    (("plan", MODEL, "--hardware", "a100_200gb"), ("more memory than",)),
-    (("plan", "gpt2", "--hardware", HW), ("no scenario applies",)),
-    (("profile", "tests.untraceable_model:factory"), ("cannot capture the graph",)),
-    (("inspect", "does/not/exist.json"), ("does not exist",)),
-    (("diff", "a.json", "b.json", "--tolerance", "x"), ()),
-])
-def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], fragments: tuple[str, ...]) -> None:
-    assert_one_line_error(run_cli(*args), *fragments)
-
-
-def test_malformed_and_wrong_version_plans(plan_file: Path, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    assert_one_line_error(run_cli("inspect", str(bad)), "not valid JSON")
-    d = json.loads(plan_file.read_text())
-    d["schema_version"] = 99
-    old = tmp_path / "old.json"
-    old.write_text(json.dumps(d))
-    assert_one_line_error(run_cli("inspect", str(old)), "schema_version 99")
-
-
-def test_trace_for_another_model_is_rejected(tmp_path: Path) -> None:
-    trace = tmp_path / "olmoe.npz"
-    proc = run_cli("trace", "olmoe-1b-7b", "--preset", "moepic-calibrated", "--tokens", "50", "-o", str(trace))
-    assert proc.returncode == 0, proc.stderr
-    assert_one_line_error(run_cli("plan", MODEL, "--hardware", HW, "--trace", str(trace)), "trace", "mixtral-8x7b")
-
-
-def test_model_from_config_json_and_factory(tmp_path: Path) -> None:
+def test_models_from_config_files_of_any_name_and_factories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import transformers
 
     cfg = transformers.MixtralConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                      num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
                                      num_experts_per_tok=2, architectures=["MixtralForCausalLM"])
-    cfg.save_pretrained(tmp_path / "mymoe")
-    proc = run_cli("profile", str(tmp_path / "mymoe" / "config.json"))
-    assert proc.returncode == 0, proc.stderr
-    assert "2 MoE layers of 2 x 4 experts, top-2" in proc.stdout
-    fac = run_cli("profile", "tests.untraceable_model:traceable_factory")
-    assert fac.returncode == 0 and "matmul FLOPs 192" in fac.stdout
-    assert_one_line_error(run_cli("profile", str(tmp_path / "missing" / "config.json")), "does not exist")
-    assert_one_line_error(run_cli("profile", "no_such_module:factory"), "cannot import")
+    cfg.save_pretrained(tmp_path / "mymoe")      # a plain Hugging Face config.json, use_cache at its default
+    (tmp_path / "phimoe.json").write_text((tmp_path / "mymoe" / "config.json").read_text())
+    for path in (tmp_path / "mymoe", tmp_path / "mymoe" / "config.json", tmp_path / "phimoe.json"):
+        code, out, err = run(capsys, "profile", str(path))
+        assert code == 0, err
+        assert "2 MoE layers of 2 x 4 experts, top-2" in out
+        code, _, err = run(capsys, "plan", str(path), "--hardware", HW, "-q")
+        assert code == 0, err
+    code, out, _ = run(capsys, "profile", "tests.untraceable_model:traceable_factory")
+    assert code == 0 and "matmul FLOPs 192" in out
+
+
+def test_a_full_size_plan_from_a_tiny_trace_names_the_way_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "olmoe.npz"
+    assert main(["trace", "olmoe-1b-7b", "--preset", "moepic-calibrated", "--tokens", "50", "-o", str(trace)]) == 0
+    code, _, err = run(capsys, "plan", MODEL, "--hardware", HW, "--trace", str(trace))
+    assert code == 2 and "--preset" in err and "--tiny" in err

@@ -26,7 +26,7 @@ def _increases(table: SensitivityTable, tol: float = 0.0) -> tuple[int, int]:
 
 def _check_names_match_profile(name: str, tiny: bool = False) -> None:
     prof = profile_model(resolve_model(name), tiny=tiny)
-    ev = sensitivity_evaluator(name, tiny=tiny)
+    ev = sensitivity_evaluator(resolve_model(name), tiny=tiny)
     graph_targets = {n.name: str(n.target) for n in ev.gm.graph.nodes}
     for node in prof.nodes:
         if node.op == "output":
@@ -41,7 +41,7 @@ def _check_names_match_profile(name: str, tiny: bool = False) -> None:
 # ---------------------------------------------------------------- digits-cnn (real weights, real labels)
 @pytest.fixture(scope="module")
 def digits_table() -> SensitivityTable:
-    return quant_sensitivity("digits-cnn")
+    return quant_sensitivity(resolve_model("digits-cnn"))
 
 
 def test_digits_table_shape_and_description(digits_table: SensitivityTable) -> None:
@@ -72,19 +72,19 @@ def test_digits_drops(digits_table: SensitivityTable) -> None:
 def test_digits_joint_drop(digits_table: SensitivityTable) -> None:
     t = digits_table
     for node in ("linear", "x"):
-        assert joint_drop("digits-cnn", {node: 2}) == pytest.approx(t.drop_at(node, 2), abs=1e-9)
-    both = joint_drop("digits-cnn", {"x": 2, "linear": 2})
+        assert joint_drop(resolve_model("digits-cnn"), {node: 2}) == pytest.approx(t.drop_at(node, 2), abs=1e-9)
+    both = joint_drop(resolve_model("digits-cnn"), {"x": 2, "linear": 2})
     assert 0.0 <= both <= 1.0
     assert both >= 0.5 * max(t.drop_at("x", 2), t.drop_at("linear", 2))
-    assert joint_drop("digits-cnn", {}) == 0.0
+    assert joint_drop(resolve_model("digits-cnn"), {}) == 0.0
     with pytest.raises(KeyError):
-        joint_drop("digits-cnn", {"no_such_node": 4})
+        joint_drop(resolve_model("digits-cnn"), {"no_such_node": 4})
 
 
 def test_digits_reference_matches_eager_and_is_not_modified(digits_table: SensitivityTable) -> None:
     from profilers.digits_cnn import load_digits_data, load_or_train
 
-    ev = sensitivity_evaluator("digits-cnn")
+    ev = sensitivity_evaluator(resolve_model("digits-cnn"))
     data = load_digits_data()
     with torch.no_grad():
         eager = load_or_train()(data.x_test)
@@ -93,7 +93,7 @@ def test_digits_reference_matches_eager_and_is_not_modified(digits_table: Sensit
 
 
 def test_digits_per_channel_option(digits_table: SensitivityTable) -> None:
-    t = quant_sensitivity("digits-cnn", nodes=["relu", "linear"], bits=(2, 16), channel_dim=1)
+    t = quant_sensitivity(resolve_model("digits-cnn"), nodes=["relu", "linear"], bits=(2, 16), channel_dim=1)
     assert t.granularity == "per_channel(dim=1)" and t.kind == "accuracy"
     assert (t.drop[:, 1] == 0).all() and np.isfinite(t.drop).all()
 
@@ -115,7 +115,7 @@ def test_minilm_sentences_fit_without_truncation() -> None:
 
 
 def test_minilm_table_on_a_few_nodes() -> None:
-    ev = sensitivity_evaluator("minilm")
+    ev = sensitivity_evaluator(resolve_model("minilm"))
     cands = ev.candidates()
     assert 60 <= len(cands) <= 200
     assert ev.kind == "embedding" and 0.5 < ev.baseline <= 1.0
@@ -128,7 +128,7 @@ def test_minilm_table_on_a_few_nodes() -> None:
     assert (t.drop[:, t.bits.index(16)] < 1e-4).all()
     assert (t.drop[:, t.bits.index(2)] > t.drop[:, t.bits.index(8)]).all()
     assert t.drop_at("add_15", 2) > 0.05
-    assert joint_drop("minilm", {"add_15": 4}) == pytest.approx(t.drop_at("add_15", 4), abs=1e-5)
+    assert joint_drop(resolve_model("minilm"), {"add_15": 4}) == pytest.approx(t.drop_at("add_15", 4), abs=1e-5)
 
 
 def test_minilm_names_match_profiler() -> None:
@@ -137,7 +137,7 @@ def test_minilm_names_match_profiler() -> None:
 
 # ---------------------------------------------------------------- proxy (random weights)
 def test_proxy_on_tiny_resnet() -> None:
-    t = quant_sensitivity("resnet50", tiny=True)
+    t = quant_sensitivity(resolve_model("resnet50"), tiny=True)
     assert t.kind == "proxy" and "not an accuracy" in t.description.lower() and "SQNR" in t.description
     assert t.n_samples == 8
     assert np.isfinite(t.drop).all() and (t.drop >= 0).all()
@@ -173,7 +173,7 @@ def test_quantised_output_feeds_every_consumer_and_joint_equals_single() -> None
 
 def test_proxy_on_token_model_with_kwargs() -> None:
     # tiny gpt2: token inputs plus a non-tensor kwarg (use_cache=False) reach the right placeholders
-    t = quant_sensitivity("gpt2", tiny=True, bits=(4, 16))
+    t = quant_sensitivity(resolve_model("gpt2"), tiny=True, bits=(4, 16))
     assert t.kind == "proxy" and len(t.nodes) > 10
     assert np.isfinite(t.drop).all()
     assert (t.drop[:, 0] >= t.drop[:, 1]).all()

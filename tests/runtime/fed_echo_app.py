@@ -6,7 +6,8 @@ import os
 
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-from runtime.fed.federation import FlowerApps, identify_nodes, make_client_app, make_server_app, report_round
+from runtime.fed.federation import (FlowerApps, identify_nodes, make_client_app, make_server_app, report_end,
+                                    report_round)
 
 
 def server_main(grid, run_config):
@@ -25,6 +26,7 @@ def server_main(grid, run_config):
             m = r.content["echo"]
             clients[str(m["device-id"])] = dict(m)
         report_round(run_config, {"round": rnd, "clients": clients})
+    report_end(run_config)
 
 
 def client_train(message, run_config, node):

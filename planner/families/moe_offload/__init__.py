@@ -10,7 +10,13 @@ from core.errors import PlannerError
 from planner.families.base import Family, Phase, PlanContext, Progress, RunReport
 from planner.flags import Flag, FlagValues
 
-TRACE_PRESETS = ("moepic-calibrated", "zipf-static", "bursty")   # profilers.synthetic_traces.PRESETS (a test checks)
+from profilers.synthetic_traces import PRESETS
+
+TRACE_PRESETS = tuple(PRESETS)
+# llama.cpp file types (profilers.gguf_inventory.FILE_TYPES, a test checks)
+GGUF_FILE_TYPES = ("q4_k_m", "q4_k_s", "q5_k_m", "q5_k_s", "q6_k", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q3_k_m",
+                   "q3_k_s", "q3_k_l", "q2_k", "mxfp4_moe", "bf16", "f16", "f32")
+LLAMACPP_ONLY = ("--quant", "--ubatch", "--compute-buffer")
 
 
 class MoeOffloadFamily(Family):
@@ -38,6 +44,13 @@ class MoeOffloadFamily(Family):
         Flag("--no-cpu-experts", "switch",
              "GPU-only plan space (MoEpic as published): no layer computes its misses on the host CPU"),
         Flag("--calibration", "path", "decode timings measured by `planner calibrate MODEL --tiny` (tiny plans)"),
+        Flag("--target", "choice", "what runs the plan: the planner's runtime, or llama.cpp (whole tensors on the GPU "
+             "or in host memory; apply with `planner export --to llama.cpp`)", default="planner",
+             choices=("planner", "llama.cpp")),
+        Flag("--quant", "choice", "GGUF file type for --target llama.cpp (llama-quantize's name)", default="q4_k_m",
+             choices=GGUF_FILE_TYPES),
+        Flag("--ubatch", "int", "llama.cpp micro-batch -ub in tokens (sizes its compute buffer)", default=512, minimum=1),
+        Flag("--compute-buffer", "bytes", "llama.cpp's CUDA compute buffer (default: an estimate from the model and -ub)"),
     )
     emit_flags = (
         Flag("--seed", "int", "seed of the tiny model's weights", default=0, minimum=0),
@@ -51,7 +64,9 @@ class MoeOffloadFamily(Family):
         Flag("--policy", "choice", "override the eviction policy", choices=("lcp", "lru", "lfu")),
         Flag("--baseline", "str", "run a baseline's settings from the plan (e.g. mixtral_offloading)"),
         Flag("--cpu", "switch", "emulated link on the CPU even if CUDA is present"),
+        Flag("--weights", "path", "a Hugging Face model directory (config.json + safetensors) to run a full-size plan on"),
     )
+    export_targets = ("llama.cpp",)
 
     def claim(self, ctx: PlanContext) -> str | None:
         from planner.units import fmt_bytes
@@ -74,6 +89,13 @@ class MoeOffloadFamily(Family):
         from planner.families.moe_offload.lowering import MoeOffloadOptions
 
         v = ctx.request.flags
+        if v["target"] == "llama.cpp":
+            from planner.families.moe_offload.llamacpp.phases import options as llamacpp_options
+
+            return llamacpp_options(ctx)
+        for name in LLAMACPP_ONLY:
+            if name in v.given:
+                raise PlannerError(f"{name} applies to --target llama.cpp only", f"add --target llama.cpp or drop {name}")
         ctx.require_hardware()
         if v["trace"] is not None and not Path(v["trace"]).is_file():
             raise PlannerError(f"--trace {v['trace']} does not exist",
@@ -97,32 +119,66 @@ class MoeOffloadFamily(Family):
 
     def phases(self) -> Sequence[Phase]:
         from planner.families.moe_offload import phases as ph
+        from planner.families.moe_offload.llamacpp import phases as lp
 
-        return (Phase("lower", ph.lower), Phase("solve", ph.solve), Phase("baselines", ph.baselines),
-                Phase("bound", ph.bound), Phase("simulate", ph.simulate), Phase("verify", ph.verify),
-                Phase("lift", ph.lift))
+        def by_target(ours: Any, llamacpp: Any) -> Any:
+            # the options' type says which space is planned (`--target`); the phases correspond one for one
+            return lambda ctx: (llamacpp if isinstance(ctx.options, lp.LlamaCppOptions) else ours)(ctx)
+
+        return tuple(Phase(name, by_target(getattr(ph, name), getattr(lp, name)))
+                     for name in ("lower", "solve", "baselines", "bound", "simulate", "verify", "lift"))
 
     def validate_plan(self, plan: Any) -> list[str]:
+        from planner.families.moe_offload.llamacpp.phases import is_llamacpp_plan, validate_plan as validate_llamacpp
         from planner.families.moe_offload.lowering import validate_plan_decisions
 
+        if is_llamacpp_plan(plan):
+            return validate_llamacpp(dict(plan.decisions), dict(plan.constraints))
         return validate_plan_decisions(dict(plan.decisions), dict(plan.constraints))
 
     def inspect(self, plan: Any, wide: bool = False) -> list[Any]:
+        from planner.families.moe_offload.llamacpp.phases import is_llamacpp_plan
         from planner.families.moe_offload.views import memory_table, moe_layers_table
 
+        if is_llamacpp_plan(plan):
+            from planner.families.moe_offload.llamacpp.views import llamacpp_tables
+
+            return llamacpp_tables(plan, wide)
         return [memory_table(plan), moe_layers_table(plan, wide)]
 
     def baseline_metrics(self, plan: Any, wide: bool = False) -> tuple[str, ...]:
+        from planner.families.moe_offload.llamacpp.phases import is_llamacpp_plan
+
+        if is_llamacpp_plan(plan):
+            return (("tpot_ms", "ttft_ms", "vram_bytes", "fits", "host_group_bytes") if wide
+                    else ("tpot_ms", "ttft_ms", "vram_bytes", "fits"))
         return ("tpot_ms", "hit_rate", "bytes_per_token") if wide else ("tpot_ms", "hit_rate")
 
     def plot(self, plan: Any) -> Any:
+        from planner.families.moe_offload.llamacpp.phases import is_llamacpp_plan
         from planner.families.moe_offload.views import budget_plot
 
+        if is_llamacpp_plan(plan):
+            return None
         return budget_plot(plan)
+
+    def export(self, plan: Any, target: str) -> tuple[str, str]:
+        """`planner export PLAN --to llama.cpp`: the llama-server / llama-cli flags of a --target llama.cpp plan."""
+        from codegen.llamacpp import export_flags
+        from planner.families.moe_offload.llamacpp.phases import is_llamacpp_plan
+
+        if not is_llamacpp_plan(plan):
+            raise PlannerError("this plan was made for the planner's own runtime (split experts, an expert cache), "
+                               "which llama.cpp cannot express", "re-plan with --target llama.cpp and export that plan")
+        return export_flags(plan), ".txt"
 
     def emit(self, plan: Any, values: FlagValues, staging: Path, progress: Progress) -> str:
         from planner.families.moe_offload.artifact import emit
+        from planner.families.moe_offload.llamacpp.phases import is_llamacpp_plan
 
+        if is_llamacpp_plan(plan):
+            raise PlannerError("a --target llama.cpp plan runs in llama.cpp, not in the planner's runtime",
+                               "print its flags with `planner export PLAN --to llama.cpp`")
         return emit(plan, values, staging, progress)
 
     def run(self, artifact: Path, values: FlagValues, progress: Progress) -> RunReport:

@@ -16,10 +16,9 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
     import torch
 
     from codegen.moe_offload import write_artifact
-    from planner.registry import resolve_model
     from profilers.models import build_model
 
-    spec = resolve_model(plan.model.name)
+    spec = _plan_spec(plan)
     if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
         raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
                                  "re-plan with this version of `planner plan`")
@@ -33,8 +32,28 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
     except ValueError as exc:
         raise InputMismatchError(f"{exc} ({plan.model.name}{' (tiny)' if plan.model.tiny else ''})",
                                  "emit the plan for the model it was made for") from exc
-    note = "" if plan.model.tiny else "; a full-size plan carries no weights, so `planner run` needs a plan made with --tiny"
+    note = "" if plan.model.tiny else "; a full-size plan carries no weights: `planner run` it with --weights DIR (the model's directory)"
     return "runtime.yaml, weights_layout.yaml, graph/, model/, plan.json" + note
+
+
+def _plan_spec(plan: Plan) -> Any:
+    """The plan's model spec: its catalog name, or (a model planned from a directory or config file, whose name is
+    the directory's) the config path the plan records as its source."""
+    from planner.registry import resolve_model
+
+    try:
+        spec = resolve_model(plan.model.name)
+        if spec.fingerprint(plan.model.tiny) == plan.model.fingerprint:
+            return spec
+    except PlannerError:
+        spec = None
+    src = Path(plan.model.source) if plan.model.source else None
+    if src is not None and src.is_file() and src.suffix == ".json":
+        return resolve_model(str(src))
+    if spec is None:
+        raise PlannerError(f"the plan's model {plan.model.name} is neither in the catalog nor at {plan.model.source}",
+                           "emit on the machine where the model's config file is, or re-plan")
+    return spec
 
 
 def _prompt_ids(text: str, vocab: int) -> list[int]:
@@ -49,12 +68,13 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     """Load the artifact into the offloading engine, decode, and return the receipt with its tables."""
     from runtime.moe_offload.run import generate, load
 
-    progress("loading the artifact")
+    weights = values.get("weights")
+    progress("checking the checkpoint" if weights else "loading the artifact")
     loaded = load(artifact, config=values["baseline"] or "plan", policy=values["policy"],
-                  device="cpu" if values["cpu"] else None)
-    if not loaded.runtime["model"].get("tiny"):
-        raise ArtifactError("this artifact is for a full-size model, which does not run here",
-                            "emit a plan made with `planner plan --tiny`")
+                  device="cpu" if values["cpu"] else None, weights=Path(weights) if weights else None)
+    if not loaded.runtime["model"].get("tiny") and not weights:
+        raise ArtifactError("this artifact is for a full-size model and carries no weights",
+                            "pass --weights DIR (the model's Hugging Face directory), or emit a plan made with --tiny")
     total = int(values["max_new_tokens"])
     receipt = generate(loaded, _prompt_ids(values["prompt"], int(loaded.model.config.vocab_size)), total,
                        temperature=float(values["temperature"]), seed=int(values["seed"]),

@@ -256,7 +256,7 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
     f = structure.expert_intermediate_size
     g = opts.theta_granularity or default_granularity(f)
     if g < 1 or g > f or f % g:
-        raise PlannerError(f"theta granularity {g} does not divide the expert width {f}",
+        raise PlannerError(f"--theta-granularity {g} does not divide the expert width {f}",
                            f"use a divisor of {f}, e.g. {default_granularity(f)}")
     trace = load_or_make_trace(structure, model_name, opts, k_pf)
     curves, orders = replay_curves(trace, opts.rho, opts.omega, warmup_steps(trace, opts))

@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from planner.families.base import Family, Phase, PlanContext
-from planner.flags import Flag
+from planner.families.base import Family, Phase, PlanContext, Progress, RunReport
+from planner.flags import Flag, FlagValues
 
 
 class SplitInferenceFamily(Family):
@@ -32,6 +32,27 @@ class SplitInferenceFamily(Family):
              minimum_exclusive=True),
         Flag("--table-levels", "int", "rows of the plan table over a --link range", default=16, minimum=2, maximum=64),
         Flag("--calibration", "path", "per-node CPU times measured by `planner calibrate MODEL --scenario split-inference`"),
+    )
+    emit_flags = (
+        Flag("--seed", "int", "seed of the tiny model's weights", default=0, minimum=0),
+        Flag("--requests", "int", "seeded requests recorded for models without real data", default=32, minimum=1),
+    )
+    run_flags = (
+        Flag("--role", "choice", "one side only: cloud (serve) or edge (drive the requests); default both, as two "
+             "local processes", choices=("cloud", "edge")),
+        Flag("--listen", "str", "cloud: HOST:PORT to listen on", default="127.0.0.1:50551"),
+        Flag("--connect", "str", "edge: the cloud's HOST:PORT"),
+        Flag("--baseline", "str", "run a baseline's configuration from the plan (e.g. neurosurgeon)"),
+        Flag("--requests", "int", "requests to drive (default: the artifact's stream)", minimum=1),
+        Flag("--max-in-flight", "int", "requests between the edge and their answer (pipeline depth)", default=3, minimum=1),
+        Flag("--cache", "choice", "semantic-cache early answers at the edge (default: runtime.yaml, off)", choices=("on", "off")),
+        Flag("--adapt", "choice", "plan-table switching on the measured link (default: on with a table)",
+             choices=("on", "off")),
+        Flag("--no-emulate", "switch", "do not pad the edge stage to the edge profile's predicted time"),
+        Flag("--emulate-cloud", "switch", "cloud: pad each request's cloud stage to the plan's predicted time"),
+        Flag("--timeout", "duration", "give up on a cloud that does not answer for this long (e.g. 30s)", default=30.0,
+             minimum=0.0, minimum_exclusive=True),
+        Flag("--link-label", "str", "what carries the bytes, for the receipt (e.g. 'Wi-Fi, 20 Mbit/s')"),
     )
 
     def claim(self, ctx: PlanContext) -> str | None:
@@ -89,3 +110,13 @@ class SplitInferenceFamily(Family):
         from planner.families.split_inference.views import timeline_plot
 
         return timeline_plot(plan)
+
+    def emit(self, plan: Any, values: FlagValues, staging: Path, progress: Progress) -> str:
+        from planner.families.split_inference.artifact import emit
+
+        return emit(plan, values, staging, progress)
+
+    def run(self, artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
+        from planner.families.split_inference.artifact import run
+
+        return run(artifact, values, progress)

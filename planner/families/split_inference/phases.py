@@ -113,7 +113,8 @@ def lift(ctx: PlanContext) -> None:
                           "bits": [int(s.bits[v]) for v in sorted(s.bits)],
                           "edge_nodes_count": int(np.asarray(s.on_edge).sum()),
                           "period_ms": s.metrics.period_s * 1e3, "latency_ms": s.metrics.latency_s * 1e3,
-                          "objective_ms": s.objective * 1e3})
+                          "objective_ms": s.objective * 1e3,
+                          "predicted": metrics_dict(s.metrics, low.accuracy_kind)})
     base = {name: BaselineResult(baseline(name).description, {k: v for k, v in b.params.items()
                                                               if k not in ("baseline", "cut_tensors", "violations")},
                                  metrics_dict(b.metrics, low.accuracy_kind), {}, baseline_decisions(low, b))

@@ -1,0 +1,230 @@
+"""fed-lora benchmark (issue 10): the memory model at full size, FedQuad vs every baseline on 10 / 100 / 10 000
+devices, and federated fine-tuning on the real task (digits, 20 clients) for the plan vs uniform depth.
+
+1. memory: MiniLM (real weights), GPT-2 and BERT-base at full size; predicted (profile fitted from four
+   steps) vs MEASURED bytes (saved-tensor hooks + parameters/gradients/Adam) at other depths and
+   quantisation, and the textbook closed form for comparison.
+2. solver: populations gen:10, gen:100, gen:10000 (seed 0) planning GPT-2 (batch 4, seq 256): solver time,
+   predicted round time and progress rate, participants (memory feasibility) of the plan vs every
+   baseline, the CP-SAT gap where it applies. Round times are PREDICTED from this CPU's measured times
+   scaled by FLOP/s ratios to the catalog devices.
+3. real task: digits transformer, 20 clients (a heterogeneous tier mix with memory caps scaled to the
+   tiny model), Dirichlet(1.0) split; Flower simulation of the plan and of uniform depth; held-out
+   accuracy vs EMULATED wall clock, time to a target accuracy.
+
+    nice .venv/bin/python -m benchmarks.fed_lora [--quick] [--skip-memory] [--skip-real]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.atomic_io import write_text_atomic
+
+OUT = Path("build/bench/fed_lora.json")
+
+
+def table(title: str, cols: list[str], rows: list[list[object]]) -> str:
+    """A plain fixed-width table."""
+    cells = [[str(c) for c in cols]] + [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cols))]
+    lines = [title, "  ".join(c.ljust(w) for c, w in zip(cells[0], widths))]
+    lines += ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in cells[1:]]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ 1. memory model at full size
+def bench_memory(quick: bool) -> list[dict]:
+    import torch
+
+    from planner.registry import resolve_model
+    from profilers.fine_tuning import closed_form_profile, measure_step, profile_fine_tuning, task_model
+    from profilers.models import build_model
+
+    torch.set_num_threads(1)
+    rows = []
+    for name in (("minilm",) if quick else ("minilm", "gpt2", "bert-base")):
+        spec = resolve_model(name)
+        torch.manual_seed(0)
+        model = task_model(build_model(spec, tiny=False, device="cpu", seq_len=64).module, spec.task)
+        prof = profile_fine_tuning(model, name, batch_size=2, seq_len=64, repeats=1)
+        L = prof.num_blocks
+        cfg = model.encoder.config if hasattr(model, "encoder") else model.model.config
+        hidden = int(getattr(cfg, "hidden_size", getattr(cfg, "n_embd", 0)))
+        heads = int(getattr(cfg, "num_attention_heads", getattr(cfg, "n_head", 0)))
+        blocks = model.get_submodule(prof.layout.path)
+        closed = closed_form_profile(name, L, hidden, heads, sum(p.numel() for p in model.parameters()),
+                                     sum(p.numel() for p in blocks[0].parameters()), 2, 64)
+        for d, q, bits in ((L // 2, 0, 8), (L // 2, L // 2, 8), (L - 1, 2, 8), (L, L, 4)):
+            m = measure_step(model, prof.layout, d, q, bits, batch_size=2, seq_len=64, count_flops=False)
+            rows.append({"model": name, "blocks": L, "depth": d, "quant": q, "bits": bits,
+                         "saved_pred": prof.saved_bytes(d, q, bits), "saved_meas": m.activation_bytes,
+                         "total_pred": prof.training_bytes(d, q, bits), "total_meas": m.training_bytes,
+                         "closed_form_saved": closed.saved_bytes(d, q, bits),
+                         "trained_blocks_ok": m.trainable_blocks == tuple(range(L - d, L))})
+    return rows
+
+
+# ------------------------------------------------------------------ 2. solver at scale
+def bench_solver(quick: bool) -> list[dict]:
+    from planner.api import plan_from_argv
+    from planner.families.fed_lora.lowering import build_problem
+    from solvers.fed_lora import baselines as bl
+    from solvers.fed_lora import greedy
+    from solvers.fed_lora.exact import CpSat
+
+    rows = []
+    sizes = (10, 100) if quick else (10, 100, 10_000)
+    for n in sizes:
+        t0 = time.perf_counter()
+        ctx = plan_from_argv(["gpt2", "--scenario", "fed-lora", "--clients", f"gen:{n}:0", "--batch-size", "4",
+                              "--seq-len", "256", "--local-steps", "20", "--allow-sit-out"])
+        plan_s = time.perf_counter() - t0
+        low = build_problem(ctx.state.population, ctx.state.profile, ctx.options)
+        p = low.problem
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            sol = greedy.solve(p)
+            times.append(time.perf_counter() - t)
+        entries = {"fedquad": sol} | {b.name: b.solve(p) for b in bl.baselines()}
+        gap = None
+        if CpSat().unsupported(p) is None:
+            e = CpSat().solve(p, time_limit_s=60)
+            gap = (e.objective - sol.objective) / e.objective
+        for name, s in entries.items():
+            m = s.metrics
+            rows.append({"devices": n, "config": name, "solver_s": min(times) if name == "fedquad" else s.wall_time_s,
+                         "round_time_s": m.round_time_s, "progress_rate": m.progress_rate,
+                         "participants": m.participants, "sitting_out": len(m.sitting_out),
+                         "memory_ok": bool(np.all(m.memory_ok)), "spread": m.spread,
+                         "mean_depth": float(np.mean(s.depth[s.depth > 0])) if m.participants else 0.0,
+                         "gap_to_exact": gap if name == "fedquad" else None, "plan_pipeline_s": plan_s})
+    return rows
+
+
+# ------------------------------------------------------------------ 3. real task, 20 clients
+REAL_TIERS = (("jetson_agx_orin_32gb", 3, "24MiB", "50mbps"), ("jetson_orin_nano_8gb", 6, "9MiB", "20mbps"),
+              ("jetson_tx2_8gb", 5, "7MiB", "20mbps"), ("phone_midrange_8gb", 6, "5MiB", "10mbps"))
+
+
+def real_population(path: Path, alpha: float, seed: int) -> None:
+    """20 clients of four tiers; samples = their share of the Dirichlet split the runtime uses."""
+    from runtime.fed.data import dirichlet_partition, load_digits_split
+
+    ids = []
+    for kind, count, _, _ in REAL_TIERS:
+        ids += [f"{kind}-{i}" for i in range(count)]
+    parts = dirichlet_partition(load_digits_split(seed).y_train, len(ids), alpha, seed)
+    # The runtime gives client k (in the plan's sorted id order) partition k; samples must match.
+    size = {cid: len(parts[sorted(ids).index(cid)]) for cid in ids}
+    lines = ["devices:"]
+    for kind, count, mem, link in REAL_TIERS:
+        for i in range(count):
+            cid = f"{kind}-{i}"
+            lines.append(f"  - {{id: {cid}, kind: {kind}, memory: {mem}, link: {link}, samples: {size[cid]}}}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def time_to(curve: list[dict], target: float) -> float | None:
+    """Emulated seconds until held-out accuracy first reaches `target` (None if never)."""
+    for r in curve:
+        if r["accuracy"] >= target:
+            return float(r["emulated_clock_s"])
+    return None
+
+
+def bench_real(rounds: int, target: float, local_steps: int, lr: float) -> dict:
+    from planner.api import emit_artifact, plan_from_argv
+    from runtime.fed.lora_run import run_fed_lora
+
+    work = Path(tempfile.mkdtemp(prefix="fedlora-bench-"))
+    pop = work / "clients.yaml"
+    real_population(pop, alpha=1.0, seed=0)
+    ctx = plan_from_argv(["digits-transformer", "--scenario", "fed-lora", "--clients", str(pop), "--batch-size", "32",
+                          "--local-steps", str(local_steps), "--rounds", str(rounds)])
+    art = emit_artifact(ctx.plan, work / "build", ["--lr", str(lr)])
+    out = {"plan_predicted_round_s": ctx.plan.predicted["round_time_s"],
+           "uniform_predicted_round_s": ctx.plan.baselines["uniform_depth"].predicted["round_time_s"],
+           "depths_plan": ctx.plan.decisions["depth_histogram"],
+           "depths_uniform": ctx.plan.baselines["uniform_depth"].decisions["depth_histogram"], "runs": {}}
+    for config in ("plan", "uniform_depth"):
+        t0 = time.perf_counter()
+        rec = run_fed_lora(art, mode="simulation", rounds=rounds, baseline=None if config == "plan" else config,
+                           on_round=lambda r, c=config: print(f"  [{c}] round {r['round']}: acc {r['accuracy']:.3f} "
+                                                              f"emulated round {r.get('emulated_round_s', 0):.3g} s",
+                                                              file=sys.stderr, flush=True))
+        errs = [abs(e["round_time_error"]) for e in rec["devices"].values() if e.get("round_time_error") is not None]
+        merr = [abs(e["memory_error"]) for e in rec["devices"].values() if e.get("memory_error") is not None]
+        out["runs"][config] = {"curve": rec["rounds"], "wall_s": time.perf_counter() - t0,
+                               "final_accuracy": rec["final_accuracy"], "emulated_clock_s": rec["emulated_clock_s"],
+                               "time_to_target_s": time_to(rec["rounds"], target),
+                               "median_round_time_error": float(np.median(errs)) if errs else None,
+                               "max_memory_error": float(max(merr)) if merr else None,
+                               "all_trained_planned_depth": all(e.get("trained_planned_depth", True)
+                                                                for e in rec["devices"].values() if not e.get("sits_out"))}
+    a, b = out["runs"]["plan"]["time_to_target_s"], out["runs"]["uniform_depth"]["time_to_target_s"]
+    out["target_accuracy"] = target
+    out["speedup_to_target"] = (b / a) if (a and b) else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, MiniLM only, 6 rounds")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-solver", action="store_true")
+    ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--target", type=float, default=0.85)
+    ap.add_argument("--local-steps", type=int, default=5)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--out", type=Path, default=OUT, help="JSON output (default build/bench/fed_lora.json)")
+    args = ap.parse_args(argv)
+    result: dict = {}
+    if not args.skip_memory:
+        rows = bench_memory(args.quick)
+        result["memory"] = rows
+        print(table("1. memory model vs measurement (full-size models, batch 2, seq 64; MiB)",
+                    ["model", "d", "q", "bits", "saved pred", "saved meas", "err", "total err", "closed-form err"],
+                    [[r["model"], r["depth"], r["quant"], r["bits"], r["saved_pred"] / 2**20, r["saved_meas"] / 2**20,
+                      f"{r['saved_pred'] / r['saved_meas'] - 1:+.1%}", f"{r['total_pred'] / r['total_meas'] - 1:+.1%}",
+                      f"{r['closed_form_saved'] / r['saved_meas'] - 1:+.0%}"] for r in rows]))
+    if not args.skip_solver:
+        rows = bench_solver(args.quick)
+        result["solver"] = rows
+        print(table("2. FedQuad vs baselines, GPT-2 (batch 4, seq 256), gen:N populations (PREDICTED times)",
+                    ["N", "config", "solver s", "round s", "R /s", "train", "out", "spread", "depth", "gap"],
+                    [[r["devices"], r["config"], r["solver_s"], r["round_time_s"], r["progress_rate"], r["participants"],
+                      r["sitting_out"], f"{r['spread']:.0%}", r["mean_depth"],
+                      "-" if r["gap_to_exact"] is None else f"{r['gap_to_exact']:.2%}"] for r in rows]))
+    if not args.skip_real:
+        rounds = args.rounds or (6 if args.quick else 15)
+        real = bench_real(rounds, args.target, args.local_steps, args.lr)
+        result["real"] = real
+        rows = []
+        for cfg, r in real["runs"].items():
+            rows.append([cfg, r["final_accuracy"], r["emulated_clock_s"],
+                         "-" if r["time_to_target_s"] is None else r["time_to_target_s"],
+                         r["median_round_time_error"], r["max_memory_error"], r["all_trained_planned_depth"], r["wall_s"]])
+        print(table(f"3. digits transformer, 20 clients, {rounds} rounds, target accuracy {args.target:.0%} "
+                    "(EMULATED clock)", ["config", "final acc", "emulated s", "to target s", "round err", "mem err",
+                                         "depth ok", "wall s"], rows))
+        print(f"   plan depths {real['depths_plan']}; uniform {real['depths_uniform']}; "
+              f"speed-up to target: {real['speedup_to_target'] if real['speedup_to_target'] else 'n/a (target not reached by both)'}")
+        for cfg, r in real["runs"].items():
+            print(f"   {cfg} curve: " + ", ".join(f"{c['accuracy']:.3f}@{c['emulated_clock_s']:.3g}s" for c in r["curve"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, json.dumps(result, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

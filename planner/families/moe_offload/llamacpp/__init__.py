@@ -1,0 +1,1 @@
+"""The moe-offload family's llama.cpp target: plans inside llama.cpp's placement space (`--target llama.cpp`)."""

@@ -1,0 +1,186 @@
+"""fed-lora's Flower apps: the server runs `LayerwiseLoRA` for the planned rounds, each client trains the
+LoRA depth its plan gave it on its own non-IID share of digits.
+
+Run config (the same for every app of the run): `artifact-dir`, `num-rounds`, `baseline` ("" = the
+plan), `lr`, `data-alpha`, `data-seed`, `emulate-sleep`, `rounds-path`, `num-clients`.
+Node config (one per client): `device-id`, `data-partition`, `num-partitions`, `compute-slowdown`
+(host CPU seconds -> emulated device seconds), `uplink-bytes-per-s`, `downlink-bytes-per-s`, `latency-s`.
+The per-round config each client receives (its own `ConfigRecord`): `lora-depth`, `act-quant-blocks`,
+`act-bits`, `local-steps`, `batch-size`, plus the server round.
+
+Device speeds are EMULATED: a client measures the CPU seconds of its local steps on this machine and
+multiplies them by its `compute-slowdown` (this CPU's measured FLOP/s over the device profile's); link
+time is the bytes actually exchanged over the device's links plus its latency. With `emulate-sleep` the
+client also sleeps until its wall time reaches the emulated round time (deployment), so slow devices
+are slow on the wire too.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from flwr.app import Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from runtime.fed.data import dirichlet_partition, load_digits_split
+from runtime.fed.federation import (FlowerApps, identify_nodes, make_client_app, make_server_app, report_end,
+                                    report_round, sleep_to)
+from runtime.fed.lora_strategy import ARRAYS, CONFIG, METRICS, WEIGHT_KEY, LayerwiseLoRA, to_numpy, to_record
+
+# torch, PEFT and the model are imported inside the functions that train or evaluate: Flower loads this module
+# in every app process, and the identity query should not pay for them.
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ client
+def _partition(run_config: dict[str, Any], node: dict[str, Any]) -> np.ndarray:
+    data = load_digits_split(int(run_config.get("data-seed", 0)))
+    parts = dirichlet_partition(data.y_train, int(node["num-partitions"]), float(run_config.get("data-alpha", 0.3)),
+                                seed=int(run_config.get("data-seed", 0)))
+    return parts[int(node["data-partition"])]
+
+
+def _bytes(tensors: list[Any]) -> int:
+    from kernels.saved_activations import storage_key
+
+    seen = {storage_key(t): int(t.untyped_storage().nbytes()) for t in tensors}
+    return sum(seen.values())
+
+
+def train_client(cfg: dict[str, Any], incoming_np: dict[str, np.ndarray], run_config: dict[str, Any],
+                 node: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train one client's plan for `local-steps` steps from the received tensors; returns its trained tensors
+    (its blocks' adapters and the head) and the receipt metrics. The Flower handler below wraps it."""
+    import torch
+
+    from kernels.lora_state import lora_state
+    from kernels.saved_activations import SavedTensorLedger, parameter_storages
+    from runtime.fed.lora_model import base_model, device_model, load_artifact, parse_blocks
+
+    torch.set_num_threads(1)
+    incoming = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in incoming_np.items()}
+    down_bytes = sum(int(v.numel() * v.element_size()) for v in incoming.values())
+    art = load_artifact(str(run_config["artifact-dir"]))
+    depth = int(cfg["lora-depth"])
+    quant = parse_blocks(cfg.get("act-quant-blocks", ""))
+    ledger = SavedTensorLedger()
+    dev = device_model(art, base_model(art), depth, quant, int(cfg.get("act-bits", 8)), incoming, ledger)
+    model = dev.module
+    ledger.skip = parameter_storages(model)
+    model.train()
+    idx = _partition(run_config, node)
+    data = load_digits_split(int(run_config.get("data-seed", 0)))
+    x = torch.from_numpy(data.x_train[idx])
+    y = torch.from_numpy(data.y_train[idx])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(trainable, lr=float(run_config.get("lr", 3e-3)))
+    g = torch.Generator().manual_seed(int(cfg.get("server-round", 0)) * 100003 + int(node["data-partition"]))
+    steps, batch = int(cfg["local-steps"]), int(cfg["batch-size"])
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    trained: set[int] = set()
+    peak_act = 0
+    losses = []
+    blocks = model.get_submodule(art.lora["blocks_path"])
+    for step in range(steps):
+        pick = torch.randint(0, len(idx), (batch,), generator=g)
+        opt.zero_grad(set_to_none=True)
+        ledger.reset()
+        with ledger.counting():
+            loss = torch.nn.functional.cross_entropy(model(x[pick]), y[pick])
+        peak_act = max(peak_act, ledger.activation_bytes)
+        loss.backward()
+        if step == 0:
+            trained = {i for i in range(art.num_blocks)
+                       if any("lora_" in n and p.grad is not None for n, p in blocks[i].named_parameters())}
+        opt.step()
+        losses.append(loss.item())
+    cpu_s = time.process_time() - cpu0
+    frozen = [p for p in model.parameters() if not p.requires_grad] + list(model.buffers())
+    grads = [p.grad for p in trainable if p.grad is not None]
+    states = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+    memory = _bytes(frozen) + _bytes(trainable) + _bytes(grads) + _bytes(states) + peak_act
+    out = {k: v.numpy() for k, v in lora_state(model).items()}
+    up_bytes = sum(int(v.nbytes) for v in out.values())
+    compute_s = cpu_s * float(node.get("compute-slowdown", 1.0))
+    comm_s = (down_bytes / float(node.get("downlink-bytes-per-s", 1e12)) + up_bytes / float(node.get("uplink-bytes-per-s", 1e12))
+              + float(node.get("latency-s", 0.0)))
+    emulated = compute_s + comm_s
+    slept = sleep_to(emulated, time.perf_counter() - wall0) if bool(run_config.get("emulate-sleep", False)) else 0.0
+    dev.remove_hooks()
+    metrics = {
+        WEIGHT_KEY: int(len(idx)), "lora-depth": depth, "trained-blocks": sorted(trained) or [-1],
+        "quant-blocks": len(quant), "steps": steps, "measured-cpu-s": cpu_s, "emulated-compute-s": compute_s,
+        "emulated-comm-s": comm_s, "emulated-round-s": emulated, "slept-s": slept,
+        "measured-memory-bytes": int(memory), "measured-activation-bytes": int(peak_act),
+        "bytes-down": down_bytes, "bytes-up": up_bytes, "loss-first": losses[0], "loss-last": losses[-1]}
+    return out, metrics
+
+
+def client_train(message: Message, run_config: dict[str, Any], node: dict[str, Any]) -> Message:
+    """Flower handler: its own ConfigRecord and tensors in, trained tensors and receipt metrics out."""
+    out, metrics = train_client(dict(message.content[CONFIG]), to_numpy(message.content[ARRAYS]), run_config, node)
+    return Message(content=RecordDict({ARRAYS: to_record(out), METRICS: MetricRecord(metrics)}), reply_to=message)
+
+
+# ------------------------------------------------------------------ server
+def evaluate_global(art: Any, state: dict[str, np.ndarray]) -> tuple[float, float]:
+    """(accuracy, loss) of the base model with the global adapters at full depth on the held-out digits."""
+    import torch
+
+    from runtime.fed.lora_model import base_model, device_model
+
+    torch.set_num_threads(1)
+    tensors = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
+    dev = device_model(art, base_model(art), art.num_blocks, (), 8, tensors)
+    model = dev.module.eval()
+    data = load_digits_split(int(art.config["training"]["data"]["seed"]))
+    with torch.no_grad():
+        logits = model(torch.from_numpy(data.x_test))
+        loss = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(data.y_test)))
+        acc = float((logits.argmax(-1).numpy() == data.y_test).mean())
+    dev.remove_hooks()
+    return acc, loss
+
+
+def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
+    """Identify the clients, then run the planned rounds with layer-wise aggregation; one record per round."""
+    from runtime.fed.lora_model import initial_lora, load_artifact
+
+    art = load_artifact(str(run_config["artifact-dir"]))
+    baseline = str(run_config.get("baseline", "")) or None
+    plan_clients = art.clients(baseline)
+    identities = identify_nodes(grid, int(run_config["num-clients"]), timeout_s=float(run_config.get("connect-timeout-s", 180)))
+    node_configs = {}
+    for node_id, ident in identities.items():
+        dev = str(ident["device-id"])
+        c = plan_clients[dev]
+        node_configs[node_id] = {"device-id": dev, "lora-depth": int(c["lora-depth"]),
+                                 "act-quant-blocks": str(c["act-quant-blocks"]), "act-bits": int(c["act-bits"]),
+                                 "local-steps": int(c["local-steps"]), "batch-size": int(c["batch-size"])}
+    state = {k: v.numpy() for k, v in initial_lora(art).items()}
+    acc0, loss0 = evaluate_global(art, state)
+    report_round(run_config, {"round": 0, "accuracy": acc0, "loss": loss0, "emulated_round_s": 0.0, "clients": {}})
+    replies: dict[int, dict[str, dict[str, Any]]] = {}
+    strategy = LayerwiseLoRA(node_configs, art.lora["blocks_path"], art.num_blocks,
+                             on_replies=lambda r, rec: replies.__setitem__(r, rec))
+
+    def evaluate_fn(server_round: int, arrays: Any) -> MetricRecord:
+        acc, loss = evaluate_global(art, to_numpy(arrays))
+        rec = replies.get(server_round, {})
+        times = [float(m["emulated-round-s"]) for m in rec.values() if "emulated-round-s" in m]
+        report_round(run_config, {"round": server_round, "accuracy": acc, "loss": loss,
+                                  "emulated_round_s": max(times) if times else 0.0, "clients": rec})
+        return MetricRecord({"accuracy": acc, "loss": loss})
+
+    strategy.start(grid, to_record(state), num_rounds=int(run_config["num-rounds"]),
+                   timeout=float(run_config.get("round-timeout-s", 600)), evaluate_fn=lambda r, a: (
+                       None if r == 0 else evaluate_fn(r, a)))
+    report_end(run_config)
+
+
+APPS = FlowerApps(module=__name__, server_main=server_main, client_handlers={"train": client_train})
+server_app = make_server_app(server_main)
+client_app = make_client_app({"train": client_train})

@@ -1,0 +1,159 @@
+"""The fed-lora artifact as the runtime reads it: runtime.yaml, the base model, per-depth PEFT adapters.
+
+`load_artifact(dir)` parses runtime.yaml (written by `planner emit`, see codegen/fed_lora.py);
+`base_model(art)` rebuilds the task model with the emitted weights; `device_model(...)` applies one
+client's plan: the emitted `adapters/depth-<d>/adapter_config.json` through `peft.get_peft_model`,
+the input of the lowest LoRA block detached, the planned blocks' saved activations quantised
+(kernels.saved_activations), and the given LoRA state loaded. This mirrors codegen/fed_lora.py's
+`build_device_model` from the emitted files; a test checks both give the same model.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+from torch import nn
+
+from core.errors import ArtifactError
+from kernels.lora_state import load_lora_state
+from kernels.saved_activations import SavedTensorLedger, detach_block_input, quantize_saved_activations
+
+ARTIFACT_FORMAT = 1
+RUNNABLE_TASKS = ("digits",)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A fed-lora artifact directory and its parsed runtime.yaml."""
+
+    path: Path
+    config: Mapping[str, Any]
+
+    @property
+    def lora(self) -> Mapping[str, Any]:
+        """The LoRA structure (blocks_path, num_blocks, target_modules, head_modules, rank, alpha, act_group, ...)."""
+        return self.config["lora"]
+
+    @property
+    def num_blocks(self) -> int:
+        """L."""
+        return int(self.lora["num_blocks"])
+
+    def clients(self, baseline: str | None = None) -> Mapping[str, Mapping[str, Any]]:
+        """The per-client config map of the plan, or of one of its baselines."""
+        if baseline is None:
+            return self.config["clients"]
+        table = self.config.get("baselines") or {}
+        if baseline not in table:
+            known = ", ".join(sorted(table)) or "none (the plan had too many clients to carry them)"
+            raise ArtifactError(f"the artifact has no baseline '{baseline}'", f"use one of: {known}")
+        return table[baseline]["clients"]
+
+
+@functools.lru_cache(maxsize=4)
+def _read_yaml(path: str, mtime: float) -> Mapping[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Read and check `<path>/runtime.yaml`."""
+    p = Path(path)
+    f = p / "runtime.yaml"
+    if not f.is_file():
+        raise ArtifactError(f"{p} has no runtime.yaml", "pass a directory written by `planner emit`")
+    try:
+        cfg = _read_yaml(str(f), f.stat().st_mtime)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ArtifactError(f"cannot read {f} ({exc.__class__.__name__})", "re-run `planner emit`") from exc
+    if not isinstance(cfg, dict) or cfg.get("family") != "fed-lora":
+        raise ArtifactError(f"{f} is not a fed-lora artifact", "emit a fed-lora plan")
+    if cfg.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{f} has artifact format {cfg.get('format')}, this runtime reads {ARTIFACT_FORMAT}",
+                            "re-run `planner emit` with this version")
+    return Artifact(p, cfg)
+
+
+@functools.lru_cache(maxsize=2)
+def _base_model_cached(path: str, mtime: float) -> nn.Module:
+    art = load_artifact(path)
+    model = art.config["model"]
+    if model.get("task") not in RUNNABLE_TASKS:
+        raise ArtifactError(f"model {model.get('name')} has no federated dataset this runtime can train on",
+                            "plan digits-transformer to run the federation (the emitted adapters and client configs "
+                            "are what real devices take)")
+    from safetensors.torch import load_file
+
+    from runtime.fed.digits_model import DigitsTransformer
+
+    m = DigitsTransformer(**model["arch"])
+    weights = art.path / model["weights"]
+    if not weights.is_file():
+        raise ArtifactError(f"{weights} is missing", "re-run `planner emit`")
+    m.load_state_dict(load_file(str(weights)))
+    return m.eval()
+
+
+def base_model(art: Artifact) -> nn.Module:
+    """A fresh copy of the artifact's base task model with its emitted weights (cached per process)."""
+    f = art.path / "runtime.yaml"
+    return copy.deepcopy(_base_model_cached(str(art.path), f.stat().st_mtime))
+
+
+def initial_lora(art: Artifact) -> dict[str, torch.Tensor]:
+    """The shared initial LoRA (and head) tensors at full depth, by exchange name."""
+    from safetensors.torch import load_file
+
+    return load_file(str(art.path / art.config["adapters"]["initial"]))
+
+
+@dataclass
+class ClientModel:
+    """A client's model following its plan; `module` is the task model with adapters."""
+
+    module: nn.Module
+    trainable_blocks: tuple[int, ...]
+    handles: list[Any]
+
+    def remove_hooks(self) -> None:
+        """Remove the detach and quantisation hooks."""
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+def device_model(art: Artifact, base: nn.Module, depth: int, quant_blocks: tuple[int, ...], bits: int,
+                 state: Mapping[str, torch.Tensor] | None = None, ledger: SavedTensorLedger | None = None) -> ClientModel:
+    """Apply one client's plan to `base` (modified in place; pass a copy)."""
+    from peft import LoraConfig, get_peft_model
+
+    L = art.num_blocks
+    if not 1 <= depth <= L:
+        raise ArtifactError(f"LoRA depth {depth} is outside 1..{L}", "re-emit the plan")
+    cfg_dir = art.path / "adapters" / f"depth-{depth}"
+    if not (cfg_dir / "adapter_config.json").is_file():
+        raise ArtifactError(f"{cfg_dir}/adapter_config.json is missing", "re-run `planner emit`")
+    cfg = LoraConfig.from_pretrained(str(cfg_dir))
+    peft_model = get_peft_model(base, cfg)
+    inner = peft_model.base_model.model
+    if state:
+        load_lora_state(inner, state)
+    blocks = inner.get_submodule(art.lora["blocks_path"])
+    lo = L - depth
+    handles = [detach_block_input(blocks[lo])]
+    if quant_blocks:
+        handles += quantize_saved_activations([blocks[b] for b in sorted(quant_blocks)], bits=bits,
+                                              group=int(art.lora.get("act_group", 64)),
+                                              min_numel=int(art.lora.get("act_min_numel", 1024)), ledger=ledger)
+    return ClientModel(module=inner, trainable_blocks=tuple(range(lo, L)), handles=handles)
+
+
+def parse_blocks(text: str | int) -> tuple[int, ...]:
+    """'5,6' -> (5, 6); '' -> ()."""
+    s = str(text).strip()
+    return tuple(int(x) for x in s.split(",") if x.strip()) if s else ()

@@ -1,0 +1,111 @@
+"""`planner run` for fed-lora artifacts: launch the federation, collect the receipt.
+
+The receipt compares, per device, the plan's prediction with what the run measured (memory: bytes held
+for training, counted on this CPU; round time: EMULATED from this CPU's measured seconds, see
+runtime/fed/lora_app.py) and gives each device's waiting time; per round, the held-out accuracy and
+the emulated wall clock (sum of emulated round times).
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from core.errors import ArtifactError
+from runtime.fed.federation import run_federation
+from runtime.fed.lora_app import APPS
+from runtime.fed.lora_model import load_artifact
+
+EMULATION_NOTE = ("round times are EMULATED: each client's CPU seconds on this machine x (this CPU's measured FLOP/s / "
+                  "the device profile's), plus the bytes it exchanged over its link; memory is counted on this CPU "
+                  "(parameters, gradients, Adam state, saved activations)")
+
+
+def client_nodes(clients: dict[str, Any], all_ids: list[str]) -> list[dict[str, Any]]:
+    """One node config per participating client (depth > 0), in id order."""
+    nodes = []
+    for cid in sorted(clients):
+        c = clients[cid]
+        if int(c["lora-depth"]) <= 0:
+            continue
+        nodes.append({"device-id": cid, "data-partition": all_ids.index(cid), "num-partitions": len(all_ids),
+                      "compute-slowdown": float(c["compute-slowdown"]), "uplink-bytes-per-s": float(c["uplink-bytes-per-s"]),
+                      "downlink-bytes-per-s": float(c["downlink-bytes-per-s"]), "latency-s": float(c["latency-s"])})
+    return nodes
+
+
+def run_fed_lora(artifact_dir: str | Path, *, mode: str = "simulation", rounds: int | None = None,
+                 baseline: str | None = None, workdir: Path | None = None,
+                 on_round: Callable[[dict[str, Any]], None] | None = None, timeout_s: float = 1800.0,
+                 lr: float | None = None) -> dict[str, Any]:
+    """Run the artifact's federation (`mode` "simulation" or "deploy") and return the receipt."""
+    art = load_artifact(artifact_dir)
+    clients = dict(art.clients(baseline))
+    all_ids = sorted(art.config["clients"])
+    nodes = client_nodes(clients, all_ids)
+    if not nodes:
+        raise ArtifactError("no client of this plan trains (every device sits out)", "re-plan with more memory")
+    training = art.config["training"]
+    n_rounds = int(rounds if rounds is not None else training["rounds"])
+    run_config = {"artifact-dir": str(art.path.resolve()), "num-rounds": n_rounds, "baseline": baseline or "",
+                  "lr": float(lr if lr is not None else training["lr"]), "data-alpha": float(training["data"]["alpha"]),
+                  "data-seed": int(training["data"]["seed"]), "emulate-sleep": mode == "deploy"}
+    own_tmp = None
+    if workdir is None:
+        own_tmp = tempfile.TemporaryDirectory(prefix="fed-lora-run-")
+        workdir = Path(own_tmp.name)
+    try:
+        result = run_federation(APPS, run_config, nodes, mode=mode, workdir=workdir, on_round=on_round,
+                                timeout_s=timeout_s)
+    finally:
+        if own_tmp is not None:
+            own_tmp.cleanup()
+    return build_receipt(art.config, clients, result.rounds, mode, baseline, result.wall_s)
+
+
+def build_receipt(config: dict[str, Any], clients: dict[str, Any], rounds: list[dict[str, Any]], mode: str,
+                  baseline: str | None, wall_s: float) -> dict[str, Any]:
+    """Per device predicted vs measured/emulated, waiting times, and the accuracy curve."""
+    per_round = [r for r in rounds if r.get("round", 0) >= 1]
+    devices: dict[str, Any] = {}
+    clock = 0.0
+    curve = []
+    for r in sorted(rounds, key=lambda r: r["round"]):
+        clock += float(r.get("emulated_round_s", 0.0))
+        curve.append({"round": r["round"], "accuracy": r["accuracy"], "loss": r["loss"],
+                      "emulated_round_s": r.get("emulated_round_s", 0.0), "emulated_clock_s": clock})
+    for cid in sorted(clients):
+        c = clients[cid]
+        depth = int(c["lora-depth"])
+        entry: dict[str, Any] = {"lora_depth": depth, "act_quant_blocks": c["act-quant-blocks"],
+                                 "predicted_round_s": c.get("predicted-round-s"),
+                                 "predicted_memory_bytes": c.get("predicted-memory-bytes")}
+        if depth <= 0:
+            entry["sits_out"] = True
+            devices[cid] = entry
+            continue
+        got = [r["clients"][cid] for r in per_round if cid in r.get("clients", {})]
+        errors = [g["error"] for g in got if "error" in g]
+        ok = [g for g in got if "error" not in g]
+        expected = list(range(int(config["lora"]["num_blocks"]) - depth, int(config["lora"]["num_blocks"])))
+        if ok:
+            em = [float(g["emulated-round-s"]) for g in ok]
+            waits = [float(r["emulated_round_s"]) - float(r["clients"][cid]["emulated-round-s"])
+                     for r in per_round if cid in r.get("clients", {}) and "error" not in r["clients"][cid]]
+            mem = max(int(g["measured-memory-bytes"]) for g in ok)
+            entry.update({
+                "emulated_round_s": statistics.median(em), "measured_cpu_s": statistics.median(float(g["measured-cpu-s"]) for g in ok),
+                "wait_s": statistics.median(waits), "measured_memory_bytes": mem,
+                "memory_error": (mem / entry["predicted_memory_bytes"] - 1) if entry.get("predicted_memory_bytes") else None,
+                "round_time_error": (statistics.median(em) / entry["predicted_round_s"] - 1) if entry.get("predicted_round_s") else None,
+                "trained_blocks": [int(b) for b in ok[0]["trained-blocks"]],
+                "trained_planned_depth": all([int(b) for b in g["trained-blocks"]] == expected for g in ok),
+                "rounds": len(ok)})
+        if errors:
+            entry["errors"] = errors
+        devices[cid] = entry
+    return {"family": "fed-lora", "mode": mode, "baseline": baseline, "emulation": EMULATION_NOTE,
+            "wall_s": wall_s, "rounds": curve, "devices": devices,
+            "final_accuracy": curve[-1]["accuracy"] if curve else None,
+            "emulated_clock_s": clock}

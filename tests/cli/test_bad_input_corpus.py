@@ -1,0 +1,196 @@
+"""The bad-input corpus: every case ends with exit code 2, exactly one line on stderr that starts with
+`error:` and names the problem, no traceback, and nothing written or changed on disk.
+
+Cases run in-process (`planner.cli.main(argv)`) inside one prepared folder (tests/cli/corpus_fixtures.py);
+paths in the cases are relative to it. A fragment list names what the one line must contain (the flag,
+file or field at fault, and words of the fix).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from planner.cli import main
+from tests.cli.corpus_fixtures import snapshot
+
+PLAN = ["plan", "mixtral-8x7b", "--hardware", "a100_24gb"]
+SMALL = ["plan", "small_moe.json", "--hardware", "a100_24gb"]
+SPLIT = ["plan", "digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb"]
+LONG = "q" * 300 + ".json"
+
+CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
+    # ---- names
+    ("unknown model", ["plan", "mixtral-8x7", "--hardware", "a100_24gb"], ("unknown model 'mixtral-8x7'", "mixtral-8x7b")),
+    ("unknown hardware", ["plan", "mixtral-8x7b", "--hardware", "a100_24g"], ("unknown hardware", "a100_24gb")),
+    ("capped above base", ["plan", "mixtral-8x7b", "--hardware", "a100_200gb"], ("more memory than",)),
+    ("capped at zero", ["plan", "mixtral-8x7b", "--hardware", "a100_0gb"], ("caps memory at 0",)),
+    ("unknown cloud", SPLIT + ["--cloud", "a200"], ("unknown hardware 'a200' (--cloud)",)),
+    ("unknown scenario", PLAN + ["--scenario", "moe-offlod"], ("unknown scenario", "moe-offload")),
+    ("unknown factory", ["plan", "nosuch_pkg.mod:make", "--hardware", "a100_24gb"], ("cannot import model factory",)),
+    ("dense model alone", ["plan", "resnet50", "--hardware", "a100_24gb"], ("no scenario applies", "--cloud")),
+    ("moe scenario on dense", ["plan", "resnet50", "--hardware", "a100_24gb", "--scenario", "moe-offload"],
+     ("has no MoE layers",)),
+    ("hardware file missing", ["plan", "mixtral-8x7b", "--hardware", "nope/hw.yaml"], ("does not exist",)),
+    ("hardware efficiency > 1", ["plan", "mixtral-8x7b", "--hardware", "eff15.yaml"], ("efficiency_compute", "cannot exceed 1")),
+    ("hardware unknown field", ["plan", "mixtral-8x7b", "--hardware", "extra_field.yaml"], ("unknown field", "speed")),
+    ("hardware negative memory", ["plan", "mixtral-8x7b", "--hardware", "neg_memory.yaml"], ("memory_bytes",)),
+    ("hardware not a mapping", ["plan", "mixtral-8x7b", "--hardware", "list.yaml"], ("does not hold a mapping",)),
+    # ---- model config files
+    ("config 0 experts", ["plan", "zero_experts.json", "--hardware", "a100_24gb"], ("zero_experts.json", "0 experts")),
+    ("config unknown type", ["plan", "unknown_type.json", "--hardware", "a100_24gb"], ("model_type 'no_such_arch'",)),
+    ("config non-numeric", ["plan", "nonnumeric.json", "--hardware", "a100_24gb"], ("hidden_size", "not a whole number")),
+    ("config top-k 0", ["plan", "topk0.json", "--hardware", "a100_24gb"], ("top-k", "between 1 and 8")),
+    ("config top-k > experts", ["plan", "topk9.json", "--hardware", "a100_24gb"], ("top-k", "9", "8 experts")),
+    ("config no model_type", ["plan", "no_type.json", "--hardware", "a100_24gb"], ("no 'model_type'",)),
+    ("config not JSON", ["plan", "notjson.json", "--hardware", "a100_24gb"], ("not valid JSON",)),
+    ("config not an object", ["plan", "array.json", "--hardware", "a100_24gb"], ("does not hold a JSON object",)),
+    ("config missing", ["plan", "nope/config.json", "--hardware", "a100_24gb"], ("does not exist",)),
+    ("config with --tiny", SMALL + ["--tiny"], ("no tiny same-architecture version",)),
+    # ---- units and ranges (moe-offload)
+    ("budget bare number", PLAN + ["--expert-budget", "12"], ("--expert-budget", "no unit", "12GiB")),
+    ("budget unknown unit", PLAN + ["--expert-budget", "12XB"], ("unknown unit 'XB'",)),
+    ("budget share > 100%", PLAN + ["--expert-budget", "150%"], ("between 0% and 100%",)),
+    ("budget negative", PLAN + ["--expert-budget=-5GiB"], ("negative",)),
+    ("budget garbage", PLAN + ["--expert-budget", "lots"], ("cannot read --expert-budget",)),
+    ("context 0", PLAN + ["--context", "0"], ("--context 0", "at least 1")),
+    ("batch negative", PLAN + ["--batch=-1"], ("--batch -1", "at least 1")),
+    ("batch not a number", PLAN + ["--batch", "x"], ("--batch 'x'", "whole number")),
+    ("expert bits 3", PLAN + ["--expert-bits", "3"], ("--expert-bits", "16, 8, 4")),
+    ("trace missing", PLAN + ["--trace", "missing.npz"], ("--trace missing.npz", "does not exist")),
+    ("trace truncated", SMALL + ["--trace", "trunc.npz"], ("not a routing trace",)),
+    ("trace is text", SMALL + ["--trace", "text.npz"], ("not a routing trace",)),
+    ("trace other zip", SMALL + ["--trace", "other.npz"], ("not a routing trace",)),
+    ("trace for another shape", SMALL + ["--trace", "wrong_shape.npz"], ("2 MoE layers", "--preset")),
+    ("plan trace tokens 0", PLAN + ["--trace-tokens", "0"], ("--trace-tokens 0", "at least 16")),
+    ("plan trace preset unknown", PLAN + ["--trace-preset", "zipf"], ("--trace-preset", "moepic-calibrated")),
+    ("granularity 0", PLAN + ["--theta-granularity", "0"], ("--theta-granularity 0", "at least 1")),
+    ("granularity not dividing", SMALL + ["--theta-granularity", "7"], ("granularity 7", "does not divide")),
+    ("k-prefetch above experts", SMALL + ["--k-prefetch", "99"], ("--k-prefetch 99",)),
+    ("sim tokens 0", PLAN + ["--sim-tokens", "0"], ("--sim-tokens 0",)),
+    ("inner unknown", PLAN + ["--inner", "magic"], ("--inner", "fixed_point")),
+    ("budget does not fit", SMALL + ["--hardware", "a100_1gb", "--expert-budget", "900MiB"], ("does not fit", "--expert-budget")),
+    ("device too small", ["plan", "mixtral-8x7b", "--hardware", "a100_2gb"], ("at least", "GiB")),
+    ("calibration missing", PLAN + ["--calibration", "nope.yaml"], ("--calibration nope.yaml", "does not exist")),
+    ("calibration not one", PLAN + ["--calibration", "moe.json"], ("not a calibration file",)),
+    ("calibration of other family", SMALL + ["--calibration", "cal_split.yaml"], ("measured for split-inference",)),
+    ("split flag on moe plan", SMALL + ["--rtt", "30ms"], ("--rtt is a split-inference flag", "moe-offload")),
+    ("no hardware for moe", ["plan", "mixtral-8x7b"], ("need a device profile", "--hardware")),
+    # ---- units and ranges (split-inference)
+    ("rtt bare number", SPLIT + ["--rtt", "30"], ("--rtt", "no unit", "30ms")),
+    ("rtt unknown unit", SPLIT + ["--rtt", "30 fortnights"], ("cannot read --rtt",)),
+    ("link bare number", SPLIT + ["--link", "20"], ("--link", "no unit", "20mbps")),
+    ("link 1 bps", SPLIT + ["--link", "1bps"], ("--link 1bps", "out of range")),
+    ("link zero", SPLIT + ["--link", "0mbps"], ("bandwidth of 0",)),
+    ("link range reversed", SPLIT + ["--link", "100mbps..1mbps"], ("range", "is empty")),
+    ("link garbage", SPLIT + ["--link", "fast"], ("cannot read --link 'fast'",)),
+    ("epsilon bare", SPLIT + ["--link", "5mbps", "--epsilon", "0.01"], ("--epsilon", "percentage")),
+    ("epsilon 100%", SPLIT + ["--link", "5mbps", "--epsilon", "100%"], ("--epsilon 100%", "below 100%")),
+    ("epsilon negative", SPLIT + ["--link", "5mbps", "--epsilon=-1%"], ("--epsilon -1%", "out of range")),
+    ("t-max zero", SPLIT + ["--link", "5mbps", "--t-max", "0ms"], ("--t-max 0ms",)),
+    ("t-max unreachable", SPLIT + ["--link", "5mbps", "--t-max", "1us"], ("--t-max", "Raise --t-max to at least")),
+    ("table levels 1", SPLIT + ["--link", "1mbps..9mbps", "--table-levels", "1"], ("--table-levels 1",)),
+    ("moe flag on split plan", SPLIT + ["--expert-budget", "1GiB"], ("--expert-budget is a moe-offload flag",)),
+    # ---- plan output paths
+    ("plan -o user file", SMALL + ["-o", "f"], ("-o f exists", "--force")),
+    ("plan -o directory", SMALL + ["-o", "d"], ("-o d is a directory",)),
+    ("plan -o device", SMALL + ["-o", "/dev/null"], ("character device",)),
+    ("plan -o below a file", SMALL + ["-o", "f/plan.json"], ("lies below f", "not a directory")),
+    ("plan -o name too long", SMALL + ["-o", LONG], ("file name is 305 bytes",)),
+    ("plan -o no name", SMALL + ["-o", "d/.."], ("has no file name",)),
+    # ---- inspect
+    ("inspect missing", ["inspect", "nope.json"], ("does not exist",)),
+    ("inspect truncated", ["inspect", "truncated.json"], ("not valid JSON",)),
+    ("inspect array", ["inspect", "array.json"], ("not an object",)),
+    ("inspect v99", ["inspect", "v99.json"], ("schema_version 99",)),
+    ("inspect no model", ["inspect", "nomodel.json"], ("missing 'model'",)),
+    ("inspect string objective", ["inspect", "strobj.json"], ("objective.value", "not a number")),
+    ("inspect split ratio 1.7", ["inspect", "ratio17.json"], ("violates its constraints", "split_ratio 1.7")),
+    ("inspect negative budget", ["inspect", "negbudget.json"], ("violates its constraints",)),
+    ("inspect negative slots", ["inspect", "negslots.json"], ("violates its constraints", "cached_experts -2")),
+    ("inspect unknown family", ["inspect", "nofamily.json"], ("unknown family 'nosuch-family'",)),
+    ("inspect plot format", ["inspect", "moe.json", "--plot", "out.txt"], ("unknown figure format '.txt'",)),
+    ("inspect plot user file", ["inspect", "moe.json", "--plot", "user.png"], ("--plot user.png exists", "not a figure")),
+    ("inspect plot over file", ["inspect", "moe.json", "--plot", "d/notes.txt"], ("unknown figure format",)),
+    # ---- diff
+    ("diff tolerance bare", ["diff", "moe.json", "moe.json", "--tolerance", "1"], ("--tolerance", "percentage")),
+    ("diff tolerance negative", ["diff", "moe.json", "moe.json", "--tolerance=-1%"], ("--tolerance -1%",)),
+    ("diff different requests", ["diff", "moe.json", "tiny.json"], ("different requests", "tiny")),
+    ("diff different families", ["diff", "moe.json", "split.json"], ("different requests", "family")),
+    ("diff missing", ["diff", "moe.json", "nope.json"], ("does not exist",)),
+    ("diff max rows 0", ["diff", "moe.json", "moe.json", "--max-rows", "0"], ("--max-rows 0",)),
+    # ---- emit
+    ("emit into user dir", ["emit", "tiny.json", "-o", "d"], ("-o d is a directory that `planner emit` did not write", "--force")),
+    ("emit onto a file", ["emit", "tiny.json", "-o", "f"], ("-o f is a file",)),
+    ("emit onto a file forced", ["emit", "tiny.json", "-o", "f", "--force"], ("-o f is a file", "never replaced")),
+    ("emit onto a device", ["emit", "tiny.json", "-o", "/dev/null", "--force"], ("character device",)),
+    ("emit over a tampered artifact", ["emit", "tiny.json", "-o", "tampered"], ("did not write (or whose files were changed",)),
+    ("emit invalid plan", ["emit", "ratio17.json", "-o", "new_build"], ("violates its constraints",)),
+    ("emit seed not a number", ["emit", "tiny.json", "-o", "new_build", "--seed", "x"], ("--seed 'x'",)),
+    ("emit run flag", ["emit", "tiny.json", "-o", "new_build", "--max-new-tokens", "3"], ("unrecognized arguments",)),
+    ("emit below a file", ["emit", "tiny.json", "-o", "f/build"], ("lies below f",)),
+    # ---- run
+    ("run missing", ["run", "nope_dir"], ("does not exist",)),
+    ("run no manifest", ["run", "nomanifest"], ("no manifest.json",)),
+    ("run tampered", ["run", "tampered"], ("runtime.yaml is corrupted",)),
+    ("run not an artifact", ["run", "d"], ("no manifest.json",)),
+    ("run tokens 0", ["run", "art", "--max-new-tokens", "0"], ("--max-new-tokens 0",)),
+    ("run policy unknown", ["run", "art", "--policy", "fifo"], ("--policy", "lcp")),
+    ("run baseline unknown", ["run", "art", "--baseline", "nosuch"], ("no runnable baseline 'nosuch'",)),
+    ("run temperature negative", ["run", "art", "--temperature=-1"], ("--temperature -1",)),
+    ("run json onto user file", ["run", "art", "--json", "f"], ("--json f exists", "--force")),
+    ("run json onto device", ["run", "art", "--json", "/dev/null"], ("character device",)),
+    ("run empty prompt", ["run", "art", "--prompt", ""], ("--prompt is empty",)),
+    # ---- trace
+    ("trace tokens 0", ["trace", "mixtral-8x7b", "--tiny", "-o", "t.npz", "--max-new-tokens", "0"], ("--max-new-tokens 0",)),
+    ("trace dense model", ["trace", "digits-cnn", "--tiny", "-o", "t.npz"], ("has no MoE layers",)),
+    ("trace needs tiny", ["trace", "mixtral-8x7b", "-o", "t.npz"], ("--tiny",)),
+    ("trace preset unknown", ["trace", "mixtral-8x7b", "--preset", "zipf", "-o", "t.npz"], ("unknown trace preset",)),
+    ("trace onto user file", ["trace", "mixtral-8x7b", "--preset", "bursty", "-o", "f"], ("-o f exists",)),
+    ("trace prompts missing", ["trace", "mixtral-8x7b", "--tiny", "-o", "t.npz", "--prompts", "nope.txt"],
+     ("--prompts nope.txt does not exist",)),
+    ("trace prompts empty", ["trace", "mixtral-8x7b", "--tiny", "-o", "t.npz", "--prompts", "prompts_empty.txt"],
+     ("has no prompts",)),
+    ("trace temperature negative", ["trace", "mixtral-8x7b", "--tiny", "-o", "t.npz", "--temperature=-0.5"],
+     ("--temperature -0.5",)),
+    # ---- profile, hardware, calibrate, export, argparse
+    ("profile negative seq-len", ["profile", "mixtral-8x7b", "--seq-len", "-4"], ("--seq-len -4", "at least 1")),
+    ("profile unknown model", ["profile", "mixtral-8x7"], ("unknown model",)),
+    ("hardware show unknown", ["hardware", "show", "a100"], ("unknown hardware",)),
+    ("hardware measure onto file", ["hardware", "measure", "-o", "f"], ("-o f exists",)),
+    ("hardware measure onto dir", ["hardware", "measure", "-o", "d"], ("is a directory",)),
+    ("calibrate unknown scenario", ["calibrate", "mixtral-8x7b", "--scenario", "nope", "-o", "c.yaml"], ("unknown scenario",)),
+    ("calibrate moe without tiny", ["calibrate", "mixtral-8x7b", "--scenario", "moe-offload", "-o", "c.yaml"], ("--tiny",)),
+    ("calibrate onto user file", ["calibrate", "digits-cnn", "--scenario", "split-inference", "-o", "f"], ("-o f exists",)),
+    ("export unknown target", ["export", "moe.json", "--to", "vllm"], ("cannot be exported to 'vllm'",)),
+    ("export invalid plan", ["export", "ratio17.json", "--to", "llama.cpp"], ("violates its constraints",)),
+    ("no command", [], ("required",)),
+    ("unknown command", ["plann"], ("invalid choice",)),
+    ("plan without model", ["plan"], ("required", "model")),
+    ("unknown flag", PLAN + ["--budget", "1GiB"], ("unrecognized arguments: --budget",)),
+]
+
+
+@pytest.mark.parametrize("name,argv,fragments", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(name: str, argv: list[str], fragments: tuple[str, ...],
+                                                         corpus_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(corpus_dir)
+    before = snapshot(corpus_dir)
+    code = main(argv)
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert code == 2, (code, out.err, out.out)
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.err
+    assert "Traceback" not in out.err + out.out
+    text = " ".join(out.err.split())
+    for f in fragments:
+        assert f in text, text
+    assert snapshot(corpus_dir) == before, "a bad-input case changed the disk"
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 80
+    assert len({c[0] for c in CASES}) == len(CASES)
+    commands = {c[1][0] for c in CASES if c[1]}
+    assert {"plan", "inspect", "diff", "emit", "run", "trace", "profile", "hardware", "calibrate", "export"} <= commands
