@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from core.errors import PeerError
-from runtime.fed.federation import (FlowerApps, identify_nodes, make_client_app, make_server_app, report_round,
-                                    sleep_to)  # first: it turns Flower's telemetry off before flwr is imported
+from runtime.fed.federation import (FlowerApps, identify_nodes, make_client_app, make_server_app, report_end,
+                                    report_round, sleep_to)  # first: it turns Flower's telemetry off before flwr is imported
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from runtime.fed.compression import (ARRAYS_KEY, CONFIG_KEY, INSTALL_KEY, METRICS_KEY, ClientRound, CodecSettings,
@@ -186,6 +186,7 @@ def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
 
     strategy.start(grid, dense_record(initial), num_rounds=len(job["rounds"]),
                    timeout=float(job.get("round_timeout_s", 300)), evaluate_fn=evaluate)
+    report_end(run_config)
 
 
 MODS = (compression_mod,)
