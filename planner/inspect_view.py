@@ -49,7 +49,8 @@ def header(plan: Plan) -> Table:
 def _short_metric(m: str) -> str:
     return {"objective_ms": "J ms", "period_ms": "period ms", "latency_ms": "lat ms", "throughput_rps": "req/s",
             "bytes_per_request": "B/req", "accuracy_drop": "acc drop", "tpot_ms": "TPOT ms", "hit_rate": "hit",
-            "bytes_per_token": "B/token", "round_time_s": "round s"}.get(m, m)
+            "bytes_per_token": "B/token", "round_time_s": "round s", "traffic_bytes_per_round": "B/round",
+            "progress_rate_per_s": "R /s", "peak_memory_bytes": "peak mem"}.get(m, m)
 
 
 def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False) -> Table:
