@@ -86,14 +86,16 @@ def _settings(rt: dict[str, Any], config: str) -> tuple[list[LayerSettings], str
     layers = rt["layers"]
     if config == "plan":
         s = [LayerSettings(l["moe_index"], l["layer"], int(l["f_top"]), int(l["capacity"]), bool(l["prefetch"]),
-                           tuple(l["initial_resident"]), l.get("misses_on") == "host_cpu") for l in layers]
+                           tuple(l["initial_resident"]), l.get("misses_on") == "host_cpu", l.get("misses_on") == "split")
+             for l in layers]
         return s, rt["eviction"]["policy"], dict(rt["predicted"]), dict(rt["simulated"])
     base = rt.get("baselines", {}).get(config)
     if base is None:
         raise ArtifactError(f"the plan has no runnable baseline '{config}'",
                             f"use one of: plan, {', '.join(sorted(rt.get('baselines', {})))}")
     s = [LayerSettings(l["moe_index"], l["layer"], int(b["f_top"]), int(b["capacity"]), bool(b["prefetch"]),
-                       tuple(b.get("initial_resident", ())), bool(b.get("cpu_misses", False)))
+                       tuple(b.get("initial_resident", ())), bool(b.get("cpu_misses", False)),
+                       bool(b.get("split_misses", False)))
          for l, b in zip(layers, base["layers"])]
     return (s, base["eviction"], {"tpot_ms": base["predicted_tpot_ms"], "hit_rate": base["predicted_hit_rate"]},
             {"tpot_ms": base["simulated_tpot_ms"], "hit_rate": base["simulated_hit_rate"]})

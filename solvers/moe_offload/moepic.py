@@ -26,6 +26,7 @@ class MoEpicConfig:
     perfect_prediction: bool = False   # bound: recall 1 everywhere (used with policy="belady")
     uniform_budget: bool = False       # ablation: B/L per layer instead of divide and conquer
     cpu_misses: bool = False           # extension: a layer may compute its misses on the host CPU
+    split_misses: bool = False         # extension: a layer may split its misses between link + device and host
 
 
 def running_argmin(values: np.ndarray) -> np.ndarray:
@@ -49,9 +50,11 @@ def layer_curves(problem: MoeOffloadProblem, config: MoEpicConfig) -> list[Layer
     for i in range(problem.num_layers):
         recall = 1.0 if config.perfect_prediction else None
         if config.inner == "scan":
-            curves.append(inner_scan(problem, i, config.policy, recall, allow_cpu=config.cpu_misses))
+            curves.append(inner_scan(problem, i, config.policy, recall, allow_cpu=config.cpu_misses,
+                                      allow_split=config.split_misses))
         elif config.inner == "fixed_point":
-            curves.append(inner_fixed_point(problem, i, config.policy, recall, allow_cpu=config.cpu_misses))
+            curves.append(inner_fixed_point(problem, i, config.policy, recall, allow_cpu=config.cpu_misses,
+                                      allow_split=config.split_misses))
         else:
             raise ValueError(f"unknown inner solver {config.inner}")
     return curves
@@ -65,15 +68,18 @@ def solution_from_units(problem: MoeOffloadProblem, curves: list[LayerCurve], un
     caps = np.zeros(L, dtype=np.int64)
     pref = np.zeros(L, dtype=bool)
     cpu = np.zeros(L, dtype=bool)
+    split = np.full(L, np.nan)
     for i, cv in enumerate(curves):
         at = int(running_argmin(cv.time_s)[min(int(units[i]), len(cv.time_s) - 1)])
         thetas[i], caps[i], pref[i] = cv.theta[at], cv.capacity[at], cv.prefetch[at]
         cpu[i] = bool(cv.cpu[at]) if cv.cpu is not None else False
+        split[i] = cv.split[at] if cv.split is not None else np.nan
     recall = np.ones(L) if config.perfect_prediction else None
-    metrics = evaluate(problem, thetas, caps, pref, config.policy, recall=recall, cpu_layers=cpu)
+    metrics = evaluate(problem, thetas, caps, pref, config.policy, recall=recall, cpu_layers=cpu, split=split)
     return MoeOffloadSolution(status=status, budget_units=units.astype(np.int64), thetas=thetas, capacities=caps,
                               prefetch=pref, policy=config.policy, objective=metrics.tpot_s, metrics=metrics,
-                              wall_time_s=watch.elapsed(), trace=tuple(trace), cpu_layers=cpu if cpu.any() else None)
+                              wall_time_s=watch.elapsed(), trace=tuple(trace), cpu_layers=cpu if cpu.any() else None,
+                              split_fraction=split if np.isfinite(split).any() else None)
 
 
 def solve(problem: MoeOffloadProblem, config: MoEpicConfig = MoEpicConfig()) -> MoeOffloadSolution:

@@ -108,9 +108,9 @@ class MoeOffloadFamily(Family):
         return validate_plan_decisions(dict(plan.decisions), dict(plan.constraints))
 
     def inspect(self, plan: Any, wide: bool = False) -> list[Any]:
-        from planner.families.moe_offload.views import memory_table, moe_layers_table
+        from planner.families.moe_offload.views import inspect_tables
 
-        return [memory_table(plan), moe_layers_table(plan, wide)]
+        return inspect_tables(plan, wide)
 
     def baseline_metrics(self, plan: Any, wide: bool = False) -> tuple[str, ...]:
         return ("tpot_ms", "hit_rate", "bytes_per_token") if wide else ("tpot_ms", "hit_rate")

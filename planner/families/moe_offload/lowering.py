@@ -60,6 +60,7 @@ class MoeOffloadOptions:
     measured_timing: Mapping[str, Any] | None = None   # decode times measured on this CPU (a calibration file)
     calibration: Mapping[str, str] | None = None       # {"file": ..., "sha256": ...} of that file
     cpu_misses: bool = True                 # allow CPU-miss layers where the host's bandwidth is known
+    split_misses: bool = True               # with cpu_misses: allow split layers (misses on link + device and host at once)
     warmup_tokens: int | None = None        # trace steps that warm caches before counting (auto: T/8, at most 256)
 
     def calibration_input(self) -> dict[str, Any]:
@@ -280,7 +281,8 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
         expert_compute_s=timing["expert_s"], attention_compute_s=timing["attention_s"],
         other_compute_s=timing["other_s"], hit_curves=curves, recall=stats.recall,
         distinct_experts=stats.distinct_per_step, budget_bytes=B, budget_unit_bytes=unit,
-        host_expert_compute_s=timing["host_expert_s"])
+        host_expert_compute_s=timing["host_expert_s"],
+        host_dram_bytes_per_s=float(hw.host_memory_bandwidth_bytes_per_s) if hw.host_memory_bandwidth_bytes_per_s else None)
     notes = []
     dips = [(names[i], float((np.maximum.accumulate(c) - c).max())) for i, c in enumerate(curves["lcp"])]
     worst = max(dips, key=lambda d: d[1])
@@ -299,15 +301,30 @@ def sim_config(low: MoeLowered, sol: Any, perfect_prediction: bool = False) -> A
     from runtime.sim.moe_offload import SimConfig, SimLayer
 
     p = low.problem
-    cpu = sol.cpu_layers if sol.cpu_layers is not None else np.zeros(p.num_layers, dtype=bool)
     static = low.final_orders["static"]
-    layers = tuple(SimLayer(int(sol.capacities[i]), float(sol.thetas[i]), sol.policy if sol.policy in ("lcp", "lru", "lfu", "belady") else "lcp",
-                            bool(sol.prefetch[i]), bool(cpu[i]),
-                            tuple(static[i][: int(sol.capacities[i])]) if cpu[i] else ())
-                   for i in range(p.num_layers))
-    return SimConfig(layers, p.expert_bytes, p.bandwidth_bytes_per_s, p.expert_compute_s,
+    hybri = dict(sol.params).get("baseline") == "hybrimoe"
+    layers = []
+    for i in range(p.num_layers):
+        c = int(sol.capacities[i])
+        mode = "hybrimoe" if hybri else sol.miss_mode(i)
+        kind = {"link": "gpu", "host": "cpu", "split": "split", "hybrimoe": "hybrimoe"}[mode]
+        layers.append(SimLayer(c, float(sol.thetas[i]), sol.policy if sol.policy in ("lcp", "lru", "lfu", "belady") else "lcp",
+                               bool(sol.prefetch[i]), kind == "cpu",
+                               # HybriMoE's loader fills each layer's slots with the lowest expert ids first
+                               tuple(static[i][:c]) if kind in ("cpu", "split") else
+                               tuple(range(min(c, p.num_experts))) if kind == "hybrimoe" else (), mode=kind,
+                               split=float(sol.split_fraction[i]) if kind == "split" else 0.0,
+                               prefetch_size=int(dict(sol.params).get("prefetch_size", 0)) if hybri else 0,
+                               mrs_alpha=float(dict(sol.params).get("mrs_alpha", 0.5)) if hybri else 0.5))
+    return SimConfig(tuple(layers), p.expert_bytes, p.bandwidth_bytes_per_s, p.expert_compute_s,
                      tuple(float(a) for a in p.attention_compute_s), p.other_compute_s, p.host_expert_compute_s,
-                     low.options.rho, low.options.omega, perfect_prediction)
+                     low.options.rho, low.options.omega, perfect_prediction, p.host_dram_bytes_per_s)
+
+
+def sim_window(low: MoeLowered) -> np.ndarray:
+    """The trace steps the simulator measures (after warm-up): the window the floor is computed over."""
+    w = warmup_steps(low.trace, low.options)
+    return np.asarray(low.trace.experts[w: w + low.options.sim_tokens])
 
 
 def simulate_solution(low: MoeLowered, sol: Any, perfect_prediction: bool = False) -> Any:
@@ -334,11 +351,12 @@ def layer_decisions(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> list[dict
     """Per-layer decisions with the numbers behind them (names, not indices)."""
     p = low.problem
     out = []
-    cpu = sol.cpu_layers if sol.cpu_layers is not None else np.zeros(p.num_layers, dtype=bool)
     for i, name in enumerate(p.layer_names):
         th = float(sol.thetas[i])
         c = int(sol.capacities[i])
-        order = low.final_orders["static" if cpu[i] else sol.policy]
+        mode = sol.miss_mode(i)
+        order = low.final_orders["static" if mode in ("host", "split") else sol.policy]
+        alpha = float(sol.split_fraction[i]) if mode == "split" else None
         out.append({
             "layer": name,
             "moe_index": i,
@@ -348,7 +366,7 @@ def layer_decisions(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> list[dict
             "f_top": int(round(th * p.intermediate_size)),
             "cached_experts": c,
             "prefetch": bool(sol.prefetch[i]),
-            "misses_on": "host_cpu" if cpu[i] else "link",
+            "misses_on": {"host": "host_cpu", "split": "split", "link": "link"}[mode],
             "initial_resident": [int(e) for e in order[i][:c]],
             "predicted": {"hit_rate": float(pred.hit_rate[i]), "recall": float(p.recall[i]) if sol.prefetch[i] else 0.0,
                           "bytes_per_token": float(pred.bytes_per_step[i]), "stall_ms": float(pred.stall_s[i] * 1e3),
@@ -357,6 +375,13 @@ def layer_decisions(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> list[dict
                           "bytes_per_token": float(sim.layer_bytes_per_token[i]),
                           "stall_ms": float(sim.layer_stall_s[i] * 1e3)},
         })
+        if alpha is not None:
+            # a split layer: each miss's top rows [0, copy_f_top) are copied and computed on the device,
+            # the rest computed on the host CPU; the cache holds whole experts (split_ratio 1)
+            out[-1]["split_fraction"] = alpha
+            out[-1]["copy_f_top"] = int(round(alpha * p.intermediate_size))
+            out[-1]["predicted"]["host_bytes_per_token"] = float(p.distinct_experts[i] * (1 - pred.hit_rate[i])
+                                                                 * (1 - alpha) * p.expert_bytes)
     return out
 
 
@@ -389,6 +414,10 @@ def baseline_decisions(sol: Any) -> dict[str, Any]:
          "prefetch": [bool(x) for x in sol.prefetch], "eviction": sol.policy}
     if sol.cpu_layers is not None:
         d["misses_on_host_cpu"] = [bool(x) for x in sol.cpu_layers]
+    if sol.split_fraction is not None:
+        d["split_fraction"] = [float(a) if np.isfinite(a) else None for a in sol.split_fraction]
+    if dict(sol.params).get("baseline") == "hybrimoe":
+        d["runtime"] = "simulator only (the runtime does not implement HybriMoE's per-step scheduler)"
     return d
 
 
@@ -423,6 +452,16 @@ def validate_plan_decisions(decisions: dict[str, Any], constraints: dict[str, An
             out.append(f"{name}: cached tops need {used:.0f} B, above the layer budget {b:.0f} B")
         if len(lay.get("initial_resident", [])) > c:
             out.append(f"{name}: more initially resident experts than cached slots")
+        if lay.get("misses_on") == "split":
+            a = lay.get("split_fraction")
+            if a is None or not 0.0 <= float(a) <= 1.0:
+                out.append(f"{name}: a split layer needs split_fraction in [0, 1], not {a}")
+            elif int(lay.get("copy_f_top", -1)) % g and 0.0 < float(a) < 1.0:
+                out.append(f"{name}: copy_f_top {lay.get('copy_f_top')} is not a multiple of the granularity {g}")
+            elif abs(float(a) * f - int(lay.get("copy_f_top", -1))) > 0.5:
+                out.append(f"{name}: copy_f_top {lay.get('copy_f_top')} does not match split_fraction {a}")
+            if c > 0 and th != 1.0:
+                out.append(f"{name}: a split layer caches whole experts (split_ratio 1), not {th}")
     if total > budget * slack + 1:
         out.append(f"layer budgets sum to {total:.0f} B, above the expert-cache budget {budget:.0f} B")
     return out

@@ -39,7 +39,8 @@ def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
     """Per-layer decisions (budget, theta, cached tops, prefetch, where misses are served) and predicted figures."""
     d = plan.decisions
     n = d["num_experts"]
-    t = Table(title="per MoE layer (misses: host = computed on the host CPU, link = copied to the device)",
+    t = Table(title="per MoE layer (misses: host = computed on the host CPU, link = copied to the device,\n"
+                    "split N% = top N% of rows copied + computed on the device, the rest on the host)",
               title_justify="left")
     cols = [("layer", "left"), ("budget", "right"), ("theta", "right"), ("cached", "right"), ("pf", "center"),
             ("misses", "left"), ("hit", "right")]
@@ -53,9 +54,9 @@ def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
         t.add_column(col, justify=just)
     for lay in d.get("layers", []):
         p, s = lay["predicted"], lay["simulated"]
-        row = [short_layer(lay["layer"]), fmt_bytes(lay["budget_bytes"]), f"{lay['split_ratio']:.3f}",
+        row = [short_layer(lay["layer"]), short_bytes(lay["budget_bytes"]), f"{lay['split_ratio']:.3f}",
                f"{lay['cached_experts']}/{n}", "yes" if lay["prefetch"] else "no",
-               "host" if lay.get("misses_on") == "host_cpu" else "link", f"{p['hit_rate']:.1%}"]
+               misses_label(lay), f"{p['hit_rate']:.1%}"]
         if wide:
             row += [f"{s['hit_rate']:.1%}", f"{p['recall']:.2f}"]
         row += [f"{p['stall_ms']:.2f}"]
@@ -64,6 +65,58 @@ def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
         row += [f"{p['bytes_per_token'] / 1e6:.1f}"]
         t.add_row(*row)
     return t
+
+
+def short_bytes(n: float) -> str:
+    """Bytes in at most 6 characters: '672M', '1.50G', '0'."""
+    if n <= 0:
+        return "0"
+    for unit, scale in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.2f}{unit}" if v < 10 else f"{v:.0f}{unit}"
+    return f"{n:.0f}"
+
+
+def misses_label(lay: dict[str, Any]) -> str:
+    """How one layer serves its misses, in a few characters."""
+    on = lay.get("misses_on")
+    if on == "split":
+        return f"split{float(lay.get('split_fraction', 0.0)):.0%}"
+    return "host" if on == "host_cpu" else "link"
+
+
+def floor_table(plan: Plan, wide: bool = False) -> Table | None:
+    """The physical floor: its value, the term that binds it, and the terms of its schedule."""
+    b = plan.bound
+    if b is None or "binding" not in b.predicted:
+        return None
+    p = b.predicted
+    t = Table(title=f"floor {b.value:.1f} ms/token (plan {plan.objective.value / b.value:.2f}x): binding term "
+                    f"{p['binding']}", title_justify="left")
+    t.add_column("term")
+    t.add_column("ms/token", justify="right")
+    t.add_column("weight", justify="right")
+    mult = p.get("multipliers", {})
+    rows = (("host DRAM at peak (non-resident bytes / P)", "dram_ms", "dram"),
+            ("link (copied bytes / BW)", "link_ms", "link"),
+            ("critical path, host side", "critical_path_host_ms", "critical path (host side)"),
+            ("critical path, device side", "critical_path_device_ms", "critical path (device side)"))
+    for label, key, mkey in rows:
+        t.add_row(label, f"{p.get(key, float('nan')):.1f}", f"{mult.get(mkey, 0.0):.2f}")
+    if wide:
+        t.add_row("clairvoyant admissions per token", f"{p.get('admissions_per_token', 0.0):.2f}", "")
+        t.add_row("dual evaluations / cut-model ceiling ms", f"{p.get('oracles', 0)}", f"{p.get('upper_model_ms', 0.0):.1f}")
+    return t
+
+
+def inspect_tables(plan: Plan, wide: bool = False) -> list[Any]:
+    """Everything the family shows in `planner inspect`: memory, per-layer decisions, the floor."""
+    out: list[Any] = [memory_table(plan), moe_layers_table(plan, wide)]
+    ft = floor_table(plan, wide)
+    if ft is not None:
+        out.append(ft)
+    return out
 
 
 def budget_plot(plan: Plan) -> Any:
