@@ -51,6 +51,7 @@ class FloorConfig:
 
     max_oracles: int = 24            # dual evaluations (each: one min-cost flow per MoE layer)
     tolerance: float = 0.005         # stop when the cut model is within this fraction of the best bound
+    admissions: bool = True          # False: no copy is ever kept (a fixed resident set per layer; for analysis)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def window_requests(window: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _graph(steps: np.ndarray, prev: np.ndarray, W: int, N: int) -> _LayerGraph:
+def _graph(steps: np.ndarray, prev: np.ndarray, W: int, N: int, admissions: bool = True) -> _LayerGraph:
     """Nodes: line 0..W (slot boundaries), requests W+1..W+R, source W+R+1. Sink: line W."""
     R = len(steps)
     src = W + 1 + R
@@ -118,7 +119,7 @@ def _graph(steps: np.ndarray, prev: np.ndarray, W: int, N: int) -> _LayerGraph:
     keep_tail = np.where(prev >= 0, W + 1 + prev, 0)
     tails = np.concatenate([[src, src], np.arange(W), steps, keep_tail, q])
     heads = np.concatenate([[0, W], np.arange(1, W + 1), q, q, steps + 1])
-    caps = np.concatenate([[N, N], np.full(W, N), np.ones(3 * R, dtype=np.int64)])
+    caps = np.concatenate([[N, N], np.full(W, N), np.full(R, 1 if admissions else 0), np.ones(2 * R, dtype=np.int64)])
     kinds = np.concatenate([[0, 1], np.full(W, 2), np.full(R, 3), np.full(R, 4), np.full(R, 5)])
     supplies = np.zeros(W + 2 + R, dtype=np.int64)
     supplies[src] = N
@@ -129,101 +130,126 @@ def _graph(steps: np.ndarray, prev: np.ndarray, W: int, N: int) -> _LayerGraph:
 
 @dataclass
 class _Oracle:
-    """g(v) by one min-cost flow per layer; returns the bound and the subgradient terms."""
+    """g(v; lambda) by one min-cost flow per layer; returns the bound, the subgradient and the schedule's terms.
+
+    v = (mu_S, mu_D, mu_A, p): weights of the critical path, DRAM and link terms (summing to 1) and the
+    capacity price pi = p * pi_max. lambda (per layer and step) splits the critical-path weight of a step
+    between its host work and its device work: max(h, d) >= lambda h + (1 - lambda) d holds for any lambda,
+    so every (v, lambda) gives a valid bound; lambda follows the last schedule (1 where the host was the
+    longer side of the step, else 0), which makes the bound exact for that schedule.
+    """
 
     problem: MoeOffloadProblem
     graphs: list[_LayerGraph]
+    steps: list[np.ndarray]
     W: int
     a: float            # host seconds per expert at peak DRAM bandwidth (inf: no host)
+    a_dram: float       # DRAM seconds per expert at peak (the copy's read, also when the host cannot compute)
     b: float            # device seconds per expert
     tau: float          # link seconds per expert
     fixed_s: float      # W (other + sum attn)
     pi_max: float
     cap_units: float    # B / U
 
-    def __call__(self, z: np.ndarray) -> tuple[float, np.ndarray, dict[str, float]]:
+    def __call__(self, z: np.ndarray, lam: list[np.ndarray]) -> tuple[float, np.ndarray, dict]:
         from ortools.graph.python import min_cost_flow
 
-        nu_h, nu_d, mu_d, mu_a, p = (float(x) for x in z)
+        nu_h, nu_d, nu_s, mu_d, mu_a, p = (float(x) for x in z)
         pi = p * self.pi_max
-        cost_keep = nu_d * self.b
-        cost_host = nu_h * self.a + mu_d * self.a_dram if np.isfinite(self.a) else np.inf
-        cost_copy = nu_d * self.b + mu_d * self.a_dram + mu_a * self.tau
-        m_cost = min(cost_host, cost_copy)
-        save = m_cost - cost_keep           # a kept request instead of a non-resident one
-        delta = cost_copy - m_cost          # an admission instead of the cheaper non-resident service
-        host_cheaper = cost_host <= cost_copy
-        per_kind = np.array([pi, 0.0, 0.0, delta, -save, 0.0])
-        scale = COST_SCALE_MAX / max(float(np.abs(per_kind).max()), 1e-300)
-        int_kind = np.round(per_kind * scale).astype(np.int64)
-        total, err = 0.0, 0.0
-        kept = adm = reqs = cap = 0.0
+        host_ok = np.isfinite(self.a)
+        layers = []
+        for st, lam_i in zip(self.steps, lam):
+            lj = lam_i[st]
+            w_host = nu_h + nu_s * lj           # critical-path weight on this request's host work
+            w_dev = nu_d + nu_s * (1.0 - lj)    # ... and on its device work
+            keep = w_dev * self.b
+            host = w_host * self.a + mu_d * self.a_dram if host_ok else np.full(len(st), np.inf)
+            copy = w_dev * self.b + mu_d * self.a_dram + mu_a * self.tau
+            m_cost = np.minimum(host, copy)
+            layers.append((host, copy, m_cost, m_cost - keep, copy - m_cost))
+        big = max([1e-300, abs(pi)] + [float(np.abs(x[3]).max(initial=0.0)) for x in layers]
+                  + [float(np.abs(x[4]).max(initial=0.0)) for x in layers])
+        scale = COST_SCALE_MAX / big
+        total = err = 0.0
+        sh = sd = sp = dram = link = adm_n = host_n = nonres_n = cap = 0.0
         caps_used = []
-        for g in self.graphs:
+        step_host: list[np.ndarray] = []
+        step_dev: list[np.ndarray] = []
+        for g, st, lam_i, (host, copy, m_cost, save, delta) in zip(self.graphs, self.steps, lam, layers):
             if g.requests == 0:
                 caps_used.append(0.0)
+                step_host.append(np.zeros(self.W))
+                step_dev.append(np.zeros(self.W))
                 continue
+            R = g.requests
+            costs = np.concatenate([[pi, 0.0], np.zeros(self.W), delta, -save, np.zeros(R)])
             mcf = min_cost_flow.SimpleMinCostFlow()
-            mcf.add_arcs_with_capacity_and_unit_cost(g.tails, g.heads, g.caps, int_kind[g.kinds])
+            mcf.add_arcs_with_capacity_and_unit_cost(g.tails, g.heads, g.caps, np.round(costs * scale).astype(np.int64))
             mcf.set_nodes_supplies(np.arange(len(g.supplies)), g.supplies)
             status = mcf.solve()
             if status != mcf.OPTIMAL:
                 raise RuntimeError(f"min-cost flow of the floor returned status {status}")
-            flows = mcf.flows(np.arange(g.arc_count))
+            flows = mcf.flows(np.arange(g.arc_count)).astype(float)
             # the rounded optimum is within the rounding of every arc that can carry flow of the real one
-            total += mcf.optimal_cost() / scale + g.requests * m_cost
-            err += 0.5 / scale * (3 * g.requests + 1)
-            k_i = float(flows[g.kinds == 4].sum())
-            a_i = float(flows[g.kinds == 3].sum())
-            c_i = float(flows[0])
-            kept += k_i
-            adm += a_i
-            reqs += g.requests
-            cap += c_i
-            caps_used.append(c_i)
-        value = (nu_h + nu_d) * self.fixed_s + total - pi * self.cap_units - err
-        non_res = reqs - kept - adm
-        host_n = non_res if host_cheaper else 0.0
-        copy_n = reqs - kept - host_n                      # admissions and bypass copies
-        s_host = self.fixed_s + host_n * (self.a if np.isfinite(self.a) else 0.0)
-        s_dev = self.fixed_s + (kept + copy_n) * self.b
-        dram = (reqs - kept) * self.a_dram
-        link = copy_n * self.tau
-        grad = np.array([s_host, s_dev, dram, link, self.pi_max * (cap - self.cap_units)])
-        info = {"s_host": s_host, "s_dev": s_dev, "dram": dram, "link": link, "admissions": adm,
-                "host_fraction": host_n / non_res if non_res > 0 else 0.0, "caps": np.array(caps_used)}
+            total += mcf.optimal_cost() / scale + float(m_cost.sum())
+            err += 0.5 / scale * (3 * R + 1)
+            adm = flows[2 + self.W: 2 + self.W + R]
+            kept = flows[2 + self.W + R: 2 + self.W + 2 * R]
+            nonres = np.clip(1.0 - kept - adm, 0.0, 1.0)
+            on_host = nonres * (host <= copy)
+            copies = 1.0 - kept - on_host                     # admissions and bypass copies
+            h_req = on_host * (self.a if host_ok else 0.0)
+            d_req = (kept + copies) * self.b
+            lj = lam_i[st]
+            step_host.append(np.bincount(st, weights=h_req, minlength=self.W))
+            step_dev.append(np.bincount(st, weights=d_req, minlength=self.W))
+            sh += float(h_req.sum())
+            sd += float(d_req.sum())
+            sp += float((lj * h_req + (1.0 - lj) * d_req).sum())
+            dram += float((1.0 - kept).sum()) * self.a_dram
+            link += float(copies.sum()) * self.tau
+            adm_n += float(adm.sum())
+            host_n += float(on_host.sum())
+            nonres_n += float(nonres.sum())
+            cap += flows[0]
+            caps_used.append(float(flows[0]))
+        value = (nu_h + nu_d + nu_s) * self.fixed_s + total - pi * self.cap_units - err
+        f = self.fixed_s
+        grad = np.array([f + sh, f + sd, f + sp, dram, link, self.pi_max * (cap - self.cap_units)])
+        true_path = f + sum(float(np.maximum(h, d).sum()) for h, d in zip(step_host, step_dev))
+        info = {"critical_path": true_path, "host_path": f + sh, "device_path": f + sd, "dram": dram, "link": link,
+                "admissions": adm_n, "host_fraction": host_n / nonres_n if nonres_n > 0 else 0.0,
+                "caps": np.array(caps_used), "step_host": step_host, "step_dev": step_dev}
         return value, grad, info
-
-    @property
-    def a_dram(self) -> float:
-        """DRAM seconds per expert at peak bandwidth (also when the host does not compute)."""
-        return self.problem.expert_bytes / self.problem.host_dram_bytes_per_s if self.problem.host_dram_bytes_per_s else 0.0
 
 
 def _kelley_step(cuts: list[tuple[float, np.ndarray, np.ndarray]], center: np.ndarray, radius: float,
-                 no_host: bool) -> tuple[np.ndarray, float]:
-    """Maximise the cut model min_k (g_k + s_k (z - z_k)) over the simplex x [0, 1] inside a box."""
+                 fixed_zero: tuple[int, ...] = ()) -> tuple[np.ndarray, float]:
+    """Maximise the cut model min_k (g_k + s_k (z - z_k)) over the simplex x [0, 1] inside a box around `center`."""
     from scipy.optimize import linprog
 
-    n = 5
-    # variables: z (5), t; maximise t
+    n = 6
     c = np.zeros(n + 1)
-    c[-1] = -1.0
-    a_ub = []
-    b_ub = []
-    for g_k, s_k, z_k in cuts:
-        a_ub.append(np.concatenate([-s_k, [1.0]]))
-        b_ub.append(g_k - float(s_k @ z_k))
-    a_eq = np.array([[1.0, 1.0, 1.0, 1.0, 0.0, 0.0]])
+    c[-1] = -1.0                       # variables z (6), t; maximise t
+    a_ub = [np.concatenate([-s_k, [1.0]]) for _g, s_k, _z in cuts]
+    b_ub = [g_k - float(s_k @ z_k) for g_k, s_k, z_k in cuts]
+    a_eq = np.array([[1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]])
     lo = np.maximum(center - radius, 0.0)
     hi = np.minimum(center + radius, 1.0)
-    if no_host:
-        lo[0] = hi[0] = 0.0
+    for j in fixed_zero:
+        lo[j] = hi[j] = 0.0
     bounds = [(float(lo[j]), float(hi[j])) for j in range(n)] + [(None, None)]
     res = linprog(c, A_ub=np.array(a_ub), b_ub=np.array(b_ub), A_eq=a_eq, b_eq=[1.0], bounds=bounds, method="highs")
     if res.status != 0:
         return center, np.inf
     return res.x[:n], float(res.x[n])
+
+
+def _pattern(info: dict, host_ok: bool) -> list[np.ndarray]:
+    """lambda per layer and step from a schedule: 1 where its host work was the longer side of the step."""
+    if not host_ok:
+        return [np.zeros_like(d) for d in info["step_dev"]]
+    return [np.where(h > d, 1.0, 0.0) for h, d in zip(info["step_host"], info["step_dev"])]
 
 
 def physical_floor(problem: MoeOffloadProblem, window: np.ndarray, config: FloorConfig = FloorConfig()) -> FloorResult:
@@ -239,60 +265,87 @@ def physical_floor(problem: MoeOffloadProblem, window: np.ndarray, config: Floor
         raise ValueError("the floor needs at least one step")
     N = problem.num_experts
     reqs = window_requests(window)
-    graphs = [_graph(st, prev, W, N) for st, prev in reqs]
+    graphs = [_graph(st, prev, W, N, config.admissions) for st, prev in reqs]
     U = problem.expert_bytes
     P = problem.host_dram_bytes_per_s
-    a = U / P if P else np.inf
+    host_ok = bool(P) and problem.host_expert_compute_s is not None
+    a = U / P if host_ok else np.inf
+    a_dram = U / P if P else 0.0
     b = problem.expert_compute_s
     tau = problem.transfer_s
     fixed = W * (problem.other_compute_s + float(np.sum(problem.attention_compute_s)))
-    per_request = (a if np.isfinite(a) else 0.0) * 2 + b + tau
-    oracle = _Oracle(problem, graphs, W, a, b, tau, fixed, pi_max=W * per_request + 1e-12,
-                     cap_units=problem.budget_bytes / U)
-    no_host = not np.isfinite(a)
-    # start: host-side critical path and DRAM weighted equally, a moderate capacity price
-    starts = [np.array([0.5, 0.0, 0.5, 0.0, 0.02]), np.array([0.0, 0.5, 0.0, 0.5, 0.02]),
-              np.array([0.34, 0.0, 0.33, 0.33, 0.02])]
-    if no_host:
-        starts = [np.array([0.0, 0.5, 0.0, 0.5, 0.02]), np.array([0.0, 1.0, 0.0, 0.0, 0.02])]
-    cuts: list[tuple[float, np.ndarray, np.ndarray]] = []
-    best = (-np.inf, None, None, None)
-    history = []
-    model = np.inf
-    center = starts[0]
-    radius = 0.25
-    for z in starts:
-        if len(cuts) >= config.max_oracles:
+    per_request = (a if host_ok else 0.0) + a_dram + b + tau
+    oracle = _Oracle(problem, graphs, [st for st, _ in reqs], W, a, a_dram, b, tau, fixed,
+                     pi_max=W * per_request + 1e-12, cap_units=problem.budget_bytes / U)
+    # z = (nu_h, nu_d, nu_s, mu_D, mu_A, p): critical-path weights on host work, on device work, and on the side
+    # a per-step pattern picks; DRAM and link weights; capacity price. Round 0 has no pattern (nu_s = 0);
+    # each later round takes the best schedule's pattern (1 where its host work was the longer side)
+    lam = [np.zeros(W) for _ in range(L)]
+    starts = [np.array([0.1, 0.0, 0.0, 0.85, 0.05, 0.02]), np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.02]),
+              np.array([0.3, 0.1, 0.0, 0.3, 0.3, 0.02])]
+    if not host_ok:
+        starts = [np.array([0.0, 0.5, 0.0, 0.0, 0.5, 0.02]), np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.02])]
+    rounds = 3 if host_ok else 1
+    best = (-np.inf, None, None)
+    best_model = np.inf
+    history: list[tuple[float, float]] = []
+    used = 0
+    for rnd in range(rounds):
+        # the first round gets half of the evaluations, later rounds share the rest
+        budget = (config.max_oracles - used) // 2 if rnd == 0 and rounds > 1 else (config.max_oracles - used) // (rounds - rnd)
+        frozen = (2,) if rnd == 0 else ()
+        if not host_ok:
+            frozen = (0, 2)
+        cuts: list[tuple[float, np.ndarray, np.ndarray]] = []
+        round_best = (-np.inf, None, None)
+        if best[1] is None:
+            points = starts
+        else:   # warm start: the best weights, and the same critical-path weight moved onto the pattern
+            zb = best[1]
+            points = [zb, np.array([0.0, 0.0, zb[0] + zb[1] + zb[2], zb[3], zb[4], zb[5]])]
+        for z in points:
+            if len(cuts) >= budget:
+                break
+            val, grad, info = oracle(z, lam)
+            cuts.append((val, grad, z))
+            history.append((val / W, np.inf))
+            if val > round_best[0]:
+                round_best = (val, z, info)
+        center, radius = round_best[1], 0.25
+        model = np.inf
+        while len(cuts) < budget:
+            z, _ = _kelley_step(cuts, center, radius, frozen)
+            _, model = _kelley_step(cuts, center, 1.0, frozen)
+            if model - round_best[0] <= config.tolerance * max(round_best[0], 1e-300):
+                break
+            val, grad, info = oracle(z, lam)
+            cuts.append((val, grad, z))
+            history.append((val / W, model / W))
+            if val > round_best[0] + 1e-15 * abs(round_best[0]):
+                round_best = (val, z, info)
+                center = z
+                radius = min(1.0, radius * 2)
+            else:
+                radius = max(radius / 2, 1e-3)
+        used += len(cuts)
+        _, model = _kelley_step(cuts, center, 1.0, frozen)
+        if round_best[0] > best[0]:
+            best = round_best
+            best_model = model
+        new_lam = _pattern(round_best[2], host_ok)
+        if rnd > 0 and all(np.array_equal(x, y) for x, y in zip(new_lam, lam)):
             break
-        val, grad, info = oracle(z)
-        cuts.append((val, grad, z))
-        history.append((val / W, np.inf))
-        if val > best[0]:
-            best = (val, z, grad, info)
-            center = z
-    while len(cuts) < config.max_oracles:
-        z, model_box = _kelley_step(cuts, center, radius, no_host)
-        full_z, model = _kelley_step(cuts, center, 1.0, no_host)
-        if model - best[0] <= config.tolerance * max(best[0], 1e-300):
-            break
-        val, grad, info = oracle(z)
-        cuts.append((val, grad, z))
-        history.append((val / W, model / W))
-        if val > best[0] + 1e-15 * abs(best[0]):
-            best = (val, z, grad, info)
-            center = z
-            radius = min(1.0, radius * 2)
-        else:
-            radius = max(radius / 2, 1e-3)
-    _full, model = _kelley_step(cuts, center, 1.0, no_host)
-    val, z, grad, info = best
-    names = ("critical path (host side)", "critical path (device side)", "dram", "link", "capacity")
-    mult = {names[j]: float(z[j]) for j in range(4)}
-    mult["capacity_price_s_per_slot"] = float(z[4] * oracle.pi_max)
-    weights = {"critical path": float(z[0]), "device": float(z[1]), "dram": float(z[2]), "link": float(z[3])}
+        lam = new_lam
+    val, z, info = best
+    mult = {"critical path (host side)": float(z[0]), "critical path (device side)": float(z[1]),
+            "critical path (per-step side)": float(z[2]), "dram": float(z[3]), "link": float(z[4]),
+            "capacity_price_s_per_slot": float(z[5] * oracle.pi_max)}
+    path = float(z[0] + z[1] + z[2])
+    path_side = "critical path" if z[0] + z[2] >= z[1] else "device"
+    weights = {path_side: path, "dram": float(z[3]), "link": float(z[4])}
     binding = max(weights, key=lambda k: (weights[k], k))
-    terms = {"critical_path_host_s": info["s_host"] / W, "critical_path_device_s": info["s_dev"] / W,
-             "dram_s": info["dram"] / W, "link_s": info["link"] / W}
-    return FloorResult(tpot_s=max(val, 0.0) / W, upper_model_s=max(model, val) / W, multipliers=mult, terms_s=terms,
-                       binding=binding, oracles=len(cuts), admissions_per_token=info["admissions"] / W,
+    terms = {"critical_path_s": info["critical_path"] / W, "critical_path_host_s": info["host_path"] / W,
+             "critical_path_device_s": info["device_path"] / W, "dram_s": info["dram"] / W, "link_s": info["link"] / W}
+    return FloorResult(tpot_s=max(val, 0.0) / W, upper_model_s=max(best_model, val) / W, multipliers=mult, terms_s=terms,
+                       binding=binding, oracles=used, admissions_per_token=info["admissions"] / W,
                        host_fraction=info["host_fraction"], layer_capacity=info["caps"], trace=tuple(history))

@@ -98,12 +98,13 @@ def floor_table(plan: Plan, wide: bool = False) -> Table | None:
     t.add_column("ms/token", justify="right")
     t.add_column("weight", justify="right")
     mult = p.get("multipliers", {})
-    rows = (("host DRAM at peak (non-resident bytes / P)", "dram_ms", "dram"),
-            ("link (copied bytes / BW)", "link_ms", "link"),
-            ("critical path, host side", "critical_path_host_ms", "critical path (host side)"),
-            ("critical path, device side", "critical_path_device_ms", "critical path (device side)"))
-    for label, key, mkey in rows:
-        t.add_row(label, f"{p.get(key, float('nan')):.1f}", f"{mult.get(mkey, 0.0):.2f}")
+    path_w = sum(v for k, v in mult.items() if k.startswith("critical path"))
+    rows = (("host DRAM at peak (non-resident bytes / P)", p.get("dram_ms"), mult.get("dram", 0.0)),
+            ("link (copied bytes / BW)", p.get("link_ms"), mult.get("link", 0.0)),
+            ("layer chain: sum of max(host, device)", p.get("critical_path_ms"), path_w),
+            ("  of which the device alone", p.get("critical_path_device_ms"), None))
+    for label, v, w in rows:
+        t.add_row(label, f"{v:.1f}" if v is not None else "-", f"{w:.2f}" if w is not None else "")
     if wide:
         t.add_row("clairvoyant admissions per token", f"{p.get('admissions_per_token', 0.0):.2f}", "")
         t.add_row("dual evaluations / cut-model ceiling ms", f"{p.get('oracles', 0)}", f"{p.get('upper_model_ms', 0.0):.1f}")
