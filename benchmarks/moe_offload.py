@@ -85,7 +85,7 @@ def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int) -> di
     floor = dict(ctx.plan.bound.predicted) if ctx.plan.bound and "binding" in ctx.plan.bound.predicted else {}
     floor_ms = floor.get("tpot_ms")
     static_floor_ms = None
-    if floor_ms:
+    if floor_ms and sim["plan"] / floor_ms > FLOOR_TARGET:
         # the same floor without admissions (a fixed resident set per layer, chosen with hindsight of the window):
         # how much of the gap is the clairvoyant cache's dynamic admissions
         window = sim_window(low)

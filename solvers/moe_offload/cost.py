@@ -1,4 +1,4 @@
-"""Analytic cost model of MoEpic (spec §4): expected decode time per step, per layer.
+"""Analytic cost model of moe-offload (docs/moe-offload.md §3; MoEpic spec §4): expected decode time per step, per layer.
 
     S_i      = theta_i * h_i(C_i)                                  resident fraction of an activated expert
     V_pf     = k_pf * U_e * (1 - S_i)                              prefetched bytes (if prefetching)
@@ -21,6 +21,9 @@ CPU-miss layers (our extension, and the llama.cpp / Fiddler execution model): a 
 most popular whole experts stays on the device and every other activated expert is computed on the
 host CPU where its weights live, so nothing crosses the link:
     T_i = T^a_i + k_i [ h_static(C) t_x + (1 - h_static(C)) t_cpu ]
+Split layers (our extension, docs §3.3): the static set as above; each miss's top rows (fraction alpha)
+cross the link and compute on the device while the host computes its bottom rows; host and link share the
+host's peak DRAM bandwidth (`time_split`, `host_and_link_finish`).
 Everything is vectorised over budgets and split ratios.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Outer problem of MoEpic: share the budget across layers by divide and conquer (spec §5).
+"""Outer problem of MoEpic: share the budget across layers by divide and conquer (docs/moe-offload.md §4).
 
 Each layer has a cost curve L_i(x), x = 0..G_i budget units. `dc(lo, hi)` returns the min-plus
 convolution of the curves of layers lo..hi, capped at G units, remembering the argmin split at

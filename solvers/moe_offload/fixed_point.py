@@ -1,4 +1,4 @@
-"""Inner problem of MoEpic: the best split ratio theta for one layer at every budget (spec §5).
+"""Inner problem of MoEpic: the best split ratio theta for one layer at every budget (docs/moe-offload.md §4).
 
 Two fixed-point iterations, vectorised over all budgets x = 0..G_i of a layer:
   A (load-bound region, theta <= theta_hide): T_i falls as S = theta * h(C) rises, and with

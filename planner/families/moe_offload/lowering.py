@@ -1,6 +1,6 @@
 """moe-offload lowering and lifting: model profile + hardware + routing trace <-> MoeOffloadProblem <-> plan.
 
-Lowering derives every number of the MoEpic problem (spec §3, §7) and records where it came from:
+Lowering derives every number of the MoEpic problem (docs/moe-offload.md §2; MoEpic spec §3, §7) and records where it came from:
   * expert bytes U_e at the serving precision (16 bits, or 8/4 bits with one fp16 scale and zero per
     64 weights, i.e. 4.5 bits/weight at 4 bits);
   * the expert-cache budget B = device memory - resident non-expert weights - KV cache for the
@@ -109,7 +109,7 @@ def expert_bytes(structure: MoeStructure, bits: int) -> float:
 
 
 def default_granularity(f: int) -> int:
-    """Column granularity g of the split ratio (spec §7)."""
+    """Column granularity g of the split ratio (MoEpic spec §7)."""
     g = 128 if f >= 8192 else 16 if f < 512 else 64
     while g > 1 and f % g:
         g //= 2
@@ -338,7 +338,7 @@ def simulate_solution(low: MoeLowered, sol: Any, perfect_prediction: bool = Fals
 def metrics_dict(pred: Any) -> dict[str, Any]:
     """Plan-level predicted metrics (ms, fraction, bytes per decode step)."""
     return {"tpot_ms": pred.tpot_s * 1e3, "tokens_per_s": 1.0 / pred.tpot_s, "hit_rate": pred.mean_hit_rate,
-            "bytes_per_token": pred.total_bytes_per_step, "source": "analytic cost model (MoEpic spec §4)"}
+            "bytes_per_token": pred.total_bytes_per_step, "source": "analytic cost model (docs/moe-offload.md §3)"}
 
 
 def sim_dict(res: Any) -> dict[str, Any]:
