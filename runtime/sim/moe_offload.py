@@ -533,3 +533,124 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
         token_times_s=token_times,
         layer_host_bytes_per_token=host_l / n,
     )
+
+
+# ---------------------------------------------------------------------------------------------- prefill
+PREFILL_LABEL = ("simulated prefill: the prompt's routing replayed expert by expert with a FIFO link, shared host "
+                 "DRAM and FLOP-bound host and device (not a measurement)")
+
+
+@dataclass(frozen=True)
+class PrefillSimLayer:
+    """One layer's prefill as the runtime would run it."""
+
+    resident: tuple[int, ...]      # whole experts on the device
+    rule: str                      # threshold | host | stream | min_batch | split
+    threshold: float = math.inf    # threshold rule: an expert with at least this many tokens streams
+    min_batch: int = 0             # min_batch rule: stream when the chunk has at least this many tokens
+    split: float = 0.0             # split rule: fraction of each non-resident expert's rows copied
+
+
+@dataclass(frozen=True)
+class PrefillSimConfig:
+    """Constants (s, B, FLOP) of a prefill replay."""
+
+    layers: tuple[PrefillSimLayer, ...]
+    expert_bytes: float
+    bandwidth_bytes_per_s: float
+    expert_flops_per_token: float
+    device_flops_per_s: float
+    expert_min_s: float                      # one expert on the device at least reads its bytes
+    host_bytes_per_s: float | None
+    host_flops_per_s: float | None
+    attention_s: Sequence[float]
+    other_s: float
+    chunk_tokens: int | None = None          # None: the whole prompt per layer; else ubatches of this size
+    host_dram_bytes_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PrefillSimResult:
+    """Simulated TTFT and per-layer figures (label says so)."""
+
+    ttft_s: float
+    layer_time_s: np.ndarray
+    link_bytes: float
+    streamed: int
+    on_host: int
+    label: str = PREFILL_LABEL
+
+
+def _prefill_chunk(tokens: np.ndarray, lay: PrefillSimLayer, cfg: PrefillSimConfig) -> tuple[float, float, int, int]:
+    """(expert-phase time, link bytes, experts streamed, experts on the host) of one chunk of one layer."""
+    counts: dict[int, int] = {}
+    for e in tokens.reshape(-1):
+        if int(e) >= 0:
+            counts[int(e)] = counts.get(int(e), 0) + 1
+    n_tok = tokens.shape[0]
+    res = set(lay.resident)
+    dev_time = lambda c, frac=1.0: max(frac * c * cfg.expert_flops_per_token / cfg.device_flops_per_s, frac * cfg.expert_min_s)
+
+    def host_time(c: int, frac: float = 1.0) -> float:
+        if cfg.host_bytes_per_s is None or cfg.host_flops_per_s is None:
+            return math.inf
+        return max(frac * c * cfg.expert_flops_per_token / cfg.host_flops_per_s, frac * cfg.expert_bytes / cfg.host_bytes_per_s)
+
+    device_tasks: list[tuple[float, float]] = []
+    host_total = 0.0
+    copies: list[tuple[int, float, float]] = []     # (expert, bytes, its device compute once landed)
+    on_host = 0
+    for e in sorted(counts, key=lambda x: (-counts[x], x)):
+        c = counts[e]
+        if e in res:
+            device_tasks.append((0.0, dev_time(c)))
+            continue
+        if lay.rule == "split":
+            if lay.split > 0:
+                copies.append((e, lay.split * cfg.expert_bytes, dev_time(c, lay.split)))
+            if lay.split < 1:
+                host_total += host_time(c, 1.0 - lay.split)
+                on_host += 1
+            continue
+        stream = (lay.rule == "stream" or (lay.rule == "threshold" and c >= lay.threshold)
+                  or (lay.rule == "min_batch" and n_tok >= lay.min_batch))
+        if stream:
+            copies.append((e, cfg.expert_bytes, dev_time(c)))
+        else:
+            host_total += host_time(c)
+            on_host += 1
+    link_bytes = sum(b for _, b, _ in copies)
+    # the link shares DRAM with the host while both run: the link's rate scaled when their draws exceed P
+    bw = cfg.bandwidth_bytes_per_s
+    if host_total > 0 and cfg.host_dram_bytes_per_s and cfg.host_bytes_per_s:
+        host_draw = on_host * cfg.expert_bytes / host_total       # bytes/s the host actually reads
+        if host_draw + bw > cfg.host_dram_bytes_per_s:
+            bw = max(cfg.host_dram_bytes_per_s - host_draw, bw * 0.05)
+    t = 0.0
+    for _, nbytes, dur in copies:
+        t += nbytes / bw
+        device_tasks.append((t, dur))
+    device = 0.0
+    for ready, dur in sorted(device_tasks):
+        device = max(device, ready) + dur
+    return max(device, host_total), link_bytes, len(copies), on_host
+
+
+def simulate_prefill(prompt: np.ndarray, cfg: PrefillSimConfig) -> PrefillSimResult:
+    """Replay a prompt's routing `prompt` (T, L, k) through each layer (whole prompt or ubatch chunks)."""
+    T, L, _ = prompt.shape
+    if len(cfg.layers) != L:
+        raise ValueError(f"config has {len(cfg.layers)} layers, the prompt {L}")
+    chunk = cfg.chunk_tokens or T
+    times = np.zeros(L)
+    link = 0.0
+    streamed = on_host = 0
+    for start in range(0, T, chunk):
+        part = prompt[start: start + chunk]
+        for i, lay in enumerate(cfg.layers):
+            dt, b, s, h = _prefill_chunk(part[:, i, :], lay, cfg)
+            times[i] += cfg.attention_s[i] * part.shape[0] / T + dt
+            link += b
+            streamed += s
+            on_host += h
+    return PrefillSimResult(float(times.sum() + cfg.other_s), times, link, streamed, on_host)

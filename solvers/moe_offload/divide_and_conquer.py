@@ -73,3 +73,10 @@ def allocate(curves: list[np.ndarray], total_units: int) -> tuple[np.ndarray, fl
     walk(root, start)
     value = float(sum(mono[i][x[i]] for i in range(len(mono))))
     return x, value, int(sum(merges))
+
+
+def root_curve(curves: list[np.ndarray], total_units: int) -> np.ndarray:
+    """F[x] = min over sum_i x_i <= x of sum_i L_i(x_i), for x = 0..total_units (the dual mode reads it)."""
+    mono = [np.minimum.accumulate(np.asarray(c, dtype=float)) for c in curves]
+    root = _build(mono, 0, len(mono) - 1, total_units, [])
+    return np.minimum.accumulate(root.curve)

@@ -6,6 +6,7 @@ Pure: numpy only, no torch, no I/O. Deterministic for identical inputs.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ class MoEpicConfig:
     uniform_budget: bool = False       # ablation: B/L per layer instead of divide and conquer
     cpu_misses: bool = False           # extension: a layer may compute its misses on the host CPU
     split_misses: bool = False         # extension: a layer may split its misses between link + device and host
+    prefill_weight: float = 0.0        # whole requests: add this times each layer's prefill time to its curve
+                                       # (1/(N-1) for end-to-end time per output token; docs §12)
 
 
 def running_argmin(values: np.ndarray) -> np.ndarray:
@@ -93,6 +96,12 @@ def solve(problem: MoeOffloadProblem, config: MoEpicConfig = MoEpicConfig()) -> 
     curves = layer_curves(problem, config)
     for i, cv in enumerate(curves):
         trace.append(TraceEvent("inner", i, {"ratio_rounds": cv.rounds_ratio, "hide_rounds": cv.rounds_hide}))
+    if config.prefill_weight > 0 and problem.prompt_tokens > 0 and problem.popularity is not None:
+        from solvers.moe_offload.prefill import prefill_curve
+
+        curves = [dataclasses.replace(cv, time_s=cv.time_s + config.prefill_weight
+                                      * prefill_curve(problem, i, np.arange(len(cv.time_s))))
+                  for i, cv in enumerate(curves)]
     G = problem.total_units
     if config.uniform_budget:
         units = np.full(problem.num_layers, min(G // problem.num_layers, problem.layer_units))
@@ -103,3 +112,29 @@ def solve(problem: MoeOffloadProblem, config: MoEpicConfig = MoEpicConfig()) -> 
                                                           "objective_s": value + problem.other_compute_s}))
     status = Status.OPTIMAL if config.inner == "scan" and not config.uniform_budget else Status.FEASIBLE
     return solution_from_units(problem, curves, units, config, status, watch, trace)
+
+
+def smallest_budget(problem: MoeOffloadProblem, config: MoEpicConfig, target_s: float, metric: str = "tpot"
+                    ) -> tuple[float | None, float]:
+    """Dual mode (MoEpic's second problem): the smallest expert budget (bytes, on the grid) whose best plan
+    meets `target_s` for `metric` ("tpot": decode time per token; "ttft": prefill time), and the best value
+    any budget up to the problem's reaches (s). Returns (None, best) when no budget does."""
+    from solvers.moe_offload.divide_and_conquer import root_curve
+
+    if metric == "tpot":
+        curves = [cv.time_s for cv in layer_curves(problem, config)]
+        extra = problem.other_compute_s
+    elif metric == "ttft":
+        from solvers.moe_offload.prefill import prefill_curve
+
+        units = np.arange(problem.layer_units + 1)
+        curves = [prefill_curve(problem, i, units) for i in range(problem.num_layers)]
+        extra = problem.prefill_other_s
+    else:
+        raise ValueError(f"unknown dual-mode metric {metric}")
+    f = root_curve(curves, problem.total_units) + extra
+    ok = np.flatnonzero(f <= target_s * (1 + 1e-12))
+    best = float(f.min())
+    if len(ok) == 0:
+        return None, best
+    return float(ok[0]) * problem.budget_unit_bytes, best

@@ -36,6 +36,16 @@ class MoeOffloadProblem:
     budget_unit_bytes: float
     host_expert_compute_s: float | None = None   # one whole expert computed on the host (sustained DRAM rate), s
     host_dram_bytes_per_s: float | None = None   # peak host DRAM bandwidth P, shared by host compute and link copies
+    # whole requests (docs §12): prefill of `prompt_tokens` tokens (batch x prompt), then `output_tokens` decode steps
+    prompt_tokens: int = 0
+    output_tokens: int = 1
+    ubatch: int = 512                            # llama.cpp's physical batch, for its prefill rules
+    expert_flops_per_token: float = 0.0          # FLOPs of one expert for one token
+    device_flops_per_s: float = 1.0              # sustained device FLOP/s at the serving dtype
+    host_flops_per_s: float | None = None        # sustained host CPU FLOP/s
+    prefill_attention_s: np.ndarray | None = None  # per MoE layer: attention, router, shared experts over the prompt
+    prefill_other_s: float = 0.0                 # dense layers and the LM head for the prompt
+    popularity: np.ndarray | None = None         # (L, N) share of activations per expert in the trace
 
     @property
     def num_layers(self) -> int:

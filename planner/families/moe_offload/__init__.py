@@ -13,6 +13,22 @@ from planner.flags import Flag, FlagValues
 TRACE_PRESETS = ("moepic-calibrated", "zipf-static", "bursty")   # profilers.synthetic_traces.PRESETS (a test checks)
 
 
+def request_options(v: FlagValues) -> dict[str, Any]:
+    """The whole-request options from the flags, checked (targets in ms; one target at a time)."""
+    if v["target_tpot"] is not None and v["target_ttft"] is not None:
+        raise PlannerError("--target-tpot and --target-ttft were both given", "give one target at a time")
+    for name in ("target_tpot", "target_ttft"):
+        if v[name] is not None and v[name] <= 0:
+            raise PlannerError(f"--{name.replace('_', '-')} must be a positive time", "e.g. --target-tpot 80ms")
+    if v["objective"] in ("e2e", "ttft") and v["prompt_tokens"] == 0:
+        raise PlannerError(f"--objective {v['objective']} needs a prompt", "give --prompt-tokens N or use --objective tpot")
+    if v["target_ttft"] is not None and v["prompt_tokens"] == 0:
+        raise PlannerError("--target-ttft needs a prompt", "give --prompt-tokens N")
+    return {"prompt_tokens": v["prompt_tokens"], "output_tokens": v["output_tokens"], "objective": v["objective"],
+            "target_tpot_ms": None if v["target_tpot"] is None else v["target_tpot"] * 1e3,
+            "target_ttft_ms": None if v["target_ttft"] is None else v["target_ttft"] * 1e3}
+
+
 class MoeOffloadFamily(Family):
     """Expert offloading for MoE models on one GPU plus host memory."""
 
@@ -38,6 +54,13 @@ class MoeOffloadFamily(Family):
         Flag("--no-cpu-experts", "switch",
              "GPU-only plan space (MoEpic as published): no layer computes its misses on the host CPU"),
         Flag("--calibration", "path", "decode timings measured by `planner calibrate MODEL --tiny` (tiny plans)"),
+        # whole requests (docs/moe-offload.md §12)
+        Flag("--prompt-tokens", "int", "prompt length per sequence, in tokens (0: decode only)", default=512, minimum=0),
+        Flag("--output-tokens", "int", "tokens generated per sequence", default=256, minimum=1),
+        Flag("--objective", "choice", "what the plan minimises: end-to-end request time, TTFT or TPOT", default="e2e",
+             choices=("e2e", "ttft", "tpot")),
+        Flag("--target-tpot", "duration", "dual mode: the smallest expert budget whose plan meets this TPOT"),
+        Flag("--target-ttft", "duration", "dual mode: the smallest expert budget whose plan meets this TTFT"),
     )
     emit_flags = (
         Flag("--seed", "int", "seed of the tiny model's weights", default=0, minimum=0),
@@ -87,7 +110,7 @@ class MoeOffloadFamily(Family):
             trace_path=v["trace"], trace_preset=v["trace_preset"], trace_tokens=v["trace_tokens"], seed=v["seed"],
             theta_granularity=v["theta_granularity"], k_prefetch=v["k_prefetch"], inner=v["inner"],
             sim_tokens=v["sim_tokens"], cpu_misses=not v["no_cpu_experts"], measured_timing=timing,
-            calibration=calibration)
+            calibration=calibration, **request_options(v))
 
     def calibrate(self, spec: Any, tiny: bool) -> dict[str, Any]:
         """Decode-step timings of the tiny model on this CPU (`planner calibrate MODEL --tiny`)."""
@@ -100,7 +123,7 @@ class MoeOffloadFamily(Family):
 
         return (Phase("lower", ph.lower), Phase("solve", ph.solve), Phase("baselines", ph.baselines),
                 Phase("bound", ph.bound), Phase("simulate", ph.simulate), Phase("verify", ph.verify),
-                Phase("lift", ph.lift))
+                Phase("requests", ph.requests), Phase("lift", ph.lift))
 
     def validate_plan(self, plan: Any) -> list[str]:
         from planner.families.moe_offload.lowering import validate_plan_decisions
@@ -113,6 +136,8 @@ class MoeOffloadFamily(Family):
         return inspect_tables(plan, wide)
 
     def baseline_metrics(self, plan: Any, wide: bool = False) -> tuple[str, ...]:
+        if "ttft_ms" in plan.predicted:   # a whole-request plan
+            return ("e2e_ms", "ttft_ms", "tpot_ms", "hit_rate") if wide else ("e2e_ms", "ttft_ms", "tpot_ms")
         return ("tpot_ms", "hit_rate", "bytes_per_token") if wide else ("tpot_ms", "hit_rate")
 
     def plot(self, plan: Any) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,6 +62,12 @@ class MoeOffloadOptions:
     cpu_misses: bool = True                 # allow CPU-miss layers where the host's bandwidth is known
     split_misses: bool = True               # with cpu_misses: allow split layers (misses on link + device and host at once)
     warmup_tokens: int | None = None        # trace steps that warm caches before counting (auto: T/8, at most 256)
+    prompt_tokens: int = 512                # whole requests (docs §12): prompt length per sequence
+    output_tokens: int = 256                # ... and tokens generated per sequence
+    objective: str = "e2e"                  # e2e | ttft | tpot
+    target_tpot_ms: float | None = None     # dual mode: the smallest expert budget meeting this TPOT
+    target_ttft_ms: float | None = None     # ... or this TTFT
+    ubatch: int = 512                       # llama.cpp's -ub, for its prefill rules
 
     def calibration_input(self) -> dict[str, Any]:
         """The plan's record of the calibration it used (nothing when planned from the roofline)."""
@@ -266,6 +272,9 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
     curves = {**curves, "static": stats.static_curves()}
     orders = {**orders, "static": stats.static_orders()}
     timing = layer_timing(structure, hw, opts, u_e)
+    # prefill: the batch's prompts through each layer at once, attention over half the prompt on average
+    prompt = int(opts.batch * opts.prompt_tokens)
+    pre = layer_timing(structure, hw, replace(opts, batch=prompt, context_tokens=max(opts.prompt_tokens // 2, 1)), u_e)
     if measured_timing is not None:
         timing = {**timing, "attention_s": np.asarray(measured_timing["attention_s"], dtype=float),
                   "expert_s": float(measured_timing["expert_s"]), "other_s": float(measured_timing["other_s"])}
@@ -281,7 +290,11 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
         expert_compute_s=timing["expert_s"], attention_compute_s=timing["attention_s"],
         other_compute_s=timing["other_s"], hit_curves=curves, recall=stats.recall,
         distinct_experts=stats.distinct_per_step, budget_bytes=B, budget_unit_bytes=unit,
-        host_expert_compute_s=timing["host_expert_s"],
+        host_expert_compute_s=timing["host_expert_s"], prompt_tokens=prompt, output_tokens=int(opts.output_tokens),
+        ubatch=int(opts.ubatch), expert_flops_per_token=2.0 * structure.params_per_expert,
+        device_flops_per_s=hw.flops_per_s("bf16"), host_flops_per_s=hw.host_flops_per_s(),
+        prefill_attention_s=np.asarray(pre["attention_s"], dtype=float), prefill_other_s=float(pre["other_s"]),
+        popularity=stats.popularity,
         host_dram_bytes_per_s=float(hw.host_memory_bandwidth_bytes_per_s) if hw.host_memory_bandwidth_bytes_per_s else None)
     notes = []
     dips = [(names[i], float((np.maximum.accumulate(c) - c).max())) for i, c in enumerate(curves["lcp"])]
@@ -464,4 +477,91 @@ def validate_plan_decisions(decisions: dict[str, Any], constraints: dict[str, An
                 out.append(f"{name}: a split layer caches whole experts (split_ratio 1), not {th}")
     if total > budget * slack + 1:
         out.append(f"layer budgets sum to {total:.0f} B, above the expert-cache budget {budget:.0f} B")
+    return out
+
+
+# ------------------------------------------------------------------ whole requests (docs §12)
+PREFILL_BASELINES = {
+    "prefill_llamacpp": ("llamacpp", "llama.cpp default: weights in host memory copied for the op when the ubatch has "
+                         ">= 32 tokens (used experts only), else computed on the host; the plan's decode configuration"),
+    "prefill_ik_llamacpp": ("ik_llamacpp", "ik_llama.cpp MoE rule: copy when the ubatch has >= (E/k) x 32 tokens; the "
+                            "plan's decode configuration"),
+    "prefill_host": ("host", "always-host prefill: every non-resident expert computed on the host"),
+    "prefill_stream": ("stream", "always-stream prefill: every used non-resident expert copied and computed on the device"),
+    "prefill_decode_plan": ("decode_plan", "today's decode-only plan applied unchanged to prefill"),
+}
+
+
+def prompt_routing(low: MoeLowered) -> np.ndarray:
+    """The prompt's routing for the simulator: batch x prompt consecutive trace steps, wrapping around (the
+    decode trace's routing stands in for the prompt's; labelled in the plan)."""
+    n = int(low.problem.prompt_tokens)
+    T = low.trace.num_tokens
+    idx = np.arange(n) % T
+    return np.asarray(low.trace.experts[idx])
+
+
+def prefill_rule_result(low: MoeLowered, sol: Any, rule: str) -> Any:
+    """The analytic prefill (solvers/moe_offload/prefill.py) of a solution's placement under `rule`."""
+    from solvers.moe_offload.prefill import prefill
+
+    p = low.problem
+    modes = [sol.miss_mode(i) for i in range(p.num_layers)]
+    return prefill(p, sol.capacities, sol.thetas, rule, modes, sol.split_fraction)
+
+
+def simulate_prefill_solution(low: MoeLowered, sol: Any, rule: str, analytic: Any) -> Any:
+    """The labelled prefill simulator on a solution's placement, following `rule` (the plan: its per-layer decision)."""
+    from runtime.sim.moe_offload import PrefillSimConfig, PrefillSimLayer, simulate_prefill
+    from solvers.moe_offload.prefill import LLAMACPP_MIN_BATCH, resident_sets
+
+    p = low.problem
+    res = resident_sets(p, sol.capacities, sol.thetas)
+    layers = []
+    for i in range(p.num_layers):
+        resident = tuple(int(e) for e in np.flatnonzero(res[i]))
+        lay = analytic.layers[i]
+        mode = sol.miss_mode(i)
+        if lay.split is not None:
+            layers.append(PrefillSimLayer(resident, "split", split=float(lay.split)))
+        elif rule == "plan":
+            layers.append(PrefillSimLayer(resident, "threshold", threshold=float(lay.token_threshold)))
+        elif rule == "host" or (rule == "decode_plan" and mode == "host"):
+            layers.append(PrefillSimLayer(resident, "host"))
+        elif rule == "stream" or (rule == "decode_plan" and mode == "link"):
+            layers.append(PrefillSimLayer(resident, "stream"))
+        elif rule == "llamacpp":
+            layers.append(PrefillSimLayer(resident, "min_batch", min_batch=LLAMACPP_MIN_BATCH))
+        elif rule == "ik_llamacpp":
+            layers.append(PrefillSimLayer(resident, "min_batch",
+                                          min_batch=int(np.ceil(p.num_experts / p.top_k * LLAMACPP_MIN_BATCH))))
+        else:
+            raise ValueError(f"no simulator mapping for prefill rule {rule}")
+    host_bytes = p.expert_bytes / p.host_expert_compute_s if p.host_expert_compute_s else None
+    cfg = PrefillSimConfig(tuple(layers), p.expert_bytes, p.bandwidth_bytes_per_s, p.expert_flops_per_token,
+                           p.device_flops_per_s, p.expert_compute_s, host_bytes, p.host_flops_per_s,
+                           tuple(float(a) for a in (p.prefill_attention_s if p.prefill_attention_s is not None
+                                                    else np.zeros(p.num_layers))),
+                           p.prefill_other_s, p.ubatch if rule in ("llamacpp", "ik_llamacpp") else None,
+                           p.host_dram_bytes_per_s)
+    return simulate_prefill(prompt_routing(low), cfg)
+
+
+def request_metrics(ttft_s: float, tpot_s: float, output_tokens: int) -> dict[str, float]:
+    """TTFT, TPOT and end-to-end time (ms): the prompt's prefill gives the first token, then N - 1 decode steps."""
+    return {"ttft_ms": ttft_s * 1e3, "tpot_ms": tpot_s * 1e3, "e2e_ms": (ttft_s + max(output_tokens - 1, 0) * tpot_s) * 1e3}
+
+
+def prefill_layers(low: MoeLowered, sol: Any, analytic: Any) -> list[dict[str, Any]]:
+    """Per layer: the prefill decision (streamed / host experts, token threshold) and the break-even prompt length."""
+    from solvers.moe_offload.prefill import break_even_tokens, resident_sets
+
+    p = low.problem
+    res = resident_sets(p, sol.capacities, sol.thetas)
+    out = []
+    for i, lay in enumerate(analytic.layers):
+        out.append({"resident": int(res[i].sum()), "streamed": float(lay.streamed), "on_host": float(lay.on_host),
+                    "stream_if_tokens_at_least": None if not np.isfinite(lay.token_threshold) else float(lay.token_threshold),
+                    "split_fraction": lay.split, "time_ms": lay.time_s * 1e3,
+                    "link_bytes": float(lay.link_bytes), "break_even_prompt_tokens": break_even_tokens(p, i, res[i])})
     return out

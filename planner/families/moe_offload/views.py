@@ -114,10 +114,37 @@ def floor_table(plan: Plan, wide: bool = False) -> Table | None:
 def inspect_tables(plan: Plan, wide: bool = False) -> list[Any]:
     """Everything the family shows in `planner inspect`: memory, per-layer decisions, the floor."""
     out: list[Any] = [memory_table(plan), moe_layers_table(plan, wide)]
+    pt = prefill_table(plan, wide)
+    if pt is not None:
+        out.append(pt)
     ft = floor_table(plan, wide)
     if ft is not None:
         out.append(ft)
     return out
+
+
+def prefill_table(plan: Plan, wide: bool = False) -> Table | None:
+    """Per layer: where the prompt's experts compute, and the break-even prompt length (stream beats host)."""
+    req = plan.decisions.get("request")
+    if not req:
+        return None
+    t = Table(title=f"prefill of {req['prefill_tokens']} tokens per layer (streamed = copied and computed on the "
+                    f"device; break-even = prompt tokens from which streaming every miss beats the host)",
+              title_justify="left")
+    for col, just in (("layer", "left"), ("resident", "right"), ("streamed", "right"), ("host", "right"),
+                      ("rule", "left"), ("break-even", "right"), ("ms", "right")):
+        t.add_column(col, justify=just)
+    for lay in plan.decisions.get("layers", []):
+        pf = lay.get("prefill")
+        if pf is None:
+            continue
+        thr = pf.get("stream_if_tokens_at_least")
+        rule = (f"split {pf['split_fraction']:.0%}" if pf.get("split_fraction") is not None
+                else "all host" if thr is None else "all stream" if thr <= 0 else f">= {thr:.0f} tok")
+        be = pf.get("break_even_prompt_tokens")
+        t.add_row(short_layer(lay["layer"]), str(pf["resident"]), f"{pf['streamed']:.1f}", f"{pf['on_host']:.1f}",
+                  rule, "never" if be is None else str(be), f"{pf['time_ms']:.1f}")
+    return t
 
 
 def budget_plot(plan: Plan) -> Any:
