@@ -60,7 +60,9 @@ def what_moves(floor: dict) -> str:
 
 def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int) -> dict:
     """Plan one cell (full plan space) and collect simulated and predicted figures."""
-    argv = [model, "--hardware", hw, "--expert-bits", str(bits), "--sim-tokens", str(sim_tokens)]
+    # decode only (issue 14 compares TPOT); whole requests are benchmarked in benchmarks/moe_offload_requests.py
+    argv = [model, "--hardware", hw, "--expert-bits", str(bits), "--sim-tokens", str(sim_tokens), "--objective", "tpot",
+            "--prompt-tokens", "0"]
     if budget != "max":
         argv += ["--expert-budget", budget]
     t0 = time.time()
