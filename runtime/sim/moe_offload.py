@@ -545,8 +545,9 @@ class PrefillSimLayer:
     """One layer's prefill as the runtime would run it."""
 
     resident: tuple[int, ...]      # whole experts on the device
-    rule: str                      # threshold | host | stream | min_batch | split
+    rule: str                      # top | threshold | host | stream | min_batch | split
     threshold: float = math.inf    # threshold rule: an expert with at least this many tokens streams
+    top: int = 0                   # top rule: the `top` non-resident experts with the most tokens stream
     min_batch: int = 0             # min_batch rule: stream when the chunk has at least this many tokens
     split: float = 0.0             # split rule: fraction of each non-resident expert's rows copied
 
@@ -600,11 +601,13 @@ def _prefill_chunk(tokens: np.ndarray, lay: PrefillSimLayer, cfg: PrefillSimConf
     host_total = 0.0
     copies: list[tuple[int, float, float]] = []     # (expert, bytes, its device compute once landed)
     on_host = 0
+    ranked_misses = 0
     for e in sorted(counts, key=lambda x: (-counts[x], x)):
         c = counts[e]
         if e in res:
             device_tasks.append((0.0, dev_time(c)))
             continue
+        ranked_misses += 1
         if lay.rule == "split":
             if lay.split > 0:
                 copies.append((e, lay.split * cfg.expert_bytes, dev_time(c, lay.split)))
@@ -613,6 +616,7 @@ def _prefill_chunk(tokens: np.ndarray, lay: PrefillSimLayer, cfg: PrefillSimConf
                 on_host += 1
             continue
         stream = (lay.rule == "stream" or (lay.rule == "threshold" and c >= lay.threshold)
+                  or (lay.rule == "top" and ranked_misses <= lay.top)
                   or (lay.rule == "min_batch" and n_tok >= lay.min_batch))
         if stream:
             copies.append((e, cfg.expert_bytes, dev_time(c)))

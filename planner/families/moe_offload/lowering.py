@@ -525,7 +525,8 @@ def simulate_prefill_solution(low: MoeLowered, sol: Any, rule: str, analytic: An
         if lay.split is not None:
             layers.append(PrefillSimLayer(resident, "split", split=float(lay.split)))
         elif rule == "plan":
-            layers.append(PrefillSimLayer(resident, "threshold", threshold=float(lay.token_threshold)))
+            # the plan streams the non-resident experts with the most tokens: as many as it expects to stream
+            layers.append(PrefillSimLayer(resident, "top", top=int(round(lay.streamed))))
         elif rule == "host" or (rule == "decode_plan" and mode == "host"):
             layers.append(PrefillSimLayer(resident, "host"))
         elif rule == "stream" or (rule == "decode_plan" and mode == "link"):
