@@ -184,9 +184,13 @@ def generate(loaded: Loaded, prompt_ids: list[int], max_new_tokens: int, tempera
     out_tokens: list[int] = []
     with torch.no_grad():
         engine.decode = False
+        t_prefill = time.perf_counter()
         out = model(input_ids=torch.tensor([prompt_ids], device=dev), use_cache=True)
         cache = out.cache
         nxt = _next_token(out.logits, temperature, gen)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        ttft_s = time.perf_counter() - t_prefill     # the prompt's prefill gives the first token
         engine.decode = True
         for _ in range(max_new_tokens):
             out_tokens.append(int(nxt))
@@ -224,6 +228,9 @@ def generate(loaded: Loaded, prompt_ids: list[int], max_new_tokens: int, tempera
               "hit_rate_predicted": loaded.predicted.get("hit_rate"), "hit_rate_simulated": loaded.simulated.get("hit_rate"),
               "bytes_h2d_per_token": sum(c.bytes_h2d for c in engine.counters) / steps,
               "link_bytes_total": int(engine.link.bytes_moved), "policy": engine.policy,
+              "ttft_ms_measured": ttft_s * 1e3, "prompt_tokens": len(prompt_ids),
+              "prompt_tokens_planned": loaded.predicted.get("prompt_tokens"),
+              "ttft_ms_predicted": loaded.predicted.get("ttft_ms"), "ttft_ms_simulated": loaded.simulated.get("ttft_ms"),
               "device": str(dev), "blocks_running_emitted_code": loaded.emitted_blocks}
     receipt = Receipt("moe-offload", loaded.config_name, loaded.link_label, rows, totals, tokens=out_tokens)
     receipt.flag_differences((("hit_rate_measured", "hit_rate_predicted"),))

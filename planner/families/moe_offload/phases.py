@@ -255,6 +255,7 @@ def lift(ctx: PlanContext) -> None:
     if "plan" in st.prefill:
         a, sp = st.prefill["plan"]
         plan_pred.update(request_metrics(a.ttft_s, pred.tpot_s, n_out))
+        plan_pred["prompt_tokens"] = int(p.prompt_tokens)
         plan_sim.update(request_metrics(sp.ttft_s, sim.tpot_s, n_out))
         plan_sim["prefill_label"] = sp.label
     else:
