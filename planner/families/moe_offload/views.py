@@ -39,8 +39,8 @@ def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
     """Per-layer decisions (budget, theta, cached tops, prefetch, where misses are served) and predicted figures."""
     d = plan.decisions
     n = d["num_experts"]
-    t = Table(title="per MoE layer (misses: host = computed on the host CPU, link = copied to the device,\n"
-                    "split N% = top N% of rows copied + computed on the device, the rest on the host)",
+    t = Table(title="per MoE layer; misses: host = computed on the host CPU, link = copied to the device, "
+                    "splitN% = top N% of rows copied and computed on the device, the rest on the host",
               title_justify="left")
     cols = [("layer", "left"), ("budget", "right"), ("theta", "right"), ("cached", "right"), ("pf", "center"),
             ("misses", "left"), ("hit", "right")]
@@ -128,8 +128,8 @@ def prefill_table(plan: Plan, wide: bool = False) -> Table | None:
     req = plan.decisions.get("request")
     if not req:
         return None
-    t = Table(title=f"prefill of {req['prefill_tokens']} tokens per layer (streamed = copied and computed on the "
-                    f"device; break-even = prompt tokens from which streaming every miss beats the host)",
+    t = Table(title=f"prefill of {req['prefill_tokens']} tokens per layer: streamed = copied and computed on the "
+                    f"device; break-even = prompt tokens from which streaming every miss beats the host",
               title_justify="left")
     for col, just in (("layer", "left"), ("resident", "right"), ("streamed", "right"), ("host", "right"),
                       ("rule", "left"), ("break-even", "right"), ("ms", "right")):
