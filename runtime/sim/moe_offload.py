@@ -599,6 +599,7 @@ def _prefill_chunk(tokens: np.ndarray, lay: PrefillSimLayer, cfg: PrefillSimConf
 
     device_tasks: list[tuple[float, float]] = []
     host_total = 0.0
+    host_bytes = 0.0
     copies: list[tuple[int, float, float]] = []     # (expert, bytes, its device compute once landed)
     on_host = 0
     ranked_misses = 0
@@ -613,6 +614,7 @@ def _prefill_chunk(tokens: np.ndarray, lay: PrefillSimLayer, cfg: PrefillSimConf
                 copies.append((e, lay.split * cfg.expert_bytes, dev_time(c, lay.split)))
             if lay.split < 1:
                 host_total += host_time(c, 1.0 - lay.split)
+                host_bytes += (1.0 - lay.split) * cfg.expert_bytes
                 on_host += 1
             continue
         stream = (lay.rule == "stream" or (lay.rule == "threshold" and c >= lay.threshold)
@@ -622,12 +624,13 @@ def _prefill_chunk(tokens: np.ndarray, lay: PrefillSimLayer, cfg: PrefillSimConf
             copies.append((e, cfg.expert_bytes, dev_time(c)))
         else:
             host_total += host_time(c)
+            host_bytes += cfg.expert_bytes
             on_host += 1
     link_bytes = sum(b for _, b, _ in copies)
     # the link shares DRAM with the host while both run: the link's rate scaled when their draws exceed P
     bw = cfg.bandwidth_bytes_per_s
     if host_total > 0 and cfg.host_dram_bytes_per_s and cfg.host_bytes_per_s:
-        host_draw = on_host * cfg.expert_bytes / host_total       # bytes/s the host actually reads
+        host_draw = host_bytes / host_total                       # bytes/s the host actually reads
         if host_draw + bw > cfg.host_dram_bytes_per_s:
             bw = max(cfg.host_dram_bytes_per_s - host_draw, bw * 0.05)
     t = 0.0
