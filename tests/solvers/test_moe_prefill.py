@@ -46,7 +46,7 @@ def test_plan_rule_is_never_worse_than_any_rule_and_above_the_bound(ctx) -> None
 
 def test_prefill_simulator_agrees_with_the_analytic_model(ctx) -> None:
     low, sol = ctx.state.lowered, ctx.state.solution
-    for rule in ("plan", "host", "stream", "llamacpp"):
+    for rule in ("plan", "host", "stream", "llamacpp", "decode_plan"):
         a = prefill_rule_result(low, sol, rule)
         s = simulate_prefill_solution(low, sol, rule, a)
         assert abs(a.ttft_s - s.ttft_s) / s.ttft_s < 0.2, (rule, a.ttft_s, s.ttft_s)
