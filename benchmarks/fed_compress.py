@@ -147,7 +147,7 @@ def flower_table(part: dict, configs: tuple[str, ...], targets: tuple[float, ...
     none_final = mean([r["final_accuracy"] for r in by.get("no_compression", [])])
     head = f"{'config':23}" + "".join(f" {'MB to ' + format(t, '.2f'):>14} {'rnd':>4} {'vs unif':>7}" for t in targets)
     head += f" {'final':>6} {'Δ none':>7} {'MB tot':>7} {'time s':>6} {'wait s':>6}"
-    lines = [f"MB = 1e6 payload bytes (down + up, measured); (k/n) = seeds reaching the target; vs unif = saving against "
+    lines = ["MB = 1e6 payload bytes (down + up, measured); (k/n) = seeds reaching the target; vs unif = saving against "
              "uniform_mean, per seed; final = mean accuracy of the last 5 rounds; time, waiting EMULATED", head]
     for c in configs:
         rs = by[c]

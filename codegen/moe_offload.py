@@ -80,7 +80,9 @@ RUNTIME_FORMAT = 2
 
 
 def _layer_settings(decisions: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"layer": l["layer"], "moe_index": l["moe_index"], "split_ratio": l["split_ratio"], "f_top": l["f_top"],
+    # a split layer caches whole experts and splits each miss at copy_f_top: the runtime's f_top is that split
+    return [{"layer": l["layer"], "moe_index": l["moe_index"], "split_ratio": l["split_ratio"],
+             "f_top": l["copy_f_top"] if l.get("misses_on") == "split" else l["f_top"],
              "capacity": l["cached_experts"], "prefetch": l["prefetch"], "misses_on": l.get("misses_on", "link"),
              "initial_resident": l["initial_resident"], "predicted": l["predicted"], "simulated": l["simulated"],
              "graph": "graph/" + graph_file_name(l["layer"])}
@@ -92,13 +94,17 @@ def _baseline_settings(plan: Plan) -> dict[str, Any]:
     out = {}
     for name, b in plan.baselines.items():
         d = b.decisions
+        if d.get("runtime", "").startswith("simulator only"):
+            continue
         cpu = d.get("misses_on_host_cpu") or [False] * len(d["split_ratio"])
+        split = d.get("split_fraction") or [None] * len(d["split_ratio"])
         # "static" (a fixed hot set: llama.cpp's whole layers) never evicts: its GPU layers hold every expert and its
         # host layers run in the engine's CPU-miss mode, so the engine's eviction policy never acts on them
         out[name] = {"eviction": d.get("eviction", "lcp") if d.get("eviction") in ("lcp", "lru", "lfu") else "lcp",
-                     "layers": [{"f_top": int(round(th * f)) if c else (f if cm else 0), "capacity": c, "prefetch": p,
-                                 "cpu_misses": cm, "initial_resident": list(range(c)) if cm else []}
-                                for th, c, p, cm in zip(d["split_ratio"], d["cached_experts"], d["prefetch"], cpu)],
+                     "layers": [{"f_top": int(round(sp * f)) if sp is not None else int(round(th * f)) if c else (f if cm else 0),
+                                 "capacity": c, "prefetch": p, "cpu_misses": cm, "split_misses": sp is not None,
+                                 "initial_resident": list(range(c)) if cm or sp is not None else []}
+                                for th, c, p, cm, sp in zip(d["split_ratio"], d["cached_experts"], d["prefetch"], cpu, split)],
                      "predicted_tpot_ms": b.predicted.get("tpot_ms"), "simulated_tpot_ms": b.simulated.get("tpot_ms"),
                      "predicted_hit_rate": b.predicted.get("hit_rate"), "simulated_hit_rate": b.simulated.get("hit_rate"),
                      "description": b.description, "params": dict(b.params)}

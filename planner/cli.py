@@ -605,6 +605,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
+        # libraries' warnings (peft, torch, ray) go to the log: shown with --verbose, not mixed into our output
+        logging.captureWarnings(True)
+        logging.getLogger("py.warnings").setLevel(logging.WARNING if args.verbose or debug else logging.ERROR)
         return int(args.fn(args))
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted; nothing was written.\n")

@@ -57,13 +57,15 @@ def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False) ->
     """Plan, every baseline and the bound: predicted (and simulated, labelled, where a simulator exists) figures
     and the ratio of the objective to the plan's; `wide` adds each baseline's policy parameters."""
     t = table("plan vs baselines (same inputs)" + ("; (sim) = simulated" if plan.simulated else ""))
-    t.add_column("config")
-    with_sim = bool(plan.simulated)
+    names = ["plan", *plan.baselines] + (["bound"] if plan.bound else [])
+    t.add_column("config", no_wrap=True, min_width=max(len(n) for n in names))   # names are never cut
+    obj = plan.objective.metric
+    # simulated figures beside every metric with --wide; at 80 columns beside the objective only
+    sim_of = {m: bool(plan.simulated) and (wide or m == obj) for m in metrics}
     for m in metrics:
         t.add_column(_short_metric(m), justify="right")
-        if with_sim:
+        if sim_of[m]:
             t.add_column("(sim)", justify="right")
-    obj = plan.objective.metric
     t.add_column("vs plan", justify="right")
     if wide:
         t.add_column("policy parameters")
@@ -80,7 +82,7 @@ def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False) ->
     def row(name: str, pred: Any, sim: Any, params: Any, style: str = "") -> None:
         cells = [name]
         for m in metrics:
-            for src in ((pred, sim) if with_sim else (pred,)):
+            for src in ((pred, sim) if sim_of[m] else (pred,)):
                 cells.append(cell(src.get(m), m))
         ratio = pred.get(obj) / plan.objective.value if pred.get(obj) and plan.objective.value else None
         cells.append(f"{ratio:.2f}x" if ratio else "-")

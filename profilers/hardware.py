@@ -29,7 +29,7 @@ DEFAULT_OP_OVERHEAD_S = {"datacenter_gpu": 10e-6, "consumer_gpu": 10e-6, "cpu_se
                          "edge_gpu": 20e-6, "edge_cpu": 20e-6, "phone": 20e-6, "cpu": 20e-6}
 # Fields added after the first catalog: they enter the fingerprint only when a profile sets them, so
 # existing profiles (and the plans that record their fingerprints) keep their identity.
-LATER_FIELDS = ("op_overhead_s",)
+LATER_FIELDS = ("op_overhead_s", "host_peak_flops_per_s")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class HardwareProfile:
     measured: bool = False
     base: str | None = None
     op_overhead_s: float | None = None   # fixed time of one extra small kernel (s); None: by kind
+    host_peak_flops_per_s: float | None = None   # host CPU peak FP32 vector FLOP/s (prefill on the host)
 
     def op_overhead(self) -> float:
         """Fixed seconds of one extra small kernel on this device (the profile's figure, else by kind)."""
@@ -89,6 +90,12 @@ class HardwareProfile:
         if self.host_memory_bandwidth_bytes_per_s is None:
             return None
         return self.host_memory_bandwidth_bytes_per_s * self.efficiency_memory
+
+    def host_flops_per_s(self) -> float | None:
+        """Sustained host CPU FLOP/s (peak times the compute efficiency); None if unknown."""
+        if self.host_peak_flops_per_s is None:
+            return None
+        return self.host_peak_flops_per_s * self.efficiency_compute
 
     def roofline_s(self, flops: float, bytes_moved: float, dtype: str) -> float:
         """Roofline time (s) of a kernel doing `flops` FLOPs and moving `bytes_moved` bytes."""
@@ -136,7 +143,7 @@ def profile_from_dict(d: Mapping[str, Any], where: str) -> HardwareProfile:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: memory_bytes or peak_flops_per_s is not a number ({exc})") from exc
     for key in ("memory_bandwidth_bytes_per_s", "host_to_device_bytes_per_s", "device_to_host_bytes_per_s",
-                "host_memory_bandwidth_bytes_per_s",
+                "host_memory_bandwidth_bytes_per_s", "host_peak_flops_per_s",
                 "uplink_bits_per_s", "downlink_bits_per_s", "efficiency_compute", "efficiency_memory", "op_overhead_s"):
         if values.get(key) is not None:
             try:

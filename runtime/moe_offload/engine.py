@@ -12,13 +12,16 @@ Per MoE layer i (plan decisions in `LayerSettings`):
     of resident tops, whole experts otherwise), skipping segments resident or in flight;
   * dispatch: resident tops compute at once; each bottom waits on its copy; unpredicted experts are
     fetched on demand; copies land in a staging ring allocated once.
+  * split layers: the device cache holds whole experts (a static hot set); for any other activated
+    expert the top rows [0, f_top) are copied (or were prefetched) and computed on the device while its
+    bottom rows are computed from host memory; the two partial outputs are summed exactly as the
+    split expert's top and bottom always are.
 It imports only torch (and the split-expert modules); counters feed the receipt.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,6 +40,8 @@ class LayerSettings:
     prefetch: bool
     initial_resident: tuple[int, ...] = ()
     cpu_misses: bool = False   # static device set; other experts computed from host memory, never copied
+    split_misses: bool = False  # static set of whole experts; a miss's rows [0, f_top) are copied and computed
+                                # on the device, its rows [f_top, f) computed on the host, in the same step
 
 
 @dataclass
@@ -108,7 +113,9 @@ class OffloadEngine:
         self.num_experts = num_experts
         self.policy = policy
         self.counters = [LayerCounters() for _ in layers]
-        self.caches = [DeviceCache(s.capacity if s.f_top > 0 else 0, (3, s.f_top, hidden), dtype, device, policy, rho, omega)
+        # split layers cache whole experts (seg_rows = f rows); the others cache tops of f_top rows
+        self.caches = [DeviceCache(s.capacity if (s.f_top > 0 or s.split_misses) else 0,
+                                   (3, seg_rows if s.split_misses else s.f_top, hidden), dtype, device, policy, rho, omega)
                        for s in layers]
         # staging ring: whole experts (3, f, d); bottoms use the leading rows
         self._ring = [torch.empty((3, seg_rows, hidden), dtype=dtype, device=device) for _ in range(staging_slots)]
@@ -122,7 +129,9 @@ class OffloadEngine:
         self.routing: list[list[list[int]]] = [[] for _ in layers]  # every step's experts per layer (router order)
         for i, s in enumerate(layers):
             for e in s.initial_resident[: self.caches[i].capacity]:
-                if e in host_tops[i]:
+                if s.split_misses:
+                    self._install_top(i, e, self._whole(i, e))
+                elif e in host_tops[i]:
                     self._install_top(i, e, host_tops[i][e])
 
     # ---------------------------------------------------------------- helpers
@@ -136,6 +145,11 @@ class OffloadEngine:
             del cache.slot_of[evicted]
         cache.slots[s].copy_(src)
         cache.slot_of[e] = s
+
+    def _whole(self, i: int, e: int) -> torch.Tensor:
+        """Expert e of layer i whole (3, f, d), from its host segments."""
+        parts = [t for t in (self.host_tops[i].get(e), self.host_bottoms[i].get(e)) if t is not None]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def _take_buffer(self) -> int:
         """A free staging buffer; reclaims retired ones (a mispredicted copy still landing blocks only here)."""
@@ -159,12 +173,11 @@ class OffloadEngine:
         """Queue a copy of expert e's bottom or whole expert of layer i into a staging buffer."""
         if (e, part) in self.inflight[i] or (part == "bottom" and (e, "whole") in self.inflight[i]):
             return
-        s = self.layers[i]
         top, bottom = self.host_tops[i].get(e), self.host_bottoms[i].get(e)
         buf_id = self._take_buffer()
         buf = self._ring[buf_id]
-        if part == "bottom":
-            src = bottom
+        if part in ("bottom", "top"):
+            src = bottom if part == "bottom" else top
             rows = src.shape[1]
             dst = buf[:, :rows]
 
@@ -207,6 +220,10 @@ class OffloadEngine:
         cache = self.caches[i]
         for e in pred:
             self.prefetched[i].add(e)
+            if s.split_misses:
+                if e not in cache.slot_of and s.f_top > 0:
+                    self._submit(i, e, "top")
+                continue
             if e in cache.slot_of:
                 if s.f_top < self._seg_total(i, e):
                     self._submit(i, e, "bottom")
@@ -223,6 +240,21 @@ class OffloadEngine:
         cache = self.caches[i]
         c = self.counters[i]
         self.routing[i].append(list(experts))
+        if self.layers[i].split_misses:
+            for e in experts:
+                if self.decode:
+                    c.activations += 1
+                    c.hits += e in cache.slot_of
+                    c.misses += e not in cache.slot_of
+                    c.predicted_used += e in self.prefetched[i]
+                if e not in cache.slot_of and self.layers[i].f_top > 0:
+                    self._submit(i, e, "top")
+            if self.decode:
+                c.predicted += len(self.prefetched[i])
+                c.mispredicted += len(self.prefetched[i] - set(experts))
+            if i + 1 < len(self.layers):
+                self._prefetch(i + 1)
+            return
         if self.layers[i].cpu_misses:
             if self.decode:
                 c.activations += len(experts)
@@ -256,6 +288,10 @@ class OffloadEngine:
         if s.f_top == 0:
             return None
         cache = self.caches[i]
+        if s.split_misses:
+            if expert in cache.slot_of:
+                return cache.slots[cache.slot_of[expert]][:, : s.f_top]
+            return self._wait(i, expert, "top")[:, : s.f_top]
         if expert in cache.slot_of:
             return cache.slots[cache.slot_of[expert]]
         if s.cpu_misses:
@@ -267,6 +303,11 @@ class OffloadEngine:
         b = self.host_bottoms[i].get(expert)
         if b is None:
             return None
+        if s.split_misses:
+            cache = self.caches[i]
+            if expert in cache.slot_of:
+                return cache.slots[cache.slot_of[expert]][:, s.f_top:]
+            return b  # computed on the host, where its rows live
         if s.cpu_misses:
             return b
         if (expert, "whole") in self.inflight[i]:
@@ -279,7 +320,7 @@ class OffloadEngine:
         used = set(experts)
         for e in experts:
             cache.touch(e, self.step)
-        if self.layers[i].cpu_misses:
+        if self.layers[i].cpu_misses or self.layers[i].split_misses:
             experts = []  # static device set: nothing is admitted
         for e in experts:
             if e in cache.slot_of or self.layers[i].f_top == 0:

@@ -86,14 +86,16 @@ def _settings(rt: dict[str, Any], config: str) -> tuple[list[LayerSettings], str
     layers = rt["layers"]
     if config == "plan":
         s = [LayerSettings(l["moe_index"], l["layer"], int(l["f_top"]), int(l["capacity"]), bool(l["prefetch"]),
-                           tuple(l["initial_resident"]), l.get("misses_on") == "host_cpu") for l in layers]
+                           tuple(l["initial_resident"]), l.get("misses_on") == "host_cpu", l.get("misses_on") == "split")
+             for l in layers]
         return s, rt["eviction"]["policy"], dict(rt["predicted"]), dict(rt["simulated"])
     base = rt.get("baselines", {}).get(config)
     if base is None:
         raise ArtifactError(f"the plan has no runnable baseline '{config}'",
                             f"use one of: plan, {', '.join(sorted(rt.get('baselines', {})))}")
     s = [LayerSettings(l["moe_index"], l["layer"], int(b["f_top"]), int(b["capacity"]), bool(b["prefetch"]),
-                       tuple(b.get("initial_resident", ())), bool(b.get("cpu_misses", False)))
+                       tuple(b.get("initial_resident", ())), bool(b.get("cpu_misses", False)),
+                       bool(b.get("split_misses", False)))
          for l, b in zip(layers, base["layers"])]
     return (s, base["eviction"], {"tpot_ms": base["predicted_tpot_ms"], "hit_rate": base["predicted_hit_rate"]},
             {"tpot_ms": base["simulated_tpot_ms"], "hit_rate": base["simulated_hit_rate"]})
@@ -199,9 +201,13 @@ def generate(loaded: Loaded, prompt_ids: list[int], max_new_tokens: int, tempera
     out_tokens: list[int] = []
     with torch.no_grad():
         engine.decode = False
+        t_prefill = time.perf_counter()
         out = model(input_ids=torch.tensor([prompt_ids], device=dev), use_cache=True)
         cache = out.cache
         nxt = _next_token(out.logits, temperature, gen)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        ttft_s = time.perf_counter() - t_prefill     # the prompt's prefill gives the first token
         engine.decode = True
         for _ in range(max_new_tokens):
             out_tokens.append(int(nxt))
@@ -239,6 +245,9 @@ def generate(loaded: Loaded, prompt_ids: list[int], max_new_tokens: int, tempera
               "hit_rate_predicted": loaded.predicted.get("hit_rate"), "hit_rate_simulated": loaded.simulated.get("hit_rate"),
               "bytes_h2d_per_token": sum(c.bytes_h2d for c in engine.counters) / steps,
               "link_bytes_total": int(engine.link.bytes_moved), "policy": engine.policy,
+              "ttft_ms_measured": ttft_s * 1e3, "prompt_tokens": len(prompt_ids),
+              "prompt_tokens_planned": loaded.predicted.get("prompt_tokens"),
+              "ttft_ms_predicted": loaded.predicted.get("ttft_ms"), "ttft_ms_simulated": loaded.simulated.get("ttft_ms"),
               "device": str(dev), "blocks_running_emitted_code": loaded.emitted_blocks}
     receipt = Receipt("moe-offload", loaded.config_name, loaded.link_label, rows, totals, tokens=out_tokens)
     receipt.flag_differences((("hit_rate_measured", "hit_rate_predicted"),))

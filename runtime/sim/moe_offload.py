@@ -1,25 +1,37 @@
 """SIMULATOR (labelled: its figures are simulated, never measurements) of MoE expert offloading.
 
 Replays a routing trace token by token and layer by layer against the actual cache contents, the
-predictor's actual hits and misses, one FIFO host->device link and one device compute queue.
-It is independent of the planner: it imports nothing from `solvers/` or `profilers/`, keeps its own
-cache implementation (a lazy-deletion heap per layer, where the profiler uses a stack-distance pass),
-and works event by event instead of with expected values.
+predictor's actual hits and misses, one FIFO host->device link, one host CPU and one device compute
+queue. It is independent of the planner: it imports nothing from `solvers/` or `profilers/`, keeps
+its own cache implementation (a lazy-deletion heap per layer, where the profiler uses a stack-distance
+pass), and works event by event instead of with expected values.
+
+Host DRAM is shared: while the host computes and the link copies at the same time they draw on the
+same peak DRAM bandwidth P; when their rates (host H, link BW) add up to more than P each is slowed
+by P / (H + BW) until one of them is idle. The link is a fluid FIFO queue advanced in time order.
 
 Timeline of one decode step, per MoE layer i:
-  attention of layer i runs on the device; at its end the router dispatches (the post_attn tap):
-    1. on-demand copies are queued for every activated expert whose segments are neither resident
-       nor already queued (a resident top needs only its bottom);
-    2. then the prefetch for layer i+1 is queued: for each predicted expert, its bottom if its top is
-       resident, else the whole expert, skipping segments already resident or queued.
-  The link serves copies in FIFO order at `bandwidth_bytes_per_s`; a wrong prediction occupies the link
-  and delays every copy queued behind it. Expert work is split in top and bottom tasks (theta and
-  1 - theta of t_x); the device runs ready tasks in release order. The layer ends when all its expert
-  tasks are done; then the cache admits the tops of activated misses (evicting the lowest priority
-  among experts not used in this step; prefetched-but-unused experts are not admitted).
-Layers marked `cpu` keep a static set of whole experts on the device (`initial_resident`) and compute
-every other activated expert on the host CPU where its weights live (llama.cpp / Fiddler style): no
-link traffic, no admission.
+  attention of layer i runs on the device; at its end the router dispatches (the post_attn tap).
+  Layer modes:
+  * gpu (MoEpic): 1. on-demand copies are queued for every activated expert whose segments are
+    neither resident nor already queued (a resident top needs only its bottom); 2. then the prefetch
+    for layer i+1 is queued: per predicted expert its bottom if its top is resident, else the whole
+    expert. A wrong prediction occupies the link and delays every copy behind it. Expert work is
+    split in top and bottom tasks (theta and 1 - theta of t_x); the device runs ready tasks in
+    release order. The layer ends when all its expert tasks are done; then the cache admits the
+    tops of activated misses (evicting the lowest priority among experts not used in this step).
+  * cpu (llama.cpp / Fiddler style): a static set of whole experts on the device; hits run on the
+    device, then the host computes every miss from host memory (one after the other, as today's
+    runtime does); no admission.
+  * split (our extension): the same static set; each miss's top `split` rows are copied at dispatch
+    and computed on the device when they land, while the host computes its bottom rows; host and
+    device work overlap; optional prefetch of the next layer's predicted misses' tops.
+  * hybrimoe (HybriMoE, DAC 2025): a dynamic whole-expert cache with "minus recent score" eviction;
+    per step the activated experts are split between host and device by its two-ended greedy that
+    balances finish times (cached experts first to the device, uncached ones from the tail to the
+    host, a middle uncached expert to the device only if loading + computing it there finishes
+    first; loaded experts are admitted); after dispatch it prefetches the next layer's highest-score
+    non-resident experts (`prefetch_size`).
 """
 from __future__ import annotations
 
@@ -30,7 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
-LABEL = "simulated: trace replay with a FIFO link model (not a measurement)"
+LABEL = "simulated: trace replay with a FIFO link and shared host DRAM (not a measurement)"
 
 
 @dataclass(frozen=True)
@@ -39,10 +51,19 @@ class SimLayer:
 
     capacity: int
     theta: float
-    policy: str = "lcp"          # lcp | lru | lfu | belady
+    policy: str = "lcp"          # lcp | lru | lfu | belady (gpu mode)
     prefetch: bool = True
-    cpu: bool = False
+    cpu: bool = False            # cpu mode (kept for older callers; same as mode="cpu")
     initial_resident: tuple[int, ...] = ()
+    mode: str = ""               # gpu | cpu | split | hybrimoe ("" = gpu, or cpu when `cpu`)
+    split: float = 0.0           # split mode: fraction of each miss's rows copied to the device
+    prefetch_size: int = 0       # hybrimoe: experts of the next layer prefetched per step
+    mrs_alpha: float = 0.5       # hybrimoe: score <- alpha * routing score + (1 - alpha) * score
+
+    @property
+    def kind(self) -> str:
+        """The layer's mode."""
+        return self.mode or ("cpu" if self.cpu else "gpu")
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,7 @@ class SimConfig:
     rho: float = 0.25
     omega: float = 128.0
     perfect_prediction: bool = False
+    host_dram_bytes_per_s: float | None = None   # peak host DRAM bandwidth shared by host and link (None: no cap)
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,7 @@ class SimResult:
     tokens: int
     label: str = LABEL
     token_times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    layer_host_bytes_per_token: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class _Cache:
@@ -88,6 +111,7 @@ class _Cache:
         self.decay = math.log(1.0 / rho) / omega
         self.count: dict[int, int] = {}
         self.last: dict[int, int] = {}
+        self.score: dict[int, float] = {}
         self.resident: set[int] = set()
         self.heap: list[tuple] = []
         self.future = future  # (T, k) activations, for belady only
@@ -104,6 +128,8 @@ class _Cache:
             return (c, l, -e)
         if self.policy == "belady":
             return (-self.next_use.get(e, 1 << 40), l, -e)
+        if self.policy == "mrs":
+            return (self.score.get(e, 0.0), l, -e)
         return ((math.log(c) if c > 0 else -1e9) + l * self.decay, l, -e)
 
     def _push(self, e: int) -> None:
@@ -116,6 +142,14 @@ class _Cache:
         self.next_use[e] = next_use
         if e in self.resident:
             self._push(e)
+
+    def decay_scores(self, alpha: float, activated: dict[int, float]) -> None:
+        """MRS update: activated experts blend in their routing score, every other score decays."""
+        for e in set(self.score) | set(activated):
+            self.score[e] = alpha * activated.get(e, 0.0) + (1.0 - alpha) * self.score.get(e, 0.0)
+        # every key changed: rebuild the heap of residents
+        self.heap = [(self._key(e), e) for e in self.resident]
+        heapq.heapify(self.heap)
 
     def admit(self, e: int, protected: set[int]) -> bool:
         """Admit e's top, evicting the lowest-priority unprotected resident; False if impossible."""
@@ -146,6 +180,94 @@ class _Cache:
         return True
 
 
+class _Link:
+    """FIFO host->device copies as a fluid queue, advanced in time order, sharing DRAM with the host."""
+
+    def __init__(self, bandwidth: float, host_rate: float | None, dram: float | None) -> None:
+        self.bw = bandwidth
+        self.host_rate = host_rate
+        self.dram = dram if dram else math.inf
+        self.now = 0.0
+        self.queue: list[list] = []           # [key, remaining bytes]
+        self.done: dict[tuple, float] = {}    # key -> arrival time (this step)
+
+    def _rates(self, host_busy: bool) -> tuple[float, float]:
+        """(link rate, host rate) while the host is busy or not."""
+        if not host_busy or self.host_rate is None:
+            return min(self.bw, self.dram), 0.0
+        total = self.bw + self.host_rate
+        scale = min(1.0, self.dram / total)
+        return self.bw * scale, self.host_rate * scale
+
+    def _run(self, until: float) -> None:
+        """Copy alone (the host idle) up to time `until`."""
+        rate, _ = self._rates(False)
+        while self.queue and self.now < until:
+            key, rem = self.queue[0]
+            need = rem / rate
+            if self.now + need <= until:
+                self.now += need
+                self.done[key] = self.now
+                self.queue.pop(0)
+            else:
+                self.queue[0][1] = rem - (until - self.now) * rate
+                self.now = until
+        self.now = max(self.now, until)
+
+    def enqueue(self, key: tuple, nbytes: float, now: float) -> None:
+        """Queue a copy at time `now` (no-op if already queued or landed)."""
+        self._run(now)
+        if key in self.done or any(q[0] == key for q in self.queue):
+            return
+        if nbytes <= 0:
+            self.done[key] = now
+            return
+        self.queue.append([key, float(nbytes)])
+
+    def queued(self, key: tuple) -> bool:
+        """Whether a copy with this key is queued or landed."""
+        return key in self.done or any(q[0] == key for q in self.queue)
+
+    def host_phase(self, start: float, host_bytes: float) -> float:
+        """The host reads `host_bytes` from `start` while the link keeps copying; returns the host's finish."""
+        self._run(start)
+        if host_bytes <= 0:
+            return start
+        if self.host_rate is None:
+            raise ValueError("host work without a host rate")
+        left = float(host_bytes)
+        t = start
+        while left > 0:
+            lrate, hrate = self._rates(bool(self.queue))
+            if not self.queue:
+                hrate = min(self.host_rate, self.dram)
+                t += left / hrate
+                left = 0.0
+                break
+            key, rem = self.queue[0]
+            t_link = rem / lrate
+            t_host = left / hrate
+            step = min(t_link, t_host)
+            t += step
+            left -= step * hrate
+            if t_link <= t_host:
+                self.done[key] = t
+                self.queue.pop(0)
+            else:
+                self.queue[0][1] = rem - step * lrate
+                left = 0.0
+        self.now = t
+        return t
+
+    def arrival(self, key: tuple) -> float:
+        """When the copy `key` lands (advancing the link alone as far as needed)."""
+        while key not in self.done:
+            if not self.queue:
+                raise KeyError(f"copy {key} was never queued")
+            self._run(self.now + self.queue[0][1] / self._rates(False)[0])
+        return self.done[key]
+
+
 def _next_use_table(seq: np.ndarray) -> np.ndarray:
     T, k = seq.shape
     out = np.full((T, k), 1 << 40, dtype=np.int64)
@@ -156,6 +278,45 @@ def _next_use_table(seq: np.ndarray) -> np.ndarray:
         for j in range(k):
             seen[int(seq[t, j])] = t
     return out
+
+
+def _device_finish(start: float, tasks: list[tuple[float, float]]) -> float:
+    """The device runs ready tasks (ready time, duration) in release order from `start`."""
+    device = start
+    for ready, dur in sorted(tasks):
+        device = max(device, ready) + dur
+    return device
+
+
+def hybrimoe_split(cached: list[int], uncached: list[int], gpu_s: float, cpu_s: float, move_s: float) -> tuple[list[int], list[int]]:
+    """HybriMoE's intra-layer schedule (two-ended greedy, decode: one token per expert).
+
+    The queue is the cached experts then the uncached ones. Repeatedly the head is offered to the
+    device (an uncached head first waits for its copy, loads serialised on the link) and the tail to the
+    host; whichever side would finish first takes its candidate. Returns (device experts, host experts).
+    """
+    queue = list(cached) + list(uncached)
+    unc = set(uncached)
+    gpu_t = cpu_t = move_t = 0.0
+    gpu_q: list[int] = []
+    cpu_q: list[int] = []
+    while queue:
+        head, tail = queue[0], queue[-1]
+        g = gpu_s
+        if head in unc:
+            move_t_new = move_t + move_s
+            g += max(0.0, move_t_new - gpu_t)
+        if gpu_t + g <= cpu_t + cpu_s:
+            if head in unc:
+                move_t += move_s
+            gpu_t += g
+            gpu_q.append(head)
+            queue.pop(0)
+        else:
+            cpu_t += cpu_s
+            cpu_q.append(tail)
+            queue.pop()
+    return gpu_q, cpu_q
 
 
 def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, tokens: int | None = None,
@@ -172,47 +333,57 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
     L = experts.shape[1]
     if len(config.layers) != L:
         raise ValueError(f"config has {len(config.layers)} layers, trace has {L}")
-    U, bw, tx = config.expert_bytes, config.bandwidth_bytes_per_s, config.expert_compute_s
+    U, tx = config.expert_bytes, config.expert_compute_s
+    host_rate = U / config.host_expert_compute_s if config.host_expert_compute_s else None
+    for lay in config.layers:
+        if lay.kind in ("cpu", "split", "hybrimoe") and host_rate is None:
+            raise ValueError(f"{lay.kind} layer without host_expert_compute_s")
     caches = []
     nexts = []
     for i, lay in enumerate(config.layers):
-        fut = _next_use_table(experts[:T, i, :]) if lay.policy == "belady" else None
+        fut = _next_use_table(experts[:T, i, :]) if lay.policy == "belady" and lay.kind == "gpu" else None
         nexts.append(fut)
-        caches.append(_Cache(lay.capacity if lay.theta > 0 and not lay.cpu else 0, lay.policy, config.rho,
-                             config.omega, fut, () if lay.cpu else lay.initial_resident))
+        kind = lay.kind
+        if kind == "gpu":
+            caches.append(_Cache(lay.capacity if lay.theta > 0 else 0, lay.policy, config.rho, config.omega, fut, ()))
+        elif kind == "hybrimoe":
+            caches.append(_Cache(lay.capacity, "mrs", config.rho, config.omega, None, lay.initial_resident))
+        else:
+            caches.append(_Cache(0, "lcp", config.rho, config.omega, None, ()))
+    static = [set(lay.initial_resident[: lay.capacity]) if lay.kind in ("cpu", "split") else set()
+              for lay in config.layers]
     hits = np.zeros(L)
     acc = np.zeros(L)
     bytes_l = np.zeros(L)
+    host_l = np.zeros(L)
     stall = np.zeros(L)
     mispred = np.zeros(L)
     recall_hits = np.zeros(L)
     token_times = np.zeros(T)
     clock = 0.0
-    link_free = 0.0
-    # in-flight or arrived segments for the current step: (layer, expert, part) -> arrival time
+    link = _Link(config.bandwidth_bytes_per_s, host_rate, config.host_dram_bytes_per_s)
     snap = None
     for t in range(T):
         if t == warmup and warmup > 0:
-            snap = (hits.copy(), acc.copy(), bytes_l.copy(), stall.copy(), mispred.copy(), recall_hits.copy())
+            snap = (hits.copy(), acc.copy(), bytes_l.copy(), stall.copy(), mispred.copy(), recall_hits.copy(), host_l.copy())
         t_start = clock
         clock += config.other_compute_s
-        arrivals: dict[tuple[int, int, str], float] = {}
+        # copies of this step are keyed (step, layer, expert, part); older landed keys are dropped
+        link.done = {k: v for k, v in link.done.items() if k[0] == t}
         prefetched: list[set[int]] = [set() for _ in range(L)]
 
-        def enqueue(layer: int, e: int, part: str, nbytes: float, now: float) -> float:
-            nonlocal link_free
-            key = (layer, e, part)
-            if key in arrivals:
-                return arrivals[key]
-            start = max(link_free, now)
-            link_free = start + nbytes / bw
-            arrivals[key] = link_free
-            bytes_l[layer] += nbytes
-            return link_free
+        def enqueue(layer: int, e: int, part: str, nbytes: float, now: float) -> None:
+            key = (t, layer, e, part)
+            if not link.queued(key):
+                bytes_l[layer] += nbytes
+            link.enqueue(key, nbytes, now)
+
+        def arrival(layer: int, e: int, part: str) -> float:
+            return link.arrival((t, layer, e, part))
 
         def prefetch_layer(j: int, now: float) -> None:
             lay = config.layers[j]
-            if not lay.prefetch or lay.cpu:
+            if not lay.prefetch or lay.kind in ("cpu", "hybrimoe"):
                 return
             preds = experts[t, j, :] if config.perfect_prediction else predicted[t, j, :]
             for e in preds:
@@ -220,66 +391,132 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
                 if e < 0:
                     continue
                 prefetched[j].add(e)
-                if e in caches[j].resident:
+                if lay.kind == "split":
+                    if e not in static[j] and lay.split > 0:
+                        enqueue(j, e, "top", lay.split * U, now)
+                elif e in caches[j].resident:
                     if lay.theta < 1.0:
                         enqueue(j, e, "bottom", (1.0 - lay.theta) * U, now)
                 else:
                     enqueue(j, e, "whole", U, now)
 
+        def hybrimoe_prefetch(j: int, now: float) -> None:
+            lay = config.layers[j]
+            cache = caches[j]
+            cands = sorted((e for e in cache.score if e not in cache.resident),
+                           key=lambda e: (-cache.score[e], e))[: lay.prefetch_size]
+            for e in cands:
+                if cache.admit(e, set()):
+                    prefetched[j].add(e)
+                    enqueue(j, e, "whole", U, now)
+
         for i in range(L):
             lay = config.layers[i]
+            kind = lay.kind
             clock += config.attention_compute_s[i]
             dispatch = clock
-            act = [int(e) for e in experts[t, i, :]]
+            act = list(dict.fromkeys(int(e) for e in experts[t, i, :] if int(e) >= 0))
             used = set(act)
-            if lay.cpu:
-                if config.host_expert_compute_s is None:
-                    raise ValueError("cpu layer without host_expert_compute_s")
-                static = set(lay.initial_resident[: lay.capacity])
-                for e in act:
-                    acc[i] += 1
-                    if e in static:
-                        hits[i] += 1
-                        clock += tx
-                    else:
-                        clock += config.host_expert_compute_s
+            acc[i] += len(act)
+            recall_hits[i] += sum(1 for e in act if e in prefetched[i])
+            if kind == "cpu":
+                n_hit = sum(1 for e in act if e in static[i])
+                hits[i] += n_hit
+                n_miss = len(act) - n_hit
+                host_l[i] += n_miss * U
                 if i + 1 < L:
                     prefetch_layer(i + 1, dispatch)
+                # hits on the device, then the misses on the host, one after the other
+                end = link.host_phase(dispatch + n_hit * tx, n_miss * U)
+                stall[i] += end - dispatch - len(act) * tx
+                clock = end
                 continue
-            tasks: list[tuple[float, float]] = []  # (ready time, duration)
+            if kind == "split":
+                a = lay.split
+                hit_e = [e for e in act if e in static[i]]
+                miss_e = [e for e in act if e not in static[i]]
+                hits[i] += len(hit_e)
+                for e in miss_e:
+                    if a > 0:
+                        enqueue(i, e, "top", a * U, dispatch)
+                if i + 1 < L:
+                    prefetch_layer(i + 1, dispatch)
+                host_bytes = len(miss_e) * (1.0 - a) * U
+                host_l[i] += host_bytes
+                host_end = link.host_phase(dispatch, host_bytes)
+                tasks = [(dispatch, tx) for _ in hit_e]
+                if a > 0:
+                    tasks += [(arrival(i, e, "top"), a * tx) for e in miss_e]
+                end = max(host_end, _device_finish(dispatch, tasks))
+                mispred[i] += len(prefetched[i] - used)
+                stall[i] += end - dispatch - len(act) * tx
+                clock = end
+                continue
+            if kind == "hybrimoe":
+                cache = caches[i]
+                cached = [e for e in act if e in cache.resident]
+                uncached = [e for e in act if e not in cache.resident]
+                hits[i] += len(cached)
+                assert config.host_expert_compute_s is not None
+                gpu_q, cpu_q = hybrimoe_split(cached, uncached, tx, config.host_expert_compute_s,
+                                              U / config.bandwidth_bytes_per_s)
+                moved = [e for e in gpu_q if e not in cache.resident]
+                for e in moved:
+                    enqueue(i, e, "whole", U, dispatch)
+                if i + 1 < L and config.layers[i + 1].kind == "hybrimoe" and config.layers[i + 1].prefetch_size > 0:
+                    hybrimoe_prefetch(i + 1, dispatch)
+                host_bytes = len(cpu_q) * U
+                host_l[i] += host_bytes
+                host_end = link.host_phase(dispatch, host_bytes)
+                tasks = [(dispatch if e in cache.resident else arrival(i, e, "whole"), tx) for e in gpu_q]
+                # a prefetched expert is resident from its admission but computes only once it has landed
+                tasks = [(max(r, arrival(i, e, "whole")) if link.queued((t, i, e, "whole")) else r, d)
+                         for (r, d), e in zip(tasks, gpu_q)]
+                end = max(host_end, _device_finish(dispatch, tasks))
+                for e in act:
+                    cache.touch(e, t, 0)
+                for e in moved:
+                    cache.admit(e, used)
+                cache.decay_scores(lay.mrs_alpha, {e: 1.0 / max(len(act), 1) for e in act})
+                mispred[i] += len(prefetched[i] - used)
+                stall[i] += end - dispatch - len(act) * tx
+                clock = end
+                continue
+            # gpu mode (MoEpic): on-demand copies in router order, then the next layer's prefetch
+            tasks: list[tuple[float, float]] = []
             misses = []
             for e in act:
-                acc[i] += 1
-                if e in prefetched[i]:
-                    recall_hits[i] += 1
                 if e in caches[i].resident:
                     hits[i] += 1
-                    tasks.append((dispatch, lay.theta * tx))
                     if lay.theta < 1.0:
-                        ready = enqueue(i, e, "bottom", (1.0 - lay.theta) * U, dispatch)
-                        tasks.append((ready, (1.0 - lay.theta) * tx))
+                        enqueue(i, e, "bottom", (1.0 - lay.theta) * U, dispatch)
                 else:
                     misses.append(e)
-                    ready = enqueue(i, e, "whole", U, dispatch)
-                    tasks.append((ready, tx))
+                    enqueue(i, e, "whole", U, dispatch)
             mispred[i] += len(prefetched[i] - used)
             if i + 1 < L:
                 prefetch_layer(i + 1, dispatch)
-            device = dispatch
+            for e in act:
+                if e in caches[i].resident:
+                    tasks.append((dispatch, lay.theta * tx))
+                    if lay.theta < 1.0:
+                        tasks.append((arrival(i, e, "bottom"), (1.0 - lay.theta) * tx))
+                else:
+                    tasks.append((arrival(i, e, "whole"), tx))
             ideal = dispatch + sum(d for _, d in tasks)
-            for ready, dur in sorted(tasks):
-                device = max(device, ready) + dur
+            device = _device_finish(dispatch, tasks)
             stall[i] += device - ideal
             clock = device
             nu = nexts[i]
-            for j, e in enumerate(act):
-                caches[i].touch(e, t, int(nu[t, j]) if nu is not None else 0)
+            for j, e in enumerate(int(x) for x in experts[t, i, :]):
+                if e >= 0:
+                    caches[i].touch(e, t, int(nu[t, j]) if nu is not None else 0)
             for e in misses:
                 caches[i].admit(e, used)
         token_times[t] = clock - t_start
     if snap is not None:
-        hits, acc, bytes_l, stall, mispred, recall_hits = (a - b for a, b in zip(
-            (hits, acc, bytes_l, stall, mispred, recall_hits), snap))
+        hits, acc, bytes_l, stall, mispred, recall_hits, host_l = (a - b for a, b in zip(
+            (hits, acc, bytes_l, stall, mispred, recall_hits, host_l), snap))
     token_times = token_times[warmup:]
     n = max(T - warmup, 1)
     n_acc = np.maximum(acc, 1)
@@ -294,4 +531,133 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
         layer_recall=recall_hits / n_acc,
         tokens=n,
         token_times_s=token_times,
+        layer_host_bytes_per_token=host_l / n,
     )
+
+
+# ---------------------------------------------------------------------------------------------- prefill
+PREFILL_LABEL = ("simulated prefill: the prompt's routing replayed expert by expert with a FIFO link, shared host "
+                 "DRAM and FLOP-bound host and device (not a measurement)")
+
+
+@dataclass(frozen=True)
+class PrefillSimLayer:
+    """One layer's prefill as the runtime would run it."""
+
+    resident: tuple[int, ...]      # whole experts on the device
+    rule: str                      # top | threshold | host | stream | min_batch | split
+    threshold: float = math.inf    # threshold rule: an expert with at least this many tokens streams
+    top: int = 0                   # top rule: the `top` non-resident experts with the most tokens stream
+    min_batch: int = 0             # min_batch rule: stream when the chunk has at least this many tokens
+    split: float = 0.0             # split rule: fraction of each non-resident expert's rows copied
+
+
+@dataclass(frozen=True)
+class PrefillSimConfig:
+    """Constants (s, B, FLOP) of a prefill replay."""
+
+    layers: tuple[PrefillSimLayer, ...]
+    expert_bytes: float
+    bandwidth_bytes_per_s: float
+    expert_flops_per_token: float
+    device_flops_per_s: float
+    expert_min_s: float                      # one expert on the device at least reads its bytes
+    host_bytes_per_s: float | None
+    host_flops_per_s: float | None
+    attention_s: Sequence[float]
+    other_s: float
+    chunk_tokens: int | None = None          # None: the whole prompt per layer; else ubatches of this size
+    host_dram_bytes_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PrefillSimResult:
+    """Simulated TTFT and per-layer figures (label says so)."""
+
+    ttft_s: float
+    layer_time_s: np.ndarray
+    link_bytes: float
+    streamed: int
+    on_host: int
+    label: str = PREFILL_LABEL
+
+
+def _prefill_chunk(tokens: np.ndarray, lay: PrefillSimLayer, cfg: PrefillSimConfig) -> tuple[float, float, int, int]:
+    """(expert-phase time, link bytes, experts streamed, experts on the host) of one chunk of one layer."""
+    counts: dict[int, int] = {}
+    for e in tokens.reshape(-1):
+        if int(e) >= 0:
+            counts[int(e)] = counts.get(int(e), 0) + 1
+    n_tok = tokens.shape[0]
+    res = set(lay.resident)
+    dev_time = lambda c, frac=1.0: max(frac * c * cfg.expert_flops_per_token / cfg.device_flops_per_s, frac * cfg.expert_min_s)
+
+    def host_time(c: int, frac: float = 1.0) -> float:
+        if cfg.host_bytes_per_s is None or cfg.host_flops_per_s is None:
+            return math.inf
+        return max(frac * c * cfg.expert_flops_per_token / cfg.host_flops_per_s, frac * cfg.expert_bytes / cfg.host_bytes_per_s)
+
+    device_tasks: list[tuple[float, float]] = []
+    host_total = 0.0
+    host_bytes = 0.0
+    copies: list[tuple[int, float, float]] = []     # (expert, bytes, its device compute once landed)
+    on_host = 0
+    ranked_misses = 0
+    for e in sorted(counts, key=lambda x: (-counts[x], x)):
+        c = counts[e]
+        if e in res:
+            device_tasks.append((0.0, dev_time(c)))
+            continue
+        ranked_misses += 1
+        if lay.rule == "split":
+            if lay.split > 0:
+                copies.append((e, lay.split * cfg.expert_bytes, dev_time(c, lay.split)))
+            if lay.split < 1:
+                host_total += host_time(c, 1.0 - lay.split)
+                host_bytes += (1.0 - lay.split) * cfg.expert_bytes
+                on_host += 1
+            continue
+        stream = (lay.rule == "stream" or (lay.rule == "threshold" and c >= lay.threshold)
+                  or (lay.rule == "top" and ranked_misses <= lay.top)
+                  or (lay.rule == "min_batch" and n_tok >= lay.min_batch))
+        if stream:
+            copies.append((e, cfg.expert_bytes, dev_time(c)))
+        else:
+            host_total += host_time(c)
+            host_bytes += cfg.expert_bytes
+            on_host += 1
+    link_bytes = sum(b for _, b, _ in copies)
+    # the link shares DRAM with the host while both run: the link's rate scaled when their draws exceed P
+    bw = cfg.bandwidth_bytes_per_s
+    if host_total > 0 and cfg.host_dram_bytes_per_s and cfg.host_bytes_per_s:
+        host_draw = host_bytes / host_total                       # bytes/s the host actually reads
+        if host_draw + bw > cfg.host_dram_bytes_per_s:
+            bw = max(cfg.host_dram_bytes_per_s - host_draw, bw * 0.05)
+    t = 0.0
+    for _, nbytes, dur in copies:
+        t += nbytes / bw
+        device_tasks.append((t, dur))
+    device = 0.0
+    for ready, dur in sorted(device_tasks):
+        device = max(device, ready) + dur
+    return max(device, host_total), link_bytes, len(copies), on_host
+
+
+def simulate_prefill(prompt: np.ndarray, cfg: PrefillSimConfig) -> PrefillSimResult:
+    """Replay a prompt's routing `prompt` (T, L, k) through each layer (whole prompt or ubatch chunks)."""
+    T, L, _ = prompt.shape
+    if len(cfg.layers) != L:
+        raise ValueError(f"config has {len(cfg.layers)} layers, the prompt {L}")
+    chunk = cfg.chunk_tokens or T
+    times = np.zeros(L)
+    link = 0.0
+    streamed = on_host = 0
+    for start in range(0, T, chunk):
+        part = prompt[start: start + chunk]
+        for i, lay in enumerate(cfg.layers):
+            dt, b, s, h = _prefill_chunk(part[:, i, :], lay, cfg)
+            times[i] += cfg.attention_s[i] * part.shape[0] / T + dt
+            link += b
+            streamed += s
+            on_host += h
+    return PrefillSimResult(float(times.sum() + cfg.other_s), times, link, streamed, on_host)

@@ -13,15 +13,22 @@ every MoE layer, floor((B / L) / U_e) experts.
 | uniform_split      | MoEpic without per-layer planning | best single theta | uniform | LCP | predicted |
 | adapmoe_dp         | AdapMoE                    | 1     | DP over per-layer sizes | LCP    | predicted         |
 | llamacpp_cpu_moe   | llama.cpp --n-cpu-moe      | 1     | first n layers whole, the rest on the CPU | - | none |
+| ktransformers      | kTransformers static map   | -     | none: every routed expert on the host     | - | none |
+| hybrimoe           | HybriMoE (DAC 2025)        | 1     | uniform, whole experts | minus recent score | next-layer top scores |
+
+HybriMoE runs in the simulator (its per-step host/device split and its MRS cache); its predicted figure is an
+analytic estimate (LCP hit curve, expected two-ended schedule) and it is outside the plan space (a per-step
+dynamic split), so the plan is reported against it, not guaranteed to beat it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
 
 from solvers.common import Baseline, Status, Stopwatch, TraceEvent
-from solvers.moe_offload.cost import capacity, evaluate
+from solvers.moe_offload.cost import PredictedMetrics, capacity, evaluate
 from solvers.moe_offload.divide_and_conquer import allocate
 from solvers.moe_offload.fixed_point import inner_scan
 from solvers.moe_offload.problem import MoeOffloadProblem, MoeOffloadSolution
@@ -137,6 +144,93 @@ def llamacpp_cpu_moe(problem: MoeOffloadProblem) -> MoeOffloadSolution:
                                                       "host_expert_compute_ms": problem.host_expert_compute_s * 1e3})
 
 
+def ktransformers_static(problem: MoeOffloadProblem) -> MoeOffloadSolution:
+    """kTransformers' static mapping: every routed expert on the host CPU, attention and shared experts on
+    the device; no expert cache (the budget is not used for experts)."""
+    if problem.host_expert_compute_s is None:
+        raise ValueError(_no_host_bandwidth(problem))
+    w = Stopwatch()
+    L = problem.num_layers
+    caps = np.zeros(L, dtype=np.int64)
+    split = np.zeros(L)   # a split layer with nothing copied: misses computed where they live
+    m = evaluate(problem, np.zeros(L), caps, np.zeros(L, dtype=bool), "static", split=split)
+    return MoeOffloadSolution(status=Status.FEASIBLE, budget_units=np.zeros(L, dtype=np.int64), thetas=np.zeros(L),
+                              capacities=caps, prefetch=np.zeros(L, dtype=bool), policy="static", objective=m.tpot_s,
+                              metrics=m, wall_time_s=w.elapsed(), split_fraction=split,
+                              params={"baseline": "ktransformers", "routed_experts": "host CPU",
+                                      "attention_and_shared_experts": "device",
+                                      "host_expert_compute_ms": problem.host_expert_compute_s * 1e3})
+
+
+def hss_expert_phase(cached: int, uncached: int, gpu_s: float, cpu_s: float, move_s: float) -> tuple[float, int]:
+    """HybriMoE's two-ended greedy for one decode step (one token per expert): (expert-phase time s, experts moved).
+
+    The queue holds the cached experts, then the uncached ones. The head is offered to the device (an
+    uncached head waits for its copy; copies are serialised), the tail to the host; whichever side
+    would finish first takes its candidate. Our own rendering of the published schedule.
+    """
+    queue = ["c"] * cached + ["u"] * uncached
+    gpu_t = cpu_t = move_t = 0.0
+    moved = 0
+    while queue:
+        head = queue[0]
+        g = gpu_s + (max(0.0, move_t + move_s - gpu_t) if head == "u" else 0.0)
+        if gpu_t + g <= cpu_t + cpu_s:
+            if head == "u":
+                move_t += move_s
+                moved += 1
+            gpu_t += g
+            queue.pop(0)
+        else:
+            cpu_t += cpu_s
+            queue.pop()
+    return max(gpu_t, cpu_t), moved
+
+
+def hybrimoe(problem: MoeOffloadProblem, prefetch_size: int = 0, mrs_alpha: float = 0.5) -> MoeOffloadSolution:
+    """HybriMoE (Zhong et al., DAC 2025): a whole-expert cache of the same size in every layer with
+    "minus recent score" eviction, a per-step host/device split of the activated experts that balances
+    their finish times (experts moved to the device are admitted), and prefetch of the next layer's
+    highest-score experts. The simulator runs the policy itself; this analytic estimate uses the LCP hit
+    curve for the MRS cache (both weigh frequency and recency) and the expected two-ended schedule.
+    """
+    if problem.host_expert_compute_s is None:
+        raise ValueError(_no_host_bandwidth(problem))
+    w = Stopwatch()
+    L = problem.num_layers
+    c = uniform_capacity(problem)
+    env = problem.envelope("lcp")
+    times = np.zeros(L)
+    hits = np.zeros(L)
+    bytes_ = np.zeros(L)
+    b, t_cpu, tau = problem.expert_compute_s, problem.host_expert_compute_s, problem.transfer_s
+    for i in range(L):
+        h = float(env[i][c])
+        n = max(int(round(float(problem.distinct_experts[i]))), 1)
+        exp_t = exp_moved = 0.0
+        for miss in range(n + 1):
+            prob = math.comb(n, miss) * (1 - h) ** miss * h ** (n - miss)
+            t_phase, moved = hss_expert_phase(n - miss, miss, b, t_cpu, tau)
+            exp_t += prob * t_phase
+            exp_moved += prob * moved
+        times[i] = problem.attention_compute_s[i] + exp_t
+        hits[i] = h
+        bytes_[i] = exp_moved * problem.expert_bytes
+    stall = times - problem.layer_compute_s()
+    weights = problem.distinct_experts
+    m = PredictedMetrics(times, stall, hits, bytes_, float(times.sum() + problem.other_compute_s),
+                         float((hits * weights).sum() / weights.sum()), float(bytes_.sum()))
+    caps = np.full(L, c, dtype=np.int64)
+    units = np.ceil(caps * problem.expert_bytes / problem.budget_unit_bytes - 1e-9).astype(np.int64)
+    return MoeOffloadSolution(status=Status.FEASIBLE, budget_units=units, thetas=np.where(caps > 0, 1.0, 0.0),
+                              capacities=caps, prefetch=np.zeros(L, dtype=bool), policy="mrs", objective=m.tpot_s,
+                              metrics=m, wall_time_s=w.elapsed(),
+                              params={"baseline": "hybrimoe", "cache_per_layer": c, "eviction": "minus recent score",
+                                      "mrs_alpha": mrs_alpha, "routing_score": "1/k per activated expert (traces hold no router probabilities)",
+                                      "prefetch_size": prefetch_size, "schedule": "two-ended greedy, balance finish times",
+                                      "host_expert_compute_ms": t_cpu * 1e3})
+
+
 def _no_host_bandwidth(problem: MoeOffloadProblem) -> str | None:
     return "has no host memory bandwidth figure" if problem.host_expert_compute_s is None else None
 
@@ -155,7 +249,14 @@ BASELINES: tuple[Baseline, ...] = (
     # in the plan space only when CPU-miss layers are allowed (the family checks its option)
     Baseline("llamacpp_cpu_moe", "llama.cpp --n-cpu-moe: first layers' experts on the GPU, the rest computed on the host CPU",
              llamacpp_cpu_moe, in_space=True, unsupported=_no_host_bandwidth),
+    Baseline("ktransformers", "kTransformers static mapping: routed experts on the host CPU, attention and shared experts "
+             "on the device", ktransformers_static, in_space=True, unsupported=_no_host_bandwidth),
+    Baseline("hybrimoe", "HybriMoE (DAC 2025): per-step host/device split balancing finish times, MRS cache, "
+             "score-driven prefetch", hybrimoe, unsupported=_no_host_bandwidth),
 )
+
+# baselines whose configuration uses the host CPU: in the plan space only when the plan may use it too
+HOST_BASELINES = ("llamacpp_cpu_moe", "ktransformers", "hybrimoe")
 
 
 def baseline(name: str) -> Baseline:

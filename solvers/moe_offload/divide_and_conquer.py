@@ -1,4 +1,4 @@
-"""Outer problem of MoEpic: share the budget across layers by divide and conquer (spec §5).
+"""Outer problem of MoEpic: share the budget across layers by divide and conquer (docs/moe-offload.md §4).
 
 Each layer has a cost curve L_i(x), x = 0..G_i budget units. `dc(lo, hi)` returns the min-plus
 convolution of the curves of layers lo..hi, capped at G units, remembering the argmin split at
@@ -73,3 +73,10 @@ def allocate(curves: list[np.ndarray], total_units: int) -> tuple[np.ndarray, fl
     walk(root, start)
     value = float(sum(mono[i][x[i]] for i in range(len(mono))))
     return x, value, int(sum(merges))
+
+
+def root_curve(curves: list[np.ndarray], total_units: int) -> np.ndarray:
+    """F[x] = min over sum_i x_i <= x of sum_i L_i(x_i), for x = 0..total_units (the dual mode reads it)."""
+    mono = [np.minimum.accumulate(np.asarray(c, dtype=float)) for c in curves]
+    root = _build(mono, 0, len(mono) - 1, total_units, [])
+    return np.minimum.accumulate(root.curve)

@@ -1,4 +1,4 @@
-"""Exact references for the moe-offload problem (spec §6).
+"""Exact references for the moe-offload problem (docs/moe-offload.md §7).
 
 (a) `solve_scan_merge`: the exact inner scan over every theta (and prefetch on/off) for every budget,
     then the full min-plus merge: exact over the discretised problem.

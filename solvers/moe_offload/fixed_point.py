@@ -1,4 +1,4 @@
-"""Inner problem of MoEpic: the best split ratio theta for one layer at every budget (spec §5).
+"""Inner problem of MoEpic: the best split ratio theta for one layer at every budget (docs/moe-offload.md §4).
 
 Two fixed-point iterations, vectorised over all budgets x = 0..G_i of a layer:
   A (load-bound region, theta <= theta_hide): T_i falls as S = theta * h(C) rises, and with
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from solvers.moe_offload.cost import capacity, time_at_hit, time_cpu_misses
+from solvers.moe_offload.cost import capacity, time_at_hit, time_cpu_misses, time_split
 from solvers.moe_offload.problem import MoeOffloadProblem
 
 
@@ -35,6 +35,7 @@ class LayerCurve:
     rounds_ratio: int = 0
     rounds_hide: int = 0
     cpu: np.ndarray | None = None   # bool: the CPU-miss mode wins at this budget
+    split: np.ndarray | None = None  # copied fraction alpha where a split layer wins (NaN elsewhere)
 
 
 def suffix_argmax_ratio(h_env: np.ndarray) -> np.ndarray:
@@ -143,9 +144,37 @@ def with_cpu_mode(problem: MoeOffloadProblem, layer: int, budgets: np.ndarray, c
                       curve.rounds_ratio, curve.rounds_hide, win)
 
 
+def with_split_mode(problem: MoeOffloadProblem, layer: int, budgets: np.ndarray, curve: LayerCurve, allow: bool,
+                    alphas: np.ndarray | None = None) -> LayerCurve:
+    """Let a split layer win where it is cheaper: the static hot set of whole experts that fit the budget,
+    and every miss's top rows (fraction alpha, on the theta grid) copied and computed on the device while
+    the host computes its bottom rows. The best alpha is found by scanning the grid (exact over it)."""
+    n = len(budgets)
+    nan = np.full(n, np.nan)
+    if not allow or problem.host_expert_compute_s is None or "static" not in problem.hit_curves:
+        return LayerCurve(curve.time_s, curve.theta, curve.capacity, curve.prefetch, curve.rounds_ratio,
+                          curve.rounds_hide, curve.cpu, nan)
+    grid = problem.thetas() if alphas is None else alphas
+    cap = capacity(problem, budgets, np.ones(n))
+    # distinct hit rates are few (one per capacity): scan alpha once per capacity, not per budget
+    uniq, inv = np.unique(cap, return_inverse=True)
+    t = time_split(problem, layer, problem.hit_curves["static"][layer][uniq][:, None], grid[None, :])
+    scale = max(float(t.min()), 1e-12)
+    # ties: the smaller alpha (fewer bytes over the link)
+    best = np.argmin(np.round(t / scale, 12), axis=1)
+    t_best = t[np.arange(len(uniq)), best][inv]
+    a_best = grid[best][inv]
+    win = t_best < curve.time_s * (1 - 1e-12)
+    cpu = curve.cpu if curve.cpu is not None else np.zeros(n, dtype=bool)
+    return LayerCurve(np.where(win, t_best, curve.time_s), np.where(win, 1.0, curve.theta),
+                      np.where(win, cap, curve.capacity), np.where(win, False, curve.prefetch),
+                      curve.rounds_ratio, curve.rounds_hide, np.where(win, False, cpu), np.where(win, a_best, np.nan))
+
+
 def inner_fixed_point(problem: MoeOffloadProblem, layer: int, policy: str = "lcp",
-                      recall: float | None = None, curve: np.ndarray | None = None, allow_cpu: bool = False) -> LayerCurve:
-    """MoEpic's inner solve for every budget x = 0..G_i of one layer."""
+                      recall: float | None = None, curve: np.ndarray | None = None, allow_cpu: bool = False,
+                      allow_split: bool = False) -> LayerCurve:
+    """MoEpic's inner solve for every budget x = 0..G_i of one layer (plus the host modes where allowed)."""
     grid = problem.thetas()
     h_env = curve if curve is not None else problem.envelope(policy)[layer]
     p = problem.recall[layer] if recall is None else recall
@@ -174,12 +203,12 @@ def inner_fixed_point(problem: MoeOffloadProblem, layer: int, policy: str = "lcp
         thetas = np.where(prefetch, np.nan, thetas)
     out = _pick(problem, layer, budgets, thetas, prefetch, h_env, p)
     out = LayerCurve(out.time_s, out.theta, out.capacity, out.prefetch, rounds_a, rounds_b)
-    return with_cpu_mode(problem, layer, budgets, out, allow_cpu)
+    return with_split_mode(problem, layer, budgets, with_cpu_mode(problem, layer, budgets, out, allow_cpu), allow_split)
 
 
 def inner_scan(problem: MoeOffloadProblem, layer: int, policy: str = "lcp", recall: float | None = None,
                curve: np.ndarray | None = None, prefetch_options: tuple[bool, ...] = (True, False),
-               thetas: np.ndarray | None = None, allow_cpu: bool = False) -> LayerCurve:
+               thetas: np.ndarray | None = None, allow_cpu: bool = False, allow_split: bool = False) -> LayerCurve:
     """Exact inner reference: every theta in the grid, with and without prefetching."""
     grid = problem.thetas() if thetas is None else thetas
     h_env = curve if curve is not None else problem.envelope(policy)[layer]
@@ -191,4 +220,5 @@ def inner_scan(problem: MoeOffloadProblem, layer: int, policy: str = "lcp", reca
     pref = np.concatenate([np.full(len(grid), o) for o in opts])
     thetas_m = np.tile(cols, (len(x), 1))
     prefetch_m = np.tile(pref, (len(x), 1))
-    return with_cpu_mode(problem, layer, budgets, _pick(problem, layer, budgets, thetas_m, prefetch_m, h_env, p), allow_cpu)
+    out = with_cpu_mode(problem, layer, budgets, _pick(problem, layer, budgets, thetas_m, prefetch_m, h_env, p), allow_cpu)
+    return with_split_mode(problem, layer, budgets, out, allow_split)

@@ -34,7 +34,18 @@ class MoeOffloadProblem:
     distinct_experts: np.ndarray
     budget_bytes: float
     budget_unit_bytes: float
-    host_expert_compute_s: float | None = None
+    host_expert_compute_s: float | None = None   # one whole expert computed on the host (sustained DRAM rate), s
+    host_dram_bytes_per_s: float | None = None   # peak host DRAM bandwidth P, shared by host compute and link copies
+    # whole requests (docs §12): prefill of `prompt_tokens` tokens (batch x prompt), then `output_tokens` decode steps
+    prompt_tokens: int = 0
+    output_tokens: int = 1
+    ubatch: int = 512                            # llama.cpp's physical batch, for its prefill rules
+    expert_flops_per_token: float = 0.0          # FLOPs of one expert for one token
+    device_flops_per_s: float = 1.0              # sustained device FLOP/s at the serving dtype
+    host_flops_per_s: float | None = None        # sustained host CPU FLOP/s
+    prefill_attention_s: np.ndarray | None = None  # per MoE layer: attention, router, shared experts over the prompt
+    prefill_other_s: float = 0.0                 # dense layers and the LM head for the prompt
+    popularity: np.ndarray | None = None         # (L, N) share of activations per expert in the trace
 
     @property
     def num_layers(self) -> int:
@@ -95,6 +106,21 @@ class MoeOffloadSolution(Solution):
     prefetch: np.ndarray         # bool: prefetch predicted experts in layer i
     policy: str                  # eviction policy of the cache ("static": a fixed hot set, no eviction)
     cpu_layers: np.ndarray | None = None  # bool: CPU-miss layers (static hot set on the device, misses on the host CPU)
+    split_fraction: np.ndarray | None = None  # split layers: the copied fraction alpha of each miss (NaN: not split)
+
+    def split_layers(self) -> np.ndarray:
+        """bool per layer: misses split between link + device (top rows) and host (bottom rows)."""
+        if self.split_fraction is None:
+            return np.zeros(len(self.thetas), dtype=bool)
+        return np.isfinite(self.split_fraction)
+
+    def miss_mode(self, layer: int) -> str:
+        """How layer `layer` serves its misses: "link", "host" or "split"."""
+        if self.split_layers()[layer]:
+            return "split"
+        if self.cpu_layers is not None and self.cpu_layers[layer]:
+            return "host"
+        return "link"
 
     def budget_bytes(self, problem: MoeOffloadProblem) -> np.ndarray:
         """Bytes each layer's cache actually holds (C_i * theta_i * U_e)."""

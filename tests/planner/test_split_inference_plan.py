@@ -13,8 +13,7 @@ from planner.families.split_inference.lowering import SplitOptions, fold_views, 
 from planner.pipeline import plan_validator
 from planner.registry import resolve_hardware, resolve_model
 from profilers.graph import profile_model
-from solvers.split_inference.baselines import BASELINES
-from solvers.split_inference.cost import evaluate, is_downward_closed
+from solvers.split_inference.cost import is_downward_closed
 from tests.planner.cli_runner import assert_one_line_error, run_cli
 
 

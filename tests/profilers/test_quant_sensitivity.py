@@ -9,7 +9,7 @@ from torch import nn
 from planner.registry import resolve_model
 from profilers.graph import profile_model
 from profilers.model_spec import ModelSpec
-from profilers.models import BuiltModel, build_model, package_model_dir
+from profilers.models import BuiltModel, package_model_dir
 from profilers.quant_sensitivity import (
     DEFAULT_BITS, SENTENCE_GROUPS, SENTENCE_SEQ_LEN, SensitivityTable, joint_drop, quant_sensitivity,
     sensitivity_evaluator, sentence_batch,

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, Metadata, MetricRecord, RecordDict
 
 from kernels.compression import decode_topk, encode_topk, recover_download, unpack_stream
-from runtime.fed.compression import (ARRAYS_KEY, DOWN_KEY, INSTALL_KEY, METRICS_KEY, PREV_KEY, RESIDUAL_KEY, UP_KEY,
+from runtime.fed.compression import (ARRAYS_KEY, DOWN_KEY, METRICS_KEY, PREV_KEY, RESIDUAL_KEY, UP_KEY,
                                      ClientRound, CodecSettings, CompressedFedAvg, compression_mod, dense_record,
                                      install_message, state_dict_of, stream_of)
 from solvers.fed_compress.cost import download_bytes, upload_bytes

@@ -170,3 +170,36 @@ def test_cpu_miss_layers_compute_from_host_memory_exactly(artifact: Path) -> Non
         out = ref.generate(torch.tensor([list(range(20, 40))]), max_new_tokens=12, do_sample=False)
     assert receipt.tokens == out[0, 20:].tolist()
     assert receipt.totals["bytes_h2d_per_token"] == 0
+
+
+def test_split_layers_compute_each_miss_on_device_and_host_exactly(artifact: Path, tmp_path: Path) -> None:
+    """Split layers: a static set of whole experts on the device; each miss's top rows copied over the (emulated)
+    link and computed on the device, its bottom rows computed from host memory, summed; outputs equal the model's."""
+    import dataclasses
+
+    from planner.serde import load as load_plan
+
+    plan = load_plan(artifact / "plan.json")
+    d = plan.decisions
+    f, g, u_e = int(d["intermediate_size"]), int(d["theta_granularity"]), float(d["expert_bytes"])
+    layers = []
+    for i, lay in enumerate(d["layers"]):
+        copy_rows = [0, (f // 2) // g * g, f][i % 3]      # host only, half and half, link only
+        layers.append({**lay, "misses_on": "split", "split_ratio": 1.0, "f_top": f, "cached_experts": 1,
+                       "initial_resident": [i % int(d["num_experts"])], "budget_bytes": int(u_e) + 1,
+                       "split_fraction": copy_rows / f, "copy_f_top": copy_rows, "prefetch": i % 2 == 1})
+    split_plan = dataclasses.replace(plan, decisions={**d, "layers": layers})
+    art = emit_artifact(split_plan, tmp_path / "split")
+    loaded = load(art, device="cpu")
+    assert all(s.split_misses for s in loaded.settings)
+    prompt = list(range(40, 60))
+    receipt = generate(loaded, prompt, 12)
+    ref = build_model(resolve_model("mixtral-8x7b"), tiny=True).module
+    with torch.no_grad():
+        out = ref.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False)
+    assert receipt.tokens == out[0, 20:].tolist()
+    for i, row in enumerate(receipt.rows):
+        assert row["capacity_applied"] == 1
+        copied = [0, 1, 1][i % 3]
+        # only layers that copy rows move bytes over the link, and only for misses
+        assert (row["bytes_h2d_per_token"] > 0) == (copied == 1 and row["misses"] > 0)

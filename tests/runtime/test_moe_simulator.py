@@ -15,7 +15,7 @@ from profilers.synthetic_traces import generate_trace
 from runtime.sim.moe_offload import SimConfig, SimLayer, simulate
 from solvers.moe_offload import baselines
 from solvers.moe_offload.cost import evaluate
-from solvers.moe_offload.moepic import solve
+from solvers.moe_offload.moepic import MoEpicConfig, solve
 
 SIM = Path(__file__).resolve().parents[2] / "runtime" / "sim" / "moe_offload.py"
 
@@ -67,3 +67,33 @@ def test_plan_and_baselines_rank_the_same_way_analytic_and_simulated(lowered) ->
     sim = {k: simulate_solution(lowered, s).tpot_s for k, s in sols.items()}
     assert min(pred, key=pred.get) == min(sim, key=sim.get) == "plan"
     assert sim["plan"] <= min(v for k, v in sim.items() if k != "plan")
+
+
+def test_split_layers_analytic_within_15_percent_of_simulated(lowered) -> None:
+    """Host + link split layers (and host-only ones) across the copied fraction: the analytic model and the
+    event-by-event simulator (its own DRAM sharing) agree within 15 %."""
+    import dataclasses
+
+    p = lowered.problem
+    assert p.host_dram_bytes_per_s and p.host_expert_compute_s
+    plan = solve(p, MoEpicConfig(cpu_misses=True, split_misses=True))
+    assert plan.split_fraction is not None
+    for alpha in (0.0, 0.125, 0.5, 1.0):
+        sol = dataclasses.replace(plan, split_fraction=np.full(p.num_layers, alpha))
+        pred = evaluate(p, sol.thetas, sol.capacities, sol.prefetch, "static", split=sol.split_fraction).tpot_s
+        sim = simulate_solution(lowered, sol).tpot_s
+        assert abs(pred - sim) / sim < 0.15, (alpha, pred, sim)
+    # the planned split beats the host-only and the link-only extremes in the simulator too
+    sims = {a: simulate_solution(lowered, dataclasses.replace(plan, split_fraction=np.full(p.num_layers, a))).tpot_s
+            for a in (0.0, 1.0)}
+    assert simulate_solution(lowered, plan).tpot_s < min(sims.values())
+
+
+def test_hybrimoe_runs_in_the_simulator_with_its_parameters(lowered) -> None:
+    p = lowered.problem
+    base = baselines.hybrimoe(p, prefetch_size=1)
+    assert base.params["mrs_alpha"] == 0.5 and base.params["prefetch_size"] == 1
+    res = simulate_solution(lowered, base)
+    assert res.tpot_s > 0 and np.isfinite(res.tpot_s)
+    # its cache starts with the lowest expert ids and adapts through MRS: some hits, never all
+    assert 0.0 < res.hit_rate < 1.0

@@ -120,7 +120,7 @@ def test_planned_time_is_nonincreasing_in_budget() -> None:
 
 def test_plan_never_worse_than_baselines_inside_its_space() -> None:
     rng = np.random.default_rng(7)
-    inside = [b.name for b in baselines.BASELINES if b.in_space and b.name != "llamacpp_cpu_moe"]
+    inside = [b.name for b in baselines.BASELINES if b.in_space and b.name not in baselines.HOST_BASELINES]
     assert inside == ["prefetch_only", "cache_only", "uniform_split", "adapmoe_dp"]
     for _ in range(60):
         p = random_problem(rng, layers=int(rng.integers(1, 6)), experts=int(rng.integers(2, 16)))
@@ -171,3 +171,72 @@ def test_cpu_miss_layers_dominate_llamacpp_when_the_host_is_fast() -> None:
         gpu_only = solve(p)
         llama = baselines.llamacpp_cpu_moe(p)
         assert ext.objective <= min(gpu_only.objective, llama.objective) * (1 + 1e-9)
+
+
+def _with_host(p, rng, dram_factor: float = 1.25):
+    """Give a random problem a host: sustained host time per expert, peak DRAM, and a static popularity curve."""
+    import dataclasses
+
+    pop = rng.dirichlet(np.ones(p.num_experts), size=p.num_layers)
+    static = np.concatenate([np.zeros((p.num_layers, 1)), np.cumsum(-np.sort(-pop, axis=1), axis=1)], axis=1)
+    t_cpu = p.transfer_s * float(rng.uniform(0.05, 2.0))
+    return dataclasses.replace(p, host_expert_compute_s=t_cpu, hit_curves={**p.hit_curves, "static": static},
+                               host_dram_bytes_per_s=dram_factor * p.expert_bytes / t_cpu)
+
+
+def test_split_layers_dominate_host_only_layers_and_the_host_baselines() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        p = _with_host(random_problem(rng, layers=int(rng.integers(2, 6)), experts=int(rng.integers(2, 12))), rng,
+                       dram_factor=float(rng.choice([1.05, 1.25, 3.0])))
+        split = solve(p, MoEpicConfig(cpu_misses=True, split_misses=True))
+        cpu = solve(p, MoEpicConfig(cpu_misses=True))
+        assert validate(p, split) == []
+        assert split.objective <= cpu.objective * (1 + 1e-9)
+        for name in ("llamacpp_cpu_moe", "ktransformers"):
+            b = baselines.baseline(name).solve(p)
+            assert validate(p, b) == []
+            assert split.objective <= b.objective * (1 + 1e-9), name
+        m = evaluate(p, split.thetas, split.capacities, split.prefetch, "lcp", cpu_layers=split.cpu_layers,
+                     split=split.split_fraction)
+        assert m.tpot_s == pytest.approx(split.objective)
+
+
+def test_split_layer_time_closed_forms() -> None:
+    from solvers.moe_offload.cost import host_and_link_finish, time_split
+
+    rng = np.random.default_rng(12)
+    p = _with_host(random_problem(rng, layers=2, experts=6, top_k=2), rng, dram_factor=10.0)
+    i, n, b = 1, 2, p.expert_compute_s
+    a = p.host_expert_compute_s
+    for h in (0.0, 0.3, 1.0):
+        probs = [(1 - h) ** 2, 2 * h * (1 - h), h ** 2]           # m = 2, 1, 0 misses
+        # alpha = 0: the host computes every miss while the device computes the hits
+        expect = sum(q * max(m * a, (n - m) * b) for q, m in zip(probs, (2, 1, 0)))
+        assert float(time_split(p, i, h, 0.0)) == pytest.approx(p.attention_compute_s[i] + expect)
+        # alpha = 1 (DRAM not binding here): misses arrive one after the other over the link
+        tau = p.transfer_s
+        expect1 = sum(q * max((n - m) * b + m * b, (m * tau + b) if m else 0.0) for q, m in zip(probs, (2, 1, 0)))
+        assert float(time_split(p, i, h, 1.0)) == pytest.approx(p.attention_compute_s[i] + expect1)
+    # shared DRAM: both at full rate under the cap; scaled by P / (H + BW) above it; then each alone
+    th, tl = host_and_link_finish(np.array([4.0]), np.array([1.0]), 2.0, 1.0, 2.0)
+    # together 2/3 of their rates until the link is done at t = 1.5 (host read 2), then host alone 2 B at 2 B/s
+    assert float(tl[0]) == pytest.approx(1.5) and float(th[0]) == pytest.approx(2.5)
+    th, tl = host_and_link_finish(np.array([4.0]), np.array([1.0]), 2.0, 1.0, np.inf)
+    assert float(th[0]) == pytest.approx(2.0) and float(tl[0]) == pytest.approx(1.0)
+
+
+def test_hybrimoe_schedule_follows_its_two_ended_greedy() -> None:
+    from solvers.moe_offload.baselines import hss_expert_phase
+    from runtime.sim.moe_offload import hybrimoe_split
+
+    # a slow link: every uncached expert is computed on the host, cached ones on the device
+    t, moved = hss_expert_phase(1, 2, gpu_s=1.0, cpu_s=3.0, move_s=100.0)
+    assert moved == 0 and t == pytest.approx(6.0)
+    gpu, cpu = hybrimoe_split([5], [6, 7], 1.0, 3.0, 100.0)
+    assert gpu == [5] and sorted(cpu) == [6, 7]
+    # a fast link and a slow host: uncached experts are loaded and computed on the device
+    t, moved = hss_expert_phase(0, 2, gpu_s=1.0, cpu_s=50.0, move_s=2.0)
+    assert moved == 2 and t == pytest.approx(5.0)
+    gpu, cpu = hybrimoe_split([], [6, 7], 1.0, 50.0, 2.0)
+    assert gpu == [6, 7] and cpu == []

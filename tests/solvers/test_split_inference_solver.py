@@ -9,7 +9,6 @@ import math
 import time
 from dataclasses import replace
 
-import networkx as nx
 import numpy as np
 import pytest
 

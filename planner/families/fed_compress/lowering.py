@@ -18,7 +18,6 @@ Inputs, in the problem's order (clients sorted by the population's natural id or
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -120,8 +119,6 @@ class ModelCosts:
 
 def model_costs(spec: Any) -> ModelCosts:
     """Tensor sizes (state_dict order), parameter bytes, forward FLOPs and activation bytes per sample."""
-    import torch
-
     from profilers.digits_cnn import DigitsCNN
     from profilers.graph import capture, profile_graph
     from profilers.models import BuiltModel, example_inputs

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from core.errors import PlannerError
+from planner.units import fmt_bytes
 from profilers.fine_tuning import FineTuneProfile
 from profilers.population import Population
 from solvers.fed_lora.problem import FedLoraProblem, FedLoraSolution
@@ -96,14 +97,15 @@ def check_devices_fit(problem: FedLoraProblem, population: Population, allow_sit
         return []
     first = population.devices[short[0]]
     lacks = need / (1 - problem.memory_margin)
-    what = (f"device {first.id} ({first.hardware.base or first.hardware.name}) has {first.memory_bytes / GIB:.3f} GiB "
-            f"for training, but LoRA depth {problem.d_min} needs {lacks / GIB:.3f} GiB with its block quantised "
+    at_least = f"{math.ceil(lacks / 2**20)}MiB"      # rounded up, so the suggested figure is enough
+    what = (f"device {first.id} ({first.hardware.base or first.hardware.name}) has {fmt_bytes(first.memory_bytes)} "
+            f"for training, but LoRA depth {problem.d_min} needs {fmt_bytes(lacks)} with its block quantised "
             f"(incl. the {problem.memory_margin:.0%} margin)")
     if len(short) > 1:
         what += f"; {len(short) - 1} more device(s) lack memory too"
     if allow_sit_out:
         return [what + " (sitting out)"]
-    raise PlannerError(what, f"give it at least {lacks / GIB:.3f}GiB ('memory:' in the population), lower --batch-size "
+    raise PlannerError(what, f"give it at least {at_least} ('memory:' in the population), lower --batch-size "
                              "or --seq-len, or pass --allow-sit-out")
 
 

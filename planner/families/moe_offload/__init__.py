@@ -19,6 +19,22 @@ GGUF_FILE_TYPES = ("q4_k_m", "q4_k_s", "q5_k_m", "q5_k_s", "q6_k", "q8_0", "q4_0
 LLAMACPP_ONLY = ("--quant", "--ubatch", "--compute-buffer")
 
 
+def request_options(v: FlagValues) -> dict[str, Any]:
+    """The whole-request options from the flags, checked (targets in ms; one target at a time)."""
+    if v["target_tpot"] is not None and v["target_ttft"] is not None:
+        raise PlannerError("--target-tpot and --target-ttft were both given", "give one target at a time")
+    for name in ("target_tpot", "target_ttft"):
+        if v[name] is not None and v[name] <= 0:
+            raise PlannerError(f"--{name.replace('_', '-')} must be a positive time", "e.g. --target-tpot 80ms")
+    if v["objective"] in ("e2e", "ttft") and v["prompt_tokens"] == 0:
+        raise PlannerError(f"--objective {v['objective']} needs a prompt", "give --prompt-tokens N or use --objective tpot")
+    if v["target_ttft"] is not None and v["prompt_tokens"] == 0:
+        raise PlannerError("--target-ttft needs a prompt", "give --prompt-tokens N")
+    return {"prompt_tokens": v["prompt_tokens"], "output_tokens": v["output_tokens"], "objective": v["objective"],
+            "target_tpot_ms": None if v["target_tpot"] is None else v["target_tpot"] * 1e3,
+            "target_ttft_ms": None if v["target_ttft"] is None else v["target_ttft"] * 1e3}
+
+
 class MoeOffloadFamily(Family):
     """Expert offloading for MoE models on one GPU plus host memory."""
 
@@ -51,6 +67,13 @@ class MoeOffloadFamily(Family):
              choices=GGUF_FILE_TYPES),
         Flag("--ubatch", "int", "llama.cpp micro-batch -ub in tokens (sizes its compute buffer)", default=512, minimum=1),
         Flag("--compute-buffer", "bytes", "llama.cpp's CUDA compute buffer (default: an estimate from the model and -ub)"),
+        # whole requests (docs/moe-offload.md §12)
+        Flag("--prompt-tokens", "int", "prompt length per sequence, in tokens (0: decode only)", default=512, minimum=0),
+        Flag("--output-tokens", "int", "tokens generated per sequence", default=256, minimum=1),
+        Flag("--objective", "choice", "what the plan minimises: end-to-end request time, TTFT or TPOT", default="e2e",
+             choices=("e2e", "ttft", "tpot")),
+        Flag("--target-tpot", "duration", "dual mode: the smallest expert budget whose plan meets this TPOT"),
+        Flag("--target-ttft", "duration", "dual mode: the smallest expert budget whose plan meets this TTFT"),
     )
     emit_flags = (
         Flag("--seed", "int", "seed of the tiny model's weights", default=0, minimum=0),
@@ -109,7 +132,7 @@ class MoeOffloadFamily(Family):
             trace_path=v["trace"], trace_preset=v["trace_preset"], trace_tokens=v["trace_tokens"], seed=v["seed"],
             theta_granularity=v["theta_granularity"], k_prefetch=v["k_prefetch"], inner=v["inner"],
             sim_tokens=v["sim_tokens"], cpu_misses=not v["no_cpu_experts"], measured_timing=timing,
-            calibration=calibration)
+            calibration=calibration, **request_options(v))
 
     def calibrate(self, spec: Any, tiny: bool) -> dict[str, Any]:
         """Decode-step timings of the tiny model on this CPU (`planner calibrate MODEL --tiny`)."""
@@ -126,7 +149,7 @@ class MoeOffloadFamily(Family):
             return lambda ctx: (llamacpp if isinstance(ctx.options, lp.LlamaCppOptions) else ours)(ctx)
 
         return tuple(Phase(name, by_target(getattr(ph, name), getattr(lp, name)))
-                     for name in ("lower", "solve", "baselines", "bound", "simulate", "verify", "lift"))
+                     for name in ("lower", "solve", "baselines", "bound", "simulate", "verify", "requests", "lift"))
 
     def validate_plan(self, plan: Any) -> list[str]:
         from planner.families.moe_offload.llamacpp.phases import is_llamacpp_plan, validate_plan as validate_llamacpp
@@ -138,13 +161,13 @@ class MoeOffloadFamily(Family):
 
     def inspect(self, plan: Any, wide: bool = False) -> list[Any]:
         from planner.families.moe_offload.llamacpp.phases import is_llamacpp_plan
-        from planner.families.moe_offload.views import memory_table, moe_layers_table
+        from planner.families.moe_offload.views import inspect_tables
 
         if is_llamacpp_plan(plan):
             from planner.families.moe_offload.llamacpp.views import llamacpp_tables
 
             return llamacpp_tables(plan, wide)
-        return [memory_table(plan), moe_layers_table(plan, wide)]
+        return inspect_tables(plan, wide)
 
     def baseline_metrics(self, plan: Any, wide: bool = False) -> tuple[str, ...]:
         from planner.families.moe_offload.llamacpp.phases import is_llamacpp_plan
@@ -152,6 +175,8 @@ class MoeOffloadFamily(Family):
         if is_llamacpp_plan(plan):
             return (("tpot_ms", "ttft_ms", "vram_bytes", "fits", "host_group_bytes") if wide
                     else ("tpot_ms", "ttft_ms", "vram_bytes", "fits"))
+        if "ttft_ms" in plan.predicted:   # a whole-request plan
+            return ("e2e_ms", "ttft_ms", "tpot_ms", "hit_rate") if wide else ("e2e_ms", "ttft_ms", "tpot_ms")
         return ("tpot_ms", "hit_rate", "bytes_per_token") if wide else ("tpot_ms", "hit_rate")
 
     def plot(self, plan: Any) -> Any:

@@ -117,6 +117,10 @@ def receipt_views(receipt: Any, wide: bool = False) -> list[Any]:
 
     out.append(Text(f"TPOT ms: measured {fmt(t['tpot_ms_measured'])} | predicted {fmt(t['tpot_ms_predicted'])} | "
                     f"simulated {fmt(t['tpot_ms_simulated'])}"))
+    if t.get("ttft_ms_measured") is not None:
+        out.append(Text(f"TTFT ms ({t.get('prompt_tokens')} prompt tokens; planned for {t.get('prompt_tokens_planned')}): "
+                        f"measured {fmt(t['ttft_ms_measured'])} | predicted {fmt(t.get('ttft_ms_predicted'))} | "
+                        f"simulated {fmt(t.get('ttft_ms_simulated'))}"))
     out.append(Text(f"hit rate: measured {fmt(t['hit_rate_measured'], True)} | predicted "
                     f"{fmt(t['hit_rate_predicted'], True)} | simulated {fmt(t['hit_rate_simulated'], True)}; "
                     f"link {t['bytes_h2d_per_token'] / 1024:.1f} KiB/token"))

@@ -1,6 +1,6 @@
 """moe-offload lowering and lifting: model profile + hardware + routing trace <-> MoeOffloadProblem <-> plan.
 
-Lowering derives every number of the MoEpic problem (spec §3, §7) and records where it came from:
+Lowering derives every number of the MoEpic problem (docs/moe-offload.md §2; MoEpic spec §3, §7) and records where it came from:
   * expert bytes U_e at the serving precision (16 bits, or 8/4 bits with one fp16 scale and zero per
     64 weights, i.e. 4.5 bits/weight at 4 bits);
   * the expert-cache budget B = device memory - resident non-expert weights - KV cache for the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -59,7 +59,14 @@ class MoeOffloadOptions:
     measured_timing: Mapping[str, Any] | None = None   # decode times measured on this CPU (a calibration file)
     calibration: Mapping[str, str] | None = None       # {"file": ..., "sha256": ...} of that file
     cpu_misses: bool = True                 # allow CPU-miss layers where the host's bandwidth is known
+    split_misses: bool = True               # with cpu_misses: allow split layers (misses on link + device and host at once)
     warmup_tokens: int | None = None        # trace steps that warm caches before counting (auto: T/8, at most 256)
+    prompt_tokens: int = 512                # whole requests (docs §12): prompt length per sequence
+    output_tokens: int = 256                # ... and tokens generated per sequence
+    objective: str = "e2e"                  # e2e | ttft | tpot
+    target_tpot_ms: float | None = None     # dual mode: the smallest expert budget meeting this TPOT
+    target_ttft_ms: float | None = None     # ... or this TTFT
+    ubatch: int = 512                       # llama.cpp's -ub, for its prefill rules
 
     def calibration_input(self) -> dict[str, Any]:
         """The plan's record of the calibration it used (nothing when planned from the roofline)."""
@@ -107,7 +114,7 @@ def expert_bytes(structure: MoeStructure, bits: int) -> float:
 
 
 def default_granularity(f: int) -> int:
-    """Column granularity g of the split ratio (spec §7)."""
+    """Column granularity g of the split ratio (MoEpic spec §7)."""
     g = 128 if f >= 8192 else 16 if f < 512 else 64
     while g > 1 and f % g:
         g //= 2
@@ -264,6 +271,9 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
     curves = {**curves, "static": stats.static_curves()}
     orders = {**orders, "static": stats.static_orders()}
     timing = layer_timing(structure, hw, opts, u_e)
+    # prefill: the batch's prompts through each layer at once, attention over half the prompt on average
+    prompt = int(opts.batch * opts.prompt_tokens)
+    pre = layer_timing(structure, hw, replace(opts, batch=prompt, context_tokens=max(opts.prompt_tokens // 2, 1)), u_e)
     if measured_timing is not None:
         timing = {**timing, "attention_s": np.asarray(measured_timing["attention_s"], dtype=float),
                   "expert_s": float(measured_timing["expert_s"]), "other_s": float(measured_timing["other_s"])}
@@ -279,7 +289,12 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
         expert_compute_s=timing["expert_s"], attention_compute_s=timing["attention_s"],
         other_compute_s=timing["other_s"], hit_curves=curves, recall=stats.recall,
         distinct_experts=stats.distinct_per_step, budget_bytes=B, budget_unit_bytes=unit,
-        host_expert_compute_s=timing["host_expert_s"])
+        host_expert_compute_s=timing["host_expert_s"], prompt_tokens=prompt, output_tokens=int(opts.output_tokens),
+        ubatch=int(opts.ubatch), expert_flops_per_token=2.0 * structure.params_per_expert,
+        device_flops_per_s=hw.flops_per_s("bf16"), host_flops_per_s=hw.host_flops_per_s(),
+        prefill_attention_s=np.asarray(pre["attention_s"], dtype=float), prefill_other_s=float(pre["other_s"]),
+        popularity=stats.popularity,
+        host_dram_bytes_per_s=float(hw.host_memory_bandwidth_bytes_per_s) if hw.host_memory_bandwidth_bytes_per_s else None)
     notes = []
     dips = [(names[i], float((np.maximum.accumulate(c) - c).max())) for i, c in enumerate(curves["lcp"])]
     worst = max(dips, key=lambda d: d[1])
@@ -298,15 +313,30 @@ def sim_config(low: MoeLowered, sol: Any, perfect_prediction: bool = False) -> A
     from runtime.sim.moe_offload import SimConfig, SimLayer
 
     p = low.problem
-    cpu = sol.cpu_layers if sol.cpu_layers is not None else np.zeros(p.num_layers, dtype=bool)
     static = low.final_orders["static"]
-    layers = tuple(SimLayer(int(sol.capacities[i]), float(sol.thetas[i]), sol.policy if sol.policy in ("lcp", "lru", "lfu", "belady") else "lcp",
-                            bool(sol.prefetch[i]), bool(cpu[i]),
-                            tuple(static[i][: int(sol.capacities[i])]) if cpu[i] else ())
-                   for i in range(p.num_layers))
-    return SimConfig(layers, p.expert_bytes, p.bandwidth_bytes_per_s, p.expert_compute_s,
+    hybri = dict(sol.params).get("baseline") == "hybrimoe"
+    layers = []
+    for i in range(p.num_layers):
+        c = int(sol.capacities[i])
+        mode = "hybrimoe" if hybri else sol.miss_mode(i)
+        kind = {"link": "gpu", "host": "cpu", "split": "split", "hybrimoe": "hybrimoe"}[mode]
+        layers.append(SimLayer(c, float(sol.thetas[i]), sol.policy if sol.policy in ("lcp", "lru", "lfu", "belady") else "lcp",
+                               bool(sol.prefetch[i]), kind == "cpu",
+                               # HybriMoE's loader fills each layer's slots with the lowest expert ids first
+                               tuple(static[i][:c]) if kind in ("cpu", "split") else
+                               tuple(range(min(c, p.num_experts))) if kind == "hybrimoe" else (), mode=kind,
+                               split=float(sol.split_fraction[i]) if kind == "split" else 0.0,
+                               prefetch_size=int(dict(sol.params).get("prefetch_size", 0)) if hybri else 0,
+                               mrs_alpha=float(dict(sol.params).get("mrs_alpha", 0.5)) if hybri else 0.5))
+    return SimConfig(tuple(layers), p.expert_bytes, p.bandwidth_bytes_per_s, p.expert_compute_s,
                      tuple(float(a) for a in p.attention_compute_s), p.other_compute_s, p.host_expert_compute_s,
-                     low.options.rho, low.options.omega, perfect_prediction)
+                     low.options.rho, low.options.omega, perfect_prediction, p.host_dram_bytes_per_s)
+
+
+def sim_window(low: MoeLowered) -> np.ndarray:
+    """The trace steps the simulator measures (after warm-up): the window the floor is computed over."""
+    w = warmup_steps(low.trace, low.options)
+    return np.asarray(low.trace.experts[w: w + low.options.sim_tokens])
 
 
 def simulate_solution(low: MoeLowered, sol: Any, perfect_prediction: bool = False) -> Any:
@@ -320,7 +350,7 @@ def simulate_solution(low: MoeLowered, sol: Any, perfect_prediction: bool = Fals
 def metrics_dict(pred: Any) -> dict[str, Any]:
     """Plan-level predicted metrics (ms, fraction, bytes per decode step)."""
     return {"tpot_ms": pred.tpot_s * 1e3, "tokens_per_s": 1.0 / pred.tpot_s, "hit_rate": pred.mean_hit_rate,
-            "bytes_per_token": pred.total_bytes_per_step, "source": "analytic cost model (MoEpic spec §4)"}
+            "bytes_per_token": pred.total_bytes_per_step, "source": "analytic cost model (docs/moe-offload.md §3)"}
 
 
 def sim_dict(res: Any) -> dict[str, Any]:
@@ -333,11 +363,12 @@ def layer_decisions(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> list[dict
     """Per-layer decisions with the numbers behind them (names, not indices)."""
     p = low.problem
     out = []
-    cpu = sol.cpu_layers if sol.cpu_layers is not None else np.zeros(p.num_layers, dtype=bool)
     for i, name in enumerate(p.layer_names):
         th = float(sol.thetas[i])
         c = int(sol.capacities[i])
-        order = low.final_orders["static" if cpu[i] else sol.policy]
+        mode = sol.miss_mode(i)
+        order = low.final_orders["static" if mode in ("host", "split") else sol.policy]
+        alpha = float(sol.split_fraction[i]) if mode == "split" else None
         out.append({
             "layer": name,
             "moe_index": i,
@@ -347,7 +378,7 @@ def layer_decisions(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> list[dict
             "f_top": int(round(th * p.intermediate_size)),
             "cached_experts": c,
             "prefetch": bool(sol.prefetch[i]),
-            "misses_on": "host_cpu" if cpu[i] else "link",
+            "misses_on": {"host": "host_cpu", "split": "split", "link": "link"}[mode],
             "initial_resident": [int(e) for e in order[i][:c]],
             "predicted": {"hit_rate": float(pred.hit_rate[i]), "recall": float(p.recall[i]) if sol.prefetch[i] else 0.0,
                           "bytes_per_token": float(pred.bytes_per_step[i]), "stall_ms": float(pred.stall_s[i] * 1e3),
@@ -356,6 +387,13 @@ def layer_decisions(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> list[dict
                           "bytes_per_token": float(sim.layer_bytes_per_token[i]),
                           "stall_ms": float(sim.layer_stall_s[i] * 1e3)},
         })
+        if alpha is not None:
+            # a split layer: each miss's top rows [0, copy_f_top) are copied and computed on the device,
+            # the rest computed on the host CPU; the cache holds whole experts (split_ratio 1)
+            out[-1]["split_fraction"] = alpha
+            out[-1]["copy_f_top"] = int(round(alpha * p.intermediate_size))
+            out[-1]["predicted"]["host_bytes_per_token"] = float(p.distinct_experts[i] * (1 - pred.hit_rate[i])
+                                                                 * (1 - alpha) * p.expert_bytes)
     return out
 
 
@@ -388,6 +426,10 @@ def baseline_decisions(sol: Any) -> dict[str, Any]:
          "prefetch": [bool(x) for x in sol.prefetch], "eviction": sol.policy}
     if sol.cpu_layers is not None:
         d["misses_on_host_cpu"] = [bool(x) for x in sol.cpu_layers]
+    if sol.split_fraction is not None:
+        d["split_fraction"] = [float(a) if np.isfinite(a) else None for a in sol.split_fraction]
+    if dict(sol.params).get("baseline") == "hybrimoe":
+        d["runtime"] = "simulator only (the runtime does not implement HybriMoE's per-step scheduler)"
     return d
 
 
@@ -422,6 +464,104 @@ def validate_plan_decisions(decisions: dict[str, Any], constraints: dict[str, An
             out.append(f"{name}: cached tops need {used:.0f} B, above the layer budget {b:.0f} B")
         if len(lay.get("initial_resident", [])) > c:
             out.append(f"{name}: more initially resident experts than cached slots")
+        if lay.get("misses_on") == "split":
+            a = lay.get("split_fraction")
+            if a is None or not 0.0 <= float(a) <= 1.0:
+                out.append(f"{name}: a split layer needs split_fraction in [0, 1], not {a}")
+            elif int(lay.get("copy_f_top", -1)) % g and 0.0 < float(a) < 1.0:
+                out.append(f"{name}: copy_f_top {lay.get('copy_f_top')} is not a multiple of the granularity {g}")
+            elif abs(float(a) * f - int(lay.get("copy_f_top", -1))) > 0.5:
+                out.append(f"{name}: copy_f_top {lay.get('copy_f_top')} does not match split_fraction {a}")
+            if c > 0 and th != 1.0:
+                out.append(f"{name}: a split layer caches whole experts (split_ratio 1), not {th}")
     if total > budget * slack + 1:
         out.append(f"layer budgets sum to {total:.0f} B, above the expert-cache budget {budget:.0f} B")
+    return out
+
+
+# ------------------------------------------------------------------ whole requests (docs §12)
+PREFILL_BASELINES = {
+    "prefill_llamacpp": ("llamacpp", "llama.cpp default: weights in host memory copied for the op when the ubatch has "
+                         ">= 32 tokens (used experts only), else computed on the host; the plan's decode configuration"),
+    "prefill_ik_llamacpp": ("ik_llamacpp", "ik_llama.cpp MoE rule: copy when the ubatch has >= (E/k) x 32 tokens; the "
+                            "plan's decode configuration"),
+    "prefill_host": ("host", "always-host prefill: every non-resident expert computed on the host"),
+    "prefill_stream": ("stream", "always-stream prefill: every used non-resident expert copied and computed on the device"),
+    "prefill_decode_plan": ("decode_plan", "today's decode-only plan applied unchanged to prefill"),
+}
+
+
+def prompt_routing(low: MoeLowered) -> np.ndarray:
+    """The prompt's routing for the simulator: batch x prompt consecutive trace steps, wrapping around (the
+    decode trace's routing stands in for the prompt's; labelled in the plan)."""
+    n = int(low.problem.prompt_tokens)
+    T = low.trace.num_tokens
+    idx = np.arange(n) % T
+    return np.asarray(low.trace.experts[idx])
+
+
+def prefill_rule_result(low: MoeLowered, sol: Any, rule: str) -> Any:
+    """The analytic prefill (solvers/moe_offload/prefill.py) of a solution's placement under `rule`."""
+    from solvers.moe_offload.prefill import prefill
+
+    p = low.problem
+    modes = [sol.miss_mode(i) for i in range(p.num_layers)]
+    return prefill(p, sol.capacities, sol.thetas, rule, modes, sol.split_fraction)
+
+
+def simulate_prefill_solution(low: MoeLowered, sol: Any, rule: str, analytic: Any) -> Any:
+    """The labelled prefill simulator on a solution's placement, following `rule` (the plan: its per-layer decision)."""
+    from runtime.sim.moe_offload import PrefillSimConfig, PrefillSimLayer, simulate_prefill
+    from solvers.moe_offload.prefill import LLAMACPP_MIN_BATCH, resident_sets
+
+    p = low.problem
+    res = resident_sets(p, sol.capacities, sol.thetas)
+    layers = []
+    for i in range(p.num_layers):
+        resident = tuple(int(e) for e in np.flatnonzero(res[i]))
+        lay = analytic.layers[i]
+        mode = sol.miss_mode(i)
+        if lay.split is not None:
+            layers.append(PrefillSimLayer(resident, "split", split=float(lay.split)))
+        elif rule == "plan":
+            # the plan streams the non-resident experts with the most tokens: as many as it expects to stream
+            layers.append(PrefillSimLayer(resident, "top", top=int(round(lay.streamed))))
+        elif rule == "host" or (rule == "decode_plan" and mode == "host"):
+            layers.append(PrefillSimLayer(resident, "host"))
+        elif rule == "stream" or (rule == "decode_plan" and mode == "link"):
+            layers.append(PrefillSimLayer(resident, "stream"))
+        elif rule == "llamacpp":
+            layers.append(PrefillSimLayer(resident, "min_batch", min_batch=LLAMACPP_MIN_BATCH))
+        elif rule == "ik_llamacpp":
+            layers.append(PrefillSimLayer(resident, "min_batch",
+                                          min_batch=int(np.ceil(p.num_experts / p.top_k * LLAMACPP_MIN_BATCH))))
+        else:
+            raise ValueError(f"no simulator mapping for prefill rule {rule}")
+    host_bytes = p.expert_bytes / p.host_expert_compute_s if p.host_expert_compute_s else None
+    cfg = PrefillSimConfig(tuple(layers), p.expert_bytes, p.bandwidth_bytes_per_s, p.expert_flops_per_token,
+                           p.device_flops_per_s, p.expert_compute_s, host_bytes, p.host_flops_per_s,
+                           tuple(float(a) for a in (p.prefill_attention_s if p.prefill_attention_s is not None
+                                                    else np.zeros(p.num_layers))),
+                           p.prefill_other_s, p.ubatch if rule in ("llamacpp", "ik_llamacpp") else None,
+                           p.host_dram_bytes_per_s)
+    return simulate_prefill(prompt_routing(low), cfg)
+
+
+def request_metrics(ttft_s: float, tpot_s: float, output_tokens: int) -> dict[str, float]:
+    """TTFT, TPOT and end-to-end time (ms): the prompt's prefill gives the first token, then N - 1 decode steps."""
+    return {"ttft_ms": ttft_s * 1e3, "tpot_ms": tpot_s * 1e3, "e2e_ms": (ttft_s + max(output_tokens - 1, 0) * tpot_s) * 1e3}
+
+
+def prefill_layers(low: MoeLowered, sol: Any, analytic: Any) -> list[dict[str, Any]]:
+    """Per layer: the prefill decision (streamed / host experts, token threshold) and the break-even prompt length."""
+    from solvers.moe_offload.prefill import break_even_tokens, resident_sets
+
+    p = low.problem
+    res = resident_sets(p, sol.capacities, sol.thetas)
+    out = []
+    for i, lay in enumerate(analytic.layers):
+        out.append({"resident": int(res[i].sum()), "streamed": float(lay.streamed), "on_host": float(lay.on_host),
+                    "stream_if_tokens_at_least": None if not np.isfinite(lay.token_threshold) else float(lay.token_threshold),
+                    "split_fraction": lay.split, "time_ms": lay.time_s * 1e3,
+                    "link_bytes": float(lay.link_bytes), "break_even_prompt_tokens": break_even_tokens(p, i, res[i])})
     return out

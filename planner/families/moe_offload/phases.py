@@ -23,6 +23,9 @@ class MoeState:
     solution: Any = None
     baselines: dict[str, Any] = field(default_factory=dict)
     bound: Any = None
+    floor: Any = None             # the physical floor (FloorResult) where the host may compute
+    prefill: dict[str, Any] = field(default_factory=dict)    # name -> (analytic PrefillResult, simulated result)
+    dual: dict[str, Any] = field(default_factory=dict)       # dual mode: target, budget found, fastest figure
     simulated: dict[str, Any] = field(default_factory=dict)
     replaced_by: str | None = None
 
@@ -44,15 +47,75 @@ def lower(ctx: PlanContext) -> None:
 
 def solve(ctx: PlanContext) -> None:
     """Run MoEpic and check its answer against every constraint."""
-    from solvers.moe_offload.moepic import MoEpicConfig, solve as moepic
+    from solvers.moe_offload.moepic import solve as moepic
     from solvers.moe_offload.validate import validate
 
     st = ctx.state
-    st.solution = moepic(st.lowered.problem, MoEpicConfig(inner=st.lowered.options.inner,
-                                                          cpu_misses=st.lowered.options.cpu_misses))
+    opts = st.lowered.options
+    config = solver_config(st.lowered)
+    target = opts.target_tpot_ms if opts.target_tpot_ms is not None else opts.target_ttft_ms
+    if target is not None:
+        dual_mode(ctx, config)
+    st.solution = moepic(st.lowered.problem, config)
     bad = validate(st.lowered.problem, st.solution)
     if bad:
         raise RuntimeError("MoEpic returned an invalid plan (a bug): " + "; ".join(bad))
+
+
+def solver_config(low: MoeLowered) -> Any:
+    """MoEpic's settings from the options: the plan space, and the prefill weight of the objective
+    (end-to-end: prefill counted once per N - 1 decode steps; ttft: prefill dominates; tpot: decode only)."""
+    from solvers.moe_offload.moepic import MoEpicConfig
+
+    opts = low.options
+    weight = {"e2e": 1.0 / max(opts.output_tokens - 1, 1), "ttft": 1e3, "tpot": 0.0}[opts.objective]
+    return MoEpicConfig(inner=opts.inner, cpu_misses=opts.cpu_misses, split_misses=opts.cpu_misses and opts.split_misses,
+                        prefill_weight=weight)
+
+
+def dual_mode(ctx: PlanContext, config: Any) -> None:
+    """MoEpic's second problem: shrink the expert budget to the smallest that meets --target-tpot/--target-ttft,
+    or keep the full budget and say which figure the fastest plan reaches."""
+    from solvers.moe_offload.moepic import MoEpicConfig, smallest_budget
+
+    st = ctx.state
+    low = st.lowered
+    opts = low.options
+    metric = "tpot" if opts.target_tpot_ms is not None else "ttft"
+    target_ms = opts.target_tpot_ms if metric == "tpot" else opts.target_ttft_ms
+    decode_only = dataclasses.replace(config, prefill_weight=0.0)
+    budget, best = smallest_budget(low.problem, decode_only if metric == "tpot" else MoEpicConfig(), target_ms / 1e3, metric)
+    full = low.problem.budget_bytes
+    st.dual = {"metric": f"{metric}_ms", "target_ms": target_ms, "budget_bytes": budget, "available_bytes": full,
+               "fastest_ms": best * 1e3}
+    if budget is None:
+        ctx.notes.append(f"dual mode: no expert budget meets {metric.upper()} <= {target_ms:.4g} ms; the fastest plan "
+                         f"(the whole {full / 2**30:.2f} GiB budget) reaches {best * 1e3:.4g} ms")
+        return
+    ctx.notes.append(f"dual mode: {budget / 2**30:.2f} GiB of expert cache (of {full / 2**30:.2f} GiB available) is the "
+                     f"smallest budget meeting {metric.upper()} <= {target_ms:.4g} ms")
+    st.lowered = dataclasses.replace(low, problem=dataclasses.replace(low.problem, budget_bytes=budget))
+
+
+def requests(ctx: PlanContext) -> None:
+    """Whole requests: the prefill of the prompt (TTFT) for the plan, every prefill rule and every baseline,
+    analytic and simulated (labelled)."""
+    from planner.families.moe_offload.lowering import (PREFILL_BASELINES, prefill_rule_result,
+                                                       simulate_prefill_solution)
+
+    st = ctx.state
+    low = st.lowered
+    if low.problem.prompt_tokens <= 0:
+        return
+    plan = prefill_rule_result(low, st.solution, "plan")
+    st.prefill["plan"] = (plan, simulate_prefill_solution(low, st.solution, "plan", plan))
+    for name, (rule, _desc) in PREFILL_BASELINES.items():
+        a = prefill_rule_result(low, st.solution, rule)
+        st.prefill[name] = (a, simulate_prefill_solution(low, st.solution, rule, a))
+    for name, sol in st.baselines.items():
+        rule = "llamacpp" if name == "llamacpp_cpu_moe" else "decode_plan"
+        a = prefill_rule_result(low, sol, rule)
+        st.prefill[name] = (a, simulate_prefill_solution(low, sol, rule, a))
 
 
 def baselines(ctx: PlanContext) -> None:
@@ -74,12 +137,28 @@ def baselines(ctx: PlanContext) -> None:
 
 
 def bound(ctx: PlanContext) -> None:
-    """Lower bound: perfect prediction and a clairvoyant (Belady) cache, optimised the same way, exact inner."""
+    """Lower bound. With host compute allowed: the physical floor over the simulator's window (host DRAM,
+    link and device, clairvoyant cache, any budget split; solvers/moe_offload/floor.py). GPU-only: perfect
+    prediction and a clairvoyant (Belady) cache, optimised over budgets and theta with the exact inner scan."""
+    from planner.families.moe_offload.lowering import sim_window
+    from solvers.moe_offload.floor import FloorConfig, physical_floor
     from solvers.moe_offload.moepic import MoEpicConfig, solve as moepic
 
     st = ctx.state
-    st.bound = moepic(st.lowered.problem, MoEpicConfig(inner="scan", policy="belady", perfect_prediction=True,
-                                                       cpu_misses=st.lowered.options.cpu_misses))
+    low = st.lowered
+    p = low.problem
+    if low.options.cpu_misses and p.host_expert_compute_s is not None and p.host_dram_bytes_per_s:
+        window = sim_window(low)
+        st.floor = physical_floor(p, window, FloorConfig(max_oracles=floor_oracles(window)))
+        return
+    st.bound = moepic(p, MoEpicConfig(inner="scan", policy="belady", perfect_prediction=True))
+
+
+def floor_oracles(window: Any) -> int:
+    """Dual evaluations of the floor: each solves one min-cost flow per layer over the window, so large
+    windows get fewer (every evaluation is a valid bound; fewer only loosen it)."""
+    requests = int(window.shape[0] * window.shape[1] * window.shape[2])
+    return int(min(24, max(6, 3_000_000 // max(requests, 1))))
 
 
 def simulate(ctx: PlanContext) -> None:
@@ -89,9 +168,18 @@ def simulate(ctx: PlanContext) -> None:
     st = ctx.state
     low = st.lowered
     st.simulated["plan"] = simulate_solution(low, st.solution)
-    for name, sol in st.baselines.items():
+    for name, sol in list(st.baselines.items()):
+        if name == "hybrimoe":
+            # its prefetch depth is a tuning knob of the published system: keep the best of a small sweep
+            runs = {n: (simulate_solution(low, v), v) for n, v in
+                    ((n, dataclasses.replace(sol, params={**sol.params, "prefetch_size": n})) for n in (0, 1, 2))}
+            best = min(runs, key=lambda n: (runs[n][0].tpot_s, n))
+            st.baselines[name] = runs[best][1]
+            st.simulated[name] = runs[best][0]
+            continue
         st.simulated[name] = simulate_solution(low, sol)
-    st.simulated["bound"] = simulate_solution(low, st.bound, perfect_prediction=True)
+    if st.bound is not None:
+        st.simulated["bound"] = simulate_solution(low, st.bound, perfect_prediction=True)
 
 
 def verify(ctx: PlanContext) -> None:
@@ -102,12 +190,12 @@ def verify(ctx: PlanContext) -> None:
     CPU-miss layers are allowed) can simulate faster. Then that configuration becomes the plan and a
     note says so: the user gets the better plan, and the benchmark counts how often this happens.
     """
-    from solvers.moe_offload.baselines import BASELINES
+    from solvers.moe_offload.baselines import BASELINES, HOST_BASELINES
 
     st = ctx.state
     cpu_allowed = st.solution.cpu_layers is not None or st.lowered.options.cpu_misses
     names = [b.name for b in BASELINES if b.in_space and b.name in st.baselines
-             and (b.name != "llamacpp_cpu_moe" or cpu_allowed)]
+             and (b.name not in HOST_BASELINES or cpu_allowed)]
     plan_sim = st.simulated["plan"].tpot_s
     best = min(names, key=lambda n: st.simulated[n].tpot_s, default=None)
     if best is None or st.simulated[best].tpot_s >= plan_sim * (1 - 1e-9):
@@ -124,7 +212,8 @@ def verify(ctx: PlanContext) -> None:
 
 def lift(ctx: PlanContext) -> None:
     """Solution -> Plan with names, metrics, baselines and the bound."""
-    from planner.families.moe_offload.lowering import baseline_decisions, decisions_dict, metrics_dict, sim_dict
+    from planner.families.moe_offload.lowering import (PREFILL_BASELINES, baseline_decisions, decisions_dict,
+                                                       metrics_dict, request_metrics, sim_dict)
     from solvers.moe_offload.baselines import baseline
 
     st = ctx.state
@@ -134,19 +223,45 @@ def lift(ctx: PlanContext) -> None:
     sim = st.simulated["plan"]
     fam = ctx.family
     base = {}
+    n_out = int(low.options.output_tokens)
     for name, b in st.baselines.items():
         params = {k: v for k, v in b.params.items() if k != "baseline"}
-        base[name] = BaselineResult(baseline(name).description, params, metrics_dict(b.metrics),
-                                    sim_dict(st.simulated[name]), baseline_decisions(b))
+        bp, bs = metrics_dict(b.metrics), sim_dict(st.simulated[name])
+        if name in st.prefill:
+            a, sp = st.prefill[name]
+            bp.update(request_metrics(a.ttft_s, b.metrics.tpot_s, n_out))
+            bs.update(request_metrics(sp.ttft_s, st.simulated[name].tpot_s, n_out))
+        base[name] = BaselineResult(baseline(name).description, params, bp, bs, baseline_decisions(b))
+    for name, (rule, desc) in PREFILL_BASELINES.items():
+        if name not in st.prefill:
+            continue
+        a, sp = st.prefill[name]
+        # the plan's decode configuration: its decode figures, this rule's prefill
+        bp = {**metrics_dict(pred), **request_metrics(a.ttft_s, pred.tpot_s, n_out),
+              "source": "analytic prefill model (docs §12) with the plan's decode configuration"}
+        bs = {**sim_dict(sim), **request_metrics(sp.ttft_s, sim.tpot_s, n_out), "prefill_label": sp.label}
+        params = {"rule": rule, "ubatch": p.ubatch} if rule in ("llamacpp", "ik_llamacpp") else {"rule": rule}
+        base[name] = BaselineResult(desc, params, bp, bs,
+                                    {"runtime": "simulator only (a prefill rule with the plan's decode configuration)",
+                                     "prefill_streamed_per_layer": [round(l.streamed, 3) for l in a.layers]})
     for name, b in base.items():
+        if name in PREFILL_BASELINES:
+            continue
         if b.predicted["tpot_ms"] < pred.tpot_s * 1e3 * (1 - 1e-9):
             ctx.notes.append(f"baseline {name} is predicted {pred.tpot_s * 1e3 / b.predicted['tpot_ms']:.2f}x faster than "
                              f"the plan: its configuration lies outside the plan space ({b.description})")
-    bpred = st.bound.metrics
-    bound_ms = bpred.tpot_s * 1e3
-    plan_ms = pred.tpot_s * 1e3
-    bnd = Bound(value=bound_ms, kind="perfect prediction + clairvoyant (Belady) cache, optimised over budgets and theta",
-                gap=(plan_ms - bound_ms) / bound_ms, predicted=metrics_dict(bpred), simulated=sim_dict(st.simulated["bound"]))
+    plan_pred, plan_sim = metrics_dict(pred), sim_dict(sim)
+    metric = {"e2e": "e2e_ms", "ttft": "ttft_ms", "tpot": "tpot_ms"}[low.options.objective]
+    if "plan" in st.prefill:
+        a, sp = st.prefill["plan"]
+        plan_pred.update(request_metrics(a.ttft_s, pred.tpot_s, n_out))
+        plan_pred["prompt_tokens"] = int(p.prompt_tokens)
+        plan_sim.update(request_metrics(sp.ttft_s, sim.tpot_s, n_out))
+        plan_sim["prefill_label"] = sp.label
+    else:
+        metric = "tpot_ms"
+    plan_ms = plan_pred[metric]
+    bnd = bound_record(st, pred.tpot_s * 1e3, metric, plan_ms)
     s = ctx.spec
     structure = low.structure
     trace = low.trace
@@ -155,6 +270,7 @@ def lift(ctx: PlanContext) -> None:
     head = [{"phase": "inner", "layers": len(inner), "max_ratio_rounds": max(v["ratio_rounds"] for v in inner),
              "max_hide_rounds": max(v["hide_rounds"] for v in inner)}] if inner else []
     cpu = bool(low.options.cpu_misses and p.host_expert_compute_s is not None)
+    split = bool(cpu and low.options.split_misses)
     ctx.plan = Plan(
         family=fam.name,
         model=ModelRef(s.name, s.fingerprint(ctx.request.tiny), s.source, num_params=int(structure.non_expert_params
@@ -163,24 +279,81 @@ def lift(ctx: PlanContext) -> None:
         hardware=hardware_ref(ctx.hardware, "device"),
         solver=SolverInfo(name=(f"{fam.method} (fixed point + divide and conquer)" if low.options.inner == "fixed_point"
                                 else f"{fam.method} (exact inner scan + divide and conquer)")
-                          + (" + CPU-miss layers" if cpu else ""),
+                          + (" + host-miss and split layers" if split else " + CPU-miss layers" if cpu else ""),
                           status=sol.status.value,
                           config={"inner": low.options.inner, "policy": sol.policy, "budget_unit_bytes": p.budget_unit_bytes,
-                                  "cpu_misses": cpu, "theta_granularity": p.theta_granularity,
+                                  "cpu_misses": cpu, "split_misses": split, "theta_granularity": p.theta_granularity,
                                   "k_prefetch": p.k_prefetch},
                           wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,
                           iterations=len(sol.trace), trace=tuple(head) + solver_trace(events)),
-        objective=Objective(fam.objective_metric, fam.objective_sense, plan_ms),
-        decisions=decisions_dict(low, sol, pred, sim),
-        predicted=metrics_dict(pred),
-        simulated=sim_dict(sim),
+        objective=Objective(metric, fam.objective_sense, plan_ms),
+        decisions=request_decisions(st, decisions_dict(low, sol, pred, sim)),
+        predicted=plan_pred,
+        simulated=plan_sim,
         baselines=base,
         bound=bnd,
         inputs={"trace": {"source": trace.source, "fingerprint": trace.fingerprint(), "tokens": trace.num_tokens,
                           "params": dict(trace.params)},
                 "workload": {"context_tokens": low.options.context_tokens, "batch": low.options.batch,
-                             "phase": "decode"},
+                             "phase": "request" if "plan" in st.prefill else "decode",
+                             "prompt_tokens": low.options.prompt_tokens, "output_tokens": low.options.output_tokens,
+                             "objective": low.options.objective, **({"dual_mode": dict(st.dual)} if st.dual else {})},
                 "scenario_reason": ctx.scenario_reason, **low.options.calibration_input()},
-        constraints={"expert_cache_budget_bytes": low.memory.expert_cache_budget_bytes},
+        constraints={"expert_cache_budget_bytes": min(low.memory.expert_cache_budget_bytes, int(p.budget_bytes))
+                 if st.dual.get("budget_bytes") is not None else low.memory.expert_cache_budget_bytes},
         notes=tuple(dict.fromkeys(ctx.notes)),
     )
+
+
+def request_decisions(st: MoeState, decisions: dict[str, Any]) -> dict[str, Any]:
+    """Add the per-layer prefill decisions and the request shape to the decisions."""
+    from planner.families.moe_offload.lowering import prefill_layers
+
+    if "plan" not in st.prefill:
+        return decisions
+    low = st.lowered
+    per_layer = prefill_layers(low, st.solution, st.prefill["plan"][0])
+    layers = [{**lay, "prefill": pl} for lay, pl in zip(decisions["layers"], per_layer)]
+    return {**decisions, "layers": layers,
+            "request": {"prompt_tokens": low.options.prompt_tokens, "output_tokens": low.options.output_tokens,
+                        "batch": low.options.batch, "prefill_tokens": int(low.problem.prompt_tokens),
+                        "objective": low.options.objective}}
+
+
+def bound_record(st: MoeState, tpot_ms: float, metric: str = "tpot_ms", plan_value: float | None = None) -> Bound:
+    """The plan's bound on its objective: for TPOT the physical floor (with its binding term) or the GPU-only
+    Belady bound; for TTFT and end-to-end time also a prefill lower bound (solvers/moe_offload/prefill.py)."""
+    if metric == "tpot_ms":
+        return _tpot_bound(st, tpot_ms)
+    from solvers.moe_offload.prefill import ttft_lower_bound
+
+    b = _tpot_bound(st, tpot_ms)
+    ttft_lb = ttft_lower_bound(st.lowered.problem) * 1e3
+    n = max(int(st.lowered.options.output_tokens) - 1, 0)
+    value = ttft_lb if metric == "ttft_ms" else ttft_lb + n * b.value
+    plan_value = plan_value if plan_value is not None else value
+    return Bound(value=value, kind="prefill bound (device and host work split perfectly, link free)"
+                 + ("" if metric == "ttft_ms" else f" + (N - 1) x decode bound ({b.kind})"),
+                 gap=(plan_value - value) / value if value > 0 else 0.0,
+                 predicted={**dict(b.predicted), metric: value, "ttft_ms_bound": ttft_lb, "tpot_ms_bound": b.value},
+                 simulated=dict(b.simulated))
+
+
+def _tpot_bound(st: MoeState, plan_ms: float) -> Bound:
+    """The decode bound: the physical floor (with its binding term) or the GPU-only Belady bound."""
+    from planner.families.moe_offload.lowering import metrics_dict, sim_dict
+
+    if st.floor is not None:
+        f = st.floor
+        value = f.tpot_s * 1e3
+        pred = {"tpot_ms": value, "binding": f.binding, "upper_model_ms": f.upper_model_s * 1e3,
+                "admissions_per_token": f.admissions_per_token, "host_fraction": f.host_fraction,
+                "oracles": f.oracles, **{k.replace("_s", "_ms"): v * 1e3 for k, v in f.terms_s.items()},
+                "multipliers": dict(f.multipliers),
+                "source": "Lagrangian dual over the simulator's trace window (solvers/moe_offload/floor.py)"}
+        return Bound(value=value, kind="physical floor: host DRAM at peak, link, device compute; clairvoyant cache, "
+                     "any budget split", gap=(plan_ms - value) / value if value > 0 else 0.0, predicted=pred)
+    bpred = st.bound.metrics
+    bound_ms = bpred.tpot_s * 1e3
+    return Bound(value=bound_ms, kind="perfect prediction + clairvoyant (Belady) cache, optimised over budgets and theta",
+                 gap=(plan_ms - bound_ms) / bound_ms, predicted=metrics_dict(bpred), simulated=sim_dict(st.simulated["bound"]))

@@ -40,7 +40,8 @@ def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
     """Per-layer decisions (budget, theta, cached tops, prefetch, where misses are served) and predicted figures."""
     d = plan.decisions
     n = d["num_experts"]
-    t = table("per MoE layer (misses: host = computed on the host CPU, link = copied to the device)")
+    t = table("per MoE layer; misses: host = computed on the host CPU, link = copied to the device, "
+                    "splitN% = top N% of rows copied and computed on the device, the rest on the host")
     cols = [("layer", "left"), ("budget", "right"), ("theta", "right"), ("cached", "right"), ("pf", "center"),
             ("misses", "left"), ("hit", "right")]
     if wide:
@@ -53,9 +54,9 @@ def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
         t.add_column(col, justify=just)
     for lay in d.get("layers", []):
         p, s = lay["predicted"], lay["simulated"]
-        row = [short_layer(lay["layer"]), fmt_bytes(lay["budget_bytes"]), f"{lay['split_ratio']:.3f}",
+        row = [short_layer(lay["layer"]), short_bytes(lay["budget_bytes"]), f"{lay['split_ratio']:.3f}",
                f"{lay['cached_experts']}/{n}", "yes" if lay["prefetch"] else "no",
-               "host" if lay.get("misses_on") == "host_cpu" else "link", f"{p['hit_rate']:.1%}"]
+               misses_label(lay), f"{p['hit_rate']:.1%}"]
         if wide:
             row += [f"{s['hit_rate']:.1%}", f"{p['recall']:.2f}"]
         row += [f"{p['stall_ms']:.2f}"]
@@ -63,6 +64,85 @@ def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
             row += [f"{s['stall_ms']:.2f}"]
         row += [f"{p['bytes_per_token'] / 1e6:.1f}"]
         t.add_row(*row)
+    return t
+
+
+def short_bytes(n: float) -> str:
+    """Bytes in at most 6 characters: '672M', '1.50G', '0'."""
+    if n <= 0:
+        return "0"
+    for unit, scale in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.2f}{unit}" if v < 10 else f"{v:.0f}{unit}"
+    return f"{n:.0f}"
+
+
+def misses_label(lay: dict[str, Any]) -> str:
+    """How one layer serves its misses, in a few characters."""
+    on = lay.get("misses_on")
+    if on == "split":
+        return f"split{float(lay.get('split_fraction', 0.0)):.0%}"
+    return "host" if on == "host_cpu" else "link"
+
+
+def floor_table(plan: Plan, wide: bool = False) -> Table | None:
+    """The physical floor: its value, the term that binds it, and the terms of its schedule."""
+    b = plan.bound
+    if b is None or "binding" not in b.predicted:
+        return None
+    p = b.predicted
+    t = table(f"floor {b.value:.1f} ms/token (plan {plan.objective.value / b.value:.2f}x): binding term "
+                    f"{p['binding']}")
+    t.add_column("term")
+    t.add_column("ms/token", justify="right")
+    t.add_column("weight", justify="right")
+    mult = p.get("multipliers", {})
+    path_w = sum(v for k, v in mult.items() if k.startswith("critical path"))
+    rows = (("host DRAM at peak (non-resident bytes / P)", p.get("dram_ms"), mult.get("dram", 0.0)),
+            ("link (copied bytes / BW)", p.get("link_ms"), mult.get("link", 0.0)),
+            ("layer chain: sum of max(host, device)", p.get("critical_path_ms"), path_w),
+            ("  of which the device alone", p.get("critical_path_device_ms"), None))
+    for label, v, w in rows:
+        t.add_row(label, f"{v:.1f}" if v is not None else "-", f"{w:.2f}" if w is not None else "")
+    if wide:
+        t.add_row("clairvoyant admissions per token", f"{p.get('admissions_per_token', 0.0):.2f}", "")
+        t.add_row("dual evaluations / cut-model ceiling ms", f"{p.get('oracles', 0)}", f"{p.get('upper_model_ms', 0.0):.1f}")
+    return t
+
+
+def inspect_tables(plan: Plan, wide: bool = False) -> list[Any]:
+    """Everything the family shows in `planner inspect`: memory, per-layer decisions, the floor."""
+    out: list[Any] = [memory_table(plan), moe_layers_table(plan, wide)]
+    pt = prefill_table(plan, wide)
+    if pt is not None:
+        out.append(pt)
+    ft = floor_table(plan, wide)
+    if ft is not None:
+        out.append(ft)
+    return out
+
+
+def prefill_table(plan: Plan, wide: bool = False) -> Table | None:
+    """Per layer: where the prompt's experts compute, and the break-even prompt length (stream beats host)."""
+    req = plan.decisions.get("request")
+    if not req:
+        return None
+    t = table(f"prefill of {req['prefill_tokens']} tokens per layer: streamed = copied and computed on the "
+                    f"device; break-even = prompt tokens from which streaming every miss beats the host")
+    for col, just in (("layer", "left"), ("resident", "right"), ("streamed", "right"), ("host", "right"),
+                      ("rule", "left"), ("break-even", "right"), ("ms", "right")):
+        t.add_column(col, justify=just)
+    for lay in plan.decisions.get("layers", []):
+        pf = lay.get("prefill")
+        if pf is None:
+            continue
+        thr = pf.get("stream_if_tokens_at_least")
+        rule = (f"split {pf['split_fraction']:.0%}" if pf.get("split_fraction") is not None
+                else "all host" if thr is None else "all stream" if thr <= 0 else f">= {thr:.0f} tok")
+        be = pf.get("break_even_prompt_tokens")
+        t.add_row(short_layer(lay["layer"]), str(pf["resident"]), f"{pf['streamed']:.1f}", f"{pf['on_host']:.1f}",
+                  rule, "never" if be is None else str(be), f"{pf['time_ms']:.1f}")
     return t
 
 

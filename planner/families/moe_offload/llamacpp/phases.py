@@ -35,16 +35,19 @@ def options(ctx: PlanContext) -> LlamaCppOptions:
     v = ctx.request.flags
     ctx.require_hardware()
     ours = ("--expert-bits", "--expert-budget", "--trace", "--trace-preset", "--trace-tokens", "--theta-granularity",
-            "--k-prefetch", "--inner", "--sim-tokens", "--no-cpu-experts", "--calibration")
+            "--k-prefetch", "--inner", "--sim-tokens", "--no-cpu-experts", "--calibration", "--objective",
+            "--target-tpot", "--target-ttft")
     for name in ours:
         if name in v.given:
-            fix = "use --quant for the GGUF file type" if name == "--expert-bits" else (
-                "use a capped device such as rtx4090_16gb for less VRAM" if name == "--expert-budget" else f"drop {name}")
+            fix = ("use --quant for the GGUF file type" if name == "--expert-bits" else
+                   "use a capped device such as rtx4090_16gb for less VRAM" if name == "--expert-budget" else
+                   "drop it: the llama.cpp plan minimises TPOT and reports TTFT for --prompt-tokens"
+                   if name in ("--objective", "--target-tpot", "--target-ttft") else f"drop {name}")
             raise PlannerError(f"{name} applies to the planner's own runtime, not to --target llama.cpp "
                                "(whole tensors, no expert cache)", fix)
     cb = v.get("compute_buffer")
-    # the request shape of issue 13 (--prompt-tokens / --output-tokens) where the family declares it
-    prompt, answer = v.get("prompt_tokens") or 512, v.get("output_tokens") or 256
+    # the request shape of issue 13: --prompt-tokens (0: no prompt) and --output-tokens
+    prompt, answer = v["prompt_tokens"], v["output_tokens"]
     return LlamaCppOptions(quant=v["quant"], context_tokens=v["context"], batch=v["batch"], ubatch=v["ubatch"],
                            compute_buffer_bytes=int(cb) if cb is not None else None, prompt_tokens=int(prompt),
                            output_tokens=int(answer))
@@ -103,6 +106,10 @@ def bound(ctx: PlanContext) -> None:
 
 def simulate(ctx: PlanContext) -> None:
     """No simulator for a static placement (see the module docstring)."""
+
+
+def requests(ctx: PlanContext) -> None:
+    """Nothing to add: the llama.cpp plan's TTFT follows llama.cpp's own copy rule and is computed in `lift`."""
 
 
 def verify(ctx: PlanContext) -> None:
