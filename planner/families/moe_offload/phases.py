@@ -94,7 +94,9 @@ def dual_mode(ctx: PlanContext, config: Any) -> None:
         return
     ctx.notes.append(f"dual mode: {budget / 2**30:.2f} GiB of expert cache (of {full / 2**30:.2f} GiB available) is the "
                      f"smallest budget meeting {metric.upper()} <= {target_ms:.4g} ms")
-    st.lowered = dataclasses.replace(low, problem=dataclasses.replace(low.problem, budget_bytes=budget))
+    memory = dataclasses.replace(low.memory, expert_cache_budget_bytes=int(budget),
+                                 budget_source=f"dual mode: the smallest meeting {metric.upper()} <= {target_ms:.4g} ms")
+    st.lowered = dataclasses.replace(low, problem=dataclasses.replace(low.problem, budget_bytes=budget), memory=memory)
 
 
 def requests(ctx: PlanContext) -> None:
@@ -299,8 +301,7 @@ def lift(ctx: PlanContext) -> None:
                              "prompt_tokens": low.options.prompt_tokens, "output_tokens": low.options.output_tokens,
                              "objective": low.options.objective, **({"dual_mode": dict(st.dual)} if st.dual else {})},
                 "scenario_reason": ctx.scenario_reason, **low.options.calibration_input()},
-        constraints={"expert_cache_budget_bytes": min(low.memory.expert_cache_budget_bytes, int(p.budget_bytes))
-                 if st.dual.get("budget_bytes") is not None else low.memory.expert_cache_budget_bytes},
+        constraints={"expert_cache_budget_bytes": low.memory.expert_cache_budget_bytes},   # the dual budget in dual mode
         notes=tuple(dict.fromkeys(ctx.notes)),
     )
 
