@@ -5,7 +5,7 @@ Default views fit an 80-column terminal; `wide=True` shows every column.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from rich.console import Group
 from rich.table import Table
@@ -46,14 +46,10 @@ def header(plan: Plan) -> Table:
     return t
 
 
-def _short_metric(m: str) -> str:
-    return {"objective_ms": "J ms", "period_ms": "period ms", "latency_ms": "lat ms", "throughput_rps": "req/s",
-            "bytes_per_request": "B/req", "accuracy_drop": "acc drop", "tpot_ms": "TPOT ms", "hit_rate": "hit",
-            "bytes_per_token": "B/token", "round_time_s": "round s", "traffic_bytes_per_round": "B/round",
-            "progress_rate_per_s": "R /s", "peak_memory_bytes": "peak mem"}.get(m, m)
 
 
-def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False) -> Table:
+def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False,
+                    labels: Mapping[str, str] | None = None) -> Table:
     """Plan, every baseline and the bound: predicted (and simulated, labelled, where a simulator exists) figures
     and the ratio of the objective to the plan's; `wide` adds each baseline's policy parameters."""
     t = table("plan vs baselines (same inputs)" + ("; (sim) = simulated" if plan.simulated else ""))
@@ -63,7 +59,7 @@ def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False) ->
     # simulated figures beside every metric with --wide; at 80 columns beside the objective only
     sim_of = {m: bool(plan.simulated) and (wide or m == obj) for m in metrics}
     for m in metrics:
-        t.add_column(_short_metric(m), justify="right")
+        t.add_column((labels or {}).get(m, m), justify="right")
         if sim_of[m]:
             t.add_column("(sim)", justify="right")
     t.add_column("vs plan", justify="right")
@@ -107,7 +103,7 @@ def render(plan: Plan, fam: Family | None, wide: bool = False) -> Group:
         metrics = fam.baseline_metrics(plan, wide)
     else:
         metrics = tuple(k for k in plan.predicted if isinstance(plan.predicted[k], (int, float)))[:4]
-    parts.append(baselines_table(plan, metrics, wide))
+    parts.append(baselines_table(plan, metrics, wide, fam.metric_labels if fam is not None else None))
     if plan.bound:
         parts.append(Text(f"bound ({plan.bound.kind}): {plan.objective.metric} = {plan.bound.value:.4g}; "
                           f"plan gap to bound {plan.bound.gap:.1%}"))

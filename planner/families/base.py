@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from planner.flags import Flag, FlagValues
 
@@ -112,6 +112,7 @@ class Family:
     run_flags: tuple[Flag, ...] = ()
     export_targets: tuple[str, ...] = ()   # `planner export PLAN --to TARGET` (e.g. "llama.cpp")
     claim_hint: str = ""              # e.g. "--cloud HW --link RATE for split inference"
+    metric_labels: Mapping[str, str] = {}   # short column headers of the family's metrics in `inspect`
 
     # -------------------------------------------------------------- planning
     def claim(self, ctx: PlanContext) -> str | None:

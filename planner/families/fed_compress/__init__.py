@@ -36,6 +36,8 @@ class FedCompressFamily(Family):
     objective_metric = "traffic_bytes_per_round"
     objective_sense = "min"
     claim_hint = "--clients FILE|gen:N --scenario fed-compress for compressed federated training"
+    metric_labels = {"traffic_bytes_per_round": "B/round", "round_time_s": "round s", "samples_per_s": "samples/s",
+                     "mean_download_ratio": "down", "mean_upload_ratio": "up"}
     plan_flags = (
         Flag("--clients", "str", "client population: a YAML file or gen:N[:SEED]"),
         Flag("--rounds", "int", "federated rounds the emitted run performs", default=20, minimum=1),

@@ -22,6 +22,8 @@ class FedLoraFamily(Family):
     objective_metric = "progress_rate_per_s"
     objective_sense = "max"
     claim_hint = "--clients FILE|gen:N --scenario fed-lora for federated LoRA fine-tuning"
+    metric_labels = {"progress_rate_per_s": "R /s", "round_time_s": "round s", "round_time_spread": "spread",
+                     "participants": "devices", "mean_depth": "depth", "peak_memory_bytes": "peak mem"}
     plan_flags = (
         Flag("--clients", "str", "client population: a YAML file or gen:N[:SEED]"),
         Flag("--batch-size", "int", "local batch size (samples per step)", default=8, minimum=1),

@@ -44,6 +44,8 @@ class MoeOffloadFamily(Family):
     objective_metric = "tpot_ms"
     objective_sense = "min"
     claim_hint = "an MoE model alone plans expert offloading"
+    metric_labels = {"tpot_ms": "TPOT ms", "ttft_ms": "TTFT ms", "e2e_ms": "e2e ms", "hit_rate": "hit",
+                     "bytes_per_token": "B/token", "vram_bytes": "VRAM", "host_group_bytes": "host"}
     plan_flags = (
         Flag("--expert-bits", "choice", "expert weight precision in bits", default="16", choices=("16", "8", "4")),
         Flag("--context", "int", "KV-cache context reserved, in tokens", default=2048, minimum=1),

@@ -21,6 +21,8 @@ class SplitInferenceFamily(Family):
     objective_metric = "objective_ms"
     objective_sense = "min"
     claim_hint = "--cloud HW --link RATE for edge/cloud split inference"
+    metric_labels = {"objective_ms": "J ms", "period_ms": "period ms", "latency_ms": "lat ms",
+                     "throughput_rps": "req/s", "bytes_per_request": "B/req", "accuracy_drop": "acc drop"}
     plan_flags = (
         Flag("--cloud", "str", "cloud hardware (catalog name, <base>_<N>gb or YAML path)", default="a100_80gb"),
         Flag("--link", "rate_range", "uplink rate, or a range for a plan table (e.g. 20mbps, 1mbps..100mbps)",
