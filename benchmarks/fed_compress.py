@@ -30,7 +30,7 @@ import numpy as np
 from core.atomic_io import write_text_atomic
 
 OUT = Path("build/bench")
-SPEC_GRID = (8, 12, 16, 24, 32, 48, 64)   # Caesar spec §7's batch grid
+SPEC_GRID = (8, 12, 16, 24, 32, 48, 64)   # Caesar's coarse batch grid (docs/fed-compress.md, "Departures")
 CONFIGS = ("plan", "no_compression", "uniform_mean", "uniform_traffic", "bandwidth_proportional", "topk_ef", "fedpaq",
            "caesar_fixed_batch")
 

@@ -1,4 +1,4 @@
-"""split-inference codegen: cut an exported GraphModule into an edge half and a cloud half (COACH spec §8).
+"""split-inference codegen: cut an exported GraphModule into an edge half and a cloud half (docs/split-inference.md §4).
 
 Applies a plan's decision, never makes it: the caller (the family glue) passes an already built and
 captured GraphModule, a callback `on_edge(node) -> bool` saying which nodes run on the edge device,

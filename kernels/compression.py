@@ -1,6 +1,6 @@
 """Codecs for federated model exchange, with exact byte accounting of what crosses the wire.
 
-Three codecs, each a pair of pure functions on one tensor (Caesar spec §3 and §8):
+Three codecs, each a pair of pure functions on one tensor (docs/fed-compress.md, "Cost model"):
 
 * **Top-k sparsification** (`encode_topk` / `decode_topk`), the upload codec: the `K` entries of
   largest magnitude travel as fp32 values; their positions travel as int32 indices or as a

@@ -1,4 +1,4 @@
-"""Activations saved for backward: count them, and store chosen blocks' copies quantised (FedQuad spec §8).
+"""Activations saved for backward: count them, and store chosen blocks' copies quantised (docs/fed-lora.md, "Runtime").
 
 `SavedTensorLedger` records what autograd keeps for backward through
 `torch.autograd.graph.saved_tensors_hooks`: plain tensors by storage (a storage saved twice, or

@@ -1,4 +1,4 @@
-"""Uniform affine quantisation (UAQ) of transmitted tensors, with real bit packing (COACH spec §4).
+"""Uniform affine quantisation (UAQ) of transmitted tensors, with real bit packing (docs/split-inference.md §1-§2).
 
 For a group of values with range `[min, max]` and `b` bits:
 

@@ -1,4 +1,4 @@
-"""Memory and time of LoRA fine-tuning at a given LoRA depth, measured on this CPU (FedQuad spec §3, §4, §7).
+"""Memory and time of LoRA fine-tuning at a given LoRA depth, measured on this CPU (docs/fed-lora.md, "Inputs").
 
 A *task model* is an `nn.Module` with `fine_tuning_batch(batch_size, seq_len, seed) -> dict` and
 `fine_tuning_loss(batch) -> Tensor`; `task_model(module, task)` wraps a causal LM (`CausalLMTask`: next
@@ -26,7 +26,8 @@ per-block model used by the planner:
 
 `FineTuneProfile.predict(d, q, bits)` gives the model's numbers; the validation test measures other
 (d, q) points and compares. `closed_form_profile` is the fallback when a model cannot be run here
-(spec §4's `s·β·h·(34 + 5·a·s/h)` bytes per fp16 layer, scaled to the weight dtype).
+(the textbook closed form `s·β·h·(34 + 5·a·s/h)` bytes per fp16 layer, scaled to the weight dtype;
+docs/fed-lora.md, "What was measured").
 """
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ def block_layout(model: nn.Module, target_modules: tuple[str, ...] | None = None
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA hyper-parameters (spec §7 defaults)."""
+    """LoRA hyper-parameters (FedQuad's defaults)."""
 
     rank: int = 8
     alpha: int = 16

@@ -7,7 +7,7 @@ tap (`predicted[t, l, :]`, -1 where there is no prediction, e.g. the first MoE l
 Recording (`record_trace`) hooks every router: a forward hook on `mlp.gate` / `mlp.router` receives
 `(router_logits, top_k_weights, top_k_index)` in transformers 5; the predictor applies layer l's
 post-attention norm and router to the hidden state entering layer l-1's MoE block (the `post_attn`
-tap, see the MoEpic spec), exactly what the runtime's predictor does.
+tap, see docs/moe-offload.md §9), exactly what the runtime's predictor does.
 """
 from __future__ import annotations
 

@@ -654,7 +654,7 @@ def quant_sensitivity(model: Any, nodes: Sequence[str] | None = None, bits: Sequ
 
 def joint_drop(model: Any, assignments: Mapping[str, int], *, tiny: bool = False,
                channel_dim: int | None = None) -> float:
-    """The same metric with several tensors quantised at once (the planner's joint check, spec §5.1 step 5)."""
+    """The same metric with several tensors quantised at once (the planner's joint check, docs/split-inference.md §3 step 5)."""
     return sensitivity_evaluator(model, tiny=tiny, channel_dim=channel_dim).drop(assignments)
 
 

@@ -17,7 +17,8 @@ Generative model, per MoE layer l (layers are generated independently, each with
 
 Curve shape: with `working_set` near the per-token working set (a few times k) and high `locality`,
 a dynamic cache thrashes below that capacity and catches the working set above it, so h(C) is
-convex at small C (S-shaped). That is the shape under which an interior split ratio pays (spec §4).
+convex at small C (S-shaped). That is the shape under which an interior split ratio pays
+(MoEpic's cost model; docs/moe-offload.md §3.1).
 Pure-popularity traces (`locality = 0`) give concave curves, for which whole experts are best.
 
 Presets:

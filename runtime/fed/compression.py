@@ -20,9 +20,10 @@ What crosses the wire per message is ONE uint8 array holding every tensor's payl
 128-byte numpy header; both figures are recorded. Every device starts from the initial model
 (`install_message`, sent once before round 1 and reported as setup traffic).
 
-The server also keeps a shadow of every client's previous model (spec §8: the recovered start
-model it simulated minus the update it received, an approximation) to estimate, per client and
-round, the relative deviation of the client's rebuilt model with recovery and with sign·mean only.
+The server also keeps a shadow of every client's previous model (the recovered start model it
+simulated minus the update it received, an approximation; docs/fed-compress.md, "Runtime") to
+estimate, per client and round, the relative deviation of the client's rebuilt model with recovery
+and with sign·mean only.
 """
 from __future__ import annotations
 
@@ -309,7 +310,8 @@ class CompressedFedAvg(FedAvg):
             alpha = self.samples[s.client] / total
             for n in self.names:
                 new_w[n] -= alpha * delta[n]
-            # spec §8: the shadow of the client's model is its simulated start model minus the update received
+            # the shadow of the client's model is its simulated start model minus the update received
+            # (docs/fed-compress.md, "Runtime")
             self.shadow[s.client] = {n: s.start_estimate[n] - delta[n] for n in self.names}
             self.last_sync[s.client] = server_round
         self._times(rows)

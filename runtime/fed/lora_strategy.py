@@ -1,4 +1,4 @@
-"""Layer-wise LoRA aggregation over clients of different depths (FedQuad spec §5), as a Flower strategy.
+"""Layer-wise LoRA aggregation over clients of different depths (docs/fed-lora.md, "Runtime"), as a Flower strategy.
 
 The math is a free function: for every tensor, the new global value is the sample-weighted mean over
 the clients that sent it this round (the clients that train its block); tensors nobody sent keep

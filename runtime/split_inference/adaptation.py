@@ -1,4 +1,4 @@
-"""Online adaptation on the edge (COACH spec §5.2): measure the uplink, switch to the plan-table row for it.
+"""Online adaptation on the edge (docs/split-inference.md §5): measure the uplink, switch to the plan-table row for it.
 
 Per message the edge knows when it handed the frame to the transport (`handed`) and, from the cloud's
 timestamp, when it arrived (`arrival`, edge clock). With a FIFO link and a one-way delay `d` (half the

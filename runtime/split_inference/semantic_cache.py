@@ -1,4 +1,4 @@
-"""COACH's semantic cache on the edge (spec §5.2): per-label centres of the cut feature; a request whose
+"""COACH's semantic cache on the edge (docs/split-inference.md §5): per-label centres of the cut feature; a request whose
 feature is close enough to one centre is answered at the edge, without the link or the cloud.
 
 Offline (at emit time, on calibration data, through the emitted edge half):

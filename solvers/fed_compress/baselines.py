@@ -1,4 +1,4 @@
-"""Baselines (spec §6), each returning a `FedCompressSolution` for the same schedule as Caesar.
+"""Baselines (docs/fed-compress.md, "Baselines"), each returning a `FedCompressSolution` for the same schedule as Caesar.
 
 | name                   | download (kept fraction)                  | upload (kept fraction)                       | batch |
 |------------------------|-------------------------------------------|----------------------------------------------|-------|

@@ -1,4 +1,4 @@
-"""Caesar (spec §3, §5): per round, download ratios from staleness, upload ratios from data importance,
+"""Caesar (docs/fed-compress.md, "Algorithm"): per round, download ratios from staleness, upload ratios from data importance,
 batch sizes that make devices finish together; re-planned every round from the devices' state.
 
 One round (`plan_round`), given the round t, the selected devices S_t and each device's last sync
@@ -42,7 +42,7 @@ MAX_MULTI_EXCHANGE_CELLS = 2000   # devices × ratio grid: above it the budget g
 
 @dataclass(frozen=True)
 class CaesarConfig:
-    """Settings of spec §7 (defaults there) plus the batch method; every field is shown in plans."""
+    """Caesar's settings (with its defaults) plus the batch method; every field is shown in plans."""
 
     mode: str = "rule"                  # "rule" or "budget" (needs problem.down_budget_bytes)
     theta_d_max: float = 0.5
@@ -269,8 +269,8 @@ def efficient_frontier(bytes_of: np.ndarray, dev_row: np.ndarray, allowed: list[
 
 
 def greedy_budget(bp: DownloadBudgetProblem) -> BudgetSolution:
-    """Budgeted download ratios (spec §5, refined): start every device at θ_max, then spend the budget
-    where it saves the most deviation per byte.
+    """Budgeted download ratios (Caesar's greedy, refined as in docs/fed-compress.md, "Departures"): start
+    every device at θ_max, then spend the budget where it saves the most deviation per byte.
 
     Phase 1 walks each device's (bytes, Dev) lower convex hull, one edge at a time, largest saving per
     byte first (the spec steps one grid ratio at a time, but bytes are not linear in θ: the dense

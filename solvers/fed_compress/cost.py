@@ -1,4 +1,4 @@
-"""The fed-compress cost model: exact payload bytes per direction, round times, metrics (spec §3, §4).
+"""The fed-compress cost model: exact payload bytes per direction, round times, metrics (docs/fed-compress.md, "Cost model").
 
 Bytes per tensor of P elements at keep fraction k (K = ceil(k·P) clamped to [1, P]); tensors under
 `min_compress_numel` travel dense, and a sparse encoding never costs more than dense (the codec then

@@ -1,4 +1,4 @@
-"""Exact references for fed-compress (spec §6).
+"""Exact references for fed-compress (docs/fed-compress.md, "Algorithm").
 
 (a) Batches of one round: `sweep_batches` finds the grid assignment with the most samples per second
     `τ·Σβ_i / max_i M_i(β_i)` exactly, for any N, in O(E log E) over the E = N·|grid| values

@@ -1,6 +1,6 @@
 """The fed-compress (Caesar) problem and solution records: dense arrays, names only in `client_ids`.
 
-Symbols follow `shared/specs/caesar.md` §3. Rounds t = 1..R; `selected[t-1]` are the devices of S_t.
+Symbols follow docs/fed-compress.md, "What it decides" and "Cost model". Rounds t = 1..R; `selected[t-1]` are the devices of S_t.
 Decisions are stored as FRACTIONS OF VALUES KEPT in (0, 1] (1 = uncompressed); the spec's θ is the
 dropped fraction, θ = 1 − keep. Times in seconds, sizes in bytes, bandwidths in bytes per second.
 """
@@ -150,7 +150,7 @@ class FedCompressSolution(Solution):
 
 @dataclass(frozen=True)
 class DownloadBudgetProblem:
-    """One round of budgeted download (spec §3): pick θ_i from `thetas` for every selected device.
+    """One round of budgeted download (docs/fed-compress.md, "Algorithm" step 1): pick θ_i from `thetas` for every selected device.
 
     `deviation[i, c]` = Dev_i(thetas[c]) = ‖w − ŵ_i‖²/‖w‖² (measured by the server, or the proxy);
     `theta_bytes[c]` the download bytes at thetas[c]; `forced_full[i]`: no previous model, θ = 0.

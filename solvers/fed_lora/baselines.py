@@ -1,4 +1,4 @@
-"""Baselines for fed-lora (issue 10 and FedQuad spec §6), each a fixed policy returning a `FedLoraSolution`.
+"""Baselines for fed-lora (issue 10 and docs/fed-lora.md, "Baselines"), each a fixed policy returning a `FedLoraSolution`.
 
 | name                   | depth per device                                              | quantised blocks |
 |------------------------|---------------------------------------------------------------|------------------|

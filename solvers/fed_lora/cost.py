@@ -1,4 +1,4 @@
-"""The fed-lora cost model (FedQuad spec §3), apart from any search.
+"""The fed-lora cost model (docs/fed-lora.md, "Cost model"), apart from any search.
 
     M_i(d, q) = memory_table[d, q]                                       peak bytes (same model on every device)
     t_i(d, q) = F_i + B1_i + (d − 1)·Bmid_i + [q ≥ 1]·(c1_i + (q − 1)·cmid_i)      s per local step

@@ -1,4 +1,4 @@
-"""Exact references for fed-lora (FedQuad spec §6), over every fitting (d, q) of every device — not the
+"""Exact references for fed-lora (docs/fed-lora.md, "Algorithm"), over every fitting (d, q) of every device — not the
 greedy's frontiers — so they check the frontier reduction as well as the peeling.
 
 A device with at least one fitting option must take one (as in the greedy); a device with none sits out.

@@ -1,4 +1,4 @@
-"""FedQuad's planner (spec §5): per-device efficient (depth, quantised blocks) frontiers, straggler peeling,
+"""FedQuad's planner (docs/fed-lora.md, "Algorithm"): per-device efficient (depth, quantised blocks) frontiers, straggler peeling,
 then coverage repair.
 
 Step 1 — frontier: for each depth d, the fewest quantised blocks that fit memory, q_min(d) (more

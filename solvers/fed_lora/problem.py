@@ -1,6 +1,6 @@
 """The fed-lora (FedQuad) problem and solution records: dense per-device arrays, names only in `device_ids`.
 
-Symbols follow `shared/specs/fedquad.md` §3. Devices i = 0..n−1 in the lowering's order (sorted ids);
+Symbols follow docs/fed-lora.md, "Cost model". Devices i = 0..n−1 in the lowering's order (sorted ids);
 blocks are counted from the input, so LoRA depth d trains the top d blocks and, with q quantised
 blocks, blocks L−d .. L−d+q−1 (0-based) store their saved activations quantised. Depth 0 means the
 device sits out. Times in seconds, sizes in bytes, bandwidths in bytes/s.

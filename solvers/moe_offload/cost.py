@@ -1,4 +1,4 @@
-"""Analytic cost model of moe-offload (docs/moe-offload.md §3; MoEpic spec §4): expected decode time per step, per layer.
+"""Analytic cost model of moe-offload (docs/moe-offload.md §3): expected decode time per step, per layer.
 
     S_i      = theta_i * h_i(C_i)                                  resident fraction of an activated expert
     V_pf     = k_pf * U_e * (1 - S_i)                              prefetched bytes (if prefetching)

@@ -71,7 +71,7 @@ def ratio_fixed_point(h_env: np.ndarray, c_min: np.ndarray) -> tuple[np.ndarray,
         cur = np.where(improve, nxt, cur)
         lam = np.where(improve, lam_new, lam)
         active = improve
-    # the ratio stays the same along ties: move to the largest C with the same ratio (spec tie rule)
+    # the ratio stays the same along ties: move to the largest C with the same ratio (MoEpic's tie rule: larger C)
     return cur, rounds
 
 

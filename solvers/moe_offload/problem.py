@@ -1,6 +1,6 @@
 """The moe-offload problem and solution records (dense arrays; names only in `layer_names`).
 
-Symbols follow the MoEpic spec (§3): L MoE layers, N experts, top-k, U_e bytes per expert, BW the
+Symbols follow docs/moe-offload.md §2: L MoE layers, N experts, top-k, U_e bytes per expert, BW the
 host->device bandwidth, t_x one expert's compute per step, h_i(C) hit curves, p_i predictor recall,
 k_i distinct experts per step, B the expert-cache budget and u the budget unit.
 """

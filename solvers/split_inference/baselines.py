@@ -1,4 +1,4 @@
-"""Baselines (spec §6), each returning the same `SplitInferenceSolution` as COACH.
+"""Baselines (docs/split-inference.md §3), each returning the same `SplitInferenceSolution` as COACH.
 
 | name               | partition                                                   | bits           |
 |--------------------|-------------------------------------------------------------|----------------|

@@ -1,10 +1,10 @@
-"""COACH offline solve (spec §5.1): candidate cuts × transmission bits between an accuracy floor and a
+"""COACH offline solve (docs/split-inference.md §3): candidate cuts × transmission bits between an accuracy floor and a
 bubble-balancing ceiling, minimising J = B_c + B_t + P under T_max, ε and the edge memory.
 
     solve(problem, CoachConfig()) -> SplitInferenceSolution
     solve_plan_table(problem, bandwidths) -> one solution per bandwidth level
 
-Steps (spec numbering):
+Steps (numbered as in docs/split-inference.md §3):
   2. candidate cuts from `cuts.candidate_cuts` plus all-device, all-cloud and (when the listing was
      partial) the DADS cut; cuts above the edge memory are dropped.
   3. floors b*(v), memoised per tensor (binary search over the bit ladder, linear scan if non-monotone).
@@ -55,8 +55,8 @@ class CoachConfig:
         repair or refinement; `fixed_bits=8` is the "fixed 8-bit" baseline, a value ≥ every native width
         means no quantisation. Must be one of `bits_options` otherwise.
     enforce_accuracy: require the additive ΔAcc ≤ ε (off only for baselines that ignore accuracy).
-    repair_top: how many of the best cuts get the joint-accuracy repair (spec step 5: 3).
-    refine_max_cuts: at most this many multi-tensor cuts get the bit refinement (0: off, spec-only).
+    repair_top: how many of the best cuts get the joint-accuracy repair (step 5 of docs/split-inference.md §3: 3).
+    refine_max_cuts: at most this many multi-tensor cuts get the bit refinement (0: off, COACH's steps only).
     exhaustive_bits_box: refine by trying every bit vector when a cut has at most this many.
     cut_settings: limits of the candidate-cut enumeration.
     """

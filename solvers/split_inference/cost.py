@@ -1,4 +1,4 @@
-"""Cost model of split inference (spec `coach.md` §3-§4): stage times, bubbles, and the overlap simulator.
+"""Cost model of split inference (docs/split-inference.md §2): stage times, bubbles, and the overlap simulator.
 
 For a device-side set S (downward closed, inputs in S) and bits b_v of every sent tensor v ∈ V_p(S):
 
@@ -230,7 +230,7 @@ def tensor_cost(problem: SplitInferenceProblem, adj: GraphIndex, v: int, b: int)
 
 @dataclass(frozen=True)
 class Overlap:
-    """One sample through device → FIFO link → cloud (spec §4)."""
+    """One sample through device → FIFO link → cloud (docs/split-inference.md §2)."""
 
     edge_done_s: float                 # T_e: device finishes S
     ready_s: Mapping[int, float]       # a_v: cut tensor v computed and quantised on the device
@@ -305,7 +305,7 @@ def _simulate(problem: SplitInferenceProblem, adj: GraphIndex, cs: CutStructure,
 
 def overlap_simulation(problem: SplitInferenceProblem, on_edge: np.ndarray, bits: Mapping[int, int],
                        adj: GraphIndex | None = None) -> Overlap:
-    """Single-sample event simulation (spec §4): device in topological order, FIFO link, one cloud server."""
+    """Single-sample event simulation (docs/split-inference.md §2): device in topological order, FIFO link, one cloud server."""
     adj = adj or graph_index(problem)
     return _simulate(problem, adj, cut_structure(problem, on_edge, adj), bits)
 

@@ -1,4 +1,4 @@
-"""COACH candidate cuts (spec §5.1 step 2): recursive divide and conquer over the dominator chain.
+"""COACH candidate cuts (docs/split-inference.md §3 step 2): recursive divide and conquer over the dominator chain.
 
     candidate_cuts(problem) -> CutCandidates: device-side masks S (downward closed, inputs in S)
 
@@ -10,16 +10,16 @@ the virtual sink form the chain A = a_0 (virtual source), a_1, …, a_k (virtual
 
 Ideals of a block: the product over its weakly connected branches of each branch's ideals, found by
 recursing on branch ∪ {a_j, a_{j+1}} (the direct edge a_j → a_{j+1} removed); a single branch without an
-internal cut vertex is irreducible and its ideals are enumerated: all if |K| ≤ 16 (spec) or, our
+internal cut vertex is irreducible and its ideals are enumerated: all if |K| ≤ 16 (COACH's limit) or, our
 extension, if it has at most `max_block_ideals` of them; else the prefixes of its topological order plus
 the DADS cut restricted to it. A block whose branch product exceeds `max_branch_combinations` is listed
 reduced (each branch varying alone, others empty or full, plus prefixes and DADS). For series-parallel
-graphs the result is every ideal that contains the inputs (spec §9 check 4), and so it is for any DAG
+graphs the result is every ideal that contains the inputs (docs/split-inference.md §3 step 2), and so it is for any DAG
 whose irreducible blocks are all listed whole (`CutCandidates.complete`).
 
 Nodes unreachable from every input (constants, buffers) take no part in the decomposition; each cut is
 closed under predecessors afterwards, so such a node sits on the device exactly when one of its
-consumers does. `dads_cut` is the min s–t cut of spec §6 (networkx max-flow).
+consumers does. `dads_cut` is the min s–t cut of the DADS baseline (docs/split-inference.md §3; networkx max-flow).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from solvers.split_inference.problem import SplitInferenceProblem
 class CutSettings:
     """Limits of the enumeration.
 
-    max_exhaustive_block: |K| up to which an irreducible block's ideals are all listed (spec: 16).
+    max_exhaustive_block: |K| up to which an irreducible block's ideals are all listed (COACH: 16).
     max_block_ideals: a larger irreducible block is still listed whole when it has at most this many
         ideals; beyond, its topological prefixes and the DADS cut restricted to it.
     max_branch_combinations: cap on Π_branches |opts| in one block before the reduced listing.
@@ -345,7 +345,7 @@ def chain_cuts(problem: SplitInferenceProblem, adj: GraphIndex | None = None) ->
 
 
 def dads_cut(problem: SplitInferenceProblem, adj: GraphIndex | None = None, bits: Mapping[int, int] | None = None) -> np.ndarray:
-    """Device set of the min s–t cut for Σ_S t_e + Σ_{V∖S} t_c + Σ_{V_p} transfer (spec §6, DADS).
+    """Device set of the min s–t cut for Σ_S t_e + Σ_{V∖S} t_c + Σ_{V_p} transfer (DADS; docs/split-inference.md §3).
 
     s → v: t_c(v); v → t: t_e(v); v → v': bytes(v, b_v)/BW (+ t_q + t_dq when quantised), v' → w: ∞ for each
     consumer w; w → v: ∞ for each edge (downward closure); s → input: ∞. Bits default to native.

@@ -1,10 +1,10 @@
-"""Exact references for split inference (spec §6).
+"""Exact references for split inference (docs/split-inference.md §3 step 6).
 
 (a) `solve_enumerate`: every downward-closed S containing the inputs × every bit vector over the ladders
     (`bits_options` below native, and native) when at most 3 tensors are sent (native bits for more),
     evaluated with the cost model (overlap simulator for multi-tensor cuts) and the additive ΔAcc.
     Graphs of at most 20 nodes.
-(b) `solve_cpsat`: the MILP of spec §6(b) in CP-SAT with µs-scaled integers, under the single-tensor
+(b) `solve_cpsat`: the MILP of docs/split-inference.md §3 step 6 in CP-SAT with µs-scaled integers, under the single-tensor
     bubble B_t = P − T_t and additive ΔAcc; the answer is re-evaluated with the cost model, and
     `params["bound_s"]` carries CP-SAT's bound on the MILP objective D + 2P − T_t.
 """
@@ -98,7 +98,7 @@ def solve_enumerate(problem: SplitInferenceProblem, objective: str = "coach", ma
 
 def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, workers: int = 2, seed: int = 0,
                 time_scale: float = 1e6, accuracy_scale: float = 1e9) -> SplitInferenceSolution:
-    """CP-SAT MILP (spec §6(b)) with times in integer units of 1/time_scale s (µs by default)."""
+    """CP-SAT MILP (docs/split-inference.md §3 step 6) with times in integer units of 1/time_scale s (µs by default)."""
     from ortools.sat.python import cp_model
 
     watch = Stopwatch()
@@ -152,7 +152,7 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
     T_c = model.new_int_var(0, big, "T_c")
     P = model.new_int_var(0, big, "P")
     D = model.new_int_var(0, big, "D")
-    # [Constraint] stage times (spec §3)
+    # [Constraint] stage times (docs/split-inference.md §2)
     model.add(T_e == sum(te[v] * x[v] for v in range(n))
               + sum(us(quantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))
     model.add(T_c == sum(tc[v] * (1 - x[v]) for v in range(n))

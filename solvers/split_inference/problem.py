@@ -1,6 +1,6 @@
 """The split-inference (COACH) problem and solution records: dense arrays, names only in `node_names`.
 
-Symbols follow `shared/specs/coach.md` §3: G = (V, E) the model graph after folding shape-only ops,
+Symbols follow docs/split-inference.md §1-§2: G = (V, E) the model graph after folding shape-only ops,
 S ⊆ V the device-side nodes (closed under predecessors, every input node in S), V_p(S) the tensors sent
 (outputs of S-nodes with a consumer outside S, each sent once), b_v the bits of tensor v.
 Times in seconds, sizes in bytes, bandwidth in bytes/s.

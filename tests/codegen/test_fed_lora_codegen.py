@@ -1,4 +1,4 @@
-"""fed-lora codegen equivalence (FedQuad spec §9.2, §9.3): per-device PEFT models follow their plan exactly."""
+"""fed-lora codegen equivalence (docs/fed-lora.md, "Runtime"): per-device PEFT models follow their plan exactly."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""The LoRA fine-tuning memory model against measurement on this CPU (issue 10; FedQuad spec §9.1).
+"""The LoRA fine-tuning memory model against measurement on this CPU (issue 10; docs/fed-lora.md, "What was measured").
 
 Tiny same-architecture versions of MiniLM (BERT encoder), GPT-2 and BERT with 4 blocks: the profile is
 fitted from four measured steps ((1,0), (1,1), (L,0), (L,L)); other (depth, quantised blocks, bits)

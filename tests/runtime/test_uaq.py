@@ -1,4 +1,4 @@
-"""UAQ (COACH spec §4, acceptance check 2): error bound, wire size, bit packing, edge cases."""
+"""UAQ (docs/split-inference.md §2 and §5, wire): error bound, wire size, bit packing, edge cases."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""fed-lora solvers: FedQuad's greedy against exact references, baselines and invariants (spec §9.4–9.6)."""
+"""fed-lora solvers: FedQuad's greedy against exact references, baselines and invariants (docs/fed-lora.md, "Algorithm")."""
 from __future__ import annotations
 
 import subprocess
@@ -52,7 +52,8 @@ def test_greedy_equals_cpsat_without_coverage_on_larger_instances() -> None:
 
 def test_coverage_repair_gap_against_exact() -> None:
     """With κ > 0 the repair is a heuristic: gap = (R_exact − R_plan)/R_exact, reported by the benchmark;
-    here it must be >= 0 (the reference is exact), median 0 and at most 5 % (spec §9.5)."""
+    here it must be >= 0 (the reference is exact), median 0 and at most 5 %
+    (FedQuad's target for the repair; docs/fed-lora.md, "Algorithm")."""
     rng = np.random.default_rng(2)
     gaps = []
     while len(gaps) < 40:

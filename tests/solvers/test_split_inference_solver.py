@@ -244,7 +244,7 @@ def test_dads_equals_brute_force_min_latency_at_native_bits() -> None:
 
 
 def test_gap_to_exact_on_small_graphs() -> None:
-    """Cut gap 0 at native bits (the cut search alone), and ≤ 3 % in J with the bit choice (spec §9 check 5).
+    """Cut gap 0 at native bits (the cut search alone), and ≤ 3 % in J with the bit choice (docs/split-inference.md §3 step 6).
 
     The enumeration tries every bit vector only for ≤ 3 sent tensors, so COACH may come out below it.
     """

@@ -140,12 +140,13 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
 
 def receipt_views(receipt: dict[str, Any], wide: bool = False) -> list[Any]:
     """Per device: depth trained, predicted vs measured memory and round time (emulated), waiting; accuracy curve."""
-    from rich.table import Table
     from rich.text import Text
+
+    from planner.tables import table
 
     out: list[Any] = [Text.from_markup(f"[bold]receipt[/bold]: fed-lora, {receipt['config']}, {receipt['mode']}"),
                       Text(receipt["emulation"], style="dim")]
-    t = Table(title="per device: memory MiB predicted/measured, round s predicted/emulated", title_justify="left")
+    t = table("per device: memory MiB predicted/measured, round s predicted/emulated")
     for c in ("device", "d", "ok", "mem P", "mem M", "T P", "T E", "wait"):
         t.add_column(c, justify="left" if c == "device" else "right", no_wrap=True, overflow="ellipsis",
                      max_width=24 if c == "device" else None)

@@ -1,14 +1,14 @@
 """fed-lora lowering and lifting: client population + measured fine-tuning profile <-> FedLoraProblem <-> plan.
 
-Lowering (FedQuad spec §3, §4, §7):
+Lowering (docs/fed-lora.md, "Inputs" and "Cost model"):
   * clients in natural id order (profilers/population.py); memory M_i = what the file (or generator)
     gives for training; links in bytes/s; `--round-overhead` as lat_i;
   * M(d, q) from the fine-tuning profile measured on this CPU (profilers/fine_tuning.py: four PEFT steps,
     saved-tensor hooks), the same for every client (one batch size and sequence length);
   * step times: this CPU's measured CPU seconds for the forward, the bottom and each further trainable
     block's backward, and the quantisation of a block, scaled to each device by the ratio of this CPU's
-    matmul FLOP per CPU second to the device profile's sustained fp32 FLOP/s (spec §4: "from the
-    reference device scaled by a measured throughput ratio");
+    matmul FLOP per CPU second to the device profile's sustained fp32 FLOP/s (FedQuad's reference-device
+    scaling; docs/fed-lora.md, "Where we depart from the paper and the spec");
   * data weights w_i from the clients' sample counts (equal when the population gives none).
 Lifting writes per-client decisions and predictions by id, for the plan and every baseline.
 """

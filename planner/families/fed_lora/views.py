@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from planner.tables import table
 from planner.units import fmt_bytes
 
 PER_DEVICE_ROWS = 40
@@ -31,7 +32,7 @@ def device_table(plan: Any, wide: bool = False) -> Table:
     if len(dec) <= PER_DEVICE_ROWS or wide:
         # Generated ids already start with the kind: then the kind column would only repeat them.
         with_kind = not all(cid.startswith(str(devs.get(cid, {}).get("kind", "\0"))) for cid in dec)
-        t = Table(title="per device (memory: budget and predicted peak; times in s)", title_justify="left")
+        t = table("per device (memory: budget and predicted peak; times in s)")
         cols = [("device", "left")] + ([("kind", "left")] if with_kind else []) + [
             ("mem", "right"), ("d", "right"), ("q", "right"), ("peak", "right"), ("round", "right"), ("wait", "right")]
         for c, j in cols:
@@ -50,7 +51,7 @@ def device_table(plan: Any, wide: bool = False) -> Table:
     for cid, c in dec.items():
         kind = str(devs.get(cid, {}).get("kind", "?"))
         groups.setdefault((kind, int(c["lora_depth"]), len(c["act_quant_layers"])), []).append(cid)
-    t = Table(title=f"{len(dec)} devices by kind and configuration (times in s)", title_justify="left")
+    t = table(f"{len(dec)} devices by kind and configuration (times in s)")
     for c, j in (("kind", "left"), ("n", "right"), ("d", "right"), ("q", "right"), ("mem", "right"),
                  ("round", "right"), ("wait", "right")):
         t.add_column(c, justify=j, no_wrap=True, overflow="ellipsis", max_width=20 if c == "kind" else None)

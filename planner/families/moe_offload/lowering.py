@@ -1,6 +1,6 @@
 """moe-offload lowering and lifting: model profile + hardware + routing trace <-> MoeOffloadProblem <-> plan.
 
-Lowering derives every number of the MoEpic problem (docs/moe-offload.md §2; MoEpic spec §3, §7) and records where it came from:
+Lowering derives every number of the MoEpic problem (docs/moe-offload.md §2) and records where it came from:
   * expert bytes U_e at the serving precision (16 bits, or 8/4 bits with one fp16 scale and zero per
     64 weights, i.e. 4.5 bits/weight at 4 bits);
   * the expert-cache budget B = device memory - resident non-expert weights - KV cache for the
@@ -114,7 +114,7 @@ def expert_bytes(structure: MoeStructure, bits: int) -> float:
 
 
 def default_granularity(f: int) -> int:
-    """Column granularity g of the split ratio (MoEpic spec §7)."""
+    """Column granularity g of the split ratio (MoEpic's theta grid, docs/moe-offload.md §4)."""
     g = 128 if f >= 8192 else 16 if f < 512 else 64
     while g > 1 and f % g:
         g //= 2
@@ -278,8 +278,9 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
         timing = {**timing, "attention_s": np.asarray(measured_timing["attention_s"], dtype=float),
                   "expert_s": float(measured_timing["expert_s"]), "other_s": float(measured_timing["other_s"])}
     B = float(mem.expert_cache_budget_bytes)
-    # budget unit u = U_e / m with an integer m in 1..16 (spec: max(U_e/16, B/4096)), so that whole-expert
-    # budgets lie on the grid: with u above U_e a layer could not hold exactly N whole experts
+    # budget unit u = U_e / m with an integer m in 1..16 (MoEpic: max(U_e/16, B/4096); docs/moe-offload.md §4,
+    # §11), so that whole-expert budgets lie on the grid: with u above U_e a layer could not hold exactly N
+    # whole experts
     m = int(np.clip(np.floor(u_e * 4096 / B), 1, 16)) if B > 0 else 16
     unit = u_e / m
     names = tuple(structure.layers[i].module_path for i in structure.moe_layers)

@@ -439,7 +439,7 @@ class _NullOut:
 
 def receipt_views(receipt: Any) -> list[Any]:
     """The receipt as rich tables: per partition stage times (measured vs predicted), then the totals."""
-    from rich.table import Table
+    from planner.tables import table
 
     def f(x: Any, nd: int = 3) -> str:
         if x is None:
@@ -448,7 +448,7 @@ def receipt_views(receipt: Any) -> list[Any]:
             return f"{x:.{nd}g}"
         return str(x)
 
-    t = Table(title=f"split-inference receipt: config {receipt.config}; link: {receipt.link}", title_justify="left")
+    t = table(f"split-inference receipt: config {receipt.config}; link: {receipt.link}")
     for c in ("partition", "cut", "requests", "edge ms", "(pred)", "link ms", "(pred)", "cloud ms", "(pred)",
               "return ms", "bytes/req", "(pred)"):
         t.add_column(c, justify="left" if c in ("partition", "cut") else "right")
@@ -457,7 +457,7 @@ def receipt_views(receipt: Any) -> list[Any]:
                   f(r.get("link_ms")), f(r.get("link_ms_predicted")), f(r.get("cloud_ms")), f(r.get("cloud_ms_predicted")),
                   f(r.get("return_ms")), f(r.get("bytes_per_request"), 6), f(r.get("bytes_per_request_predicted"), 6))
     tot = receipt.totals
-    s = Table(title="totals: measured vs predicted", title_justify="left")
+    s = table("totals: measured vs predicted")
     s.add_column("figure")
     s.add_column("measured", justify="right")
     s.add_column("predicted", justify="right")

@@ -1,7 +1,7 @@
 """split-inference lowering and lifting: traced model graph + edge/cloud hardware + link <->
 SplitInferenceProblem <-> plan.
 
-Lowering (COACH spec §3, §7):
+Lowering (COACH's problem and its inputs, docs/split-inference.md §1-§2):
   * the graph is the torch.export graph of the profiler; shape-only nodes (views, getitem, ...) are
     folded into their producers, so every problem node is a tensor that could cross the link; the
     fx `output` node is kept as a zero-cost sink;
@@ -294,7 +294,7 @@ def metrics_dict(m: Any, accuracy_kind: str, joint: float | None = None) -> dict
             "accuracy_drop": joint if joint is not None else m.accuracy_drop,
             "accuracy_kind": ("measured" if accuracy_kind in ("accuracy", "embedding") else "proxy")
             + ("" if joint is not None or accuracy_kind == "proxy" else " (additive estimate)"),
-            "source": "COACH cost model (spec §3-4): roofline stage times, FIFO link"}
+            "source": "COACH cost model (docs/split-inference.md §2): roofline stage times, FIFO link"}
 
 
 def cut_tensor_rows(low: SplitLowered, on_edge: np.ndarray, bits: dict[int, int]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from planner.schema import Plan
+from planner.tables import table
 from planner.units import fmt_bytes
 
 SHORT = {"ffn_gate_exps": "gate", "ffn_up_exps": "up", "ffn_down_exps": "down", "ffn_gate_shexp": "sh.gate",
@@ -17,8 +18,7 @@ def memory_table(plan: Plan, wide: bool = False) -> Table:
     """Where the device memory goes, as llama.cpp spends it."""
     d = plan.decisions
     m = d["memory"]
-    t = Table(title=f"device memory (llama.cpp, {d['quant']} GGUF, n_ctx {m['n_ctx']}, -ub {d['ubatch']})",
-              title_justify="left")
+    t = table(f"device memory (llama.cpp, {d['quant']} GGUF, n_ctx {m['n_ctx']}, -ub {d['ubatch']})")
     t.add_column("item")
     t.add_column("size", justify="right")
     if wide:
@@ -39,8 +39,8 @@ def memory_table(plan: Plan, wide: bool = False) -> Table:
 def blocks_table(plan: Plan, wide: bool = False) -> Table:
     """Per block: where it runs, which tensor groups stay in host memory, its VRAM and predicted time."""
     d = plan.decisions
-    t = Table(title=f"per block: -ngl {d['n_gpu_layers']}, output head on the "
-                    f"{'GPU' if d['output_on_gpu'] else 'host'}", title_justify="left")
+    t = table(f"per block: -ngl {d['n_gpu_layers']}, output head on the "
+              f"{'GPU' if d['output_on_gpu'] else 'host'}")
     for col, just in (("block", "left"), ("side", "left"), ("in host memory", "left"), ("VRAM", "right"),
                       ("ms/token", "right")):
         t.add_column(col, justify=just)
