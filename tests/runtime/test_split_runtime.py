@@ -208,7 +208,7 @@ def test_edge_switches_to_the_table_row_of_the_measured_link(tmp_path: Path) -> 
              EmittedPartition("big", split_graph(gm, lambda n: n.name in _closure(gm, relu), {}), {"predicted": {}})]
     runtime = {"model": {"classification": True}, "link": {"uplink_bits_per_s": 1e6},
                "configs": {"plan": {"partition": "small"}},
-               "plan_table": [{"uplink_bits_per_s": 1e6, "partition": "small"}, {"uplink_bits_per_s": 1e8, "partition": "big"}],
+               "plan_table": [{"uplink_bits_per_s": 1e6, "partition": "small"}, {"uplink_bits_per_s": 1e7, "partition": "big"}],
                "adaptation": {"enabled": True, "switch_samples": 3, "probe_interval_s": 0.0, "probe_bytes": 1 << 18},
                "cache": {"enabled": False}, "requests": {"kind": "seeded", "seed": 0, "count": 40}}
     art_path = write_artifact(OutputDir(tmp_path / "art", "-o", sha256_file), parts, runtime, "{}\n", model_name="big")
@@ -220,7 +220,7 @@ def test_edge_switches_to_the_table_row_of_the_measured_link(tmp_path: Path) -> 
         server.stop(0)
     sw = receipt.totals["switches"]
     assert sw and sw[0]["from_partition"] == "small" and sw[0]["to_partition"] == "big"
-    assert sw[0]["measured_bits_per_s"] >= 1e8
+    assert sw[0]["measured_bits_per_s"] >= 1e7     # loopback: far above 10 Mbit/s even on a loaded machine
     assert result.probes >= 1
     used = [r.partition for r in result.records]
     assert used[0] == "small" and used[-1] == "big" and {r["name"] for r in receipt.rows} == {"small", "big"}

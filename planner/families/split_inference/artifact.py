@@ -448,14 +448,17 @@ def receipt_views(receipt: Any) -> list[Any]:
             return f"{x:.{nd}g}"
         return str(x)
 
+    # one row per stage (not per partition) so the receipt reads at 80 columns
     t = table(f"split-inference receipt: config {receipt.config}; link: {receipt.link}")
-    for c in ("partition", "cut", "requests", "edge ms", "(pred)", "link ms", "(pred)", "cloud ms", "(pred)",
-              "return ms", "bytes/req", "(pred)"):
-        t.add_column(c, justify="left" if c in ("partition", "cut") else "right")
+    for c in ("partition", "requests", "stage", "measured", "predicted"):
+        t.add_column(c, justify="left" if c in ("partition", "stage") else "right")
+    stages = (("edge ms", "edge_ms", 3), ("link ms", "link_ms", 3), ("cloud ms", "cloud_ms", 3),
+              ("return ms", "return_ms", 3), ("bytes/request", "bytes_per_request", 6))
     for r in receipt.rows:
-        t.add_row(r["name"], r["cut"], f(r["requests"]), f(r["edge_ms"]), f(r.get("edge_ms_predicted")),
-                  f(r.get("link_ms")), f(r.get("link_ms_predicted")), f(r.get("cloud_ms")), f(r.get("cloud_ms_predicted")),
-                  f(r.get("return_ms")), f(r.get("bytes_per_request"), 6), f(r.get("bytes_per_request_predicted"), 6))
+        t.add_row(r["name"], f(r["requests"]), "cut", str(r["cut"]), "", end_section=False)
+        for label, key, nd in stages:
+            t.add_row("", "", label, f(r.get(key), nd), f(r.get(f"{key}_predicted"), nd),
+                      end_section=label == "bytes/request")
     tot = receipt.totals
     s = table("totals: measured vs predicted")
     s.add_column("figure")
