@@ -12,7 +12,7 @@ every MoE layer, floor((B / L) / U_e) experts.
 | cache_only         | cache-based offloading     | 1     | uniform                 | LCP    | none              |
 | uniform_split      | MoEpic without per-layer planning | best single theta | uniform | LCP | predicted |
 | adapmoe_dp         | AdapMoE                    | 1     | DP over per-layer sizes | LCP    | predicted         |
-| llamacpp_cpu_moe   | llama.cpp --n-cpu-moe      | 1     | first n layers whole, the rest on the CPU | - | none |
+| llamacpp_cpu_moe   | llama.cpp --n-cpu-moe      | 1     | first N layers on the CPU, the rest whole | - | none |
 | ktransformers      | kTransformers static map   | -     | none: every routed expert on the host     | - | none |
 | hybrimoe           | HybriMoE (DAC 2025)        | 1     | uniform, whole experts | minus recent score | next-layer top scores |
 
@@ -125,14 +125,16 @@ def adapmoe_dp(problem: MoeOffloadProblem) -> MoeOffloadSolution:
 
 
 def llamacpp_cpu_moe(problem: MoeOffloadProblem) -> MoeOffloadSolution:
-    """llama.cpp `--n-cpu-moe`: the first n MoE layers keep all experts on the GPU, the rest run on the CPU."""
+    """llama.cpp `--n-cpu-moe N`: the experts of the first N MoE layers stay in host memory and compute on the CPU
+    (llama.cpp's help: "keep the MoE weights of the first N layers in the CPU"); the remaining layers keep all
+    their experts on the GPU. N is the smallest that fits the budget."""
     if problem.host_expert_compute_s is None:
         raise ValueError(_no_host_bandwidth(problem))
     w = Stopwatch()
     L, N = problem.num_layers, problem.num_experts
     n_gpu = int(min(L, np.floor(problem.budget_bytes / (N * problem.expert_bytes) + 1e-9)))
-    caps = np.array([N if i < n_gpu else 0 for i in range(L)], dtype=np.int64)
-    cpu = np.ones(L, dtype=bool)  # every layer in CPU-miss mode, with all (first n) or none of its experts on the GPU
+    caps = np.array([N if i >= L - n_gpu else 0 for i in range(L)], dtype=np.int64)
+    cpu = np.ones(L, dtype=bool)  # every layer in CPU-miss mode: none (first N) or all (the rest) of its experts on the GPU
     thetas = np.where(caps > 0, 1.0, 0.0)
     pref = np.zeros(L, dtype=bool)
     m = evaluate(problem, thetas, caps, pref, "lcp", cpu_layers=cpu)
@@ -247,7 +249,8 @@ BASELINES: tuple[Baseline, ...] = (
     Baseline("adapmoe_dp", "AdapMoE-style: whole experts, per-layer cache sizes by DP, LCP + prefetch", adapmoe_dp,
              in_space=True),
     # in the plan space only when CPU-miss layers are allowed (the family checks its option)
-    Baseline("llamacpp_cpu_moe", "llama.cpp --n-cpu-moe: first layers' experts on the GPU, the rest computed on the host CPU",
+    Baseline("llamacpp_cpu_moe", "llama.cpp --n-cpu-moe N: the first N layers' experts computed on the host CPU, the "
+             "rest on the GPU",
              llamacpp_cpu_moe, in_space=True, unsupported=_no_host_bandwidth),
     Baseline("ktransformers", "kTransformers static mapping: routed experts on the host CPU, attention and shared experts "
              "on the device", ktransformers_static, in_space=True, unsupported=_no_host_bandwidth),
