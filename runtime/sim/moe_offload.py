@@ -35,8 +35,10 @@ Timeline of one decode step, per MoE layer i:
     for the whole copy (it lands before a top copy queued behind it would). Misses are served as in
     the static modes and never admitted. `dc_idle_link` prefetches only while the link is idle,
     `prefetch_size` caps copies per step, `dc_background` puts the prefetches on an idealised
-    low-priority stream (served only while no on-demand copy is queued, preempted at once); a split
-    layer then serves an expert still in flight as a miss.
+    low-priority stream (served only while no on-demand copy is queued, preempted at once) into a
+    staging slot: a copy that has landed when its layer dispatches is admitted then (LCP eviction),
+    one still in flight is cancelled (its uncopied bytes not counted), or with `dc_keep` keeps
+    copying and is admitted at the first dispatch after it lands (no new prefetch for that layer meanwhile).
   * hybrimoe (HybriMoE, DAC 2025): a dynamic whole-expert cache with "minus recent score" eviction;
     per step the activated experts are split between host and device by its two-ended greedy that
     balances finish times (cached experts first to the device, uncached ones from the tail to the
@@ -74,6 +76,7 @@ class SimLayer:
                                  # fed by whole-expert prefetches of this layer's predicted experts
     dc_idle_link: bool = False   # dynamic: prefetch only when the link has nothing queued at dispatch
     dc_background: bool = False  # dynamic: prefetches yield to on-demand copies (idealised priority link)
+    dc_keep: bool = False        # dc_background: a late prefetch keeps copying and is admitted at a later dispatch
 
     @property
     def kind(self) -> str:
@@ -289,6 +292,15 @@ class _Link:
         self.now = t
         return t
 
+    def cancel(self, key: tuple, now: float) -> float:
+        """Drop a background copy still queued at `now`; returns the bytes it did not copy (0 if it landed)."""
+        self._run(now)
+        for j, q in enumerate(self.bg):
+            if q[0] == key:
+                self.bg.pop(j)
+                return float(q[1])
+        return 0.0
+
     def in_flight_any(self, now: float) -> bool:
         """Whether any copy is still queued at time `now`."""
         self._run(now)
@@ -427,7 +439,7 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
             lay = config.layers[j]
             preds = experts[t, j, :] if config.perfect_prediction else predicted[t, j, :]
             if lay.dynamic and lay.kind in ("cpu", "split"):
-                if not lay.prefetch or (lay.dc_idle_link and link.in_flight_any(now)):
+                if not lay.prefetch or (lay.dc_idle_link and link.in_flight_any(now)) or (lay.dc_keep and pending[j]):
                     return
                 want = [int(e) for e in preds if int(e) >= 0]
                 copies = 0
@@ -435,11 +447,19 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
                     prefetched[j].add(e)
                     if lay.prefetch_size and copies >= lay.prefetch_size:
                         continue
-                    if e not in caches[j].resident and caches[j].admit(e, set(want)):
+                    if e in caches[j].resident:
+                        continue
+                    if lay.dc_background:
+                        # a staging slot takes the copy; it replaces a resident only once it has landed
                         copies += 1
                         key = (t, j, e, "whole")
                         pending[j][e] = key
-                        enqueue(j, e, "whole", U, now, lay.dc_background)
+                        enqueue(j, e, "whole", U, now, True)
+                    elif caches[j].admit(e, set(want)):
+                        copies += 1
+                        key = (t, j, e, "whole")
+                        pending[j][e] = key
+                        enqueue(j, e, "whole", U, now)
                 return
             if not lay.prefetch or lay.kind in ("cpu", "hybrimoe"):
                 return
@@ -477,11 +497,26 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
             acc[i] += len(act)
             recall_hits[i] += sum(1 for e in act if e in prefetched[i])
             if lay.dynamic and kind in ("cpu", "split"):
-                # landed copies are plain residents; forget evicted or landed pending entries
-                for e in list(pending[i]):
-                    if e not in caches[i].resident or not link.in_flight(pending[i][e], dispatch):
+                if lay.dc_background:
+                    # landed prefetches are admitted now (LCP eviction); one still in flight is stale: cancelled
+                    landed = set()
+                    for e, key in list(pending[i].items()):
+                        if not link.in_flight(key, dispatch):
+                            landed.add(e)
+                        elif not lay.dc_keep:
+                            bytes_l[i] -= link.cancel(key, dispatch)
+                        else:
+                            continue
                         del pending[i][e]
-                flying = {e: pending[i][e] for e in act if e in pending[i]}
+                    for e in landed:
+                        caches[i].admit(e, landed | prefetched[i])   # never evict another predicted expert
+                    flying = {}
+                else:
+                    # landed copies are plain residents; forget evicted or landed pending entries
+                    for e in list(pending[i]):
+                        if e not in caches[i].resident or not link.in_flight(pending[i][e], dispatch):
+                            del pending[i][e]
+                    flying = {e: pending[i][e] for e in act if e in pending[i]}
             else:
                 flying = {}
             if kind == "cpu":
@@ -503,11 +538,8 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
                 continue
             if kind == "split":
                 a = lay.split
-                # an expert whose background copy is still in flight is served as a miss (its top queued in
-                # the foreground lands first); a foreground one is waited for (nothing queued behind it lands sooner)
-                late = set(flying) if lay.dc_background else set()
-                hit_e = [e for e in act if e in static[i] and e not in late]
-                miss_e = [e for e in act if e not in static[i] or e in late]
+                hit_e = [e for e in act if e in static[i]]
+                miss_e = [e for e in act if e not in static[i]]
                 hits[i] += len(hit_e)
                 for e in miss_e:
                     if a > 0:

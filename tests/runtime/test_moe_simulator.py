@@ -120,9 +120,9 @@ def test_dynamic_cache_without_prefetch_is_the_static_set(kind: str) -> None:
     np.testing.assert_array_equal(dyn.layer_host_bytes_per_token, static.layer_host_bytes_per_token)
 
 
-@pytest.mark.parametrize("background", [False, True])
+@pytest.mark.parametrize("stream", ["fifo", "background", "background-keep"])
 @pytest.mark.parametrize("kind", ["cpu", "split"])
-def test_dynamic_cache_with_perfect_prefetch_and_a_fast_link_hits_every_time(kind: str, background: bool) -> None:
+def test_dynamic_cache_with_perfect_prefetch_and_a_fast_link_hits_every_time(kind: str, stream: str) -> None:
     """Perfect prediction, a link that lands every copy before the next dispatch and room for k experts: every
     activation after the first layer is a device hit, nothing is read by the host there, and each admitted expert
     costs exactly one whole copy on the link."""
@@ -130,7 +130,7 @@ def test_dynamic_cache_with_perfect_prefetch_and_a_fast_link_hits_every_time(kin
 
     trace = generate_trace(4, 16, 2, "moepic-calibrated", tokens=200, seed=5)
     cfg = dataclasses.replace(_host_config(kind, trace, 2, 1e15, dynamic=True, prefetch=True, split=0.0,
-                                           dc_background=background),
+                                           dc_background=stream != "fifo", dc_keep=stream == "background-keep"),
                               perfect_prediction=True, host_dram_bytes_per_s=None)
     res = simulate(trace.experts, trace.predicted, cfg)
     np.testing.assert_allclose(res.layer_hit_rate[1:], 1.0)
@@ -154,3 +154,7 @@ def test_background_copies_yield_to_foreground_ones() -> None:
     link.enqueue(("fg",), 3.0, 2.0)                     # arrives while the background copy is 2 bytes in
     assert link.arrival(("fg",)) == pytest.approx(5.0)  # not delayed by the 8 bytes left of the background copy
     assert link.arrival(("bg",)) == pytest.approx(13.0)
+    # a stale background copy is dropped with the bytes it did not copy; a landed one cannot be
+    link.enqueue(("bg2",), 10.0, 13.0, background=True)
+    assert link.cancel(("bg2",), 17.0) == pytest.approx(6.0)
+    assert link.cancel(("bg",), 17.0) == 0.0 and not link.in_flight_any(17.0)
