@@ -25,7 +25,8 @@ import numpy as np
 
 from core.atomic_io import write_text_atomic
 from planner.api import plan_from_argv
-from planner.families.moe_offload.lowering import MoeOffloadOptions, lower, sim_window, simulate_solution
+from planner.families.moe_offload.lowering import (MoeOffloadOptions, lower, sim_config, sim_window, simulate_solution,
+                                                   warmup_steps)
 from planner.families.moe_offload.phases import floor_oracles
 from solvers.moe_offload.floor import FloorConfig, physical_floor
 from planner.registry import resolve_hardware, resolve_model
@@ -56,7 +57,45 @@ def what_moves(floor: dict) -> str:
             "device": "the device's own compute binds: a faster device"}.get(b, b)
 
 
-def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int) -> dict:
+# issue 14's dynamic cache on top of the static hot set of host/split layers (docs §10): variants of the simulator's
+# `dynamic` layers, as (name, SimLayer fields); measured, not in the plan space
+DYNAMIC_VARIANTS = (("dc", {"dynamic": True, "prefetch": True}),
+                    ("dc_idle1", {"dynamic": True, "prefetch": True, "dc_idle_link": True, "prefetch_size": 1}),
+                    ("dc_bg", {"dynamic": True, "prefetch": True, "dc_background": True}),
+                    ("dc_bg_keep", {"dynamic": True, "prefetch": True, "dc_background": True, "dc_keep": True}))
+
+
+def dynamic_cache_check(low, sol) -> dict:
+    """Simulated TPOT (ms) of the plan as made and with a dynamic cache in its host/split layers.
+
+    `dc`: every predicted non-resident expert of the next layer is admitted (LCP eviction) and copied whole at
+    the previous layer's dispatch; `dc_idle1`: at most one, and only when the link has nothing queued; `dc_bg`: all,
+    on an idealised low-priority stream that yields to the split tops, admitted when landed by their layer's
+    dispatch and cancelled otherwise; `dc_bg_keep`: the same, a late copy kept and admitted at a later dispatch.
+    Each with the trace's predictor and with perfect prediction (`_pp`)."""
+    import dataclasses
+
+    from runtime.sim.moe_offload import simulate
+
+    base = sim_config(low, sol)
+    w = warmup_steps(low.trace, low.options)
+
+    def run(cfg) -> object:
+        return simulate(low.trace.experts, low.trace.predicted, cfg, tokens=low.options.sim_tokens, warmup=w)
+
+    r0 = run(base)
+    out = {"static": r0.tpot_s * 1e3, "static_hit": r0.hit_rate, "static_link_mb": r0.bytes_per_token / 1e6}
+    for name, fields in DYNAMIC_VARIANTS:
+        lays = tuple(dataclasses.replace(lay, **fields) if lay.kind in ("cpu", "split") else lay for lay in base.layers)
+        for suffix, perfect in (("", False), ("_pp", True)):
+            r = run(dataclasses.replace(base, layers=lays, perfect_prediction=perfect))
+            out[name + suffix] = r.tpot_s * 1e3
+            out[name + suffix + "_hit"] = r.hit_rate
+            out[name + suffix + "_link_mb"] = r.bytes_per_token / 1e6
+    return out
+
+
+def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int, dynamic_cache: bool = False) -> dict:
     """Plan one cell (full plan space) and collect simulated and predicted figures."""
     # decode only (issue 14 compares TPOT); whole requests are benchmarked in benchmarks/moe_offload_requests.py
     argv = [model, "--hardware", hw, "--expert-bits", str(bits), "--sim-tokens", str(sim_tokens), "--objective", "tpot",
@@ -114,6 +153,8 @@ def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int) -> di
     }
     if floor_ms and not cell["floor_target_met"]:
         cell["floor_note"] = what_moves(floor)
+    if dynamic_cache and host:
+        cell["dynamic_cache_ms"] = dynamic_cache_check(low, st.solution)
     return cell
 
 
@@ -191,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sim-tokens", type=int, default=400)
     ap.add_argument("--quick", action="store_true", help="mixtral-8x7b on a100_24gb only")
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--dynamic-cache", action="store_true",
+                    help="also simulate each plan with a dynamic cache in its host/split layers (docs §10)")
     ap.add_argument("-o", "--output", default="build/bench/moe_offload.json")
     args = ap.parse_args(argv)
     if args.quick:
@@ -201,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         for hw in args.hardware:
             for bits in args.bits:
                 for budget in args.budgets:
-                    cells.append(run_cell(model, hw, budget, bits, args.sim_tokens))
+                    cells.append(run_cell(model, hw, budget, bits, args.sim_tokens, args.dynamic_cache))
                     print(f"[{time.time() - t0:6.0f}s] {model} {hw} {budget} {bits}b done", file=sys.stderr, flush=True)
     print("SIMULATED TPOT (ms) per cell: labelled simulator (trace replay, FIFO link, shared host DRAM), not a "
           "measurement; floor = physical lower bound over the same trace window; x = plan / floor; x-stat = plan / "
@@ -221,6 +264,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"dram {f.get('dram_ms', 0):.1f} link {f.get('link_ms', 0):.1f} host path {f.get('critical_path_host_ms', 0):.1f} "
                   f"device {f.get('critical_path_device_ms', 0):.1f} ms, {f.get('admissions_per_token', 0):.2f} clairvoyant "
                   f"admissions/token; {c['floor_note']}")
+    dyn = [c for c in feasible if "dynamic_cache_ms" in c]
+    if dyn:
+        print("dynamic cache on the static hot set of host/split layers (simulated ms; dc: every predicted expert "
+              "copied whole and admitted, dc_idle1: one per step when the link is idle, dc_bg: all, yielding to on-demand copies, "
+              "late ones cancelled; dc_bg_keep: late ones kept; _pp: perfect prediction)")
+        for c in dyn:
+            d = c["dynamic_cache_ms"]
+            print(f"  {c['model']}/{c['hardware']}/{c['budget']}/{c['bits']}b: plan {d['static']:.1f} (hit {d['static_hit']:.2f}) | "
+                  + " | ".join(f"{n} {d[n]:.1f} ({d[n] / d['static'] - 1:+.1%}, hit {d[n + '_hit']:.2f})"
+                               for n in ("dc", "dc_pp", "dc_idle1", "dc_idle1_pp", "dc_bg", "dc_bg_pp", "dc_bg_keep", "dc_bg_keep_pp")))
     worse = [c for c in feasible if c["worse_than_in_space_baseline"]]
     print(f"cells where an in-space baseline simulates faster than the plan: {len(worse)}"
           + "".join(f"; {c['model']}/{c['hardware']}/{c['budget']}/{c['bits']}b: {c['worse_than_in_space_baseline']}"

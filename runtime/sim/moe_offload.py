@@ -26,6 +26,19 @@ Timeline of one decode step, per MoE layer i:
   * split (our extension): the same static set; each miss's top `split` rows are copied at dispatch
     and computed on the device when they land, while the host computes its bottom rows; host and
     device work overlap; optional prefetch of the next layer's predicted misses' tops.
+  * cpu / split with `dynamic` (issue 14's dynamic cache, measured in docs §10; not in the plan
+    space): the resident set starts as the static set and is an LCP cache; at the previous layer's
+    dispatch this layer's predicted experts that are not resident are admitted (evicting the lowest
+    LCP priority among the other residents) and copied whole over the link, sharing DRAM with the
+    host. An activated resident expert computes on the device once its copy has landed; in cpu mode
+    one whose copy is still in flight is computed on the host instead, in split mode the device waits
+    for the whole copy (it lands before a top copy queued behind it would). Misses are served as in
+    the static modes and never admitted. `dc_idle_link` prefetches only while the link is idle,
+    `prefetch_size` caps copies per step, `dc_background` puts the prefetches on an idealised
+    low-priority stream (served only while no on-demand copy is queued, preempted at once) into a
+    staging slot: a copy that has landed when its layer dispatches is admitted then (LCP eviction),
+    one still in flight is cancelled (its uncopied bytes not counted), or with `dc_keep` keeps
+    copying and is admitted at the first dispatch after it lands (no new prefetch for that layer meanwhile).
   * hybrimoe (HybriMoE, DAC 2025): a dynamic whole-expert cache with "minus recent score" eviction;
     per step the activated experts are split between host and device by its two-ended greedy that
     balances finish times (cached experts first to the device, uncached ones from the tail to the
@@ -57,8 +70,13 @@ class SimLayer:
     initial_resident: tuple[int, ...] = ()
     mode: str = ""               # gpu | cpu | split | hybrimoe ("" = gpu, or cpu when `cpu`)
     split: float = 0.0           # split mode: fraction of each miss's rows copied to the device
-    prefetch_size: int = 0       # hybrimoe: experts of the next layer prefetched per step
+    prefetch_size: int = 0       # hybrimoe: experts of the next layer prefetched per step (dynamic: at most, 0 = all)
     mrs_alpha: float = 0.5       # hybrimoe: score <- alpha * routing score + (1 - alpha) * score
+    dynamic: bool = False        # cpu/split: the resident set is an LCP cache (initial content: the static set)
+                                 # fed by whole-expert prefetches of this layer's predicted experts
+    dc_idle_link: bool = False   # dynamic: prefetch only when the link has nothing queued at dispatch
+    dc_background: bool = False  # dynamic: prefetches yield to on-demand copies (idealised priority link)
+    dc_keep: bool = False        # dc_background: a late prefetch keeps copying and is admitted at a later dispatch
 
     @property
     def kind(self) -> str:
@@ -189,6 +207,7 @@ class _Link:
         self.dram = dram if dram else math.inf
         self.now = 0.0
         self.queue: list[list] = []           # [key, remaining bytes]
+        self.bg: list[list] = []              # background copies: served only while `queue` is empty (preemptive)
         self.done: dict[tuple, float] = {}    # key -> arrival time (this step)
 
     def _rates(self, host_busy: bool) -> tuple[float, float]:
@@ -202,31 +221,44 @@ class _Link:
     def _run(self, until: float) -> None:
         """Copy alone (the host idle) up to time `until`."""
         rate, _ = self._rates(False)
-        while self.queue and self.now < until:
-            key, rem = self.queue[0]
+        while (q := self._head()) and self.now < until:
+            key, rem = q[0]
             need = rem / rate
             if self.now + need <= until:
                 self.now += need
                 self.done[key] = self.now
-                self.queue.pop(0)
+                q.pop(0)
             else:
-                self.queue[0][1] = rem - (until - self.now) * rate
+                q[0][1] = rem - (until - self.now) * rate
                 self.now = until
         self.now = max(self.now, until)
 
-    def enqueue(self, key: tuple, nbytes: float, now: float) -> None:
-        """Queue a copy at time `now` (no-op if already queued or landed)."""
+    def _head(self) -> list[list]:
+        """The queue the link serves now (foreground first), empty when idle."""
+        return self.queue if self.queue else self.bg
+
+    def _has(self, key: tuple) -> bool:
+        return any(q[0] == key for q in self.queue) or any(q[0] == key for q in self.bg)
+
+    def enqueue(self, key: tuple, nbytes: float, now: float, background: bool = False) -> None:
+        """Queue a copy at time `now` (no-op if already queued or landed); a background copy yields to
+        every foreground one (an idealised chunked low-priority stream)."""
         self._run(now)
-        if key in self.done or any(q[0] == key for q in self.queue):
+        if key in self.done or self._has(key):
             return
         if nbytes <= 0:
             self.done[key] = now
             return
-        self.queue.append([key, float(nbytes)])
+        (self.bg if background else self.queue).append([key, float(nbytes)])
+
+    def in_flight(self, key: tuple, now: float) -> bool:
+        """Whether the copy `key` is still queued at time `now` (advancing the link alone up to `now`)."""
+        self._run(now)
+        return self._has(key)
 
     def queued(self, key: tuple) -> bool:
         """Whether a copy with this key is queued or landed."""
-        return key in self.done or any(q[0] == key for q in self.queue)
+        return key in self.done or self._has(key)
 
     def host_phase(self, start: float, host_bytes: float) -> float:
         """The host reads `host_bytes` from `start` while the link keeps copying; returns the host's finish."""
@@ -238,13 +270,14 @@ class _Link:
         left = float(host_bytes)
         t = start
         while left > 0:
-            lrate, hrate = self._rates(bool(self.queue))
-            if not self.queue:
+            q = self._head()
+            lrate, hrate = self._rates(bool(q))
+            if not q:
                 hrate = min(self.host_rate, self.dram)
                 t += left / hrate
                 left = 0.0
                 break
-            key, rem = self.queue[0]
+            key, rem = q[0]
             t_link = rem / lrate
             t_host = left / hrate
             step = min(t_link, t_host)
@@ -252,19 +285,33 @@ class _Link:
             left -= step * hrate
             if t_link <= t_host:
                 self.done[key] = t
-                self.queue.pop(0)
+                q.pop(0)
             else:
-                self.queue[0][1] = rem - step * lrate
+                q[0][1] = rem - step * lrate
                 left = 0.0
         self.now = t
         return t
 
+    def cancel(self, key: tuple, now: float) -> float:
+        """Drop a background copy still queued at `now`; returns the bytes it did not copy (0 if it landed)."""
+        self._run(now)
+        for j, q in enumerate(self.bg):
+            if q[0] == key:
+                self.bg.pop(j)
+                return float(q[1])
+        return 0.0
+
+    def in_flight_any(self, now: float) -> bool:
+        """Whether any copy is still queued at time `now`."""
+        self._run(now)
+        return bool(self.queue or self.bg)
+
     def arrival(self, key: tuple) -> float:
         """When the copy `key` lands (advancing the link alone as far as needed)."""
         while key not in self.done:
-            if not self.queue:
+            if not self._head():
                 raise KeyError(f"copy {key} was never queued")
-            self._run(self.now + self.queue[0][1] / self._rates(False)[0])
+            self._run(self.now + self._head()[0][1] / self._rates(False)[0])
         return self.done[key]
 
 
@@ -348,10 +395,17 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
             caches.append(_Cache(lay.capacity if lay.theta > 0 else 0, lay.policy, config.rho, config.omega, fut, ()))
         elif kind == "hybrimoe":
             caches.append(_Cache(lay.capacity, "mrs", config.rho, config.omega, None, lay.initial_resident))
+        elif lay.dynamic:
+            caches.append(_Cache(lay.capacity, "lcp", config.rho, config.omega, None, lay.initial_resident))
         else:
             caches.append(_Cache(0, "lcp", config.rho, config.omega, None, ()))
     static = [set(lay.initial_resident[: lay.capacity]) if lay.kind in ("cpu", "split") else set()
               for lay in config.layers]
+    # dynamic cpu/split layers: the cache's resident set replaces the static one (the same object, mutated)
+    for i, lay in enumerate(config.layers):
+        if lay.dynamic and lay.kind in ("cpu", "split"):
+            static[i] = caches[i].resident
+    pending: list[dict[int, tuple]] = [{} for _ in range(L)]   # dynamic layers: expert -> key of its whole copy
     hits = np.zeros(L)
     acc = np.zeros(L)
     bytes_l = np.zeros(L)
@@ -372,20 +426,43 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
         link.done = {k: v for k, v in link.done.items() if k[0] == t}
         prefetched: list[set[int]] = [set() for _ in range(L)]
 
-        def enqueue(layer: int, e: int, part: str, nbytes: float, now: float) -> None:
+        def enqueue(layer: int, e: int, part: str, nbytes: float, now: float, background: bool = False) -> None:
             key = (t, layer, e, part)
             if not link.queued(key):
                 bytes_l[layer] += nbytes
-            link.enqueue(key, nbytes, now)
+            link.enqueue(key, nbytes, now, background)
 
         def arrival(layer: int, e: int, part: str) -> float:
             return link.arrival((t, layer, e, part))
 
         def prefetch_layer(j: int, now: float) -> None:
             lay = config.layers[j]
+            preds = experts[t, j, :] if config.perfect_prediction else predicted[t, j, :]
+            if lay.dynamic and lay.kind in ("cpu", "split"):
+                if not lay.prefetch or (lay.dc_idle_link and link.in_flight_any(now)) or (lay.dc_keep and pending[j]):
+                    return
+                want = [int(e) for e in preds if int(e) >= 0]
+                copies = 0
+                for e in want:
+                    prefetched[j].add(e)
+                    if lay.prefetch_size and copies >= lay.prefetch_size:
+                        continue
+                    if e in caches[j].resident:
+                        continue
+                    if lay.dc_background:
+                        # a staging slot takes the copy; it replaces a resident only once it has landed
+                        copies += 1
+                        key = (t, j, e, "whole")
+                        pending[j][e] = key
+                        enqueue(j, e, "whole", U, now, True)
+                    elif caches[j].admit(e, set(want)):
+                        copies += 1
+                        key = (t, j, e, "whole")
+                        pending[j][e] = key
+                        enqueue(j, e, "whole", U, now)
+                return
             if not lay.prefetch or lay.kind in ("cpu", "hybrimoe"):
                 return
-            preds = experts[t, j, :] if config.perfect_prediction else predicted[t, j, :]
             for e in preds:
                 e = int(e)
                 if e < 0:
@@ -419,8 +496,32 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
             used = set(act)
             acc[i] += len(act)
             recall_hits[i] += sum(1 for e in act if e in prefetched[i])
+            if lay.dynamic and kind in ("cpu", "split"):
+                if lay.dc_background:
+                    # landed prefetches are admitted now (LCP eviction); one still in flight is stale: cancelled
+                    landed = set()
+                    for e, key in list(pending[i].items()):
+                        if not link.in_flight(key, dispatch):
+                            landed.add(e)
+                        elif not lay.dc_keep:
+                            bytes_l[i] -= link.cancel(key, dispatch)
+                        else:
+                            continue
+                        del pending[i][e]
+                    for e in landed:
+                        caches[i].admit(e, landed | prefetched[i])   # never evict another predicted expert
+                    flying = {}
+                else:
+                    # landed copies are plain residents; forget evicted or landed pending entries
+                    for e in list(pending[i]):
+                        if e not in caches[i].resident or not link.in_flight(pending[i][e], dispatch):
+                            del pending[i][e]
+                    flying = {e: pending[i][e] for e in act if e in pending[i]}
+            else:
+                flying = {}
             if kind == "cpu":
-                n_hit = sum(1 for e in act if e in static[i])
+                # a dynamic layer's expert still in flight is computed on the host (no wait)
+                n_hit = sum(1 for e in act if e in static[i] and e not in flying)
                 hits[i] += n_hit
                 n_miss = len(act) - n_hit
                 host_l[i] += n_miss * U
@@ -429,6 +530,10 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
                 # hits on the device, then the misses on the host, one after the other
                 end = link.host_phase(dispatch + n_hit * tx, n_miss * U)
                 stall[i] += end - dispatch - len(act) * tx
+                mispred[i] += len(prefetched[i] - used)
+                if lay.dynamic:
+                    for e in act:
+                        caches[i].touch(e, t, 0)
                 clock = end
                 continue
             if kind == "split":
@@ -444,11 +549,15 @@ def simulate(experts: np.ndarray, predicted: np.ndarray, config: SimConfig, toke
                 host_bytes = len(miss_e) * (1.0 - a) * U
                 host_l[i] += host_bytes
                 host_end = link.host_phase(dispatch, host_bytes)
-                tasks = [(dispatch, tx) for _ in hit_e]
+                # a dynamic layer's expert still in flight computes whole once its copy lands
+                tasks = [(link.arrival(flying[e]) if e in flying else dispatch, tx) for e in hit_e]
                 if a > 0:
                     tasks += [(arrival(i, e, "top"), a * tx) for e in miss_e]
                 end = max(host_end, _device_finish(dispatch, tasks))
                 mispred[i] += len(prefetched[i] - used)
+                if lay.dynamic:
+                    for e in act:
+                        caches[i].touch(e, t, 0)
                 stall[i] += end - dispatch - len(act) * tx
                 clock = end
                 continue

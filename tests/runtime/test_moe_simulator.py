@@ -97,3 +97,64 @@ def test_hybrimoe_runs_in_the_simulator_with_its_parameters(lowered) -> None:
     assert res.tpot_s > 0 and np.isfinite(res.tpot_s)
     # its cache starts with the lowest expert ids and adapts through MRS: some hits, never all
     assert 0.0 < res.hit_rate < 1.0
+
+
+def _host_config(kind: str, trace, cap: int, bandwidth: float, **layer) -> SimConfig:
+    """A 4-layer host/split configuration with a static hot set of the lowest ids (1e7-byte experts)."""
+    import dataclasses
+
+    base = SimLayer(cap, 1.0, prefetch=False, mode=kind, initial_resident=tuple(range(cap)),
+                    split=0.25 if kind == "split" else 0.0)
+    layers = tuple(dataclasses.replace(base, **layer) for _ in range(4))
+    return SimConfig(layers, 1e7, bandwidth, 1e-5, [1e-4] * 4, 1e-3, host_expert_compute_s=1e-4,
+                     host_dram_bytes_per_s=2e11)
+
+
+@pytest.mark.parametrize("kind", ["cpu", "split"])
+def test_dynamic_cache_without_prefetch_is_the_static_set(kind: str) -> None:
+    """The dynamic variant (docs §10) admits only prefetched experts: without prefetch it is the static layer."""
+    trace = generate_trace(4, 16, 2, "moepic-calibrated", tokens=200, seed=5)
+    static = simulate(trace.experts, trace.predicted, _host_config(kind, trace, 3, 2.5e10))
+    dyn = simulate(trace.experts, trace.predicted, _host_config(kind, trace, 3, 2.5e10, dynamic=True))
+    assert dyn.tpot_s == static.tpot_s and dyn.hit_rate == static.hit_rate
+    np.testing.assert_array_equal(dyn.layer_host_bytes_per_token, static.layer_host_bytes_per_token)
+
+
+@pytest.mark.parametrize("stream", ["fifo", "background", "background-keep"])
+@pytest.mark.parametrize("kind", ["cpu", "split"])
+def test_dynamic_cache_with_perfect_prefetch_and_a_fast_link_hits_every_time(kind: str, stream: str) -> None:
+    """Perfect prediction, a link that lands every copy before the next dispatch and room for k experts: every
+    activation after the first layer is a device hit, nothing is read by the host there, and each admitted expert
+    costs exactly one whole copy on the link."""
+    import dataclasses
+
+    trace = generate_trace(4, 16, 2, "moepic-calibrated", tokens=200, seed=5)
+    cfg = dataclasses.replace(_host_config(kind, trace, 2, 1e15, dynamic=True, prefetch=True, split=0.0,
+                                           dc_background=stream != "fifo", dc_keep=stream == "background-keep"),
+                              perfect_prediction=True, host_dram_bytes_per_s=None)
+    res = simulate(trace.experts, trace.predicted, cfg)
+    np.testing.assert_allclose(res.layer_hit_rate[1:], 1.0)
+    np.testing.assert_allclose(res.layer_host_bytes_per_token[1:], 0.0)
+    assert res.layer_hit_rate[0] < 1.0      # layer 0 has no previous dispatch to prefetch from
+    static = simulate(trace.experts, trace.predicted, dataclasses.replace(cfg, layers=tuple(
+        dataclasses.replace(lay, dynamic=False, prefetch=False) for lay in cfg.layers)))
+    assert res.tpot_s < static.tpot_s
+    # link bytes: whole experts only, one per admission
+    copies = res.layer_bytes_per_token * res.tokens / 1e7
+    np.testing.assert_allclose(copies, np.round(copies), atol=1e-6)
+    assert copies[1:].min() > 0 and copies[0] == 0
+
+
+def test_background_copies_yield_to_foreground_ones() -> None:
+    """The link serves background (low-priority prefetch) copies only while no foreground copy is queued."""
+    from runtime.sim.moe_offload import _Link
+
+    link = _Link(1.0, None, None)                       # 1 byte/s, no host
+    link.enqueue(("bg",), 10.0, 0.0, background=True)
+    link.enqueue(("fg",), 3.0, 2.0)                     # arrives while the background copy is 2 bytes in
+    assert link.arrival(("fg",)) == pytest.approx(5.0)  # not delayed by the 8 bytes left of the background copy
+    assert link.arrival(("bg",)) == pytest.approx(13.0)
+    # a stale background copy is dropped with the bytes it did not copy; a landed one cannot be
+    link.enqueue(("bg2",), 10.0, 13.0, background=True)
+    assert link.cancel(("bg2",), 17.0) == pytest.approx(6.0)
+    assert link.cancel(("bg",), 17.0) == 0.0 and not link.in_flight_any(17.0)
