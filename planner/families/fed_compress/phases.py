@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from planner.families.base import PlanContext
-from planner.plan_refs import hardware_ref, solver_trace
-from planner.schema import BaselineResult, HardwareRef, ModelRef, Objective, Plan, SolverInfo
+from planner.plan_refs import population_refs, solver_trace
+from planner.schema import BaselineResult, ModelRef, Objective, Plan, SolverInfo
 
 
 @dataclass
@@ -117,7 +117,6 @@ def lift(ctx: PlanContext) -> None:
     from dataclasses import asdict
 
     from planner.families.fed_compress.lowering import decisions_of, predicted_of
-    from planner.registry import resolve_hardware
 
     st = ctx.state
     p, sol, opts = st.problem, st.solution, ctx.options.lowering
@@ -135,24 +134,15 @@ def lift(ctx: PlanContext) -> None:
                                      "violations": list(s.params.get("violations", []))},
                                     {}, decisions_of(p, s, None, opts))
     pop = st.population
-    kinds = sorted({d.kind for d in pop.devices})
-    extra = []
-    for k in kinds:
-        try:
-            extra.append(hardware_ref(resolve_hardware(k, flag="--clients"), "client"))
-        except Exception:  # a YAML path that moved since: the population fingerprint still pins it
-            pass
+    population, extra = population_refs(pop)
     s = ctx.spec
     cfg = asdict(opts.caesar_config())
     ctx.plan = Plan(
         family=fam.name,
         model=ModelRef(s.name, s.fingerprint(ctx.request.tiny), s.source, num_params=int(sum(p.tensor_numels)),
                        dtype="fp32", tiny=ctx.request.tiny),
-        hardware=HardwareRef(f"population {pop.source}", pop.fingerprint(), "clients",
-                             int(sum(d.memory_bytes for d in pop.devices)),
-                             f"{len(pop)} clients of {len(kinds)} kinds: {', '.join(kinds[:6])}"
-                             f"{' ...' if len(kinds) > 6 else ''}"),
-        extra_hardware=tuple(extra),
+        hardware=population,
+        extra_hardware=extra,
         solver=SolverInfo(name=f"Caesar (staleness download, importance upload, {opts.batch_method} batches)",
                           status=sol.status.value, config={k: v for k, v in cfg.items()},
                           wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,

@@ -11,8 +11,8 @@ import numpy as np
 from planner.families.base import PlanContext
 from planner.families.fed_lora.lowering import (MAX_CLIENT_DETAIL, FedLoraLowered, build_problem, client_decisions,
                                                 depth_histogram, metrics_dict, population_inputs)
-from planner.plan_refs import hardware_ref, solver_trace
-from planner.schema import BaselineResult, Bound, HardwareRef, ModelRef, Objective, Plan, SolverInfo
+from planner.plan_refs import population_refs, solver_trace
+from planner.schema import BaselineResult, Bound, ModelRef, Objective, Plan, SolverInfo
 
 log = logging.getLogger(__name__)
 
@@ -150,24 +150,14 @@ def lift(ctx: PlanContext) -> None:
                     target_modules=lay.target_modules, head_modules=lay.head_modules, rank=prof.lora.rank,
                     alpha=prof.lora.alpha, dropout=prof.lora.dropout, act_group=prof.group)
     pop = low.population
-    kinds = sorted({d.kind for d in pop.devices})
-    extra = []
-    from planner.registry import resolve_hardware
-
-    for k in kinds:
-        try:
-            extra.append(hardware_ref(resolve_hardware(k, flag="--clients"), "client"))
-        except Exception:   # a YAML path that moved since: the population fingerprint still pins it
-            pass
+    population, extra = population_refs(pop)
     s = ctx.spec
     ctx.plan = Plan(
         family=fam.name,
         model=ModelRef(s.name, s.fingerprint(ctx.request.tiny), s.source, num_params=st.num_params,
                        dtype=s.dtype, tiny=ctx.request.tiny),
-        hardware=HardwareRef(f"population {pop.source}", pop.fingerprint(), "clients",
-                             int(sum(d.memory_bytes for d in pop.devices)),
-                             f"{n} clients of {len(kinds)} kinds: {', '.join(kinds[:6])}{' ...' if len(kinds) > 6 else ''}"),
-        extra_hardware=tuple(extra),
+        hardware=population,
+        extra_hardware=extra,
         solver=SolverInfo(name="FedQuad (efficient frontiers, straggler peeling, coverage repair)",
                           status=sol.status.value,
                           config={"gamma": p.gamma, "act_bits": p.act_bits, "d_min": p.d_min},
