@@ -14,7 +14,8 @@ from typing import Any, Callable
 import torch
 
 
-def _median_s(fn: Callable[[], Any], repeats: int) -> float:
+def median_s(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of `repeats` calls of `fn` after one warm-up call (s)."""
     fn()
     times = []
     for _ in range(repeats):
@@ -54,13 +55,13 @@ def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int
             m(input_ids=nxt, cache=past, use_cache=True)
             past.crop(-1)  # drop the token just added: the context length stays fixed across repeats
 
-        step_s = _median_s(step, repeats)
+        step_s = median_s(step, repeats)
         seg = torch.randn(3, f, int(m.config.hidden_size), generator=g)
         x = torch.randn(1, int(m.config.hidden_size), generator=g)
-        expert_s = _median_s(lambda: segment_forward(x, seg, act), repeats * 5)
+        expert_s = median_s(lambda: segment_forward(x, seg, act), repeats * 5)
         head = m.get_output_embeddings()
         h = torch.randn(1, 1, int(m.config.hidden_size), generator=g)
-        other_s = _median_s(lambda: head(h), repeats * 5)
+        other_s = median_s(lambda: head(h), repeats * 5)
     torch.set_num_threads(threads)
     moe_layers = len(blocks)
     per_layer = max((step_s - other_s - moe_layers * k * expert_s) / moe_layers, 0.0)

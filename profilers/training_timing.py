@@ -9,22 +9,11 @@ multiplied by `CPU FLOP/s / device FLOP/s`.
 from __future__ import annotations
 
 import copy
-import statistics
-import time
-from typing import Any
 
 import numpy as np
 import torch
 
-
-def _median_s(fn: Any, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from profilers.timing import median_s
 
 
 def cpu_flops_per_s(size: int = 256, repeats: int = 20) -> float:
@@ -34,7 +23,7 @@ def cpu_flops_per_s(size: int = 256, repeats: int = 20) -> float:
     try:
         g = torch.Generator().manual_seed(0)
         a, b = torch.randn(size, size, generator=g), torch.randn(size, size, generator=g)
-        return 2.0 * size**3 / _median_s(lambda: a @ b, repeats)
+        return 2.0 * size**3 / median_s(lambda: a @ b, repeats)
     finally:
         torch.set_num_threads(threads)
 
@@ -58,7 +47,7 @@ def calibrate_training(model: torch.nn.Module, example: torch.Tensor, num_classe
                 torch.nn.functional.cross_entropy(m(x), y).backward()
                 opt.step()
 
-            times.append(_median_s(step, repeats))
+            times.append(median_s(step, repeats))
     finally:
         torch.set_num_threads(threads)
     slope, intercept = np.polyfit(np.asarray(batches, dtype=float), np.asarray(times), 1)
