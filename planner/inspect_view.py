@@ -13,7 +13,7 @@ from rich.text import Text
 
 from planner.families.base import Family
 from planner.schema import Plan
-from planner.units import fmt_bytes
+from planner.units import fmt_bytes, fmt_count
 from planner.tables import table
 
 
@@ -33,7 +33,7 @@ def header(plan: Plan) -> Table:
     t.add_column(style="bold")
     t.add_column()
     t.add_row("family", plan.family)
-    t.add_row("model", f"{plan.model.name} ({plan.model.num_params / 1e9:.2f} B params, {plan.model.dtype}"
+    t.add_row("model", f"{plan.model.name} ({fmt_count(plan.model.num_params)} params, {plan.model.dtype}"
                        f"{', tiny' if plan.model.tiny else ''})")
     t.add_row("hardware", f"{plan.hardware.name} ({fmt_bytes(plan.hardware.memory_bytes)})"
               + "".join(f"; {h.role} {h.name}" for h in plan.extra_hardware))
