@@ -50,7 +50,8 @@ def _console(stderr: bool = False, wide: bool = False) -> Any:
     width = None
     if not stream.isatty():
         width = int(os.environ.get("COLUMNS", 0) or (160 if wide else 80))
-    return Console(file=stream, highlight=False, soft_wrap=False, width=width)
+    return Console(file=stream, highlight=False, soft_wrap=False, width=width, emoji=False,
+                   markup=False)   # user text (gen:100:0, paths with [..]) is printed as written
 
 
 class Status:
@@ -231,8 +232,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(d, sort_keys=True, indent=2) + "\n")
         return 0
 
+    from rich.text import Text
+
     out = _console(wide=args.wide)
-    out.print(f"[bold]{prof.name}[/bold] ({prof.source})")
+    out.print(Text.assemble((prof.name, "bold"), f" ({prof.source})"))
     out.print(f"parameters {fmt_count(prof.num_params)} ({prof.num_params:,}), {fmt_bytes(prof.param_bytes)} at {prof.dtype}"
               f"{' (tiny)' if prof.tiny else ''}; inputs {list(prof.input_shapes)}")
     out.print(f"graph: {prof.capture}, {len(prof.nodes)} nodes; matmul FLOPs {fmt_count(prof.flops)}, vector FLOPs "
