@@ -19,7 +19,6 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 
 run: $(STAMP)
 	$(VENV)/bin/planner plan mixtral-8x7b --hardware a100_24gb -o build/mixtral-8x7b.a100_24gb.plan.json
-	$(VENV)/bin/planner inspect build/mixtral-8x7b.a100_24gb.plan.json
 
 test: $(STAMP)
 	$(PY) -m pytest
