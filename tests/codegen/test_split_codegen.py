@@ -187,10 +187,9 @@ def test_in_place_writes_are_functionalised_so_the_sent_value_is_the_one_read() 
     gm = export(InPlaceAfterSend(), x)
     ref = InPlaceAfterSend()(x.clone())
     inplace = [n for n in gm.graph.nodes if n.op == "call_function" and str(n.target).split(".")[-2].endswith("_")]
-    if not inplace:
-        pytest.skip("torch.export functionalised the in-place op itself")
     relu = next(n for n in gm.graph.nodes if "relu" in n.name)
-    edge = {relu.name, inplace[0].name}
+    # (a torch.export that functionalises the op itself leaves nothing in place: the split must still hold)
+    edge = {relu.name} | ({inplace[0].name} if inplace else set())
     halves = split_graph(gm, lambda n: n.name in edge, {})
     assert torch.allclose(halves.run(x)[0], ref)
     assert functionalise_inplace(gm) == 0          # idempotent: nothing in place is left
