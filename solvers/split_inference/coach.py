@@ -366,10 +366,10 @@ def cut_bound(problem: SplitInferenceProblem, prep: Prepared, cs: CutStructure, 
         tq += q
         tdq += dq
     bw = problem.bandwidth_bytes_per_s
-    half_rtt = problem.rtt_s / 2.0 if cs.tensors else 0.0
-    t_lo = (lo_bytes / bw if bw > 0 else math.inf) + half_rtt if cs.tensors else 0.0
-    t_hi = (hi_bytes / bw if bw > 0 else math.inf) + half_rtt if cs.tensors else 0.0
-    latency = e0 + c0 + t_lo
+    half_rtt = problem.rtt_s / 2.0 if cs.tensors else 0.0      # latency only (cost.stage_sums)
+    t_lo = (lo_bytes / bw if bw > 0 else math.inf) if cs.tensors else 0.0
+    t_hi = (hi_bytes / bw if bw > 0 else math.inf) if cs.tensors else 0.0
+    latency = e0 + c0 + t_lo + half_rtt
     if not cs.output_on_edge:
         down = problem.downlink_bytes_per_s
         latency += (problem.result_bytes / down if down > 0 else math.inf) + problem.rtt_s / 2.0

@@ -336,13 +336,15 @@ def stage_sums(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[i
         t_c += tdq
         sent += nbytes
         acc += drop
+    # The link stage is its busy time: propagation (RTT/2) delays a request but does not occupy the link, so
+    # a streamed pipeline overlaps it across requests; it counts in the latency only.
     if not cs.tensors:
         t_t = 0.0
     elif problem.bandwidth_bytes_per_s > 0:
-        t_t = sent / problem.bandwidth_bytes_per_s + problem.rtt_s / 2.0
+        t_t = sent / problem.bandwidth_bytes_per_s
     else:
         t_t = math.inf
-    latency = t_e + t_t + t_c
+    latency = t_e + t_t + t_c + (problem.rtt_s / 2.0 if cs.tensors else 0.0)
     if not cs.output_on_edge:
         down = problem.downlink_bytes_per_s
         latency += (problem.result_bytes / down if down > 0 else math.inf) + problem.rtt_s / 2.0
@@ -371,7 +373,8 @@ def stage_times(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[
         objective = abs(t_e - t_c) + b_t + period
     return SplitMetrics(edge_s=t_e, link_s=t_t, cloud_s=t_c, period_s=period, latency_s=ss.latency_s,
                         objective_s=objective, bytes_per_request=ss.bytes_per_request,
-                        accuracy_drop=ss.accuracy_drop, edge_memory_bytes=cs.memory_bytes)
+                        accuracy_drop=ss.accuracy_drop, edge_memory_bytes=cs.memory_bytes,
+                        propagation_s=problem.rtt_s / 2.0 if cs.tensors else 0.0)
 
 
 def evaluate(problem: SplitInferenceProblem, on_edge: np.ndarray, bits: Mapping[int, int],

@@ -157,7 +157,7 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
               + sum(us(quantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))
     model.add(T_c == sum(tc[v] * (1 - x[v]) for v in range(n))
               + sum(us(dequantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))
-    model.add(T_t == sum(link[v, b] * z[v, b] for (v, b) in z) + us(problem.rtt_s / 2) * any_sent)
+    model.add(T_t == sum(link[v, b] * z[v, b] for (v, b) in z))       # busy time; RTT/2 counts in the latency
     # [Constraint] P = max stage, D = |T_e − T_c|
     for t in (T_e, T_t, T_c):
         model.add(P >= t)
@@ -166,7 +166,8 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
     # [Constraint] latency bound
     if math.isfinite(problem.t_max_s):
         ret = us(problem.result_bytes / problem.downlink_bytes_per_s + problem.rtt_s / 2)
-        model.add(T_e + T_t + T_c + ret * (1 - x[problem.output_node]) <= int(math.floor(problem.t_max_s * time_scale)))
+        model.add(T_e + T_t + us(problem.rtt_s / 2) * any_sent + T_c + ret * (1 - x[problem.output_node])
+                  <= int(math.floor(problem.t_max_s * time_scale)))
     # [Constraint] additive accuracy drop ≤ ε
     drops = {(v, b): tensor_accuracy_drop(problem, v, b) for (v, b) in z}
     model.add(sum(int(round(d * accuracy_scale)) * z[k] for k, d in drops.items() if d > 0)

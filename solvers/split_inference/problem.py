@@ -64,14 +64,15 @@ class SplitMetrics:
     """Stage times and derived figures of one (S, bits) choice."""
 
     edge_s: float          # T_e
-    link_s: float          # T_t (incl. RTT/2)
+    link_s: float          # T_t: the link's busy time per request (bytes / BW), a pipeline stage
     cloud_s: float         # T_c
     period_s: float        # P = max(T_e, T_t, T_c)
-    latency_s: float       # T_e + T_t + T_c + result/downlink + RTT/2
+    latency_s: float       # T_e + T_t + RTT/2 + T_c + result/downlink + RTT/2
     objective_s: float     # J = B_c + B_t + P
     bytes_per_request: float
     accuracy_drop: float   # additive estimate over sent tensors (the planner re-measures jointly)
     edge_memory_bytes: float
+    propagation_s: float = 0.0   # RTT/2 when anything is sent: adds to the latency, not to the period
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -59,10 +59,11 @@ def test_stage_times_follow_the_spec_formulas_on_a_hand_example() -> None:
     assert cut_tensors(p, s) == [1]
     assert m.bytes_per_request == math.ceil(501 * 4 / 8) + 8                    # 251 B payload + 8 B metadata
     assert m.edge_s == pytest.approx(0.01 + q)
-    assert m.link_s == pytest.approx(259 / 1e5 + 0.005)
+    assert m.link_s == pytest.approx(259 / 1e5)                 # busy time: propagation does not hold the link
+    assert m.propagation_s == pytest.approx(0.005)
     assert m.cloud_s == pytest.approx(0.004 + dq)
     assert m.period_s == pytest.approx(max(m.edge_s, m.link_s, m.cloud_s))
-    assert m.latency_s == pytest.approx(m.edge_s + m.link_s + m.cloud_s + 100 / 1e4 + 0.005)
+    assert m.latency_s == pytest.approx(m.edge_s + m.link_s + 0.005 + m.cloud_s + 100 / 1e4 + 0.005)
     assert m.objective_s == pytest.approx(abs(m.edge_s - m.cloud_s) + (m.period_s - m.link_s) + m.period_s)
     assert m.edge_memory_bytes == edge_memory_bytes(p, s) == 10.0 + 4000.0
     assert m.accuracy_drop == pytest.approx(float(p.accuracy_drop[1, SMALL_BITS.index(4)]))
