@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from core.errors import PlannerError
-from planner.units import (
+from core.units import (
     DURATION_FORMS,
     RATE_FORMS,
     SIZE_FORMS,

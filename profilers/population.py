@@ -46,6 +46,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from core.errors import PlannerError
+from core.units import RATE_FORMS, SIZE_FORMS, parse_bytes, parse_rate_bits
 from profilers.hardware import HardwareProfile
 
 KindResolver = Callable[[str], HardwareProfile]
@@ -54,15 +55,8 @@ ENTRY_FIELDS = ("id", "kind", "count", "memory", "link", "uplink", "downlink", "
 DEFAULT_FIELDS = ("memory", "link", "uplink", "downlink", "samples")
 TOP_FIELDS = ("defaults", "devices")
 
-_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_RATE_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
-_SIZE = re.compile(r"^\s*(?P<num>[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*(?P<unit>[kKmMgGtT]i?[bB]|[bB])\s*$")
-_RATE = re.compile(r"^\s*(?P<num>[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*(?P<scale>[kKmMgG]?)"
-                   r"(?P<kind>bps|bit/s|b/s|B/s)\s*$")
 _GEN = re.compile(r"^gen:(?P<n>\d+)(?::(?P<seed>\d+))?$")
-SIZE_FORMS = "4GiB, 512MiB or 6GB"
-RATE_FORMS = "20mbps, 1.5Gbps, 500kbps or 2MB/s"
+
 
 
 @dataclass(frozen=True)
@@ -122,35 +116,20 @@ def parse_size(value: Any, where: str) -> int:
     """'4GiB', '512MB', '1.5 GiB' -> bytes (> 0); a bare number or another unit is an error naming `where`."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise PlannerError(f"{where} is {value!r}, not a size", f"write it with a unit, like {SIZE_FORMS}")
-    if not isinstance(value, str):
-        raise PlannerError(f"{where} is the bare number {value!r}, which has no unit",
-                           f"write it with a unit, like {SIZE_FORMS}")
-    m = _SIZE.match(value)
-    if not m:
-        raise PlannerError(f"{where} is '{value}', which is not a size with a unit",
-                           f"write it like {SIZE_FORMS}")
-    n = float(m.group("num")) * _SIZE_UNITS[m.group("unit").lower()]
+    n = parse_bytes(str(value), where)
     if n <= 0:
         raise PlannerError(f"{where} is '{value}', but it must be positive", f"write a positive size, like {SIZE_FORMS}")
-    return int(n)
+    return n
 
 
 def parse_rate(value: Any, where: str) -> float:
     """'20mbps', '1.5Gbps', '2MB/s' -> bits per second (> 0); bare numbers are an error naming `where`."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise PlannerError(f"{where} is {value!r}, not a bandwidth", f"write it with a unit, like {RATE_FORMS}")
-    if not isinstance(value, str):
-        raise PlannerError(f"{where} is the bare number {value!r}, which has no unit",
-                           f"write it with a unit, like {RATE_FORMS}")
-    m = _RATE.match(value)
-    if not m:
-        raise PlannerError(f"{where} is '{value}', which is not a bandwidth with a unit",
-                           f"write it like {RATE_FORMS}")
-    rate = float(m.group("num")) * _RATE_UNITS[m.group("scale").lower()]
-    if m.group("kind") == "B/s":
-        rate *= 8.0
+    rate = parse_rate_bits(str(value), where)
     if rate <= 0:
-        raise PlannerError(f"{where} is '{value}', but it must be positive", f"write a positive bandwidth, like {RATE_FORMS}")
+        raise PlannerError(f"{where} is '{value}', but it must be positive",
+                           f"write a positive bandwidth, like {RATE_FORMS}")
     return rate
 
 
