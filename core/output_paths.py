@@ -1,10 +1,13 @@
 """What a command may overwrite: the rule every writing command follows, checked before the work.
 
 A command may replace only what the same command wrote before (a plan file, a trace, a measured
-hardware profile, a receipt, an artifact directory whose manifest and files match). Anything else at
-the path is refused with a one-line error unless the user passes `--force`; even then a special
-file (device, FIFO, socket), a symbolic link, or a thing of the other kind (a directory where a file
-is written, a file where a directory is written) is never touched.
+hardware profile, a receipt, a figure carrying planner's mark, an artifact directory whose manifest
+and files match). Anything else at the path is refused with a one-line error unless the user passes
+`--force`; even then a special file (device, FIFO, socket), a symbolic link, a thing of the other
+kind (a directory where a file is written, a file where a directory is written, another command's
+output such as a trace where a plan is written) and a file inside an emitted artifact (it belongs to
+the artifact) are never touched. Whether the directory can be written is tried before the work, and
+every error names the user's path, never a temporary file.
 
 Usage (the CLI checks before planning, then writes through the same object):
 
@@ -19,9 +22,10 @@ import json
 import os
 import shutil
 import stat
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from core.atomic_io import write_bytes_atomic
 from core.errors import OutputPathError
@@ -39,8 +43,22 @@ def _kind(mode: int) -> str:
     return "a special file"
 
 
+def _probe_writable(directory: Path, path: Path, flag: str) -> None:
+    """Create and remove a hidden file in `directory` (the only sure test: root passes `os.access` on
+    read-only or virtual file systems such as /sys); an error names the user's path."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".planner-probe.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        reason = exc.strerror or "not writable"
+        raise OutputPathError(f"{flag} {path}: cannot write in {directory} ({reason})",
+                              "choose a directory you can write to") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def check_parent(path: Path, flag: str) -> None:
-    """The path's name is not too long and no component above it is a file (or missing and uncreatable)."""
+    """The path's name is not too long, no component above it is a file, and the nearest existing
+    directory above it can be written (tried with a probe file, before any work)."""
     name = path.name
     if not name or name in (".", ".."):
         raise OutputPathError(f"{flag} {path} has no file name", f"pass a path such as {flag} out/result")
@@ -52,15 +70,19 @@ def check_parent(path: Path, flag: str) -> None:
             if not parent.is_dir():
                 raise OutputPathError(f"{flag} {path} lies below {parent}, which is a file, not a directory",
                                       "choose a path inside a directory")
-            if not os.access(parent, os.W_OK | os.X_OK) and parent == path.parent:
-                raise OutputPathError(f"{flag}: cannot write in {parent} (permission denied)",
-                                      "choose a directory you can write to")
+            _probe_writable(parent, path, flag)
             break
+    owner = artifact_containing(path)
+    if owner is not None:
+        raise OutputPathError(f"{flag} {path} lies inside the artifact {owner} written by `{ARTIFACT_MARK}`, "
+                              "and a file inside an artifact belongs to it (even with --force)",
+                              f"write outside {owner}; to change the artifact, re-emit it")
 
 
 @dataclass(frozen=True)
 class OutputFile:
-    """A file a command writes: `what` names the kind of content (e.g. "plan"), `is_previous` recognises it."""
+    """A file a command writes: `what` names the kind of content (e.g. "plan"), `is_previous` recognises it;
+    `others` recognise the other commands' outputs (name -> recogniser), which are never replaced."""
 
     path: Path
     flag: str
@@ -68,6 +90,7 @@ class OutputFile:
     is_previous: Recognizer
     force: bool = False
     command: str = "planner"
+    others: Mapping[str, Recognizer] = field(default_factory=dict)
 
     def check(self) -> None:
         """Raise OutputPathError if writing here could destroy something the command did not write."""
@@ -84,15 +107,26 @@ class OutputFile:
         if not stat.S_ISREG(st.st_mode):
             raise OutputPathError(f"{self.flag} {p} is {_kind(st.st_mode)}, which is never replaced",
                                   "choose a regular file path")
-        if self.force or self.is_previous(p):
+        if self.is_previous(p):
+            return
+        for other, recognise in self.others.items():
+            if recognise(p):
+                raise OutputPathError(f"{self.flag} {p} is a {other}, not a {self.what}, and is never replaced "
+                                      "(even with --force)", "choose another path")
+        if self.force:
             return
         raise OutputPathError(f"{self.flag} {p} exists and is not a {self.what} written by `{self.command}`",
                               "choose another path, or pass --force to replace it")
 
     def write_bytes(self, data: bytes) -> Path:
-        """Check again (the path may have changed during the work), then write atomically."""
+        """Check again (the path may have changed during the work), then write atomically; an error names
+        the user's path, not the temporary file."""
         self.check()
-        return write_bytes_atomic(self.path, data)
+        try:
+            return write_bytes_atomic(self.path, data)
+        except OSError as exc:
+            raise OutputPathError(f"{self.flag} {self.path}: cannot write ({exc.strerror or 'I/O error'})",
+                                  "check the disk space and permissions, or choose another path") from None
 
     def write_text(self, text: str) -> Path:
         """UTF-8 text, see `write_bytes`."""
@@ -131,6 +165,25 @@ def text_starting_with(prefix: str) -> Recognizer:
 
 # ------------------------------------------------------------------ directories (artifacts)
 ARTIFACT_MARK = "planner emit"
+
+
+def _is_artifact_manifest(man: Path) -> bool:
+    try:
+        if not man.is_file() or man.stat().st_size > 64 << 20:
+            return False
+        d = json.loads(man.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(d, dict) and d.get("written_by") == ARTIFACT_MARK
+
+
+def artifact_containing(path: Path) -> Path | None:
+    """The emitted artifact directory some directory above `path` is (its manifest says `planner emit`), or None."""
+    here = Path(os.path.abspath(path)).parent
+    for d in [here, *here.parents]:
+        if _is_artifact_manifest(d / "manifest.json"):
+            return d
+    return None
 
 
 def is_previous_artifact(path: Path, sha256: Callable[[Path], str]) -> bool:
@@ -217,13 +270,16 @@ def zip_with_members(*names: str) -> Recognizer:
     return recognise
 
 
-def bytes_within_head(marker: bytes, head: int = 8192) -> Recognizer:
-    """A recogniser for files whose first `head` bytes contain `marker` (e.g. b"atplotlib" in a figure)."""
+def bytes_within(marker: bytes, limit: int = 64 << 20) -> Recognizer:
+    """A recogniser for files of at most `limit` bytes that contain `marker` anywhere (e.g. the mark
+    `planner inspect --plot` writes into a figure's metadata, which a PDF keeps near its end)."""
 
     def recognise(path: Path) -> bool:
         try:
+            if path.stat().st_size > limit:
+                return False
             with open(path, "rb") as fh:
-                return marker in fh.read(head)
+                return marker in fh.read(limit)
         except OSError:
             return False
 

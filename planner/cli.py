@@ -77,10 +77,29 @@ class Status:
             self._status.update(text)
 
 
-def _output_file(path: str, flag: str, what: str, recognise: Any, force: bool) -> Any:
+def _output_kinds() -> dict[str, tuple[str, Any]]:
+    """Every kind of file a command writes: key -> (what it is, its recogniser). A command replaces only its
+    own kind; another command's output is refused even with --force."""
+    from core.output_paths import bytes_within, json_with_keys, text_starting_with, zip_with_members
+    from planner.calibration import HEADER as CALIBRATION_HEADER
+    from planner.inspect_view import FIGURE_MARK
+
+    return {"plan": ("plan written by `planner plan`", json_with_keys(*PLAN_FILE)),
+            "trace": ("routing trace written by `planner trace`", zip_with_members("experts.npy", "header.npy")),
+            "calibration": ("calibration file written by `planner calibrate`", text_starting_with(CALIBRATION_HEADER)),
+            "hardware": ("hardware profile written by `planner hardware measure`", text_starting_with(HARDWARE_HEADER)),
+            "receipt": ("receipt written by `planner run`", json_with_keys(*RECEIPT_FILE)),
+            "export": ("export written by `planner export`", text_starting_with(EXPORT_HEADER)),
+            "figure": ("figure written by `planner inspect --plot`", bytes_within(FIGURE_MARK.encode("ascii")))}
+
+
+def _output_file(path: str, flag: str, what: str, kind: str, force: bool) -> Any:
+    """The checked output file of kind `kind` (a key of `_output_kinds`); raises before any work."""
     from core.output_paths import OutputFile
 
-    out = OutputFile(Path(path), flag=flag, what=what, is_previous=recognise, force=force)
+    kinds = _output_kinds()
+    others = {desc: rec for key, (desc, rec) in kinds.items() if key != kind}
+    out = OutputFile(Path(path), flag=flag, what=what, is_previous=kinds[kind][1], force=force, others=others)
     out.check()
     return out
 
@@ -123,7 +142,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from planner.serde import dumps
 
     values = _read_family_flags(args, "plan")
-    out = _output_file(args.output, "-o", "plan", _plan_recogniser(), args.force) if args.output else None
+    out = _output_file(args.output, "-o", "plan", "plan", args.force) if args.output else None
     req = PlanRequest(args.model, args.hardware, args.scenario, args.tiny, args.record_timing, values)
     err = _console(stderr=True)
     with Status(not args.quiet) as status:
@@ -146,12 +165,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan_recogniser() -> Any:
-    from core.output_paths import json_with_keys
-
-    return json_with_keys(*PLAN_FILE)
-
-
 def _load_plan(path: str, validate: bool = True) -> Any:
     """A plan file, checked against its own family's constraints (every command that reads a plan)."""
     from planner.pipeline import require_valid
@@ -162,14 +175,13 @@ def _load_plan(path: str, validate: bool = True) -> Any:
 
 
 def _plot_output(path: str, force: bool) -> tuple[Any, str]:
-    from core.output_paths import bytes_within_head
     from planner.inspect_view import PLOT_FORMATS
 
     fmt = Path(path).suffix.lower().lstrip(".")
     if fmt not in PLOT_FORMATS:
         raise PlannerError(f"--plot {path}: unknown figure format '.{fmt}'",
                            f"end the file name with one of: {', '.join('.' + f for f in PLOT_FORMATS)}")
-    return _output_file(path, "--plot", "figure", bytes_within_head(b"atplotlib"), force), fmt
+    return _output_file(path, "--plot", "figure", "figure", force), fmt
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -192,7 +204,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if fig is None:
             raise PlannerError(f"the {fam.name} family has no plot", "drop --plot")
         out, fmt = plot
-        _console(stderr=True).print(f"wrote {out.write_bytes(save_figure(fig, fmt))}")
+        _console(stderr=True).print(f"wrote {out.write_bytes(save_figure(fig, fmt, plan_obj))}")
     return 0
 
 
@@ -296,10 +308,9 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     import yaml
     from rich.progress import Progress
 
-    from core.output_paths import text_starting_with
     from profilers.hardware import measure_this_machine
 
-    target = _output_file(args.output, "-o", "hardware profile", text_starting_with(HARDWARE_HEADER), args.force)
+    target = _output_file(args.output, "-o", "hardware profile", "hardware", args.force)
     with Progress(console=_console(stderr=True), transient=True) as prog:
         task = prog.add_task("measuring", total=5)
 
@@ -315,11 +326,10 @@ def cmd_hardware(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from core.output_paths import zip_with_members
     from planner.registry import resolve_model
 
     v = read_flags(args, TRACE_FLAGS)
-    out = _output_file(args.output, "-o", "routing trace", zip_with_members("experts.npy", "header.npy"), args.force)
+    out = _output_file(args.output, "-o", "routing trace", "trace", args.force)
     spec = resolve_model(args.model)
     if v["preset"]:
         from profilers.graph import profile_model
@@ -373,11 +383,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from core.output_paths import text_starting_with
     from planner.calibration import HEADER, calibration_text
     from planner.registry import family, resolve_model
 
-    out = _output_file(args.output, "-o", "calibration file", text_starting_with(HEADER), args.force)
+    out = _output_file(args.output, "-o", "calibration file", "calibration", args.force)
     spec = resolve_model(args.model)
     fam = family(args.scenario)
     if not fam.can_calibrate:
@@ -403,13 +412,12 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from core.artifacts import read_manifest
-    from core.output_paths import json_with_keys
     from planner.api import run_artifact
 
     manifest = read_manifest(Path(args.artifact))
     if args.tiny and not manifest.get("tiny"):
         raise PlannerError("--tiny: this artifact is for a full-size model", "emit a plan made with `planner plan --tiny`")
-    receipt_out = _output_file(args.json, "--json", "receipt", json_with_keys(*RECEIPT_FILE), args.force) \
+    receipt_out = _output_file(args.json, "--json", "receipt", "receipt", args.force) \
         if args.json else None
     with Status(True) as status:
         report = run_artifact(Path(args.artifact), _family_argv(args, "run"), status, args.wide)
@@ -433,7 +441,6 @@ def _family_argv(args: argparse.Namespace, kind: str) -> list[str]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from core.output_paths import text_starting_with
     from planner.registry import family
 
     plan_obj = _load_plan(args.plan)
@@ -442,7 +449,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise PlannerError(f"{fam.name} plans cannot be exported to '{args.to}'",
                            f"use --to {' or '.join(fam.export_targets)}" if fam.export_targets
                            else "this family has no export target")
-    out = _output_file(args.output, "-o", f"{args.to} export", text_starting_with(EXPORT_HEADER), args.force) \
+    out = _output_file(args.output, "-o", f"{args.to} export", "export", args.force) \
         if args.output else None
     text, _ = fam.export(plan_obj, args.to)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -48,10 +48,23 @@ def header(plan: Plan) -> Table:
 
 
 
+VS_PLAN_HEADER = "vs plan (>1 worse)"
+
+
+def worse_ratio(value: Any, plan_value: float, sense: str) -> float | None:
+    """How many times worse `value` is than the plan's objective (>1 worse, <1 better), whichever way the
+    objective points: value/plan for "min", plan/value for "max"; None where a figure is missing or zero."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value or not plan_value:
+        return None
+    return value / plan_value if sense == "min" else plan_value / value
+
+
 def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False,
                     labels: Mapping[str, str] | None = None) -> Table:
     """Plan, every baseline and the bound: predicted (and simulated, labelled, where a simulator exists) figures
-    and the ratio of the objective to the plan's; `wide` adds each baseline's policy parameters."""
+    and "vs plan", how many times worse than the plan each row is on the objective, one convention for every
+    family: value/plan where the objective is minimised, plan/value where it is maximised, so >1 is worse;
+    `wide` adds each baseline's policy parameters."""
     t = table("plan vs baselines (same inputs)" + ("; (sim) = simulated" if plan.simulated else ""))
     names = ["plan", *plan.baselines] + (["bound"] if plan.bound else [])
     t.add_column("config", no_wrap=True, min_width=max(len(n) for n in names))   # names are never cut
@@ -62,7 +75,7 @@ def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False,
         t.add_column((labels or {}).get(m, m), justify="right")
         if sim_of[m]:
             t.add_column("(sim)", justify="right")
-    t.add_column("vs plan", justify="right")
+    t.add_column(VS_PLAN_HEADER, justify="right")
     if wide:
         t.add_column("policy parameters")
 
@@ -80,8 +93,8 @@ def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False,
         for m in metrics:
             for src in ((pred, sim) if sim_of[m] else (pred,)):
                 cells.append(cell(src.get(m), m))
-        ratio = pred.get(obj) / plan.objective.value if pred.get(obj) and plan.objective.value else None
-        cells.append(f"{ratio:.2f}x" if ratio else "-")
+        ratio = worse_ratio(pred.get(obj), plan.objective.value, plan.objective.sense)
+        cells.append(f"{ratio:.2f}x" if ratio is not None else "-")
         if wide:
             cells.append(", ".join(f"{k}={_f(v)}" for k, v in sorted(params.items())) if params else "")
         t.add_row(*cells, style=style)
@@ -115,15 +128,28 @@ def render(plan: Plan, fam: Family | None, wide: bool = False) -> Group:
 
 
 PLOT_FORMATS = ("png", "pdf", "svg")
+# The mark `inspect --plot` puts in a figure's metadata (PNG Software text chunk, PDF and SVG Creator), followed by
+# the sha256 of the plan drawn; `--plot` replaces only a file that carries it (a user's figure never does).
+FIGURE_MARK = "written by planner inspect --plot; plan sha256:"
+_MARK_KEY = {"png": "Software", "pdf": "Creator", "svg": "Creator"}
 
 
-def save_figure(fig: Any, fmt: str) -> bytes:
-    """The figure's bytes in `fmt` (png, pdf or svg)."""
+def figure_mark(plan: Plan) -> str:
+    """The metadata text naming the command and the plan (sha256 of its canonical JSON)."""
+    import hashlib
+
+    from planner.serde import dumps
+
+    return FIGURE_MARK + hashlib.sha256(dumps(plan).encode("utf-8")).hexdigest()
+
+
+def save_figure(fig: Any, fmt: str, plan: Plan) -> bytes:
+    """The figure's bytes in `fmt` (png, pdf or svg), marked as written by `planner inspect --plot` for `plan`."""
     import io
 
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=100)
+    fig.savefig(buf, format=fmt, dpi=100, metadata={_MARK_KEY[fmt]: figure_mark(plan)})
     plt.close(fig)
     return buf.getvalue()

@@ -76,15 +76,21 @@ def plan(request: PlanRequest, on_phase: Progress | None = None,
 
 
 def plan_validator(plan_obj: Plan) -> list[str]:
-    """The plan's constraint violations, by its own family's validator (unknown family: one message)."""
+    """The plan's violations: its numbers' ranges and objective (`planner.plan_numbers`, every family), then its
+    own family's constraints (unknown family: one message)."""
+    from planner.plan_numbers import check_numbers
+
+    bad = check_numbers(plan_obj)
     try:
         fam = family_named(plan_obj.family)
     except PlannerError:
-        return [f"unknown family '{plan_obj.family}'"]
+        return bad + [f"unknown family '{plan_obj.family}'"]
     try:
-        return fam.validate_plan(plan_obj)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        return [f"plan decisions are malformed ({exc.__class__.__name__}: {exc})"]
+        return bad + fam.validate_plan(plan_obj)
+    except KeyError as exc:
+        return bad + [f"plan decisions lack the field {exc.args[0]!r}" if exc.args else "plan decisions lack a field"]
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return bad + ["plan decisions have a value of the wrong type or shape"]
 
 
 def require_valid(plan_obj: Plan, source: str) -> Plan:

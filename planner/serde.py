@@ -13,6 +13,7 @@ from typing import Any
 
 from core.atomic_io import write_text_atomic
 from core.errors import PlanFormatError
+from planner.plan_numbers import check_numbers
 from planner.schema import (
     SCHEMA_VERSION,
     STATUSES,
@@ -110,8 +111,9 @@ def _check_record(rec: Any, where: str) -> None:
                               "regenerate the plan with `planner plan`")
 
 
-def from_dict(d: dict[str, Any]) -> Plan:
-    """Build a Plan from its JSON dict, checking the schema version and required keys."""
+def from_dict(d: dict[str, Any], source: str = "plan") -> Plan:
+    """Build a Plan from its JSON dict, checking the schema version, required keys, field types and every
+    metric's range (`planner.plan_numbers`); `source` names the file in errors."""
     if not isinstance(d, dict):
         raise PlanFormatError("plan JSON is not an object", "pass a file written by `planner plan`")
     version = d.get("schema_version")
@@ -142,7 +144,7 @@ def from_dict(d: dict[str, Any]) -> Plan:
                            *(("extra_hardware", h) for h in extra)):
             if rec is not None:
                 _check_record(rec, where)
-        return Plan(
+        plan = Plan(
             family=_require(d, "family", ""),
             model=model,
             hardware=hardware,
@@ -161,6 +163,11 @@ def from_dict(d: dict[str, Any]) -> Plan:
         )
     except (TypeError, AttributeError) as exc:  # unexpected or missing dataclass fields, non-object records
         raise PlanFormatError(f"plan has malformed fields ({exc})", "regenerate it with `planner plan`") from exc
+    bad = check_numbers(plan)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise PlanFormatError(f"{source}: {bad[0]}{more}", "regenerate it with `planner plan`")
+    return plan
 
 
 def loads(text: str, source: str = "plan") -> Plan:
@@ -172,7 +179,7 @@ def loads(text: str, source: str = "plan") -> Plan:
             f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno})",
             "pass a plan file written by `planner plan`",
         ) from exc
-    return from_dict(d)
+    return from_dict(d, source)
 
 
 def load(path: str | Path) -> Plan:
