@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from core.errors import ArtifactError
+from core.errors import ArtifactError, reason_of
 from core.output_paths import ARTIFACT_MARK
 
 ARTIFACT_FORMAT = 2   # 2: manifest names its writer and family
@@ -36,8 +36,26 @@ def write_manifest(staging: Path, family: str, info: Mapping[str, Any]) -> dict[
     return manifest
 
 
+def _looks_like_plan(path: Path) -> bool:
+    """A JSON object with a plan's keys (schema_version, family, decisions)."""
+    try:
+        if path.stat().st_size > 512 << 20:
+            return False
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(d, dict) and all(k in d for k in ("schema_version", "family", "decisions"))
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of an artifact directory after verifying every file it lists (sha256)."""
+    if path.is_file():
+        if _looks_like_plan(path):
+            name = path.stem or "plan"
+            raise ArtifactError(f"{path} is a plan, not an artifact directory",
+                                f"emit it first: `planner emit {path} -o build/{name}`, then `planner run build/{name}`")
+        raise ArtifactError(f"{path} is a file, not an artifact directory",
+                            "pass the directory `planner emit PLAN -o DIR` wrote")
     if not path.is_dir():
         raise ArtifactError(f"artifact directory {path} does not exist", "create it with `planner emit plan.json -o DIR`")
     man_path = path / "manifest.json"
@@ -46,7 +64,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(man_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{man_path} is corrupted ({exc.__class__.__name__})", "re-run `planner emit`") from exc
+        raise ArtifactError(f"{man_path} is corrupted ({reason_of(exc)})", "re-run `planner emit`") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise ArtifactError(f"{man_path} is not an artifact manifest", "re-run `planner emit`")
     if manifest.get("format") != ARTIFACT_FORMAT:
@@ -57,5 +75,6 @@ def read_manifest(path: Path) -> dict[str, Any]:
         if not f.is_file():
             raise ArtifactError(f"artifact file {rel} is missing", "re-run `planner emit` to rebuild the directory")
         if sha256_file(f) != digest:
-            raise ArtifactError(f"artifact file {rel} is corrupted (sha256 mismatch)", "re-run `planner emit` to rebuild it")
+            raise ArtifactError(f"artifact file {rel} is corrupted (sha256 mismatch)",
+                                f"rebuild it with `planner emit PLAN -o {path} --force` (the changed files are lost)")
     return manifest

@@ -71,3 +71,37 @@ def closest_names(name: str, known: Iterable[str], n: int = 3) -> str:
     if matches:
         return "did you mean " + ", ".join(matches)
     return "known names: " + ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
+
+
+def reason_of(exc: BaseException) -> str:
+    """Why a file could not be read, in words (never a Python class name such as EOFError or KeyError)."""
+    import json
+
+    if isinstance(exc, IsADirectoryError):
+        return "it is a directory"
+    if isinstance(exc, OSError):
+        return (exc.strerror or "I/O error").lower() if exc.strerror else "cannot be read"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON at line {exc.lineno}, column {exc.colno}"
+    if isinstance(exc, EOFError):
+        return "the file ends early (truncated)"
+    if isinstance(exc, KeyError):
+        return f"the entry {exc.args[0]!r} is missing" if exc.args else "an entry is missing"
+    mark = getattr(exc, "problem_mark", None)   # a YAML parser error
+    if mark is not None:
+        return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}"
+    if exc.__class__.__name__ in ("BadZipFile", "BadZipfile"):
+        return "not a complete zip archive"
+    if isinstance(exc, (ValueError, TypeError)):
+        return "its contents have the wrong form"
+    return "it cannot be read"
+
+
+EXIT_TERMINATED = 143   # 128 + SIGTERM, as a shell reports a process ended by `kill`
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: raised by the CLI's signal handler so the work unwinds exactly as on Ctrl-C (every
+    `except BaseException`/`finally` cleanup runs: staging directories and temporary files are removed)."""

@@ -179,8 +179,11 @@ def _is_artifact_manifest(man: Path) -> bool:
 
 def artifact_containing(path: Path) -> Path | None:
     """The emitted artifact directory some directory above `path` is (its manifest says `planner emit`), or None."""
-    here = Path(os.path.abspath(path)).parent
-    for d in [here, *here.parents]:
+    chain = [path.parent, *path.parent.parents]       # as the user wrote it (relative stays relative) ...
+    if not path.is_absolute():
+        cwd = Path(os.getcwd())
+        chain += [cwd.parent, *cwd.parent.parents] if chain[-1] == Path(".") else [cwd, *cwd.parents]
+    for d in chain:                                   # ... then the directories above the working directory
         if _is_artifact_manifest(d / "manifest.json"):
             return d
     return None

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from core.errors import InputMismatchError, PlannerError
+from core.errors import InputMismatchError, PlannerError, reason_of
 
 HEADER = "# written by `planner calibrate`; pass it to `planner plan --calibration FILE`\n"
 KIND = "planner-calibration"
@@ -40,7 +40,7 @@ def read_calibration(path: Path, family: str, spec: Any, tiny: bool) -> tuple[di
     try:
         doc = yaml.safe_load(raw.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise PlannerError(f"{flag} {path} is not readable YAML ({exc.__class__.__name__})",
+        raise PlannerError(f"{flag} {path} is not readable YAML ({reason_of(exc)})",
                            "re-create it with `planner calibrate`") from exc
     if not isinstance(doc, dict) or doc.get("kind") != KIND:
         raise PlannerError(f"{flag} {path} is not a calibration file", "create one with `planner calibrate MODEL -o FILE`")

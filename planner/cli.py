@@ -1,7 +1,9 @@
 """`planner`: the command line. Renders output; the library underneath only logs.
 
 Exit codes: 0 success, 1 `diff` found a regression, 2 bad input (one line naming the problem and the
-fix), 3 an internal error (a bug: one line, `--debug` shows the traceback), 130 interrupted.
+fix), 3 an internal error (a bug: one line, `--debug` shows the traceback), 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM; cleans up as Ctrl-C does). Long steps show progress on stderr when it is a
+terminal (phase, elapsed time); stdout holds only the tables or JSON, so pipes stay clean.
 
 The spine names no family: every family's flags come from the registry, the scenario is chosen by the
 families themselves, and `emit`/`run` dispatch to the family an artifact or plan belongs to. Every
@@ -14,11 +16,13 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Sequence
 
-from core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_REGRESSION, OutputPathError, PlannerError
+from core.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_REGRESSION, EXIT_TERMINATED, OutputPathError,
+                         PlannerError, Terminated)
 from planner.flags import Flag, FlagValues, add_flags, merge_flags, read_flags
 from planner.tables import table
 
@@ -55,26 +59,32 @@ def _console(stderr: bool = False, wide: bool = False) -> Any:
 
 
 class Status:
-    """Progress on stderr while a long step runs: a spinner on a terminal, log lines with -v, else nothing."""
+    """Progress of a long step on stderr: on a terminal, one live line (spinner, phase text such as
+    "phase 3/7: solve", elapsed time); with -v, log lines; piped, nothing. stdout is never touched."""
 
     def __init__(self, enabled: bool) -> None:
-        self._status: Any = None
+        self._live: Any = None
+        self._task: Any = None
         if enabled and sys.stderr.isatty():
-            self._status = _console(stderr=True).status("starting", spinner="dots")
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._live = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                  console=_console(stderr=True), transient=True, redirect_stdout=False)
+            self._task = self._live.add_task("starting", total=None)
 
     def __enter__(self) -> "Status":
-        if self._status is not None:
-            self._status.__enter__()
+        if self._live is not None:
+            self._live.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._status is not None:
-            self._status.__exit__(*exc)
+        if self._live is not None:
+            self._live.__exit__(*exc)
 
     def __call__(self, text: str) -> None:
         log.info("%s", text)
-        if self._status is not None:
-            self._status.update(text)
+        if self._live is not None:
+            self._live.update(self._task, description=text)
 
 
 def _output_kinds() -> dict[str, tuple[str, Any]]:
@@ -148,14 +158,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     with Status(not args.quiet) as status:
         ctx = plan(req, on_phase=status, family_flags=_owners("plan"))
     err.print(f"scenario: {ctx.family.name} ({ctx.scenario_reason})")
-    wall = getattr(getattr(ctx.state, "solution", None), "wall_time_s", None)
-    err.print((f"solver wall time: {wall:.3f} s; " if wall is not None else "")
-              + f"total {sum(ctx.phase_times_s.values()):.1f} s")
-    for note in ctx.plan.notes:
-        err.print(f"note: {note}")
+    if not args.quiet:
+        wall = getattr(getattr(ctx.state, "solution", None), "wall_time_s", None)
+        err.print((f"solver wall time: {wall:.3f} s; " if wall is not None else "")
+                  + f"total {sum(ctx.phase_times_s.values()):.1f} s")
+        if args.json:   # the tables carry the notes; printed once, never twice
+            for note in ctx.plan.notes:
+                err.print(f"note: {note}")
     text = dumps(ctx.plan)
     if out is not None:
-        err.print(f"wrote {out.write_text(text)}")
+        path = out.write_text(text)
+        if not args.quiet:
+            err.print(f"wrote {path}")
     if args.json:
         sys.stdout.write(text)
     elif not args.quiet:
@@ -496,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--scenario", help="force a family: " + ", ".join(f.name for f in _families()))
     pl.add_argument("-o", "--output", help="write the plan JSON here")
     pl.add_argument("--json", action="store_true", help="print the plan JSON instead of tables")
-    pl.add_argument("-q", "--quiet", action="store_true", help="print nothing but the scenario line")
+    pl.add_argument("-q", "--quiet", action="store_true",
+                    help="print nothing but the scenario line (no progress, notes, tables or 'wrote')")
     pl.add_argument("--tiny", action="store_true",
                     help="plan the small same-architecture model (real weights; what `planner run` executes here)")
     pl.add_argument("--record-timing", action="store_true",
@@ -611,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `planner` console script."""
     debug = "--debug" in (sys.argv[1:] if argv is None else list(argv))
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    previous = _on_sigterm()
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -619,6 +635,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.captureWarnings(True)
         logging.getLogger("py.warnings").setLevel(logging.WARNING if args.verbose or debug else logging.ERROR)
         return int(args.fn(args))
+    except Terminated:
+        sys.stderr.write("error: terminated (SIGTERM); nothing was written.\n")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted; nothing was written.\n")
         return EXIT_INTERRUPTED
@@ -630,6 +649,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         text, code = _translate(exc)
         sys.stderr.write((text if text.startswith("error:") else f"error: {text}") + "\n")
         return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _on_sigterm() -> Any:
+    """Make SIGTERM unwind like Ctrl-C (cleanups run); returns the previous handler (None off the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ def plan(request: PlanRequest, on_phase: Progress | None = None,
         check_foreign_flags(fam, request.flags.given, family_flags)
     ctx.options = fam.options(ctx)
     ctx.phase_times_s["resolve"] = time.perf_counter() - t0
-    for phase in fam.phases():
-        say(phase.name)
+    phases = list(fam.phases())
+    for i, phase in enumerate(phases, 1):
+        say(f"{fam.name} phase {i}/{len(phases)}: {phase.name}")
         t = time.perf_counter()
         phase.run(ctx)
         ctx.phase_times_s[phase.name] = ctx.phase_times_s.get(phase.name, 0.0) + time.perf_counter() - t

@@ -50,10 +50,17 @@ def family(name: str) -> Family:
 def _load_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise PlannerError(f"cannot read {path} ({exc.__class__.__name__})", "pass a readable YAML file") from exc
+    except OSError as exc:
+        raise PlannerError(f"cannot read {path} ({exc.strerror or 'I/O error'})", "pass a readable YAML file") from exc
+    except UnicodeDecodeError as exc:
+        raise PlannerError(f"{path} is not UTF-8 text", "pass a YAML file") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise PlannerError(f"{path} is not valid YAML{where}", "fix the file or pass another one") from exc
     if not isinstance(data, dict):
-        raise PlannerError(f"{path} does not hold a mapping", "see planner/catalog for the expected layout")
+        raise PlannerError(f"{path} does not hold a mapping",
+                           "write one `key: value` per field, as `planner hardware show a100_80gb` prints")
     return data
 
 
@@ -139,8 +146,10 @@ def resolve_model(name: str) -> ModelSpec:
     cat = model_catalog()
     if name in cat:
         return cat[name]
-    if name.endswith(".json") or "/" in name:
-        p = Path(name)
+    local = Path(name)
+    if name.endswith(".json") or "/" in name or local.is_file() or (local.is_dir() and (local / "config.json").is_file()):
+        # a local file or model directory that exists wins over a catalog miss (`planner plan mymix`)
+        p = local
         if p.is_dir():
             p = p / "config.json"
         if not p.is_file():
@@ -149,4 +158,8 @@ def resolve_model(name: str) -> ModelSpec:
         return _spec_from_config_file(p)
     if ":" in name and re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", name):
         return ModelSpec(name=name, kind="factory", task="custom", source=f"factory {name}", factory=name)
+    if local.is_dir():
+        raise UnknownNameError(f"unknown model '{name}', and the directory {name} holds no config.json",
+                               f"put the model's transformers config.json in {name}/, or pass a catalog name ("
+                               + closest_names(name, cat) + ")")
     raise UnknownNameError(f"unknown model '{name}'", closest_names(name, cat) + "; a config.json path or package.module:factory also works")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic_io import write_text_atomic
-from core.errors import PlanFormatError
+from core.errors import PlanFormatError, reason_of
 from planner.plan_numbers import check_numbers
 from planner.schema import (
     SCHEMA_VERSION,
@@ -190,5 +190,5 @@ def load(path: str | Path) -> Plan:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise PlanFormatError(f"cannot read plan file {p} ({exc.__class__.__name__})", "pass a readable plan JSON file") from exc
+        raise PlanFormatError(f"cannot read plan file {p} ({reason_of(exc)})", "pass a readable plan JSON file") from exc
     return loads(text, source=str(p))

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from core.errors import PlannerError
+from core.errors import PlannerError, reason_of
 
 # size fields that must be positive integers wherever a config has them
 POSITIVE_INT_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -27,7 +27,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise PlannerError(f"cannot read model config {path} ({exc.strerror or exc.__class__.__name__})",
+        raise PlannerError(f"cannot read model config {path} ({reason_of(exc)})",
                            "check the path and permissions") from exc
     except UnicodeDecodeError as exc:
         raise PlannerError(f"model config {path} is not UTF-8 text", "pass a transformers config JSON file") from exc

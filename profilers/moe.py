@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from core.atomic_io import write_bytes_atomic
-from core.errors import InputMismatchError, PlannerError
+from core.errors import InputMismatchError, PlannerError, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class RoutingTrace:
                 header = json.loads(bytes(z["header"]).decode())
                 experts, predicted = z["experts"], z["predicted"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-            raise PlannerError(f"{p} is not a routing trace ({exc.__class__.__name__})",
+            raise PlannerError(f"{p} is not a routing trace ({reason_of(exc)})",
                                "pass an .npz written by `planner trace`") from exc
         if not isinstance(header, dict):
             raise PlannerError(f"{p} is not a routing trace (its header is not a mapping)", "pass an .npz written by `planner trace`")

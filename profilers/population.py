@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from core.errors import PlannerError
+from core.errors import PlannerError, reason_of
 from core.units import RATE_FORMS, SIZE_FORMS, parse_bytes, parse_rate_bits
 from profilers.hardware import HardwareProfile
 
@@ -267,7 +267,7 @@ def load_population(path: str | Path, resolve_kind: KindResolver) -> Population:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PlannerError(f"cannot read client population file {p} ({exc.strerror or exc.__class__.__name__})",
+        raise PlannerError(f"cannot read client population file {p} ({reason_of(exc)})",
                            "pass an existing YAML file, or gen:N for a generated population") from exc
     try:
         data = yaml.safe_load(text)

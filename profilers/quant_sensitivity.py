@@ -594,7 +594,7 @@ def _proxy_evaluator(spec: ModelSpec, built: BuiltModel | None, tiny: bool,
             if n_params * 4 > MAX_PROXY_PARAM_BYTES:
                 raise PlannerError(
                     f"the {measurement_kind(spec)} sensitivity of {spec.name} needs its {n_params / 1e9:.1f} B "
-                    "parameters materialised on the CPU", "pass tiny=True (random weights at the tiny dimensions)")
+                    "parameters materialised on the CPU", "pass --tiny (random weights at the tiny dimensions)")
         built = build_model(spec, tiny=tiny, device="cpu", batch=PROXY_BATCH)
     gm, inputs = _export(spec, built.module.eval(), tuple(built.args), built.kwargs)
     first = next((a for a in inputs if isinstance(a, torch.Tensor)), None)

@@ -19,7 +19,7 @@ import torch
 import yaml
 from torch import nn
 
-from core.errors import ArtifactError
+from core.errors import ArtifactError, reason_of
 from kernels.lora_state import load_lora_state
 from kernels.saved_activations import SavedTensorLedger, detach_block_input, quantize_saved_activations
 
@@ -70,7 +70,7 @@ def load_artifact(path: str | Path) -> Artifact:
     try:
         cfg = _read_yaml(str(f), f.stat().st_mtime)
     except (OSError, yaml.YAMLError) as exc:
-        raise ArtifactError(f"cannot read {f} ({exc.__class__.__name__})", "re-run `planner emit`") from exc
+        raise ArtifactError(f"cannot read {f} ({reason_of(exc)})", "re-run `planner emit`") from exc
     if not isinstance(cfg, dict) or cfg.get("family") != "fed-lora":
         raise ArtifactError(f"{f} is not a fed-lora artifact", "emit a fed-lora plan")
     if cfg.get("format") != ARTIFACT_FORMAT:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.errors import InputMismatchError, PlannerError
+from core.errors import InputMismatchError, PlannerError, reason_of
 from kernels.moe_blocks import check_layout, moe_blocks
 
 INDEX = "model.safetensors.index.json"
@@ -77,10 +78,24 @@ def read_header(path: Path) -> tuple[int, dict[str, Any]]:
             if n > 100 * 2**20:
                 raise ValueError("header longer than 100 MiB")
             header = json.loads(fh.read(n))
+            size = os.fstat(fh.fileno()).st_size
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
     except (OSError, ValueError) as exc:
         raise InputMismatchError(f"--weights: {path} is not a readable safetensors file ({exc})",
                                  "re-download the shard or pass another --weights directory") from exc
     header.pop("__metadata__", None)
+    need = 8 + n
+    for key, h in header.items():
+        offsets = h.get("data_offsets") if isinstance(h, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] and isinstance(h.get("shape"), list) and "dtype" in h):
+            raise InputMismatchError(f"--weights: shard {path} has a malformed header entry for tensor {key}",
+                                     "re-download the shard or pass another --weights directory")
+        need = max(need, 8 + n + offsets[1])
+    if size < need:
+        raise InputMismatchError(f"--weights: shard {path} is truncated ({size:,} bytes, its header describes "
+                                 f"{need:,})", "re-download the shard or pass another --weights directory")
     return 8 + n, header
 
 
@@ -192,7 +207,7 @@ def _shards(path: Path) -> dict[str, Path]:
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputMismatchError(f"--weights: {index} is not a safetensors index ({exc.__class__.__name__})",
+            raise InputMismatchError(f"--weights: {index} is not a safetensors index ({reason_of(exc)})",
                                      "re-download the checkpoint's index file") from exc
         files = {k: path / v for k, v in weight_map.items()}
         for f in sorted(set(files.values())):

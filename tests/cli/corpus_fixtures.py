@@ -54,6 +54,22 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
     bad = json.loads(json.dumps(moe))
     bad["family"] = "nosuch-family"
     _json(base / "nofamily.json", bad)
+    # numbers nobody checked before: the objective and every metric's range
+    bad = json.loads(json.dumps(moe))
+    bad["objective"]["value"] = -1
+    _json(base / "negobj.json", bad)
+    bad = json.loads(json.dumps(moe))
+    bad["objective"]["value"] = moe["objective"]["value"] * 2
+    _json(base / "mismatch.json", bad)
+    bad = json.loads(json.dumps(moe))
+    bad["predicted"]["hit_rate"] = 1.5
+    _json(base / "hit15.json", bad)
+    bad = json.loads(json.dumps(moe))
+    bad["baselines"][sorted(bad["baselines"])[0]]["predicted"]["tpot_ms"] = -3.0
+    _json(base / "negbase.json", bad)
+    bad = json.loads(json.dumps(moe))
+    del bad["decisions"]["layers"][0]["budget_bytes"]
+    _json(base / "nokey.json", bad)
     (base / "truncated.json").write_text(json.dumps(moe)[:500], encoding="utf-8")
     _json(base / "array.json", [1, 2])
     # traces
@@ -95,6 +111,8 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
     (base / "f").write_text("a user's file\n", encoding="utf-8")
     (base / "prompts_empty.txt").write_text("\n\n", encoding="utf-8")
     (base / "user.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"a user's picture")
+    (base / "emptymix").mkdir()                     # a local directory named like a model, with no config.json
+    _user_figures(base)
     import numpy as np
 
     from profilers.moe import RoutingTrace
@@ -102,6 +120,20 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
     RoutingTrace(np.zeros((40, 2, 2), dtype=np.int16), np.full((40, 2, 2), -1, dtype=np.int16), 8, "test: 2 layers",
                  "other-model", {}).save(base / "wrong_shape.npz")
     return base
+
+
+def _user_figures(base: Path) -> None:
+    """holiday.png/.pdf/.svg: a user's own matplotlib figures (default metadata names matplotlib, not planner)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3])
+    for fmt in ("png", "pdf", "svg"):
+        fig.savefig(base / f"holiday.{fmt}", format=fmt)
+    plt.close(fig)
 
 
 def snapshot(base: Path) -> dict[str, tuple[str, int]]:

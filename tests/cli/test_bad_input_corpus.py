@@ -7,6 +7,7 @@ file or field at fault, and words of the fix).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,39 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("inspect plot format", ["inspect", "moe.json", "--plot", "out.txt"], ("unknown figure format '.txt'",)),
     ("inspect plot user file", ["inspect", "moe.json", "--plot", "user.png"], ("--plot user.png exists", "not a figure")),
     ("inspect plot over file", ["inspect", "moe.json", "--plot", "d/notes.txt"], ("unknown figure format",)),
+    # ---- the numbers of a plan, wherever it is read (round 2)
+    ("inspect objective negative", ["inspect", "negobj.json"], ("negobj.json", "objective.value (e2e_ms) is -1", "cannot be negative")),
+    ("emit objective negative", ["emit", "negobj.json", "-o", "new_build"], ("objective.value (e2e_ms) is -1",)),
+    ("diff objective negative", ["diff", "moe.json", "negobj.json"], ("objective.value (e2e_ms) is -1",)),
+    ("export objective negative", ["export", "negobj.json", "--to", "llama.cpp"], ("objective.value (e2e_ms) is -1",)),
+    ("inspect objective not its metric", ["inspect", "mismatch.json"], ("objective.value is", "predicted e2e_ms is")),
+    ("inspect hit rate 1.5", ["inspect", "hit15.json"], ("predicted.hit_rate is 1.5", "between 0 and 1")),
+    ("inspect baseline negative time", ["inspect", "negbase.json"], ("baselines.", "tpot_ms is -3", "cannot be negative")),
+    ("inspect decisions lack a field", ["inspect", "nokey.json"], ("violates its constraints", "'budget_bytes'")),
+    ("inspect a directory", ["inspect", "d"], ("cannot read plan file d", "it is a directory")),
+    # ---- a user's figures, another command's outputs, an artifact's files (round 2)
+    ("inspect plot over a user's matplotlib png", ["inspect", "moe.json", "--plot", "holiday.png"],
+     ("--plot holiday.png exists", "not a figure written by")),
+    ("inspect plot over a user's matplotlib pdf", ["inspect", "moe.json", "--plot", "holiday.pdf", ], ("--plot holiday.pdf exists",)),
+    ("inspect plot over a user's matplotlib svg", ["inspect", "moe.json", "--plot", "holiday.svg"], ("--plot holiday.svg exists",)),
+    ("plan -o a trace forced", SMALL + ["-o", "wrong_shape.npz", "--force"],
+     ("-o wrong_shape.npz is a routing trace written by `planner trace`", "not a plan", "even with --force")),
+    ("plan -o a calibration file forced", SMALL + ["-o", "cal_split.yaml", "--force"],
+     ("is a calibration file written by `planner calibrate`",)),
+    ("trace -o a plan forced", ["trace", "mixtral-8x7b", "--preset", "bursty", "-o", "moe.json", "--force"],
+     ("-o moe.json is a plan written by `planner plan`", "not a routing trace")),
+    ("plan -o an artifact's plan", SMALL + ["-o", "art/plan.json"], ("lies inside the artifact art", "re-emit")),
+    ("plan -o an artifact's plan forced", SMALL + ["-o", "art/plan.json", "--force"], ("lies inside the artifact art",)),
+    ("plan -o a new file in an artifact", SMALL + ["-o", "art/mine.json"], ("lies inside the artifact art",)),
+    ("emit into an artifact", ["emit", "tiny.json", "-o", "art/sub"], ("lies inside the artifact art",)),
+    ("plan -o unwritable directory", SMALL + ["-o", "/sys/x.json"], ("-o /sys/x.json", "cannot write in /sys")),
+    ("emit -o unwritable directory", ["emit", "tiny.json", "-o", "/sys/build"], ("-o /sys/build", "cannot write in /sys")),
+    # ---- messages (round 2)
+    ("run a plan file", ["run", "split.json"], ("split.json is a plan, not an artifact", "planner emit split.json -o")),
+    ("run a plain file", ["run", "f"], ("f is a file, not an artifact directory",)),
+    ("plan a local directory without config", ["plan", "emptymix", "--hardware", "a100_24gb"],
+     ("directory emptymix holds no config.json",)),
+    ("population is a directory", ["plan", "minilm", "--clients", "d", "--scenario", "fed-lora"], ("it is a directory",)),
     # ---- diff
     ("diff tolerance bare", ["diff", "moe.json", "moe.json", "--tolerance", "1"], ("--tolerance", "percentage")),
     ("diff tolerance negative", ["diff", "moe.json", "moe.json", "--tolerance=-1%"], ("--tolerance -1%",)),
@@ -197,6 +231,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name: str, argv: list[s
     text = " ".join(out.err.split())
     for f in fragments:
         assert f in text, text
+    # people's words only: no Python class names, API spellings, source paths or temporary files
+    assert not re.search(r"\b[A-Z]\w*(Error|Exception)\b", text), text
+    for leak in ("tiny=True", "planner/catalog", ".tmp"):
+        assert leak not in text, text
     assert snapshot(corpus_dir) == before, "a bad-input case changed the disk"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic_io import write_text_atomic
-from core.errors import ArtifactError, InputMismatchError, PlannerError
+from core.errors import ArtifactError, InputMismatchError, PlannerError, reason_of
 from planner.families.base import Progress, RunReport
 from planner.flags import FlagValues
 from planner.schema import Plan
@@ -61,7 +61,7 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     try:
         job = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is not a readable job ({exc.__class__.__name__})", "re-emit the plan") from exc
+        raise ArtifactError(f"{path} is not a readable job ({reason_of(exc)})", "re-emit the plan") from exc
     progress("measuring this CPU for the device emulation")
     job = with_emulation(job, cpu_flops_per_s())
     if values["rounds"]:
