@@ -84,7 +84,7 @@ class Status:
     def __call__(self, text: str) -> None:
         log.info("%s", text)
         if self._live is not None:
-            self._live.update(self._task, description=text)
+            self._live.update(self._task, description=text, refresh=True)   # each phase shown, however short
 
 
 def _output_kinds() -> dict[str, tuple[str, Any]]:

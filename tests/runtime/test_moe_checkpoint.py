@@ -73,6 +73,13 @@ def test_bad_checkpoints_are_one_line_errors_before_any_weight_is_read(setup: di
     victim = sorted(holed.glob("model-*.safetensors"))[2]
     victim.unlink()
     _one_line_exit_2(run + [str(holed)], capsys, f"shard {victim.name}")
+    # a truncated shard (an interrupted download): bad input naming the shard, not an internal error
+    cut = root / "cut"
+    shutil.copytree(ckpt, cut, dirs_exist_ok=True)
+    victim = sorted(cut.glob("model-*.safetensors"))[1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    _one_line_exit_2(run + [str(cut)], capsys, f"{victim.name} is truncated")
     # another architecture
     other = build_model(resolve_model("qwen3-30b-a3b"), tiny=True).module
     _one_line_exit_2(run + [str(save(other, root / "qwen"))], capsys, "qwen3_moe")
