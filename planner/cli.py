@@ -65,7 +65,7 @@ class Status:
     def __init__(self, enabled: bool) -> None:
         self._live: Any = None
         self._task: Any = None
-        if enabled and sys.stderr.isatty():
+        if enabled and sys.stderr.isatty() and not log.isEnabledFor(logging.INFO):   # -v: log lines instead
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._live = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),

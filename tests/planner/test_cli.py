@@ -87,7 +87,7 @@ def test_diff_passes_identical_and_flags_regressions(plan_file: Path, tmp_path: 
     assert code == 0 and "OK: no regression" in out
     d = json.loads(plan_file.read_text())
     d["objective"]["value"] *= 1.05
-    d["predicted"]["tpot_ms"] *= 1.05
+    d["predicted"][d["objective"]["metric"]] *= 1.05   # a consistent plan: the objective is the metric it names
     d["decisions"]["layers"][3]["predicted"]["stall_ms"] = 1.0
     worse = tmp_path / "worse.json"
     worse.write_text(json.dumps(d))
