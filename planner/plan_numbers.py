@@ -20,6 +20,7 @@ NONNEGATIVE_TOKENS = frozenset({"ms", "s", "us", "bytes", "bps", "rps", "tokens"
 NONNEGATIVE_NAMES = frozenset({"participants", "sitting_out", "oracles", "iterations"})
 FRACTION_NAMES = frozenset({"hit_rate", "miss_rate", "coverage", "mean_download_ratio", "mean_upload_ratio"})
 REL_TOL = 1e-6   # objective.value vs the metric it names: plans store 9 significant digits
+NOISE = 1e-9     # floating-point noise allowed past a range's ends (a difference of equal sums: -1e-16 ms)
 
 
 def metric_range(name: str) -> tuple[float, float | None] | None:
@@ -54,10 +55,10 @@ def _out_of_range(path: str, name: str, v: float) -> str | None:
     if rng is None:
         return None
     low, high = rng
-    if v < low:
+    if v < low - NOISE:
         return f"{path} is {v:g}, but a {'fraction' if high is not None else 'time, size, rate or count'} " \
                "cannot be negative"
-    if high is not None and v > high:
+    if high is not None and v > high + NOISE:
         return f"{path} is {v:g}, but a fraction lies between 0 and 1"
     return None
 
