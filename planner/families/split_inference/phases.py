@@ -121,9 +121,11 @@ def lift(ctx: PlanContext) -> None:
             for name, b in st.baselines.items()}
     pred = metrics_dict(sol.metrics, low.accuracy_kind, st.joint_drop)
     bnd = None
-    if st.bound is not None:
+    value = float(st.bound.params.get("bound_s", st.bound.objective)) * 1e3 if st.bound is not None else 0.0
+    # a time-limited CP-SAT bound can be negative (seen: -5589 ms under load): it proves nothing about a time,
+    # and the plan's numbers must be in range (planner/plan_numbers.py), so the plan then reports no bound
+    if st.bound is not None and value > 0:
         ref = st.bound
-        value = float(ref.params.get("bound_s", ref.objective)) * 1e3
         bnd = Bound(value=value, kind=ref.params["kind"], gap=(pred["objective_ms"] - value) / value if value > 0 else 0.0,
                     predicted=metrics_dict(ref.metrics, low.accuracy_kind))
     s, hw, cloud = ctx.spec, ctx.hardware, low.cloud
