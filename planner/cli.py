@@ -397,7 +397,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from planner.calibration import HEADER, calibration_text
+    from planner.calibration import calibration_text
     from planner.registry import family, resolve_model
 
     out = _output_file(args.output, "-o", "calibration file", "calibration", args.force)
