@@ -59,7 +59,9 @@ def emit_artifact(plan_obj: Plan, out_dir: Path, argv: Sequence[str] = (), force
     target.check()
     staging = make_staging_dir(target.path)
     try:
+        progress(f"{fam.name} emit: writing {target.path}")
         summary = fam.emit(plan_obj, values, staging, progress)
+        progress(f"{fam.name} emit: checksumming the files")
         write_manifest(staging, fam.name, {"model": plan_obj.model.name, "model_fingerprint": plan_obj.model.fingerprint,
                                            "tiny": plan_obj.model.tiny, "summary": summary,
                                            "objective": {plan_obj.objective.metric: plan_obj.objective.value}})
@@ -83,4 +85,5 @@ def run_artifact(path: Path, argv: Sequence[str] = (), progress: Progress = lamb
     values = family_values("run", argv)
     _check_foreign(values.given, fam, "run")
     values.values["wide"] = wide
+    progress(f"{fam.name} run: starting {path}")
     return fam.run(Path(path), values, progress)
