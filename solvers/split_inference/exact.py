@@ -104,7 +104,8 @@ def solve_enumerate(problem: SplitInferenceProblem, objective: str = "coach", ma
 
 
 def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, workers: int = 2, seed: int = 0,
-                time_scale: float = 1e6, accuracy_scale: float = 1e9, objective: str = "coach") -> SplitInferenceSolution:
+                time_scale: float = 1e6, accuracy_scale: float = 1e9, objective: str = "coach",
+                hint: SplitInferenceSolution | None = None) -> SplitInferenceSolution:
     """CP-SAT MILP relaxation (module docstring) with times in integer units of 1/time_scale s (µs by default);
     `objective` is "coach" (J), "throughput" (P) or "latency" (Lat)."""
     from ortools.sat.python import cp_model
@@ -222,6 +223,14 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
     else:
         # [Objective] J = D + B_t + P; all-device: J = P (no inter-stage bubbles, see cost.py)
         model.minimize(D + Bt + P - 2 * w)
+    if hint is not None:            # a known plan (COACH's) as a starting point: CP-SAT then works on the bound
+        on = np.asarray(hint.on_edge, dtype=bool)
+        for v in range(n):
+            model.add_hint(x[v], bool(on[v]))
+        for (v, b), var in z.items():
+            model.add_hint(var, int(hint.bits.get(v, -1)) == b and v in hint.bits)
+        for v, var in y.items():
+            model.add_hint(var, v in hint.bits)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = workers
@@ -230,12 +239,13 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
     if status == cp_model.INFEASIBLE:
         raise InfeasibleError("the MILP has no feasible partition under the edge memory, T_max and epsilon",
                               "raise the edge memory or t_max_s (solve with COACH to see the min-latency plan)")
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE, cp_model.UNKNOWN):
         raise RuntimeError(f"CP-SAT returned {solver.status_name(status)}")
     # floors only lower P and Lat; J's |T_e − T_c| and −T_t can move either way by the rounded terms
     slack = 2 * (n + len(z) + 4) if objective == "coach" else 0
-    mask = np.array([bool(solver.value(x[v])) for v in range(n)])
-    bits = {v: b for (v, b), var in z.items() if solver.value(var)}
+    incumbent = status != cp_model.UNKNOWN          # UNKNOWN: the time ran out before any solution; the bound holds
+    mask = np.array([bool(solver.value(x[v])) for v in range(n)]) if incumbent else np.ones(n, dtype=bool)
+    bits = {v: b for (v, b), var in z.items() if solver.value(var)} if incumbent else {}
     cs = cut_structure(problem, mask, adj)
     m = stage_times(problem, cs, bits, adj)
     st = Status.OPTIMAL if status == cp_model.OPTIMAL else Status.TIME_LIMIT
@@ -243,8 +253,8 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
                                   wall_time_s=watch.elapsed(),
                                   trace=(TraceEvent("cpsat", 0, {"status": solver.status_name(status),
                                                                  "wall_s": solver.wall_time}),),
-                                  params={"method": "cpsat", "objective": objective,
-                                          "milp_objective_s": solver.objective_value / time_scale,
+                                  params={"method": "cpsat", "objective": objective, "incumbent": incumbent,
+                                          "milp_objective_s": solver.objective_value / time_scale if incumbent else None,
                                           # every rounded term moves |T_e − T_c| or −T_t by < 1 unit: subtract
                                           # that slack so the bound holds for the unrounded cost model too
                                           "bound_s": max(0.0, solver.best_objective_bound - slack) / time_scale,
@@ -266,7 +276,8 @@ class SplitExactReference:
             return f"{problem.num_nodes} nodes is above the {self.max_cpsat_nodes}-node CP-SAT limit"
         return None
 
-    def solve(self, problem: SplitInferenceProblem, time_limit_s: float, objective: str = "coach") -> SplitInferenceSolution:
+    def solve(self, problem: SplitInferenceProblem, time_limit_s: float, objective: str = "coach",
+              hint: SplitInferenceSolution | None = None) -> SplitInferenceSolution:
         """Exhaustive enumeration on small graphs, else CP-SAT, for `objective`. `params["bound_s"]` is the value in
         seconds of the objective (J, P or Lat), `params["is_bound"]` whether no plan can go below it, and
         `params["kind"]` says how it was obtained."""
@@ -278,7 +289,7 @@ class SplitExactReference:
             kind = ("exhaustive enumeration of every cut x bit vector" if not restricted else
                     "reference, not a bound: enumeration of every cut, bits enumerated on cuts of <= 3 tensors only")
             return replace(sol, params={**sol.params, "kind": kind, "bound_s": value, "is_bound": not restricted})
-        sol = solve_cpsat(problem, time_limit_s=time_limit_s, time_scale=1e9, objective=objective)  # ns
+        sol = solve_cpsat(problem, time_limit_s=time_limit_s, time_scale=1e9, objective=objective, hint=hint)  # ns
         what = {"coach": "J with the bubble of multi-tensor cuts relaxed", "throughput": "the period, exact",
                 "latency": "the latency, exact"}[objective]
         kind = f"CP-SAT MILP ({what}; additive accuracy)"

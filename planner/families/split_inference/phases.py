@@ -104,7 +104,8 @@ def bound(ctx: PlanContext) -> None:
         ctx.notes.append(f"no exact reference: {why}")
         return
     opts = ctx.state.lowered.options
-    ctx.state.bound = ref.solve(p, time_limit_s=opts.exact_time_limit_s, objective=opts.objective)
+    ctx.state.bound = ref.solve(p, time_limit_s=opts.exact_time_limit_s, objective=opts.objective,
+                                hint=ctx.state.solution)
 
 
 def lift(ctx: PlanContext) -> None:
@@ -142,7 +143,10 @@ def lift(ctx: PlanContext) -> None:
         ref = st.bound
         seconds = float(ref.params["bound_s"])
         value = (1.0 / seconds if seconds > 0 else math.inf) if metric == "throughput_rps" else seconds * 1e3
-        if math.isfinite(value) and value > 0:
+        if not (math.isfinite(value) and value > 0):
+            ctx.notes.append(f"no bound: {ref.params['kind']} proved nothing above 0 within "
+                             f"{low.options.exact_time_limit_s:g} s")
+        else:
             # gap >= 0 when the plan is worse than the bound (above it for a minimum, below it for a maximum)
             gap = (value - pred[metric]) / value if sense == "max" else (pred[metric] - value) / value
             kind = ref.params["kind"]    # says "reference, not a bound" where the enumeration was partial

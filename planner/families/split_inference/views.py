@@ -86,17 +86,19 @@ def split_tables(plan: Plan, wide: bool = False) -> list[Any]:
 
 def _timeline(ax: Any, title: str, m: Any, samples: int = 4) -> None:
     """Pipelined stage occupancy of `samples` requests: each stage starts a request once it is free."""
-    stages = (("edge", m["edge_ms"], "tab:blue"), ("link", m["link_ms"], "tab:orange"), ("cloud", m["cloud_ms"], "tab:green"))
+    busy = m.get("link_busy_ms", m["link_ms"])        # the link is occupied for the bytes; propagation follows
+    stages = (("edge", m["edge_ms"], "tab:blue", 0.0), ("link", busy, "tab:orange", m["link_ms"] - busy),
+              ("cloud", m["cloud_ms"], "tab:green", 0.0))
     free = [0.0, 0.0, 0.0]
     for k in range(samples):
         t = 0.0
-        for j, (_, dur, color) in enumerate(stages):
+        for j, (_, dur, color, after) in enumerate(stages):
             start = max(t, free[j])
             if dur > 0:
                 ax.barh(2 - j, dur, left=start, color=color, edgecolor="black", alpha=0.8)
                 ax.text(start + dur / 2, 2 - j, str(k + 1), ha="center", va="center", fontsize=7)
             free[j] = start + dur
-            t = start + dur
+            t = start + dur + after
     ax.set_yticks([2, 1, 0], [s[0] for s in stages])
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("time (ms)")
