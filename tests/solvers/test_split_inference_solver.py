@@ -345,6 +345,14 @@ def test_plan_is_never_worse_than_a_feasible_baseline() -> None:
             assert b.feasible == (not b.params["violations"]), base.name
             if b.feasible and sol.feasible:
                 assert sol.objective <= b.objective * (1 + 1e-12), base.name
+        # the throughput and latency plans likewise, on their own figure (with the runtime's per-request cost)
+        q = replace(p, request_edge_s=3e-4, request_cloud_s=3e-4, request_latency_s=2e-4)
+        for obj, metric in (("throughput", "period_s"), ("latency", "latency_s")):
+            mine = solve(q, CoachConfig(objective=obj))
+            for base in baselines.BASELINES:
+                b = base.solve(q)
+                if b.feasible and mine.feasible:
+                    assert getattr(mine.metrics, metric) <= getattr(b.metrics, metric) * (1 + 1e-12), (obj, base.name)
     assert len({b.name for b in baselines.BASELINES}) == len(baselines.BASELINES)
 
 
