@@ -34,7 +34,7 @@ import numpy as np
 
 from solvers.common import InfeasibleError, Status, Stopwatch, TraceEvent
 from solvers.split_inference.cost import (CutStructure, GraphIndex, StageSums, cut_structure, graph_index,
-                                          prefix_cut_structure, prefix_sums, stage_sums, stage_times,
+                                          period_of, prefix_cut_structure, prefix_sums, stage_sums, stage_times,
                                           tensor_accuracy_drop, tensor_cost)
 from solvers.split_inference.cuts import CutSettings, candidate_cuts, dads_cut
 from solvers.split_inference.problem import SplitInferenceProblem, SplitInferenceSolution, SplitMetrics
@@ -200,8 +200,7 @@ def _within_t_max(problem: SplitInferenceProblem, latency_s: float) -> bool:
 
 def _within_limits(problem: SplitInferenceProblem, ss: StageSums) -> bool:
     """Latency ≤ T_max (--max-latency) and period ≤ P_max (--min-throughput)."""
-    return _within_t_max(problem, ss.latency_s) and \
-        max(ss.edge_s, ss.link_s, ss.cloud_s) <= problem.period_max_s * (1 + 1e-12)
+    return _within_t_max(problem, ss.latency_s) and period_of(problem, ss) <= problem.period_max_s * (1 + 1e-12)
 
 
 def _acc_ok(problem: SplitInferenceProblem, accuracy_drop: float, config: CoachConfig) -> bool:
@@ -311,7 +310,7 @@ def refine(problem: SplitInferenceProblem, prep: Prepared, cs: CutStructure, see
         if not _within_limits(problem, ss) or not _acc_ok(problem, ss.accuracy_drop, config):
             return None
         bar = best[0][0] if best is not None else incumbent[0] if incumbent is not None else math.inf
-        if round(_primary_bound(config.objective, ss), TIME_DIGITS) > bar:
+        if round(_primary_bound(problem, config.objective, ss), TIME_DIGITS) > bar:
             return None                                   # cannot beat the best so far: skip the simulation
         evaluations += 1
         m = stage_times(problem, cs, b, prep.adj, ss)
@@ -383,7 +382,7 @@ def cut_bound(problem: SplitInferenceProblem, prep: Prepared, cs: CutStructure, 
     if not cs.output_on_edge:
         down = problem.downlink_bytes_per_s
         latency += (problem.result_bytes / down if down > 0 else math.inf) + problem.rtt_s / 2.0
-    period = max(e0, c0, t_lo)
+    period = max(e0, c0, t_lo, latency / max(1, problem.pipeline_depth))
     if not _within_t_max(problem, latency) or period > problem.period_max_s * (1 + 1e-12):
         return None
     if objective == "latency":
@@ -393,11 +392,11 @@ def cut_bound(problem: SplitInferenceProblem, prep: Prepared, cs: CutStructure, 
     return max(0.0, e0 - c0 - tdq, c0 - e0 - tq) + max(0.0, e0 - t_hi) + period
 
 
-def _primary_bound(objective: str, ss: StageSums) -> float:
+def _primary_bound(problem: SplitInferenceProblem, objective: str, ss: StageSums) -> float:
     """Lower bound on the first ranking component from the sums alone (exact for latency and throughput)."""
     if objective == "latency":
         return ss.latency_s
-    period = max(ss.edge_s, ss.link_s, ss.cloud_s)
+    period = period_of(problem, ss)
     if objective == "throughput" or (ss.link_s <= 0.0 and abs(ss.cloud_s) <= 1e-12):
         return period  # all-device (nothing sent, nothing in the cloud): J = P (cost.stage_times)
     # J = B_c + B_t + P; B_t ≥ max(0, T_e − T_t) because max(T_e, …) ≥ T_e (and the link overlap ≤ T_e)
@@ -408,7 +407,7 @@ def _fallback_key(problem: SplitInferenceProblem, ss: StageSums, tensors: Sequen
     """Order of the plans returned when none meets the bounds: the closest to the bound that binds (the
     fastest plan under a latency bound, the shortest period under a throughput bound)."""
     lat = round(ss.latency_s, TIME_DIGITS)
-    period = round(max(ss.edge_s, ss.link_s, ss.cloud_s), TIME_DIGITS)
+    period = round(period_of(problem, ss), TIME_DIGITS)
     if math.isinf(problem.t_max_s) and math.isfinite(problem.period_max_s):
         return (period, lat, len(tensors), tuple(tensors))
     return (lat, period, len(tensors), tuple(tensors))
@@ -441,7 +440,7 @@ def select(problem: SplitInferenceProblem, prep: Prepared, config: CoachConfig =
             if not _within_limits(problem, ss):
                 continue
             within += 1
-            lb = round(_primary_bound(obj, ss), TIME_DIGITS)
+            lb = round(_primary_bound(problem, obj, ss), TIME_DIGITS)
             rank_thr = top[-1][0][0] if len(top) >= k_top else math.inf
             cut_thr = cut_best[0][0] if cut_best is not None else math.inf
             ok_thr = best_ok[0][0] if best_ok is not None else math.inf

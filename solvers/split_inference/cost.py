@@ -5,8 +5,8 @@ For a device-side set S (downward closed, inputs in S) and bits b_v of every sen
     T_e = Σ_{v∈S} t_e(v) + Σ_{v∈V_p} t_q(v) + o_e           t_q only for quantised tensors (b_v < native)
     T_t = Σ_{v∈V_p} (⌈n_v·b_v/8⌉ + m_v) / BW                 m_v only for quantised tensors; 0 if V_p = ∅
     T_c = Σ_{v∉S} t_c(v) + Σ_{v∈V_p} t_dq(v) + o_c
-    P   = max(T_e, T_t, T_c)
     Lat = T_e + T_t + RTT/2 + o_l + T_c + result_bytes/BW_down + RTT/2   return leg only when the output is in the cloud
+    P   = max(T_e, T_t, T_c, Lat / depth)                     depth: requests in flight (the runtime's window)
 
 o_e, o_c, o_l: the runtime's fixed cost per request that crosses the link (edge CPU, cloud CPU, the rest of
 a software round trip), measured by `planner calibrate`; all 0 when nothing is sent.
@@ -357,13 +357,19 @@ def stage_sums(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[i
     return StageSums(t_e, t_t, t_c, latency, sent, acc)
 
 
+def period_of(problem: SplitInferenceProblem, ss: StageSums) -> float:
+    """P (s): the slowest stage, or the latency over the pipeline depth when the window of requests in flight
+    is what limits (a long RTT: each request holds a slot for its whole latency)."""
+    return max(ss.edge_s, ss.link_s, ss.cloud_s, ss.latency_s / max(1, problem.pipeline_depth))
+
+
 def stage_times(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[int, int],
                 adj: GraphIndex | None = None, sums: StageSums | None = None) -> SplitMetrics:
     """SplitMetrics of a precomputed cut at the given bits (fast path used by every solver)."""
     adj = adj or graph_index(problem)
     ss = sums or stage_sums(problem, cs, bits, adj)
     t_e, t_t, t_c = ss.edge_s, ss.link_s, ss.cloud_s
-    period = max(t_e, t_t, t_c)
+    period = period_of(problem, ss)
     if not math.isfinite(period):
         objective = math.inf
     elif not cs.tensors and cs.on_edge[problem.output_node]:

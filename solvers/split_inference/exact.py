@@ -166,7 +166,7 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
     T_e = model.new_int_var(0, big, "T_e")
     T_t = model.new_int_var(0, big, "T_t")
     T_c = model.new_int_var(0, big, "T_c")
-    P = model.new_int_var(0, big, "P")
+    P = model.new_int_var(0, 2 * big + us(problem.result_bytes / problem.downlink_bytes_per_s + problem.rtt_s), "P")
     D = model.new_int_var(0, big, "D")
     # [Constraint] stage times (docs/split-inference.md §2)
     model.add(T_e == sum(te[v] * x[v] for v in range(n)) + o_e * any_sent
@@ -184,6 +184,8 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
     ret = us(problem.result_bytes / problem.downlink_bytes_per_s + problem.rtt_s / 2)
     Lat = model.new_int_var(0, 2 * big + ret, "Lat")
     model.add(Lat == T_e + T_t + (us(problem.rtt_s / 2) + o_l) * any_sent + T_c + ret * (1 - x[problem.output_node]))
+    # [Constraint] the window: depth requests in flight, each holding a slot for its latency (P ≥ Lat / depth)
+    model.add(max(1, problem.pipeline_depth) * P >= Lat)
     # [Constraint] latency bound (--max-latency) and period bound (--min-throughput)
     if math.isfinite(problem.t_max_s):
         model.add(Lat <= limit(problem.t_max_s))

@@ -58,6 +58,9 @@ class SplitInferenceProblem:
     request_edge_s: float = 0.0
     request_cloud_s: float = 0.0
     request_latency_s: float = 0.0
+    # requests between the edge and their answer (the runtime's --max-in-flight): a request holds a slot for
+    # its whole latency, so throughput is at most pipeline_depth / Lat however short the stages are
+    pipeline_depth: int = 3
     accuracy_is_proxy: bool = False
 
     @property
@@ -73,7 +76,7 @@ class SplitMetrics:
     edge_s: float          # T_e
     link_s: float          # T_t: the link's busy time per request (bytes / BW), a pipeline stage
     cloud_s: float         # T_c
-    period_s: float        # P = max(T_e, T_t, T_c)
+    period_s: float        # P = max(T_e, T_t, T_c, Lat / depth)
     latency_s: float       # T_e + T_t + RTT/2 + T_c + result/downlink + RTT/2
     objective_s: float     # J = B_c + B_t + P
     bytes_per_request: float

@@ -62,8 +62,12 @@ def test_stage_times_follow_the_spec_formulas_on_a_hand_example() -> None:
     assert m.link_s == pytest.approx(259 / 1e5)                 # busy time: propagation does not hold the link
     assert m.propagation_s == pytest.approx(0.005)
     assert m.cloud_s == pytest.approx(0.004 + dq)
-    assert m.period_s == pytest.approx(max(m.edge_s, m.link_s, m.cloud_s))
     assert m.latency_s == pytest.approx(m.edge_s + m.link_s + 0.005 + m.cloud_s + 100 / 1e4 + 0.005)
+    # the window of 3 requests in flight binds here: each holds a slot for its whole latency
+    assert m.period_s == pytest.approx(max(m.edge_s, m.link_s, m.cloud_s, m.latency_s / 3))
+    assert m.latency_s / 3 > max(m.edge_s, m.link_s, m.cloud_s) and m.period_s == pytest.approx(m.latency_s / 3)
+    deep = evaluate(replace(p, pipeline_depth=100), s, {1: 4})
+    assert deep.period_s == pytest.approx(max(m.edge_s, m.link_s, m.cloud_s))
     assert m.objective_s == pytest.approx(abs(m.edge_s - m.cloud_s) + (m.period_s - m.link_s) + m.period_s)
     assert m.edge_memory_bytes == edge_memory_bytes(p, s) == 10.0 + 4000.0
     assert m.accuracy_drop == pytest.approx(float(p.accuracy_drop[1, SMALL_BITS.index(4)]))
@@ -75,7 +79,7 @@ def test_stage_times_follow_the_spec_formulas_on_a_hand_example() -> None:
     assert everything.latency_s == pytest.approx(0.03) and everything.objective_s == pytest.approx(0.03)
     cloud = evaluate(p, np.array([True, False, False]), {})                        # the input goes at native bits
     assert cloud.bytes_per_request == 1000 * 4
-    assert steady_state_period(m) == pytest.approx(m.period_s)
+    assert steady_state_period(deep) == pytest.approx(deep.period_s)
 
 
 def test_overlap_simulation_on_a_two_tensor_cut() -> None:

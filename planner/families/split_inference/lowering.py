@@ -357,6 +357,7 @@ def decisions_dict(low: SplitLowered, sol: Any, bits: dict[int, int], table: lis
         "cloud_device": low.cloud.name,
         "epsilon": p.epsilon,
         "t_max_ms": p.t_max_s * 1e3 if math.isfinite(p.t_max_s) else None,
+        "pipeline_depth": p.pipeline_depth,
         "accuracy": {"kind": low.accuracy_kind, "description": low.accuracy_description},
         "timing": low.timing_source,
         "feasible": bool(sol.feasible),
