@@ -1,26 +1,27 @@
-"""split-inference runtime benchmark: COACH vs Neurosurgeon through the same runtime on a shaped link, measured.
+"""split-inference runtime benchmark: the plan against every baseline through the same runtime, measured.
 
-For digits-cnn (real weights and data), MiniLM (real weights) and ResNet-50 (random weights, labelled) on a
-5 and a 20 Mbit/s uplink:
+Cells: digits-cnn (real weights and data), MiniLM (real weights) and ResNet-50 (random weights, labelled) ×
+uplink 5 and 20 Mbit/s × RTT 1 and 30 ms. In each cell:
 
-  1. hardware: this CPU is measured with one torch thread (`planner hardware measure`) and is the CLOUD
-     (the runtime's cloud process runs here); the EDGE is EMULATED as this CPU's profile slowed 4x (no
-     catalog edge can be emulated here: this CPU's single thread (≈35 GFLOP/s) is slower than e.g. the
-     Raspberry Pi 5 profile (92 GFLOP/s effective), and emulation can only slow a process down);
-  2. plan: `planner calibrate MODEL --scenario split-inference` once (per-node times measured on this CPU
-     with one thread), then `planner plan MODEL --hardware edge.yaml --cloud cloud.yaml --link R --rtt RTT
-     --calibration FILE` (the node times scaled to each profile);
-  3. emit the plan (every baseline's partition included) and run the plan's and Neurosurgeon's
-     configuration through the runtime: the cloud in one network namespace, the edge in another, joined
-     by a veth pair shaped by the benchmark (tc netem rate + delay when the kernel has netem, else tc tbf
-     rate only, labelled; loopback with a label when namespaces are not available); the edge pads its
-     stage to the plan's T_e (labelled emulation);
-  4. throughput (pipelined, 3 requests in flight) and latency percentiles (one request at a time), next
-     to the plan's predicted 1/P and latency; bytes per request; accuracy (digits) or agreement with the
-     unsplit model; the semantic cache's hit rate, accuracy and throughput on real digits.
+  1. the same run calibrates first: this CPU (one torch thread) is measured with `planner hardware measure`
+     and is the CLOUD; `planner calibrate MODEL --scenario split-inference` times every node here and the
+     runtime's per-request cost (runtime/split_inference/overhead.py). The EDGE is EMULATED as this CPU's
+     profile slowed 4× (this CPU's one thread is slower than the catalog's edge devices, and emulation can
+     only slow a process down): the edge pads each request's compute to the plan's edge compute;
+  2. two plans, `--objective throughput` and `--objective latency`, each with every baseline, are emitted;
+  3. the link: two network namespaces joined by a veth pair, `tc tbf` shaping the rate (this kernel has no
+     netem); the one-way delay RTT/2 is EMULATED in the runtime's transport (`--emulate-delay`: each side
+     holds every received message for the delay, a delay line), labelled as such. Without root, loopback,
+     unshaped, labelled;
+  4. the configurations (both plans, and every baseline whose cut differs from theirs) are run interleaved,
+     A B C … A B C …, `reps` times each, pipelined (3 in flight) for throughput and one at a time for
+     latency, in one edge process that loads the artifacts once; medians and (min, max) reported;
+  5. per stage, measured against the plan's prediction: link (transfer + delay), cloud compute, and the
+     edge compute measured once UNPADDED (this CPU's compute × 4 against the emulated edge's prediction).
 
-    nice python -m benchmarks.split_inference_runtime      # as root, from the repository root (~20 min)
-Writes build/bench/split_inference_runtime.json and prints the table.
+    nice python -m benchmarks.split_inference_runtime [--quick]     # as root, from the repository root
+Writes build/bench/split_inference_runtime.json (`summary`: cells, cells_plan_at_least_best_baseline,
+worst_throughput_ratio_vs_best_baseline, stage_prediction_error_max) and prints the tables.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -37,16 +39,20 @@ from typing import Any
 
 import yaml
 
-from runtime.split_inference.run import spawn_cloud, stop_process
-
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 NS_EDGE, NS_CLOUD = "psi_bench_edge", "psi_bench_cloud"
 IP_EDGE, IP_CLOUD = "10.77.0.1", "10.77.0.2"
 EDGE_SLOWDOWN = 4.0
 DOWNLINK_MBPS = 100
-MODELS = {"digits-cnn": (300, 100), "minilm": (24, 10), "resnet50": (20, 8)}   # requests: throughput run, latency run
-LINKS_MBPS = (5, 20)
+STAGE_FLOOR_MS = 2.0          # stages shorter than this are reported, not scored (timer and scheduler noise)
+MODELS = ("digits-cnn", "minilm", "resnet50")
+LINKS_MBPS = (5.0, 20.0)
+RTTS_MS = (1.0, 30.0)
+# requests per run: (pipelined throughput run, one-at-a-time latency run); quick mode uses the second pair
+REQUESTS = {"digits-cnn": ((300, 60), (150, 30)), "minilm": ((24, 8), (10, 4)), "resnet50": ((16, 6), (8, 3))}
+QUICK_CELLS = (("digits-cnn", 5.0, 1.0), ("digits-cnn", 5.0, 30.0), ("digits-cnn", 20.0, 1.0),
+               ("digits-cnn", 20.0, 30.0), ("resnet50", 20.0, 30.0))
 
 
 def sh(cmd: list[str], check: bool = True, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -54,22 +60,30 @@ def sh(cmd: list[str], check: bool = True, env: dict | None = None, timeout: flo
     return subprocess.run(cmd, check=check, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def env1() -> dict[str, str]:
+    """One torch thread per process, the repository on the path, the benchmark's own cache."""
+    e = dict(os.environ)
+    e.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TRANSFORMERS_VERBOSITY": "error"})
+    e.setdefault("PLANNER_CACHE_DIR", str(ROOT / "build" / "bench" / "cache"))
+    return e
+
+
 # ------------------------------------------------------------------ the link
 @dataclass
 class Link:
-    """Two namespaces joined by a veth pair, shaped; or loopback when that is not possible here."""
+    """Two namespaces joined by a veth pair, rate-shaped with tbf; or loopback when that is not possible here."""
 
     mode: str = "loopback"
     label: str = ""
-    rtt_ms: float = 1.0
+    base_rtt_ms: float = 0.05
     notes: list[str] = field(default_factory=list)
 
-    def setup(self, uplink_mbps: float, delay_ms: float) -> None:
+    def setup(self, uplink_mbps: float) -> None:
         """(Re)create the namespaces and shape the uplink (edge egress) and downlink (cloud egress)."""
         self.teardown()
         if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
-            self.mode, self.rtt_ms = "loopback", 1.0
-            self.label = "LOOPBACK, UNSHAPED (not root or no ip/tc here): link figures are not a 5/20 Mbit/s link"
+            self.mode = "loopback"
+            self.label = "LOOPBACK, UNSHAPED (not root or no ip/tc here): not a shaped link"
             return
         try:
             for ns in (NS_EDGE, NS_CLOUD):
@@ -81,37 +95,25 @@ class Link:
                 sh(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev])
                 sh(["ip", "-n", ns, "link", "set", dev, "up"])
                 sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+            for ns, dev, rate in ((NS_EDGE, "psi_ve", uplink_mbps), (NS_CLOUD, "psi_vc", DOWNLINK_MBPS)):
+                burst = max(1600, int(rate * 1e6 / 8 / 250))          # 4 ms of traffic: smooth at this rate
+                sh(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{rate}mbit", "burst",
+                    str(burst), "latency", "2000ms"])
         except subprocess.CalledProcessError as exc:
             self.teardown()
-            self.mode, self.rtt_ms = "loopback", 1.0
+            self.mode = "loopback"
             self.label = f"LOOPBACK, UNSHAPED (network namespaces failed: {exc.stderr.strip()[:80]})"
             return
-        up = ["tc", "-n", NS_EDGE, "qdisc", "add", "dev", "psi_ve", "root"]
-        down = ["tc", "-n", NS_CLOUD, "qdisc", "add", "dev", "psi_vc", "root"]
-        netem = sh(up + ["netem", "rate", f"{uplink_mbps}mbit", "delay", f"{delay_ms}ms", "limit", "100000"], check=False)
-        if netem.returncode == 0:
-            sh(down + ["netem", "rate", f"{DOWNLINK_MBPS}mbit", "delay", f"{delay_ms}ms", "limit", "100000"])
-            self.mode, self.rtt_ms = "netem", 2 * delay_ms
-            self.label = (f"netns veth, tc netem: uplink {uplink_mbps} Mbit/s, downlink {DOWNLINK_MBPS} Mbit/s, "
-                          f"{delay_ms} ms each way")
-            return
-        # netem is not in this kernel: shape the rate with a token bucket; no added delay
-        for cmd, rate in ((up, uplink_mbps), (down, DOWNLINK_MBPS)):
-            burst = max(1600, int(rate * 1e6 / 8 / 250))          # 4 ms of traffic: smooth at this rate
-            sh(cmd + ["tbf", "rate", f"{rate}mbit", "burst", str(burst), "latency", "2000ms"])
         ping = sh(["ip", "netns", "exec", NS_EDGE, "ping", "-c", "5", "-i", "0.2", "-q", IP_CLOUD], check=False)
-        rtt = 1.0
         for line in ping.stdout.splitlines():
             if "min/avg" in line:
-                rtt = float(line.split("=")[1].split("/")[1])
-        self.mode, self.rtt_ms = "tbf", max(1.0, round(rtt, 2))
-        self.label = (f"netns veth, tc tbf (netem is not available in this kernel: '{netem.stderr.strip()[:60]}'): "
-                      f"uplink {uplink_mbps} Mbit/s, downlink {DOWNLINK_MBPS} Mbit/s, no added delay "
-                      f"(veth ping RTT {rtt:.3f} ms; plans use --rtt {self.rtt_ms:g}ms)")
+                self.base_rtt_ms = float(line.split("=")[1].split("/")[1])
+        self.mode = "tbf"
+        self.label = (f"netns veth, tc tbf {uplink_mbps:g} Mbit/s up, {DOWNLINK_MBPS} Mbit/s down (veth ping RTT "
+                      f"{self.base_rtt_ms:.3f} ms)")
 
     def wrap(self, side: str) -> list[str]:
-        """Command prefix that runs a process on `side` ("edge" or "cloud"), pinned to its own core so the
-        edge's real compute does not take CPU time from the cloud (both live on this one machine)."""
+        """Prefix running a process on `side`, pinned to its own core (edge 0, cloud 1)."""
         pin = ["taskset", "-c", "0" if side == "edge" else "1"] if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else []
         if self.mode == "loopback":
             return pin
@@ -128,20 +130,13 @@ class Link:
             sh(["ip", "netns", "del", ns], check=False)
 
 
-# ------------------------------------------------------------------ hardware, plans, artifacts
-def env1() -> dict[str, str]:
-    """One torch thread per process, the repository on the path, the benchmark's own cache."""
-    e = dict(os.environ)
-    e.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TRANSFORMERS_VERBOSITY": "error"})
-    e.setdefault("PLANNER_CACHE_DIR", str(ROOT / "build" / "bench" / "cache"))
-    return e
-
-
+# ------------------------------------------------------------------ calibration, plans, artifacts
 def hardware(out: Path) -> tuple[Path, Path, dict[str, Any]]:
     """Measure this CPU (one thread) as the cloud; the edge is that profile slowed EDGE_SLOWDOWN times."""
     out.mkdir(parents=True, exist_ok=True)
     measured = out / "this_cpu_1thread.yaml"
-    sh([PY, "-m", "planner.cli", "hardware", "measure", "-o", str(measured), "--name", "this_cpu_1thread"], env=env1())
+    sh([PY, "-m", "planner.cli", "hardware", "measure", "-o", str(measured), "--name", "this_cpu_1thread", "--force"],
+       env=env1())
     d = yaml.safe_load(measured.read_text())
     cloud = dict(d, name="bench_cloud_this_cpu", description="this CPU, one torch thread (measured): the benchmark's cloud")
     edge = dict(d, name="bench_edge_cpu_div4", kind="edge_cpu",
@@ -158,23 +153,20 @@ def hardware(out: Path) -> tuple[Path, Path, dict[str, Any]]:
                                 "memory_bytes_per_s": d["memory_bandwidth_bytes_per_s"]}
 
 
-def calibrate(model: str, out: Path) -> Path:
-    """`planner calibrate MODEL --scenario split-inference` (one thread): per-node times on this CPU."""
-    if not out.exists():
-        sh([PY, "-m", "planner.cli", "calibrate", model, "--scenario", "split-inference", "-o", str(out)], env=env1(),
-           timeout=3600)
-    return out
+def calibrate(model: str, out: Path) -> dict[str, Any]:
+    """`planner calibrate MODEL --scenario split-inference` in this run (node times and per-request cost)."""
+    sh([PY, "-m", "planner.cli", "calibrate", model, "--scenario", "split-inference", "-o", str(out), "--force"],
+       env=env1(), timeout=3600)
+    return yaml.safe_load(out.read_text())["measured"]
 
 
-def make_plan(model: str, mbps: float, rtt_ms: float, edge: Path, cloud: Path, out: Path, cal: Path) -> dict[str, Any]:
-    """`planner plan --calibration` for this model and link."""
-    cmd = [PY, "-m", "planner.cli", "plan", model, "--hardware", str(edge), "--cloud", str(cloud), "--link",
-           f"{mbps:g}mbps", "--rtt", f"{rtt_ms:g}ms", "--calibration", str(cal), "-o", str(out), "-q", "--force"]
-    t0 = time.perf_counter()
-    sh(cmd, env=env1(), timeout=3600)
-    plan = json.loads(out.read_text())
-    plan["_plan_s"] = time.perf_counter() - t0
-    return plan
+def make_plan(model: str, mbps: float, rtt_ms: float, objective: str, edge: Path, cloud: Path, out: Path,
+              cal: Path) -> dict[str, Any]:
+    """`planner plan --objective OBJ --calibration FILE` for this model and link."""
+    sh([PY, "-m", "planner.cli", "plan", model, "--hardware", str(edge), "--cloud", str(cloud), "--link",
+        f"{mbps:g}mbps", "--rtt", f"{rtt_ms:g}ms", "--objective", objective, "--calibration", str(cal), "-o", str(out),
+        "-q", "--force"], env=env1(), timeout=3600)
+    return json.loads(out.read_text())
 
 
 def emit(plan_path: Path, out: Path, requests: int) -> dict[str, Any]:
@@ -184,129 +176,288 @@ def emit(plan_path: Path, out: Path, requests: int) -> dict[str, Any]:
     return yaml.safe_load((out / "runtime.yaml").read_text())
 
 
-# ------------------------------------------------------------------ runs
-def start_cloud(art: Path, link: Link) -> tuple[subprocess.Popen, str]:
-    """The cloud role as a child process in the cloud namespace; returns it and its address."""
-    return spawn_cloud(art, listen=link.cloud_listen(), wrap=link.wrap("cloud"), threads=1)
+def signature(rows: list[dict[str, Any]]) -> tuple:
+    """What a configuration sends: ((tensor, bits), ...); () for all on the edge."""
+    return tuple(sorted((r["name"], int(r["bits"])) for r in rows))
 
 
-def run_edge(art: Path, addr: str, link: Link, out: Path, config: str, requests: int, in_flight: int,
-             cache: bool = False) -> dict[str, Any]:
-    """One edge run (child process in the edge namespace); returns the receipt."""
-    cmd = [*link.wrap("edge"), PY, "-m", "runtime.split_inference.run", str(art), "--role", "edge", "--connect", addr,
-           "--config", config, "--requests", str(requests), "--max-in-flight", str(in_flight), "--threads", "1",
-           "--link-label", link.label, "--json", str(out), "--timeout", "120", "--cache", "on" if cache else "off",
-           "--adapt", "off"]
-    res = sh(cmd, check=False, env=env1(), timeout=1800)
-    if res.returncode != 0:
-        raise RuntimeError(f"edge run failed: {res.stderr.strip()[-400:]}")
-    return json.loads(out.read_text())
+def configurations(thr: dict[str, Any], lat: dict[str, Any]) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """[(label, artifact, config)] to run, deduplicated by what they send, and {label: label it equals}."""
+    cand = [("plan_throughput", "thr", "plan", signature(thr["decisions"]["cut_tensors"])),
+            ("plan_latency", "lat", "plan", signature(lat["decisions"]["cut_tensors"]))]
+    cand += [(name, "thr", name, signature(b["decisions"]["cut_tensors"])) for name, b in sorted(thr["baselines"].items())]
+    seen: dict[tuple, str] = {}
+    runs, same = [], {}
+    for label, art, config, sig in cand:
+        if sig in seen:
+            same[label] = seen[sig]
+            continue
+        seen[sig] = label
+        runs.append((label, art, config))
+    return runs, same
 
 
-def summary(rec: dict[str, Any]) -> dict[str, Any]:
-    t = rec["totals"]
-    row = rec["rows"][0] if rec["rows"] else {}
-    keys = ("throughput_rps", "throughput_rps_predicted", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
-            "latency_ms_predicted", "bytes_per_request", "bytes_per_request_predicted", "accuracy", "accuracy_fp32_unsplit",
-            "agreement_with_fp32", "mean_cosine_to_fp32", "cache_hit_rate", "cache_accuracy", "answered_by",
-            "accuracy_drop_predicted", "handshake_rtt_ms")
-    out = {k: t.get(k) for k in keys}
-    out.update({f"{k}": row.get(k) for k in ("cut", "edge_ms", "edge_compute_ms", "edge_ms_predicted", "link_ms",
-                                               "link_ms_predicted", "cloud_ms", "cloud_ms_predicted", "return_ms")})
-    return out
+# ------------------------------------------------------------------ the edge worker (one process per cell)
+def worker(spec_path: Path) -> int:
+    """Run a cell's schedule in this (edge) process: artifacts loaded once, one EdgeRunner per run."""
+    import torch
+
+    from runtime.split_inference.artifact import load_artifact
+    from runtime.split_inference.pipeline import EdgeOptions
+    from runtime.split_inference.run import run_edge
+
+    torch.set_num_threads(1)
+    spec = json.loads(spec_path.read_text())
+    arts = {k: load_artifact(Path(v["path"]), role="edge") for k, v in spec["artifacts"].items()}
+    out = []
+    for label, art, config, mode, count, in_flight, emulate in spec["schedule"]:
+        opts = EdgeOptions(config=config, max_in_flight=in_flight, emulate=emulate, cache=False, adapt=False,
+                           timeout_s=120.0, link_label=spec["label"], one_way_delay_s=spec["delay_s"])
+        rec = run_edge(Path(spec["artifacts"][art]["path"]), spec["artifacts"][art]["addr"], opts, count, arts[art])
+        out.append({"label": label, "mode": mode, "receipt": json.loads(rec.to_json()),
+                    "load_average_1min": round(os.getloadavg()[0], 2)})
+    Path(spec["out"]).write_text(json.dumps(out))
+    return 0
 
 
-def rel(m: float | None, p: float | None) -> str:
-    if m is None or p in (None, 0):
-        return "-"
-    return f"{(m - p) / p:+.0%}"
+def run_cell(d: Path, link: Link, delay_s: float, plans: dict[str, dict], runs: list[tuple[str, str, str]],
+             n_thr: int, n_lat: int, reps: int) -> list[dict[str, Any]]:
+    """Start one cloud per artifact, run the interleaved schedule in one edge process, stop the clouds."""
+    from runtime.split_inference.run import spawn_cloud, stop_process
+
+    schedule = []
+    for _ in range(reps):                       # A B C … for throughput, then A B C … for latency, `reps` times
+        schedule += [[label, art, config, "throughput", n_thr, 3, True] for label, art, config in runs]
+        schedule += [[label, art, config, "latency", n_lat, 1, True] for label, art, config in runs]
+    # the edge's own compute, once unpadded, on the configuration with the most of it
+    def edge_compute(run: tuple[str, str, str]) -> float:
+        pred = _predicted(plans, *run)
+        return float(pred.get("edge_compute_ms", pred.get("edge_ms")) or 0.0)
+
+    label, art, config = max(runs, key=edge_compute)
+    schedule.append([label, art, config, "unpadded", n_lat, 1, False])
+    procs, arts = [], {}
+    try:
+        for key in ("thr", "lat"):
+            proc, addr = spawn_cloud(d / key / "build", listen=link.cloud_listen(), wrap=link.wrap("cloud"), threads=1,
+                                     one_way_delay_s=delay_s)
+            procs.append(proc)
+            arts[key] = {"path": str(d / key / "build"), "addr": addr}
+        spec = {"artifacts": arts, "schedule": schedule, "delay_s": delay_s, "out": str(d / "runs.json"),
+                "label": link.label + (f"; one-way delay {delay_s * 1e3:.3g} ms EMULATED in the transport"
+                                       if delay_s > 0 else "")}
+        (d / "schedule.json").write_text(json.dumps(spec))
+        res = sh([*link.wrap("edge"), PY, "-m", "benchmarks.split_inference_runtime", "--worker", str(d / "schedule.json")],
+                 check=False, env=env1(), timeout=3600)
+        if res.returncode != 0:
+            raise RuntimeError(f"edge worker failed: {res.stderr.strip()[-600:]}")
+    finally:
+        for proc in procs:
+            stop_process(proc)
+    return json.loads((d / "runs.json").read_text())
+
+
+# ------------------------------------------------------------------ analysis
+def _stats(xs: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def _predicted(plans: dict[str, dict], label: str, art: str, config: str) -> dict[str, Any]:
+    p = plans[art]
+    return dict(p["predicted"] if config == "plan" else p["baselines"][config]["predicted"])
+
+
+def analyse(model: str, mbps: float, rtt_ms: float, plans: dict[str, dict], runs: list[tuple[str, str, str]],
+            same: dict[str, str], got: list[dict[str, Any]], link: Link, delay_s: float) -> dict[str, Any]:
+    """Medians and spreads per configuration, the plans against the best baseline, stage errors."""
+    where = {label: (art, config) for label, art, config in runs}
+    by: dict[str, dict[str, list[dict]]] = {}
+    for g in got:
+        by.setdefault(g["label"], {}).setdefault(g["mode"], []).append(g["receipt"])
+    configs: dict[str, Any] = {}
+    stage_errors: list[dict[str, Any]] = []
+    for label, (art, config) in where.items():
+        pred = _predicted(plans, label, art, config)
+        thr = [r["totals"]["throughput_rps"] for r in by[label]["throughput"]]
+        p50 = [r["totals"]["latency_ms_p50"] for r in by[label]["latency"]]
+        row0 = [r["rows"][0] for r in by[label]["throughput"] if r["rows"]]
+        c: dict[str, Any] = {"artifact": art, "config": config, "cut": row0[0]["cut"] if row0 else "",
+                             "throughput_rps": _stats(thr), "latency_ms_p50": _stats(p50),
+                             "throughput_rps_predicted": pred.get("throughput_rps"),
+                             "latency_ms_predicted": pred.get("latency_ms"),
+                             "same_as": sorted(k for k, v in same.items() if v == label)}
+        stages = {}
+        if row0 and row0[0].get("link_ms") is not None:
+            stages["link"] = (statistics.median(r["link_ms"] for r in row0), pred.get("link_ms"))
+            stages["cloud"] = (statistics.median(r["cloud_ms"] for r in row0),
+                               pred.get("cloud_compute_ms", pred.get("cloud_ms")))
+        for stage, (meas, p) in stages.items():
+            if p:
+                e = {"config": label, "stage": stage, "measured_ms": meas, "predicted_ms": p,
+                     "error": (meas - p) / p, "scored": p >= STAGE_FLOOR_MS}
+                stage_errors.append(e)
+        configs[label] = c
+    raw = [(g["label"], g["receipt"]) for g in got if g["mode"] == "unpadded"]
+    if raw and raw[0][1]["rows"]:
+        label, rec = raw[0]
+        pred = _predicted(plans, label, *where[label])
+        meas = rec["rows"][0]["edge_compute_ms"] * EDGE_SLOWDOWN
+        p = pred.get("edge_compute_ms", pred.get("edge_ms"))
+        if p:
+            raw = [(label, rec)]
+            stage_errors.append({"config": label, "stage": "edge (unpadded, x4)", "measured_ms": meas,
+                                 "predicted_ms": p, "error": (meas - p) / p, "scored": p >= STAGE_FLOOR_MS,
+                                 "this_cpu_ms": rec["rows"][0]["edge_compute_ms"]})
+    # a configuration that runs a baseline's cut: a baseline itself, or a plan some baseline equals
+    baselines = [lab for lab, k in configs.items()
+                 if not lab.startswith("plan_") or any(not x.startswith("plan_") for x in k["same_as"])]
+    # a plan that sends what a baseline sends is that baseline: compare against the others, and say so
+    verdicts = {}
+    for plan_label, metric, better in (("plan_throughput", "throughput_rps", max), ("plan_latency", "latency_ms_p50", min)):
+        label = plan_label if plan_label in configs else same.get(plan_label, plan_label)
+        mine = configs[label][metric]
+        rivals = [b for b in baselines if b != label]
+        if not rivals:
+            verdicts[plan_label] = {"ok": True, "note": "every baseline sends what the plan sends"}
+            continue
+        best = better(rivals, key=lambda b: configs[b][metric]["median"])
+        theirs = configs[best][metric]
+        tol = max(mine["max"] - mine["min"], theirs["max"] - theirs["min"]) / 2
+        if metric == "throughput_rps":
+            ok = mine["median"] >= theirs["median"] - tol
+            ratio = mine["median"] / theirs["median"]
+        else:
+            ok = mine["median"] <= theirs["median"] + tol
+            ratio = theirs["median"] / mine["median"]
+        verdicts[plan_label] = {"ok": ok, "best_baseline": best, "ratio": ratio, "plan": mine, "baseline": theirs,
+                                "tolerance": tol, "plan_runs_as": label,
+                                "same_cut_as_plan": sorted(k for k, v in same.items() if v == label and not k.startswith("plan_"))}
+    return {"model": model, "mbps": mbps, "rtt_ms": rtt_ms, "link": link.label,
+            "delay": (f"one-way {delay_s * 1e3:.3g} ms EMULATED in the transport" if delay_s > 0 else "none"),
+            "load_average_1min": [g["load_average_1min"] for g in got], "configs": configs, "same_partition": same,
+            "verdicts": verdicts, "stage_errors": stage_errors,
+            "plan_cut": {k: [f"{r['name']}@{r['bits']}" for r in plans[k]["decisions"]["cut_tensors"]] for k in plans},
+            "timing": plans["thr"]["decisions"].get("timing", "")}
+
+
+def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The benchmark's headline figures."""
+    scored = [e for c in cells for e in c["stage_errors"] if e["scored"]]
+    thr_ratios = [c["verdicts"]["plan_throughput"].get("ratio") for c in cells
+                  if c["verdicts"]["plan_throughput"].get("ratio") is not None]
+    return {"cells": len(cells),
+            "cells_plan_at_least_best_baseline": sum(all(v["ok"] for v in c["verdicts"].values()) for c in cells),
+            "cells_throughput_plan_at_least_best_baseline": sum(c["verdicts"]["plan_throughput"]["ok"] for c in cells),
+            "cells_latency_plan_at_least_best_baseline": sum(c["verdicts"]["plan_latency"]["ok"] for c in cells),
+            "worst_throughput_ratio_vs_best_baseline": min(thr_ratios) if thr_ratios else None,
+            "stage_prediction_error_max": max((abs(e["error"]) for e in scored), default=None),
+            "stages_scored": len(scored),
+            "stages_below_floor": sum(1 for c in cells for e in c["stage_errors"] if not e["scored"])}
+
+
+def print_cells(cells: list[dict[str, Any]]) -> None:
+    """One table per cell: each configuration's medians (min-max), then the verdicts and the stage errors."""
+    for c in cells:
+        print(f"\n{c['model']} @ {c['mbps']:g} Mbit/s, RTT {c['rtt_ms']:g} ms ({c['delay']}); load {c['load_average_1min'][:1]}..")
+        print(f"  {'config':<18}{'cut':<30}{'req/s med (min-max)':>24}{'pred':>8}{'p50 ms med (min-max)':>26}{'pred':>8}")
+        for label, k in c["configs"].items():
+            t, l = k["throughput_rps"], k["latency_ms_p50"]
+            same = f"  = {', '.join(k['same_as'])}" if k["same_as"] else ""
+            print(f"  {label:<18}{k['cut'][:29]:<30}{t['median']:>9.4g} ({t['min']:.4g}-{t['max']:.4g})"
+                  f"{k['throughput_rps_predicted'] or 0:>8.4g}{l['median']:>11.4g} ({l['min']:.4g}-{l['max']:.4g})"
+                  f"{k['latency_ms_predicted'] or 0:>8.4g}{same}")
+        for name, v in c["verdicts"].items():
+            if "best_baseline" in v:
+                print(f"  {name}: {'OK' if v['ok'] else 'LOSES'} vs {v['best_baseline']} (ratio {v['ratio']:.3f}, "
+                      f"tolerance {v['tolerance']:.3g})" + (f"; same cut as {', '.join(v['same_cut_as_plan'])}"
+                                                             if v["same_cut_as_plan"] else ""))
+            else:
+                print(f"  {name}: {v['note']}")
+        for e in c["stage_errors"]:
+            print(f"  stage {e['stage']:<20} {e['config']:<18} meas {e['measured_ms']:.4g} ms, pred {e['predicted_ms']:.4g}"
+                  f" ms, {e['error']:+.0%}{'' if e['scored'] else ' (below 2 ms: not scored)'}")
+
+
+def reanalyse(work: Path) -> list[dict[str, Any]]:
+    """The cells of an earlier run, analysed again from their plans and raw receipts (no new measurement)."""
+    cells = []
+    for d in sorted(p for p in work.iterdir() if (p / "runs.json").is_file()):
+        model, mbps, rtt = d.name.rsplit("_", 2)
+        plans = {k: json.loads((d / k / "plan.json").read_text()) for k in ("thr", "lat")}
+        spec = json.loads((d / "schedule.json").read_text())
+        link = Link(mode="tbf", label=spec["label"].split("; one-way")[0])
+        runs, same = configurations(plans["thr"], plans["lat"])
+        cells.append(analyse(model, float(mbps[:-4]), float(rtt[:-2]), plans, runs, same,
+                             json.loads((d / "runs.json").read_text()), link, spec["delay_s"]))
+    return cells
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="digits-cnn's four cells and one ResNet-50 cell, fewer requests")
     ap.add_argument("--models", nargs="*", default=list(MODELS))
-    ap.add_argument("--links", nargs="*", type=float, default=list(LINKS_MBPS))
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
-    ap.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay when netem is available")
+    ap.add_argument("--max-cells", type=int, help="stop after this many cells (a smoke test)")
+    ap.add_argument("--reanalyse", action="store_true", help="analyse the cells of the last run again, measure nothing")
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.worker:
+        return worker(a.worker)
+    if a.reanalyse:
+        cells = reanalyse(a.out / "split_inference_runtime")
+        print_cells(cells)
+        old = json.loads((a.out / "split_inference_runtime.json").read_text()) if (a.out / "split_inference_runtime.json").is_file() else {}
+        report = {**old, "summary": summarise(cells), "cells": cells, "reanalysed": True}
+        (a.out / "split_inference_runtime.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=float) + "\n")
+        print(json.dumps(report["summary"], indent=2))
+        return 0
+    t_start = time.perf_counter()
+    cells_todo = list(QUICK_CELLS) if a.quick else [(m, b, r) for m in a.models for b in LINKS_MBPS for r in RTTS_MS]
+    cells_todo = cells_todo[:a.max_cells] if a.max_cells else cells_todo
     work = a.out / "split_inference_runtime"
     work.mkdir(parents=True, exist_ok=True)
+    print("[calibrate] this CPU and every model, in this run", flush=True)
     edge_hw, cloud_hw, cpu = hardware(work / "hw")
+    cals: dict[str, Path] = {}
+    overheads: dict[str, Any] = {}
+    for model in dict.fromkeys(m for m, _, _ in cells_todo):
+        cals[model] = work / f"{model}.calibration.yaml"
+        overheads[model] = calibrate(model, cals[model]).get("request_overhead")
     link = Link()
-    results: list[dict[str, Any]] = []
+    cells: list[dict[str, Any]] = []
+    current_mbps = None
     try:
-        for model in a.models:
-            n_thr, n_lat = MODELS[model]
-            for mbps in a.links:
-                link.setup(mbps, a.delay_ms)
-                d = work / f"{model}_{mbps:g}mbps"
-                d.mkdir(exist_ok=True)
-                print(f"[{model} @ {mbps:g} Mbit/s] plan ({link.mode})", flush=True)
-                cal = calibrate(model, work / f"{model}.calibration.yaml")
-                plan = make_plan(model, mbps, link.rtt_ms, edge_hw, cloud_hw, d / "plan.json", cal)
-                print(f"[{model} @ {mbps:g} Mbit/s] emit", flush=True)
-                rt = emit(d / "plan.json", d / "build", max(n_thr, n_lat))
-                configs = rt["configs"]
-                runs = [("plan", False), ("neurosurgeon", False)]
-                if rt["model"].get("classification") and rt.get("cache", {}).get("partitions") and model == "digits-cnn":
-                    cached = "plan" if configs["plan"]["partition"] in rt["cache"]["partitions"] else "all_cloud"
-                    runs += [(cached, False), (cached, True)] if cached != "plan" else [("plan", True)]
-                proc, addr = start_cloud(d / "build", link)
-                try:
-                    seen: dict[tuple[str, bool], dict[str, Any]] = {}
-                    for config, cache in runs:
-                        key = (configs[config]["partition"], cache)
-                        if key in seen:
-                            results.append({**seen[key], "config": config, "same_partition_as": seen[key]["config"]})
-                            continue
-                        print(f"[{model} @ {mbps:g} Mbit/s] run {config}{' +cache' if cache else ''}", flush=True)
-                        thr = run_edge(d / "build", addr, link, d / f"{config}{'_cache' if cache else ''}_thr.json", config,
-                                       n_thr, 3, cache)
-                        lat = run_edge(d / "build", addr, link, d / f"{config}{'_cache' if cache else ''}_lat.json", config,
-                                       n_lat, 1, cache)
-                        r = {"model": model, "mbps": mbps, "config": config, "cache": cache, "link": link.label,
-                             "load_average_1min": round(os.getloadavg()[0], 2),
-                             "partition": key[0], "throughput_run": summary(thr), "latency_run": summary(lat),
-                             "plan_s": round(plan["_plan_s"], 1), "plan_timing": plan["decisions"].get("timing", "")}
-                        seen[key] = r
-                        results.append(r)
-                finally:
-                    stop_process(proc)
+        for model, mbps, rtt in cells_todo:
+            n_thr, n_lat = REQUESTS[model][1 if a.quick else 0]
+            if mbps != current_mbps:
+                link.setup(mbps)
+                current_mbps = mbps
+            delay_s = max(0.0, rtt / 2 - link.base_rtt_ms / 2) / 1e3
+            d = work / f"{model}_{mbps:g}mbps_{rtt:g}ms"
+            plans = {}
+            for key, obj in (("thr", "throughput"), ("lat", "latency")):
+                (d / key).mkdir(parents=True, exist_ok=True)
+                print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] plan --objective {obj}", flush=True)
+                plans[key] = make_plan(model, mbps, rtt, obj, edge_hw, cloud_hw, d / key / "plan.json", cals[model])
+                emit(d / key / "plan.json", d / key / "build", max(n_thr, n_lat))
+            runs, same = configurations(plans["thr"], plans["lat"])
+            print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] run {len(runs)} configurations x {a.reps} reps", flush=True)
+            got = run_cell(d, link, delay_s, plans, runs, n_thr, n_lat, a.reps)
+            cells.append(analyse(model, mbps, rtt, plans, runs, same, got, link, delay_s))
+            print_cells(cells[-1:])
     finally:
         link.teardown()
-    report = {"cpu": cpu, "cores": os.cpu_count(), "edge_slowdown": EDGE_SLOWDOWN, "link_mode": link.mode, "results": results,
-              "note": ("edge EMULATED (this CPU slowed 4x by padding each request to the plan's T_e); cloud = this CPU, "
-                       "one thread; models with random weights report agreement with the unsplit model, not accuracy")}
-    text = json.dumps(report, indent=2, sort_keys=True, default=float) + "\n"
-    (a.out / "split_inference_runtime.json").write_text(text)
-    print_table(results)
+    report = {"summary": summarise(cells), "quick": a.quick, "reps": a.reps, "cpu": cpu, "cores": os.cpu_count(),
+              "edge_slowdown": EDGE_SLOWDOWN, "request_overhead": overheads, "cells": cells,
+              "wall_s": round(time.perf_counter() - t_start, 1),
+              "note": ("edge EMULATED (this CPU's compute padded to the plan's edge compute, a device 4x slower); "
+                       "cloud = this CPU, one thread; one-way delay EMULATED in the transport (no netem here); "
+                       "rate shaped by tc tbf; models with random weights report agreement, not accuracy; "
+                       "the machine is shared with other sessions (load averages recorded per run)")}
+    (a.out / "split_inference_runtime.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=float) + "\n")
+    print(json.dumps(report["summary"], indent=2))
     return 0
-
-
-def print_table(results: list[dict[str, Any]]) -> None:
-    """The table quoted in docs/split-inference.md."""
-    head = (f"{'model':<11}{'Mbit/s':>7} {'config':<13}{'cut':<28}{'thr pred':>9}{'thr meas':>9}{'Δ':>6}"
-            f"{'lat pred':>9}{'p50':>8}{'p90':>8}{'p99':>8}{'Δp50':>6}{'B/req':>9}  quality")
-    print(head)
-    print("-" * len(head))
-    for r in results:
-        t, l = r["throughput_run"], r["latency_run"]
-        q = ""
-        if t.get("accuracy") is not None:
-            q = f"acc {t['accuracy']:.3f} (fp32 {t['accuracy_fp32_unsplit']:.3f})"
-        elif t.get("agreement_with_fp32") is not None:
-            q = f"agree {t['agreement_with_fp32']:.3f}"
-        elif t.get("mean_cosine_to_fp32") is not None:
-            q = f"cos {t['mean_cosine_to_fp32']:.4f}"
-        if r["cache"]:
-            q += f"; cache hits {t.get('cache_hit_rate') or 0:.2f} (acc {t.get('cache_accuracy') or 0:.3f})"
-        name = r["config"] + ("+cache" if r["cache"] else "")
-        cut = (t.get("cut") or "")[:27]
-        print(f"{r['model']:<11}{r['mbps']:>7g} {name:<13}{cut:<28}{t['throughput_rps_predicted'] or 0:>9.3g}"
-              f"{t['throughput_rps']:>9.3g}{rel(t['throughput_rps'], t['throughput_rps_predicted']):>6}"
-              f"{l['latency_ms_predicted'] or 0:>9.4g}{l['latency_ms_p50']:>8.4g}{l['latency_ms_p90']:>8.4g}"
-              f"{l['latency_ms_p99']:>8.4g}{rel(l['latency_ms_p50'], l['latency_ms_predicted']):>6}"
-              f"{t['bytes_per_request']:>9.0f}  {q}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from core.errors import PlannerError
@@ -171,6 +171,13 @@ def merge_flags(groups: Iterable[tuple[str, Iterable[Flag]]]) -> dict[str, tuple
         for f in flags:
             if f.name in out:
                 prev, owners = out[f.name]
+                if prev.kind == f.kind == "choice" and (prev.default, prev.choices) != (f.default, f.choices):
+                    # one name, each family its own choices and default (e.g. --objective): the command line
+                    # accepts any family's choice; `for_family` applies the chosen family's default and choices
+                    merged = replace(prev, choices=tuple(dict.fromkeys(prev.choices + f.choices)), default=None,
+                                     help=f"{prev.help} | {f.help}")
+                    out[f.name] = (merged, owners + (owner,))
+                    continue
                 if (prev.kind, prev.default, prev.choices) != (f.kind, f.default, f.choices):
                     raise ValueError(f"flag {f.name} is declared differently by {owners} and {owner}")
                 out[f.name] = (prev, owners + (owner,))
@@ -207,3 +214,18 @@ def read_flags(args: argparse.Namespace, flags: Iterable[Flag]) -> FlagValues:
             given.add(f.name)
             values[f.dest] = parse_value(f, raw)
     return FlagValues(values, frozenset(given))
+
+
+def for_family(values: FlagValues, flags: Iterable[Flag]) -> FlagValues:
+    """`values` as one family reads them: its own default for a choice flag it shares by name with another
+    family (merged with default None by `merge_flags`), and its own choices checked."""
+    out = dict(values.values)
+    for f in flags:
+        if f.kind != "choice":
+            continue
+        if f.name not in values.given:
+            out[f.dest] = f.default
+        elif out.get(f.dest) not in f.choices:
+            raise PlannerError(f"{f.name} '{out.get(f.dest)}' is not one of this scenario's choices",
+                               f"use one of: {', '.join(f.choices)}")
+    return FlagValues(out, values.given)

@@ -7,11 +7,13 @@ validator. `plan()` returns the context; `ctx.plan` is the result.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 from core.errors import PlannerError
 from planner.families.base import Family, PlanContext, PlanRequest, Progress
+from planner.flags import for_family
 from planner.registry import families, family as family_named, resolve_hardware, resolve_model
 from planner.schema import Plan
 
@@ -60,6 +62,7 @@ def plan(request: PlanRequest, on_phase: Progress | None = None,
     ctx.family, ctx.scenario_reason = fam, reason
     if family_flags is not None:
         check_foreign_flags(fam, request.flags.given, family_flags)
+    ctx.request = dataclasses.replace(request, flags=for_family(request.flags, fam.plan_flags))
     ctx.options = fam.options(ctx)
     ctx.phase_times_s["resolve"] = time.perf_counter() - t0
     phases = list(fam.phases())

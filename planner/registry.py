@@ -5,6 +5,8 @@ closest known names when it does not.
 """
 from __future__ import annotations
 
+import hashlib
+
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -142,10 +144,20 @@ def _spec_from_config_file(path: Path) -> ModelSpec:
 
 
 def resolve_model(name: str) -> ModelSpec:
-    """A catalog name, a path to a transformers config.json, or `package.module:factory`."""
+    """A catalog name, a path to a transformers config.json, `path/to/file.py:factory` or `package.module:factory`
+    (the factory takes no arguments and returns `(module, example_args)`)."""
     cat = model_catalog()
     if name in cat:
         return cat[name]
+    file_factory = re.match(r"^(.+\.py):([A-Za-z_]\w*)$", name)
+    if file_factory:
+        path = Path(file_factory.group(1))
+        if not path.is_file():
+            raise PlannerError(f"model file {path} does not exist",
+                               "pass FILE.py:FUNCTION with a file that defines FUNCTION() -> (module, example_args)")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]     # a changed file is another model
+        return ModelSpec(name=name, kind="factory", task="custom", source=f"factory {name}", factory=name,
+                         config={"file_sha256": digest})
     local = Path(name)
     if name.endswith(".json") or "/" in name or local.is_file() or (local.is_dir() and (local / "config.json").is_file()):
         # a local file or model directory that exists wins over a catalog miss (`planner plan mymix`)
@@ -162,4 +174,4 @@ def resolve_model(name: str) -> ModelSpec:
         raise UnknownNameError(f"unknown model '{name}', and the directory {name} holds no config.json",
                                f"put the model's transformers config.json in {name}/, or pass a catalog name ("
                                + closest_names(name, cat) + ")")
-    raise UnknownNameError(f"unknown model '{name}'", closest_names(name, cat) + "; a config.json path or package.module:factory also works")
+    raise UnknownNameError(f"unknown model '{name}'", closest_names(name, cat) + "; a config.json path, FILE.py:factory or package.module:factory also works")

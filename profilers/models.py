@@ -149,14 +149,45 @@ def build_model(spec: ModelSpec, tiny: bool = False, device: str | None = None, 
     return BuiltModel(spec, module, args, kwargs, tiny, device)
 
 
-def _build_factory(spec: ModelSpec, device: str) -> BuiltModel:
-    """`package.module:factory` returning a module, or (module, example_args)."""
-    mod_name, _, fn_name = spec.factory.partition(":")
+def _load_file_module(path: Path) -> Any:
+    """Import a Python file as a module named after its path's digest (registered in sys.modules, so classes
+    it defines can be found again by name during tracing)."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    path = path.resolve()
+    name = "planner_user_model_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not a Python file")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
     try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as exc:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return mod
+
+
+def _build_factory(spec: ModelSpec, device: str) -> BuiltModel:
+    """`path/to/file.py:factory` or `package.module:factory` returning (module, example_args), or a module with
+    `example_inputs`."""
+    mod_name, _, fn_name = spec.factory.rpartition(":")
+    try:
+        if mod_name.endswith(".py"):
+            fn = getattr(_load_file_module(Path(mod_name)), fn_name)
+        else:
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError, FileNotFoundError) as exc:
+        local = Path(mod_name.replace(".", "/") + ".py")
         raise PlannerError(f"cannot import model factory '{spec.factory}' ({exc})",
-                           "pass an importable 'package.module:function'") from exc
+                           (f"pass the file instead: {local}:{fn_name}" if local.is_file() and not mod_name.endswith(".py")
+                            else "pass FILE.py:function, or an importable package.module:function "
+                                 "(its package on PYTHONPATH)")) from exc
     out = fn()
     if isinstance(out, tuple):
         module, args = out[0], tuple(out[1]) if isinstance(out[1], (tuple, list)) else (out[1],)

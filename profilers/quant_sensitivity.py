@@ -692,7 +692,7 @@ def measure_cut_sensitivity(spec: ModelSpec, names: Sequence[str], bits: Sequenc
 
     bits = tuple(int(b) for b in bits)
     kind = measurement_kind(spec)
-    key = cache_key(2, spec.fingerprint(), kind, list(names), list(bits))
+    key = cache_key(3, spec.fingerprint(), kind, list(names), list(bits))   # 3: the text no longer names an epsilon
     cached = load_npz("sensitivity", key)
     if cached is not None:
         rows = {n: [float(x) for x in r] for n, r in zip(names, cached["drop"])}
@@ -711,7 +711,7 @@ def measure_cut_sensitivity(spec: ModelSpec, names: Sequence[str], bits: Sequenc
         rows = {n: tensor_sqnr_drop(ev.reference_value(n), bits) for n in names}
         desc = (f"per-tensor signal-to-quantisation-noise proxy, NOT an accuracy: E(x - x^)^2 / E x^2 of each cut tensor "
                 f"under UAQ, on its real activations in {spec.name} at its real dimensions with seeded random weights "
-                f"({ev.n_samples} seeded example inputs); epsilon 0.005 on it means an SQNR of 23 dB")
+                f"({ev.n_samples} seeded example inputs)")
     save_npz("sensitivity", key, {"drop": np.array([rows[n] for n in names], dtype=float).reshape(len(names), len(bits)),
                                   "desc": np.frombuffer(desc.encode(), dtype=np.uint8), "n_samples": np.array(ev.n_samples)})
     return CutSensitivity(rows, bits, kind, desc, ev.n_samples, ev)

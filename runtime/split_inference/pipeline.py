@@ -47,6 +47,7 @@ class EdgeOptions:
     connect_timeout_s: float = 10.0
     reconnect_timeout_s: float = 30.0
     link_label: str = "gRPC over loopback (unshaped)"
+    one_way_delay_s: float = 0.0       # emulated propagation delay on the downlink (transport.delayed)
 
 
 @dataclass
@@ -222,7 +223,8 @@ class EdgeRunner:
                                 "pass --connect HOST:PORT, or run without --role to start both sides")
             self.link = EdgeLink(self.target, self.art.format, self.art.artifact_id, self._on_arrival,
                                  timeout_s=self.opts.timeout_s, connect_timeout_s=self.opts.connect_timeout_s,
-                                 reconnect_timeout_s=self.opts.reconnect_timeout_s)
+                                 reconnect_timeout_s=self.opts.reconnect_timeout_s,
+                                 one_way_delay_s=self.opts.one_way_delay_s)
             self.link.connect()
         emulated = []
         t_begin = now()
@@ -238,7 +240,8 @@ class EdgeRunner:
                 with torch.inference_mode():
                     wire_vals = part.edge(*args)
                 t1 = now()
-                target_s = float(part.predicted.get("edge_ms", 0.0)) / 1e3 if self.opts.emulate else 0.0
+                pred = part.predicted        # pad the compute to the plan's; the runtime's own cost comes on top
+                target_s = float(pred.get("edge_compute_ms", pred.get("edge_ms", 0.0))) / 1e3 if self.opts.emulate else 0.0
                 sleep = max(0.0, target_s - (t1 - t0))
                 if sleep > 0:
                     time.sleep(sleep)

@@ -90,10 +90,11 @@ def request_stream(art: Artifact, count: int | None = None) -> RequestStream:
 
 
 # ------------------------------------------------------------------ roles
-def serve_cloud(path: Path, listen: str, ready_out: Any = None, emulate: bool = False) -> None:
+def serve_cloud(path: Path, listen: str, ready_out: Any = None, emulate: bool = False,
+                one_way_delay_s: float = 0.0) -> None:
     """Load the cloud halves and serve until SIGTERM/SIGINT; prints READY_LINE + HOST:PORT when listening."""
     art = load_artifact(path, role="cloud")
-    service = CloudService(art, emulate=emulate)
+    service = CloudService(art, emulate=emulate, one_way_delay_s=one_way_delay_s)
     server, port = start_cloud_server(service, listen)
     host = listen.rsplit(":", 1)[0]
     out = ready_out or sys.stdout
@@ -126,7 +127,8 @@ def run_edge(path: Path, connect: str | None, opts: EdgeOptions, count: int | No
 
 
 def spawn_cloud(path: Path, listen: str = "127.0.0.1:0", wrap: Sequence[str] = (), timeout_s: float = 60.0,
-                threads: int | None = None, emulate: bool = False) -> tuple[subprocess.Popen, str]:
+                threads: int | None = None, emulate: bool = False, one_way_delay_s: float = 0.0
+                ) -> tuple[subprocess.Popen, str]:
     """Start `--role cloud` as a child process (optionally under `wrap`, e.g. `ip netns exec NS`); returns it
     and the address it listens on once it says so."""
     env = dict(os.environ)
@@ -136,6 +138,8 @@ def spawn_cloud(path: Path, listen: str = "127.0.0.1:0", wrap: Sequence[str] = (
         cmd += ["--threads", str(threads)]
     if emulate:
         cmd += ["--emulate-cloud"]
+    if one_way_delay_s > 0:
+        cmd += ["--emulate-delay", repr(one_way_delay_s)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     deadline = time.monotonic() + timeout_s
     line = ""
@@ -170,7 +174,7 @@ def run_local(path: Path, opts: EdgeOptions, count: int | None = None, cloud_thr
     needs_cloud = any(not p.all_edge for p in art.partitions)
     if not needs_cloud:
         return run_edge(path, None, opts, count, art)
-    proc, addr = spawn_cloud(path, threads=cloud_threads)
+    proc, addr = spawn_cloud(path, threads=cloud_threads, one_way_delay_s=opts.one_way_delay_s)
     try:
         return run_edge(path, addr, opts, count, art)
     finally:
@@ -194,6 +198,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-emulate", action="store_true", help="do not pad the edge stage to the edge profile's T_e")
     ap.add_argument("--emulate-cloud", action="store_true",
                     help="cloud: pad each request's cloud stage to the plan's T_c (emulates a slower cloud)")
+    ap.add_argument("--emulate-delay", type=float, default=0.0,
+                    help="one-way propagation delay (s) emulated in the transport on the messages this side receives "
+                         "(both sides need it; labelled emulation, for kernels without netem)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds without an answer before giving up")
     ap.add_argument("--connect-timeout", type=float, default=10.0)
     ap.add_argument("--reconnect-timeout", type=float, default=30.0)
@@ -210,6 +217,7 @@ def options_from_args(a: argparse.Namespace) -> EdgeOptions:
                        cache=None if a.cache is None else a.cache == "on",
                        adapt=None if a.adapt is None else a.adapt == "on", switch_samples=a.switch_samples,
                        timeout_s=a.timeout, connect_timeout_s=a.connect_timeout, reconnect_timeout_s=a.reconnect_timeout,
+                       one_way_delay_s=a.emulate_delay,
                        link_label=a.link_label or ("gRPC over loopback (unshaped)" if a.role != "edge" else
                                                    f"gRPC to {a.connect}"))
 
@@ -224,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(a.threads or 1)
     try:
         if a.role == "cloud":
-            serve_cloud(a.artifact, a.listen, emulate=a.emulate_cloud)
+            serve_cloud(a.artifact, a.listen, emulate=a.emulate_cloud, one_way_delay_s=a.emulate_delay)
             return 0
         opts = options_from_args(a)
         if a.role == "edge":

@@ -17,6 +17,11 @@ a request already answered is dropped and counted, so each request is answered e
 that never answers (no gRPC server, a server that ignores the handshake, a request with no answer for
 `timeout_s`) ends the run with a `core.errors.PeerError`.
 
+Delay emulation (labelled, off by default): this kernel has no netem, so a one-way propagation delay is
+emulated in the transport. Each side holds every message it receives until `one_way_delay_s` after it
+arrived (a delay line: messages keep their order and their delays overlap, as on a long wire) and time-stamps
+it then, so the receipt's link stage and the handshake RTT include the delay as they would on a real link.
+
 Clocks: the edge converts cloud timestamps with the offset measured at the handshake (NTP-style,
 `offset = ((c1 − t0) + (c2 − t3)) / 2`); on one host both sides read the same CLOCK_MONOTONIC and the
 offset measures ~0.
@@ -57,6 +62,42 @@ def now() -> float:
     return time.monotonic()
 
 
+def hold_until(t: float) -> None:
+    """Sleep until the monotonic clock reads `t` (s); returns at once when it has passed."""
+    wait = t - now()
+    if wait > 0:
+        time.sleep(wait)
+
+
+def delayed(messages: Iterator[bytes], one_way_delay_s: float) -> Iterator[tuple[float, bytes]]:
+    """(arrival time, message) of every message, each released `one_way_delay_s` after it arrived (emulated
+    propagation). A reader thread time-stamps messages as they arrive, so the delays of messages in flight
+    overlap; an exception of the underlying iterator is raised here, after the messages before it."""
+    if one_way_delay_s <= 0:
+        for msg in messages:
+            yield now(), msg
+        return
+    box: "queue.Queue[tuple[float, Any, BaseException | None]]" = queue.Queue()
+
+    def reader() -> None:
+        try:
+            for msg in messages:
+                box.put((now(), msg, None))
+            box.put((now(), None, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            box.put((now(), None, exc))
+
+    threading.Thread(target=reader, daemon=True, name="delay-line").start()
+    while True:
+        t, msg, exc = box.get()
+        if msg is None:
+            if exc is not None:
+                raise exc
+            return
+        hold_until(t + one_way_delay_s)
+        yield t + one_way_delay_s, msg
+
+
 # ------------------------------------------------------------------ cloud
 @dataclass
 class CloudStats:
@@ -71,8 +112,9 @@ class CloudStats:
 class CloudService:
     """Serves the cloud halves of an artifact over the gRPC stream."""
 
-    def __init__(self, artifact: Artifact, emulate: bool = False) -> None:
+    def __init__(self, artifact: Artifact, emulate: bool = False, one_way_delay_s: float = 0.0) -> None:
         self.art = artifact
+        self.one_way_delay_s = one_way_delay_s     # emulated propagation on the uplink (module docstring)
         self.expect = artifact.expected_wire()
         self.lock = threading.Lock()
         self.stats = CloudStats()
@@ -107,6 +149,9 @@ class CloudService:
             if item is None:
                 return
             arrival, msg = item
+            if self.one_way_delay_s > 0:           # emulated propagation: the frame lands one delay later
+                arrival += self.one_way_delay_s
+                hold_until(arrival)
             try:
                 f = wire.decode(msg, self.expect)
             except wire.WireError as exc:
@@ -134,7 +179,9 @@ class CloudService:
                         start = now()
                         outs = part.cloud(*f.tensors)
                         if self.emulate:
-                            time.sleep(max(0.0, float(part.predicted.get("cloud_ms") or 0.0) / 1e3 - (now() - start)))
+                            pred = part.predicted
+                            target = pred.get("cloud_compute_ms", pred.get("cloud_ms")) or 0.0
+                            time.sleep(max(0.0, float(target) / 1e3 - (now() - start)))
                         done = now()
                 except Exception as exc:  # a well-framed but wrong tensor: answer with the reason, keep serving
                     yield self._error(f.request_id, f"the cloud half of {part.pid} failed on request {f.request_id} "
@@ -203,8 +250,10 @@ class EdgeLink:
     """The edge's end of the stream: send frames, deliver each answer once, survive cloud restarts."""
 
     def __init__(self, target: str, artifact_format: int, artifact_id: str, on_arrival: Callable[[Arrival], None], *,
-                 timeout_s: float = 30.0, connect_timeout_s: float = 10.0, reconnect_timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, connect_timeout_s: float = 10.0, reconnect_timeout_s: float = 30.0,
+                 one_way_delay_s: float = 0.0) -> None:
         self.target = target
+        self.one_way_delay_s = one_way_delay_s     # emulated propagation on the downlink (module docstring)
         self.artifact_format = artifact_format
         self.artifact_id = artifact_id
         self.on_arrival = on_arrival
@@ -321,8 +370,7 @@ class EdgeLink:
     # ---- the receiver of one stream
     def _receive(self, st: _Stream, call: Any) -> None:
         try:
-            for msg in call:
-                t = now()
+            for t, msg in delayed(call, self.one_way_delay_s):
                 self.stats.bytes_received += len(msg)
                 try:
                     f = wire.decode(msg)

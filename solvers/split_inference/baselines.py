@@ -34,6 +34,8 @@ def violations(problem: SplitInferenceProblem, m: SplitMetrics) -> list[str]:
         out.append(f"edge memory {m.edge_memory_bytes:.0f} B > {problem.edge_memory_bytes:.0f} B")
     if not (m.latency_s <= problem.t_max_s * (1 + 1e-12)):
         out.append(f"latency {m.latency_s:.6g} s > T_max {problem.t_max_s:.6g} s")
+    if m.period_s > problem.period_max_s * (1 + 1e-12):
+        out.append(f"period {m.period_s:.6g} s > P_max {problem.period_max_s:.6g} s")
     if m.accuracy_drop > problem.epsilon * (1 + 1e-12):
         out.append(f"accuracy drop {m.accuracy_drop:.4g} > epsilon {problem.epsilon:g}")
     return out

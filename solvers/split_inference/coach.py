@@ -34,7 +34,7 @@ import numpy as np
 
 from solvers.common import InfeasibleError, Status, Stopwatch, TraceEvent
 from solvers.split_inference.cost import (CutStructure, GraphIndex, StageSums, cut_structure, graph_index,
-                                          prefix_cut_structure, prefix_sums, stage_sums, stage_times,
+                                          period_of, prefix_cut_structure, prefix_sums, stage_sums, stage_times,
                                           tensor_accuracy_drop, tensor_cost)
 from solvers.split_inference.cuts import CutSettings, candidate_cuts, dads_cut
 from solvers.split_inference.problem import SplitInferenceProblem, SplitInferenceSolution, SplitMetrics
@@ -184,17 +184,23 @@ def prepare(problem: SplitInferenceProblem, config: CoachConfig = CoachConfig(),
 
 
 def rank_key(objective: str, m: SplitMetrics, tensors: Sequence[int]) -> tuple:
-    """Ordering of plans: the objective, then lower Lat, fewer tensors, earlier in topological order."""
+    """Ordering of plans: the objective, then the other of latency and period (J last), fewer tensors,
+    earlier in topological order."""
     j, lat, p = (round(x, TIME_DIGITS) for x in (m.objective_s, m.latency_s, m.period_s))
     if objective == "latency":
-        return (lat, j, len(tensors), tuple(tensors))
+        return (lat, p, j, len(tensors), tuple(tensors))
     if objective == "throughput":
-        return (p, j, lat, len(tensors), tuple(tensors))
+        return (p, lat, j, len(tensors), tuple(tensors))
     return (j, lat, len(tensors), tuple(tensors))
 
 
 def _within_t_max(problem: SplitInferenceProblem, latency_s: float) -> bool:
     return math.isfinite(latency_s) and latency_s <= problem.t_max_s * (1 + 1e-12)
+
+
+def _within_limits(problem: SplitInferenceProblem, ss: StageSums) -> bool:
+    """Latency ≤ T_max (--max-latency) and period ≤ P_max (--min-throughput)."""
+    return _within_t_max(problem, ss.latency_s) and period_of(problem, ss) <= problem.period_max_s * (1 + 1e-12)
 
 
 def _acc_ok(problem: SplitInferenceProblem, accuracy_drop: float, config: CoachConfig) -> bool:
@@ -240,11 +246,11 @@ def bit_options(problem: SplitInferenceProblem, prep: Prepared, cs: CutStructure
 
     def fills_idle_link(o: int) -> bool:
         m = at(o)[1]
-        return m.link_s <= max(m.edge_s, m.cloud_s) and _within_t_max(problem, m.latency_s)
+        return m.link_s <= max(m.edge_s, m.cloud_s) and _within_limits(problem, m)
 
     m0 = at(0)[1]
     ceiling = 0
-    if m0.link_s < max(m0.edge_s, m0.cloud_s) and _within_t_max(problem, m0.latency_s):
+    if m0.link_s < max(m0.edge_s, m0.cloud_s) and _within_limits(problem, m0):
         lo, hi = 0, top                               # largest offset that still fills idle link time
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -301,10 +307,10 @@ def refine(problem: SplitInferenceProblem, prep: Prepared, cs: CutStructure, see
         nonlocal evaluations
         b = {v: ld[k] for v, ld, k in zip(tensors, ladders, pos)}
         ss = stage_sums(problem, cs, b, prep.adj)
-        if not _within_t_max(problem, ss.latency_s) or not _acc_ok(problem, ss.accuracy_drop, config):
+        if not _within_limits(problem, ss) or not _acc_ok(problem, ss.accuracy_drop, config):
             return None
         bar = best[0][0] if best is not None else incumbent[0] if incumbent is not None else math.inf
-        if round(_primary_bound(config.objective, ss), TIME_DIGITS) > bar:
+        if round(_primary_bound(problem, config.objective, ss), TIME_DIGITS) > bar:
             return None                                   # cannot beat the best so far: skip the simulation
         evaluations += 1
         m = stage_times(problem, cs, b, prep.adj, ss)
@@ -366,16 +372,19 @@ def cut_bound(problem: SplitInferenceProblem, prep: Prepared, cs: CutStructure, 
         tq += q
         tdq += dq
     bw = problem.bandwidth_bytes_per_s
-    half_rtt = problem.rtt_s / 2.0 if cs.tensors else 0.0      # latency only (cost.stage_sums)
+    if cs.tensors:                                             # the runtime's per-request cost (cost.stage_sums)
+        e0 += problem.request_edge_s
+        c0 += problem.request_cloud_s
+    half_rtt = problem.rtt_s / 2.0 + problem.request_latency_s if cs.tensors else 0.0   # latency only
     t_lo = (lo_bytes / bw if bw > 0 else math.inf) if cs.tensors else 0.0
     t_hi = (hi_bytes / bw if bw > 0 else math.inf) if cs.tensors else 0.0
     latency = e0 + c0 + t_lo + half_rtt
     if not cs.output_on_edge:
         down = problem.downlink_bytes_per_s
         latency += (problem.result_bytes / down if down > 0 else math.inf) + problem.rtt_s / 2.0
-    if not _within_t_max(problem, latency):
+    period = max(e0, c0, t_lo, latency / max(1, problem.pipeline_depth))
+    if not _within_t_max(problem, latency) or period > problem.period_max_s * (1 + 1e-12):
         return None
-    period = max(e0, c0, t_lo)
     if objective == "latency":
         return latency
     if objective == "throughput" or (not cs.tensors and cs.output_on_edge):
@@ -383,15 +392,25 @@ def cut_bound(problem: SplitInferenceProblem, prep: Prepared, cs: CutStructure, 
     return max(0.0, e0 - c0 - tdq, c0 - e0 - tq) + max(0.0, e0 - t_hi) + period
 
 
-def _primary_bound(objective: str, ss: StageSums) -> float:
+def _primary_bound(problem: SplitInferenceProblem, objective: str, ss: StageSums) -> float:
     """Lower bound on the first ranking component from the sums alone (exact for latency and throughput)."""
     if objective == "latency":
         return ss.latency_s
-    period = max(ss.edge_s, ss.link_s, ss.cloud_s)
+    period = period_of(problem, ss)
     if objective == "throughput" or (ss.link_s <= 0.0 and abs(ss.cloud_s) <= 1e-12):
         return period  # all-device (nothing sent, nothing in the cloud): J = P (cost.stage_times)
     # J = B_c + B_t + P; B_t ≥ max(0, T_e − T_t) because max(T_e, …) ≥ T_e (and the link overlap ≤ T_e)
     return abs(ss.edge_s - ss.cloud_s) + max(0.0, ss.edge_s - ss.link_s) + period
+
+
+def _fallback_key(problem: SplitInferenceProblem, ss: StageSums, tensors: Sequence[int]) -> tuple:
+    """Order of the plans returned when none meets the bounds: the closest to the bound that binds (the
+    fastest plan under a latency bound, the shortest period under a throughput bound)."""
+    lat = round(ss.latency_s, TIME_DIGITS)
+    period = round(period_of(problem, ss), TIME_DIGITS)
+    if math.isinf(problem.t_max_s) and math.isfinite(problem.period_max_s):
+        return (period, lat, len(tensors), tuple(tensors))
+    return (lat, period, len(tensors), tuple(tensors))
 
 
 def select(problem: SplitInferenceProblem, prep: Prepared, config: CoachConfig = CoachConfig(),
@@ -415,13 +434,13 @@ def select(problem: SplitInferenceProblem, prep: Prepared, config: CoachConfig =
         for b, ss in bit_options(problem, prep, cs, config):
             acc_ok = _acc_ok(problem, ss.accuracy_drop, config)
             if acc_ok:
-                lat_key = (round(ss.latency_s, TIME_DIGITS), len(cs.tensors), cs.tensors)
+                lat_key = _fallback_key(problem, ss, cs.tensors)
                 if fallback is None or lat_key < fallback[0]:
                     fallback = (lat_key, i, b, ss)
-            if not _within_t_max(problem, ss.latency_s):
+            if not _within_limits(problem, ss):
                 continue
             within += 1
-            lb = round(_primary_bound(obj, ss), TIME_DIGITS)
+            lb = round(_primary_bound(problem, obj, ss), TIME_DIGITS)
             rank_thr = top[-1][0][0] if len(top) >= k_top else math.inf
             cut_thr = cut_best[0][0] if cut_best is not None else math.inf
             ok_thr = best_ok[0][0] if best_ok is not None else math.inf
@@ -446,7 +465,7 @@ def select(problem: SplitInferenceProblem, prep: Prepared, config: CoachConfig =
                 continue
             cs = prep.cuts[i]
             b2, m2, steps = repair(problem, prep, cs, b)
-            ok = _within_t_max(problem, m2.latency_s)
+            ok = _within_t_max(problem, m2.latency_s) and m2.period_s <= problem.period_max_s * (1 + 1e-12)
             trace.append(TraceEvent("repair", r, {"cut_tensors": list(cs.tensors), "steps": steps,
                                                   "accuracy_drop": m2.accuracy_drop, "objective_s": m2.objective_s,
                                                   "within_t_max": ok}))
@@ -465,8 +484,7 @@ def select(problem: SplitInferenceProblem, prep: Prepared, config: CoachConfig =
             cs = prep.cuts[i]
             opts = bit_options(problem, prep, cs, config)
             seeds = [_repair_sums(problem, prep, cs, opts[0][0])[0]]     # the floors, repaired
-            seeds += [b for b, ss in opts if _acc_ok(problem, ss.accuracy_drop, config)
-                      and _within_t_max(problem, ss.latency_s)]
+            seeds += [b for b, ss in opts if _acc_ok(problem, ss.accuracy_drop, config) and _within_limits(problem, ss)]
             got = refine(problem, prep, cs, seeds, config, best_ok[0] if best_ok is not None else None)
             refined += 1
             if got is None:
@@ -487,7 +505,7 @@ def select(problem: SplitInferenceProblem, prep: Prepared, config: CoachConfig =
             for i, cs in enumerate(prep.cuts):
                 floors = {v: prep.ladders[v][prep.floors[v]] for v in cs.tensors}
                 b, ss, _ = _repair_sums(problem, prep, cs, floors)
-                lat_key = (round(ss.latency_s, TIME_DIGITS), len(cs.tensors), cs.tensors)
+                lat_key = _fallback_key(problem, ss, cs.tensors)
                 if fallback is None or lat_key < fallback[0]:
                     fallback = (lat_key, i, b, ss)
         if fallback is None:   # fixed bits above ε on every memory-feasible cut
@@ -504,7 +522,12 @@ def select(problem: SplitInferenceProblem, prep: Prepared, config: CoachConfig =
                     "floors": {int(v): int(prep.ladders[v][prep.floors[v]]) for v in cs.tensors},
                     "fixed_bits": config.fixed_bits, "enforce_accuracy": config.enforce_accuracy}
     if not feasible:
-        params["fix"] = f"raise t_max_s to at least {m.latency_s:.6g} s"
+        fixes = []
+        if m.latency_s > problem.t_max_s * (1 + 1e-12):
+            fixes.append(f"raise t_max_s to at least {m.latency_s:.6g} s")
+        if m.period_s > problem.period_max_s * (1 + 1e-12):
+            fixes.append(f"raise period_max_s to at least {m.period_s:.6g} s")
+        params["fix"] = " and ".join(fixes) or "relax epsilon"
     return SplitInferenceSolution(status=Status.FEASIBLE if feasible else Status.INFEASIBLE, on_edge=cs.on_edge.copy(),
                                   bits={int(v): int(x) for v, x in b.items()}, metrics=m, objective=m.objective_s,
                                   wall_time_s=watch.elapsed(), trace=tuple(trace), params=params)

@@ -2,11 +2,14 @@
 
 For a device-side set S (downward closed, inputs in S) and bits b_v of every sent tensor v ∈ V_p(S):
 
-    T_e = Σ_{v∈S} t_e(v) + Σ_{v∈V_p} t_q(v)                  t_q only for quantised tensors (b_v < native)
-    T_t = Σ_{v∈V_p} (⌈n_v·b_v/8⌉ + m_v) / BW + RTT/2         m_v only for quantised tensors; 0 if V_p = ∅
-    T_c = Σ_{v∉S} t_c(v) + Σ_{v∈V_p} t_dq(v)
-    P   = max(T_e, T_t, T_c)
-    Lat = T_e + T_t + T_c + result_bytes/BW_down + RTT/2       the return leg only when the output is in the cloud
+    T_e = Σ_{v∈S} t_e(v) + Σ_{v∈V_p} t_q(v) + o_e           t_q only for quantised tensors (b_v < native)
+    T_t = Σ_{v∈V_p} (⌈n_v·b_v/8⌉ + m_v) / BW                 m_v only for quantised tensors; 0 if V_p = ∅
+    T_c = Σ_{v∉S} t_c(v) + Σ_{v∈V_p} t_dq(v) + o_c
+    Lat = T_e + T_t + RTT/2 + o_l + T_c + result_bytes/BW_down + RTT/2   return leg only when the output is in the cloud
+    P   = max(T_e, T_t, T_c, Lat / depth)                     depth: requests in flight (the runtime's window)
+
+o_e, o_c, o_l: the runtime's fixed cost per request that crosses the link (edge CPU, cloud CPU, the rest of
+a software round trip), measured by `planner calibrate`; all 0 when nothing is sent.
     J   = B_c + B_t + P,   B_c = |T_e − T_c|
     B_t = P − T_t                                               |V_p| ≤ 1 (link idle time)
     B_t = |T_t − max(T_e, T_t − T_t^p, T_c − T_c^p)|            |V_p| > 1, T_t^p and T_c^p from `overlap_simulation`
@@ -327,6 +330,9 @@ def stage_sums(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[i
     t_e = cs.edge_compute_s
     t_c = cs.cloud_compute_s
     sent = acc = 0.0
+    if cs.tensors:            # the runtime's per-request framing, gRPC and thread hand-offs
+        t_e += problem.request_edge_s
+        t_c += problem.request_cloud_s
     memo, native = adj.tensor_costs, adj.native_bits
     for v in cs.tensors:
         b = min(bits.get(v, native[v]), native[v])
@@ -344,11 +350,17 @@ def stage_sums(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[i
         t_t = sent / problem.bandwidth_bytes_per_s
     else:
         t_t = math.inf
-    latency = t_e + t_t + t_c + (problem.rtt_s / 2.0 if cs.tensors else 0.0)
+    latency = t_e + t_t + t_c + (problem.rtt_s / 2.0 + problem.request_latency_s if cs.tensors else 0.0)
     if not cs.output_on_edge:
         down = problem.downlink_bytes_per_s
         latency += (problem.result_bytes / down if down > 0 else math.inf) + problem.rtt_s / 2.0
     return StageSums(t_e, t_t, t_c, latency, sent, acc)
+
+
+def period_of(problem: SplitInferenceProblem, ss: StageSums) -> float:
+    """P (s): the slowest stage, or the latency over the pipeline depth when the window of requests in flight
+    is what limits (a long RTT: each request holds a slot for its whole latency)."""
+    return max(ss.edge_s, ss.link_s, ss.cloud_s, ss.latency_s / max(1, problem.pipeline_depth))
 
 
 def stage_times(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[int, int],
@@ -357,7 +369,7 @@ def stage_times(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[
     adj = adj or graph_index(problem)
     ss = sums or stage_sums(problem, cs, bits, adj)
     t_e, t_t, t_c = ss.edge_s, ss.link_s, ss.cloud_s
-    period = max(t_e, t_t, t_c)
+    period = period_of(problem, ss)
     if not math.isfinite(period):
         objective = math.inf
     elif not cs.tensors and cs.on_edge[problem.output_node]:
@@ -374,7 +386,9 @@ def stage_times(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[
     return SplitMetrics(edge_s=t_e, link_s=t_t, cloud_s=t_c, period_s=period, latency_s=ss.latency_s,
                         objective_s=objective, bytes_per_request=ss.bytes_per_request,
                         accuracy_drop=ss.accuracy_drop, edge_memory_bytes=cs.memory_bytes,
-                        propagation_s=problem.rtt_s / 2.0 if cs.tensors else 0.0)
+                        propagation_s=problem.rtt_s / 2.0 if cs.tensors else 0.0,
+                        edge_overhead_s=problem.request_edge_s if cs.tensors else 0.0,
+                        cloud_overhead_s=problem.request_cloud_s if cs.tensors else 0.0)
 
 
 def evaluate(problem: SplitInferenceProblem, on_edge: np.ndarray, bits: Mapping[int, int],

@@ -4,9 +4,15 @@
     (`bits_options` below native, and native) when at most 3 tensors are sent (native bits for more),
     evaluated with the cost model (overlap simulator for multi-tensor cuts) and the additive ΔAcc.
     Graphs of at most 20 nodes.
-(b) `solve_cpsat`: the MILP of docs/split-inference.md §3 step 6 in CP-SAT with µs-scaled integers, under the single-tensor
-    bubble B_t = P − T_t and additive ΔAcc; the answer is re-evaluated with the cost model, and
-    `params["bound_s"]` carries CP-SAT's bound on the MILP objective D + 2P − T_t.
+(b) `solve_cpsat`: a MILP relaxation in CP-SAT with integer time units (every cost rounded down, every
+    limit rounded up, so the MILP's optimum is never above the cost model's). Throughput (min P) and
+    latency (min Lat) are linear in the decisions, so for them the MILP is exact up to that rounding. COACH's
+    J is not: the bubble B_t of a multi-tensor cut comes from the overlap simulation. The MILP models it by
+    B_t ≥ P − T_t for a cut that sends one tensor (exact there) and B_t ≥ max(0, T_e − T_t) for several
+    (always true: B_t = |T_t − max(T_e, …)| ≥ T_e − T_t), so CP-SAT's bound `params["bound_s"]` is a true
+    lower bound on J over every cut and bit vector (an earlier version charged every cut the single-tensor
+    bubble, and a multi-tensor plan could beat that "bound"). The MILP's own answer is re-evaluated with the
+    cost model.
 """
 from __future__ import annotations
 
@@ -80,7 +86,8 @@ def solve_enumerate(problem: SplitInferenceProblem, objective: str = "coach", ma
             lat_k = (round(m.latency_s, 12),) + k
             if fallback is None or lat_k < fallback[0]:
                 fallback = (lat_k, mask, bits, m)
-            if not (math.isfinite(m.latency_s) and m.latency_s <= problem.t_max_s * (1 + 1e-12)):
+            if not (math.isfinite(m.latency_s) and m.latency_s <= problem.t_max_s * (1 + 1e-12)
+                    and m.period_s <= problem.period_max_s * (1 + 1e-12)):
                 continue
             if best is None or k < best[0]:
                 best = (k, mask, bits, m)
@@ -97,17 +104,25 @@ def solve_enumerate(problem: SplitInferenceProblem, objective: str = "coach", ma
 
 
 def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, workers: int = 2, seed: int = 0,
-                time_scale: float = 1e6, accuracy_scale: float = 1e9) -> SplitInferenceSolution:
-    """CP-SAT MILP (docs/split-inference.md §3 step 6) with times in integer units of 1/time_scale s (µs by default)."""
+                time_scale: float = 1e6, accuracy_scale: float = 1e9, objective: str = "coach",
+                hint: SplitInferenceSolution | None = None) -> SplitInferenceSolution:
+    """CP-SAT MILP relaxation (module docstring) with times in integer units of 1/time_scale s (µs by default);
+    `objective` is "coach" (J), "throughput" (P) or "latency" (Lat)."""
     from ortools.sat.python import cp_model
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}")
 
     watch = Stopwatch()
     adj = graph_index(problem)
     n = problem.num_nodes
     bw = problem.bandwidth_bytes_per_s
 
-    def us(t: float) -> int:
-        return int(round(t * time_scale))
+    def us(t: float) -> int:          # costs round down: the MILP never charges more than the cost model
+        return int(math.floor(t * time_scale + 1e-9))
+
+    def limit(t: float) -> int:       # limits round up: the MILP never excludes what the cost model allows
+        return int(math.ceil(t * time_scale * (1 + 1e-12)))
 
     model = cp_model.CpModel()
     # [Variable] x_v = 1: node v runs on the device
@@ -146,16 +161,17 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
     for (v, b) in z:
         link[v, b] = us(tensor_bytes(problem, v, b) / bw) if bw > 0 else 10 ** 15
         big += us(quantise_s(problem, v, b)) + us(dequantise_s(problem, v, b)) + link[v, b]
-    big += us(problem.rtt_s) + 1
+    o_e, o_c, o_l = us(problem.request_edge_s), us(problem.request_cloud_s), us(problem.request_latency_s)
+    big += us(problem.rtt_s) + o_e + o_c + o_l + 1
     T_e = model.new_int_var(0, big, "T_e")
     T_t = model.new_int_var(0, big, "T_t")
     T_c = model.new_int_var(0, big, "T_c")
-    P = model.new_int_var(0, big, "P")
+    P = model.new_int_var(0, 2 * big + us(problem.result_bytes / problem.downlink_bytes_per_s + problem.rtt_s), "P")
     D = model.new_int_var(0, big, "D")
     # [Constraint] stage times (docs/split-inference.md §2)
-    model.add(T_e == sum(te[v] * x[v] for v in range(n))
+    model.add(T_e == sum(te[v] * x[v] for v in range(n)) + o_e * any_sent
               + sum(us(quantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))
-    model.add(T_c == sum(tc[v] * (1 - x[v]) for v in range(n))
+    model.add(T_c == sum(tc[v] * (1 - x[v]) for v in range(n)) + o_c * any_sent
               + sum(us(dequantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))
     model.add(T_t == sum(link[v, b] * z[v, b] for (v, b) in z))       # busy time; RTT/2 counts in the latency
     # [Constraint] P = max stage, D = |T_e − T_c|
@@ -163,15 +179,22 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
         model.add(P >= t)
     model.add(D >= T_e - T_c)
     model.add(D >= T_c - T_e)
-    # [Constraint] latency bound
+    # [Constraint] Lat (cost.stage_sums): the stages, RTT/2 and the runtime's round trip when anything is sent,
+    # the return leg when the output is in the cloud
+    ret = us(problem.result_bytes / problem.downlink_bytes_per_s + problem.rtt_s / 2)
+    Lat = model.new_int_var(0, 2 * big + ret, "Lat")
+    model.add(Lat == T_e + T_t + (us(problem.rtt_s / 2) + o_l) * any_sent + T_c + ret * (1 - x[problem.output_node]))
+    # [Constraint] the window: depth requests in flight, each holding a slot for its latency (P ≥ Lat / depth)
+    model.add(max(1, problem.pipeline_depth) * P >= Lat)
+    # [Constraint] latency bound (--max-latency) and period bound (--min-throughput)
     if math.isfinite(problem.t_max_s):
-        ret = us(problem.result_bytes / problem.downlink_bytes_per_s + problem.rtt_s / 2)
-        model.add(T_e + T_t + us(problem.rtt_s / 2) * any_sent + T_c + ret * (1 - x[problem.output_node])
-                  <= int(math.floor(problem.t_max_s * time_scale)))
-    # [Constraint] additive accuracy drop ≤ ε
+        model.add(Lat <= limit(problem.t_max_s))
+    if math.isfinite(problem.period_max_s):
+        model.add(P <= limit(problem.period_max_s))
+    # [Constraint] additive accuracy drop ≤ ε (drops rounded down, ε up)
     drops = {(v, b): tensor_accuracy_drop(problem, v, b) for (v, b) in z}
-    model.add(sum(int(round(d * accuracy_scale)) * z[k] for k, d in drops.items() if d > 0)
-              <= int(round(problem.epsilon * accuracy_scale)))
+    model.add(sum(int(math.floor(d * accuracy_scale)) * z[k] for k, d in drops.items() if d > 0)
+              <= int(math.ceil(problem.epsilon * accuracy_scale)))
     # [Constraint] edge memory: Σ params on the device + the largest device activation
     act = model.new_int_var(0, int(np.ceil(problem.out_bytes.max())) if n else 0, "max_activation")
     for v in range(n):
@@ -187,8 +210,29 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
     model.add(w <= P)
     model.add(w <= big * a)
     model.add(w >= P - big * (1 - a))
-    # [Objective] J = D + P + (P − T_t); all-device: J = P (no inter-stage bubbles, see cost.py)
-    model.minimize(D + 2 * P - T_t - 2 * w)
+    # [Variable] multi = 1 when two or more tensors are sent; B_t the link's bubble
+    multi = model.new_bool_var("multi_tensor")
+    model.add(sum(y.values()) >= 2 * multi)
+    model.add(sum(y.values()) <= 1 + len(y) * multi)
+    Bt = model.new_int_var(0, big, "B_t")
+    # [Constraint] B_t = P − T_t for one tensor (exact); B_t ≥ T_e − T_t for any cut (a valid lower bound)
+    model.add(Bt >= P - T_t - big * multi)
+    model.add(Bt >= T_e - T_t)
+    if objective == "throughput":
+        model.minimize(P)
+    elif objective == "latency":
+        model.minimize(Lat)
+    else:
+        # [Objective] J = D + B_t + P; all-device: J = P (no inter-stage bubbles, see cost.py)
+        model.minimize(D + Bt + P - 2 * w)
+    if hint is not None:            # a known plan (COACH's) as a starting point: CP-SAT then works on the bound
+        on = np.asarray(hint.on_edge, dtype=bool)
+        for v in range(n):
+            model.add_hint(x[v], bool(on[v]))
+        for (v, b), var in z.items():
+            model.add_hint(var, int(hint.bits.get(v, -1)) == b and v in hint.bits)
+        for v, var in y.items():
+            model.add_hint(var, v in hint.bits)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = workers
@@ -197,10 +241,13 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
     if status == cp_model.INFEASIBLE:
         raise InfeasibleError("the MILP has no feasible partition under the edge memory, T_max and epsilon",
                               "raise the edge memory or t_max_s (solve with COACH to see the min-latency plan)")
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE, cp_model.UNKNOWN):
         raise RuntimeError(f"CP-SAT returned {solver.status_name(status)}")
-    mask = np.array([bool(solver.value(x[v])) for v in range(n)])
-    bits = {v: b for (v, b), var in z.items() if solver.value(var)}
+    # floors only lower P and Lat; J's |T_e − T_c| and −T_t can move either way by the rounded terms
+    slack = 2 * (n + len(z) + 4) if objective == "coach" else 0
+    incumbent = status != cp_model.UNKNOWN          # UNKNOWN: the time ran out before any solution; the bound holds
+    mask = np.array([bool(solver.value(x[v])) for v in range(n)]) if incumbent else np.ones(n, dtype=bool)
+    bits = {v: b for (v, b), var in z.items() if solver.value(var)} if incumbent else {}
     cs = cut_structure(problem, mask, adj)
     m = stage_times(problem, cs, bits, adj)
     st = Status.OPTIMAL if status == cp_model.OPTIMAL else Status.TIME_LIMIT
@@ -208,8 +255,11 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
                                   wall_time_s=watch.elapsed(),
                                   trace=(TraceEvent("cpsat", 0, {"status": solver.status_name(status),
                                                                  "wall_s": solver.wall_time}),),
-                                  params={"method": "cpsat", "milp_objective_s": solver.objective_value / time_scale,
-                                          "bound_s": solver.best_objective_bound / time_scale,
+                                  params={"method": "cpsat", "objective": objective, "incumbent": incumbent,
+                                          "milp_objective_s": solver.objective_value / time_scale if incumbent else None,
+                                          # every rounded term moves |T_e − T_c| or −T_t by < 1 unit: subtract
+                                          # that slack so the bound holds for the unrounded cost model too
+                                          "bound_s": max(0.0, solver.best_objective_bound - slack) / time_scale,
                                           "time_scale": time_scale})
 
 
@@ -228,13 +278,22 @@ class SplitExactReference:
             return f"{problem.num_nodes} nodes is above the {self.max_cpsat_nodes}-node CP-SAT limit"
         return None
 
-    def solve(self, problem: SplitInferenceProblem, time_limit_s: float) -> SplitInferenceSolution:
-        """Exhaustive enumeration on small graphs, else CP-SAT; `params["kind"]` says which and how it ended."""
+    def solve(self, problem: SplitInferenceProblem, time_limit_s: float, objective: str = "coach",
+              hint: SplitInferenceSolution | None = None) -> SplitInferenceSolution:
+        """Exhaustive enumeration on small graphs, else CP-SAT, for `objective`. `params["bound_s"]` is the value in
+        seconds of the objective (J, P or Lat), `params["is_bound"]` whether no plan can go below it, and
+        `params["kind"]` says how it was obtained."""
         if problem.num_nodes <= self.max_enumerate_nodes:
-            sol = solve_enumerate(problem)
-            kind = "exhaustive enumeration of every cut x bit vector (<= 3 quantised tensors)"
-        else:
-            sol = solve_cpsat(problem, time_limit_s=time_limit_s, time_scale=1e9)  # ns: no rounding of tiny nodes
-            kind = "CP-SAT MILP (single-tensor bubble model, additive accuracy)"
-            kind += ", optimal" if sol.status == Status.OPTIMAL else f", {sol.status.value}: lower bound of the MILP"
-        return replace(sol, params={**sol.params, "kind": kind})
+            sol = solve_enumerate(problem, objective=objective)
+            m = sol.metrics
+            value = {"coach": m.objective_s, "throughput": m.period_s, "latency": m.latency_s}[objective]
+            restricted = bool(sol.params.get("bits_restricted"))
+            kind = ("exhaustive enumeration of every cut x bit vector" if not restricted else
+                    "reference, not a bound: enumeration of every cut, bits enumerated on cuts of <= 3 tensors only")
+            return replace(sol, params={**sol.params, "kind": kind, "bound_s": value, "is_bound": not restricted})
+        sol = solve_cpsat(problem, time_limit_s=time_limit_s, time_scale=1e9, objective=objective, hint=hint)  # ns
+        what = {"coach": "J with the bubble of multi-tensor cuts relaxed", "throughput": "the period, exact",
+                "latency": "the latency, exact"}[objective]
+        kind = f"CP-SAT MILP ({what}; additive accuracy)"
+        kind += ", optimal" if sol.status == Status.OPTIMAL else f", {sol.status.value}: CP-SAT's lower bound"
+        return replace(sol, params={**sol.params, "kind": kind, "is_bound": True})

@@ -50,7 +50,17 @@ class SplitInferenceProblem:
     dequant_s_per_element_cloud: float = 0.0
     dequant_s_fixed_cloud: float = 0.0
     epsilon: float = 0.005          # accuracy-loss cap
-    t_max_s: float = float("inf")   # latency bound
+    t_max_s: float = float("inf")   # latency bound (--max-latency)
+    period_max_s: float = float("inf")   # period bound P <= 1 / (--min-throughput)
+    # the runtime's fixed cost per request that crosses the link (framing, gRPC, thread hand-offs), measured
+    # by `planner calibrate`: CPU time on the edge and in the cloud (added to T_e and T_c), and the rest of
+    # a software round trip (added to the latency). 0 for plans without a calibration.
+    request_edge_s: float = 0.0
+    request_cloud_s: float = 0.0
+    request_latency_s: float = 0.0
+    # requests between the edge and their answer (the runtime's --max-in-flight): a request holds a slot for
+    # its whole latency, so throughput is at most pipeline_depth / Lat however short the stages are
+    pipeline_depth: int = 3
     accuracy_is_proxy: bool = False
 
     @property
@@ -66,13 +76,15 @@ class SplitMetrics:
     edge_s: float          # T_e
     link_s: float          # T_t: the link's busy time per request (bytes / BW), a pipeline stage
     cloud_s: float         # T_c
-    period_s: float        # P = max(T_e, T_t, T_c)
+    period_s: float        # P = max(T_e, T_t, T_c, Lat / depth)
     latency_s: float       # T_e + T_t + RTT/2 + T_c + result/downlink + RTT/2
     objective_s: float     # J = B_c + B_t + P
     bytes_per_request: float
     accuracy_drop: float   # additive estimate over sent tensors (the planner re-measures jointly)
     edge_memory_bytes: float
     propagation_s: float = 0.0   # RTT/2 when anything is sent: adds to the latency, not to the period
+    edge_overhead_s: float = 0.0  # the runtime's per-request CPU on the edge, included in edge_s
+    cloud_overhead_s: float = 0.0  # the runtime's per-request CPU in the cloud, included in cloud_s
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,6 +24,9 @@ CASES: dict[str, list[str]] = {
                                            "--link", "1mbps"],
     "resnet50.jetson_orin_nano_8gb.20mbps": ["resnet50", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb",
                                              "--link", "20mbps", "--rtt", "30ms"],
+    # the README's split example: at 100 Mbit/s a mid-graph cut beats both all-edge and all-cloud on throughput
+    "resnet50.jetson_orin_nano_8gb.100mbps": ["resnet50", "--hardware", "jetson_orin_nano_8gb", "--cloud",
+                                              "a100_80gb", "--link", "100mbps"],
 }
 
 

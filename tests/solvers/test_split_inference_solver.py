@@ -62,8 +62,12 @@ def test_stage_times_follow_the_spec_formulas_on_a_hand_example() -> None:
     assert m.link_s == pytest.approx(259 / 1e5)                 # busy time: propagation does not hold the link
     assert m.propagation_s == pytest.approx(0.005)
     assert m.cloud_s == pytest.approx(0.004 + dq)
-    assert m.period_s == pytest.approx(max(m.edge_s, m.link_s, m.cloud_s))
     assert m.latency_s == pytest.approx(m.edge_s + m.link_s + 0.005 + m.cloud_s + 100 / 1e4 + 0.005)
+    # the window of 3 requests in flight binds here: each holds a slot for its whole latency
+    assert m.period_s == pytest.approx(max(m.edge_s, m.link_s, m.cloud_s, m.latency_s / 3))
+    assert m.latency_s / 3 > max(m.edge_s, m.link_s, m.cloud_s) and m.period_s == pytest.approx(m.latency_s / 3)
+    deep = evaluate(replace(p, pipeline_depth=100), s, {1: 4})
+    assert deep.period_s == pytest.approx(max(m.edge_s, m.link_s, m.cloud_s))
     assert m.objective_s == pytest.approx(abs(m.edge_s - m.cloud_s) + (m.period_s - m.link_s) + m.period_s)
     assert m.edge_memory_bytes == edge_memory_bytes(p, s) == 10.0 + 4000.0
     assert m.accuracy_drop == pytest.approx(float(p.accuracy_drop[1, SMALL_BITS.index(4)]))
@@ -75,7 +79,7 @@ def test_stage_times_follow_the_spec_formulas_on_a_hand_example() -> None:
     assert everything.latency_s == pytest.approx(0.03) and everything.objective_s == pytest.approx(0.03)
     cloud = evaluate(p, np.array([True, False, False]), {})                        # the input goes at native bits
     assert cloud.bytes_per_request == 1000 * 4
-    assert steady_state_period(m) == pytest.approx(m.period_s)
+    assert steady_state_period(deep) == pytest.approx(deep.period_s)
 
 
 def test_overlap_simulation_on_a_two_tensor_cut() -> None:
@@ -345,6 +349,14 @@ def test_plan_is_never_worse_than_a_feasible_baseline() -> None:
             assert b.feasible == (not b.params["violations"]), base.name
             if b.feasible and sol.feasible:
                 assert sol.objective <= b.objective * (1 + 1e-12), base.name
+        # the throughput and latency plans likewise, on their own figure (with the runtime's per-request cost)
+        q = replace(p, request_edge_s=3e-4, request_cloud_s=3e-4, request_latency_s=2e-4)
+        for obj, metric in (("throughput", "period_s"), ("latency", "latency_s")):
+            mine = solve(q, CoachConfig(objective=obj))
+            for base in baselines.BASELINES:
+                b = base.solve(q)
+                if b.feasible and mine.feasible:
+                    assert getattr(mine.metrics, metric) <= getattr(b.metrics, metric) * (1 + 1e-12), (obj, base.name)
     assert len({b.name for b in baselines.BASELINES}) == len(baselines.BASELINES)
 
 
@@ -522,3 +534,76 @@ def test_validate_reports_broken_solutions() -> None:
     small = replace(p, edge_memory_bytes=1.0)
     assert any("memory" in e for e in validate(small, sol(s, {0: 32, 2: 32})))
 
+
+
+# ----------------------------------------------------------------------------------------------- objectives, bounds
+
+def test_cpsat_bound_is_below_every_plan_for_every_objective() -> None:
+    """A bound no plan beats: on DAGs where multi-tensor cuts win (fast link), CP-SAT's bound stays at or below
+    COACH's plan and the exhaustive optimum, for J, the period and the latency."""
+    rng = np.random.default_rng(30)
+    multi_wins = 0
+    for t in range(8):
+        n = int(rng.integers(6, 13))
+        p = make_problem(n, random_dag(rng, n), rng, bandwidth_bytes_per_s=1e12)    # the link is free
+        for obj, metric in (("coach", "objective_s"), ("throughput", "period_s"), ("latency", "latency_s")):
+            ref = solve_enumerate(p, objective=obj)
+            plan = solve(p, CoachConfig(objective=obj))
+            got = solve_cpsat(p, time_limit_s=20, time_scale=1e9, objective=obj)
+            bound = got.params["bound_s"]
+            assert bound <= getattr(ref.metrics, metric) * (1 + 1e-9) + 1e-12
+            assert bound <= getattr(plan.metrics, metric) * (1 + 1e-9) + 1e-12
+            if obj != "coach":     # linear in the decisions: the MILP is exact up to ns rounding
+                assert bound == pytest.approx(getattr(ref.metrics, metric), rel=1e-4, abs=1e-7)
+            multi_wins += obj == "coach" and len(cut_tensors(p, ref.on_edge)) > 1
+    assert multi_wins > 0, "no instance exercised a multi-tensor optimum"
+
+
+def test_max_latency_and_min_throughput_constraints() -> None:
+    rng = np.random.default_rng(31)
+    checked = 0
+    for t in range(12):
+        n = int(rng.integers(4, 12))
+        base = make_problem(n, random_dag(rng, n), rng)
+        free_thr = solve_enumerate(base, objective="throughput")
+        free_lat = solve_enumerate(base, objective="latency")
+        # a latency plan under a throughput floor between the two optima's periods
+        p_max = 0.5 * (free_thr.metrics.period_s + free_lat.metrics.period_s)
+        p = replace(base, period_max_s=p_max)
+        ref = solve_enumerate(p, objective="latency")
+        sol = solve(p, CoachConfig(objective="latency"))
+        assert validate(p, sol) == []
+        if ref.feasible:
+            assert sol.feasible and sol.metrics.period_s <= p_max * (1 + 1e-12)
+            assert sol.metrics.latency_s == pytest.approx(ref.metrics.latency_s, rel=1e-12)
+            checked += 1
+        # a throughput plan under a latency cap between the two optima's latencies
+        t_max = 0.5 * (free_thr.metrics.latency_s + free_lat.metrics.latency_s)
+        q = replace(base, t_max_s=t_max)
+        ref = solve_enumerate(q, objective="throughput")
+        sol = solve(q, CoachConfig(objective="throughput"))
+        if ref.feasible:
+            assert sol.feasible and sol.metrics.latency_s <= t_max * (1 + 1e-12)
+            assert sol.metrics.period_s == pytest.approx(ref.metrics.period_s, rel=1e-12)
+            checked += 1
+    assert checked >= 12
+    # an impossible throughput floor: INFEASIBLE, the shortest period returned, and the fix names the period
+    p = replace(base, period_max_s=1e-9)
+    sol = solve(p, CoachConfig(objective="latency"))
+    assert not sol.feasible and "period_max_s" in sol.params["fix"]
+    assert sol.metrics.period_s == pytest.approx(solve_enumerate(base, objective="throughput").metrics.period_s, rel=0.05)
+
+
+def test_per_request_overhead_counts_only_when_something_is_sent() -> None:
+    rng = np.random.default_rng(32)
+    p = make_problem(4, chain_edges(4), rng)
+    q = replace(p, request_edge_s=1e-3, request_cloud_s=2e-3, request_latency_s=3e-3)
+    split = np.array([True, True, False, False])
+    a, b = evaluate(p, split, {}), evaluate(q, split, {})
+    assert b.edge_s == pytest.approx(a.edge_s + 1e-3) and b.cloud_s == pytest.approx(a.cloud_s + 2e-3)
+    assert b.latency_s == pytest.approx(a.latency_s + 6e-3)
+    local = np.ones(4, dtype=bool)
+    assert evaluate(q, local, {}) == evaluate(p, local, {})
+    # enough overhead makes keeping everything on the device the throughput plan
+    heavy = replace(p, request_edge_s=1.0, request_cloud_s=1.0)
+    assert solve(heavy, CoachConfig(objective="throughput")).on_edge.all()

@@ -18,8 +18,8 @@ class SplitInferenceFamily(Family):
     name = "split-inference"
     method = "COACH"
     description = "edge/cloud partition and transmission quantisation"
-    objective_metric = "objective_ms"
-    objective_sense = "min"
+    objective_metric = "throughput_rps"          # the default objective's; a plan records its own (OBJECTIVES)
+    objective_sense = "max"
     claim_hint = "--cloud HW --link RATE for edge/cloud split inference"
     metric_labels = {"objective_ms": "J ms", "period_ms": "period ms", "latency_ms": "lat ms",
                      "throughput_rps": "req/s", "bytes_per_request": "B/req", "accuracy_drop": "acc drop"}
@@ -30,7 +30,12 @@ class SplitInferenceFamily(Family):
         Flag("--rtt", "duration", "round-trip time of the link (e.g. 30ms)", default=0.02, minimum=0.0, maximum=60.0),
         Flag("--epsilon", "percent", "accuracy-loss cap (e.g. 0.5%)", default=0.005, minimum=0.0, maximum=1.0,
              maximum_exclusive=True),
-        Flag("--t-max", "duration", "latency bound per request (e.g. 200ms; default none)", minimum=0.0,
+        Flag("--objective", "choice", "what the plan optimises: throughput (requests/s, default), latency (per "
+             "request), or coach (COACH's J: bubbles plus period, the paper's objective)",
+             choices=("throughput", "latency", "coach"), default="throughput"),
+        Flag("--max-latency", "duration", "latency bound per request (e.g. 200ms; default none)", minimum=0.0,
+             minimum_exclusive=True),
+        Flag("--min-throughput", "float", "throughput floor in requests/s (e.g. 20; default none)", minimum=0.0,
              minimum_exclusive=True),
         Flag("--table-levels", "int", "rows of the plan table over a --link range", default=16, minimum=2, maximum=64),
         Flag("--calibration", "path", "per-node CPU times measured by `planner calibrate MODEL --scenario split-inference`"),
@@ -52,6 +57,9 @@ class SplitInferenceFamily(Family):
              choices=("on", "off")),
         Flag("--no-emulate", "switch", "do not pad the edge stage to the edge profile's predicted time"),
         Flag("--emulate-cloud", "switch", "cloud: pad each request's cloud stage to the plan's predicted time"),
+        Flag("--emulate-delay", "duration", "one-way propagation delay emulated in the transport, each direction "
+             "(e.g. 15ms for a 30 ms RTT; labelled emulation for kernels without netem; both roles need it)",
+             minimum=0.0, maximum=10.0),
         Flag("--timeout", "duration", "give up on a cloud that does not answer for this long (e.g. 30s)", default=30.0,
              minimum=0.0, minimum_exclusive=True),
         Flag("--link-label", "str", "what carries the bytes, for the receipt (e.g. 'Wi-Fi, 20 Mbit/s')"),
@@ -77,7 +85,9 @@ class SplitInferenceFamily(Family):
 
             calibration, record = read_calibration(Path(v["calibration"]), ctx.spec, ctx.request.tiny)
         return SplitOptions(cloud=v["cloud"], link_bits_per_s=rate, link_range_bits_per_s=rng, rtt_s=v["rtt"],
-                            epsilon=v["epsilon"], t_max_s=v["t_max"] if v["t_max"] is not None else math.inf,
+                            epsilon=v["epsilon"], objective=v["objective"],
+                            t_max_s=v["max_latency"] if v["max_latency"] is not None else math.inf,
+                            period_max_s=1.0 / v["min_throughput"] if v["min_throughput"] is not None else math.inf,
                             table_levels=v["table_levels"], calibration=calibration, calibration_record=record,
                             cloud_profile=cloud)
 
@@ -104,9 +114,13 @@ class SplitInferenceFamily(Family):
         return split_tables(plan, wide)
 
     def baseline_metrics(self, plan: Any, wide: bool = False) -> tuple[str, ...]:
+        """The chosen objective's figure first, the other two beside it."""
+        from planner.families.split_inference.views import objective_columns
+
+        cols = objective_columns(plan)
         if wide:
-            return ("objective_ms", "period_ms", "latency_ms", "throughput_rps", "bytes_per_request", "accuracy_drop")
-        return ("objective_ms", "latency_ms", "throughput_rps", "accuracy_drop")
+            return (*cols, "period_ms", "bytes_per_request", "accuracy_drop")
+        return (*cols, "accuracy_drop")
 
     def plot(self, plan: Any) -> Any:
         from planner.families.split_inference.views import timeline_plot

@@ -408,13 +408,14 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     role = values["role"]
     if role == "cloud":
         progress(f"serving the cloud halves on {values['listen']} (Ctrl-C to stop)")
-        serve_cloud(Path(artifact), values["listen"], ready_out=_NullOut(), emulate=bool(values["emulate_cloud"]))
+        serve_cloud(Path(artifact), values["listen"], ready_out=_NullOut(), emulate=bool(values["emulate_cloud"]),
+                    one_way_delay_s=float(values["emulate_delay"] or 0.0))
         return RunReport("{}\n", ["cloud stopped"])
     label = values["link_label"] or ("gRPC over loopback (unshaped)" if role is None else f"gRPC to {values['connect']}")
     eo = EdgeOptions(config=values["baseline"] or "plan", max_in_flight=int(values["max_in_flight"]),
                      emulate=not values["no_emulate"], cache=None if values["cache"] is None else values["cache"] == "on",
                      adapt=None if values["adapt"] is None else values["adapt"] == "on", timeout_s=float(values["timeout"]),
-                     link_label=label)
+                     link_label=label, one_way_delay_s=float(values["emulate_delay"] or 0.0))
     count = values["requests"]
     if role == "edge":
         if not values["connect"]:

@@ -9,14 +9,17 @@ from planner.calibration import read_calibration as read_file
 
 
 def measure(spec: Any, tiny: bool) -> dict[str, Any]:
-    """Time every graph node here (fx Interpreter, median of 5) and measure this CPU's roofline constants."""
+    """Time every graph node here (fx Interpreter, median of 5), measure this CPU's roofline constants and
+    the split runtime's fixed cost per request (framing, gRPC, thread hand-offs: runtime/split_inference/overhead.py)."""
     from profilers.hardware import measure_this_machine
     from profilers.models import build_model
     from profilers.timing import time_graph_nodes
+    from runtime.split_inference.overhead import measure_request_overhead
 
     cpu, _ = measure_this_machine("this-cpu", matmul_size=1024, copy_mib=64, repeats=3)
     times = time_graph_nodes(build_model(spec, tiny=tiny, device="cpu"))
-    return {"cpu": cpu.to_dict(), "node_times_s": {k: float(v) for k, v in sorted(times.items())}}
+    return {"cpu": cpu.to_dict(), "node_times_s": {k: float(v) for k, v in sorted(times.items())},
+            "request_overhead": measure_request_overhead()}
 
 
 def read_calibration(path: Path, spec: Any, tiny: bool) -> tuple[dict[str, Any], dict[str, str]]:

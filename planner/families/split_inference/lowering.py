@@ -48,7 +48,9 @@ class SplitOptions:
     table_levels: int = 16
     rtt_s: float = 0.02
     epsilon: float = 0.005
-    t_max_s: float = float("inf")
+    objective: str = "throughput"                  # "throughput", "latency" or "coach" (COACH's J)
+    t_max_s: float = float("inf")                  # --max-latency
+    period_max_s: float = float("inf")             # 1 / --min-throughput
     bits: tuple[int, ...] = DEFAULT_BITS
     exact_time_limit_s: float = 10.0
     calibration: Mapping[str, Any] | None = None   # per-node CPU times + that CPU's profile (a calibration file)
@@ -161,10 +163,26 @@ def lower_graph(profile: ModelProfile, spec: ModelSpec, edge: HardwareProfile, c
         # quantise on the device: read fp32, write packed codes; dequantise in the cloud likewise (B/element)
         quant_s_per_element_edge=5.0 / edge.bandwidth_bytes_per_s(), quant_s_fixed_edge=edge.op_overhead(),
         dequant_s_per_element_cloud=5.0 / cloud.bandwidth_bytes_per_s(), dequant_s_fixed_cloud=cloud.op_overhead(),
-        epsilon=opts.epsilon, t_max_s=opts.t_max_s)
+        epsilon=opts.epsilon, t_max_s=opts.t_max_s, period_max_s=opts.period_max_s,
+        **request_overhead(opts.calibration))
     meta = {"kept": kept, "shapes": {i: tuple(n.output_shape) for i, n in enumerate(kept)},
             "dtypes": {i: n.output_dtype for i, n in enumerate(kept)}, "timing_source": timing_source}
     return problem, meta
+
+
+def request_overhead(calibration: Mapping[str, Any] | None) -> dict[str, float]:
+    """The runtime's fixed cost per request that crosses the link (s), from a calibration file (0 without one).
+
+    `planner calibrate` measures it on the CPU it runs on (runtime/split_inference/overhead.py): CPU time per
+    request on each side of the gRPC stream, and the rest of a round trip. It is Python and gRPC work on the
+    host CPU of each side, not on an accelerator, so it is used as measured (not scaled by a device's
+    roofline): the devices' host CPUs are taken to frame and stream as fast as the calibrating CPU.
+    """
+    got = (calibration or {}).get("request_overhead")
+    if not got:
+        return {}
+    return {"request_edge_s": float(got["edge_s"]), "request_cloud_s": float(got["cloud_s"]),
+            "request_latency_s": float(got["latency_s"])}
 
 
 def calibrated_times(kept: Sequence[NodeProfile], in_bytes: np.ndarray, edge: HardwareProfile, cloud: HardwareProfile,
@@ -242,6 +260,9 @@ def lower(spec: ModelSpec, profile: ModelProfile, edge: HardwareProfile, cloud: 
     import dataclasses
 
     problem = dataclasses.replace(problem, accuracy_drop=drop, accuracy_is_proxy=(kind == "proxy"))
+    if kind == "proxy" and opts.epsilon > 0:
+        desc += (f"; --epsilon {opts.epsilon:g} on it means an SQNR of at least "
+                 f"{-10 * math.log10(opts.epsilon):.3g} dB per tensor")
     notes = []
     if kind == "accuracy" and n_samples * opts.epsilon < 10:
         notes.append(f"epsilon {opts.epsilon:g} is fewer than 10 disagreements in {n_samples} samples: "
@@ -293,11 +314,15 @@ def metrics_dict(m: Any, accuracy_kind: str, joint: float | None = None) -> dict
             # busy time alone (propagation overlaps across requests)
             "edge_ms": m.edge_s * 1e3, "link_ms": (m.link_s + m.propagation_s) * 1e3, "cloud_ms": m.cloud_s * 1e3,
             "link_busy_ms": m.link_s * 1e3,
+            # the stages' compute alone, without the runtime's per-request cost (what edge emulation pads to)
+            "edge_compute_ms": (m.edge_s - m.edge_overhead_s) * 1e3,
+            "cloud_compute_ms": (m.cloud_s - m.cloud_overhead_s) * 1e3,
             "bytes_per_request": m.bytes_per_request,
             "accuracy_drop": joint if joint is not None else m.accuracy_drop,
             "accuracy_kind": ("measured" if accuracy_kind in ("accuracy", "embedding") else "proxy")
             + ("" if joint is not None or accuracy_kind == "proxy" else " (additive estimate)"),
-            "source": "COACH cost model (docs/split-inference.md §2): roofline stage times, FIFO link"}
+            "source": "split-inference cost model (docs/split-inference.md §2): stage times, FIFO link, the runtime's "
+                      "per-request cost where calibrated"}
 
 
 def cut_tensor_rows(low: SplitLowered, on_edge: np.ndarray, bits: dict[int, int]) -> list[dict[str, Any]]:
@@ -332,6 +357,7 @@ def decisions_dict(low: SplitLowered, sol: Any, bits: dict[int, int], table: lis
         "cloud_device": low.cloud.name,
         "epsilon": p.epsilon,
         "t_max_ms": p.t_max_s * 1e3 if math.isfinite(p.t_max_s) else None,
+        "pipeline_depth": p.pipeline_depth,
         "accuracy": {"kind": low.accuracy_kind, "description": low.accuracy_description},
         "timing": low.timing_source,
         "feasible": bool(sol.feasible),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,11 @@ from planner.families.base import PlanContext
 from planner.families.split_inference.lowering import SplitLowered
 from planner.plan_refs import hardware_ref, solver_trace
 from planner.schema import BaselineResult, Bound, ModelRef, Objective, Plan, SolverInfo
+
+
+# --objective -> (the plan's objective metric, its sense); the views put the chosen one first
+OBJECTIVE_METRICS = {"throughput": ("throughput_rps", "max"), "latency": ("latency_ms", "min"),
+                     "coach": ("objective_ms", "min")}
 
 
 @dataclass
@@ -53,12 +59,19 @@ def solve(ctx: PlanContext) -> None:
 
     st = ctx.state
     low = st.lowered
-    sol = coach(low.problem, CoachConfig())
+    p = low.problem
+    sol = coach(p, CoachConfig(objective=low.options.objective))
     if not sol.feasible:
-        t_max = low.problem.t_max_s
-        raise InfeasibleError(f"no edge/cloud split meets --t-max {t_max * 1e3:.4g}ms: the fastest plan takes "
-                              f"{sol.metrics.latency_s * 1e3:.4g} ms",
-                              f"raise --t-max to at least {sol.metrics.latency_s * 1e3 * 1.001:.4g}ms, "
+        m = sol.metrics
+        if m.latency_s > p.t_max_s * (1 + 1e-12):
+            raise InfeasibleError(f"no edge/cloud split meets --max-latency {p.t_max_s * 1e3:.4g}ms"
+                                  + (f" at --min-throughput {1 / p.period_max_s:.4g}" if math.isfinite(p.period_max_s)
+                                     else "") + f": the closest plan takes {m.latency_s * 1e3:.4g} ms",
+                                  f"raise --max-latency to at least {m.latency_s * 1e3 * 1.001:.4g}ms, "
+                                  "or use a faster link or device")
+        raise InfeasibleError(f"no edge/cloud split reaches --min-throughput {1 / p.period_max_s:.4g} requests/s: "
+                              f"the fastest plan serves {1 / m.period_s:.4g}",
+                              f"lower --min-throughput to at most {0.999 / m.period_s:.4g}, "
                               "or use a faster link or device")
     bits, joint, lines = joint_check(low, dict(sol.bits))
     st.joint_drop = joint
@@ -90,14 +103,16 @@ def bound(ctx: PlanContext) -> None:
     if why:
         ctx.notes.append(f"no exact reference: {why}")
         return
-    ctx.state.bound = ref.solve(p, time_limit_s=ctx.state.lowered.options.exact_time_limit_s)
+    opts = ctx.state.lowered.options
+    ctx.state.bound = ref.solve(p, time_limit_s=opts.exact_time_limit_s, objective=opts.objective,
+                                hint=ctx.state.solution)
 
 
 def lift(ctx: PlanContext) -> None:
     """Solution -> Plan (names, metrics, baselines, bound, plan table)."""
     from planner.families.split_inference.lowering import baseline_decisions, decisions_dict, metrics_dict
     from solvers.split_inference.baselines import baseline
-    from solvers.split_inference.coach import solve_plan_table
+    from solvers.split_inference.coach import CoachConfig, solve_plan_table
 
     st = ctx.state
     low, sol = st.lowered, st.solution
@@ -107,7 +122,8 @@ def lift(ctx: PlanContext) -> None:
     rng = low.options.link_range_bits_per_s
     if rng:
         levels = np.geomspace(rng[0], rng[1], low.options.table_levels)
-        for bw, s in zip(levels, solve_plan_table(p, [float(b) / 8 for b in levels])):
+        rows = solve_plan_table(p, [float(b) / 8 for b in levels], CoachConfig(objective=low.options.objective))
+        for bw, s in zip(levels, rows):
             table.append({"uplink_bits_per_s": float(bw),
                           "cut_tensors": [p.node_names[v] for v in sorted(s.bits)],
                           "bits": [int(s.bits[v]) for v in sorted(s.bits)],
@@ -120,14 +136,24 @@ def lift(ctx: PlanContext) -> None:
                                  metrics_dict(b.metrics, low.accuracy_kind), {}, baseline_decisions(low, b))
             for name, b in st.baselines.items()}
     pred = metrics_dict(sol.metrics, low.accuracy_kind, st.joint_drop)
+    objective = low.options.objective
+    metric, sense = OBJECTIVE_METRICS[objective]
     bnd = None
-    value = float(st.bound.params.get("bound_s", st.bound.objective)) * 1e3 if st.bound is not None else 0.0
-    # a time-limited CP-SAT bound can be negative (seen: -5589 ms under load): it proves nothing about a time,
-    # and the plan's numbers must be in range (planner/plan_numbers.py), so the plan then reports no bound
-    if st.bound is not None and value > 0:
+    if st.bound is not None:
         ref = st.bound
-        bnd = Bound(value=value, kind=ref.params["kind"], gap=(pred["objective_ms"] - value) / value if value > 0 else 0.0,
-                    predicted=metrics_dict(ref.metrics, low.accuracy_kind))
+        seconds = float(ref.params["bound_s"])
+        value = (1.0 / seconds if seconds > 0 else math.inf) if metric == "throughput_rps" else seconds * 1e3
+        if not (math.isfinite(value) and value > 0):
+            ctx.notes.append(f"no bound: {ref.params['kind']} proved nothing above 0 within "
+                             f"{low.options.exact_time_limit_s:g} s")
+        else:
+            # gap >= 0 when the plan is worse than the bound (above it for a minimum, below it for a maximum)
+            gap = (value - pred[metric]) / value if sense == "max" else (pred[metric] - value) / value
+            kind = ref.params["kind"]    # says "reference, not a bound" where the enumeration was partial
+            # the figures of the reference's own plan only where it is the optimum (else they are an incumbent)
+            optimal = ref.status.value == "OPTIMAL" and ref.params.get("is_bound", True)
+            bnd = Bound(value=value, kind=kind, gap=gap,
+                        predicted=metrics_dict(ref.metrics, low.accuracy_kind) if optimal else {metric: value})
     s, hw, cloud = ctx.spec, ctx.hardware, low.cloud
     prof = st.graph_profile
     ctx.plan = Plan(
@@ -137,10 +163,10 @@ def lift(ctx: PlanContext) -> None:
         hardware=hardware_ref(hw, "edge"),
         extra_hardware=(hardware_ref(cloud, "cloud"),),
         solver=SolverInfo(name="COACH (divide and conquer over cuts, bit floors and ceiling)", status=sol.status.value,
-                          config={"objective": "coach", "epsilon": p.epsilon, "bits": list(p.bits_options)},
+                          config={"objective": objective, "epsilon": p.epsilon, "bits": list(p.bits_options)},
                           wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,
                           iterations=len(sol.trace), trace=solver_trace(sol.trace, limit=20)),
-        objective=Objective(fam.objective_metric, fam.objective_sense, pred["objective_ms"]),
+        objective=Objective(metric, sense, pred[metric]),
         decisions=decisions_dict(low, sol, dict(sol.bits), table),
         predicted=pred,
         baselines=base,
@@ -149,6 +175,7 @@ def lift(ctx: PlanContext) -> None:
                 "link": {"uplink_bits_per_s": p.bandwidth_bytes_per_s * 8, "rtt_ms": p.rtt_s * 1e3},
                 **({"calibration": dict(low.options.calibration_record)} if low.options.calibration_record else {})},
         constraints={"epsilon": p.epsilon, "t_max_ms": p.t_max_s * 1e3 if np.isfinite(p.t_max_s) else None,
+                     "min_throughput_rps": 1.0 / p.period_max_s if np.isfinite(p.period_max_s) else None,
                      "edge_memory_bytes": p.edge_memory_bytes},
         notes=tuple(dict.fromkeys(ctx.notes)),
     )
