@@ -53,12 +53,16 @@ class MoeOffloadFamily(Family):
         Flag("--expert-budget", "bytes_or_share", "expert-cache VRAM (default: what the device has left)"),
         Flag("--trace", "path", "routing trace .npz from `planner trace` (default: a synthetic preset)"),
         Flag("--trace-preset", "choice", "synthetic trace preset", default="moepic-calibrated", choices=TRACE_PRESETS),
-        Flag("--trace-tokens", "int", "synthetic trace length in decode steps", default=2048, minimum=16),
+        Flag("--trace-tokens", "int", "synthetic trace length in decode steps (all sequences)", default=4096, minimum=16),
+        Flag("--trace-sequences", "int", "independent sequences in a synthetic trace (half choose the plan, half "
+             "score it)", default=16, minimum=1),
         Flag("--seed", "int", "seed of synthetic traces", default=0, minimum=0),
         Flag("--theta-granularity", "int", "split granularity in columns (default 64/128/16 by width)", minimum=1),
         Flag("--k-prefetch", "int", "experts prefetched per layer (default: top-k)", minimum=0),
         Flag("--inner", "choice", "inner solver", default="fixed_point", choices=("fixed_point", "scan")),
         Flag("--sim-tokens", "int", "trace tokens the simulator replays", default=1024, minimum=1),
+        Flag("--all-baselines", "switch", "replay every baseline in the simulator (default: llama.cpp's and the "
+             "strongest predicted)"),
         Flag("--no-cpu-experts", "switch",
              "GPU-only plan space (MoEpic as published): no layer computes its misses on the host CPU"),
         Flag("--calibration", "path", "decode timings measured by `planner calibrate MODEL --tiny` (tiny plans)"),
@@ -132,6 +136,7 @@ class MoeOffloadFamily(Family):
         return MoeOffloadOptions(
             expert_bits=int(v["expert_bits"]), context_tokens=v["context"], batch=v["batch"], expert_budget=budget,
             trace_path=v["trace"], trace_preset=v["trace_preset"], trace_tokens=v["trace_tokens"], seed=v["seed"],
+            trace_sequences=v["trace_sequences"], all_baselines=bool(v["all_baselines"]),
             theta_granularity=v["theta_granularity"], k_prefetch=v["k_prefetch"], inner=v["inner"],
             sim_tokens=v["sim_tokens"], cpu_misses=not v["no_cpu_experts"], measured_timing=timing,
             calibration=calibration, **request_options(v))
