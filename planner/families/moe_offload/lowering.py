@@ -369,11 +369,15 @@ def sim_window(low: MoeLowered, part: str = "heldout") -> np.ndarray:
 
 def simulate_solution(low: MoeLowered, sol: Any, perfect_prediction: bool = False, part: str = "heldout") -> Any:
     """Run the labelled simulator on a solution over `sim_tokens` steps of the held-out (or calibration) part."""
-    from runtime.sim.moe_offload import simulate
+    import runtime.sim.moe_offload as sim_module
+    from planner.families.moe_offload.replay_cache import cached_dataclass, key_of
 
     tr = scored_trace(low, part)
-    return simulate(tr.experts, tr.predicted, sim_config(low, sol, perfect_prediction),
-                    tokens=low.options.sim_tokens, warmup=warmup_steps(tr, low.options))
+    cfg = sim_config(low, sol, perfect_prediction)
+    tokens, warmup = low.options.sim_tokens, warmup_steps(tr, low.options)
+    key = key_of("moe_sim", sim_module.__file__, cfg, tr.fingerprint(), tokens, warmup)
+    return cached_dataclass("moe_sim", key, sim_module.SimResult,
+                            lambda: sim_module.simulate(tr.experts, tr.predicted, cfg, tokens=tokens, warmup=warmup))
 
 
 def metrics_dict(pred: Any) -> dict[str, Any]:

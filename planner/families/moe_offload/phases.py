@@ -152,8 +152,13 @@ def bound(ctx: PlanContext) -> None:
     low = st.lowered
     p = low.problem
     if low.options.cpu_misses and p.host_expert_compute_s is not None and p.host_dram_bytes_per_s:
+        import solvers.moe_offload.floor as floor_module
+        from planner.families.moe_offload.replay_cache import cached_dataclass, key_of
+
         window = sim_window(low)
-        st.floor = physical_floor(p, window, FloorConfig(max_oracles=floor_oracles(window)))
+        cfg = FloorConfig(max_oracles=floor_oracles(window))
+        key = key_of("moe_floor", floor_module.__file__, p, window, cfg)
+        st.floor = cached_dataclass("moe_floor", key, floor_module.FloorResult, lambda: physical_floor(p, window, cfg))
         return
     st.bound = moepic(p, MoEpicConfig(inner="scan", policy="belady", perfect_prediction=True))
 
@@ -165,7 +170,7 @@ def floor_oracles(window: Any) -> int:
     return int(min(24, max(6, 3_000_000 // max(requests, 1))))
 
 
-STRONGEST = 3   # baselines replayed by default besides llama.cpp's: the ones the cost model predicts fastest
+STRONGEST = 2   # baselines replayed by default besides llama.cpp's: the ones the cost model predicts fastest
 
 
 def replayed_baselines(ctx: PlanContext) -> list[str]:
