@@ -61,6 +61,8 @@ class MoeOffloadFamily(Family):
         Flag("--k-prefetch", "int", "experts prefetched per layer (default: top-k)", minimum=0),
         Flag("--inner", "choice", "inner solver", default="fixed_point", choices=("fixed_point", "scan")),
         Flag("--sim-tokens", "int", "trace tokens the simulator replays", default=1024, minimum=1),
+        Flag("--robust", "switch", "pick the plan with the least worst-case regret over the uncertain constants (host "
+             "efficiency 0.6-1.0, link x0.8-1.2, DRAM contention) instead of the best at the nominal ones"),
         Flag("--all-baselines", "switch", "replay every baseline in the simulator (default: llama.cpp's and the "
              "strongest predicted)"),
         Flag("--no-cpu-experts", "switch",
@@ -136,7 +138,7 @@ class MoeOffloadFamily(Family):
         return MoeOffloadOptions(
             expert_bits=int(v["expert_bits"]), context_tokens=v["context"], batch=v["batch"], expert_budget=budget,
             trace_path=v["trace"], trace_preset=v["trace_preset"], trace_tokens=v["trace_tokens"], seed=v["seed"],
-            trace_sequences=v["trace_sequences"], all_baselines=bool(v["all_baselines"]),
+            trace_sequences=v["trace_sequences"], all_baselines=bool(v["all_baselines"]), robust=bool(v["robust"]),
             theta_granularity=v["theta_granularity"], k_prefetch=v["k_prefetch"], inner=v["inner"],
             sim_tokens=v["sim_tokens"], cpu_misses=not v["no_cpu_experts"], measured_timing=timing,
             calibration=calibration, **request_options(v))

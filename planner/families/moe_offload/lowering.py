@@ -69,6 +69,7 @@ class MoeOffloadOptions:
     target_ttft_ms: float | None = None     # ... or this TTFT
     ubatch: int = 512                       # llama.cpp's -ub, for its prefill rules
     all_baselines: bool = False             # replay every baseline in the simulator (default: the strongest)
+    robust: bool = False                    # pick the plan with the least worst-case regret over the constants' range
 
     def calibration_input(self) -> dict[str, Any]:
         """The plan's record of the calibration it used (nothing when planned from the roofline)."""
@@ -105,6 +106,7 @@ class MoeLowered:
     options: MoeOffloadOptions
     timing_source: str
     notes: list[str] = field(default_factory=list)
+    constants: list[dict[str, Any]] = field(default_factory=list)   # every hardware constant with its source
 
 
 def expert_bytes(structure: MoeStructure, bits: int) -> float:
@@ -324,7 +326,39 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
               f"efficiency {hw.efficiency_compute:g} compute / {hw.efficiency_memory:g} memory)")
     if measured_timing is not None:
         source = str(measured_timing.get("source", "measured"))
-    return MoeLowered(problem, mem, trace, calib, heldout, orders, structure, opts, source, notes)
+    return MoeLowered(problem, mem, trace, calib, heldout, orders, structure, opts, source, notes,
+                      constants_record(hw, measured_timing is not None))
+
+
+def constants_record(hw: HardwareProfile, timing_measured: bool) -> list[dict[str, Any]]:
+    """Every hardware constant the plan's times rest on, its value and where it comes from (docs §13)."""
+    origin = "measured by `planner hardware measure`" if hw.measured else f"catalog profile {hw.name}"
+    eff_src = ("measured profile (its figures are sustained rates)" if hw.measured else
+               "catalog assumption (the profile's efficiency_memory), not measured for this host; "
+               "`planner hardware measure` reports the expert kernel's share on the machine it runs on")
+    out = [
+        {"name": "device_memory_bandwidth_bytes_per_s", "value": hw.bandwidth_bytes_per_s(), "source": f"{origin}: "
+         f"{hw.memory_bandwidth_bytes_per_s:.4g} B/s peak x efficiency {hw.efficiency_memory:g}",
+         "uncertain": False},
+        {"name": "device_flops_per_s_bf16", "value": hw.flops_per_s("bf16"), "source": f"{origin}: peak x efficiency "
+         f"{hw.efficiency_compute:g}", "uncertain": False},
+        {"name": "link_bytes_per_s", "value": hw.h2d_bytes_per_s(), "source": f"{origin} ({hw.host_link or 'link'}): "
+         "a sustained pinned-copy figure", "uncertain": True, "range": "x0.8 .. x1.2"},
+    ]
+    if hw.host_memory_bandwidth_bytes_per_s:
+        out += [
+            {"name": "host_dram_peak_bytes_per_s", "value": float(hw.host_memory_bandwidth_bytes_per_s),
+             "source": f"{origin}: the host's peak DRAM bandwidth", "uncertain": False},
+            {"name": "host_expert_efficiency", "value": hw.efficiency_memory, "source": eff_src, "uncertain": True,
+             "range": "0.6 .. 1.0"},
+            {"name": "dram_contention", "value": "shared at P", "source": "model (docs §3.3): host reads and link copies "
+             "share the peak P in proportion to their rates while both run", "uncertain": True,
+             "range": "none .. serialised (cap max(H, BW))"},
+        ]
+    if timing_measured:
+        out.append({"name": "decode_timings", "value": "measured", "source": "calibration file (`planner calibrate`)",
+                    "uncertain": False})
+    return out
 
 
 # ------------------------------------------------------------------ lifting

@@ -28,6 +28,7 @@ class MoeState:
     dual: dict[str, Any] = field(default_factory=dict)       # dual mode: target, budget found, fastest figure
     simulated: dict[str, Any] = field(default_factory=dict)
     replaced_by: str | None = None
+    robust: dict[str, Any] = field(default_factory=dict)      # --robust: the choice and every candidate's regret
 
 
 def lower(ctx: PlanContext) -> None:
@@ -60,6 +61,40 @@ def solve(ctx: PlanContext) -> None:
     bad = validate(st.lowered.problem, st.solution)
     if bad:
         raise RuntimeError("MoEpic returned an invalid plan (a bug): " + "; ".join(bad))
+    if opts.robust:
+        robust_choice(ctx, config)
+
+
+def robust_choice(ctx: PlanContext, config: Any) -> None:
+    """--robust: the plan with the least worst-case regret over the uncertain constants (docs §13)."""
+    from solvers.moe_offload.moepic import solve as moepic
+    from solvers.moe_offload.sensitivity import (ROBUST_CONTENTION, ROBUST_HOST_EFFICIENCY, ROBUST_LINK_SCALE, grid,
+                                                 robust)
+
+    st = ctx.state
+    p = st.lowered.problem
+    if not (st.lowered.options.cpu_misses and p.host_expert_compute_s is not None and p.host_dram_bytes_per_s):
+        raise PlannerError("--robust needs a host that computes experts (a profile with host memory bandwidth)",
+                           "drop --robust, or drop --no-cpu-experts / use a profile with host_memory_bandwidth")
+    points = grid(ROBUST_HOST_EFFICIENCY, ROBUST_LINK_SCALE, ROBUST_CONTENTION)
+    choice = robust(p, {"plan at the nominal constants": st.solution}, lambda q: moepic(q, config), points)
+    nominal = "plan at the nominal constants"
+    st.robust = {"chosen": choice.chosen, "worst_regret": dict(choice.worst_regret), "worst_at": dict(choice.worst_at),
+                 "points": [x.label() for x in points]}
+    if choice.chosen == nominal:
+        ctx.notes.append(f"--robust: the nominal plan has the least worst-case regret ({choice.worst_regret[nominal]:.1%}, "
+                         f"at {choice.worst_at[nominal]}) over {len(points)} settings of the uncertain constants")
+        return
+    ctx.notes.append(f"--robust: the plan solved at {choice.chosen.removeprefix('plan solved at ')} has worst-case regret "
+                     f"{choice.worst_regret[choice.chosen]:.1%} over {len(points)} settings of the uncertain constants "
+                     f"(the nominal plan {choice.worst_regret[nominal]:.1%}, at {choice.worst_at[nominal]}); it is the plan")
+    # its analytic figures at the nominal constants
+    from solvers.moe_offload.cost import evaluate
+
+    sol = choice.solution
+    m = evaluate(p, sol.thetas, sol.capacities, sol.prefetch, sol.policy, cpu_layers=sol.cpu_layers,
+                 split=sol.split_fraction)
+    st.solution = dataclasses.replace(sol, metrics=m, objective=m.tpot_s, params={**dict(sol.params), "robust": True})
 
 
 def solver_config(low: MoeLowered) -> Any:
@@ -332,7 +367,9 @@ def lift(ctx: PlanContext) -> None:
                           wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,
                           iterations=len(sol.trace), trace=tuple(head) + solver_trace(events)),
         objective=Objective(metric, fam.objective_sense, plan_ms),
-        decisions=request_decisions(st, decisions_dict(low, sol, pred, sim)),
+        decisions={**request_decisions(st, decisions_dict(low, sol, pred, sim)), "constants": low.constants,
+                   **({"sensitivity": sens} if (sens := sensitivity_record(st)) else {}),
+                   **({"robust": st.robust} if st.robust else {})},
         predicted=plan_pred,
         simulated=plan_sim,
         baselines=base,
@@ -347,6 +384,30 @@ def lift(ctx: PlanContext) -> None:
         constraints={"expert_cache_budget_bytes": low.memory.expert_cache_budget_bytes},   # the dual budget in dual mode
         notes=tuple(dict.fromkeys(ctx.notes)),
     )
+
+
+def sensitivity_record(st: MoeState) -> dict[str, Any]:
+    """The plan's lead over each replayed baseline across the uncertain constants (predicted; docs §13)."""
+    from solvers.moe_offload.baselines import baseline
+    from solvers.moe_offload.sensitivity import Point, grid, leads
+
+    low = st.lowered
+    p = low.problem
+    if not (low.options.cpu_misses and p.host_expert_compute_s is not None and p.host_dram_bytes_per_s):
+        return {}
+    names = [n for n in st.baselines if n in st.simulated]
+    nominal = Point(round(p.expert_bytes / (p.host_expert_compute_s * p.host_dram_bytes_per_s), 6), 1.0, "shared")
+    points = grid()
+    if nominal not in points:
+        points = [nominal, *points]
+    out, plan_t = leads(p, st.solution, {n: baseline(n).solve for n in names}, points, nominal)
+    return {"source": "analytic cost model at each setting (docs §13); baselines re-derived by their own rule",
+            "nominal": nominal.label(),
+            "plan_tpot_ms": {"nominal": float(plan_t[points.index(nominal)] * 1e3), "worst": float(max(plan_t) * 1e3),
+                             "best": float(min(plan_t) * 1e3)},
+            "lead_vs": {n: {"nominal": l.nominal, "worst": l.worst, "best": l.best, "worst_at": l.worst_at}
+                        for n, l in out.items()},
+            "points": len(points)}
 
 
 def request_decisions(st: MoeState, decisions: dict[str, Any]) -> dict[str, Any]:

@@ -92,8 +92,10 @@ def floor_table(plan: Plan, wide: bool = False) -> Table | None:
     if b is None or "binding" not in b.predicted:
         return None
     p = b.predicted
-    t = table(f"floor {b.value:.1f} ms/token (plan {plan.objective.value / b.value:.2f}x): binding term "
-                    f"{p['binding']}")
+    floor_ms = float(p.get("tpot_ms_bound", p.get("tpot_ms", b.value)))
+    plan_ms = float(plan.simulated.get("tpot_ms") or plan.predicted["tpot_ms"])
+    t = table(f"decode floor {floor_ms:.1f} ms/token on the held-out sequences (plan, simulated held out: "
+              f"{plan_ms / floor_ms:.2f}x): binding term {p['binding']}")
     t.add_column("term")
     t.add_column("ms/token", justify="right")
     t.add_column("weight", justify="right")
@@ -120,7 +122,38 @@ def inspect_tables(plan: Plan, wide: bool = False) -> list[Any]:
     ft = floor_table(plan, wide)
     if ft is not None:
         out.append(ft)
+    st = sensitivity_table(plan)
+    if st is not None:
+        out.append(st)
+    if wide and plan.decisions.get("constants"):
+        out.append(constants_table(plan))
     return out
+
+
+def sensitivity_table(plan: Plan) -> Table | None:
+    """The plan's lead over each replayed baseline across the uncertain constants (predicted)."""
+    sens = plan.decisions.get("sensitivity")
+    if not sens:
+        return None
+    t = table(f"lead over each baseline across {sens['points']} settings of host efficiency, link rate and DRAM "
+              f"contention (predicted; nominal: {sens['nominal']})")
+    for col, just in (("baseline", "left"), ("nominal", "right"), ("worst", "right"), ("best", "right"),
+                      ("worst at", "left")):
+        t.add_column(col, justify=just)
+    for name, lead in sorted(sens["lead_vs"].items()):
+        t.add_row(name, f"{lead['nominal']:.1%}", f"{lead['worst']:.1%}", f"{lead['best']:.1%}", lead["worst_at"])
+    return t
+
+
+def constants_table(plan: Plan) -> Table:
+    """Every hardware constant the plan rests on, with its source."""
+    t = table("constants and their sources (uncertain ones span the range shown)")
+    for col in ("constant", "value", "range", "source"):
+        t.add_column(col)
+    for c in plan.decisions["constants"]:
+        v = c["value"]
+        t.add_row(c["name"], f"{v:.4g}" if isinstance(v, float) else str(v), c.get("range", ""), c["source"])
+    return t
 
 
 def prefill_table(plan: Plan, wide: bool = False) -> Table | None:
