@@ -260,6 +260,10 @@ def layer_timing(structure: MoeStructure, hw: HardwareProfile, opts: MoeOffloadO
 def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
           opts: MoeOffloadOptions, measured_timing: dict[str, Any] | None = None) -> MoeLowered:
     """Build the MoEpic problem for this model, device and workload."""
+    if hw.measured and not hw.host_to_device_bytes_per_s:
+        raise PlannerError(f"{hw.name} was measured without a host link (no CUDA device): its weights and its compute "
+                           "share one memory, so there is nothing to offload experts over",
+                           "plan for a GPU profile (`planner hardware list`), or measure on a machine with CUDA")
     k = structure.top_k
     k_pf = k if opts.k_prefetch is None else opts.k_prefetch
     if not 0 <= k_pf <= structure.num_experts:
@@ -349,7 +353,9 @@ def constants_record(hw: HardwareProfile, timing_measured: bool) -> list[dict[st
         out += [
             {"name": "host_dram_peak_bytes_per_s", "value": float(hw.host_memory_bandwidth_bytes_per_s),
              "source": f"{origin}: the host's peak DRAM bandwidth", "uncertain": False},
-            {"name": "host_expert_efficiency", "value": hw.efficiency_memory, "source": eff_src, "uncertain": True,
+            {"name": "host_expert_efficiency", "value": hw.host_efficiency(),
+             "source": ("measured by `planner hardware measure` (expert-shaped kernel / DRAM peak)"
+                        if hw.host_expert_efficiency is not None else eff_src), "uncertain": True,
              "range": "0.6 .. 1.0"},
             {"name": "dram_contention", "value": "shared at P", "source": "model (docs §3.3): host reads and link copies "
              "share the peak P in proportion to their rates while both run", "uncertain": True,
