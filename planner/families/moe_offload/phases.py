@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import PlannerError
+from solvers.common import InfeasibleError
 from planner.families.base import PlanContext
 from planner.families.moe_offload.lowering import MoeLowered
 from planner.plan_refs import hardware_ref, solver_trace
@@ -124,9 +125,10 @@ def dual_mode(ctx: PlanContext, config: Any) -> None:
     st.dual = {"metric": f"{metric}_ms", "target_ms": target_ms, "budget_bytes": budget, "available_bytes": full,
                "fastest_ms": best * 1e3}
     if budget is None:
-        ctx.notes.append(f"dual mode: no expert budget meets {metric.upper()} <= {target_ms:.4g} ms; the fastest plan "
-                         f"(the whole {full / 2**30:.2f} GiB budget) reaches {best * 1e3:.4g} ms")
-        return
+        flag = "--target-tpot" if metric == "tpot" else "--target-ttft"
+        raise InfeasibleError(f"no expert budget meets {metric.upper()} <= {target_ms:.4g} ms on {ctx.hardware.name}: the "
+                              f"fastest plan (the whole {full / 2**30:.2f} GiB budget) reaches {best * 1e3:.4g} ms",
+                              f"use {flag} {best * 1e3:.4g}ms or more, or a faster device")
     ctx.notes.append(f"dual mode: {budget / 2**30:.2f} GiB of expert cache (of {full / 2**30:.2f} GiB available) is the "
                      f"smallest budget meeting {metric.upper()} <= {target_ms:.4g} ms")
     memory = dataclasses.replace(low.memory, expert_cache_budget_bytes=int(budget),
@@ -309,6 +311,7 @@ def lift(ctx: PlanContext) -> None:
         if name in st.prefill:
             a, sp = st.prefill[name]
             bp.update(request_metrics(a.ttft_s, b.metrics.tpot_s, n_out))
+            bp["prompt_tokens"] = int(p.prompt_tokens)      # a baseline's receipt says what it was planned for
             bs.update(request_metrics(sp.ttft_s, st.simulated[name].tpot_s, n_out))
         base[name] = BaselineResult(baseline(name).description, params, bp, bs, baseline_decisions(b))
     for name, (rule, desc) in PREFILL_BASELINES.items():
