@@ -79,6 +79,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("target tpot bare number", PLAN + ["--target-tpot", "100"], ("--target-tpot", "no unit", "30ms")),
     ("target tpot zero", PLAN + ["--target-tpot", "0ms"], ("--target-tpot", "positive")),
     ("two dual targets", PLAN + ["--target-tpot", "80ms", "--target-ttft", "2s"], ("both given", "one target")),
+    ("context shorter than the request", PLAN + ["--context", "1024", "--prompt-tokens", "8192"],
+     ("--context 1024 is shorter than the request", "--context 8448")),
     ("target tpot unreachable", PLAN + ["--target-tpot", "1us", "--trace-tokens", "600", "--sim-tokens", "50"],
      ("no expert budget meets TPOT", "reaches", "--target-tpot")),
     ("moe on a measured cpu with no host link", ["plan", "mixtral-8x7b", "--hardware", "measured_cpu.yaml"],

@@ -19,6 +19,19 @@ GGUF_FILE_TYPES = ("q4_k_m", "q4_k_s", "q5_k_m", "q5_k_s", "q6_k", "q8_0", "q4_0
 LLAMACPP_ONLY = ("--quant", "--ubatch", "--compute-buffer")
 
 
+def request_context(v: FlagValues) -> int:
+    """The KV-cache context to reserve: --context when given (it must hold the request: prompt + output tokens),
+    else the larger of its default and the request."""
+    need = int(v["prompt_tokens"]) + int(v["output_tokens"])
+    if "--context" in v.given:
+        if int(v["context"]) < need:
+            raise PlannerError(f"--context {v['context']} is shorter than the request ({v['prompt_tokens']} prompt + "
+                               f"{v['output_tokens']} output tokens = {need})",
+                               f"use --context {need} or more, or shorten --prompt-tokens/--output-tokens")
+        return int(v["context"])
+    return max(int(v["context"]), need)
+
+
 def request_options(v: FlagValues) -> dict[str, Any]:
     """The whole-request options from the flags, checked (targets in ms; one target at a time)."""
     if v["target_tpot"] is not None and v["target_ttft"] is not None:
@@ -136,7 +149,7 @@ class MoeOffloadFamily(Family):
             timing, calibration = read_calibration(Path(v["calibration"]), ctx.spec, ctx.request.tiny)
         budget = v["expert_budget"]
         return MoeOffloadOptions(
-            expert_bits=int(v["expert_bits"]), context_tokens=v["context"], batch=v["batch"], expert_budget=budget,
+            expert_bits=int(v["expert_bits"]), context_tokens=request_context(v), batch=v["batch"], expert_budget=budget,
             trace_path=v["trace"], trace_preset=v["trace_preset"], trace_tokens=v["trace_tokens"], seed=v["seed"],
             trace_sequences=v["trace_sequences"], all_baselines=bool(v["all_baselines"]), robust=bool(v["robust"]),
             theta_granularity=v["theta_granularity"], k_prefetch=v["k_prefetch"], inner=v["inner"],
