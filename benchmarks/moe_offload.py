@@ -124,11 +124,13 @@ def dynamic_cache_check(low, sol) -> dict:
 
 
 def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int, dynamic_cache: bool = False,
-             batch: int = 1, constants: list | None = None) -> dict:
-    """Plan one cell (full plan space) and collect held-out simulated and predicted figures."""
+             batch: int = 1, constants: list | None = None, quick: bool = False) -> dict:
+    """Plan one cell (full plan space) and collect held-out simulated and predicted figures. `quick` replays only the
+    planner's default baselines (llama.cpp's and the two strongest) and skips the exact GPU-only reference and the
+    floor without admissions."""
     # decode only (issue 14 compares TPOT); whole requests are benchmarked in benchmarks/moe_offload_requests.py
     argv = [model, "--hardware", hw, "--expert-bits", str(bits), "--sim-tokens", str(sim_tokens), "--objective", "tpot",
-            "--prompt-tokens", "0", "--batch", str(batch), "--all-baselines"]
+            "--prompt-tokens", "0", "--batch", str(batch)] + ([] if quick else ["--all-baselines"])
     if budget != "max":
         argv += ["--expert-budget", budget]
     t0 = time.time()
@@ -151,11 +153,11 @@ def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int, dynam
     gpu_plan = solve(p, MoEpicConfig())                                  # MoEpic as published (GPU only)
     sim["gpu_plan"] = simulate_solution(low, gpu_plan).tpot_s * 1e3
     pred["gpu_plan"] = gpu_plan.objective * 1e3
-    exact = solve_scan_merge(p)
+    exact = None if quick else solve_scan_merge(p)
     floor = dict(ctx.plan.bound.predicted) if ctx.plan.bound and "binding" in ctx.plan.bound.predicted else {}
     floor_ms = floor.get("tpot_ms")
     static_floor_ms = None
-    if floor_ms and sim["plan"] / floor_ms > FLOOR_TARGET:
+    if floor_ms and sim["plan"] / floor_ms > FLOOR_TARGET and not quick:
         # the same floor without admissions (a fixed resident set per layer, chosen with hindsight of the window):
         # how much of the gap is the clairvoyant cache's dynamic admissions
         window = sim_window(low)
@@ -175,7 +177,7 @@ def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int, dynam
         "plan_over_floor_sim": sim["plan"] / floor_ms if floor_ms else None,
         "floor_target_met": bool(floor_ms and sim["plan"] / floor_ms <= FLOOR_TARGET),
         "reduction_vs": {k: 1 - sim["plan"] / v for k, v in sim.items() if k != "plan"},
-        "gpu_gap_to_exact": (gpu_plan.objective - exact.objective) / exact.objective,
+        "gpu_gap_to_exact": (gpu_plan.objective - exact.objective) / exact.objective if exact is not None else None,
         "layers": int(p.num_layers), "split_layers": int(split.sum()), "host_layers": modes.count("host"),
         "link_layers": modes.count("link"),
         "split_fraction_mean": float(np.nanmean(st.solution.split_fraction)) if split.any() else None,
@@ -190,6 +192,12 @@ def run_cell(model: str, hw: str, budget: str, bits: int, sim_tokens: int, dynam
         cell["dynamic_cache_ms"] = dynamic_cache_check(low, st.solution)
     if constants and host:
         cell["constants"] = constants_check(low, st.solution, constants)
+        # the --robust plan (least worst-case regret over the constants), held out, at the nominal and every setting
+        rctx = plan_from_argv(argv + ["--robust"])
+        rst = rctx.state
+        cell["robust"] = {"plan_ms": rst.simulated["plan"].tpot_s * 1e3, "chosen": rst.robust.get("chosen"),
+                          "llamacpp_ms": rst.simulated["llamacpp_cpu_moe"].tpot_s * 1e3,
+                          "constants": constants_check(rst.lowered, rst.solution, constants)}
     return cell
 
 
@@ -273,6 +281,11 @@ def headline_summary(head: list[dict], host_eff: dict) -> dict:
             w = one["constants"]["worst"]
             out["reduction_vs_llamacpp_heldout_worst_case"] = w["reduction_vs_llamacpp"]
             out["worst_case_at"] = w["point"]
+        if "robust" in one:
+            r = one["robust"]
+            out["robust_reduction_vs_llamacpp_heldout"] = 1 - r["plan_ms"] / r["llamacpp_ms"]
+            out["robust_reduction_vs_llamacpp_heldout_worst_case"] = r["constants"]["worst"]["reduction_vs_llamacpp"]
+            out["robust_worst_case_at"] = r["constants"]["worst"]["point"]
     out["reduction_vs_llamacpp_heldout_by_batch"] = {str(b): c["reduction_vs"].get("llamacpp_cpu_moe")
                                                      for b, c in sorted(by_batch.items())}
     out["floor_ratio_heldout_by_batch"] = {str(b): c["plan_over_floor_sim"] for b, c in sorted(by_batch.items())}
@@ -318,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                     for batch in args.batches:
                         headline = (model, hw, bits, budget, batch) == ("mixtral-8x7b", "a100_24gb", 16, "max", 1)
                         cells.append(run_cell(model, hw, budget, bits, args.sim_tokens, args.dynamic_cache, batch,
-                                              points if headline else None))
+                                              points if headline else None, args.quick))
                         print(f"[{time.time() - t0:6.0f}s] {model} {hw} {budget} {bits}b batch {batch} done",
                               file=sys.stderr, flush=True)
     print("SIMULATED TPOT (ms) per cell: labelled simulator (trace replay, FIFO link, shared host DRAM), not a "
@@ -362,9 +375,14 @@ def main(argv: list[str] | None = None) -> int:
               f"lower; target >= 15 %), floor {c['floor_ms'] or float('nan'):.1f} ms ({c['plan_over_floor_sim'] or float('nan'):.2f}x; "
               f"target <= {FLOOR_TARGET}x), {c['distinct_experts_per_step']:.2f} distinct experts per layer and step")
         if "constants" in c:
+            rob = {r["point"]: r for r in c["robust"]["constants"]["rows"]} if "robust" in c else {}
+            print(f"  across the uncertain constants (held out; the --robust plan, {c.get('robust', {}).get('chosen')}, "
+                  "after the slash):")
             for r in c["constants"]["rows"]:
+                rr = rob.get(r["point"])
                 print(f"  {r['point']}: plan {r['plan_ms']:.1f} ms, llama.cpp {r['llamacpp_ms']:.1f} ms, "
-                      f"{r['reduction_vs_llamacpp']:.1%} lower")
+                      f"{r['reduction_vs_llamacpp']:.1%} lower" + (f" / robust plan {rr['plan_ms']:.1f} ms, "
+                                                                   f"{rr['reduction_vs_llamacpp']:.1%} lower" if rr else ""))
     summary = headline_summary(head, host_eff)
     print("summary: " + json.dumps(summary, sort_keys=True, default=float))
     sweeps = []
