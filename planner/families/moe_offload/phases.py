@@ -463,5 +463,6 @@ def _tpot_bound(st: MoeState, plan_ms: float) -> Bound:
                      "any budget split", gap=(plan_ms - value) / value if value > 0 else 0.0, predicted=pred)
     bpred = st.bound.metrics
     bound_ms = bpred.tpot_s * 1e3
-    return Bound(value=bound_ms, kind="perfect prediction + clairvoyant (Belady) cache, optimised over budgets and theta",
+    return Bound(value=bound_ms, kind="estimate, not a bound: the cost model with perfect prediction and a clairvoyant "
+                 "(Belady) cache, optimised over budgets and theta (its configuration can simulate above it)",
                  gap=(plan_ms - bound_ms) / bound_ms, predicted=metrics_dict(bpred), simulated=sim_dict(st.simulated["bound"]))
