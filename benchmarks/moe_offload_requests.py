@@ -1,7 +1,10 @@
 """moe-offload whole requests: TTFT, TPOT and end-to-end time of the plan and every baseline, predicted and
 SIMULATED (labelled simulator, not a measurement), and the plan's per-layer prefill decision.
 
-For each model x device x prompt length P (N output tokens, batch 1) it plans with the real pipeline
+Every simulated decode figure is HELD OUT (chosen on the trace's calibration sequences, scored on the others;
+issue 18), and every cell runs at batch 1, 4 and 8 (B independent sequences).
+
+For each model x device x prompt length P x batch B (N output tokens) it plans with the real pipeline
 (objective: end-to-end time) and reports, for the plan, the prefill rules (llama.cpp's default copy rule,
 ik_llama.cpp's MoE rule, always-host, always-stream, today's decode-only plan applied to prefill; all with the
 plan's decode configuration) and the decode baselines (each with the prefill its system would do): TTFT,
@@ -29,15 +32,16 @@ SHOWN = ("plan", "prefill_llamacpp", "prefill_ik_llamacpp", "prefill_host", "pre
 SHORT = ("plan", "llama", "ik", "host", "stream", "dec-plan", "n-cpu-moe", "ktrans", "hybri")
 
 
-def run_cell(model: str, hw: str, prompt: int, output: int, sim_tokens: int) -> dict:
+def run_cell(model: str, hw: str, prompt: int, output: int, sim_tokens: int, batch: int = 1) -> dict:
     """Plan one request shape and collect every configuration's request figures."""
     argv = [model, "--hardware", hw, "--prompt-tokens", str(prompt), "--output-tokens", str(output),
-            "--sim-tokens", str(sim_tokens)]
+            "--sim-tokens", str(sim_tokens), "--batch", str(batch), "--all-baselines"]
     t0 = time.time()
     try:
         ctx = plan_from_argv(argv)
     except InfeasibleError as exc:
-        return {"model": model, "hardware": hw, "prompt": prompt, "feasible": False, "reason": exc.one_line()}
+        return {"model": model, "hardware": hw, "prompt": prompt, "batch": batch, "feasible": False,
+                "reason": exc.one_line()}
     plan = ctx.plan
     rows = {"plan": (dict(plan.predicted), dict(plan.simulated))}
     for name, b in plan.baselines.items():
@@ -51,7 +55,8 @@ def run_cell(model: str, hw: str, prompt: int, output: int, sim_tokens: int) -> 
     worse = [n for n in in_space if n in figures and figures[n]["predicted"]["e2e_ms"]
              < figures["plan"]["predicted"]["e2e_ms"] * (1 - 1e-9)]
     be = [l["break_even_prompt_tokens"] for l in layers]
-    return {"model": model, "hardware": hw, "prompt": prompt, "output": output, "feasible": True, "figures": figures,
+    return {"model": model, "hardware": hw, "prompt": prompt, "batch": batch, "output": output, "feasible": True,
+            "scored_on": plan.simulated.get("scored_on"), "figures": figures,
             "layers": layers, "streamed_layers": sum(1 for l in layers if l["streamed"] > 0.5),
             "break_even_min": min((b for b in be if b is not None), default=None),
             "break_even_max": max((b for b in be if b is not None), default=None),
@@ -61,10 +66,10 @@ def run_cell(model: str, hw: str, prompt: int, output: int, sim_tokens: int) -> 
 
 def fmt(cells: list[dict], which: str) -> str:
     """One table per metric source: TTFT / e2e in seconds per configuration."""
-    head = f"{'model':17} {'hw':12} {'P':>5} |" + "".join(f" {s:>9}" for s in SHORT) + " | TPOT ms  break-even"
+    head = f"{'model':17} {'hw':12} {'P':>5} {'B':>2} |" + "".join(f" {s:>9}" for s in SHORT) + " | TPOT ms  break-even"
     lines = [f"{which} TTFT s (e2e s below)", head, "-" * len(head)]
     for c in cells:
-        lead = f"{c['model']:17} {c['hardware']:12} {c['prompt']:5d} |"
+        lead = f"{c['model']:17} {c['hardware']:12} {c['prompt']:5d} {c.get('batch', 1):2d} |"
         if not c["feasible"]:
             lines.append(lead + " does not fit: " + c["reason"][:100])
             continue
@@ -76,7 +81,7 @@ def fmt(cells: list[dict], which: str) -> str:
         be = f"{c['break_even_min']}-{c['break_even_max']}" if c["break_even_min"] else "never"
         lines.append(lead + "".join(cell(n, "ttft_ms") for n in SHOWN)
                      + f" | {f['plan'][which]['tpot_ms']:7.1f}  {be}")
-        lines.append(f"{'':17} {'':12} {'e2e':>5} |" + "".join(cell(n, "e2e_ms") for n in SHOWN) + " |")
+        lines.append(f"{'':17} {'':12} {'e2e':>5} {'':2} |" + "".join(cell(n, "e2e_ms") for n in SHOWN) + " |")
     return "\n".join(lines)
 
 
@@ -87,19 +92,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", nargs="+", type=int, default=list(PROMPTS))
     ap.add_argument("--output-tokens", type=int, default=256)
     ap.add_argument("--sim-tokens", type=int, default=128)
-    ap.add_argument("--quick", action="store_true", help="mixtral-8x7b on a100_24gb only")
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8])
+    ap.add_argument("--quick", action="store_true", help="mixtral-8x7b on a100_24gb, a 512-token prompt")
     ap.add_argument("-o", "--output", default="build/bench/moe_offload_requests.json")
     args = ap.parse_args(argv)
     if args.quick:
-        args.models, args.hardware = ["mixtral-8x7b"], ["a100_24gb"]
+        args.models, args.hardware, args.prompts = ["mixtral-8x7b"], ["a100_24gb"], [512]
     t0 = time.time()
     cells = []
     for model in args.models:
         for hw in args.hardware:
             for prompt in args.prompts:
-                cells.append(run_cell(model, hw, prompt, args.output_tokens, args.sim_tokens))
-                print(f"[{time.time() - t0:6.0f}s] {model} {hw} P={prompt} done", file=sys.stderr, flush=True)
-    print("Whole requests, batch 1, N = %d output tokens. SIMULATED figures come from the labelled simulator "
+                for batch in args.batches:
+                    cells.append(run_cell(model, hw, prompt, args.output_tokens, args.sim_tokens, batch))
+                    print(f"[{time.time() - t0:6.0f}s] {model} {hw} P={prompt} B={batch} done", file=sys.stderr,
+                          flush=True)
+    print("Whole requests, batch B (independent sequences), N = %d output tokens; decode figures held out. SIMULATED figures come from the labelled simulator "
           "(prefill: the prompt's routing replayed expert by expert; decode: trace replay), not measurements. "
           "Prefill rules use the plan's decode configuration; n-cpu-moe, ktrans and hybri are decode baselines with "
           "their own prefill." % args.output_tokens)
@@ -114,8 +122,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{c['model']}/{c['hardware']}/P={c['prompt']}: prefill streams experts in {c['streamed_layers']} of "
               f"{len(c['layers'])} layers; break-even prompt {c['break_even_min']}-{c['break_even_max']} tokens "
               f"({c['never_break_even_layers']} layers never break even up to 65536)")
-    write_text_atomic(args.output, json.dumps({"cells": cells, "wall_s": time.time() - t0}, indent=1, sort_keys=True,
-                                              default=float))
+    summary = {}
+    for c in feasible:
+        f = c["figures"]
+        if "llamacpp_cpu_moe" not in f or f["llamacpp_cpu_moe"]["simulated"].get("e2e_ms") is None:
+            continue
+        key = f"{c['model']}/{c['hardware']}/P={c['prompt']}/B={c['batch']}"
+        summary[key] = {"e2e_reduction_vs_llamacpp_heldout":
+                        1 - f["plan"]["simulated"]["e2e_ms"] / f["llamacpp_cpu_moe"]["simulated"]["e2e_ms"],
+                        "tpot_reduction_vs_llamacpp_heldout":
+                        1 - f["plan"]["simulated"]["tpot_ms"] / f["llamacpp_cpu_moe"]["simulated"]["tpot_ms"]}
+    print("summary: " + json.dumps(summary, sort_keys=True))
+    write_text_atomic(args.output, json.dumps({"summary": summary, "cells": cells, "wall_s": time.time() - t0,
+                                               "quick": bool(args.quick)}, indent=1, sort_keys=True, default=float))
     print(f"wrote {args.output} in {time.time() - t0:.0f} s")
     return 0
 

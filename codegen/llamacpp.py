@@ -7,7 +7,11 @@ Applies the plan's decisions, never makes them:
     llama.cpp's GGUF names: `blk\\.(3|17)\\.(ffn_gate_exps|ffn_up_exps)\\.=CPU`. The trailing `\\.` makes
     a pattern take a tensor's weight and its bias (GPT-OSS) and nothing else: `ffn_gate_exps\\.` cannot
     match `ffn_gate_inp` or `ffn_gate_shexp`, and `blk\\.1\\.` cannot match `blk.17.`;
-  * `-c`, `-np`, `-ub`, `-fa on` as planned.
+  * `-c`, `-np`, `-ub`, `-fa on` as planned (`-fa on|off|auto` since late August 2025: build b6343 has it;
+    older builds take a bare `-fa`, which the file's comment says).
+Each `-ot` value is single-quoted, so a line pastes into a shell as it is and `grep -v '^#' FILE | xargs
+llama-server -m MODEL.gguf` (xargs removes the quotes) applies the whole file. `$(grep ...)` does not remove
+quotes and is not the way to use the file.
 The regexes use only literal characters, `\\.`, and groups of `|` alternatives, a subset on which
 llama.cpp's `std::regex_search` (ECMAScript grammar) and Python's `re.search` agree (no classes,
 quantifiers, anchors or look-arounds), and they contain no `,` or `=` (llama.cpp splits -ot lists on
@@ -58,7 +62,7 @@ def flag_lines(decisions: Mapping[str, Any]) -> list[str]:
     if batch > 1:
         lines.append(f"-np {batch}")
     lines += [f"-ub {int(decisions['ubatch'])}", f"-fa {decisions.get('flash_attn', 'on')}"]
-    lines += [f"-ot {p}=CPU" for p in override_patterns(decisions)]
+    lines += [f"-ot '{p}=CPU'" for p in override_patterns(decisions)]
     return lines
 
 
@@ -75,6 +79,7 @@ def export_flags(plan: Any) -> str:
         f"{mem['compute_buffer_bytes'] / gib:.2f} GiB ({mem['compute_buffer_source']})",
         f"# {d['host_layers']} of {d['n_layer']} blocks wholly in host memory; host tensor groups of the other blocks "
         "via -ot (regex search over GGUF tensor names, first match wins)",
-        "# use: llama-server -m MODEL.gguf $(grep -v '^#' THIS_FILE)",
+        "# use: grep -v '^#' THIS_FILE | xargs llama-server -m MODEL.gguf   (xargs removes the quotes; or paste the lines)",
+        "# -fa on: llama.cpp builds from late August 2025 on (b6343 has it); older builds take a bare -fa",
     ]
     return "\n".join(head + flag_lines(d)) + "\n"

@@ -326,7 +326,7 @@ def cmd_hardware(args: argparse.Namespace) -> int:
 
     target = _output_file(args.output, "-o", "hardware profile", "hardware", args.force)
     with Progress(console=_console(stderr=True), transient=True) as prog:
-        task = prog.add_task("measuring", total=5)
+        task = prog.add_task("measuring", total=6)
 
         def tick(label: str, done: int, total: int) -> None:
             prog.update(task, completed=done, total=total, description=label)

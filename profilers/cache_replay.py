@@ -56,7 +56,8 @@ def stack_distances(seq: np.ndarray, num_experts: int, policy: str, rho: float =
                     omega: float = DEFAULT_OMEGA) -> tuple[np.ndarray, list[int], Callable[[int], tuple]]:
     """Stack distance of every access in `seq` (T, k): the access hits in a cache of size C iff C >= d.
 
-    First touches get d = num_experts + 1. Returns (d, final stack, key function at the end).
+    First touches get d = num_experts + 1; padding entries (negative ids, a batched view's short rows) get
+    d = -1 and change nothing. Returns (d, final stack, key function at the end).
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy}")
@@ -84,6 +85,9 @@ def stack_distances(seq: np.ndarray, num_experts: int, policy: str, rho: float =
         step = [int(e) for e in seq[t]]
         used = set(step)
         for j, x in enumerate(step):
+            if x < 0:
+                dist[t, j] = -1
+                continue
             delta = pos_of.get(x)
             dist[t, j] = (delta + 1) if delta is not None else num_experts + 1
             end = delta if delta is not None else len(stack)  # 0-based index of x's slot (or the new slot)
@@ -124,9 +128,11 @@ def stack_distances(seq: np.ndarray, num_experts: int, policy: str, rho: float =
 
 
 def hit_curve_from_distances(dist: np.ndarray, num_experts: int) -> np.ndarray:
-    """h(C) for C = 0..N: fraction of accesses with stack distance <= C."""
-    counts = np.bincount(np.minimum(dist.ravel(), num_experts + 1), minlength=num_experts + 2)
-    return np.cumsum(counts)[: num_experts + 1] / dist.size
+    """h(C) for C = 0..N: fraction of accesses with stack distance <= C (padding, d < 0, is not an access)."""
+    d = dist.ravel()
+    d = d[d >= 0]
+    counts = np.bincount(np.minimum(d, num_experts + 1), minlength=num_experts + 2)
+    return np.cumsum(counts)[: num_experts + 1] / max(d.size, 1)
 
 
 def replay(experts: np.ndarray, num_experts: int, policy: str, rho: float = DEFAULT_RHO,
@@ -144,7 +150,7 @@ def replay(experts: np.ndarray, num_experts: int, policy: str, rho: float = DEFA
     for layer in range(L):
         dist, _stack, key = stack_distances(experts[:, layer, :], num_experts, policy, rho, omega)
         curves[layer] = hit_curve_from_distances(dist[warmup:], num_experts)
-        seen = sorted({int(e) for e in experts[:, layer, :].ravel()}, key=key, reverse=True)
+        seen = sorted({int(e) for e in experts[:, layer, :].ravel() if e >= 0}, key=key, reverse=True)
         orders.append(tuple(seen))
     return ReplayResult(policy, curves, tuple(orders))
 

@@ -29,7 +29,7 @@ DEFAULT_OP_OVERHEAD_S = {"datacenter_gpu": 10e-6, "consumer_gpu": 10e-6, "cpu_se
                          "edge_gpu": 20e-6, "edge_cpu": 20e-6, "phone": 20e-6, "cpu": 20e-6}
 # Fields added after the first catalog: they enter the fingerprint only when a profile sets them, so
 # existing profiles (and the plans that record their fingerprints) keep their identity.
-LATER_FIELDS = ("op_overhead_s", "host_peak_flops_per_s")
+LATER_FIELDS = ("op_overhead_s", "host_peak_flops_per_s", "host_expert_efficiency")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class HardwareProfile:
     base: str | None = None
     op_overhead_s: float | None = None   # fixed time of one extra small kernel (s); None: by kind
     host_peak_flops_per_s: float | None = None   # host CPU peak FP32 vector FLOP/s (prefill on the host)
+    host_expert_efficiency: float | None = None  # share of peak host DRAM bandwidth the host's expert kernel sustains
+                                                 # (measured by `planner hardware measure`); None: efficiency_memory
 
     def op_overhead(self) -> float:
         """Fixed seconds of one extra small kernel on this device (the profile's figure, else by kind)."""
@@ -89,7 +91,12 @@ class HardwareProfile:
         """Sustained host (CPU) DRAM bandwidth in B/s, for work kept on the host; None if unknown."""
         if self.host_memory_bandwidth_bytes_per_s is None:
             return None
-        return self.host_memory_bandwidth_bytes_per_s * self.efficiency_memory
+        return self.host_memory_bandwidth_bytes_per_s * self.host_efficiency()
+
+    def host_efficiency(self) -> float:
+        """Share of peak host DRAM bandwidth the host's expert kernel sustains: the measured figure where the
+        profile has one, else the profile's memory efficiency."""
+        return float(self.host_expert_efficiency) if self.host_expert_efficiency is not None else self.efficiency_memory
 
     def host_flops_per_s(self) -> float | None:
         """Sustained host CPU FLOP/s (peak times the compute efficiency); None if unknown."""
@@ -144,7 +151,8 @@ def profile_from_dict(d: Mapping[str, Any], where: str) -> HardwareProfile:
         raise ValueError(f"{where}: memory_bytes or peak_flops_per_s is not a number ({exc})") from exc
     for key in ("memory_bandwidth_bytes_per_s", "host_to_device_bytes_per_s", "device_to_host_bytes_per_s",
                 "host_memory_bandwidth_bytes_per_s", "host_peak_flops_per_s",
-                "uplink_bits_per_s", "downlink_bits_per_s", "efficiency_compute", "efficiency_memory", "op_overhead_s"):
+                "uplink_bits_per_s", "downlink_bits_per_s", "efficiency_compute", "efficiency_memory", "op_overhead_s",
+                "host_expert_efficiency"):
         if values.get(key) is not None:
             try:
                 values[key] = float(values[key])
@@ -154,7 +162,7 @@ def profile_from_dict(d: Mapping[str, Any], where: str) -> HardwareProfile:
                 raise ValueError(f"{where}: {key} must be positive")
     if values["memory_bytes"] <= 0:
         raise ValueError(f"{where}: memory_bytes must be positive")
-    for key in ("efficiency_compute", "efficiency_memory"):
+    for key in ("efficiency_compute", "efficiency_memory", "host_expert_efficiency"):
         if values.get(key) is not None and values[key] > 1:
             raise ValueError(f"{where}: {key} is {values[key]:g}, a fraction of peak that cannot exceed 1")
     for k, v in values["peak_flops_per_s"].items():
@@ -186,6 +194,63 @@ def _median_time(fn: Callable[[], None], repeats: int, sync: Callable[[], None])
     return times[len(times) // 2]
 
 
+@dataclass(frozen=True)
+class HostExpertKernel:
+    """The host CPU's expert kernel at decode (one token through a SwiGLU expert: two GEMVs over d x f weights,
+    one over f x d) against the same CPU's DRAM bandwidth; medians and spreads over repeats."""
+
+    expert_bytes_per_s: float        # weight bytes of the expert / kernel time (median)
+    expert_spread: tuple[float, float]  # (min, max) over the repeats
+    read_bytes_per_s: float          # a streaming read of the same bytes (sum), the peak a kernel could reach
+    copy_bytes_per_s: float          # a copy, counting read, write and the write-allocate read (3 x bytes)
+    efficiency: float                # expert_bytes_per_s / the best of the three (a share of the peak seen)
+    detail: str
+
+
+def measure_host_expert_kernel(hidden: int = 4096, intermediate: int = 7168, repeats: int = 7,
+                               threads: int | None = None) -> HostExpertKernel:
+    """Time a decode-time SwiGLU expert (batch 1, fp32 weights of Mixtral's hidden size, half its expert width so
+    the weights, 352 MB, dwarf every cache) and a streaming read and copy of the same bytes on this CPU."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    d, f = hidden, intermediate
+    gate = torch.empty(f, d).uniform_(-0.01, 0.01)
+    up = torch.empty(f, d).uniform_(-0.01, 0.01)
+    down = torch.empty(d, f).uniform_(-0.01, 0.01)
+    x = torch.randn(1, d)
+    nbytes = 3 * d * f * 4
+
+    def expert() -> None:
+        h = torch.nn.functional.silu(x @ gate.T) * (x @ up.T)
+        h @ down.T
+
+    flat = torch.cat([gate.reshape(-1), up.reshape(-1), down.reshape(-1)])
+    dst = torch.empty_like(flat)
+
+    def times(fn: Callable[[], None]) -> list[float]:
+        fn()
+        out = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return sorted(out)
+
+    t_exp = times(expert)
+    t_read = times(lambda: flat.sum())
+    t_copy = times(lambda: dst.copy_(flat))
+    med = lambda v: v[len(v) // 2]  # noqa: E731
+    exp_bw = nbytes / med(t_exp)
+    read_bw = nbytes / med(t_read)
+    copy_bw = 3 * nbytes / med(t_copy)
+    return HostExpertKernel(exp_bw, (nbytes / t_exp[-1], nbytes / t_exp[0]), read_bw, copy_bw,
+                            exp_bw / max(read_bw, copy_bw, exp_bw),
+                            f"SwiGLU expert d={d} f={f} fp32 ({nbytes / 1e6:.0f} MB), batch 1, {torch.get_num_threads()} "
+                            f"threads, median of {repeats}")
+
+
 def measure_this_machine(
     name: str = "measured",
     progress: Callable[[str, int, int], None] | None = None,
@@ -204,7 +269,7 @@ def measure_this_machine(
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    steps = 3 + (2 if cuda else 0)
+    steps = 4 + (2 if cuda else 0)
     done = 0
     results: list[MeasureResult] = []
 
@@ -234,6 +299,16 @@ def measure_this_machine(
     mem_bw = 2.0 * src.numel() * 4 / t  # read + write
     results.append(MeasureResult("memory_bandwidth", mem_bw, "B/s", f"{copy_mib} MiB device copy, read+write, median of {repeats}"))
     tick("memory bandwidth")
+
+    # the host's expert kernel (what a host-computed expert reaches of the host's DRAM bandwidth)
+    kern = measure_host_expert_kernel(repeats=repeats)
+    results.append(MeasureResult("host_expert_kernel", kern.expert_bytes_per_s, "B/s",
+                                 f"{kern.detail}; spread {kern.expert_spread[0]:.3g}-{kern.expert_spread[1]:.3g}"))
+    results.append(MeasureResult("host_dram_read", kern.read_bytes_per_s, "B/s", "streaming read of the same bytes"))
+    results.append(MeasureResult("host_expert_efficiency", kern.efficiency, "share",
+                                 "expert kernel / max(streaming read, copy incl. write-allocate, expert kernel) on "
+                                 "this CPU"))
+    tick("host expert kernel")
 
     h2d = d2h = None
     if cuda:
@@ -274,5 +349,8 @@ def measure_this_machine(
         efficiency_compute=1.0,
         efficiency_memory=1.0,
         measured=True,
+        host_memory_bandwidth_bytes_per_s=(max(kern.read_bytes_per_s, kern.copy_bytes_per_s, kern.expert_bytes_per_s)
+                                           if cuda else None),
+        host_expert_efficiency=kern.efficiency,
     )
     return profile, results

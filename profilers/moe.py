@@ -121,11 +121,13 @@ class RoutingTrace:
 
 @dataclass(frozen=True)
 class TraceStats:
-    """Per-layer statistics: predictor recall p_i, distinct experts per step k_i, popularity."""
+    """Per-layer statistics: predictor recall p_i, distinct experts per step k_i, popularity, and the distinct
+    predicted experts per step (the prefetch count of a batched view)."""
 
     recall: np.ndarray
     distinct_per_step: np.ndarray
-    popularity: np.ndarray  # (L, N) activation frequency
+    popularity: np.ndarray  # (L, N) share of (distinct, per step) activations
+    predicted_per_step: np.ndarray | None = None
 
     def static_curves(self) -> np.ndarray:
         """h(C) of a static set of the C most popular experts (no eviction), (L, N+1)."""
@@ -138,21 +140,106 @@ class TraceStats:
 
 
 def trace_stats(trace: RoutingTrace) -> TraceStats:
-    """Recall `E|pred ∩ act| / |act|` per layer (0 where no prediction) and popularity."""
+    """Recall `E|pred ∩ act| / |act|` per layer (0 where no prediction), popularity and distinct experts per step.
+
+    Entries below 0 are padding (a batched view's rows have as many experts as the batch's union)."""
     T, L, k = trace.experts.shape
     recall = np.zeros(L)
+    pop = np.zeros((L, trace.num_experts))
+    distinct = np.zeros(L)
+    npred = np.zeros(L)
     for layer in range(L):
+        act = trace.experts[:, layer, :].astype(np.int64)
+        valid = act >= 0
+        n_valid = max(int(valid.sum()), 1)
+        distinct[layer] = valid.sum() / max(T, 1)
+        pop[layer] = np.bincount(act[valid], minlength=trace.num_experts) / n_valid
         pred = trace.predicted[:, layer, :]
+        npred[layer] = (pred >= 0).sum() / max(T, 1)
         if (pred < 0).all():
             continue
-        act = trace.experts[:, layer, :]
-        hits = (act[:, :, None] == pred[:, None, :]).any(axis=2).sum()
-        recall[layer] = hits / act.size
-    pop = np.zeros((L, trace.num_experts))
-    for layer in range(L):
-        pop[layer] = np.bincount(trace.experts[:, layer, :].ravel(), minlength=trace.num_experts) / (T * k)
-    distinct = np.array([np.mean([len(set(row)) for row in trace.experts[:, layer, :]]) for layer in range(L)])
-    return TraceStats(recall, distinct, pop)
+        hits = ((act[:, :, None] == pred[:, None, :]) & valid[:, :, None] & (pred[:, None, :] >= 0)).any(axis=2).sum()
+        recall[layer] = hits / n_valid
+    return TraceStats(recall, distinct, pop, npred)
+
+
+# ------------------------------------------------------------------ sequences, batches, held-out parts
+def sequence_bounds(trace: RoutingTrace) -> list[tuple[int, int]]:
+    """[start, end) of each independent sequence in the trace: synthetic traces say `sequence_tokens`, recorded
+    ones `prompts` x `max_new_tokens`; otherwise the trace is one sequence."""
+    T = trace.num_tokens
+    params = dict(trace.params)
+    n = params.get("sequence_tokens")
+    if n is None and params.get("prompts") and params.get("max_new_tokens"):
+        if int(params["prompts"]) * int(params["max_new_tokens"]) == T:
+            n = int(params["max_new_tokens"])
+    if not n or int(n) <= 0 or T % int(n):
+        return [(0, T)]
+    n = int(n)
+    return [(s, s + n) for s in range(0, T, n)]
+
+
+def _union_rows(parts: Sequence[np.ndarray], width: int) -> np.ndarray:
+    """Per step and layer, the union of the parts' expert ids (first-seen order), padded with -1 to `width`."""
+    steps, L = parts[0].shape[:2]
+    out = np.full((steps, L, width), -1, dtype=np.int16)
+    stacked = np.concatenate(parts, axis=2)
+    for t in range(steps):
+        for i in range(L):
+            row = [int(e) for e in dict.fromkeys(stacked[t, i].tolist()) if e >= 0][:width]
+            out[t, i, :len(row)] = row
+    return out
+
+
+def batch_view(trace: RoutingTrace, bounds: Sequence[tuple[int, int]], batch: int, label: str) -> RoutingTrace:
+    """Decode of `batch` independent sequences at once: per step the union of their experts (and of their
+    predictions). Consecutive groups of `batch` sequences from `bounds` follow one another (truncated to the
+    group's shortest); with fewer sequences than `batch`, the sequences' steps are cut into `batch` equal
+    stand-in sequences (`params["stand_in"]`)."""
+    batch = max(int(batch), 1)
+    bounds = list(bounds)
+    stand_in = len(bounds) < batch
+    if stand_in:
+        idx = np.concatenate([np.arange(a, b) for a, b in bounds])
+        n = len(idx) // batch
+        if n < 1:
+            raise PlannerError(f"the routing trace has {len(idx)} steps in its {label} part, too few for {batch} "
+                               "sequences", "record or synthesise a longer trace (--trace-tokens)")
+        groups = [[idx[j * n:(j + 1) * n] for j in range(batch)]]
+    else:
+        groups = []
+        for g in range(len(bounds) // batch):
+            members = bounds[g * batch:(g + 1) * batch]
+            n = min(b - a for a, b in members)
+            groups.append([np.arange(a, a + n) for a, _ in members])
+    N = trace.num_experts
+    width_e = min(N, batch * trace.top_k)
+    width_p = min(N, batch * trace.predicted.shape[2])
+    if batch == 1:
+        experts = np.concatenate([trace.experts[g[0]] for g in groups])
+        predicted = np.concatenate([trace.predicted[g[0]] for g in groups])
+    else:
+        experts = np.concatenate([_union_rows([trace.experts[m] for m in g], width_e) for g in groups])
+        predicted = np.concatenate([_union_rows([trace.predicted[m] for m in g], width_p) for g in groups])
+    params = {**dict(trace.params), "part": label, "batch": batch, "groups": len(groups),
+              "sequences_used": batch * len(groups), "stand_in": stand_in, "parent": trace.fingerprint()}
+    params.pop("sequence_tokens", None)
+    return RoutingTrace(experts.astype(np.int16), predicted.astype(np.int16), N, f"{trace.source} [{label}, batch {batch}]",
+                        trace.model, params)
+
+
+def split_parts(trace: RoutingTrace) -> tuple[list[tuple[int, int]], list[tuple[int, int]], str]:
+    """Disjoint calibration and held-out sequences: even-numbered sequences calibrate, odd-numbered ones score.
+    A trace of one sequence is cut in two halves (the held-out part is then later tokens of the same sequence,
+    which the returned note says)."""
+    seqs = sequence_bounds(trace)
+    if len(seqs) >= 2:
+        return seqs[0::2], seqs[1::2], (f"held-out scoring: {len(seqs[1::2])} of the trace's {len(seqs)} sequences "
+                                        f"score the plan; the other {len(seqs[0::2])} chose it")
+    T = trace.num_tokens
+    h = T // 2
+    return [(0, h)], [(h, T)], ("held-out scoring: the trace holds one sequence, so the plan is chosen on its first "
+                                f"{h} steps and scored on the last {T - h} (later tokens, not other prompts)")
 
 
 # ------------------------------------------------------------------ recording

@@ -7,10 +7,11 @@ KV-cache bytes per token. Handles the fused 3-D expert parameters of transformer
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,17 @@ class MoeStructure:
         return self.kv_values_per_token * self.dtype_bytes
 
 
+def structure_to_dict(s: MoeStructure) -> dict[str, Any]:
+    """A JSON-able record of the structure (the on-disk cache of `planner.families.base`)."""
+    return asdict(s)
+
+
+def structure_from_dict(d: dict[str, Any]) -> MoeStructure:
+    """Inverse of `structure_to_dict`."""
+    layers = tuple(MoeLayerInfo(**lay) for lay in d["layers"])
+    return MoeStructure(**{**d, "layers": layers, "moe_layers": tuple(d["moe_layers"])})
+
+
 def _nparams(m: nn.Module | None) -> int:
     return 0 if m is None else sum(int(p.numel()) for p in m.parameters())
 
@@ -77,6 +89,8 @@ def _nbytes(m: nn.Module | None) -> int:
 
 
 def _decoder_layers(model: nn.Module) -> tuple[str, Any] | None:
+    from torch import nn
+
     for path in ("model.layers", "transformer.h", "model.decoder.layers", "layers"):
         obj: Any = model
         ok = True
@@ -104,6 +118,8 @@ def _kv_values_per_token(cfg: Any, num_layers: int) -> int:
 
 def extract_moe_structure(built: Any) -> MoeStructure | None:
     """Return the MoE structure of `built.module`, or None for dense models."""
+    from torch import nn
+
     model: nn.Module = built.module
     cfg = getattr(model, "config", None)
     found = _decoder_layers(model)

@@ -15,6 +15,11 @@ Generative model, per MoE layer l (layers are generated independently, each with
     layers and `recall_edge` in the first and last `edge_layers` (the summaries report a weaker
     predictor at the head and tail). Layer 0 has no prediction.
 
+  * Sequences: the trace holds `sequences` independent sequences of tokens // sequences steps each (other
+    prompts). Popularity (the router's preference) is a property of the model and is shared; each sequence
+    starts from it again and draws its own working set, so sequences differ in topic, not in the model.
+    Batch decode and held-out scoring use them (`profilers.moe.batch_view`, `split_parts`).
+
 Curve shape: with `working_set` near the per-token working set (a few times k) and high `locality`,
 a dynamic cache thrashes below that capacity and catches the working set above it, so h(C) is
 convex at small C (S-shaped). That is the shape under which an interior split ratio pays
@@ -52,6 +57,7 @@ class SyntheticTraceParams:
     edge_layers: int = 2
     tokens: int = 2048
     seed: int = 0
+    sequences: int = 1
 
 
 PRESETS: dict[str, SyntheticTraceParams] = {
@@ -97,6 +103,9 @@ def generate_trace(num_layers: int, num_experts: int, top_k: int, preset: str = 
     params = replace(PRESETS[preset], **overrides)
     kpf = k_prefetch or top_k
     T, L, N, k = params.tokens, num_layers, num_experts, top_k
+    n_seq = max(1, min(int(params.sequences), T))
+    seq_len = T // n_seq
+    T = seq_len * n_seq
     ws = max(k + 1, int(round(params.working_set_frac * N)))
     ws = min(ws, N)
     experts = np.zeros((T, L, k), dtype=np.int16)
@@ -110,11 +119,17 @@ def generate_trace(num_layers: int, num_experts: int, top_k: int, preset: str = 
         pop = ranks ** (-s)
         pop = pop[np.argsort(rng.permutation(N))]  # random identity for each popularity rank
         pop /= pop.sum()
+        base = pop.copy()
         cdf = np.cumsum(pop)
         work = _draw_distinct(rng, cdf, set(), ws)
         edge = layer < params.edge_layers or layer >= L - params.edge_layers
         recall = params.recall_edge if edge else params.recall_mid
         for t in range(T):
+            if t and t % seq_len == 0:
+                # a new sequence (another prompt): the model's popularity again, a working set of its own
+                pop = base.copy()
+                cdf = np.cumsum(pop)
+                work = _draw_distinct(rng, cdf, set(), ws)
             # popularity drift: swap the popularity of two random experts, on average
             # `popularity_swaps` times per token (a slowly changing topic mix)
             n_swaps = rng.poisson(params.popularity_swaps) if params.popularity_swaps > 0 else 0
@@ -148,4 +163,5 @@ def generate_trace(num_layers: int, num_experts: int, top_k: int, preset: str = 
             pred.extend(fill)
             predicted[t, layer] = pred
     return RoutingTrace(experts, predicted, N, f"synthetic:{preset}", model,
-                        {"preset": preset, **asdict(params), "working_set": ws, "k_prefetch": kpf})
+                        {"preset": preset, **asdict(params), "working_set": ws, "k_prefetch": kpf,
+                         "sequence_tokens": seq_len, "sequences": n_seq})

@@ -67,9 +67,7 @@ class PlanContext:
     def moe_structure(self) -> "MoeStructure | None":
         """The model's MoE structure on the meta device (None for dense models), profiled once."""
         if not self._structure_done:
-            from profilers.graph import profile_model
-
-            self._structure = profile_model(self.spec, tiny=self.request.tiny, with_graph=False).moe
+            self._structure = cached_moe_structure(self.spec, self.request.tiny)
             self._structure_done = True
         return self._structure
 
@@ -176,3 +174,36 @@ class Family:
     def run(self, artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
         """Execute an emitted artifact (already checksum-verified by the spine) and return its receipt."""
         raise NotImplementedError
+
+
+STRUCTURE_CACHE_VERSION = 1
+
+
+def cached_moe_structure(spec: "ModelSpec", tiny: bool) -> "MoeStructure | None":
+    """The MoE structure, from the on-disk cache keyed by the model's fingerprint when present (building the model on
+    the meta device imports torch and transformers: seconds); None for dense models."""
+    import json
+
+    from core.atomic_io import write_bytes_atomic
+    from core.cache import cache_dir, cache_key
+
+    from importlib.metadata import version
+
+    key = cache_key("moe_structure", STRUCTURE_CACHE_VERSION, spec.fingerprint(tiny), version("transformers"))
+    path = cache_dir() / "moe_structure" / f"{key}.json"
+    use_cache = not spec.config_path      # a user's directory can change under the same path: always built
+    if use_cache and path.exists():
+        try:
+            from profilers.moe_structure import structure_from_dict
+
+            d = json.loads(path.read_text())
+            return None if d is None else structure_from_dict(d)
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+    from profilers.graph import profile_model
+    from profilers.moe_structure import structure_to_dict
+
+    s = profile_model(spec, tiny=tiny, with_graph=False).moe
+    if use_cache:
+        write_bytes_atomic(path, json.dumps(None if s is None else structure_to_dict(s)).encode())
+    return s

@@ -246,7 +246,9 @@ def generate(loaded: Loaded, prompt_ids: list[int], max_new_tokens: int, tempera
               "bytes_h2d_per_token": sum(c.bytes_h2d for c in engine.counters) / steps,
               "link_bytes_total": int(engine.link.bytes_moved), "policy": engine.policy,
               "ttft_ms_measured": ttft_s * 1e3, "prompt_tokens": len(prompt_ids),
-              "prompt_tokens_planned": loaded.predicted.get("prompt_tokens"),
+              # a baseline runs the plan's request: its prompt length is the plan's
+              "prompt_tokens_planned": loaded.predicted.get("prompt_tokens",
+                                                            loaded.runtime.get("predicted", {}).get("prompt_tokens")),
               "ttft_ms_predicted": loaded.predicted.get("ttft_ms"), "ttft_ms_simulated": loaded.simulated.get("ttft_ms"),
               "device": str(dev), "blocks_running_emitted_code": loaded.emitted_blocks}
     receipt = Receipt("moe-offload", loaded.config_name, loaded.link_label, rows, totals, tokens=out_tokens)

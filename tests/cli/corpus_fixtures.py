@@ -92,6 +92,12 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
     (base / "extra_field.yaml").write_text(yaml.safe_dump({**pi, "speed": "fast"}), encoding="utf-8")
     (base / "neg_memory.yaml").write_text(yaml.safe_dump({**pi, "memory_bytes": -1}), encoding="utf-8")
     (base / "list.yaml").write_text("- 1\n- 2\n", encoding="utf-8")
+    # what `planner hardware measure` writes on a machine without CUDA: a CPU with no host link
+    (base / "measured_cpu.yaml").write_text(yaml.safe_dump({
+        "name": "measured_cpu", "kind": "cpu", "description": "x86_64 CPU, 2 threads (measured)",
+        "memory_bytes": 24 * 2**30, "memory_bandwidth_bytes_per_s": 8e9, "peak_flops_per_s": {"fp32": 5e10},
+        "source": "measured by `planner hardware measure`", "unified_memory": True, "efficiency_compute": 1.0,
+        "efficiency_memory": 1.0, "measured": True, "host_expert_efficiency": 0.74}), encoding="utf-8")
     # calibration files
     (base / "cal_split.yaml").write_text(
         "# written by `planner calibrate`; pass it to `planner plan --calibration FILE`\n"

@@ -121,10 +121,14 @@ def planned_host_set(decisions: dict, names: list[str]) -> set[str]:
 
 
 def applied_host_set(decisions: dict, names: list[str], match: Matcher) -> set[str]:
-    lines = flag_lines(decisions)
-    ngl = int(next(l for l in lines if l.startswith("-ngl ")).split()[1])
-    patterns = [l[4:].rsplit("=", 1)[0] for l in lines if l.startswith("-ot ")]
-    assert all(l.endswith("=CPU") for l in lines if l.startswith("-ot "))
+    import shlex
+
+    # each line as a shell (or xargs) reads it: quotes removed, one flag and its value
+    lines = [shlex.split(l) for l in flag_lines(decisions)]
+    assert all(len(l) == 2 for l in lines)
+    ngl = int(next(v for f, v in lines if f == "-ngl"))
+    patterns = [v.rsplit("=", 1)[0] for f, v in lines if f == "-ot"]
+    assert all(v.endswith("=CPU") for f, v in lines if f == "-ot")
     m = match(patterns, names) if patterns else np.zeros((len(names), 0), dtype=bool)
     return llamacpp_host_set(names, int(decisions["n_layer"]), ngl, patterns, m)
 
@@ -188,12 +192,15 @@ def test_plan_is_optimal_in_its_space_with_accounting_sources(mixtral_plan: obje
     assert set(p.baselines) == {"cpu_moe", "n_cpu_moe", "layer_fill"}
     assert p.baselines["n_cpu_moe"].params["n_cpu_moe"] >= 1
     mem = d["memory"]
-    for key in ("weights", "kv_cache", "compute_buffer", "margin", "input_embedding", "output_head"):
+    for key in ("weights", "kv_cache", "compute_buffer", "margin", "input_embedding", "output_head", "cuda_context",
+                "driver_reserved"):
         assert mem["sources"][key]
     # Mixtral: 32 blocks x 2 x 8 KV heads x 128 x f16 per token at n_ctx 4096
     assert mem["kv_cache_bytes_all_blocks"] == 32 * 2 * 8 * 128 * 2 * 4096
     assert p.predicted["vram_bytes"] <= p.constraints["weights_and_kv_budget_bytes"]
-    assert mem["weights_and_kv_budget_bytes"] == mem["device_memory_bytes"] - mem["compute_buffer_bytes"] - mem["margin_bytes"]
+    assert mem["weights_and_kv_budget_bytes"] == (mem["device_memory_bytes"] - mem["compute_buffer_bytes"]
+                                                  - mem["margin_bytes"] - mem["cuda_context_bytes"]
+                                                  - mem["driver_reserved_bytes"])
     assert d["tensor_types"]["ffn_down_exps"] == {"Q4_K": 16, "Q6_K": 16}
     names = inventory(transformers_config(resolve_model("mixtral-8x7b"), tiny=False).to_dict()).names()
     for eng in engines(cxx_search):

@@ -19,6 +19,19 @@ GGUF_FILE_TYPES = ("q4_k_m", "q4_k_s", "q5_k_m", "q5_k_s", "q6_k", "q8_0", "q4_0
 LLAMACPP_ONLY = ("--quant", "--ubatch", "--compute-buffer")
 
 
+def request_context(v: FlagValues) -> int:
+    """The KV-cache context to reserve: --context when given (it must hold the request: prompt + output tokens),
+    else the larger of its default and the request."""
+    need = int(v["prompt_tokens"]) + int(v["output_tokens"])
+    if "--context" in v.given:
+        if int(v["context"]) < need:
+            raise PlannerError(f"--context {v['context']} is shorter than the request ({v['prompt_tokens']} prompt + "
+                               f"{v['output_tokens']} output tokens = {need})",
+                               f"use --context {need} or more, or shorten --prompt-tokens/--output-tokens")
+        return int(v["context"])
+    return max(int(v["context"]), need)
+
+
 def request_options(v: FlagValues) -> dict[str, Any]:
     """The whole-request options from the flags, checked (targets in ms; one target at a time)."""
     if v["target_tpot"] is not None and v["target_ttft"] is not None:
@@ -53,12 +66,18 @@ class MoeOffloadFamily(Family):
         Flag("--expert-budget", "bytes_or_share", "expert-cache VRAM (default: what the device has left)"),
         Flag("--trace", "path", "routing trace .npz from `planner trace` (default: a synthetic preset)"),
         Flag("--trace-preset", "choice", "synthetic trace preset", default="moepic-calibrated", choices=TRACE_PRESETS),
-        Flag("--trace-tokens", "int", "synthetic trace length in decode steps", default=2048, minimum=16),
+        Flag("--trace-tokens", "int", "synthetic trace length in decode steps (all sequences)", default=4096, minimum=16),
+        Flag("--trace-sequences", "int", "independent sequences in a synthetic trace (half choose the plan, half "
+             "score it)", default=16, minimum=1),
         Flag("--seed", "int", "seed of synthetic traces", default=0, minimum=0),
         Flag("--theta-granularity", "int", "split granularity in columns (default 64/128/16 by width)", minimum=1),
         Flag("--k-prefetch", "int", "experts prefetched per layer (default: top-k)", minimum=0),
         Flag("--inner", "choice", "inner solver", default="fixed_point", choices=("fixed_point", "scan")),
         Flag("--sim-tokens", "int", "trace tokens the simulator replays", default=1024, minimum=1),
+        Flag("--robust", "switch", "pick the plan with the least worst-case regret over the uncertain constants (host "
+             "efficiency 0.6-1.0, link x0.8-1.2, DRAM contention) instead of the best at the nominal ones"),
+        Flag("--all-baselines", "switch", "replay every baseline in the simulator (default: llama.cpp's and the "
+             "strongest predicted)"),
         Flag("--no-cpu-experts", "switch",
              "GPU-only plan space (MoEpic as published): no layer computes its misses on the host CPU"),
         Flag("--calibration", "path", "decode timings measured by `planner calibrate MODEL --tiny` (tiny plans)"),
@@ -130,8 +149,9 @@ class MoeOffloadFamily(Family):
             timing, calibration = read_calibration(Path(v["calibration"]), ctx.spec, ctx.request.tiny)
         budget = v["expert_budget"]
         return MoeOffloadOptions(
-            expert_bits=int(v["expert_bits"]), context_tokens=v["context"], batch=v["batch"], expert_budget=budget,
+            expert_bits=int(v["expert_bits"]), context_tokens=request_context(v), batch=v["batch"], expert_budget=budget,
             trace_path=v["trace"], trace_preset=v["trace_preset"], trace_tokens=v["trace_tokens"], seed=v["seed"],
+            trace_sequences=v["trace_sequences"], all_baselines=bool(v["all_baselines"]), robust=bool(v["robust"]),
             theta_granularity=v["theta_granularity"], k_prefetch=v["k_prefetch"], inner=v["inner"],
             sim_tokens=v["sim_tokens"], cpu_misses=not v["no_cpu_experts"], measured_timing=timing,
             calibration=calibration, **request_options(v))

@@ -79,7 +79,57 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     receipt = generate(loaded, _prompt_ids(values["prompt"], int(loaded.model.config.vocab_size)), total,
                        temperature=float(values["temperature"]), seed=int(values["seed"]),
                        progress=lambda done, n: progress(f"decoding {done}/{n}"))
-    return RunReport(receipt.to_json(), receipt_views(receipt, values.get("wide", False)))
+    others = remember_measured(artifact, receipt, values)
+    views = receipt_views(receipt, values.get("wide", False))
+    views.extend(ranking_lines(receipt, others, loaded.runtime))
+    return RunReport(receipt.to_json(), views)
+
+
+def remember_measured(artifact: Path, receipt: Any, values: FlagValues) -> dict[str, Any]:
+    """Record this run's measured TPOT for its configuration (on-disk cache, keyed by the artifact's runtime.yaml)
+    and return the other configurations' figures measured the same way (same sampling, tokens and device)."""
+    import hashlib
+    import json
+
+    from core.atomic_io import write_bytes_atomic
+    from core.cache import cache_dir
+
+    try:
+        digest = hashlib.sha256((artifact / "runtime.yaml").read_bytes()).hexdigest()[:20]
+    except OSError:
+        return {}
+    path = cache_dir() / "moe_receipts" / f"{digest}.json"
+    try:
+        known = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        known = {}
+    t = receipt.totals
+    how = {"temperature": float(values["temperature"]), "seed": int(values["seed"]), "tokens": int(t["tokens"]),
+           "device": str(t["device"]), "prompt": str(values["prompt"])}
+    known[receipt.config] = {"tpot_ms_measured": float(t["tpot_ms_measured"]), **how}
+    write_bytes_atomic(path, json.dumps(known, sort_keys=True).encode())
+    return {k: v for k, v in known.items() if k != receipt.config and all(v.get(f) == how[f] for f in how)}
+
+
+def ranking_lines(receipt: Any, others: dict[str, Any], runtime: dict[str, Any]) -> list[Any]:
+    """The plan's measured TPOT against each baseline's measured TPOT (when one was run the same way), and whether
+    the measured ranking agrees with the predicted one."""
+    from rich.text import Text
+
+    mine = float(receipt.totals["tpot_ms_measured"])
+    pred = {"plan": (runtime.get("predicted") or {}).get("tpot_ms"),
+            **{n: b.get("predicted_tpot_ms") for n, b in (runtime.get("baselines") or {}).items()}}
+    out = []
+    for name, rec in sorted(others.items()):
+        theirs = float(rec["tpot_ms_measured"])
+        line = (f"measured here: {receipt.config} {mine:.2f} ms/token vs {name} {theirs:.2f} ms/token "
+                f"(temperature {rec['temperature']:g}, {rec['tokens']} tokens, {rec['device']})")
+        p_me, p_them = pred.get(receipt.config), pred.get(name)
+        if p_me and p_them and (p_me < p_them) != (mine < theirs):
+            line += (f"; the ranking is the reverse of the prediction ({receipt.config} {p_me:.2f} vs {name} "
+                     f"{p_them:.2f} ms predicted)")
+        out.append(Text(line, style="yellow" if "reverse" in line else ""))
+    return out
 
 
 def receipt_views(receipt: Any, wide: bool = False) -> list[Any]:

@@ -26,7 +26,7 @@ from core.errors import PlannerError
 from planner.units import fmt_bytes
 from profilers.cache_replay import replay
 from profilers.hardware import GIB, HardwareProfile
-from profilers.moe import RoutingTrace, trace_stats
+from profilers.moe import RoutingTrace, batch_view, split_parts, trace_stats
 from profilers.moe_structure import MoeStructure
 from solvers.common import InfeasibleError
 from solvers.moe_offload.problem import MoeOffloadProblem
@@ -48,7 +48,8 @@ class MoeOffloadOptions:
     margin_fraction: float = 0.10
     trace_path: str | None = None
     trace_preset: str = "moepic-calibrated"
-    trace_tokens: int = 2048
+    trace_tokens: int = 4096
+    trace_sequences: int = 16               # synthetic traces: independent sequences (other prompts) in the trace
     seed: int = 0
     theta_granularity: int | None = None
     k_prefetch: int | None = None
@@ -67,6 +68,8 @@ class MoeOffloadOptions:
     target_tpot_ms: float | None = None     # dual mode: the smallest expert budget meeting this TPOT
     target_ttft_ms: float | None = None     # ... or this TTFT
     ubatch: int = 512                       # llama.cpp's -ub, for its prefill rules
+    all_baselines: bool = False             # replay every baseline in the simulator (default: the strongest)
+    robust: bool = False                    # pick the plan with the least worst-case regret over the constants' range
 
     def calibration_input(self) -> dict[str, Any]:
         """The plan's record of the calibration it used (nothing when planned from the roofline)."""
@@ -95,12 +98,15 @@ class MoeLowered:
 
     problem: MoeOffloadProblem
     memory: MemoryBreakdown
-    trace: RoutingTrace
+    trace: RoutingTrace                # the whole trace, one row per sequence step
+    calibration: RoutingTrace          # the sequences the plan is chosen on, batched (docs §2: union over the batch)
+    heldout: RoutingTrace              # disjoint sequences every simulated figure and the floor are scored on
     final_orders: dict[str, tuple[tuple[int, ...], ...]]
     structure: MoeStructure
     options: MoeOffloadOptions
     timing_source: str
     notes: list[str] = field(default_factory=list)
+    constants: list[dict[str, Any]] = field(default_factory=list)   # every hardware constant with its source
 
 
 def expert_bytes(structure: MoeStructure, bits: int) -> float:
@@ -175,7 +181,7 @@ def load_or_make_trace(structure: MoeStructure, model_name: str, opts: MoeOffloa
 
     if opts.trace_preset not in PRESETS:
         raise PlannerError(f"unknown trace preset '{opts.trace_preset}'", f"use one of: {', '.join(PRESETS)}")
-    key = _cache_key("trace", 3, L, N, k, k_pf, opts.trace_preset, opts.trace_tokens, opts.seed)
+    key = _cache_key("trace", 4, L, N, k, k_pf, opts.trace_preset, opts.trace_tokens, opts.trace_sequences, opts.seed)
     path = cache_dir() / "traces" / f"{key}.npz"
     if path.exists():
         try:
@@ -183,7 +189,7 @@ def load_or_make_trace(structure: MoeStructure, model_name: str, opts: MoeOffloa
         except PlannerError:
             log.warning("cached trace %s unreadable; regenerating", path)
     trace = generate_trace(L, N, k, opts.trace_preset, k_prefetch=k_pf, model=model_name, tokens=opts.trace_tokens,
-                           seed=opts.seed)
+                           seed=opts.seed, sequences=opts.trace_sequences)
     trace.save(path)
     return trace
 
@@ -254,6 +260,10 @@ def layer_timing(structure: MoeStructure, hw: HardwareProfile, opts: MoeOffloadO
 def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
           opts: MoeOffloadOptions, measured_timing: dict[str, Any] | None = None) -> MoeLowered:
     """Build the MoEpic problem for this model, device and workload."""
+    if hw.measured and not hw.host_to_device_bytes_per_s:
+        raise PlannerError(f"{hw.name} was measured without a host link (no CUDA device): its weights and its compute "
+                           "share one memory, so there is nothing to offload experts over",
+                           "plan for a GPU profile (`planner hardware list`), or measure on a machine with CUDA")
     k = structure.top_k
     k_pf = k if opts.k_prefetch is None else opts.k_prefetch
     if not 0 <= k_pf <= structure.num_experts:
@@ -266,8 +276,16 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
         raise PlannerError(f"--theta-granularity {g} does not divide the expert width {f}",
                            f"use a divisor of {f}, e.g. {default_granularity(f)}")
     trace = load_or_make_trace(structure, model_name, opts, k_pf)
-    curves, orders = replay_curves(trace, opts.rho, opts.omega, warmup_steps(trace, opts))
-    stats = trace_stats(trace)
+    # choose on some sequences, score on others (docs §2); at batch B a step activates the union of B sequences'
+    # experts, in the curves, the statistics, the simulator and the floor alike
+    cal_seqs, held_seqs, split_note = split_parts(trace)
+    calib = batch_view(trace, cal_seqs, opts.batch, "calibration")
+    heldout = batch_view(trace, held_seqs, opts.batch, "held-out")
+    curves, orders = replay_curves(calib, opts.rho, opts.omega, warmup_steps(calib, opts))
+    stats = trace_stats(calib)
+    if opts.batch > 1 and stats.predicted_per_step is not None and (stats.predicted_per_step > 0).any():
+        # the batch prefetches the union of its sequences' predictions
+        k_pf = int(round(float(stats.predicted_per_step[stats.predicted_per_step > 0].mean())))
     curves = {**curves, "static": stats.static_curves()}
     orders = {**orders, "static": stats.static_orders()}
     timing = layer_timing(structure, hw, opts, u_e)
@@ -296,7 +314,14 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
         prefill_attention_s=np.asarray(pre["attention_s"], dtype=float), prefill_other_s=float(pre["other_s"]),
         popularity=stats.popularity,
         host_dram_bytes_per_s=float(hw.host_memory_bandwidth_bytes_per_s) if hw.host_memory_bandwidth_bytes_per_s else None)
-    notes = []
+    notes = [split_note]
+    if calib.params.get("stand_in") or heldout.params.get("stand_in"):
+        notes.append(f"batch {opts.batch}: the trace has too few sequences per part, so equal cuts of its steps stand in "
+                     "for independent sequences")
+    if opts.batch > 1:
+        notes.append(f"batch {opts.batch}: a decode step activates the union of {opts.batch} sequences' experts, "
+                     f"{float(stats.distinct_per_step.mean()):.2f} distinct per layer on the calibration part "
+                     f"(top-{k} per sequence)")
     dips = [(names[i], float((np.maximum.accumulate(c) - c).max())) for i, c in enumerate(curves["lcp"])]
     worst = max(dips, key=lambda d: d[1])
     if worst[1] > 0.01:
@@ -305,7 +330,41 @@ def lower(structure: MoeStructure, model_name: str, hw: HardwareProfile,
               f"efficiency {hw.efficiency_compute:g} compute / {hw.efficiency_memory:g} memory)")
     if measured_timing is not None:
         source = str(measured_timing.get("source", "measured"))
-    return MoeLowered(problem, mem, trace, orders, structure, opts, source, notes)
+    return MoeLowered(problem, mem, trace, calib, heldout, orders, structure, opts, source, notes,
+                      constants_record(hw, measured_timing is not None))
+
+
+def constants_record(hw: HardwareProfile, timing_measured: bool) -> list[dict[str, Any]]:
+    """Every hardware constant the plan's times rest on, its value and where it comes from (docs §13)."""
+    origin = "measured by `planner hardware measure`" if hw.measured else f"catalog profile {hw.name}"
+    eff_src = ("measured profile (its figures are sustained rates)" if hw.measured else
+               "catalog assumption (the profile's efficiency_memory), not measured for this host; "
+               "`planner hardware measure` reports the expert kernel's share on the machine it runs on")
+    out = [
+        {"name": "device_memory_bandwidth_bytes_per_s", "value": hw.bandwidth_bytes_per_s(), "source": f"{origin}: "
+         f"{hw.memory_bandwidth_bytes_per_s:.4g} B/s peak x efficiency {hw.efficiency_memory:g}",
+         "uncertain": False},
+        {"name": "device_flops_per_s_bf16", "value": hw.flops_per_s("bf16"), "source": f"{origin}: peak x efficiency "
+         f"{hw.efficiency_compute:g}", "uncertain": False},
+        {"name": "link_bytes_per_s", "value": hw.h2d_bytes_per_s(), "source": f"{origin} ({hw.host_link or 'link'}): "
+         "a sustained pinned-copy figure", "uncertain": True, "range": "x0.8 .. x1.2"},
+    ]
+    if hw.host_memory_bandwidth_bytes_per_s:
+        out += [
+            {"name": "host_dram_peak_bytes_per_s", "value": float(hw.host_memory_bandwidth_bytes_per_s),
+             "source": f"{origin}: the host's peak DRAM bandwidth", "uncertain": False},
+            {"name": "host_expert_efficiency", "value": hw.host_efficiency(),
+             "source": ("measured by `planner hardware measure` (expert-shaped kernel / DRAM peak)"
+                        if hw.host_expert_efficiency is not None else eff_src), "uncertain": True,
+             "range": "0.6 .. 1.0"},
+            {"name": "dram_contention", "value": "shared at P", "source": "model (docs §3.3): host reads and link copies "
+             "share the peak P in proportion to their rates while both run", "uncertain": True,
+             "range": "none .. serialised (cap max(H, BW))"},
+        ]
+    if timing_measured:
+        out.append({"name": "decode_timings", "value": "measured", "source": "calibration file (`planner calibrate`)",
+                    "uncertain": False})
+    return out
 
 
 # ------------------------------------------------------------------ lifting
@@ -334,18 +393,31 @@ def sim_config(low: MoeLowered, sol: Any, perfect_prediction: bool = False) -> A
                      low.options.rho, low.options.omega, perfect_prediction, p.host_dram_bytes_per_s)
 
 
-def sim_window(low: MoeLowered) -> np.ndarray:
-    """The trace steps the simulator measures (after warm-up): the window the floor is computed over."""
-    w = warmup_steps(low.trace, low.options)
-    return np.asarray(low.trace.experts[w: w + low.options.sim_tokens])
+def scored_trace(low: MoeLowered, part: str = "heldout") -> RoutingTrace:
+    """The batched trace a figure is scored on: the held-out sequences (default) or the calibration ones."""
+    if part not in ("heldout", "calibration"):
+        raise ValueError(f"unknown trace part {part}")
+    return low.heldout if part == "heldout" else low.calibration
 
 
-def simulate_solution(low: MoeLowered, sol: Any, perfect_prediction: bool = False) -> Any:
-    """Run the labelled simulator on a solution over the first `sim_tokens` trace tokens."""
-    from runtime.sim.moe_offload import simulate
+def sim_window(low: MoeLowered, part: str = "heldout") -> np.ndarray:
+    """The steps the simulator measures (after warm-up) on a part: the window the floor is computed over."""
+    tr = scored_trace(low, part)
+    w = warmup_steps(tr, low.options)
+    return np.asarray(tr.experts[w: w + low.options.sim_tokens])
 
-    return simulate(low.trace.experts, low.trace.predicted, sim_config(low, sol, perfect_prediction),
-                    tokens=low.options.sim_tokens, warmup=warmup_steps(low.trace, low.options))
+
+def simulate_solution(low: MoeLowered, sol: Any, perfect_prediction: bool = False, part: str = "heldout") -> Any:
+    """Run the labelled simulator on a solution over `sim_tokens` steps of the held-out (or calibration) part."""
+    import runtime.sim.moe_offload as sim_module
+    from planner.families.moe_offload.replay_cache import cached_dataclass, key_of
+
+    tr = scored_trace(low, part)
+    cfg = sim_config(low, sol, perfect_prediction)
+    tokens, warmup = low.options.sim_tokens, warmup_steps(tr, low.options)
+    key = key_of("moe_sim", sim_module.__file__, cfg, tr.fingerprint(), tokens, warmup)
+    return cached_dataclass("moe_sim", key, sim_module.SimResult,
+                            lambda: sim_module.simulate(tr.experts, tr.predicted, cfg, tokens=tokens, warmup=warmup))
 
 
 def metrics_dict(pred: Any) -> dict[str, Any]:
@@ -354,10 +426,10 @@ def metrics_dict(pred: Any) -> dict[str, Any]:
             "bytes_per_token": pred.total_bytes_per_step, "source": "analytic cost model (docs/moe-offload.md §3)"}
 
 
-def sim_dict(res: Any) -> dict[str, Any]:
-    """Plan-level simulated metrics, labelled."""
+def sim_dict(res: Any, part: str = "held-out") -> dict[str, Any]:
+    """Plan-level simulated metrics, labelled with the trace part they were scored on."""
     return {"tpot_ms": res.tpot_s * 1e3, "tokens_per_s": 1.0 / res.tpot_s, "hit_rate": res.hit_rate,
-            "bytes_per_token": res.bytes_per_token, "tokens": res.tokens, "label": res.label}
+            "bytes_per_token": res.bytes_per_token, "tokens": res.tokens, "label": res.label, "scored_on": part}
 
 
 def layer_decisions(low: MoeLowered, sol: Any, pred: Any, sim: Any) -> list[dict[str, Any]]:

@@ -40,8 +40,9 @@ def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
     """Per-layer decisions (budget, theta, cached tops, prefetch, where misses are served) and predicted figures."""
     d = plan.decisions
     n = d["num_experts"]
-    t = table("per MoE layer; misses: host = computed on the host CPU, link = copied to the device, "
-                    "splitN% = top N% of rows copied and computed on the device, the rest on the host")
+    t = table("per MoE layer; theta = cached share of each expert's rows (whole: host/split layers cache whole "
+              "experts); misses: host = computed on the host CPU, link = copied to the device, splitN% = top N% of "
+              "each miss's rows copied and computed on the device, the rest on the host")
     cols = [("layer", "left"), ("budget", "right"), ("theta", "right"), ("cached", "right"), ("pf", "center"),
             ("misses", "left"), ("hit", "right")]
     if wide:
@@ -54,7 +55,8 @@ def moe_layers_table(plan: Plan, wide: bool = False) -> Table:
         t.add_column(col, justify=just)
     for lay in d.get("layers", []):
         p, s = lay["predicted"], lay["simulated"]
-        row = [short_layer(lay["layer"]), short_bytes(lay["budget_bytes"]), f"{lay['split_ratio']:.3f}",
+        theta = "whole" if lay.get("misses_on") in ("split", "host_cpu") else f"{lay['split_ratio']:.3f}"
+        row = [short_layer(lay["layer"]), short_bytes(lay["budget_bytes"]), theta,
                f"{lay['cached_experts']}/{n}", "yes" if lay["prefetch"] else "no",
                misses_label(lay), f"{p['hit_rate']:.1%}"]
         if wide:
@@ -92,8 +94,10 @@ def floor_table(plan: Plan, wide: bool = False) -> Table | None:
     if b is None or "binding" not in b.predicted:
         return None
     p = b.predicted
-    t = table(f"floor {b.value:.1f} ms/token (plan {plan.objective.value / b.value:.2f}x): binding term "
-                    f"{p['binding']}")
+    floor_ms = float(p.get("tpot_ms_bound", p.get("tpot_ms", b.value)))
+    plan_ms = float(plan.simulated.get("tpot_ms") or plan.predicted["tpot_ms"])
+    t = table(f"decode floor {floor_ms:.1f} ms/token on the held-out sequences (plan, simulated held out: "
+              f"{plan_ms / floor_ms:.2f}x): binding term {p['binding']}")
     t.add_column("term")
     t.add_column("ms/token", justify="right")
     t.add_column("weight", justify="right")
@@ -120,7 +124,38 @@ def inspect_tables(plan: Plan, wide: bool = False) -> list[Any]:
     ft = floor_table(plan, wide)
     if ft is not None:
         out.append(ft)
+    st = sensitivity_table(plan)
+    if st is not None:
+        out.append(st)
+    if wide and plan.decisions.get("constants"):
+        out.append(constants_table(plan))
     return out
+
+
+def sensitivity_table(plan: Plan) -> Table | None:
+    """The plan's lead over each replayed baseline across the uncertain constants (predicted)."""
+    sens = plan.decisions.get("sensitivity")
+    if not sens:
+        return None
+    t = table(f"lead over each baseline across {sens['points']} settings of host efficiency, link rate and DRAM "
+              f"contention (predicted; nominal: {sens['nominal']})")
+    for col, just in (("baseline", "left"), ("nominal", "right"), ("worst", "right"), ("best", "right"),
+                      ("worst at", "left")):
+        t.add_column(col, justify=just)
+    for name, lead in sorted(sens["lead_vs"].items()):
+        t.add_row(name, f"{lead['nominal']:.1%}", f"{lead['worst']:.1%}", f"{lead['best']:.1%}", lead["worst_at"])
+    return t
+
+
+def constants_table(plan: Plan) -> Table:
+    """Every hardware constant the plan rests on, with its source."""
+    t = table("constants and their sources (uncertain ones span the range shown)")
+    for col in ("constant", "value", "range", "source"):
+        t.add_column(col)
+    for c in plan.decisions["constants"]:
+        v = c["value"]
+        t.add_row(c["name"], f"{v:.4g}" if isinstance(v, float) else str(v), c.get("range", ""), c["source"])
+    return t
 
 
 def prefill_table(plan: Plan, wide: bool = False) -> Table | None:
@@ -128,10 +163,13 @@ def prefill_table(plan: Plan, wide: bool = False) -> Table | None:
     req = plan.decisions.get("request")
     if not req:
         return None
-    t = table(f"prefill of {req['prefill_tokens']} tokens per layer: streamed = copied and computed on the "
-                    f"device; break-even = prompt tokens from which streaming every miss beats the host")
-    for col, just in (("layer", "left"), ("resident", "right"), ("streamed", "right"), ("host", "right"),
-                      ("rule", "left"), ("break-even", "right"), ("ms", "right")):
+    t = table(f"prefill of {req['prefill_tokens']} tokens per layer (expected experts): used = non-resident experts "
+              f"the prompt routes to; streamed = copied whole and computed on the device; host = computed on the host "
+              f"(a split layer does both to every used expert, by rows); all-stream from = prompt tokens from which "
+              f"streaming every miss beats computing every miss on the host (the rule chosen may be a split or a "
+              f"threshold, faster than both)")
+    for col, just in (("layer", "left"), ("resident", "right"), ("used", "right"), ("streamed", "right"),
+                      ("host", "right"), ("rule", "left"), ("all-stream from", "right"), ("ms", "right")):
         t.add_column(col, justify=just)
     for lay in plan.decisions.get("layers", []):
         pf = lay.get("prefill")
@@ -141,7 +179,13 @@ def prefill_table(plan: Plan, wide: bool = False) -> Table | None:
         rule = (f"split {pf['split_fraction']:.0%}" if pf.get("split_fraction") is not None
                 else "all host" if thr is None else "all stream" if thr <= 0 else f">= {thr:.0f} tok")
         be = pf.get("break_even_prompt_tokens")
-        t.add_row(short_layer(lay["layer"]), str(pf["resident"]), f"{pf['streamed']:.1f}", f"{pf['on_host']:.1f}",
+        if pf.get("split_fraction") is not None:
+            used = max(pf["streamed"], pf["on_host"])
+            streamed, host = f"rows {pf['split_fraction']:.0%}", f"rows {1 - pf['split_fraction']:.0%}"
+        else:
+            used = pf["streamed"] + pf["on_host"]
+            streamed, host = f"{pf['streamed']:.1f}", f"{pf['on_host']:.1f}"
+        t.add_row(short_layer(lay["layer"]), str(pf["resident"]), f"{used:.1f}", streamed, host,
                   rule, "never" if be is None else str(be), f"{pf['time_ms']:.1f}")
     return t
 

@@ -12,7 +12,9 @@ VRAM, as llama.cpp spends it (each item's source is recorded in the plan):
     lives in host memory;
   * the CUDA compute buffer: an estimate (or `--compute-buffer`) from the largest activation the graph
     holds at once for one micro-batch of `--ubatch` tokens with flash attention;
-  * a free-memory margin of 1024 MiB, the default target margin of llama.cpp's `--fit`.
+  * a free-memory margin of 1024 MiB, the default target margin of llama.cpp's `--fit`;
+  * the CUDA context (667 MiB) and the driver's reservation (512 MiB), which --fit never sees (it starts from
+    the free memory) but a plan made from the device's total must subtract (sources in MEMORY_SOURCES).
 What is left is the budget the placement solver shares between blocks and tensor groups.
 """
 from __future__ import annotations
@@ -34,6 +36,10 @@ from solvers.moe_offload.llamacpp.problem import LlamaCppProblem
 GROUPS = EXPERT_STEMS + SHARED_STEMS
 SEGMENTS = ((0, 1, 2), (3, 4, 5))
 FIT_MARGIN_BYTES = 1024 << 20
+# not llama.cpp's allocations, but device memory its process cannot use (--fit works from cudaMemGetInfo's free
+# memory, which already excludes both, and keeps FIT_MARGIN_BYTES free on top)
+CUDA_CONTEXT_BYTES = 667 << 20     # eager module loading; ~287 MB with lazy loading (CUDA >= 12.2 on Linux)
+DRIVER_RESERVED_BYTES = 512 << 20  # what an idle GPU shows in use with no process
 KV_PAD = 256
 KV_TYPE_BYTES = 2          # f16 K and V
 
@@ -51,6 +57,13 @@ MEMORY_SOURCES = {
                       "n_vocab x ub x 4 B, expert/FFN intermediates, flash-attention tiles) plus 4 hidden-state "
                       "copies; llama.cpp prints its own as 'CUDA0 compute buffer size' (set it with --compute-buffer)",
     "margin": "1024 MiB: the default free-memory target margin of llama.cpp's --fit (common/fit.cpp)",
+    "cuda_context": "667 MiB: a CUDA runtime context with eager module loading, as measured in PyTorch PR #86509 "
+                    "(666,632,192 B eager vs 287,047,680 B with CUDA_MODULE_LOADING=LAZY, lazy loading being the "
+                    "default on Linux since CUDA 12.2 per NVIDIA's CUDA Programming Guide, 'Lazy Loading'); the eager "
+                    "figure is kept so a plan does not run out of memory at load",
+    "driver_reserved": "512 MiB: device memory in use on an idle GPU with no process (nvidia-smi shows 459-507 MiB "
+                       "of 24564 MiB on RTX 4090s with driver 550, reported in RLinf/RLinf issue #255); a reported "
+                       "figure, not a documented constant",
 }
 
 
@@ -198,11 +211,13 @@ def lower(config: dict[str, Any], hw: HardwareProfile, opts: LlamaCppOptions) ->
     out_b = size[out_name] + size["output_norm.weight"]
     out_flops = 2.0 * B * by_name[out_name].elements
     cb = opts.compute_buffer_bytes if opts.compute_buffer_bytes is not None else compute_buffer_estimate(m, dict(config), opts)
-    budget = hw.memory_bytes - cb - opts.margin_bytes
+    budget = hw.memory_bytes - cb - opts.margin_bytes - CUDA_CONTEXT_BYTES - DRIVER_RESERVED_BYTES
     all_weights = sum(size.values())
     memory = {
         "device_memory_bytes": int(hw.memory_bytes),
         "margin_bytes": int(opts.margin_bytes),
+        "cuda_context_bytes": CUDA_CONTEXT_BYTES,
+        "driver_reserved_bytes": DRIVER_RESERVED_BYTES,
         "compute_buffer_bytes": int(cb),
         "compute_buffer_source": "given (--compute-buffer)" if opts.compute_buffer_bytes is not None else "estimate",
         "weights_and_kv_budget_bytes": int(budget),
@@ -216,7 +231,8 @@ def lower(config: dict[str, Any], hw: HardwareProfile, opts: LlamaCppOptions) ->
     }
     if budget <= 0:
         raise PlannerError(f"{hw.name} has {hw.memory_bytes / GIB:.1f} GiB, less than llama.cpp's compute buffer "
-                           f"({cb / GIB:.2f} GiB) and the {opts.margin_bytes >> 20} MiB margin",
+                           f"({cb / GIB:.2f} GiB), the {opts.margin_bytes >> 20} MiB margin, the CUDA context and the "
+                           f"driver's reservation ({(CUDA_CONTEXT_BYTES + DRIVER_RESERVED_BYTES) >> 20} MiB)",
                            "use a device with more memory or a smaller --ubatch")
     problem = LlamaCppProblem(
         layer_names=tuple(f"blk.{l}" for l in range(L)), group_names=GROUPS, group_present=present, group_bytes=gbytes,

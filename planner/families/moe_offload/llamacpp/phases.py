@@ -48,7 +48,9 @@ def options(ctx: PlanContext) -> LlamaCppOptions:
     cb = v.get("compute_buffer")
     # the request shape of issue 13: --prompt-tokens (0: no prompt) and --output-tokens
     prompt, answer = v["prompt_tokens"], v["output_tokens"]
-    return LlamaCppOptions(quant=v["quant"], context_tokens=v["context"], batch=v["batch"], ubatch=v["ubatch"],
+    from planner.families.moe_offload import request_context
+
+    return LlamaCppOptions(quant=v["quant"], context_tokens=request_context(v), batch=v["batch"], ubatch=v["ubatch"],
                            compute_buffer_bytes=int(cb) if cb is not None else None, prompt_tokens=int(prompt),
                            output_tokens=int(answer))
 

@@ -25,6 +25,8 @@ def memory_table(plan: Plan, wide: bool = False) -> Table:
         t.add_column("source")
     src = m.get("sources", {})
     rows = [("device memory", m["device_memory_bytes"], ""), ("margin", m["margin_bytes"], src.get("margin", "")),
+            ("CUDA context", m.get("cuda_context_bytes", 0), src.get("cuda_context", "")),
+            ("driver reservation", m.get("driver_reserved_bytes", 0), src.get("driver_reserved", "")),
             (f"compute buffer ({m['compute_buffer_source']})", m["compute_buffer_bytes"], src.get("compute_buffer", "")),
             ("budget: weights + KV cache", m["weights_and_kv_budget_bytes"], ""),
             ("used by the plan", plan.predicted["vram_bytes"], src.get("weights", "")),
