@@ -111,11 +111,12 @@ def accuracy(model: Any, tok: Any, lengths: list[str], count: int, short_count: 
 
 
 def merge(paths: list[Path], out: Path) -> dict[str, Any]:
-    """One result from several runs (e.g. one process per length): the first file's timing and memory, the
-    union of every file's accuracies and answers, each run's config kept under `runs`."""
+    """One result from several runs (e.g. one process per length): the first file's timing, every other summary
+    figure from the first run that has it, the union of the accuracies and answers, each run's config under `runs`."""
     runs = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
     result = dict(runs[0])
-    summary = dict(runs[0]["summary"])
+    summary = {k: next((r["summary"][k] for r in runs if r["summary"].get(k) is not None), None)
+               for k in runs[0]["summary"]}
     summary["full_cache_accuracy"] = {k: v for r in runs for k, v in r["summary"]["full_cache_accuracy"].items()}
     summary["peak_rss_bytes"] = max(r["summary"]["peak_rss_bytes"] for r in runs)
     result["summary"] = summary
@@ -130,7 +131,7 @@ def merge(paths: list[Path], out: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--lengths", default=None, help="comma list of 512,2k,4k (accuracy)")
+    ap.add_argument("--lengths", default=None, help="comma list of 512,2k,4k (accuracy), or none")
     ap.add_argument("--timing-lengths", default=None, help="comma list of 512,2k,4k (timing), or none")
     ap.add_argument("--count", type=int, default=None, help="RULER prompts per task and length")
     ap.add_argument("--short-count", type=int, default=None, help="arith/instruct prompts per task (0: skip)")
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     tim = timing(model, tok, tlengths, repeats, 16 if a.quick else 32) if tlengths else {}
     log: list[dict] = []
-    acc = accuracy(model, tok, [k for k in lengths if k], count, short, log)
+    acc = accuracy(model, tok, [k for k in lengths if k and k != "none"], count, short, log)
     loss = probe.text_loss(model, tok, probe.probe_texts(5 if a.quick else 20)) if short else None
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     summary = {
