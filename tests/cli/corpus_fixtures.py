@@ -76,6 +76,8 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
     (base / "extra_field.yaml").write_text(yaml.safe_dump({**pi, "speed": "fast"}), encoding="utf-8")
     (base / "neg_memory.yaml").write_text(yaml.safe_dump({**pi, "memory_bytes": -1}), encoding="utf-8")
     (base / "list.yaml").write_text("- 1\n- 2\n", encoding="utf-8")
+    # client populations
+    (base / "huge_pop.yaml").write_text("devices:\n  - {kind: raspberry_pi5_8gb, count: 1000000000}\n", encoding="utf-8")
     # calibration files
     (base / "cal_split.yaml").write_text(
         "# written by `planner calibrate`; pass it to `planner plan --calibration FILE`\n"
