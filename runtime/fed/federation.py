@@ -286,8 +286,11 @@ class _RoundTail:
 def run_federation(apps: FlowerApps, run_config: Mapping[str, Scalar], node_configs: Sequence[Mapping[str, Scalar]],
                    *, mode: str = "simulation", workdir: Path,
                    on_round: Callable[[dict[str, Any]], None] | None = None,
-                   timeout_s: float = 900.0, sim_cpus: int | None = None) -> FederationResult:
+                   timeout_s: float = 900.0, sim_cpus: int | None = None, verbose: bool | None = None) -> FederationResult:
     """Run the job with one client per entry of `node_configs`; returns the per-round records.
+
+    The engine's logs go to files under `workdir/logs` (named in every error), or also to this terminal
+    with `verbose` (default: when this process logs at INFO, i.e. the CLI's -v).
 
     `workdir` receives the rounds file, logs and (deploy) the Flower App project and Flower home, so
     nothing outside it is touched. Raises `PeerError` when the federation fails or times out, with the
@@ -304,10 +307,12 @@ def run_federation(apps: FlowerApps, run_config: Mapping[str, Scalar], node_conf
         rounds_path.unlink()
     cfg = check_scalars({**run_config, ROUNDS_KEY: str(rounds_path), "num-clients": len(node_configs)}, "run config")
     nodes = [check_scalars(n, f"node config {i}") for i, n in enumerate(node_configs)]
+    if verbose is None:
+        verbose = logging.getLogger().isEnabledFor(logging.INFO)
     t0 = time.perf_counter()
     with _RoundTail(rounds_path, on_round):
         if mode == "simulation":
-            result = _run_simulation(apps, cfg, nodes, workdir, sim_cpus)
+            result = _run_simulation(apps, cfg, nodes, workdir, sim_cpus, timeout_s, verbose)
         else:
             result = _run_deployment(apps, cfg, nodes, workdir, timeout_s)
     result.rounds = [r for r in read_rounds(rounds_path) if END_EVENT not in r]
@@ -315,24 +320,76 @@ def run_federation(apps: FlowerApps, run_config: Mapping[str, Scalar], node_conf
     return result
 
 
-def _run_simulation(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[str, Scalar]], workdir: Path,
-                    sim_cpus: int | None) -> FederationResult:
+def run_simulation_here(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[str, Scalar]], cpus: int,
+                        verbose: bool = False) -> None:
+    """`flwr.simulation.run_simulation` in this process (called by `runtime/fed/simulation_process.py`)."""
     from flwr.simulation import run_simulation
 
     server = make_server_app(apps.server_main, cfg)
     client = make_client_app(apps.client_handlers, nodes, cfg, apps.client_mods)
-    cpus = int(sim_cpus or max(1, min(len(nodes), os.cpu_count() or 1)))
+    # Ray's own output (worker logs, deprecation banners) stays in this process's log unless verbose.
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-               "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False}}
+               "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False,
+                             "log_to_driver": bool(verbose), "logging_level": logging.INFO if verbose else logging.ERROR}}
     try:
-        run_simulation(server_app=server, client_app=client, num_supernodes=len(nodes), backend_config=backend)
+        run_simulation(server_app=server, client_app=client, num_supernodes=len(nodes), backend_config=backend,
+                       verbose_logging=bool(verbose))
     except PlannerError:
         raise
     except Exception as exc:  # Flower wraps server-side failures in RuntimeError
         cause = exc.__cause__ or exc
         raise PeerError(f"the federated simulation failed ({cause.__class__.__name__}: {cause})",
                         "rerun with --debug for the traceback") from exc
-    return FederationResult(mode="simulation", rounds=[], wall_s=0.0, log_dir=None)
+
+
+def _run_simulation(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[str, Scalar]], workdir: Path,
+                    sim_cpus: int | None, timeout_s: float, verbose: bool) -> FederationResult:
+    """The simulation in a child process group (see `simulation_process.py`): Ctrl-C stops it within seconds.
+
+    Its output (Flower's and Ray's logs) goes to `workdir/logs/simulation.log`, or to this terminal with `verbose`.
+    """
+    log_dir = workdir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cpus = int(sim_cpus or max(1, min(len(nodes), os.cpu_count() or 1)))
+    error_path = log_dir / "simulation.error.json"
+    if error_path.exists():
+        error_path.unlink()
+    spec = log_dir / "simulation.spec.json"
+    write_text_atomic(spec, json.dumps({"module": apps.module, "run_config": cfg, "node_configs": nodes, "cpus": cpus,
+                                        "verbose": verbose, "error_path": str(error_path)}, indent=1) + "\n")
+    env = dict(os.environ)
+    env.update({"FLWR_TELEMETRY_ENABLED": "0", "PYTHONUNBUFFERED": "1",
+                "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "RAY_DEDUP_LOGS": "0",
+                "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])})
+    log_path = log_dir / "simulation.log"
+    argv = [sys.executable, "-m", "runtime.fed.simulation_process", str(spec)]
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=None if verbose else out, stderr=None if verbose else subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, cwd=log_dir, start_new_session=True)
+    procs = _Processes(log_dir, env)
+    procs.procs.append(("simulation", proc))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise PeerError(f"the federated simulation did not finish within {timeout_s:.0f} s", f"read {log_path}")
+            time.sleep(0.2)
+    finally:
+        procs.stop_all(grace_s=3.0)
+    if proc.returncode != 0:
+        if error_path.exists():
+            err = json.loads(error_path.read_text(encoding="utf-8"))
+            raise PeerError(err["problem"], f"{err['fix']}; the engine's log is {log_path}")
+        raise PeerError(f"the federated simulation exited with code {proc.returncode}", f"read {log_path}")
+    return FederationResult(mode="simulation", rounds=[], wall_s=0.0, log_dir=log_dir)
+
+
+def kept_run_directory(prefix: str) -> Path:
+    """A fresh folder for one run's job, rounds and engine logs (system temp dir). The caller removes it
+    after a successful run and keeps it when the run fails, so the logs an error names stay on disk."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def free_port() -> int:

@@ -91,13 +91,13 @@ def traffic_plot(plan: Plan) -> Any:
     return fig
 
 
-def _keeps(r: dict[str, Any], direction: str) -> str:
-    """A round's kept fractions: 'mean (min-max)' over its devices, or '-' (older receipts)."""
+def _keeps(r: dict[str, Any], direction: str, wide: bool) -> str:
+    """A round's kept fraction over its devices: the mean ('mean min-max' with --wide), or '-' (older receipts)."""
     mean = r.get(f"keep_{direction}_mean")
     if mean is None:
         return "-"
     lo, hi = r[f"keep_{direction}_min"], r[f"keep_{direction}_max"]
-    return f"{mean:.2f}" if lo == hi else f"{mean:.2f} ({lo:.2f}-{hi:.2f})"
+    return f"{mean:.2f} {lo:.2f}-{hi:.2f}" if wide and lo != hi else f"{mean:.2f}"
 
 
 def receipt_views(receipt: dict[str, Any], wide: bool = False) -> list[Any]:
@@ -105,8 +105,9 @@ def receipt_views(receipt: dict[str, Any], wide: bool = False) -> list[Any]:
     tot = receipt["totals"]
     out: list[Any] = [Text.from_markup(f"[bold]receipt[/bold]: fed-compress, {receipt['config']}, {tot['mode']}"),
                       Text(receipt["link"], style="dim")]
-    t = table("per round: bytes measured (payload) vs predicted; times EMULATED vs predicted")
-    cols = ["round", "acc", "traffic", "pred", "keep down", "keep up", "round s", "pred s", "ok", "drop"]
+    t = table("per round: bytes measured (payload) vs predicted; kept fractions (mean over devices, ↓ download, "
+              "↑ upload); times EMULATED vs predicted")
+    cols = ["round", "acc", "traffic", "pred", "kept↓", "kept↑", "round s", "pred s", "ok", "drop"]
     for c in cols:
         t.add_column(c, justify="right")
     rounds = [r for r in tot["rounds"] if r["round"] > 0]
@@ -115,7 +116,7 @@ def receipt_views(receipt: dict[str, Any], wide: bool = False) -> list[Any]:
         t.add_row(f"… {len(rounds) - len(shown)} earlier", *[""] * (len(cols) - 1))
     for r in shown:
         t.add_row(str(r["round"]), f"{r['accuracy']:.3f}", fmt_bytes(r["traffic_payload_bytes"]),
-                  fmt_bytes(r["predicted_traffic_bytes"]), _keeps(r, "down"), _keeps(r, "up"),
+                  fmt_bytes(r["predicted_traffic_bytes"]), _keeps(r, "down", wide), _keeps(r, "up", wide),
                   f"{r['round_time_s_emulated']:.3g}",
                   f"{r['predicted_round_time_s']:.3g}", str(r["answered"]), str(r["dropped"]))
     out.append(t)
