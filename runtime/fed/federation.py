@@ -69,6 +69,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUNDS_KEY = "rounds-path"
 END_EVENT = "server-finished"
 QUERY_IDENTITY = "identity"
+MAX_LOCAL_SUPERNODES = 12   # loopback deployment: 3 processes per client (see `check_local_deployment`)
 
 
 @dataclass(frozen=True)
@@ -517,9 +518,13 @@ def _wait_http(url: str, proc_check: Callable[[], None], timeout_s: float, what:
     raise PeerError(f"{what} did not answer at {url} within {timeout_s:.0f} s", "read its log in the run directory")
 
 
-def _flwr(args: list[str], env: dict[str, str], timeout_s: float) -> dict[str, Any]:
-    out = subprocess.run([_bin("flwr"), *args, "--format", "json"], capture_output=True, text=True, env=env,
-                         timeout=timeout_s, stdin=subprocess.DEVNULL)
+def _flwr(args: list[str], env: dict[str, str], timeout_s: float, log_dir: Path) -> dict[str, Any]:
+    try:
+        out = subprocess.run([_bin("flwr"), *args, "--format", "json"], capture_output=True, text=True, env=env,
+                             timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise PeerError(f"`flwr {args[0]}` did not answer within {timeout_s:.0f} s (the machine may be overloaded)",
+                        f"read {log_dir / 'superlink.log'}") from exc
     text = out.stdout.strip()
     start = text.find("{")
     try:
@@ -529,12 +534,29 @@ def _flwr(args: list[str], env: dict[str, str], timeout_s: float) -> dict[str, A
     if out.returncode != 0 or not data.get("success", False):
         detail = (data.get("error-message") or out.stderr.strip().splitlines()[-1:] or [text[-200:]])
         raise PeerError(f"`flwr {' '.join(args[:1])}` failed ({detail if isinstance(detail, str) else detail[0]})",
-                        "read the SuperLink log in the run directory")
+                        f"read {log_dir / 'superlink.log'}")
     return data
+
+
+def check_local_deployment(num_clients: int) -> None:
+    """Refuse a loopback deployment larger than this machine can hold, before starting any process.
+
+    Flower's deployment engine runs one SuperNode per node, and each SuperNode starts a SuperExec and a
+    ClientApp process (about 130 MB each, measured: gen:50 started 79+ processes and used 10 GB on 2
+    cores until `flwr ls` timed out). A node cannot host several clients' state without changing
+    the apps, so the number of local SuperNodes is capped instead.
+    """
+    if num_clients > MAX_LOCAL_SUPERNODES:
+        raise PlannerError(
+            f"--deploy starts one Flower SuperNode (3 processes) per client on this machine, and this run has "
+            f"{num_clients} clients; at most {MAX_LOCAL_SUPERNODES} run locally",
+            f"drop --deploy for the simulation (any size), or plan with --clients gen:{MAX_LOCAL_SUPERNODES} "
+            "(or fewer devices) to deploy locally")
 
 
 def _run_deployment(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[str, Scalar]], workdir: Path,
                     timeout_s: float) -> FederationResult:
+    check_local_deployment(len(nodes))
     log_dir = workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     home = workdir / "flwr-home"
@@ -569,7 +591,7 @@ def _run_deployment(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[s
             procs.start(f"supernode-{i}", [_bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
                                            "--port", str(free_port()), "--node-config", node_config_arg(full)])
         procs.check_alive()
-        started = _flwr(["run", str(project), "planner"], env, timeout_s=120)
+        started = _flwr(["run", str(project), "planner"], env, timeout_s=120, log_dir=log_dir)
         run_id = str(started.get("run-id"))
         deadline = time.monotonic() + timeout_s
         status = ""
@@ -583,7 +605,7 @@ def _run_deployment(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[s
             ended = any(END_EVENT in r for r in read_rounds(Path(str(cfg[ROUNDS_KEY]))))
             if not ended and polls % 10:
                 continue
-            runs = _flwr(["ls", "--run-id", run_id], env, timeout_s=60).get("runs", [])
+            runs = _flwr(["ls", "--run-id", run_id], env, timeout_s=60, log_dir=log_dir).get("runs", [])
             status = str(runs[0].get("status", "")) if runs else ""
             if status.startswith("finished"):
                 break

@@ -62,6 +62,10 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
         job = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path} is not a readable job ({exc.__class__.__name__})", "re-emit the plan") from exc
+    if values["deploy"]:
+        from runtime.fed.federation import check_local_deployment
+
+        check_local_deployment(len(job["clients"]))
     progress("measuring this CPU for the device emulation")
     job = with_emulation(job, cpu_flops_per_s())
     if values["rounds"]:
