@@ -60,6 +60,19 @@ def test_flower_simulation_applies_per_client_ratios_and_survives_a_dropout(tmp_
     assert not [f for f in receipt.flags if "B vs predicted" in f]
     assert 0.0 <= receipt.totals["final_accuracy"] <= 1.0
 
+    # The benchmark's in-process driver calls the same apps: the same bytes per message, the same dropout,
+    # the same model up to the order Flower hands the replies to the aggregation (float sums).
+    from runtime.fed.compress_inprocess import run_in_process
+
+    mine = run_in_process(_job(), model_path, target_accuracy=0.05)
+    same = {(r["round"], r["client"]): r for r in mine.rows}
+    assert set(same) == set(rows)
+    for key, row in rows.items():
+        for field in ("down_payload_bytes", "up_payload_bytes", "status", "keep_down", "keep_up", "staleness"):
+            assert same[key].get(field) == row.get(field), (key, field)
+    for a, b in zip(receipt.totals["rounds"], mine.totals["rounds"]):
+        assert abs(a["accuracy"] - b["accuracy"]) <= 0.01
+
 
 def test_loaded_models_never_share_weights_with_the_saved_program(tmp_path: Path) -> None:
     from runtime.fed.compress_app import load_model
