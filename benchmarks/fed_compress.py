@@ -114,6 +114,10 @@ def learning_part(seeds: list[int], configs: tuple[str, ...], rounds: int, targe
     calibration = calibrate_training(DigitsCNN(), torch.zeros(2, 1, 8, 8))
     runs = []
     for seed in seeds:
+        caches = [work / f"seed{seed}" / f"{name}.r{rounds}.json" for name in configs]
+        if all(c.exists() for c in caches):      # every run of this seed is done: no need to plan it again
+            runs += [json.loads(c.read_text()) for c in caches]
+            continue
         decisions, cfgs, predicted = plan_configs(seed, rounds, calibration)
         torch.manual_seed(seed)
         model_path = export_model(DigitsCNN(), work / f"seed{seed}" / "digits-cnn.pt2", torch.zeros(2, 1, 8, 8))
@@ -320,11 +324,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="5 seeds, 3 configurations (plan, uniform_mean, bandwidth_proportional), no solver part")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--only-seeds", type=int, nargs="+", help="run just these seeds (to spread seeds over processes; "
+                    "a last call without it reads every cached run and writes the summary)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per run (default 100)")
     ap.add_argument("--target", type=float, default=0.80)
     ap.add_argument("--skip-learning", action="store_true")
     args = ap.parse_args(argv)
-    seeds = list(range(args.seeds))
+    seeds = list(args.only_seeds) if args.only_seeds else list(range(args.seeds))
     configs = QUICK_CONFIGS if args.quick else CONFIGS
     rounds = args.rounds or 100
     OUT.mkdir(parents=True, exist_ok=True)

@@ -206,13 +206,14 @@ def time_to(curve: list[dict], target: float) -> float | None:
     return None
 
 
-def bench_real(rounds: int, target: float, local_steps: int, lr: float) -> dict:
+def bench_real(rounds: int, target: float, local_steps: int, lr: float, seed: int = 0) -> dict:
+    """One seed (population split and participation) of the plan vs uniform depth on Flower."""
     from planner.api import emit_artifact, plan_from_argv
     from runtime.fed.lora_run import run_fed_lora
 
     work = Path(tempfile.mkdtemp(prefix="fedlora-bench-"))
     pop = work / "clients.yaml"
-    real_population(pop, alpha=1.0, seed=0)
+    real_population(pop, alpha=1.0, seed=seed)
     ctx = plan_from_argv(["digits-transformer", "--scenario", "fed-lora", "--clients", str(pop), "--batch-size", "32",
                           "--local-steps", str(local_steps), "--rounds", str(rounds)])
     art = emit_artifact(ctx.plan, work / "build", ["--lr", str(lr)])
@@ -237,8 +238,29 @@ def bench_real(rounds: int, target: float, local_steps: int, lr: float) -> dict:
                                                                 for e in rec["devices"].values() if not e.get("sits_out"))}
     a, b = out["runs"]["plan"]["time_to_target_s"], out["runs"]["uniform_depth"]["time_to_target_s"]
     out["target_accuracy"] = target
+    out["seed"] = seed
+    out["start_accuracy"] = out["runs"]["plan"]["curve"][0]["accuracy"] if out["runs"]["plan"]["curve"] else None
     out["speedup_to_target"] = (b / a) if (a and b) else None
     return out
+
+
+def summary_of(result: dict) -> dict:
+    """The headline figures (median over seeds, with min-max) from whatever parts ran; None where a part did not."""
+    reals = result.get("real_seeds", [])
+    speed = [r["speedup_to_target"] for r in reals if r.get("speedup_to_target")]
+    starts = [r["start_accuracy"] for r in reals if r.get("start_accuracy") is not None]
+    mem = result.get("memory_independent")
+    return {
+        "time_to_target_speedup_vs_uniform": float(np.median(speed)) if speed else None,
+        "time_to_target_speedup_range": [min(speed), max(speed)] if speed else None,
+        "seeds": len(reals),
+        "seeds_where_both_reached_target": len(speed),
+        "start_accuracy": float(np.median(starts)) if starts else None,
+        "target_accuracy": reals[0]["target_accuracy"] if reals else None,
+        "memory_model_error_vs_independent": mem["median_abs_error"] if mem else None,
+        "memory_model_error_vs_independent_max": mem["max_abs_error"] if mem else None,
+        "memory_model_probe": f"{mem['model']}, batch {mem['batch']}, seq {mem['seq']}, peak RSS" if mem else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT, help="JSON output (default build/bench/fed_lora.json)")
     ap.add_argument("--rss-probe", type=int, nargs=4, metavar=("D", "Q", "BATCH", "SEQ"), help=argparse.SUPPRESS)
     ap.add_argument("--skip-independent", action="store_true")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds of the real-task comparison (population split)")
     args = ap.parse_args(argv)
     if args.rss_probe:
         print(json.dumps(rss_probe(*args.rss_probe)))
@@ -280,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                       "-" if r["gap_to_exact"] is None else f"{r['gap_to_exact']:.2%}"] for r in rows]))
     if not args.skip_real:
         rounds = args.rounds or (6 if args.quick else 15)
-        real = bench_real(rounds, args.target, args.local_steps, args.lr)
-        result["real"] = real
+        result["real_seeds"] = [bench_real(rounds, args.target, args.local_steps, args.lr, seed)
+                                for seed in range(args.seeds)]
+        real = result["real"] = result["real_seeds"][0]
         rows = []
         for cfg, r in real["runs"].items():
             rows.append([cfg, r["final_accuracy"], r["emulated_clock_s"],
@@ -294,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
               f"speed-up to target: {real['speedup_to_target'] if real['speedup_to_target'] else 'n/a (target not reached by both)'}")
         for cfg, r in real["runs"].items():
             print(f"   {cfg} curve: " + ", ".join(f"{c['accuracy']:.3f}@{c['emulated_clock_s']:.3g}s" for c in r["curve"]))
+    result["summary"] = summary_of(result)
+    print("summary:", json.dumps(result["summary"], sort_keys=True))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(result, indent=2, default=float) + "\n")
     print(f"wrote {args.out}")
