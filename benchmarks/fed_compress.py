@@ -101,6 +101,13 @@ def run_config(decisions: dict, config: dict, name: str, seed: int, cpu_flops: f
             "byte_flags": len([f for f in rec.flags if "B vs predicted" in f]), "mode": rec.totals["mode"]}
 
 
+def cached_part(seeds: list[int], configs: tuple[str, ...], rounds: int, work: Path) -> dict:
+    """Only the runs already cached under `work` (for a summary while other processes still run seeds)."""
+    runs = [json.loads(c.read_text()) for seed in seeds for name in configs
+            if (c := work / f"seed{seed}" / f"{name}.r{rounds}.json").exists()]
+    return {"calibration": None, "runs": runs}
+
+
 def learning_part(seeds: list[int], configs: tuple[str, ...], rounds: int, target: float, work: Path) -> dict:
     """Plan and run every configuration for every seed (each run cached under `work`)."""
     import torch
@@ -161,7 +168,7 @@ def learning_table(part: dict, configs: tuple[str, ...], target: float) -> tuple
     """One row per configuration (median [min-max] over seeds) and the summary figures."""
     runs = part["runs"]
     by = {c: {r["seed"]: r for r in runs if r["config"] == c} for c in configs}
-    seeds = sorted(by["plan"])
+    seeds = sorted(set(by["plan"]) & set(by["uniform_mean"]))   # seeds with both runs (partial summaries)
     hits = {c: {s: to_target(r, target) for s, r in by[c].items()} for c in configs}
     lines = [f"target {target:.2f} (trailing {SMOOTH}-round mean); MB = 1e6 payload bytes both ways, first contact "
              "dense for all; ratio = bytes to target / uniform_mean's, per seed; median [min-max] over seeds; "
@@ -329,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=None, help="rounds per run (default 100)")
     ap.add_argument("--target", type=float, default=0.80)
     ap.add_argument("--skip-learning", action="store_true")
+    ap.add_argument("--cached-only", action="store_true", help="summarise the runs already cached, run nothing")
     args = ap.parse_args(argv)
     seeds = list(args.only_seeds) if args.only_seeds else list(range(args.seeds))
     configs = QUICK_CONFIGS if args.quick else CONFIGS
@@ -341,7 +349,8 @@ def main(argv: list[str] | None = None) -> None:
         print(solver_table(result["solver"]), flush=True)
     if not args.skip_learning:
         work = OUT / "fed_compress_runs"
-        result["learning"] = learning_part(seeds, configs, rounds, args.target, work)
+        result["learning"] = (cached_part(seeds, configs, rounds, work) if args.cached_only
+                              else learning_part(seeds, configs, rounds, args.target, work))
         text, result["summary"] = learning_table(result["learning"], configs, args.target)
         print(text)
         print("summary:", json.dumps(result["summary"], sort_keys=True))
