@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target", type=float, default=0.80)
     ap.add_argument("--skip-learning", action="store_true")
     ap.add_argument("--cached-only", action="store_true", help="summarise the runs already cached, run nothing")
+    ap.add_argument("--only-configs", nargs="+", help="run just these configurations (with --only-seeds)")
     args = ap.parse_args(argv)
     seeds = list(args.only_seeds) if args.only_seeds else list(range(args.seeds))
     configs = QUICK_CONFIGS if args.quick else CONFIGS
@@ -349,6 +350,9 @@ def main(argv: list[str] | None = None) -> None:
         print(solver_table(result["solver"]), flush=True)
     if not args.skip_learning:
         work = OUT / "fed_compress_runs"
+        if args.only_configs:
+            learning_part(seeds, tuple(args.only_configs), rounds, args.target, work)
+            return
         result["learning"] = (cached_part(seeds, configs, rounds, work) if args.cached_only
                               else learning_part(seeds, configs, rounds, args.target, work))
         text, result["summary"] = learning_table(result["learning"], configs, args.target)
