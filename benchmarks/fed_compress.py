@@ -1,27 +1,36 @@
-"""fed-compress benchmark: Caesar's plan vs every baseline, trained on Flower, plus solver quality and time.
+"""fed-compress benchmark: Caesar's plan vs every baseline on a test bed where compression matters, plus solver quality.
 
-Part 1 (Flower, real training, three seeds): digits-cnn on scikit-learn digits split over 50 clients by
-Dirichlet(alpha = 0.3); population `gen:50:SEED`; 10 clients per round (participation 0.2), 30 rounds,
-20 local SGD steps (lr 0.1), 50 ms fixed per-round overhead per client. Every configuration uses the same population, split, participation
-schedule and initial model for a seed. Traffic = payload bytes both ways (measured: the lengths of the
-serialised payload arrays), until the first round whose held-out accuracy reaches the target; final
-accuracy = mean over the last 5 rounds. Device compute and links are EMULATED from the hardware
-profiles (this CPU's measured time x FLOP/s ratio; bytes / bandwidth); plans are made with this CPU's
-calibrated training-step fit. Configurations: the plan (Caesar), the six baselines, and one ablation
-(Caesar's ratios with the baselines' fixed batch of 32) that separates the ratio rules from the batches.
+Part 1 (learning curves, 5 seeds): digits-cnn (38 k parameters) on scikit-learn digits split over 100
+clients by Dirichlet(alpha = 0.1) (strongly non-IID); population `gen:100:SEED`; 5 clients per round
+(participation 5 %), 100 rounds, 10 local SGD steps (lr 0.05); kept fractions down to
+10 % on downloads and 1-10 % on uploads (Caesar's θ_d,max = 0.9, θ_u in [0.9, 0.99]). Uncompressed
+training needs 50+ rounds to the target (0.80, on the trailing mean of 5 rounds). Every configuration
+of a seed has the same population, split, participation schedule and initial model.
+
+Accounting (docs/fed-compress.md, "Accounting"): every payload byte every device receives and sends,
+both ways, from its first contact; nothing is installed before round 1, so a device's first download
+is the dense model in every configuration. Traffic to target = payload bytes (measured: the lengths of
+the serialised payload arrays) up to and including the first round whose trailing 5-round mean
+accuracy reaches the target. Device compute and links are EMULATED (this CPU's thread time x FLOP/s
+ratio; bytes / bandwidth): the emulated clock times stragglers (round time = slowest selected device).
+
+The runs call Flower's apps in one process (`runtime/fed/compress_inprocess.py`: the strategy, the
+client mod and the training handler with Flower's message types; no Ray, no gRPC): the same payloads,
+codecs and aggregation as `planner run`, at a cost 2 shared cores can pay for 5 seeds x 7 configurations.
 
 Part 2 (solver): one round with 10 000 selected devices (ratio rules + the cvxpy batch LP), batch
 gaps (LP rounding, T* rule) to the exact sweep, and the budgeted-download greedy against CP-SAT on
 200 random rounds.
 
     nice .venv/bin/python -m benchmarks.fed_compress          # writes build/bench/fed_compress.json
-    nice .venv/bin/python -m benchmarks.fed_compress --quick  # one seed, 2 configurations, 12 rounds
+    nice .venv/bin/python -m benchmarks.fed_compress --quick  # 5 seeds, 3 configurations, 100 rounds
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -31,12 +40,15 @@ from core.atomic_io import write_text_atomic
 
 OUT = Path("build/bench")
 SPEC_GRID = (8, 12, 16, 24, 32, 48, 64)   # Caesar's coarse batch grid (docs/fed-compress.md, "Departures")
-CONFIGS = ("plan", "no_compression", "uniform_mean", "uniform_traffic", "bandwidth_proportional", "topk_ef", "fedpaq",
-           "caesar_fixed_batch")
+CONFIGS = ("plan", "no_compression", "uniform_mean", "uniform_traffic", "bandwidth_proportional", "topk_ef", "fedpaq")
+QUICK_CONFIGS = ("plan", "uniform_mean", "bandwidth_proportional")
+BED = {"clients": 100, "participation": 0.05, "alpha": 0.1, "local_iters": 10, "lr": 0.05, "round_overhead_s": 0.05,
+       "min_download_ratio": 0.1, "min_upload_ratio": 0.01, "max_upload_ratio": 0.1, "ratio_step": 0.01}
+SMOOTH = 5          # rounds in the trailing mean that decides when a run reaches the target
 
 
-# ---------------------------------------------------------------- part 1: Flower runs
-def plan_configs(seed: int, rounds: int, num_clients: int, calibration: dict) -> tuple[dict, dict, dict]:
+# ---------------------------------------------------------------- part 1: learning curves
+def plan_configs(seed: int, rounds: int, calibration: dict) -> tuple[dict, dict, dict]:
     """Lower and solve one seed: (plan decisions, {config: decisions}, {config: predicted})."""
     from planner.families.fed_compress.lowering import FedCompressOptions, decisions_of, lower, predicted_of
     from planner.registry import resolve_hardware, resolve_model
@@ -45,8 +57,11 @@ def plan_configs(seed: int, rounds: int, num_clients: int, calibration: dict) ->
     from solvers.fed_compress.validate import validate
 
     spec = resolve_model("digits-cnn")
-    pop = parse_population(f"gen:{num_clients}:{seed}", resolve_hardware)
-    opts = FedCompressOptions(rounds=rounds, participation=0.2, seed=seed, lr=0.1, round_overhead_s=0.05,
+    pop = parse_population(f"gen:{BED['clients']}:{seed}", resolve_hardware)
+    opts = FedCompressOptions(rounds=rounds, participation=BED["participation"], alpha=BED["alpha"], seed=seed,
+                              lr=BED["lr"], local_iters=BED["local_iters"], round_overhead_s=BED["round_overhead_s"],
+                              min_download_ratio=BED["min_download_ratio"], min_upload_ratio=BED["min_upload_ratio"],
+                              max_upload_ratio=BED["max_upload_ratio"], ratio_step=BED["ratio_step"],
                               calibration=calibration)
     problem, clients, _ = lower(spec, pop, opts)
     cfg = opts.caesar_config()
@@ -54,7 +69,6 @@ def plan_configs(seed: int, rounds: int, num_clients: int, calibration: dict) ->
     sols = {"plan": sol}
     for b in baselines.baselines(cfg, sol):
         sols[b.name] = b.solve(problem)
-    sols["caesar_fixed_batch"] = caesar.solve(problem, dataclasses.replace(cfg, batch_method="fixed"))
     for name, s in sols.items():
         bad = validate(problem, s)
         if bad:
@@ -66,153 +80,142 @@ def plan_configs(seed: int, rounds: int, num_clients: int, calibration: dict) ->
 
 
 def run_config(decisions: dict, config: dict, name: str, seed: int, cpu_flops: float, model_path: Path,
-               workdir: Path, target: float, diagnostics: bool = True) -> dict:
-    """One Flower simulation; returns the receipt's totals and per-round series."""
+               target: float) -> dict:
+    """One run through the Flower apps (in-process); returns the receipt's per-round series and totals."""
     from codegen.fed_compress import job_for
-    from runtime.fed.compress_run import run_fed_compress
+    from runtime.fed.compress_inprocess import run_in_process
 
     job = job_for(decisions, config, name, seed, cpu_flops)
-    job["diagnostics"] = diagnostics   # the dense model rides along, uncounted, so clients report true deviations
     t0 = time.perf_counter()
-    rec = run_fed_compress(job, model_path, workdir, target_accuracy=target)
+    rec = run_in_process(job, model_path, target_accuracy=target)
     rounds = [r for r in rec.totals["rounds"] if r["round"] > 0]
-    acc = [r["accuracy"] for r in rounds]
     rows = [r for r in rec.rows if r["status"] == "ok"]
-    dev_rec = [r["dev_recovery_estimate"] for r in rows if r["keep_down"] < 1.0]
-    dev_sm = [r["dev_sign_mean_estimate"] for r in rows if r["keep_down"] < 1.0]
-    wait = [r["waiting_s_emulated"] for r in rows]
-    return {"config": name, "seed": seed, "wall_s": time.perf_counter() - t0, "accuracy": acc,
-            "traffic": [r["traffic_payload_bytes"] for r in rounds],
-            "final_accuracy": float(np.mean(acc[-5:])), "last_accuracy": acc[-1],
-            "round_to_target": rec.totals.get("round_to_target"), "bytes_to_target": rec.totals.get("bytes_to_target"),
+    return {"config": name, "seed": seed, "wall_s": time.perf_counter() - t0,
+            "accuracy": [r["accuracy"] for r in rounds], "traffic": [r["traffic_payload_bytes"] for r in rounds],
+            "round_time_s": [r["round_time_s_emulated"] for r in rounds],
+            "keep_down_mean": [r["keep_down_mean"] for r in rounds], "keep_up_mean": [r["keep_up_mean"] for r in rounds],
+            "final_accuracy": float(np.mean([r["accuracy"] for r in rounds][-SMOOTH:])),
             "total_payload_bytes": rec.totals["total_payload_bytes"],
-            "total_serialised_bytes": rec.totals["total_serialised_bytes"],
             "total_predicted_bytes": rec.totals["total_predicted_bytes"],
-            "emulated_time_s": rec.totals["emulated_time_s"], "mean_waiting_s": float(np.mean(wait)) if wait else 0.0,
-            "dev_recovery_mean": float(np.mean(dev_rec)) if dev_rec else None,
-            "dev_sign_mean_mean": float(np.mean(dev_sm)) if dev_sm else None,
-            "byte_flags": len([f for f in rec.flags if "B vs predicted" in f])}
+            "dev_recovery_mean": float(np.mean([r["dev_recovery_estimate"] for r in rows if r["keep_down"] < 1.0] or [0.0])),
+            "byte_flags": len([f for f in rec.flags if "B vs predicted" in f]), "mode": rec.totals["mode"]}
 
 
-def flower_part(seeds: list[int], configs: tuple[str, ...], rounds: int, num_clients: int, target: float,
-                work: Path) -> dict:
-    """Plan, emit and run every configuration for every seed (results cached per run under `work`)."""
+def cached_part(seeds: list[int], configs: tuple[str, ...], rounds: int, work: Path) -> dict:
+    """Only the runs already cached under `work` (for a summary while other processes still run seeds)."""
+    runs = [json.loads(c.read_text()) for seed in seeds for name in configs
+            if (c := work / f"seed{seed}" / f"{name}.r{rounds}.json").exists()]
+    return {"calibration": None, "runs": runs}
+
+
+def learning_part(seeds: list[int], configs: tuple[str, ...], rounds: int, target: float, work: Path) -> dict:
+    """Plan and run every configuration for every seed (each run cached under `work`)."""
     import torch
 
     from codegen.fed_compress import export_model
     from profilers.digits_cnn import DigitsCNN
     from profilers.training_timing import calibrate_training
 
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     calibration = calibrate_training(DigitsCNN(), torch.zeros(2, 1, 8, 8))
     runs = []
     for seed in seeds:
-        decisions, cfgs, predicted = plan_configs(seed, rounds, num_clients, calibration)
+        caches = [work / f"seed{seed}" / f"{name}.r{rounds}.json" for name in configs]
+        if all(c.exists() for c in caches):      # every run of this seed is done: no need to plan it again
+            runs += [json.loads(c.read_text()) for c in caches]
+            continue
+        decisions, cfgs, predicted = plan_configs(seed, rounds, calibration)
         torch.manual_seed(seed)
         model_path = export_model(DigitsCNN(), work / f"seed{seed}" / "digits-cnn.pt2", torch.zeros(2, 1, 8, 8))
         for name in configs:
-            cache = work / f"seed{seed}" / f"{name}.json"
+            cache = work / f"seed{seed}" / f"{name}.r{rounds}.json"
             if cache.exists():
                 runs.append(json.loads(cache.read_text()))
                 continue
-            r = run_config(decisions, cfgs[name], name, seed, calibration["cpu_flops_per_s"], model_path,
-                           work / f"seed{seed}" / name, target)
+            r = run_config(decisions, cfgs[name], name, seed, calibration["cpu_flops_per_s"], model_path, target)
             r["predicted"] = predicted[name]
             write_text_atomic(cache, json.dumps(r, sort_keys=True) + "\n")
             runs.append(r)
-            print(f"  seed {seed} {name:24} final {r['final_accuracy']:.3f}  to-target "
-                  f"{(r['bytes_to_target'] or float('nan')) / 1e6:8.2f} MB  ({r['wall_s']:.0f} s)", flush=True)
+            hit = to_target(r, target)
+            print(f"  seed {seed} {name:24} final {r['final_accuracy']:.3f}  to-target round {hit[0]}  "
+                  f"{(hit[1] or float('nan')) / 1e6:8.2f} MB  ({r['wall_s']:.0f} s)", flush=True)
     return {"calibration": calibration, "runs": runs}
 
 
-def to_target(run: dict, target: float) -> tuple[int | None, float | None]:
-    """(first round reaching `target`, payload bytes moved until then) from a run's per-round series."""
-    moved = 0.0
-    for t, (acc, traffic) in enumerate(zip(run["accuracy"], run["traffic"]), start=1):
+def to_target(run: dict, target: float) -> tuple[int | None, float | None, float | None]:
+    """(first round whose trailing SMOOTH-round mean accuracy reaches `target`, payload bytes moved until then,
+    emulated seconds until then), or Nones."""
+    moved = clock = 0.0
+    acc = run["accuracy"]
+    for t, traffic in enumerate(run["traffic"], start=1):
         moved += traffic
-        if acc >= target:
-            return t, moved
-    return None, None
+        clock += run.get("round_time_s", [0.0] * len(acc))[t - 1]
+        if np.mean(acc[max(0, t - SMOOTH):t]) >= target:
+            return t, moved, clock
+    return None, None, None
 
 
-def flower_table(part: dict, configs: tuple[str, ...], targets: tuple[float, ...]) -> str:
-    """One row per configuration: means over seeds; savings are per seed against uniform_mean, then averaged."""
+def _spread(xs: list[float]) -> str:
+    """'median [min-max]' of the finite values, or '-'."""
+    xs = [x for x in xs if x is not None and np.isfinite(x)]
+    if not xs:
+        return "-"
+    return f"{statistics.median(xs):.3g} [{min(xs):.3g}-{max(xs):.3g}]"
+
+
+def learning_table(part: dict, configs: tuple[str, ...], target: float) -> tuple[str, dict]:
+    """One row per configuration (median [min-max] over seeds) and the summary figures."""
     runs = part["runs"]
-    by = {c: [r for r in runs if r["config"] == c] for c in configs}
-
-    def mean(xs: list) -> float:
-        xs = [x for x in xs if x is not None]
-        return float(np.mean(xs)) if xs else float("nan")
-
-    none_final = mean([r["final_accuracy"] for r in by.get("no_compression", [])])
-    head = f"{'config':23}" + "".join(f" {'MB to ' + format(t, '.2f'):>14} {'rnd':>4} {'vs unif':>7}" for t in targets)
-    head += f" {'final':>6} {'Δ none':>7} {'MB tot':>7} {'time s':>6} {'wait s':>6}"
-    lines = ["MB = 1e6 payload bytes (down + up, measured); (k/n) = seeds reaching the target; vs unif = saving against "
-             "uniform_mean, per seed; final = mean accuracy of the last 5 rounds; time, waiting EMULATED", head]
+    by = {c: {r["seed"]: r for r in runs if r["config"] == c} for c in configs}
+    seeds = sorted(set(by["plan"]) & set(by["uniform_mean"]))   # seeds with both runs (partial summaries)
+    hits = {c: {s: to_target(r, target) for s, r in by[c].items()} for c in configs}
+    lines = [f"target {target:.2f} (trailing {SMOOTH}-round mean); MB = 1e6 payload bytes both ways, first contact "
+             "dense for all; ratio = bytes to target / uniform_mean's, per seed; median [min-max] over seeds; "
+             "time EMULATED",
+             f"{'config':23} {'reached':>7} {'rounds to target':>18} {'MB to target':>22} {'vs uniform':>20} "
+             f"{'final acc':>20} {'emulated s to target':>22}"]
+    ratio_to: dict[str, dict[str, list[float]]] = {}
     for c in configs:
-        rs = by[c]
-        if not rs:
-            continue
-        line = f"{c:23}"
-        for t in targets:
-            hits = [to_target(r, t) for r in rs]
-            uni = {r["seed"]: to_target(r, t)[1] for r in by.get("uniform_mean", [])}
-            saving = [1 - b / uni[r["seed"]] for r, (_, b) in zip(rs, hits) if b and uni.get(r["seed"])]
-            reached = sum(b is not None for _, b in hits)
-            line += (f" {mean([b for _, b in hits]) / 1e6:8.2f} ({reached}/{len(rs)}) {mean([k for k, _ in hits]):4.1f}"
-                     f" {(mean(saving) * 100 if saving else float('nan')):6.1f}%")
-        fin = mean([r["final_accuracy"] for r in rs])
-        line += (f" {fin:6.3f} {(fin - none_final) * 100:+6.2f}p {mean([r['total_payload_bytes'] for r in rs]) / 1e6:7.1f}"
-                 f" {mean([r['emulated_time_s'] for r in rs]):6.1f} {mean([r['mean_waiting_s'] for r in rs]):6.3f}")
-        lines.append(line)
-    return "\n".join(lines)
-
-
-STALENESS_BINS = ((1, 1), (2, 2), (3, 4), (5, 8), (9, 10_000))
-
-
-def recovery_by_staleness(work: Path, configs: tuple[str, ...]) -> dict:
-    """Spec §9.3 from the runs' per-round records: the server's estimate of each device's relative deviation
-    (its rebuilt start model vs the global model) with recovery and with sign·mean only, by staleness,
-    over every compressed download (keep < 1) of every seed."""
-    out: dict = {}
+        reached = [s for s in seeds if hits[c].get(s, (None,))[0] is not None]
+        vs_u = [hits[c][s][1] / hits["uniform_mean"][s][1] for s in reached
+                if hits["uniform_mean"].get(s, (None, None))[1]]
+        ratio_to[c] = {"vs_uniform": vs_u}
+        lines.append(f"{c:23} {len(reached):>3}/{len(by[c]):<3} {_spread([hits[c][s][0] for s in reached]):>18} "
+                     f"{_spread([hits[c][s][1] / 1e6 for s in reached]):>22} {_spread(vs_u):>20} "
+                     f"{_spread([r['final_accuracy'] for r in by[c].values()]):>20} "
+                     f"{_spread([hits[c][s][2] for s in reached]):>22}")
+    # plan / each baseline, per seed; a seed where the plan misses the target and the baseline reaches it counts inf
+    per_base = {}
     for c in configs:
-        rows = []
-        for path in sorted(work.glob(f"seed*/{c}/rounds.jsonl")):
-            for line in path.read_text().splitlines():
-                rec = json.loads(line)
-                rows += [r for r in rec.get("clients", {}).values() if r["keep_down"] < 1.0]
-        if not rows:
+        if c == "plan":
             continue
-        bins = []
-        for lo, hi in STALENESS_BINS:
-            sel = [r for r in rows if lo <= r["staleness"] <= hi]
-            if sel:
-                true = [r for r in sel if "dev_recovery_true" in r]
-                bins.append({"staleness": [lo, hi], "n": len(sel),
-                             "recovery": float(np.mean([r["dev_recovery_estimate"] for r in sel])),
-                             "sign_mean": float(np.mean([r["dev_sign_mean_estimate"] for r in sel])),
-                             "recovery_true": float(np.mean([r["dev_recovery_true"] for r in true])) if true else None,
-                             "sign_mean_true": float(np.mean([r["dev_sign_mean_true"] for r in true])) if true else None,
-                             "keep_down": float(np.mean([r["keep_down"] for r in sel]))})
-        out[c] = bins
-    return out
-
-
-def recovery_table(rec: dict) -> str:
-    """Deviation estimates by staleness for each configuration that compresses downloads."""
-    lines = ["relative deviation of the rebuilt start model, compressed downloads only: server's shadow-model "
-             "estimate, and (diagnostic runs) the true value the client measured against the dense model",
-             f"{'config':23} {'staleness':>9} {'n':>5} {'kept':>5} {'recovery':>9} {'sign·mean':>9} {'true rec':>9} "
-             f"{'true s·m':>9}"]
-    for c, bins in rec.items():
-        for b in bins:
-            lo, hi = b["staleness"]
-            st = f"{lo}" if lo == hi else (f"{lo}-{hi}" if hi < 10_000 else f"{lo}+")
-            tr = (f"{b['recovery_true']:9.2e} {b['sign_mean_true']:9.2e}" if b.get("recovery_true") is not None
-                  else f"{'-':>9} {'-':>9}")
-            lines.append(f"{c:23} {st:>9} {b['n']:5d} {b['keep_down']:5.2f} {b['recovery']:9.2e} {b['sign_mean']:9.2e} {tr}")
-    return "\n".join(lines)
+        rs = []
+        for s in seeds:
+            mine, theirs = hits["plan"].get(s, (None, None))[1], hits[c].get(s, (None, None))[1]
+            if theirs is None:
+                continue
+            rs.append(float("inf") if mine is None else mine / theirs)
+        if rs:
+            per_base[c] = statistics.median(rs)
+    best = min(per_base, key=lambda k: -per_base[k]) if per_base else None   # the baseline the plan does worst against
+    summary = {
+        "traffic_to_target_vs_uniform": per_base.get("uniform_mean"),
+        "traffic_to_target_vs_best_baseline": per_base.get(best) if best else None,
+        "best_baseline": best,
+        "traffic_to_target_vs_each_baseline": per_base,
+        "seeds": len(seeds),
+        "rounds_to_target_uniform": statistics.median([hits["uniform_mean"][s][0] for s in seeds
+                                                       if hits["uniform_mean"][s][0] is not None] or [float("nan")]),
+        "rounds_to_target_uniform_range": [min((hits["uniform_mean"][s][0] or 10**9) for s in seeds),
+                                           max((hits["uniform_mean"][s][0] or -1) for s in seeds)],
+        "target_accuracy": target,
+        "plan_reached": sum(hits["plan"][s][0] is not None for s in seeds),
+        "uniform_reached": sum(hits["uniform_mean"][s][0] is not None for s in seeds),
+    }
+    lines.append(f"plan / baseline bytes to target (median over seeds): "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in sorted(per_base.items())))
+    return "\n".join(lines), summary
 
 
 # ---------------------------------------------------------------- part 2: solver
@@ -324,28 +327,37 @@ def solver_table(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run both parts, print the tables, write build/bench/fed_compress.json."""
+    """Run both parts, print the tables, write build/bench/fed_compress.json (summary included)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one seed, plan and uniform_mean, 12 rounds")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--targets", type=float, nargs="+", default=[0.85, 0.90])
-    ap.add_argument("--skip-flower", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="5 seeds, 3 configurations (plan, uniform_mean, bandwidth_proportional), no solver part")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--only-seeds", type=int, nargs="+", help="run just these seeds (to spread seeds over processes; "
+                    "a last call without it reads every cached run and writes the summary)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds per run (default 100)")
+    ap.add_argument("--target", type=float, default=0.80)
+    ap.add_argument("--skip-learning", action="store_true")
+    ap.add_argument("--cached-only", action="store_true", help="summarise the runs already cached, run nothing")
+    ap.add_argument("--only-configs", nargs="+", help="run just these configurations (with --only-seeds)")
     args = ap.parse_args(argv)
-    seeds = [0] if args.quick else list(range(args.seeds))
-    configs = ("plan", "uniform_mean") if args.quick else CONFIGS
-    rounds = 12 if args.quick else args.rounds
+    seeds = list(args.only_seeds) if args.only_seeds else list(range(args.seeds))
+    configs = QUICK_CONFIGS if args.quick else CONFIGS
+    rounds = args.rounds or 100
     OUT.mkdir(parents=True, exist_ok=True)
-    result: dict = {"target_accuracy": args.targets, "rounds": rounds, "seeds": seeds}
+    result: dict = {"target_accuracy": args.target, "rounds": rounds, "seeds": seeds, "test_bed": BED}
     t0 = time.perf_counter()
-    result["solver"] = solver_part()
-    print(solver_table(result["solver"]), flush=True)
-    if not args.skip_flower:
-        work = OUT / ("fed_compress_quick" if args.quick else "fed_compress_runs")
-        result["flower"] = flower_part(seeds, configs, rounds, 50, args.targets[0], work)
-        print(flower_table(result["flower"], configs, tuple(args.targets)))
-        result["recovery"] = recovery_by_staleness(work, configs)
-        print(recovery_table(result["recovery"]))
+    if not args.quick:
+        result["solver"] = solver_part()
+        print(solver_table(result["solver"]), flush=True)
+    if not args.skip_learning:
+        work = OUT / "fed_compress_runs"
+        if args.only_configs:
+            learning_part(seeds, tuple(args.only_configs), rounds, args.target, work)
+            return
+        result["learning"] = (cached_part(seeds, configs, rounds, work) if args.cached_only
+                              else learning_part(seeds, configs, rounds, args.target, work))
+        text, result["summary"] = learning_table(result["learning"], configs, args.target)
+        print(text)
+        print("summary:", json.dumps(result["summary"], sort_keys=True))
     result["wall_s"] = time.perf_counter() - t0
     write_text_atomic(OUT / ("fed_compress_quick.json" if args.quick else "fed_compress.json"),
                       json.dumps(result, indent=1, sort_keys=True, default=float) + "\n")

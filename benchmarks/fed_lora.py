@@ -132,6 +132,72 @@ def real_population(path: Path, alpha: float, seed: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+# ------------------------------------------------------------------ 1b. memory model vs an independent measurement
+PROBE_MODEL = "smollm2-135m:4L"      # truncated SmolLM2-135M (real weights, testbeds/smollm2.py)
+PROBE_CONFIGS = ((1, 0), (2, 0), (4, 0), (2, 1), (4, 2), (4, 4))
+
+
+def _rss_bytes(field: str) -> int:
+    """VmRSS or VmHWM of this process from /proc/self/status (B)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def rss_probe(depth: int, quant: int, batch: int, seq: int) -> dict:
+    """In a fresh process: load the model, reset the peak-RSS mark, run one real training step (LoRA on the
+    top `depth` blocks, `quant` of them storing 8-bit activations, Adam), report the peak RSS above the
+    process's resident size before the step (B). Independent of the saved-tensor hooks' byte counts."""
+    import torch
+
+    from profilers.fine_tuning import block_layout, measure_step, task_model
+    from testbeds.smollm2 import load_model
+
+    torch.set_num_threads(1)
+    model = task_model(load_model(PROBE_MODEL), "causal-lm")
+    layout = block_layout(model)
+    import gc
+
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")          # reset VmHWM to the current RSS (Linux)
+    before = _rss_bytes("VmRSS")
+    measure_step(model, layout, depth, quant, 8, 64, batch_size=batch, seq_len=seq, copy_model=False, count_flops=False)
+    return {"depth": depth, "quant": quant, "rss_before": before, "rss_peak": _rss_bytes("VmHWM"),
+            "measured_training_bytes": _rss_bytes("VmHWM") - before}
+
+
+def bench_memory_independent(batch: int = 4, seq: int = 128) -> dict:
+    """The fitted memory model (hooks, 4 steps) against peak RSS of separate processes at other (d, q)."""
+    import subprocess
+
+    import torch
+
+    from profilers.fine_tuning import profile_fine_tuning, task_model
+    from testbeds.smollm2 import load_model
+
+    torch.set_num_threads(1)
+    model = task_model(load_model(PROBE_MODEL), "causal-lm")
+    prof = profile_fine_tuning(model, PROBE_MODEL, batch_size=batch, seq_len=seq, repeats=1)
+    del model
+    rows = []
+    for d, q in PROBE_CONFIGS:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.fed_lora", "--rss-probe", str(d), str(q), str(batch),
+                              str(seq)], capture_output=True, text=True, check=True,
+                             env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        # the frozen weights are resident before the step in the probe: compare what the step adds
+        pred = prof.peak_bytes(d, q, 8) - prof.weight_bytes
+        got.update(predicted_training_bytes=pred, error=pred / got["measured_training_bytes"] - 1)
+        rows.append(got)
+        print(f"  {PROBE_MODEL} d={d} q={q}: predicted {pred / 2**20:.1f} MiB, peak RSS above the loaded model "
+              f"{got['measured_training_bytes'] / 2**20:.1f} MiB ({got['error']:+.1%})", flush=True)
+    errs = [abs(r["error"]) for r in rows]
+    return {"model": PROBE_MODEL, "batch": batch, "seq": seq, "rows": rows,
+            "median_abs_error": float(np.median(errs)), "max_abs_error": float(max(errs)),
+            "weight_bytes": prof.weight_bytes, "workspace_bytes": prof.workspace_bytes}
+
+
 def time_to(curve: list[dict], target: float) -> float | None:
     """Emulated seconds until held-out accuracy first reaches `target` (None if never)."""
     for r in curve:
@@ -140,13 +206,14 @@ def time_to(curve: list[dict], target: float) -> float | None:
     return None
 
 
-def bench_real(rounds: int, target: float, local_steps: int, lr: float) -> dict:
+def bench_real(rounds: int, target: float, local_steps: int, lr: float, seed: int = 0) -> dict:
+    """One seed (population split and participation) of the plan vs uniform depth on Flower."""
     from planner.api import emit_artifact, plan_from_argv
     from runtime.fed.lora_run import run_fed_lora
 
     work = Path(tempfile.mkdtemp(prefix="fedlora-bench-"))
     pop = work / "clients.yaml"
-    real_population(pop, alpha=1.0, seed=0)
+    real_population(pop, alpha=1.0, seed=seed)
     ctx = plan_from_argv(["digits-transformer", "--scenario", "fed-lora", "--clients", str(pop), "--batch-size", "32",
                           "--local-steps", str(local_steps), "--rounds", str(rounds)])
     art = emit_artifact(ctx.plan, work / "build", ["--lr", str(lr)])
@@ -171,8 +238,29 @@ def bench_real(rounds: int, target: float, local_steps: int, lr: float) -> dict:
                                                                 for e in rec["devices"].values() if not e.get("sits_out"))}
     a, b = out["runs"]["plan"]["time_to_target_s"], out["runs"]["uniform_depth"]["time_to_target_s"]
     out["target_accuracy"] = target
+    out["seed"] = seed
+    out["start_accuracy"] = out["runs"]["plan"]["curve"][0]["accuracy"] if out["runs"]["plan"]["curve"] else None
     out["speedup_to_target"] = (b / a) if (a and b) else None
     return out
+
+
+def summary_of(result: dict) -> dict:
+    """The headline figures (median over seeds, with min-max) from whatever parts ran; None where a part did not."""
+    reals = result.get("real_seeds", [])
+    speed = [r["speedup_to_target"] for r in reals if r.get("speedup_to_target")]
+    starts = [r["start_accuracy"] for r in reals if r.get("start_accuracy") is not None]
+    mem = result.get("memory_independent")
+    return {
+        "time_to_target_speedup_vs_uniform": float(np.median(speed)) if speed else None,
+        "time_to_target_speedup_range": [min(speed), max(speed)] if speed else None,
+        "seeds": len(reals),
+        "seeds_where_both_reached_target": len(speed),
+        "start_accuracy": float(np.median(starts)) if starts else None,
+        "target_accuracy": reals[0]["target_accuracy"] if reals else None,
+        "memory_model_error_vs_independent": mem["median_abs_error"] if mem else None,
+        "memory_model_error_vs_independent_max": mem["max_abs_error"] if mem else None,
+        "memory_model_probe": f"{mem['model']}, batch {mem['batch']}, seq {mem['seq']}, peak RSS" if mem else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,8 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local-steps", type=int, default=5)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--out", type=Path, default=OUT, help="JSON output (default build/bench/fed_lora.json)")
+    ap.add_argument("--rss-probe", type=int, nargs=4, metavar=("D", "Q", "BATCH", "SEQ"), help=argparse.SUPPRESS)
+    ap.add_argument("--skip-independent", action="store_true")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds of the real-task comparison (population split)")
     args = ap.parse_args(argv)
+    if args.rss_probe:
+        print(json.dumps(rss_probe(*args.rss_probe)))
+        return 0
     result: dict = {}
+    if not args.skip_independent:
+        print(f"1b. memory model (fitted from saved-tensor hooks) vs peak RSS of a fresh process per step", flush=True)
+        result["memory_independent"] = bench_memory_independent()
     if not args.skip_memory:
         rows = bench_memory(args.quick)
         result["memory"] = rows
@@ -206,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                       "-" if r["gap_to_exact"] is None else f"{r['gap_to_exact']:.2%}"] for r in rows]))
     if not args.skip_real:
         rounds = args.rounds or (6 if args.quick else 15)
-        real = bench_real(rounds, args.target, args.local_steps, args.lr)
-        result["real"] = real
+        result["real_seeds"] = [bench_real(rounds, args.target, args.local_steps, args.lr, seed)
+                                for seed in range(args.seeds)]
+        real = result["real"] = result["real_seeds"][0]
         rows = []
         for cfg, r in real["runs"].items():
             rows.append([cfg, r["final_accuracy"], r["emulated_clock_s"],
@@ -220,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
               f"speed-up to target: {real['speedup_to_target'] if real['speedup_to_target'] else 'n/a (target not reached by both)'}")
         for cfg, r in real["runs"].items():
             print(f"   {cfg} curve: " + ", ".join(f"{c['accuracy']:.3f}@{c['emulated_clock_s']:.3g}s" for c in r["curve"]))
+    result["summary"] = summary_of(result)
+    print("summary:", json.dumps(result["summary"], sort_keys=True))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(result, indent=2, default=float) + "\n")
     print(f"wrote {args.out}")

@@ -35,8 +35,10 @@ def header(plan: Plan) -> Table:
     t.add_row("family", plan.family)
     t.add_row("model", f"{plan.model.name} ({fmt_count(plan.model.num_params)} params, {plan.model.dtype}"
                        f"{', tiny' if plan.model.tiny else ''})")
-    t.add_row("hardware", f"{plan.hardware.name} ({fmt_bytes(plan.hardware.memory_bytes)})"
-              + "".join(f"; {h.role} {h.name}" for h in plan.extra_hardware))
+    hw = plan.hardware
+    what = (f"{hw.source}; up to {fmt_bytes(hw.memory_bytes)} per device" if hw.role == "clients"
+            else fmt_bytes(hw.memory_bytes))   # a population's memory is never summed over its devices
+    t.add_row("hardware", f"{hw.name} ({what})" + "".join(f"; {h.role} {h.name}" for h in plan.extra_hardware))
     wall = f", {plan.solver.wall_time_s:.3f} s" if plan.solver.wall_time_s is not None else ""
     t.add_row("solver", f"{plan.solver.name}: {plan.solver.status}{wall}")
     t.add_row("objective", f"{plan.objective.metric} = {_f(plan.objective.value, 5)} ({plan.objective.sense})")

@@ -12,14 +12,15 @@ def hardware_ref(hw: Any, role: str) -> HardwareRef:
 
 
 def population_refs(population: Any) -> tuple[HardwareRef, tuple[HardwareRef, ...]]:
-    """A federated plan's hardware: the population as one reference (fingerprint, total memory, kinds), and a
+    """A federated plan's hardware: the population as one reference (fingerprint, the largest device's memory
+    (never a sum over devices: no device can use another's memory), kinds), and a
     reference per device kind, sorted (a kind given as a YAML path that has moved since is left out: the
     population's fingerprint still pins it)."""
     from planner.registry import resolve_hardware
 
     kinds = sorted({d.kind for d in population.devices})
     whole = HardwareRef(f"population {population.source}", population.fingerprint(), "clients",
-                        int(sum(d.memory_bytes for d in population.devices)),
+                        int(max(d.memory_bytes for d in population.devices)),
                         f"{len(population)} clients of {len(kinds)} kinds: {', '.join(kinds[:6])}"
                         f"{' ...' if len(kinds) > 6 else ''}")
     refs = []

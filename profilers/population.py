@@ -56,6 +56,16 @@ DEFAULT_FIELDS = ("memory", "link", "uplink", "downlink", "samples")
 TOP_FIELDS = ("defaults", "devices")
 
 _GEN = re.compile(r"^gen:(?P<n>\d+)(?::(?P<seed>\d+))?$")
+# The largest population the planner takes: one round of 10 000 selected devices solves in about a second
+# (docs/fed-compress.md), and a plan lists every device; a million devices already needs GiBs of profiles.
+MAX_DEVICES = 100_000
+
+
+def check_population_size(n: int, source: str) -> None:
+    """Refuse a population above `MAX_DEVICES` before anything is allocated for it."""
+    if n > MAX_DEVICES:
+        raise PlannerError(f"{source} asks for {n:,} devices, more than the {MAX_DEVICES:,} a plan can hold",
+                           f"plan a population of at most {MAX_DEVICES:,} devices (a representative sample)")
 
 
 
@@ -220,6 +230,13 @@ def population_from_dict(data: Any, source: str, resolve_kind: KindResolver) -> 
     if not isinstance(entries, list) or not entries:
         raise PlannerError(f"{source}: 'devices' is missing or empty", "list at least one device: devices: [{kind: ..., count: 2}]")
 
+    total = 0
+    for pos, entry in enumerate(entries, start=1):   # sizes first: refuse a huge population before building it
+        if isinstance(entry, dict):
+            label = str(entry.get("id", f"entry {pos}"))
+            total += _parse_count(entry.get("count", 1), _where(source, label, "count"), "count")
+    check_population_size(total, source)
+
     devices: list[ClientDevice] = []
     per_kind: dict[str, int] = {}
     for pos, entry in enumerate(entries, start=1):
@@ -324,6 +341,7 @@ def generate_population(n: int, seed: int, resolve_kind: KindResolver,
 
     if n < 1:
         raise PlannerError("gen:N needs at least one device", "write gen:10 or gen:1000:7")
+    check_population_size(n, f"gen:{n}")
     rng = np.random.default_rng(seed)
     profiles = [resolve_kind(t.kind) for t in tiers]
     shares = np.array([t.share for t in tiers], dtype=float)

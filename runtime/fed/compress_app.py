@@ -30,8 +30,8 @@ from runtime.fed.federation import (FlowerApps, identify_nodes, make_client_app,
                                     report_round, sleep_to)  # first: it turns Flower's telemetry off before flwr is imported
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from runtime.fed.compression import (ARRAYS_KEY, CONFIG_KEY, INSTALL_KEY, METRICS_KEY, ClientRound, CodecSettings,
-                                     CompressedFedAvg, compression_mod, dense_record, install_message, serialised_bytes,
+from runtime.fed.compression import (ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, ClientRound, CodecSettings,
+                                     CompressedFedAvg, compression_mod, dense_record,
                                      state_dict_of)
 from runtime.fed.data import dirichlet_partition, load_digits_split
 
@@ -64,6 +64,13 @@ def load_model(path: str) -> torch.nn.Module:
     with warnings.catch_warnings():   # torch's pytree deprecation notice on copying an exported module
         warnings.simplefilter("ignore", FutureWarning)
         return copy.deepcopy(module)
+
+
+@lru_cache(maxsize=4)
+def _training_module(path: str, mtime_ns: int) -> torch.nn.Module:
+    """One module per process for `train` (a copy costs 0.1 s): each call loads every weight and buffer first,
+    and the optimizer (plain SGD) is new every call, so nothing carries over between clients or rounds."""
+    return load_model(path)
 
 
 @lru_cache(maxsize=4)
@@ -101,8 +108,9 @@ def train(message: Message, run_config: Mapping[str, Any], node: Mapping[str, An
     index = int(node["client-index"])
     x, y = client_data(job, index)
     torch.set_num_threads(1)
-    model = load_model(str(run_config["model-path"]))
-    model.load_state_dict(state_dict_of(message.content.array_records[ARRAYS_KEY]))
+    path = str(run_config["model-path"])
+    model = _training_module(path, Path(path).stat().st_mtime_ns)
+    model.load_state_dict(state_dict_of(message.content.array_records[ARRAYS_KEY]))   # every tensor overwritten
     opt = torch.optim.SGD(model.parameters(), lr=float(cfg["lr"]))
     gen = torch.Generator().manual_seed(int(job["seed"]) * 1_000_003 + int(cfg["round"]) * 1009 + index)
     iters, batch, n = int(cfg["local-iters"]), int(cfg["batch"]), len(y)
@@ -156,7 +164,10 @@ def strategy_for(job: Mapping[str, Any], nodes: Mapping[str, int], initial: Mapp
 
 
 def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
-    """Identify the clients, install the initial model on each, run the schedule, report every round."""
+    """Identify the clients, run the schedule, report every round.
+
+    Nothing is installed first: a device's first download is the dense model (docs/fed-compress.md, "Accounting").
+    """
     job = load_job(str(run_config["job-path"]))
     model = load_model(str(run_config["model-path"]))
     initial = {k: v.detach().clone().to(torch.float32) for k, v in model.state_dict().items()}
@@ -166,12 +177,6 @@ def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
     missing = sorted(set(c["id"] for c in job["clients"]) - set(nodes))
     if missing:
         raise PeerError(f"clients {', '.join(missing[:3])} did not connect", "check the SuperNode logs")
-    installs = [install_message(n, initial) for n in nodes.values()]
-    setup_bytes = sum(serialised_bytes(m.content.array_records[INSTALL_KEY]) for m in installs)
-    for reply in grid.send_and_receive(installs, timeout=float(job.get("round_timeout_s", 300))):
-        if reply.has_error():
-            raise PeerError(f"client node {reply.metadata.src_node_id} could not install the initial model "
-                            f"({reply.error.reason})", "check the client logs")
     strategy = strategy_for(job, nodes, initial)
     x_test, y_test = test_data(job)
 
@@ -179,8 +184,6 @@ def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
         acc = accuracy(model, state_dict_of(arrays), x_test, y_test)
         record = strategy.records.pop(server_round, {"round": server_round, "clients": {}})
         record["accuracy"] = acc
-        if server_round == 0:
-            record["setup_serialised_bytes"] = setup_bytes
         report_round(run_config, record)
         return MetricRecord({"accuracy": acc})
 

@@ -24,6 +24,8 @@ from runtime.receipt import Receipt
 log = logging.getLogger(__name__)
 
 JOB_FORMAT = 1
+ACCOUNTING = ("every payload byte every device receives and sends, both ways, from its first contact; nothing is "
+              "installed before round 1, so a device's first download is the dense model in every configuration")
 
 
 def check_job(job: Mapping[str, Any]) -> None:
@@ -40,10 +42,16 @@ def check_job(job: Mapping[str, Any]) -> None:
                 raise PlannerError(f"client {c['id']}: {key} is {c[key]}", "give every client a positive bandwidth")
         if int(c["samples"]) < 1:
             raise PlannerError(f"client {c['id']} has no training data", "give every client at least one sample")
-    for r in job["rounds"]:
+    seen: set[str] = set()
+    for r in sorted(job["rounds"], key=lambda x: int(x["round"])):
         for cid, s in r["clients"].items():
             if cid not in ids:
                 raise PlannerError(f"round {r['round']} schedules unknown client {cid}", "re-emit the plan")
+            if cid not in seen and float(s["keep_down"]) < 1.0:
+                raise PlannerError(f"round {r['round']}: client {cid} holds no model yet, but its first download keeps "
+                                   f"{s['keep_down']} of the values", "re-emit the plan with this version "
+                                   "(first downloads are dense)")
+            seen.add(cid)
             for key in ("keep_down", "keep_up"):
                 if not 0.0 < float(s[key]) <= 1.0:
                     raise PlannerError(f"round {r['round']}, client {cid}: {key} = {s[key]} is outside (0, 1]",
@@ -123,6 +131,8 @@ def build_receipt(job: Mapping[str, Any], records: list[Mapping[str, Any]], mode
                    for c in clients.values() if c["status"] == "ok")
         pred += sum(c["predicted"].get("bytes_down", 0.0) for c in clients.values() if c["status"] != "ok")
         times = [c["time_s_emulated"] for c in clients.values() if c["status"] == "ok"]
+        kd = [float(c["keep_down"]) for c in clients.values()]
+        ku = [float(c["keep_up"]) for c in clients.values() if c["status"] == "ok"]
         pred_t = [c["predicted"].get("time_s", 0.0) for c in clients.values()]
         rounds.append({"round": int(r["round"]), "accuracy": float(r["accuracy"]),
                        "traffic_payload_bytes": float(down + up), "traffic_serialised_bytes": float(ser),
@@ -131,7 +141,11 @@ def build_receipt(job: Mapping[str, Any], records: list[Mapping[str, Any]], mode
                        "predicted_round_time_s": max(pred_t, default=0.0),
                        "answered": int(r.get("answered", 0)), "dropped": int(r.get("dropped", 0)),
                        "wall_s": float(r.get("wall_s", 0.0)),
-                       "setup_serialised_bytes": int(r.get("setup_serialised_bytes", 0))})
+                       "down_bytes": float(down), "up_bytes": float(up),
+                       "keep_down_mean": sum(kd) / len(kd) if kd else None,
+                       "keep_down_min": min(kd, default=None), "keep_down_max": max(kd, default=None),
+                       "keep_up_mean": sum(ku) / len(ku) if ku else None,
+                       "keep_up_min": min(ku, default=None), "keep_up_max": max(ku, default=None)})
         for cid, c in sorted(clients.items()):
             p = c["predicted"]
             row = {"round": int(r["round"]), "name": f"r{r['round']}:{cid}", **{k: v for k, v in c.items() if k != "predicted"}}
@@ -155,6 +169,7 @@ def build_receipt(job: Mapping[str, Any], records: list[Mapping[str, Any]], mode
         "dropped_client_rounds": int(sum(r["dropped"] for r in trained)),
         "emulated_time_s": float(sum(r["round_time_s_emulated"] for r in trained)),
         "mode": mode,
+        "accounting": ACCOUNTING,
     }
     if target_accuracy is not None:
         rnd, moved = traffic_to_target(rounds, target_accuracy)

@@ -17,8 +17,10 @@ adds both, in Flower's own extension points, for any model whose weights travel 
 
 What crosses the wire per message is ONE uint8 array holding every tensor's payload
 (`pack_stream`): its length is the cost model's byte count exactly. Flower serialises it with a
-128-byte numpy header; both figures are recorded. Every device starts from the initial model
-(`install_message`, sent once before round 1 and reported as setup traffic).
+128-byte numpy header; both figures are recorded. Nothing is installed before round 1: a device's
+first download is the dense model (docs/fed-compress.md, "Accounting"), and only that message also
+names the tensors and their shapes (config scalars, a few hundred bytes, not counted for any
+configuration), so every byte of model state a device ever holds is counted traffic.
 
 The server also keeps a shadow of every client's previous model (the recovered start model it
 simulated minus the update it received, an approximation; docs/fed-compress.md, "Runtime") to
@@ -52,7 +54,7 @@ log = logging.getLogger(__name__)
 DOWN_KEY = "caesar.down"        # ArrayRecord {"payload": uint8}: the encoded global model
 UP_KEY = "caesar.up"            # ArrayRecord {"payload": uint8}: the encoded update
 CODEC_KEY = "caesar.codec"      # ConfigRecord: this client's codec settings for this round
-INSTALL_KEY = "caesar.install"  # ArrayRecord: the initial model, installed once
+LAYOUT_KEY = "caesar.layout"    # ConfigRecord: tensor names and shapes, sent with a device's first (dense) download
 DIAG_KEY = "caesar.diagnostic"  # ArrayRecord: the dense global model, DIAGNOSTIC runs only, never counted as traffic
 PREV_KEY = "caesar.w_prev"      # context.state: the client's previous local model
 RESIDUAL_KEY = "caesar.residual"  # context.state: error-feedback residual
@@ -110,9 +112,19 @@ def dense_record(weights: Mapping[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord(torch_state_dict={k: v.detach().contiguous() for k, v in weights.items()})
 
 
-def install_message(node_id: int, weights: Mapping[str, torch.Tensor]) -> Message:
-    """The one-time setup message: every device starts from the initial model."""
-    return Message(content=RecordDict({INSTALL_KEY: dense_record(weights)}), message_type="query", dst_node_id=node_id)
+def layout_record(weights: Mapping[str, torch.Tensor]) -> ConfigRecord:
+    """Tensor names and shapes (flattened, with each tensor's rank) for a device that holds no model yet."""
+    shapes = [tuple(t.shape) for t in weights.values()]
+    return ConfigRecord({"names": list(weights), "ranks": [len(s) for s in shapes],
+                         "dims": [int(d) for s in shapes for d in s]})
+
+
+def _layout(record: Mapping[str, Any]) -> tuple[list[str], list[tuple[int, ...]]]:
+    dims, shapes, at = list(record["dims"]), [], 0
+    for r in record["ranks"]:
+        shapes.append(tuple(int(d) for d in dims[at:at + int(r)]))
+        at += int(r)
+    return [str(n) for n in record["names"]], shapes
 
 
 def _codec_config(rnd: int, client: ClientRound, codec: CodecSettings, client_index: int) -> ConfigRecord:
@@ -141,24 +153,27 @@ def error_line(reason: str) -> str:
 def compression_mod(message: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
     """Flower client mod: decode the download, train densely (call_next), encode the upload.
 
-    Messages without Caesar records pass through untouched; an install message stores the initial
-    model as the client's previous model and is answered here.
+    Messages without Caesar records pass through untouched. A client that holds no model yet must get
+    the dense model (kept fraction 1) with the tensor layout; it has nothing to rebuild from.
     """
     content = message.content
-    if INSTALL_KEY in content.array_records:
-        context.state[PREV_KEY] = content.array_records[INSTALL_KEY]
-        return Message(content=RecordDict({METRICS_KEY: MetricRecord({"installed": 1})}), reply_to=message)
     if message.metadata.message_type != "train" or DOWN_KEY not in content.array_records:
         return call_next(message, context)
     cfg = dict(content.config_records[CODEC_KEY])
-    if PREV_KEY not in context.state.array_records:
-        raise RuntimeError("this client has no previous model: the server must install the initial model first")
-    w_prev = state_dict_of(context.state.array_records[PREV_KEY])
-    names, shapes = list(w_prev), [tuple(t.shape) for t in w_prev.values()]
+    if PREV_KEY in context.state.array_records:
+        w_prev: dict[str, torch.Tensor] | None = state_dict_of(context.state.array_records[PREV_KEY])
+        names, shapes = list(w_prev), [tuple(t.shape) for t in w_prev.values()]
+    elif LAYOUT_KEY in content.config_records and float(cfg["keep-down"]) >= 1.0:
+        w_prev = None
+        names, shapes = _layout(content.config_records[LAYOUT_KEY])
+    else:
+        raise RuntimeError("this client holds no model yet, so its first download must be the dense model "
+                           f"(kept fraction 1, not {cfg['keep-down']}) with the tensor layout")
     t0 = time.perf_counter()
     down = unpack_stream(stream_of(content.array_records[DOWN_KEY]), DOWNLOAD, shapes, float(cfg["keep-down"]),
                          int(cfg["min-numel"]))
-    w_start = {n: recover_download(p, w_prev[n] if cfg["recovery"] else None) for n, p in zip(names, down)}
+    w_start = {n: recover_download(p, w_prev[n] if cfg["recovery"] and w_prev is not None else None)
+               for n, p in zip(names, down)}
     decode_s = time.perf_counter() - t0
     diag = {}
     if DIAG_KEY in content.array_records:     # diagnostic runs: the true deviation of the rebuilt model
@@ -167,6 +182,7 @@ def compression_mod(message: Message, context: Context, call_next: Callable[[Mes
         diag = {"dev-recovery-true": relative_deviation(flat_w, torch.cat([w_start[n].reshape(-1) for n in names])),
                 "dev-sign-mean-true": relative_deviation(flat_w, torch.cat([recover_download(p, None).reshape(-1)
                                                                             for p in down]))}
+    context.state[PREV_KEY] = dense_record(w_start)   # received: a device that fails while training still holds it
     inner = RecordDict({ARRAYS_KEY: dense_record(w_start), CONFIG_KEY: content.config_records[CONFIG_KEY]})
     message.content = inner
     reply = call_next(message, context)
@@ -264,6 +280,8 @@ class CompressedFedAvg(FedAvg):
             content = RecordDict({DOWN_KEY: rec,
                                   CODEC_KEY: _codec_config(server_round, settings, self.codec, self.client_index[client]),
                                   CONFIG_KEY: ConfigRecord(train_cfg)})
+            if settings.keep_down >= 1.0:
+                content[LAYOUT_KEY] = layout_record(w)
             if self.codec.diagnostics:
                 content[DIAG_KEY] = dense_record(w)
             msgs.append(Message(content=content, message_type="train", dst_node_id=self.nodes[client]))

@@ -69,6 +69,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUNDS_KEY = "rounds-path"
 END_EVENT = "server-finished"
 QUERY_IDENTITY = "identity"
+MAX_LOCAL_SUPERNODES = 12   # loopback deployment: 3 processes per client (see `check_local_deployment`)
 
 
 @dataclass(frozen=True)
@@ -286,8 +287,11 @@ class _RoundTail:
 def run_federation(apps: FlowerApps, run_config: Mapping[str, Scalar], node_configs: Sequence[Mapping[str, Scalar]],
                    *, mode: str = "simulation", workdir: Path,
                    on_round: Callable[[dict[str, Any]], None] | None = None,
-                   timeout_s: float = 900.0, sim_cpus: int | None = None) -> FederationResult:
+                   timeout_s: float = 900.0, sim_cpus: int | None = None, verbose: bool | None = None) -> FederationResult:
     """Run the job with one client per entry of `node_configs`; returns the per-round records.
+
+    The engine's logs go to files under `workdir/logs` (named in every error), or also to this terminal
+    with `verbose` (default: when this process logs at INFO, i.e. the CLI's -v).
 
     `workdir` receives the rounds file, logs and (deploy) the Flower App project and Flower home, so
     nothing outside it is touched. Raises `PeerError` when the federation fails or times out, with the
@@ -304,10 +308,12 @@ def run_federation(apps: FlowerApps, run_config: Mapping[str, Scalar], node_conf
         rounds_path.unlink()
     cfg = check_scalars({**run_config, ROUNDS_KEY: str(rounds_path), "num-clients": len(node_configs)}, "run config")
     nodes = [check_scalars(n, f"node config {i}") for i, n in enumerate(node_configs)]
+    if verbose is None:
+        verbose = logging.getLogger().isEnabledFor(logging.INFO)
     t0 = time.perf_counter()
     with _RoundTail(rounds_path, on_round):
         if mode == "simulation":
-            result = _run_simulation(apps, cfg, nodes, workdir, sim_cpus)
+            result = _run_simulation(apps, cfg, nodes, workdir, sim_cpus, timeout_s, verbose)
         else:
             result = _run_deployment(apps, cfg, nodes, workdir, timeout_s)
     result.rounds = [r for r in read_rounds(rounds_path) if END_EVENT not in r]
@@ -315,24 +321,76 @@ def run_federation(apps: FlowerApps, run_config: Mapping[str, Scalar], node_conf
     return result
 
 
-def _run_simulation(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[str, Scalar]], workdir: Path,
-                    sim_cpus: int | None) -> FederationResult:
+def run_simulation_here(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[str, Scalar]], cpus: int,
+                        verbose: bool = False) -> None:
+    """`flwr.simulation.run_simulation` in this process (called by `runtime/fed/simulation_process.py`)."""
     from flwr.simulation import run_simulation
 
     server = make_server_app(apps.server_main, cfg)
     client = make_client_app(apps.client_handlers, nodes, cfg, apps.client_mods)
-    cpus = int(sim_cpus or max(1, min(len(nodes), os.cpu_count() or 1)))
+    # Ray's own output (worker logs, deprecation banners) stays in this process's log unless verbose.
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-               "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False}}
+               "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False,
+                             "log_to_driver": bool(verbose), "logging_level": logging.INFO if verbose else logging.ERROR}}
     try:
-        run_simulation(server_app=server, client_app=client, num_supernodes=len(nodes), backend_config=backend)
+        run_simulation(server_app=server, client_app=client, num_supernodes=len(nodes), backend_config=backend,
+                       verbose_logging=bool(verbose))
     except PlannerError:
         raise
     except Exception as exc:  # Flower wraps server-side failures in RuntimeError
         cause = exc.__cause__ or exc
         raise PeerError(f"the federated simulation failed ({cause.__class__.__name__}: {cause})",
                         "rerun with --debug for the traceback") from exc
-    return FederationResult(mode="simulation", rounds=[], wall_s=0.0, log_dir=None)
+
+
+def _run_simulation(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[str, Scalar]], workdir: Path,
+                    sim_cpus: int | None, timeout_s: float, verbose: bool) -> FederationResult:
+    """The simulation in a child process group (see `simulation_process.py`): Ctrl-C stops it within seconds.
+
+    Its output (Flower's and Ray's logs) goes to `workdir/logs/simulation.log`, or to this terminal with `verbose`.
+    """
+    log_dir = workdir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cpus = int(sim_cpus or max(1, min(len(nodes), os.cpu_count() or 1)))
+    error_path = log_dir / "simulation.error.json"
+    if error_path.exists():
+        error_path.unlink()
+    spec = log_dir / "simulation.spec.json"
+    write_text_atomic(spec, json.dumps({"module": apps.module, "run_config": cfg, "node_configs": nodes, "cpus": cpus,
+                                        "verbose": verbose, "error_path": str(error_path)}, indent=1) + "\n")
+    env = dict(os.environ)
+    env.update({"FLWR_TELEMETRY_ENABLED": "0", "PYTHONUNBUFFERED": "1",
+                "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "RAY_DEDUP_LOGS": "0",
+                "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])})
+    log_path = log_dir / "simulation.log"
+    argv = [sys.executable, "-m", "runtime.fed.simulation_process", str(spec)]
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=None if verbose else out, stderr=None if verbose else subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, cwd=log_dir, start_new_session=True)
+    procs = _Processes(log_dir, env)
+    procs.procs.append(("simulation", proc))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise PeerError(f"the federated simulation did not finish within {timeout_s:.0f} s", f"read {log_path}")
+            time.sleep(0.2)
+    finally:
+        procs.stop_all(grace_s=3.0)
+    if proc.returncode != 0:
+        if error_path.exists():
+            err = json.loads(error_path.read_text(encoding="utf-8"))
+            raise PeerError(err["problem"], f"{err['fix']}; the engine's log is {log_path}")
+        raise PeerError(f"the federated simulation exited with code {proc.returncode}", f"read {log_path}")
+    return FederationResult(mode="simulation", rounds=[], wall_s=0.0, log_dir=log_dir)
+
+
+def kept_run_directory(prefix: str) -> Path:
+    """A fresh folder for one run's job, rounds and engine logs (system temp dir). The caller removes it
+    after a successful run and keeps it when the run fails, so the logs an error names stay on disk."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def free_port() -> int:
@@ -460,9 +518,13 @@ def _wait_http(url: str, proc_check: Callable[[], None], timeout_s: float, what:
     raise PeerError(f"{what} did not answer at {url} within {timeout_s:.0f} s", "read its log in the run directory")
 
 
-def _flwr(args: list[str], env: dict[str, str], timeout_s: float) -> dict[str, Any]:
-    out = subprocess.run([_bin("flwr"), *args, "--format", "json"], capture_output=True, text=True, env=env,
-                         timeout=timeout_s, stdin=subprocess.DEVNULL)
+def _flwr(args: list[str], env: dict[str, str], timeout_s: float, log_dir: Path) -> dict[str, Any]:
+    try:
+        out = subprocess.run([_bin("flwr"), *args, "--format", "json"], capture_output=True, text=True, env=env,
+                             timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise PeerError(f"`flwr {args[0]}` did not answer within {timeout_s:.0f} s (the machine may be overloaded)",
+                        f"read {log_dir / 'superlink.log'}") from exc
     text = out.stdout.strip()
     start = text.find("{")
     try:
@@ -472,12 +534,29 @@ def _flwr(args: list[str], env: dict[str, str], timeout_s: float) -> dict[str, A
     if out.returncode != 0 or not data.get("success", False):
         detail = (data.get("error-message") or out.stderr.strip().splitlines()[-1:] or [text[-200:]])
         raise PeerError(f"`flwr {' '.join(args[:1])}` failed ({detail if isinstance(detail, str) else detail[0]})",
-                        "read the SuperLink log in the run directory")
+                        f"read {log_dir / 'superlink.log'}")
     return data
+
+
+def check_local_deployment(num_clients: int) -> None:
+    """Refuse a loopback deployment larger than this machine can hold, before starting any process.
+
+    Flower's deployment engine runs one SuperNode per node, and each SuperNode starts a SuperExec and a
+    ClientApp process (about 130 MB each, measured: gen:50 started 79+ processes and used 10 GB on 2
+    cores until `flwr ls` timed out). A node cannot host several clients' state without changing
+    the apps, so the number of local SuperNodes is capped instead.
+    """
+    if num_clients > MAX_LOCAL_SUPERNODES:
+        raise PlannerError(
+            f"--deploy starts one Flower SuperNode (3 processes) per client on this machine, and this run has "
+            f"{num_clients} clients; at most {MAX_LOCAL_SUPERNODES} run locally",
+            f"drop --deploy for the simulation (any size), or plan with --clients gen:{MAX_LOCAL_SUPERNODES} "
+            "(or fewer devices) to deploy locally")
 
 
 def _run_deployment(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[str, Scalar]], workdir: Path,
                     timeout_s: float) -> FederationResult:
+    check_local_deployment(len(nodes))
     log_dir = workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     home = workdir / "flwr-home"
@@ -512,7 +591,7 @@ def _run_deployment(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[s
             procs.start(f"supernode-{i}", [_bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
                                            "--port", str(free_port()), "--node-config", node_config_arg(full)])
         procs.check_alive()
-        started = _flwr(["run", str(project), "planner"], env, timeout_s=120)
+        started = _flwr(["run", str(project), "planner"], env, timeout_s=120, log_dir=log_dir)
         run_id = str(started.get("run-id"))
         deadline = time.monotonic() + timeout_s
         status = ""
@@ -526,7 +605,7 @@ def _run_deployment(apps: FlowerApps, cfg: dict[str, Scalar], nodes: list[dict[s
             ended = any(END_EVENT in r for r in read_rounds(Path(str(cfg[ROUNDS_KEY]))))
             if not ended and polls % 10:
                 continue
-            runs = _flwr(["ls", "--run-id", run_id], env, timeout_s=60).get("runs", [])
+            runs = _flwr(["ls", "--run-id", run_id], env, timeout_s=60, log_dir=log_dir).get("runs", [])
             status = str(runs[0].get("status", "")) if runs else ""
             if status.startswith("finished"):
                 break

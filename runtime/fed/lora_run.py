@@ -8,12 +8,12 @@ the emulated wall clock (sum of emulated round times).
 from __future__ import annotations
 
 import statistics
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from core.errors import ArtifactError
-from runtime.fed.federation import run_federation
+from runtime.fed.federation import kept_run_directory, run_federation
 from runtime.fed.lora_app import APPS
 from runtime.fed.lora_model import load_artifact
 
@@ -51,16 +51,13 @@ def run_fed_lora(artifact_dir: str | Path, *, mode: str = "simulation", rounds: 
     run_config = {"artifact-dir": str(art.path.resolve()), "num-rounds": n_rounds, "baseline": baseline or "",
                   "lr": float(lr if lr is not None else training["lr"]), "data-alpha": float(training["data"]["alpha"]),
                   "data-seed": int(training["data"]["seed"]), "emulate-sleep": mode == "deploy"}
-    own_tmp = None
-    if workdir is None:
-        own_tmp = tempfile.TemporaryDirectory(prefix="fed-lora-run-")
-        workdir = Path(own_tmp.name)
-    try:
-        result = run_federation(APPS, run_config, nodes, mode=mode, workdir=workdir, on_round=on_round,
-                                timeout_s=timeout_s)
-    finally:
-        if own_tmp is not None:
-            own_tmp.cleanup()
+    own = workdir is None
+    if workdir is None:       # removed after a successful run, kept when it fails (the error names its logs)
+        workdir = kept_run_directory("planner-fed-lora-")
+    result = run_federation(APPS, run_config, nodes, mode=mode, workdir=workdir, on_round=on_round,
+                            timeout_s=timeout_s)
+    if own:
+        shutil.rmtree(workdir, ignore_errors=True)
     return build_receipt(art.config, clients, result.rounds, mode, baseline, result.wall_s)
 
 

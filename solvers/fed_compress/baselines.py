@@ -11,8 +11,10 @@
 
 "Caesar's mean" is the mean over every (round, selected device) of Caesar's plan with the same
 settings; "fixed" is one batch for every device (32 by default), clipped to its memory and sample
-count. Uniform ratios apply to every device, including one that has not synced yet: its previous
-model is the initial model every device starts from. Every baseline follows its policy and reports
+count. Accounting (docs/fed-compress.md, "Accounting"): no device holds a model before its first download,
+so in every configuration a device's first download is the dense model (kept fraction 1), as in Caesar's
+rule; the ratios above apply from a device's second participation on, and "Caesar's mean" download
+ratio is its mean over those later participations. Every baseline follows its policy and reports
 INFEASIBLE (with `params["violations"]`) when that breaks a constraint (memory at the smallest
 batch, a budgeted downlink).
 """
@@ -53,6 +55,7 @@ def _finish(problem: FedCompressProblem, name: str, params: dict, watch: Stopwat
             keep_up: np.ndarray, batch: np.ndarray, violations: list[str], *, down_codec: str = "caesar",
             up_codec: str = "topk", error_feedback: bool = False, quant_bits: int = 0) -> FedCompressSolution:
     mask = problem.selected_mask()
+    keep_down = np.where(problem.first_contact_mask(), 1.0, keep_down)   # nothing to rebuild from yet
     keep_down, keep_up = np.where(mask, keep_down, 0.0), np.where(mask, keep_up, 0.0)
     m = evaluate(problem, keep_down, keep_up, batch, up_codec=up_codec, quant_bits=quant_bits)
     if problem.down_budget_bytes is not None:
@@ -69,13 +72,16 @@ def _finish(problem: FedCompressProblem, name: str, params: dict, watch: Stopwat
 
 def caesar_mean_keeps(problem: FedCompressProblem, config: CaesarConfig | None = None,
                       reference: FedCompressSolution | None = None) -> tuple[float, float, FedCompressSolution]:
-    """(mean kept download fraction, mean kept upload fraction, Caesar's solution) over every participation.
+    """(mean kept download fraction over every participation but a device's first, mean kept upload
+    fraction over every participation, Caesar's solution); first downloads are dense in every configuration.
 
     `reference` is Caesar's solution when the caller already has it (else it is solved here with `config`).
     """
     sol = reference if reference is not None else caesar_solve(problem, config)
     mask = problem.selected_mask()
-    return float(sol.keep_down[mask].mean()), float(sol.keep_up[mask].mean()), sol
+    later = mask & ~problem.first_contact_mask()
+    down = sol.keep_down[later] if later.any() else sol.keep_down[mask]
+    return float(down.mean()), float(sol.keep_up[mask].mean()), sol
 
 
 def no_compression(problem: FedCompressProblem) -> FedCompressSolution:
@@ -122,10 +128,11 @@ def uniform_traffic(problem: FedCompressProblem, config: CaesarConfig | None = N
     """One ratio per direction for every device, chosen so each direction's total bytes match Caesar's."""
     w = Stopwatch()
     _, _, sol = caesar_mean_keeps(problem, config, reference)
-    count = int(problem.selected_mask().sum())
+    mask = problem.selected_mask()
+    later = mask & ~problem.first_contact_mask()     # first downloads are dense in both (see the module notes)
     numels, mnc = tuple(problem.tensor_numels), problem.min_compress_numel
-    kd = _keep_for_bytes(numels, mnc, count, float(sol.metrics.bytes_down.sum()), "down")
-    ku = _keep_for_bytes(numels, mnc, count, float(sol.metrics.bytes_up.sum()), "up")
+    kd = _keep_for_bytes(numels, mnc, int(later.sum()), float(sol.metrics.bytes_down[later].sum()), "down")
+    ku = _keep_for_bytes(numels, mnc, int(mask.sum()), float(sol.metrics.bytes_up.sum()), "up")
     batch, bad = fixed_batch_schedule(problem)
     full = np.ones((problem.num_rounds, problem.num_clients))
     return _finish(problem, "uniform_traffic", {"keep_down": kd, "keep_up": ku, "batch": FIXED_BATCH,

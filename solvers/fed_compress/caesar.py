@@ -453,9 +453,10 @@ def plan_round(problem: FedCompressProblem, config: CaesarConfig, t: int, idx: n
             raise ValueError("budget mode needs problem.down_budget_bytes")
         if deviation is None:
             deviation, proxy = proxy_deviation(theta_grid(config), staleness, t), True
-        # Every device holds at least the initial model w_0 (devices start from the same seeded weights),
-        # so none is forced to the full model here; the proxy ranks never-synced devices first.
-        theta_d = greedy_budget(budget_problem(problem, config, deviation, np.zeros(idx.size, dtype=bool))).thetas
+        # No device holds a model before its first download (docs/fed-compress.md, "Accounting"): a
+        # never-synced device is forced to the full model, and its bytes come out of the budget first.
+        never = np.asarray(last_sync, dtype=np.int64)[idx] == 0
+        theta_d = greedy_budget(budget_problem(problem, config, deviation, never)).thetas
     else:
         theta_d = download_thetas(t, staleness, config)
     skew = label_skew(problem.label_counts, config.reference_dist, config.kl_smoothing)

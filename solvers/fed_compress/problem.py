@@ -74,6 +74,16 @@ class FedCompressProblem:
             mask[r, list(sel)] = True
         return mask
 
+    def first_contact_mask(self) -> np.ndarray:
+        """Bool (R, N): round t is device i's first participation (docs/fed-compress.md, "Accounting").
+
+        No device holds a model before its first download, in any configuration, so that download is the
+        dense model whatever the configuration's ratio.
+        """
+        mask = self.selected_mask()
+        first = mask & (np.cumsum(mask, axis=0) == 1)
+        return first
+
     def batch_cap(self) -> np.ndarray:
         """Largest grid batch that fits each device's memory (N,), 0 where even the smallest does not fit."""
         grid = np.asarray(self.batch_grid, dtype=float)

@@ -98,6 +98,8 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
         "memory_bytes": 24 * 2**30, "memory_bandwidth_bytes_per_s": 8e9, "peak_flops_per_s": {"fp32": 5e10},
         "source": "measured by `planner hardware measure`", "unified_memory": True, "efficiency_compute": 1.0,
         "efficiency_memory": 1.0, "measured": True, "host_expert_efficiency": 0.74}), encoding="utf-8")
+    # client populations
+    (base / "huge_pop.yaml").write_text("devices:\n  - {kind: raspberry_pi5_8gb, count: 1000000000}\n", encoding="utf-8")
     # calibration files
     (base / "cal_split.yaml").write_text(
         "# written by `planner calibrate`; pass it to `planner plan --calibration FILE`\n"

@@ -37,6 +37,13 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("hardware unknown field", ["plan", "mixtral-8x7b", "--hardware", "extra_field.yaml"], ("unknown field", "speed")),
     ("hardware negative memory", ["plan", "mixtral-8x7b", "--hardware", "neg_memory.yaml"], ("memory_bytes",)),
     ("hardware not a mapping", ["plan", "mixtral-8x7b", "--hardware", "list.yaml"], ("does not hold a mapping",)),
+    # ---- client populations: refused before anything is allocated for them
+    ("population gen too large", ["plan", "digits-cnn", "--clients", "gen:10000000", "--scenario", "fed-compress"],
+     ("gen:10000000", "10,000,000 devices", "at most 100,000")),
+    ("population count too large", ["plan", "digits-cnn", "--clients", "huge_pop.yaml", "--scenario", "fed-compress"],
+     ("huge_pop.yaml", "1,000,000,000 devices", "at most 100,000")),
+    ("population too large (fed-lora)", ["plan", "minilm", "--clients", "gen:10000000", "--scenario", "fed-lora"],
+     ("gen:10000000", "at most 100,000")),
     # ---- model config files
     ("config 0 experts", ["plan", "zero_experts.json", "--hardware", "a100_24gb"], ("zero_experts.json", "0 experts")),
     ("config unknown type", ["plan", "unknown_type.json", "--hardware", "a100_24gb"], ("model_type 'no_such_arch'",)),

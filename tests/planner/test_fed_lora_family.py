@@ -57,6 +57,13 @@ def test_plan_contract_and_optimality(planned) -> None:
     from planner.pipeline import plan_validator
 
     assert plan_validator(plan) == []
+    # the plan never recommends what a baseline within the same constraints beats; the bound bounds every row
+    # that keeps those constraints
+    obj = plan.predicted["progress_rate_per_s"]
+    for name, b in plan.baselines.items():
+        if b.predicted["feasible"]:
+            assert b.predicted["progress_rate_per_s"] <= obj * (1 + 1e-9), name
+            assert b.predicted["progress_rate_per_s"] <= plan.bound.value * (1 + 1e-9), name
 
 
 def test_same_inputs_same_plan_bytes(planned, pop_file: Path) -> None:

@@ -38,7 +38,10 @@ def test_flower_simulation_applies_per_client_ratios_and_survives_a_dropout(tmp_
     model_path = export_model(DigitsCNN(), tmp_path / "digits-cnn.pt2", torch.zeros(2, 1, 8, 8))
     receipt = run_fed_compress(_job(), model_path, tmp_path / "run", target_accuracy=0.05)
     rounds = {r["round"]: r for r in receipt.totals["rounds"]}
-    assert sorted(rounds) == [0, 1, 2] and rounds[0]["setup_serialised_bytes"] > 4 * 4 * sum(NUMELS)
+    assert sorted(rounds) == [0, 1, 2] and "setup_serialised_bytes" not in rounds[0]   # nothing installed first
+    assert rounds[1]["down_bytes"] == 3 * 4 * sum(NUMELS)          # first contacts: the dense model, counted
+    assert rounds[2]["keep_down_min"] == 0.55 and rounds[2]["keep_down_max"] == 1.0
+    assert "first download is the dense model" in receipt.totals["accounting"]
     assert rounds[1]["answered"] == 3 and rounds[1]["dropped"] == 0
     assert rounds[2]["answered"] == 2 and rounds[2]["dropped"] == 1          # the round went on without dev-2
     rows = {(r["round"], r["client"]): r for r in receipt.rows}
@@ -56,6 +59,19 @@ def test_flower_simulation_applies_per_client_ratios_and_survives_a_dropout(tmp_
     assert rows[(2, "dev-0")]["dev_recovery_estimate"] <= rows[(2, "dev-0")]["dev_sign_mean_estimate"]
     assert not [f for f in receipt.flags if "B vs predicted" in f]
     assert 0.0 <= receipt.totals["final_accuracy"] <= 1.0
+
+    # The benchmark's in-process driver calls the same apps: the same bytes per message, the same dropout,
+    # the same model up to the order Flower hands the replies to the aggregation (float sums).
+    from runtime.fed.compress_inprocess import run_in_process
+
+    mine = run_in_process(_job(), model_path, target_accuracy=0.05)
+    same = {(r["round"], r["client"]): r for r in mine.rows}
+    assert set(same) == set(rows)
+    for key, row in rows.items():
+        for field in ("down_payload_bytes", "up_payload_bytes", "status", "keep_down", "keep_up", "staleness"):
+            assert same[key].get(field) == row.get(field), (key, field)
+    for a, b in zip(receipt.totals["rounds"], mine.totals["rounds"]):
+        assert abs(a["accuracy"] - b["accuracy"]) <= 0.01
 
 
 def test_loaded_models_never_share_weights_with_the_saved_program(tmp_path: Path) -> None:
@@ -86,3 +102,6 @@ def test_job_transforms_for_a_run() -> None:
     bad = {**job, "rounds": [{"round": 1, "clients": {"dev-0": {**job["rounds"][0]["clients"]["dev-0"], "keep_up": 1.2}}}]}
     with pytest.raises(PlannerError, match="outside"):
         check_job(bad)
+    compressed_first = {**job, "rounds": [job["rounds"][1]]}     # dev-0 first seen at keep 0.55
+    with pytest.raises(PlannerError, match="holds no model yet"):
+        check_job(compressed_first)

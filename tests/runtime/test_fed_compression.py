@@ -12,7 +12,7 @@ from flwr.app import ConfigRecord, Context, Error, Message, Metadata, MetricReco
 from kernels.compression import decode_topk, encode_topk, recover_download, unpack_stream
 from runtime.fed.compression import (ARRAYS_KEY, DOWN_KEY, METRICS_KEY, PREV_KEY, RESIDUAL_KEY, UP_KEY,
                                      ClientRound, CodecSettings, CompressedFedAvg, compression_mod, dense_record,
-                                     install_message, state_dict_of, stream_of)
+                                     state_dict_of, stream_of)
 from solvers.fed_compress.cost import download_bytes, upload_bytes
 
 @pytest.fixture(autouse=True)
@@ -61,17 +61,25 @@ def _trainer(shift: float, fail: bool = False):
 
 
 def _strategy(codec: CodecSettings, initial: dict[str, torch.Tensor], keep_down: float, keep_up: float):
+    """Round 1: every client's first contact (dense download); round 2: a and b at `keep_down`."""
     clients = ["a", "b", "c"]
-    schedule = {1: {c: ClientRound(keep_down, keep_up, 16, predicted={}) for c in clients},
+    schedule = {1: {c: ClientRound(1.0, 1.0, 16, predicted={}) for c in clients},   # dense: no EF residual yet
                 2: {c: ClientRound(keep_down, keep_up, 16, predicted={}) for c in clients[:2]}}
     links = {c: {"downlink-bytes-per-s": 1e6, "uplink-bytes-per-s": 2e5, "latency-s": 0.01} for c in clients}
     return CompressedFedAvg(schedule, {c: 10 + i for i, c in enumerate(clients)}, {"a": 10, "b": 30, "c": 60}, codec,
                             {"local-iters": 2, "lr": 0.1}, links, initial, {c: i for i, c in enumerate(clients)})
 
 
-def _install(context: Context, initial: dict[str, torch.Tensor], node: int) -> None:
-    reply = compression_mod(_as_received(install_message(node, initial), node, "i"), context, _trainer(0.0))
-    assert reply.content.metric_records[METRICS_KEY]["installed"] == 1
+def _first_contact(strat: CompressedFedAvg, contexts: dict[int, Context], w: dict[str, torch.Tensor]) -> None:
+    """Round 1: dense downloads (nothing installed before), every client trains by a fixed step."""
+    numels = [int(np.prod(s)) for s in SHAPES.values()]
+    replies = []
+    for i, msg in enumerate(strat.configure_train(1, dense_record(w), ConfigRecord(), grid=None)):
+        node = msg.metadata.dst_node_id
+        assert stream_of(msg.content.array_records[DOWN_KEY]).size == download_bytes(numels, 1.0) == 4 * sum(numels)
+        replies.append(_reply_from(compression_mod(_as_received(msg, node, f"f{i}"), contexts[node], _trainer(0.002)), node))
+    strat.aggregate_train(1, replies)
+    assert strat.records[1]["answered"] == 3
 
 
 @pytest.mark.parametrize("error_feedback", [False, True])
@@ -80,11 +88,12 @@ def test_one_round_through_the_mod_and_the_strategy(error_feedback: bool) -> Non
     codec = CodecSettings(error_feedback=error_feedback, diagnostics=error_feedback)   # diagnostics in one case
     strat = _strategy(codec, initial, keep_down=0.6, keep_up=0.3)
     contexts = {n: Context(1, n, {}, RecordDict(), {}) for n in (10, 11, 12)}
-    for n, ctx in contexts.items():
-        _install(ctx, initial, n)
+    _first_contact(strat, contexts, initial)
+    prev = {n: state_dict_of(ctx.state.array_records[PREV_KEY]) for n, ctx in contexts.items()}
     numels = [int(np.prod(s)) for s in SHAPES.values()]
-    global_w = {k: v + 0.05 for k, v in initial.items()}       # the server's model has moved since w_0
-    msgs = list(strat.configure_train(1, dense_record(global_w), ConfigRecord(), grid=None))
+    global_w = {k: v + 0.05 for k, v in initial.items()}       # the server's model has moved since round 1
+    strat.schedule[2]["c"] = ClientRound(0.6, 0.3, 16, predicted={})
+    msgs = list(strat.configure_train(2, dense_record(global_w), ConfigRecord(), grid=None))
     assert len(msgs) == 3
     replies = []
     for i, msg in enumerate(msgs):
@@ -104,15 +113,15 @@ def test_one_round_through_the_mod_and_the_strategy(error_feedback: bool) -> Non
         state = contexts[node].state
         assert PREV_KEY in state.array_records and (RESIDUAL_KEY in state.array_records) == error_feedback
         replies.append(_reply_from(reply, node))
-    new, metrics = strat.aggregate_train(1, replies)
-    rec = strat.records[1]
+    new, metrics = strat.aggregate_train(2, replies)
+    rec = strat.records[2]
     assert rec["answered"] == 2 and rec["dropped"] == 1
     assert rec["clients"]["c"]["status"] == "dropped" and "emulated dropout" in rec["clients"]["c"]["error"]
     # the aggregate is w − Σ α_i Δ̃_i over the clients that answered (α by samples: a 10, b 30)
     expected = {k: v.clone() for k, v in global_w.items()}
     for client, shift in (("a", 0.01), ("b", 0.02)):
         node = strat.nodes[client]
-        w_start = {k: recover_download(p, initial[k]) for k, p in zip(SHAPES, unpack_stream(
+        w_start = {k: recover_download(p, prev[node][k]) for k, p in zip(SHAPES, unpack_stream(
             stream_of(msgs[node - 10].content.array_records[DOWN_KEY]), "download", list(SHAPES.values()), 0.6))}
         alpha = {"a": 10 / 40, "b": 30 / 40}[client]
         for k in SHAPES:
@@ -121,8 +130,8 @@ def test_one_round_through_the_mod_and_the_strategy(error_feedback: bool) -> Non
     got = state_dict_of(new)
     for k in SHAPES:
         assert torch.allclose(got[k], expected[k], atol=1e-6)
-    # the device keeps its trained model as the previous model; the dropped one keeps w_0
-    assert strat.last_sync == {"a": 1, "b": 1, "c": 0}
+    # the devices that answered synced in round 2; the dropped one last synced in round 1
+    assert strat.last_sync == {"a": 2, "b": 2, "c": 1}
     row = rec["clients"]["a"]
     assert row["down_payload_bytes"] == download_bytes(numels, 0.6) and row["up_payload_bytes"] == upload_bytes(numels, 0.3)
     assert row["dev_recovery_estimate"] < row["dev_sign_mean_estimate"]
@@ -146,9 +155,9 @@ def test_messages_without_caesar_records_pass_through() -> None:
     assert seen and reply.content.metric_records[METRICS_KEY]["ok"] == 1 and not ctx.state.array_records
 
 
-def test_a_client_without_the_initial_model_refuses_to_decode() -> None:
+def test_a_client_without_a_model_refuses_a_compressed_first_download() -> None:
     initial = _weights(1)
     strat = _strategy(CodecSettings(), initial, 0.5, 0.5)
-    msg = list(strat.configure_train(1, dense_record(initial), ConfigRecord(), grid=None))[0]
-    with pytest.raises(RuntimeError, match="install the initial model"):
+    msg = list(strat.configure_train(2, dense_record(initial), ConfigRecord(), grid=None))[0]
+    with pytest.raises(RuntimeError, match="first download must be the dense model"):
         compression_mod(_as_received(msg, 10, "m"), Context(1, 10, {}, RecordDict(), {}), _trainer(0.1))

@@ -56,3 +56,11 @@ def test_unknown_mode_and_empty_federation(tmp_path: Path) -> None:
         run_federation(APPS, {}, [{"device-id": "a"}], mode="cloud", workdir=tmp_path)
     with pytest.raises(PlannerError, match="at least one client"):
         run_federation(APPS, {}, [], workdir=tmp_path)
+
+
+def test_a_local_deployment_larger_than_the_machine_is_refused_before_any_process() -> None:
+    from runtime.fed.federation import MAX_LOCAL_SUPERNODES, check_local_deployment
+
+    check_local_deployment(MAX_LOCAL_SUPERNODES)
+    with pytest.raises(PlannerError, match=f"50 clients; at most {MAX_LOCAL_SUPERNODES} run locally"):
+        check_local_deployment(50)

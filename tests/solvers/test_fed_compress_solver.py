@@ -164,10 +164,16 @@ def test_greedy_budget_within_two_percent_of_cpsat_on_200_instances() -> None:
 def test_budget_mode_respects_the_budget_and_reports_the_minimum() -> None:
     p = random_problem(np.random.default_rng(11), n=20, rounds=6, fraction=0.3)
     full = p.full_model_bytes
-    p_ok = dataclasses.replace(p, down_budget_bytes=0.8 * full * len(p.selected[0]))
+    # A device's first download is dense (nothing to rebuild from): a round's least downlink is its first
+    # contacts at full size plus everyone else at the most compression; the budget leaves 10 % above the worst.
+    first = p.first_contact_mask()
+    least = download_bytes(tuple(p.tensor_numels), 1.0 - CaesarConfig().theta_d_max, p.min_compress_numel)
+    need = max(full * first[r].sum() + least * (len(sel) - first[r].sum()) for r, sel in enumerate(p.selected))
+    p_ok = dataclasses.replace(p, down_budget_bytes=1.1 * need)
     sol = caesar.solve(p_ok, CaesarConfig(mode="budget"))
     assert validate(p_ok, sol) == [] and sol.deviation_proxy
     assert np.all(sol.metrics.bytes_down.sum(axis=1) <= p_ok.down_budget_bytes)
+    assert np.all(sol.keep_down[first] == 1.0)
     p_bad = dataclasses.replace(p, down_budget_bytes=1000.0)
     with pytest.raises(InfeasibleError, match="down_budget_bytes to at least"):
         caesar.solve(p_bad, CaesarConfig(mode="budget"))
@@ -188,7 +194,10 @@ def test_caesar_and_baselines_are_valid_on_random_populations(seed: int) -> None
         assert validate(p, s) == [], name
         assert s.status == Status.FEASIBLE, name
     um = results["uniform_mean"]
-    assert um.params["keep_down"] == pytest.approx(sol.keep_down[mask].mean(), abs=1e-6)
+    first = p.first_contact_mask()     # first downloads are dense in every configuration
+    assert um.params["keep_down"] == pytest.approx(sol.keep_down[mask & ~first].mean(), abs=1e-6)
+    for name, s in results.items():
+        assert np.all(s.keep_down[first] == 1.0) and np.all(sol.keep_down[first] == 1.0), name
     # matched traffic: within one payload's rounding of Caesar's bytes per direction
     ut = results["uniform_traffic"].metrics
     count = int(mask.sum())

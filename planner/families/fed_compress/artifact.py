@@ -62,6 +62,10 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
         job = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path} is not a readable job ({reason_of(exc)})", "re-emit the plan") from exc
+    if values["deploy"]:
+        from runtime.fed.federation import check_local_deployment
+
+        check_local_deployment(len(job["clients"]))
     progress("measuring this CPU for the device emulation")
     job = with_emulation(job, cpu_flops_per_s())
     if values["rounds"]:
@@ -75,11 +79,14 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     def on_round(rec: dict[str, Any]) -> None:
         progress(f"round {rec['round']}: accuracy {rec.get('accuracy', 0.0):.3f}")
 
-    import tempfile
+    import shutil
 
-    with tempfile.TemporaryDirectory(prefix="fed-compress-run-") as work:   # logs and rounds: nothing in the artifact
-        receipt = run_fed_compress(job, artifact / MODEL_FILE, Path(work), mode=mode, on_round=on_round,
-                                   target_accuracy=values["target_accuracy"])
+    from runtime.fed.federation import kept_run_directory
+
+    work = kept_run_directory("planner-fed-compress-")   # logs and rounds: nothing in the artifact; kept on failure
+    receipt = run_fed_compress(job, artifact / MODEL_FILE, work, mode=mode, on_round=on_round,
+                               target_accuracy=values["target_accuracy"])
+    shutil.rmtree(work, ignore_errors=True)
     rec = json.loads(receipt.to_json())
     from planner.families.fed_compress.views import receipt_views
 

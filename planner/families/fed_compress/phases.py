@@ -133,6 +133,15 @@ def lift(ctx: PlanContext) -> None:
                                     {**predicted_of(p, s), "feasible": s.feasible,
                                      "violations": list(s.params.get("violations", []))},
                                     {}, decisions_of(p, s, None, opts))
+    cheaper = sorted(n for n, r in base.items()
+                     if r.predicted["feasible"] and r.predicted["traffic_bytes_per_round"] < pred["traffic_bytes_per_round"])
+    if cheaper:
+        # The rule does not minimise bytes per round: say what the cheaper rows trade (docs/fed-compress.md).
+        ctx.notes.append(f"{', '.join(cheaper)} move fewer bytes per round than the plan: they keep fewer values "
+                         "(columns down/up: mean kept fractions; fedpaq sends 8-bit codes) and may need more rounds; "
+                         "the plan's rule trades bytes for fidelity by staleness and importance, and which reaches "
+                         "a target accuracy with fewer bytes is measured (planner run --target-accuracy, "
+                         "benchmarks/fed_compress.py), not predicted")
     pop = st.population
     population, extra = population_refs(pop)
     s = ctx.spec

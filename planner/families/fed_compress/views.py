@@ -91,13 +91,23 @@ def traffic_plot(plan: Plan) -> Any:
     return fig
 
 
+def _keeps(r: dict[str, Any], direction: str, wide: bool) -> str:
+    """A round's kept fraction over its devices: the mean ('mean min-max' with --wide), or '-' (older receipts)."""
+    mean = r.get(f"keep_{direction}_mean")
+    if mean is None:
+        return "-"
+    lo, hi = r[f"keep_{direction}_min"], r[f"keep_{direction}_max"]
+    return f"{mean:.2f} {lo:.2f}-{hi:.2f}" if wide and lo != hi else f"{mean:.2f}"
+
+
 def receipt_views(receipt: dict[str, Any], wide: bool = False) -> list[Any]:
     """Per round: accuracy, measured vs predicted traffic, emulated vs predicted round time, dropouts."""
     tot = receipt["totals"]
     out: list[Any] = [Text.from_markup(f"[bold]receipt[/bold]: fed-compress, {receipt['config']}, {tot['mode']}"),
                       Text(receipt["link"], style="dim")]
-    t = table("per round: bytes measured (payload) vs predicted; times EMULATED vs predicted")
-    cols = ["round", "acc", "traffic", "pred", "round s", "pred s", "ok", "drop"]
+    t = table("per round: bytes measured (payload) vs predicted; kept fractions (mean over devices, ↓ download, "
+              "↑ upload); times EMULATED vs predicted")
+    cols = ["round", "acc", "traffic", "pred", "kept↓", "kept↑", "round s", "pred s", "ok", "drop"]
     for c in cols:
         t.add_column(c, justify="right")
     rounds = [r for r in tot["rounds"] if r["round"] > 0]
@@ -106,7 +116,8 @@ def receipt_views(receipt: dict[str, Any], wide: bool = False) -> list[Any]:
         t.add_row(f"… {len(rounds) - len(shown)} earlier", *[""] * (len(cols) - 1))
     for r in shown:
         t.add_row(str(r["round"]), f"{r['accuracy']:.3f}", fmt_bytes(r["traffic_payload_bytes"]),
-                  fmt_bytes(r["predicted_traffic_bytes"]), f"{r['round_time_s_emulated']:.3g}",
+                  fmt_bytes(r["predicted_traffic_bytes"]), _keeps(r, "down", wide), _keeps(r, "up", wide),
+                  f"{r['round_time_s_emulated']:.3g}",
                   f"{r['predicted_round_time_s']:.3g}", str(r["answered"]), str(r["dropped"]))
     out.append(t)
     line = (f"final accuracy {tot['final_accuracy']:.3f}; traffic {fmt_bytes(tot['total_payload_bytes'])} payload "
@@ -117,6 +128,8 @@ def receipt_views(receipt: dict[str, Any], wide: bool = False) -> list[Any]:
                  if tot.get("round_to_target") else "not reached")
         line += f"; target {tot['target_accuracy']:.2f} {reach}"
     out.append(Text(line))
+    if tot.get("accounting"):
+        out.append(Text(f"accounting: {tot['accounting']}", style="dim"))
     byte_flags = [f for f in receipt["flags"] if "B vs predicted" in f]
     out.append(Text(f"bytes: {'every payload equals its prediction' if not byte_flags else str(len(byte_flags)) + ' differ'}"
                     f"; {len(receipt['flags']) - len(byte_flags)} client-rounds with emulated time off by more than 20 %",

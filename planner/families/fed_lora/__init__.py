@@ -23,7 +23,8 @@ class FedLoraFamily(Family):
     objective_sense = "max"
     claim_hint = "--clients FILE|gen:N --scenario fed-lora for federated LoRA fine-tuning"
     metric_labels = {"progress_rate_per_s": "R /s", "round_time_s": "round s", "round_time_spread": "spread",
-                     "participants": "devices", "mean_depth": "depth", "peak_memory_bytes": "peak mem"}
+                     "participants": "devices", "mean_depth": "depth", "peak_memory_bytes": "peak mem",
+                     "feasible": "ok"}
     plan_flags = (
         Flag("--clients", "str", "client population: a YAML file or gen:N[:SEED]"),
         Flag("--batch-size", "int", "local batch size (samples per step)", default=8, minimum=1),
@@ -109,8 +110,8 @@ class FedLoraFamily(Family):
     def baseline_metrics(self, plan: Any, wide: bool = False) -> tuple[str, ...]:
         if wide:
             return ("progress_rate_per_s", "round_time_s", "round_time_spread", "participants", "mean_depth",
-                    "max_peak_memory_bytes")
-        return ("progress_rate_per_s", "round_time_s", "participants", "mean_depth")
+                    "max_peak_memory_bytes", "feasible")
+        return ("progress_rate_per_s", "round_time_s", "participants", "mean_depth", "feasible")
 
     def plot(self, plan: Any) -> Any:
         from planner.families.fed_lora.views import round_time_plot

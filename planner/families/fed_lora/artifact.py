@@ -146,10 +146,13 @@ def receipt_views(receipt: dict[str, Any], wide: bool = False) -> list[Any]:
 
     out: list[Any] = [Text.from_markup(f"[bold]receipt[/bold]: fed-lora, {receipt['config']}, {receipt['mode']}"),
                       Text(receipt["emulation"], style="dim")]
-    t = table("per device: memory MiB predicted/measured, round s predicted/emulated")
-    for c in ("device", "d", "ok", "mem P", "mem M", "T P", "T E", "wait"):
-        t.add_column(c, justify="left" if c == "device" else "right", no_wrap=True, overflow="ellipsis",
-                     max_width=24 if c == "device" else None)
+    t = table("per device: training memory MiB predicted/measured (weights, LoRA, grads, optimizer state, saved "
+              "activations: the plan's 'peak' less its workspace allowance), round s predicted/emulated")
+    for c in ("device", "d", "ok", "train P", "train M", "T P", "T E", "wait"):
+        if c == "device":   # ids are never cut
+            t.add_column(c, justify="left", overflow="fold")
+        else:
+            t.add_column(c, justify="right", no_wrap=True)
     devs = receipt["devices"]
     rows = list(devs.items())
     shown = rows if wide or len(rows) <= 40 else rows[:40]

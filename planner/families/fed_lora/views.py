@@ -36,8 +36,10 @@ def device_table(plan: Any, wide: bool = False) -> Table:
         cols = [("device", "left")] + ([("kind", "left")] if with_kind else []) + [
             ("mem", "right"), ("d", "right"), ("q", "right"), ("peak", "right"), ("round", "right"), ("wait", "right")]
         for c, j in cols:
-            t.add_column(c, justify=j, no_wrap=True, overflow="ellipsis",
-                         max_width=(16 if with_kind else 26) if c == "device" else (14 if c == "kind" else None))
+            if c == "device":   # ids are never cut: rows of one kind differ only in their last characters
+                t.add_column(c, justify=j, overflow="fold")
+            else:
+                t.add_column(c, justify=j, no_wrap=True, overflow="ellipsis", max_width=14 if c == "kind" else None)
         for cid in dec:
             c, e, dv = dec[cid], pred.get(cid, {}), devs.get(cid, {})
             row = [cid] + ([str(dv.get("kind", ""))] if with_kind else []) + [
