@@ -1,7 +1,9 @@
 """One request through the real model under a KV-compression method: prefill, keep sets, ragged decode.
 
-Setting (kvpress's pipeline): the context is prefilled and compressed; the question and the answer are then
-decoded against the compressed cache, so the compressor cannot see the question (question-agnostic).
+Setting: the prompt (context and question) is prefilled and compressed; the answer is then decoded against the
+compressed cache (question-aware, as in SnapKV's and RULER's evaluations; its first token comes from the
+prefill's logits, the rest read the compressed cache). `decode` also takes tokens to feed before answering,
+for the question-agnostic setting of kvpress's pipeline.
 Every method (full cache, GVote, each kvpress press) is decoded by the same ragged runtime from its keep
 masks, so memory is accounted the same way for all: the bytes the kept tensors occupy.
 
@@ -34,6 +36,7 @@ class Prefill:
     hidden: list[torch.Tensor]
     position_embeddings: tuple[torch.Tensor, torch.Tensor]
     prefill_s: float
+    last_logits: torch.Tensor | None = None    # (vocab,) logits after the last prompt token
 
     @property
     def length(self) -> int:
@@ -64,14 +67,14 @@ def prefill(model: torch.nn.Module, context_ids: torch.Tensor) -> Prefill:
     try:
         t0 = time.perf_counter()
         with torch.no_grad():
-            model(input_ids=context_ids, cache=cache, use_cache=True)
+            out = model(input_ids=context_ids, cache=cache, use_cache=True, logits_to_keep=1)
         took = time.perf_counter() - t0
     finally:
         for h in hooks:
             h.remove()
     keys = [layer.keys for layer in cache.layers]
     values = [layer.values for layer in cache.layers]
-    return Prefill(keys, values, [hidden[i] for i in range(len(mods))], pos[0], took)
+    return Prefill(keys, values, [hidden[i] for i in range(len(mods))], pos[0], took, out.logits[0, -1])
 
 
 def make_press(name: str, ratio: float) -> Any:
@@ -122,7 +125,8 @@ def keep_masks(model: torch.nn.Module, pf: Prefill, method: dict[str, Any]) -> t
 
 def decode(model: torch.nn.Module, pf: Prefill, masks: Sequence[torch.Tensor], question_ids: torch.Tensor,
            max_new_tokens: int, eos_ids: Sequence[int] = ()) -> tuple[list[int], int, list[list[int]]]:
-    """Greedy answer after the question, against the ragged cache of `masks`.
+    """Greedy answer after `question_ids` (may be empty: answer right after the prompt), against the ragged
+    cache of `masks`.
 
     Returns (generated token ids, bytes the cache held for the prompt, kept entries per layer and head).
     """
@@ -131,11 +135,14 @@ def decode(model: torch.nn.Module, pf: Prefill, masks: Sequence[torch.Tensor], q
     counts = [layer.kept_counts() for layer in cache.layers]
     out: list[int] = []
     with torch.no_grad(), ragged_attention_on(model, cache):
-        logits = model(input_ids=question_ids, cache=cache, use_cache=True).logits
+        if question_ids.shape[1]:
+            logits = model(input_ids=question_ids, cache=cache, use_cache=True).logits
+        else:
+            logits = pf.last_logits[None, None]
         for _ in range(max_new_tokens):
             nxt = int(logits[0, -1].argmax())
             out.append(nxt)
-            if nxt in eos_ids:
+            if nxt in eos_ids or len(out) == max_new_tokens:
                 break
             logits = model(input_ids=torch.tensor([[nxt]]), cache=cache, use_cache=True).logits
     return out, held, counts

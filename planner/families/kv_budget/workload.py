@@ -1,0 +1,113 @@
+"""The model and the prompts of a kv-budget plan: the test beds' loader and task generators, nothing of our own.
+
+`load_lm` gives the causal LM (catalog weights through the catalog's loader, a user's checkpoint directory, or
+the tiny random same-architecture model for tests), its tokenizer and the task scorer; `make_requests` draws
+the workload's prompts (seeded) and splits each into the context that is compressed and the question that is
+decoded against the compressed cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from core.errors import PlannerError
+from planner.families.kv_budget.measure import KvRequest
+
+ANSWER_MARGIN = 64   # question + answer tokens a prompt needs beyond its context (checked against the context)
+
+
+@dataclass
+class LoadedLM:
+    """A causal LM ready for the runtime (fp32, CPU, sdpa attention, one thread) and its text helpers."""
+
+    model: Any
+    tokenizer: Any
+    num_params: int
+    vocab_size: int
+    max_context: int
+    eos_ids: tuple[int, ...]
+    decode: Callable[[list[int]], str]
+    score: Callable[[str, str, str], float]
+
+
+def check_model(spec: Any, tiny: bool) -> None:
+    """A decoder LM with attention layers (KV heads), or a one-line error."""
+    cfg = dict(spec.config or {}) if spec.kind == "transformers" else {}
+    if spec.kind != "transformers" or spec.task != "causal-lm" or "num_attention_heads" not in cfg:
+        raise PlannerError(f"{spec.name} has no decoder attention layers, so it keeps no KV cache to budget",
+                           "plan a decoder LM such as smollm2-135m with --scenario kv-budget")
+
+
+def max_context(spec: Any, tiny: bool) -> int:
+    """Positions the model (or its tiny version) can attend over."""
+    cfg = {**(spec.config or {}), **((spec.tiny or {}) if tiny else {})}
+    return int(cfg.get("max_position_embeddings", 2048))
+
+
+def parse_workload(text: str, spec: Any, tiny: bool) -> Any:
+    """The test beds' workload spec, checked against the model's context (one-line errors)."""
+    from testbeds.tasks import parse_workload as tb_parse
+
+    wl = tb_parse(text)
+    limit = max_context(spec, tiny)
+    if wl.length + ANSWER_MARGIN > limit:
+        raise PlannerError(f"--workload {text}: prompts of {wl.length} tokens plus the question and answer exceed "
+                           f"{spec.name}'s context of {limit} tokens",
+                           f"use a length of at most {limit - ANSWER_MARGIN} tokens")
+    return wl
+
+
+def load_lm(spec: Any, tiny: bool, weights: str | None, seed: int) -> LoadedLM:
+    """The LM of the plan (see the module docstring)."""
+    import torch
+    import transformers
+
+    from testbeds.smollm2 import load_tokenizer, one_thread
+    from testbeds.tasks import score_answer
+
+    one_thread()
+    if weights:
+        path = Path(weights)
+        if not (path / "config.json").is_file():
+            raise PlannerError(f"--weights {weights}: no config.json there",
+                               "pass a Hugging Face model directory (config.json + safetensors)")
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path)) if (path / "tokenizer.json").is_file() \
+            else load_tokenizer()
+    elif tiny:
+        from profilers.models import transformers_config
+
+        torch.manual_seed(seed)
+        model = transformers.AutoModelForCausalLM.from_config(transformers_config(spec, True), dtype=torch.float32)
+        tokenizer = load_tokenizer()
+    else:
+        from profilers.models import build_model
+
+        model = build_model(spec, tiny=False, device="cpu").module
+        tokenizer = load_tokenizer()
+    model.set_attn_implementation("sdpa")   # kvpress: AdaKV and PyramidKV fail under eager
+    model.eval()
+    vocab = int(model.config.vocab_size)
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode([i for i in ids if i < len(tokenizer)], skip_special_tokens=True)
+
+    eos = tokenizer.eos_token_id
+    return LoadedLM(model, tokenizer, sum(p.numel() for p in model.parameters()), vocab,
+                    int(model.config.max_position_embeddings), (int(eos),) if eos is not None and eos < vocab else (),
+                    decode, score_answer)
+
+
+def make_requests(text: str, lm: LoadedLM, seed: int, spec: Any, tiny: bool) -> list[KvRequest]:
+    """The workload's prompts drawn with `seed`, as token records: context and question form the prompt that is
+    prefilled and compressed (question-aware); the answer is decoded against the compressed cache."""
+    from testbeds.tasks import generate
+
+    wl = parse_workload(text, spec, tiny)
+    out = []
+    for p in generate(wl, lm.tokenizer, seed=seed):
+        ids = [i % lm.vocab_size for i in lm.tokenizer(p.context + p.question)["input_ids"]]
+        n_ans = len(lm.tokenizer(p.answer, add_special_tokens=False)["input_ids"])
+        out.append(KvRequest(p.task, tuple(ids), (), p.answer, max(4, n_ans + 2)))
+    return out
