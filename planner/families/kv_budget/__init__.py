@@ -107,21 +107,21 @@ class KvBudgetFamily(Family):
         from planner.families.kv_budget.workload import check_model, parse_workload
 
         v = ctx.request.flags
-        if not v["workload"]:
-            raise PlannerError("kv-budget plans need a prompt workload", "pass --workload ruler:niah@2k:16")
-        ctx.require_hardware()
-        check_model(ctx.spec, ctx.request.tiny)
         presses = tuple(p.strip() for p in str(v["presses"]).split(",") if p.strip())
         unknown = [p for p in presses if p not in PRESS_NAMES]
         if unknown:
             raise PlannerError(f"--presses: unknown press '{unknown[0]}'", f"use some of: {', '.join(PRESS_NAMES)}")
         opts = KvBudgetOptions(
-            workload=v["workload"], max_accuracy_drop=float(v["max_accuracy_drop"]),
+            workload=v["workload"] or "", max_accuracy_drop=float(v["max_accuracy_drop"]),
             p_nuc=_floats("--p-nuc", str(v["p_nuc"]), 0.0, 1.0, "nucleus masses"),
             samples=_ints("--samples", str(v["samples"]), "S"),
             sinks=int(v["sinks"]), window=int(v["window"]), kv_cap=v["kv_cap"], presses=presses,
             press_ratios=_floats("--press-ratios", str(v["press_ratios"]), 0.0, 0.99, "ratios"),
             seed=int(v["seed"]), weights=v["weights"])
+        if not v["workload"]:
+            raise PlannerError("kv-budget plans need a prompt workload", "pass --workload ruler:niah@2k:16")
+        ctx.require_hardware()
+        check_model(ctx.spec, ctx.request.tiny)
         parse_workload(opts.workload, ctx.spec, ctx.request.tiny)     # checks names and lengths now
         return opts
 

@@ -31,12 +31,18 @@ class LoadedLM:
     score: Callable[[str, str, str], float]
 
 
+LLAMA_STYLE = ("LlamaConfig", "MistralConfig", "Qwen2Config", "Qwen3Config")
+
+
 def check_model(spec: Any, tiny: bool) -> None:
-    """A decoder LM with attention layers (KV heads), or a one-line error."""
-    cfg = dict(spec.config or {}) if spec.kind == "transformers" else {}
-    if spec.kind != "transformers" or spec.task != "causal-lm" or "num_attention_heads" not in cfg:
+    """A Llama-style decoder LM (attention layers with q/k/v projections and RoPE), or a one-line error."""
+    if spec.kind != "transformers" or spec.task != "causal-lm":
         raise PlannerError(f"{spec.name} has no decoder attention layers, so it keeps no KV cache to budget",
                            "plan a decoder LM such as smollm2-135m with --scenario kv-budget")
+    if spec.config_class not in LLAMA_STYLE:
+        raise PlannerError(f"{spec.name} is a {spec.config_class} decoder; kv-budget runs Llama-style attention "
+                           "(q/k/v projections, RoPE, grouped KV heads) as kvpress does",
+                           "plan a Llama-style LM such as smollm2-135m")
 
 
 def max_context(spec: Any, tiny: bool) -> int:
