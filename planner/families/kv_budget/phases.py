@@ -8,7 +8,7 @@ import numpy as np
 
 from planner.families.base import PlanContext
 from planner.plan_refs import hardware_ref, solver_trace
-from planner.schema import BaselineResult, Bound, ModelRef, Objective, Plan, SolverInfo
+from planner.schema import BaselineResult, ModelRef, Objective, Plan, SolverInfo
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 RUNTIME_DTYPE_BYTES = 4   # the runtime here keeps the KV cache in fp32 (what `run` measures)
@@ -98,9 +98,23 @@ def baselines(ctx: PlanContext) -> None:
     st = ctx.state
     for b in all_baselines(st.problem):
         st.baselines[b.name] = (b, b.solve(st.problem))
+    # the plan never recommends what its own baselines beat: a press meeting the target with less mean memory
+    # becomes the plan, and GVote's choice is kept as a baseline
+    beat = [(s.objective, name) for name, (b, s) in st.baselines.items()
+            if name != "full" and s.feasible and s.objective < st.solution.objective]
+    if beat:
+        _, name = min(beat)
+        from solvers.common import Baseline
+
+        gv = st.solution
+        st.baselines["gvote"] = (Baseline("gvote", "GVote's least-memory knobs meeting the target", lambda p: gv), gv)
+        st.solution = st.baselines.pop(name)[1]
+        ctx.notes.append(f"on this calibration sample the fixed-ratio press {name} meets the accuracy target with "
+                         f"less mean KV memory than any GVote setting tried: the plan runs {name}")
 
 
-def _predicted(problem: Any, row: int) -> dict[str, Any]:
+def _predicted(problem: Any, row: int, timing: bool = False) -> dict[str, Any]:
+    """A row's predicted figures; measured seconds only with --record-timing (plans stay byte-identical)."""
     from solvers.kv_budget.cost import metrics
 
     m = metrics(problem, row)
@@ -111,15 +125,15 @@ def _predicted(problem: Any, row: int) -> dict[str, Any]:
             "kept_fraction_by_task": {k: round(v, 6) for k, v in m.kept_fraction_by_task.items()},
             "mean_kv_bytes_by_task": {k: round(v, 1) for k, v in m.mean_kv_bytes_by_task.items()},
             "concurrency_p95": m.concurrency_p95, "concurrency_mean": m.concurrency_mean,
-            "overhead_fraction_of_prefill": round(m.overhead_fraction_of_prefill, 6),
+            "overhead_fraction_of_prefill": round(m.overhead_fraction_of_prefill, 4) if timing else None,
             "oracle_recall": round(m.oracle_recall, 6), "memory_vs_full": round(m.mean_kv_bytes / full.mean_kv_bytes, 6)}
 
 
-def curve(problem: Any) -> list[dict[str, Any]]:
+def curve(problem: Any, timing: bool) -> list[dict[str, Any]]:
     """Every row's measured point (the accuracy-memory curve of every method)."""
     out = []
     for r, cfg in enumerate(problem.configs):
-        p = _predicted(problem, r)
+        p = _predicted(problem, r, timing)
         out.append({"knobs": dict(cfg), **{k: p[k] for k in ("mean_kv_bytes", "p95_kv_bytes", "accuracy",
                                                             "kept_fraction", "oracle_recall",
                                                             "overhead_fraction_of_prefill")}})
@@ -135,12 +149,14 @@ def lift(ctx: PlanContext) -> None:
     st, o, fam = ctx.state, ctx.options, ctx.family
     p, sol, t = st.problem, st.solution, st.table
     row = sol.row
-    pred = {**_predicted(p, row), "feasible": True}
+    timing = ctx.request.record_timing
+    pred = {**_predicted(p, row, timing), "feasible": True,
+            "oracle_mean_kv_bytes": round(oracle_mean_bytes(p), 1)}
     plan_mem = pred["mean_kv_bytes"]
     base = {}
     for name, (b, s) in st.baselines.items():
         if s.feasible:
-            bp = {**_predicted(p, s.row), "feasible": True}
+            bp = {**_predicted(p, s.row, timing), "feasible": True}
         else:
             bp = {"feasible": False}
         if name != "full":
@@ -159,8 +175,7 @@ def lift(ctx: PlanContext) -> None:
     decisions = {"knobs": dict(sol.params), "token_bytes": float(t.token_bytes),
                  "kv_dtype": "fp32", "workload": o.workload, "calibration_seed": o.seed,
                  "kept_fraction_by_layer": [round(float(x), 6) for x in layers],
-                 "requests": per_request, "curve": curve(p)}
-    bound_v = oracle_mean_bytes(p)
+                 "requests": per_request, "curve": curve(p, timing)}
     s = ctx.spec
     hw = ctx.require_hardware()
     ctx.plan = Plan(
@@ -176,8 +191,7 @@ def lift(ctx: PlanContext) -> None:
         decisions=decisions,
         predicted=pred,
         baselines=base,
-        bound=Bound(value=round(bound_v, 1), kind=f"oracle keep sets (nucleus {0.95:g} of the actual decoding "
-                    "queries, teacher-forced)", gap=round((plan_mem - bound_v) / bound_v, 6) if bound_v else 0.0),
+        bound=None,
         inputs={"scenario_reason": ctx.scenario_reason, "workload": o.workload, "seed": o.seed,
                 "weights": o.weights or ("tiny random" if ctx.request.tiny else "catalog"),
                 "grid": {"p_nuc": list(o.p_nuc), "samples": list(o.samples), "sinks": o.sinks, "window": o.window,

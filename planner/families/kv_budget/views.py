@@ -24,10 +24,13 @@ def kv_budget_tables(plan: Plan, wide: bool = False) -> list[Any]:
     d, p = plan.decisions, plan.predicted
     out: list[Any] = []
     k = d["knobs"]
-    out.append(Text(f"GVote knobs: p_nuc {k['p_nuc']:g}, S {k['n_samples']}, sinks {k['n_sink']}, window "
-                    f"{k['window']}" + (f", cap {k['cap_fraction']:g}" if k.get("cap_fraction") else "") +
-                    f"; seed {k['seed']}; calibration {d['workload']} (seed {d['calibration_seed']})"))
-    tt = table("budget per task (calibration prompts, the plan's knobs)")
+    if k["method"] == "gvote":
+        head = (f"GVote knobs: p_nuc {k['p_nuc']:g}, S {k['n_samples']}, sinks {k['n_sink']}, window {k['window']}"
+                + (f", cap {k['cap_fraction']:g}" if k.get("cap_fraction") else "") + f"; seed {k['seed']}")
+    else:
+        head = f"plan: {_knobs(k)} (a fixed-ratio press beat every GVote setting tried)"
+    out.append(Text(f"{head}; calibration {d['workload']} (seed {d['calibration_seed']})"))
+    tt = table("budget per task (calibration prompts, the plan's configuration)")
     for c in ("task", "prompts", "tokens", "KV mean", "KV min", "KV max", "kept", "acc", "full acc"):
         tt.add_column(c, justify="left" if c == "task" else "right")
     tasks = sorted({r["task"] for r in d["requests"]})
@@ -51,9 +54,12 @@ def kv_budget_tables(plan: Plan, wide: bool = False) -> list[Any]:
                     f", KV at {plan.constraints['serving_dtype_bytes']} B/element): {p['concurrency_p95']} requests "
                     f"sized by the p95 budget, {p['concurrency_mean']} by the mean; full cache: "
                     f"{plan.baselines['full'].predicted.get('concurrency_p95', '-')} (p95)"))
-    out.append(Text(f"GVote overhead: {100 * p['overhead_fraction_of_prefill']:.2f}% of prefill time (median, "
-                    f"measured); oracle recall {p['oracle_recall']:.3f}; memory {p['memory_vs_full']:.3f} of the full "
-                    f"cache; oracle bound {fmt_bytes(plan.bound.value) if plan.bound else '-'}"))
+    over = p.get("overhead_fraction_of_prefill")
+    over_text = (f"{100 * over:.2f}% of prefill time (median, measured)" if over is not None
+                 else "not recorded (plan with --record-timing)")
+    out.append(Text(f"GVote overhead: {over_text}; oracle recall {p['oracle_recall']:.3f}; memory {p['memory_vs_full']:.3f} of the full "
+                    f"cache; oracle keep sets (reference, nucleus 0.95 of the actual decoding queries) "
+                    f"{fmt_bytes(p['oracle_mean_kv_bytes'])}"))
     if wide:
         lt = table("kept share per layer (mean over calibration prompts)")
         lt.add_column("layer", justify="right")
