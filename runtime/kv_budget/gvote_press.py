@@ -11,12 +11,12 @@ Like kvpress's threshold presses (DMSPress) it reports what it achieved after th
 `compression_ratios[layer]` (share of the layer's KV entries evicted) and `compression_ratio` (their mean).
 `keep_masks[layer]` holds the ragged keep sets, (batch, kv_heads, T) bool.
 
-How the cache holds a ragged keep set (kvpress's head-wise mechanism, as AdaKV): the positions that no KV
-head of the layer keeps are removed from the cache; the positions that some heads keep and others do not
-are listed in `module.masked_key_indices`, which kvpress's attention patch turns into keys that receive
-zero attention. Memory is counted from the keep sets (what a ragged per-head store holds, sinks and window
-included); `runtime.kv_budget.ragged_cache` holds exactly those entries and a test checks that both give
-the same logits.
+How the cache holds a ragged keep set (kvpress's head-wise mechanism, as AdaKV): every evicted (head, position)
+is listed in `module.masked_key_indices`, which kvpress's attention patch turns into keys that receive zero
+attention, so every layer keeps the prompt's length and kvpress's pipeline (one causal mask for all layers)
+works unchanged. The bytes are accounted from the keep sets (what a ragged per-head store holds, sinks and
+window included), not from the masked tensor; `runtime.kv_budget.ragged_cache` holds exactly the kept
+entries, and a test checks that the masked and the physically pruned caches give the same logits.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ class GVotePress(BasePress):
 
     def compress(self, module: torch.nn.Module, hidden_states: torch.Tensor, keys: torch.Tensor,
                  values: torch.Tensor, attentions: torch.Tensor | None, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys/values (b, kv_heads, T, d) -> the positions some head keeps; the others masked per head."""
+        """Keys/values (b, kv_heads, T, d) unchanged; the evicted entries masked per head (see the module doc)."""
         layer = int(module.layer_idx)
         if layer == 0:
             self.compression_ratios.clear()
@@ -83,11 +83,6 @@ class GVotePress(BasePress):
         keep = self.keep_mask(module, hidden_states, keys)
         self.keep_masks[layer] = keep
         self.compression_ratios[layer] = 1.0 - float(keep.float().mean())
-        any_head = keep.any(dim=1)                                               # (b, T)
-        if keys.shape[0] != 1:
-            raise NotImplementedError("GVotePress compresses one request at a time (ragged keep sets)")
-        pos = torch.nonzero(any_head[0], as_tuple=True)[0]
-        keys, values = keys[:, :, pos].contiguous(), values[:, :, pos].contiguous()
-        masked = ~keep[:, :, pos]
+        masked = ~keep
         module.masked_key_indices = torch.nonzero(masked, as_tuple=True) if bool(masked.any()) else None
         return keys, values
