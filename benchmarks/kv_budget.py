@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     quick = args.quick
-    workload = args.workload or ("ruler:niah,kv@1k:4" if quick else "ruler:niah,kv,vt@2k:12")
+    workload = args.workload or ("ruler:niah@1k:4+arith:word1:2" if quick else "ruler:niah,kv@2k:8+arith:word1,word2:4")
     held = args.held_out or workload
     opts = KvBudgetOptions(
         workload=workload, max_accuracy_drop=args.max_accuracy_drop,

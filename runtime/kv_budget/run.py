@@ -15,7 +15,7 @@ from runtime.receipt import Receipt
 
 
 def run_config(model: Any, requests: Sequence[Any], name: str, method: dict[str, Any], predicted: dict[str, Any],
-               token_bytes: float, decode_text: Callable[[list[int]], str], score: Callable[[str, str, str], float],
+               token_bytes: float, decode_text: Callable[[list[int]], str], score: Callable[[Any, str], float],
                eos_ids: Sequence[int], workload: str, progress: Callable[[str], None] = lambda s: None) -> Receipt:
     """The receipt of configuration `name` on `requests` (KvRequest records)."""
     rows = []
@@ -32,8 +32,8 @@ def run_config(model: Any, requests: Sequence[Any], name: str, method: dict[str,
         rows.append({"name": f"prompt {j}", "task": req.task, "prompt_tokens": req.length,
                      "kv_bytes_measured": float(held), "kv_bytes_predicted": float(pred),
                      "kv_bytes_rel_error": float(held / pred - 1.0) if pred else 0.0,
-                     "score": score(req.task, decode_text(tokens), req.answer),
-                     "full_score": score(req.task, decode_text(ref), req.answer),
+                     "score": score(req, decode_text(tokens)),
+                     "full_score": score(req, decode_text(ref)),
                      "select_s": took, "prefill_s": pf.prefill_s, "answer": decode_text(tokens)})
     n = max(len(rows), 1)
     mean_m = sum(r["kv_bytes_measured"] for r in rows) / n

@@ -35,7 +35,7 @@ def _tiny_lm(spec, tiny, weights, seed):
     model.set_attn_implementation("sdpa")
     return wl.LoadedLM(model.eval(), None, sum(p.numel() for p in model.parameters()), 512, 512, (),
                        lambda ids: " ".join(map(str, ids)),
-                       lambda task, text, answer: float(text.split(" ")[:1] == answer.split(" ")[:1]))
+                       lambda req, text: float(text.split(" ")[:1] == req.answer.split(" ")[:1]))
 
 
 def _requests(text, lm, seed, spec, tiny):

@@ -24,6 +24,7 @@ class KvRequest:
     question_ids: tuple[int, ...]
     answer: str
     max_new_tokens: int
+    ref: Any = None          # the test bed's prompt record (its scorer reads it)
 
     @property
     def length(self) -> int:
@@ -58,7 +59,7 @@ def method_of(config: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "press", "press": m, "ratio": float(config["ratio"])}
 
 
-def measure(model: Any, decode_text: Callable[[list[int]], str], score: Callable[[str, str, str], float],
+def measure(model: Any, decode_text: Callable[[list[int]], str], score: Callable[[KvRequest, str], float],
             requests: Sequence[KvRequest], configs: Sequence[dict[str, Any]], eos_ids: Sequence[int],
             progress: Callable[[str], None] = lambda s: None) -> Table:
     """Every config on every request; see the module docstring."""
@@ -109,7 +110,7 @@ def measure(model: Any, decode_text: Callable[[list[int]], str], score: Callable
             text = decode_text(tokens)
             kv[i, j] = held
             sel[i, j] = took
-            sc[i, j] = score(req.task, text, req.answer)
+            sc[i, j] = score(req, text)
             o = oracle(float(cfg.get("p_nuc", ORACLE_P_NUC)) if cfg["method"] == "gvote" else ORACLE_P_NUC)
             hit = sum(int((m & om).sum()) for m, om in zip(masks, o))
             need = sum(int(om.sum()) for om in o)

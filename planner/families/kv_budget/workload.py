@@ -51,17 +51,21 @@ def max_context(spec: Any, tiny: bool) -> int:
     return int(cfg.get("max_position_embeddings", 2048))
 
 
-def parse_workload(text: str, spec: Any, tiny: bool) -> Any:
-    """The test beds' workload spec, checked against the model's context (one-line errors)."""
-    from testbeds.tasks import parse_workload as tb_parse
+def parse_workload(text: str, spec: Any, tiny: bool) -> list[Any]:
+    """The test beds' workload specs (several joined by '+', e.g. ruler:niah@1k:4+arith:word2:4), each checked
+    against the model's context (one-line errors)."""
+    from testbeds.specs import parse_workload as tb_parse
 
-    wl = tb_parse(text)
+    out = []
     limit = max_context(spec, tiny)
-    if wl.length + ANSWER_MARGIN > limit:
-        raise PlannerError(f"--workload {text}: prompts of {wl.length} tokens plus the question and answer exceed "
-                           f"{spec.name}'s context of {limit} tokens",
-                           f"use a length of at most {limit - ANSWER_MARGIN} tokens")
-    return wl
+    for part in text.split("+"):
+        wl = tb_parse(part)
+        if wl.length_tokens and wl.length_tokens + ANSWER_MARGIN > limit:
+            raise PlannerError(f"--workload {part}: prompts of {wl.length_tokens} tokens plus the answer exceed "
+                               f"{spec.name}'s context of {limit} tokens",
+                               f"use a length of at most {limit - ANSWER_MARGIN} tokens")
+        out.append(wl)
+    return out
 
 
 def load_lm(spec: Any, tiny: bool, weights: str | None, seed: int) -> LoadedLM:
@@ -69,8 +73,8 @@ def load_lm(spec: Any, tiny: bool, weights: str | None, seed: int) -> LoadedLM:
     import torch
     import transformers
 
+    from testbeds.prompts import score as tb_score
     from testbeds.smollm2 import load_tokenizer, one_thread
-    from testbeds.tasks import score_answer
 
     one_thread()
     if weights:
@@ -102,18 +106,20 @@ def load_lm(spec: Any, tiny: bool, weights: str | None, seed: int) -> LoadedLM:
     eos = tokenizer.eos_token_id
     return LoadedLM(model, tokenizer, sum(p.numel() for p in model.parameters()), vocab,
                     int(model.config.max_position_embeddings), (int(eos),) if eos is not None and eos < vocab else (),
-                    decode, score_answer)
+                    decode, lambda req, text: tb_score(req.ref, text))
 
 
 def make_requests(text: str, lm: LoadedLM, seed: int, spec: Any, tiny: bool) -> list[KvRequest]:
-    """The workload's prompts drawn with `seed`, as token records: context and question form the prompt that is
-    prefilled and compressed (question-aware); the answer is decoded against the compressed cache."""
-    from testbeds.tasks import generate
+    """The workload's prompts drawn with `seed`, as token records: the whole chat prompt (context, question and
+    answer prefix) is prefilled and compressed (question-aware); the answer is decoded against the compressed
+    cache. The tiny model's smaller vocabulary takes the ids modulo its size (its scores mean nothing)."""
+    from testbeds.prompts import chat_ids
+    from testbeds.specs import build_workload
 
-    wl = parse_workload(text, spec, tiny)
+    prompts = [p for wl in parse_workload(text, spec, tiny)
+               for p in build_workload(wl, lm.tokenizer, seed=seed, max_context=lm.max_context)]
     out = []
-    for p in generate(wl, lm.tokenizer, seed=seed):
-        ids = [i % lm.vocab_size for i in lm.tokenizer(p.context + p.question)["input_ids"]]
-        n_ans = len(lm.tokenizer(p.answer, add_special_tokens=False)["input_ids"])
-        out.append(KvRequest(p.task, tuple(ids), (), p.answer, max(4, n_ans + 2)))
+    for p in prompts:
+        ids = [i % lm.vocab_size for i in chat_ids(lm.tokenizer, p)]
+        out.append(KvRequest(p.task, tuple(ids), (), ", ".join(p.answers), int(p.max_new_tokens), p))
     return out
