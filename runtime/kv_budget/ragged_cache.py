@@ -93,8 +93,9 @@ def ragged_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     for h in range(hkv):
         k, v = layer.head_keys[h], layer.head_values[h]
         m = k.shape[0]
-        mask = torch.ones(n, m, dtype=torch.bool, device=query.device)
+        mask = None                      # one new token sees every kept entry
         if n > 1:
+            mask = torch.ones(n, m, dtype=torch.bool, device=query.device)
             mask[:, m - n:] = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
         q = query[:, h * g:(h + 1) * g]                                          # (1, g, n, d)
         outs.append(F.scaled_dot_product_attention(q, k[None, None].expand(1, g, m, -1),
