@@ -115,6 +115,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
                              "ruler:niah@1k:4"], ("--p-nuc 1.5 is outside (0, 1]",)),
     ("kv-budget S 0", ["plan", "gpt2", "--hardware", "a100_24gb", "--samples", "0", "--workload", "ruler:niah@1k:4"],
      ("--samples 0", "at least 1")),
+    ("kv-budget workload too long", ["plan", "smollm2-135m", "--hardware", "a100_24gb", "--scenario", "kv-budget",
+                                     "--workload", "ruler:niah@16k:4"], ("16384 tokens", "8192", "at most 8128")),
     ("kv-budget drop 150%", ["plan", "gpt2", "--hardware", "a100_24gb", "--max-accuracy-drop", "150%", "--workload",
                              "ruler:niah@1k:4"], ("--max-accuracy-drop", "out of range")),
     # ---- plan output paths

@@ -75,8 +75,7 @@ class KvBudgetFamily(Family):
     metric_labels = {"mean_kv_bytes": "KV mean", "p95_kv_bytes": "KV p95", "accuracy": "acc",
                      "accuracy_drop_points": "drop pts", "concurrency_p95": "conc p95", "kept_fraction": "kept"}
     plan_flags = (
-        Flag("--workload", "str", "prompt workload SUITE:TASK[,TASK...]@LENGTH:COUNT (the calibration sample), "
-             "e.g. ruler:niah,kv@2k:16"),
+        Flag("--workload", "workload", "prompt workload (the calibration sample), e.g. ruler:niah,kv@2k:16"),
         Flag("--max-accuracy-drop", "percent", "accuracy the plan may lose vs the full cache (points)", default=0.01,
              minimum=0.0, maximum=1.0),
         Flag("--p-nuc", "str", "GVote nucleus masses to try, comma-separated, each in (0, 1]", default="0.9,0.95,0.99"),
@@ -93,7 +92,7 @@ class KvBudgetFamily(Family):
         Flag("--weights", "path", "a Hugging Face model directory (config.json + safetensors) to run a full-size plan on"),
     )
     run_flags = (
-        Flag("--workload", "str", "held-out prompts to run (default: the plan's workload, drawn with another seed)"),
+        Flag("--workload", "workload", "held-out prompts to run (default: the plan's workload, another seed)"),
         Flag("--baseline", "str", "run a baseline's configuration from the plan (e.g. snapkv, full)"),
     )
 
@@ -112,7 +111,7 @@ class KvBudgetFamily(Family):
         if unknown:
             raise PlannerError(f"--presses: unknown press '{unknown[0]}'", f"use some of: {', '.join(PRESS_NAMES)}")
         opts = KvBudgetOptions(
-            workload=v["workload"] or "", max_accuracy_drop=float(v["max_accuracy_drop"]),
+            workload=v["workload"].text if v["workload"] is not None else "", max_accuracy_drop=float(v["max_accuracy_drop"]),
             p_nuc=_floats("--p-nuc", str(v["p_nuc"]), 0.0, 1.0, "nucleus masses"),
             samples=_ints("--samples", str(v["samples"]), "S"),
             sinks=int(v["sinks"]), window=int(v["window"]), kv_cap=v["kv_cap"], presses=presses,

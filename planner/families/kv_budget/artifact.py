@@ -61,7 +61,7 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     weights = cfg.get("weights")
     weights = weights if weights not in (None, "catalog", "tiny random") else None
     seed = int(cfg["calibration_seed"]) + HELD_OUT_SEED_OFFSET
-    wl = values["workload"] or cfg["workload"]
+    wl = values["workload"].text if values["workload"] is not None else cfg["workload"]
     progress("loading the model")
     lm = load_lm(spec, bool(cfg["tiny"]), weights, int(cfg["calibration_seed"]))
     reqs = make_requests(wl, lm, seed, spec, bool(cfg["tiny"]))
