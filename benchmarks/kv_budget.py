@@ -75,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     quick = args.quick
-    workload = args.workload or ("ruler:niah@1k:4+arith:word1:2" if quick else "ruler:niah,kv@2k:8+arith:word1,word2:4")
+    workload = args.workload or ("ruler:niah@1k:3+arith:word1:2" if quick else "ruler:niah,kv@2k:8+arith:word1,word2:4")
     held = args.held_out or workload
     opts = KvBudgetOptions(
         workload=workload, max_accuracy_drop=args.max_accuracy_drop,
-        p_nuc=(0.8, 0.9, 0.95) if quick else (0.8, 0.9, 0.95, 0.99), samples=(8,) if quick else (4, 16),
+        p_nuc=(0.9, 0.95, 0.99) if quick else (0.8, 0.9, 0.95, 0.99), samples=(8,) if quick else (4, 16),
         sinks=4, window=32, kv_cap=None,
         presses=("snapkv", "adakv", "pyramidkv", "streamingllm", "expected_attention"),
-        press_ratios=(0.5, 0.75, 0.9) if quick else (0.25, 0.5, 0.75, 0.9), seed=args.seed, weights=None)
+        press_ratios=(0.5, 0.75) if quick else (0.25, 0.5, 0.75, 0.9), seed=args.seed, weights=None)
     t_start = time.perf_counter()
     spec = resolve_model(args.model)
     lm = load_lm(spec, False, None, args.seed)
