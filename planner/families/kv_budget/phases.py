@@ -80,13 +80,31 @@ def calibrate(ctx: PlanContext) -> None:
 
 
 def solve(ctx: PlanContext) -> None:
-    """GVote's knobs: least mean KV bytes meeting the accuracy target on the calibration sample."""
-    from solvers.kv_budget.gvote import solve as gvote
+    """GVote's knobs: least mean KV bytes meeting the accuracy target on the calibration sample. When no GVote
+    setting meets it but a press does, the press becomes the plan (in `baselines`); when nothing does, the
+    error names the drop that is reachable."""
+    from core.errors import InfeasibleError
+    from solvers.kv_budget.gvote import pick, reachable_drop, solve as gvote
     from solvers.kv_budget.validate import validate
 
     st = ctx.state
-    st.solution = gvote(st.problem)
-    bad = validate(st.problem, st.solution)
+    p = st.problem
+    try:
+        st.solution = gvote(p)
+    except InfeasibleError as exc:
+        presses = [r for r, m in enumerate(p.methods) if m not in ("full", "gvote")]
+        if not presses or not pick(p, presses, "press").feasible:
+            rows = p.rows("gvote") + presses
+            best = reachable_drop(p, rows)
+            raise InfeasibleError(
+                f"no GVote setting or press tried keeps accuracy within {100 * p.max_accuracy_drop:g} points of the "
+                f"full cache on the calibration sample (the best loses {100 * best:.2f} points)",
+                f"allow --max-accuracy-drop {100 * best + 0.005:.2f}% or more, or add higher --p-nuc values "
+                "(--p-nuc 1 keeps the full cache)") from exc
+        st.solution = pick(p, p.rows("gvote"), "gvote")        # INFEASIBLE: the press is adopted below
+        ctx.notes.append(exc.problem)
+        return
+    bad = validate(p, st.solution)
     if bad:
         raise RuntimeError("GVote's choice is invalid (a bug): " + "; ".join(bad))
 
@@ -101,7 +119,7 @@ def baselines(ctx: PlanContext) -> None:
     # the plan never recommends what its own baselines beat: a press meeting the target with less mean memory
     # becomes the plan, and GVote's choice is kept as a baseline
     beat = [(s.objective, name) for name, (b, s) in st.baselines.items()
-            if name != "full" and s.feasible and s.objective < st.solution.objective]
+            if name != "full" and s.feasible and (not st.solution.feasible or s.objective < st.solution.objective)]
     if beat:
         _, name = min(beat)
         from solvers.common import Baseline
@@ -110,7 +128,7 @@ def baselines(ctx: PlanContext) -> None:
         st.baselines["gvote"] = (Baseline("gvote", "GVote's least-memory knobs meeting the target", lambda p: gv), gv)
         st.solution = st.baselines.pop(name)[1]
         ctx.notes.append(f"on this calibration sample the fixed-ratio press {name} meets the accuracy target with "
-                         f"less mean KV memory than any GVote setting tried: the plan runs {name}")
+                         f"less mean KV memory than any GVote setting tried (or where none does): the plan runs {name}")
 
 
 def _predicted(problem: Any, row: int, timing: bool = False) -> dict[str, Any]:
