@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     quick = args.quick
-    workload = args.workload or ("ruler:niah@512:3+arith:word1:2" if quick else "ruler:niah@1k:6+arith:word1:3")
+    workload = args.workload or ("ruler:niah@512:2+arith:word1:2" if quick else "ruler:niah@1k:6+arith:word1:3")
     held = args.held_out or workload
     opts = KvBudgetOptions(
         workload=workload, max_accuracy_drop=args.max_accuracy_drop,
