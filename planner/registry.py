@@ -28,6 +28,7 @@ def families() -> tuple[Family, ...]:
     """Every planning family, in the order scenario inference asks them (one line each)."""
     from planner.families.fed_compress import FedCompressFamily
     from planner.families.fed_lora import FedLoraFamily
+    from planner.families.kv_budget import KvBudgetFamily
     from planner.families.moe_offload import MoeOffloadFamily
     from planner.families.split_inference import SplitInferenceFamily
 
@@ -36,6 +37,7 @@ def families() -> tuple[Family, ...]:
         MoeOffloadFamily(),
         FedLoraFamily(),
         FedCompressFamily(),
+        KvBudgetFamily(),
     )
 
 

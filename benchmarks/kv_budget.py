@@ -1,0 +1,166 @@
+"""kv-budget benchmark: GVote vs kvpress's fixed-ratio presses on SmolLM2-135M, decided on a calibration sample
+and scored on held-out prompts.
+
+1. Calibration prompts (seed S): every configuration (full cache, GVote's grid, every press at every ratio) runs
+   through the real model; the planner's solver picks GVote's knobs meeting --max-accuracy-drop at the least mean
+   KV memory, and predicts bytes (per-task kept fraction x prompt tokens) and accuracy.
+2. Held-out prompts (another seed): every configuration again. Figures, all on held-out prompts:
+   - oracle_recall: the chosen GVote setting's recall of the oracle keep sets (mean over prompts);
+   - memory_ratio_vs_best_press_at_matched_accuracy: GVote's mean KV bytes / the least mean bytes of any press row
+     whose held-out accuracy is at least GVote's (the press's ratio is picked on the held-out prompts themselves,
+     which favours the presses); None when no press row reaches GVote's accuracy;
+   - accuracy_delta_vs_best_press_at_matched_memory: GVote's accuracy minus the best accuracy of any press row
+     holding at most GVote's mean bytes (points); None when no press row is that small;
+   - overhead_fraction_of_prefill: median over prompts of GVote's keep-set seconds / the prefill's seconds (each
+     prompt's prefill and selection run back to back, so the shared machine's load hits both alike);
+   - predicted vs measured mean bytes and accuracy (the plan's calibration figures against the held-out run).
+Writes build/bench/kv_budget.json. `--quick` keeps the run under 10 minutes on this (loaded) 2-core machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:   # run as `python benchmarks/kv_budget.py` from the repo root
+    sys.path.insert(0, str(ROOT))
+
+from planner.families.kv_budget import KvBudgetOptions  # noqa: E402
+from planner.families.kv_budget.measure import measure  # noqa: E402
+from planner.families.kv_budget.phases import configs_of  # noqa: E402
+from planner.families.kv_budget.workload import load_lm, make_requests  # noqa: E402
+from planner.registry import resolve_model  # noqa: E402
+from core.errors import InfeasibleError  # noqa: E402
+from solvers.kv_budget.baselines import baselines  # noqa: E402
+from solvers.kv_budget.cost import metrics  # noqa: E402
+from solvers.kv_budget.gvote import solve  # noqa: E402
+from solvers.kv_budget.problem import KvBudgetProblem  # noqa: E402
+
+log = logging.getLogger("bench.kv_budget")
+HELD_OUT_SEED = 1_000_003
+
+
+def problem_of(t: Any, configs: list[dict[str, Any]], requests: list[Any], drop: float) -> KvBudgetProblem:
+    return KvBudgetProblem(tuple(configs), t.kv_bytes, t.score, t.select_s, t.prefill_s, t.lengths,
+                           tuple(r.task for r in requests), t.oracle_bytes, t.recall, t.token_bytes, 1e12, drop)
+
+
+def rows_summary(p: KvBudgetProblem) -> list[dict[str, Any]]:
+    out = []
+    for r, cfg in enumerate(p.configs):
+        m = metrics(p, r)
+        out.append({"knobs": dict(cfg), "mean_kv_bytes": m.mean_kv_bytes, "p95_kv_bytes": m.p95_kv_bytes,
+                    "accuracy": m.accuracy, "kept_fraction": m.kept_fraction,
+                    "kept_fraction_by_task": m.kept_fraction_by_task, "oracle_recall": m.oracle_recall,
+                    "overhead_fraction_of_prefill": m.overhead_fraction_of_prefill})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--workload", default=None, help="calibration workload (default by mode)")
+    ap.add_argument("--held-out", default=None, help="held-out workload (default: the calibration's)")
+    ap.add_argument("--max-accuracy-drop", type=float, default=0.01, help="fraction (0.01 = 1 point)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "kv_budget.json"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    quick = args.quick
+    workload = args.workload or ("ruler:niah@512:2+arith:word1:2" if quick else "ruler:niah@1k:6+arith:word1:3")
+    held = args.held_out or workload
+    opts = KvBudgetOptions(
+        workload=workload, max_accuracy_drop=args.max_accuracy_drop,
+        p_nuc=(0.95, 0.99, 0.999) if quick else (0.9, 0.95, 0.99, 0.999), samples=(8,) if quick else (4, 16),
+        sinks=4, window=32, kv_cap=None,
+        presses=("snapkv", "adakv", "pyramidkv", "streamingllm", "expected_attention"),
+        press_ratios=(0.5, 0.75) if quick else (0.25, 0.5, 0.75, 0.9), seed=args.seed, weights=None)
+    t_start = time.perf_counter()
+    spec = resolve_model(args.model)
+    lm = load_lm(spec, False, None, args.seed)
+    configs = configs_of(opts)
+    calib = make_requests(workload, lm, args.seed, spec, False)
+    test = make_requests(held, lm, args.seed + HELD_OUT_SEED, spec, False)
+    log.info("calibration: %d prompts x %d configurations", len(calib), len(configs))
+    tc = measure(lm.model, lm.decode, lm.score, calib, configs, lm.eos_ids, log.info)
+    pc = problem_of(tc, configs, calib, opts.max_accuracy_drop)
+    try:
+        chosen = solve(pc).row
+        gvote_meets = True
+    except InfeasibleError as exc:
+        # no GVote setting meets the target: score its most accurate setting (least memory among those) instead
+        log.info("%s", exc.problem)
+        gvote_meets = False
+        chosen = max(pc.rows("gvote"), key=lambda r: (metrics(pc, r).accuracy, -metrics(pc, r).mean_kv_bytes))
+    press_choice = {b.name: b.solve(pc) for b in baselines(pc)}
+    log.info("chose %s; held-out: %d prompts", configs[chosen], len(test))
+    th = measure(lm.model, lm.decode, lm.score, test, configs, lm.eos_ids, log.info)
+    ph = problem_of(th, configs, test, opts.max_accuracy_drop)
+    g = metrics(ph, chosen)
+    press_rows = [r for r, c in enumerate(configs) if c["method"] not in ("gvote", "full")]
+    at_acc = [r for r in press_rows if metrics(ph, r).accuracy >= g.accuracy - 1e-9]
+    best_acc_row = min(at_acc, key=lambda r: metrics(ph, r).mean_kv_bytes) if at_acc else None
+    at_mem = [r for r in press_rows if metrics(ph, r).mean_kv_bytes <= g.mean_kv_bytes * (1 + 1e-9)]
+    best_mem_row = max(at_mem, key=lambda r: metrics(ph, r).accuracy) if at_mem else None
+    # predictions from calibration (per-task kept fraction x held-out prompt tokens), as `planner run` does
+    mc = metrics(pc, chosen)
+    pred_bytes = np.array([mc.kept_fraction_by_task.get(r.task, mc.kept_fraction) * r.length * th.token_bytes
+                           for r in test])
+    meas = th.kv_bytes[chosen]
+    over = th.select_s[chosen] / th.prefill_s
+    full_row = configs.index({"method": "full"})
+    summary = {
+        "oracle_recall": round(g.oracle_recall, 4),
+        "memory_ratio_vs_best_press_at_matched_accuracy":
+            round(g.mean_kv_bytes / metrics(ph, best_acc_row).mean_kv_bytes, 4) if best_acc_row is not None else None,
+        "accuracy_delta_vs_best_press_at_matched_memory":
+            round(100 * (g.accuracy - metrics(ph, best_mem_row).accuracy), 2) if best_mem_row is not None else None,
+        "overhead_fraction_of_prefill": round(float(np.median(over)), 4),
+        "gvote_knobs": dict(configs[chosen]),
+        "gvote_meets_target_on_calibration": gvote_meets,
+        "gvote_accuracy": round(g.accuracy, 4), "full_accuracy": round(metrics(ph, full_row).accuracy, 4),
+        "gvote_memory_vs_full": round(g.mean_kv_bytes / metrics(ph, full_row).mean_kv_bytes, 4),
+        "best_press_at_matched_accuracy": dict(configs[best_acc_row]) if best_acc_row is not None else None,
+        "best_press_at_matched_memory": dict(configs[best_mem_row]) if best_mem_row is not None else None,
+        "predicted_mean_kv_bytes": round(float(pred_bytes.mean()), 1),
+        "measured_mean_kv_bytes": round(float(meas.mean()), 1),
+        "mean_kv_bytes_rel_error": round(float(meas.mean() / pred_bytes.mean() - 1.0), 4),
+        "predicted_accuracy": round(mc.accuracy, 4), "measured_accuracy": round(g.accuracy, 4),
+        "accuracy_error_points": round(100 * (g.accuracy - mc.accuracy), 2),
+        "kept_fraction_by_task": {k: round(v, 4) for k, v in g.kept_fraction_by_task.items()},
+        "kept_fraction_min_max": [round(float((meas / (th.lengths * th.token_bytes)).min()), 4),
+                                  round(float((meas / (th.lengths * th.token_bytes)).max()), 4)],
+        "overhead_fraction_iqr": [round(float(np.percentile(over, 25)), 4), round(float(np.percentile(over, 75)), 4)],
+        "prefill_s_median": round(statistics.median(th.prefill_s.tolist()), 3),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "machine": "shared 2-core CPU, loaded by other jobs; one torch thread",
+    }
+    out = {"summary": summary, "mode": "quick" if quick else "full", "model": args.model,
+           "calibration": {"workload": workload, "seed": args.seed, "rows": rows_summary(pc),
+                           "press_at_target": {k: (dict(configs[s.row]) if s.feasible else None)
+                                               for k, s in press_choice.items()}},
+           "held_out": {"workload": held, "seed": args.seed + HELD_OUT_SEED, "rows": rows_summary(ph),
+                        "per_prompt": [{"task": r.task, "tokens": r.length, "gvote_kv_bytes": float(meas[j]),
+                                        "predicted_kv_bytes": float(pred_bytes[j]),
+                                        "gvote_score": float(th.score[chosen, j]),
+                                        "full_score": float(th.score[full_row, j]),
+                                        "gvote_answer": th.outputs[chosen][j], "full_answer": th.outputs[full_row][j]}
+                                       for j, r in enumerate(test)]}}
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, sort_keys=True, default=float) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=1, sort_keys=True, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

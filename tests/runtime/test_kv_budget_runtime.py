@@ -1,0 +1,165 @@
+"""GVote keep sets, the kvpress press, the ragged cache and the kvpress adapter on a tiny random GQA Llama.
+
+The tiny model's attention is sharpened (q/k projections scaled) so that nucleus sets are proper subsets.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("kvpress")
+
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from runtime.kv_budget import evaluation as ev  # noqa: E402
+from runtime.kv_budget import kvpress_compat  # noqa: E402
+from runtime.kv_budget.gvote_press import GVotePress  # noqa: E402
+from runtime.kv_budget.keep_sets import nucleus_mask  # noqa: E402
+
+T, NQ = 96, 5
+
+
+@pytest.fixture(scope="module")
+def model() -> LlamaForCausalLM:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      attn_implementation="sdpa")
+    m = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for layer in m.model.layers:
+            layer.self_attn.q_proj.weight *= 6.0
+            layer.self_attn.k_proj.weight *= 6.0
+    return m
+
+
+@pytest.fixture(scope="module")
+def prompt() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (1, T), generator=g), torch.randint(0, 256, (1, NQ), generator=g)
+
+
+@pytest.fixture(scope="module")
+def pf(model, prompt) -> ev.Prefill:
+    return ev.prefill(model, prompt[0])
+
+
+def gvote(p_nuc: float, s: int, sink: int = 2, window: int = 4, seed: int = 0) -> dict:
+    return {"kind": "gvote", "p_nuc": p_nuc, "n_samples": s, "n_sink": sink, "window": window, "seed": seed}
+
+
+def kept(model, pf, method) -> list[torch.Tensor]:
+    return ev.keep_masks(model, pf, method)[0]
+
+
+def test_nucleus_is_the_smallest_set_holding_the_mass() -> None:
+    p = torch.tensor([[0.5, 0.05, 0.3, 0.15]])
+    assert nucleus_mask(p, 0.5).tolist() == [[True, False, False, False]]
+    assert nucleus_mask(p, 0.51).tolist() == [[True, False, True, False]]
+    assert nucleus_mask(p, 0.95).tolist() == [[True, False, True, True]]
+    assert nucleus_mask(p, 1.0).all()
+
+
+def test_p_nuc_one_keeps_everything_and_decodes_like_the_full_cache(model, prompt, pf) -> None:
+    masks = kept(model, pf, gvote(1.0, 4))
+    assert all(bool(m.all()) for m in masks)
+    with torch.no_grad():
+        ref = model(torch.cat(prompt, dim=1)).logits[:, -NQ:]
+    got = ev.decode_logits(model, pf, masks, prompt[1])
+    assert torch.allclose(ref, got, atol=1e-5)
+
+
+def test_memory_non_decreasing_in_p_nuc_and_samples(model, pf) -> None:
+    sizes = []
+    for p in (0.2, 0.4, 0.6, 0.8, 0.95):
+        row = []
+        for s in (1, 2, 4, 8):
+            masks = kept(model, pf, gvote(p, s))
+            row.append(masks)
+            sizes.append(ev.bytes_of(masks, pf))
+        for a, b in zip(row, row[1:]):          # S -> S+: the keep set only grows (nested)
+            assert all(bool((x <= y).all()) for x, y in zip(a, b))
+    grid = torch.tensor(sizes).view(5, 4)
+    assert bool((grid[1:] >= grid[:-1]).all()) and bool((grid[:, 1:] >= grid[:, :-1]).all())
+    assert grid[0, 0] < T * 2 * 2 * 2 * 16 * 4    # a proper subset somewhere (the test has teeth)
+
+
+def test_fixed_seed_gives_identical_keep_sets_and_other_seeds_may_differ(model, pf) -> None:
+    a = kept(model, pf, gvote(0.5, 4, seed=7))
+    b = kept(model, pf, gvote(0.5, 4, seed=7))
+    assert all(bool((x == y).all()) for x, y in zip(a, b))
+
+
+def test_keep_sets_are_ragged_and_hold_sinks_and_window(model, pf) -> None:
+    masks = kept(model, pf, gvote(0.3, 1, sink=3, window=5))
+    counts = [int(c) for m in masks for c in m.sum(dim=-1).flatten()]
+    assert len(set(counts)) > 1                 # heads keep different numbers of entries
+    for m in masks:
+        assert bool(m[..., :3].all()) and bool(m[..., -5:].all())
+
+
+def test_ragged_cache_holds_exactly_the_kept_bytes(model, prompt, pf) -> None:
+    masks = kept(model, pf, gvote(0.4, 2))
+    toks, held, counts = ev.decode(model, pf, masks, prompt[1], max_new_tokens=3)
+    assert held == ev.bytes_of(masks, pf)
+    assert counts == [[int(c) for c in m[0].sum(dim=-1)] for m in masks]
+    assert len(toks) == 3
+
+
+def test_press_in_kvpress_hooks_masks_like_the_physically_pruned_cache(model, prompt, pf) -> None:
+    """GVotePress through kvpress's own hook API (adapted kwargs), decoded with kvpress's head-wise masking,
+    gives the logits of the ragged cache that holds only the kept entries."""
+    kvpress_compat.install()
+    press = GVotePress(p_nuc=0.4, n_samples=2, n_sink=2, window=4)
+    cache = DynamicCache()
+    with torch.no_grad(), press(model):
+        model(prompt[0], cache=cache)
+    ratios = press.compression_ratios
+    assert set(ratios) == {0, 1} and 0.0 < press.compression_ratio < 1.0
+    assert [layer.keys.shape[2] for layer in cache.layers] == [T, T]    # masked, not removed
+    with torch.no_grad():
+        masked = model(prompt[1], cache=cache, position_ids=torch.arange(T, T + NQ)[None]).logits
+    physical = ev.decode_logits(model, pf, [press.keep_masks[0], press.keep_masks[1]], prompt[1])
+    assert torch.allclose(masked, physical, atol=1e-5)
+    assert all(bool((a == b).all()) for a, b in zip(kept(model, pf, gvote(0.4, 2)), press.keep_masks.values()))
+
+
+def test_press_knobs_are_validated() -> None:
+    for bad in ({"p_nuc": 0.0}, {"p_nuc": 1.2}, {"n_samples": 0}, {"cap_fraction": 0.0}):
+        with pytest.raises(ValueError):
+            GVotePress(**bad)
+    with pytest.raises(AttributeError):
+        GVotePress().compression_ratio = 0.5
+
+
+def test_adapter_gives_the_hook_path_the_same_keep_sets(model, prompt, pf) -> None:
+    """SnapKV through kvpress's hook (adapted kwargs) keeps what `press_keep_mask` reports post hoc."""
+    kvpress_compat.install()
+    press = ev.make_press("snapkv", 0.5)
+    cache = DynamicCache()
+    with torch.no_grad(), press(model):
+        model(prompt[0], cache=cache)
+    post = kept(model, pf, {"kind": "press", "press": "snapkv", "ratio": 0.5})
+    for i, (layer, mask) in enumerate(zip(cache.layers, post)):
+        assert layer.keys.shape[2] == int(mask[0, 0].sum())
+        for h in range(mask.shape[1]):     # the press keeps rows in score order; compare as position sets
+            pos = kvpress_compat._row_index(pf.keys[i][0, h].numpy(), layer.keys[0, h].numpy())
+            assert sorted(pos.tolist()) == torch.nonzero(mask[0, h]).flatten().tolist()
+
+
+def test_every_press_runs_and_adakv_is_ragged(model, prompt, pf) -> None:
+    for name in ev.PRESSES:
+        masks = kept(model, pf, {"kind": "press", "press": name, "ratio": 0.5})
+        total = sum(int(m.sum()) for m in masks)
+        assert total == pytest.approx(0.5 * 2 * 2 * T, rel=0.05), name
+    ada = kept(model, pf, {"kind": "press", "press": "adakv", "ratio": 0.5})
+    assert len({int(c) for m in ada for c in m.sum(dim=-1).flatten()}) > 1
+
+
+def test_oracle_holds_what_the_decoding_queries_need(model, prompt, pf) -> None:
+    oracle = ev.oracle_masks(model, pf, prompt[1], 0.3)
+    full = ev.oracle_masks(model, pf, prompt[1], 1.0)
+    assert all(bool(m.all()) for m in full)
+    assert all(bool((a <= b).all()) for a, b in zip(oracle, full))
+    assert sum(int(m.sum()) for m in oracle) < sum(int(m.sum()) for m in full)
