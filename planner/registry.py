@@ -24,6 +24,7 @@ _CAPPED = re.compile(r"^(?P<base>[a-z0-9_.-]+?)_(?P<gb>\d+(?:\.\d+)?)gb$")
 @lru_cache(maxsize=None)
 def families() -> tuple[Family, ...]:
     """Every planning family, in the order scenario inference asks them (one line each)."""
+    from planner.families.dfgl import DfglFamily
     from planner.families.fed_compress import FedCompressFamily
     from planner.families.fed_lora import FedLoraFamily
     from planner.families.moe_offload import MoeOffloadFamily
@@ -34,6 +35,7 @@ def families() -> tuple[Family, ...]:
         MoeOffloadFamily(),
         FedLoraFamily(),
         FedCompressFamily(),
+        DfglFamily(),
     )
 
 
