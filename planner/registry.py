@@ -31,11 +31,11 @@ def families() -> tuple[Family, ...]:
     from planner.families.split_inference import SplitInferenceFamily
 
     return (
+        DfglFamily(),               # claims only with --workers and --graph: asked first, nothing to profile
         SplitInferenceFamily(),
         MoeOffloadFamily(),
         FedLoraFamily(),
         FedCompressFamily(),
-        DfglFamily(),
     )
 
 

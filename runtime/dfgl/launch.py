@@ -7,17 +7,19 @@ are terminated. The receipt then says which worker died in which round and what 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+import torch
+
 from core.p2p_topology import pair_distance_bounds
+from runtime.dfgl.worker import entry
 
 
 def _free_port() -> int:
@@ -40,28 +42,31 @@ def run_job(job: dict[str, Any], work: Path, on_round: Callable[[str], None] = l
     job = {**job, "port": _free_port(), "out_dir": str(work)}
     job_file = work / "job.json"
     job_file.write_text(json.dumps(job), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    procs = [subprocess.Popen([sys.executable, "-m", "runtime.dfgl.worker", str(job_file), str(r)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(m)]
+    # fork after importing torch and PyG once here: each worker is its own process (own gloo rank, one torch
+    # thread) without paying PyG's import per worker
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=entry, args=(str(job_file), r), daemon=True) for r in range(m)]
+    for p in procs:
+        p.start()
     first_fail: tuple[int, int] | None = None
     fail_at = 0.0
     grace = float(job["timeout_s"]) + 10.0
-    while any(p.poll() is None for p in procs):
+    while any(p.is_alive() for p in procs):
         for r, p in enumerate(procs):
-            if p.poll() not in (None, 0) and first_fail is None:
-                first_fail, fail_at = (r, p.returncode), time.monotonic()
+            if not p.is_alive() and p.exitcode not in (None, 0) and first_fail is None:
+                first_fail, fail_at = (r, p.exitcode), time.monotonic()
         if first_fail is not None and time.monotonic() - fail_at > grace:
             for p in procs:
-                if p.poll() is None:
+                if p.is_alive():
                     p.terminate()
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     for p in procs:
-        p.wait()
+        p.join()
     if first_fail is None:
-        bad = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode != 0]
+        bad = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode != 0]
         first_fail = bad[0] if bad else None
     logs = _read_logs(work, m)
     return _receipt(job, logs, first_fail, work)
@@ -98,7 +103,8 @@ def _receipt(job: dict, logs: list[list[dict]], fail: tuple[int, int] | None, wo
     if fail is not None:
         r, code = fail
         died_in = len(logs[r])
-        lost = (f"worker {job['workers'][r]} (rank {r}) stopped in round {died_in} (exit {code}); the others "
+        why = {3: "killed by --kill-worker", 4: "lost a peer"}.get(code, f"exit {code}")
+        lost = (f"worker {job['workers'][r]} (rank {r}) stopped in round {died_in} ({why}); the others "
                 f"stopped at their {job['timeout_s']:g} s peer timeout; {len(job['rounds']) - done} of "
                 f"{len(job['rounds'])} rounds were not completed by every worker")
     return {"config": job["config"], "workers": m, "rounds": rounds, "lost": lost,

@@ -18,14 +18,20 @@ class TwoLayerGnn(torch.nn.Module):
         return self.conv2(torch.relu(self.conv1(x, edge_index)), edge_index)
 
 
+def _with_example(model: TwoLayerGnn, features: int) -> TwoLayerGnn:
+    """Attach example inputs (a 4-node path graph) so the model can be traced or profiled."""
+    model.example_inputs = (torch.zeros(4, features), torch.tensor([[0, 1, 2, 1, 2, 3], [1, 2, 3, 0, 1, 2]]))
+    return model
+
+
 def build_gcn(features: int = 32, hidden: int = 32, classes: int = 4) -> TwoLayerGnn:
     """Catalog factory of the `gcn` model."""
-    return TwoLayerGnn(features, hidden, classes, "gcn")
+    return _with_example(TwoLayerGnn(features, hidden, classes, "gcn"), features)
 
 
 def build_sage(features: int = 32, hidden: int = 32, classes: int = 4) -> TwoLayerGnn:
     """Catalog factory of the `sage` model."""
-    return TwoLayerGnn(features, hidden, classes, "sage")
+    return _with_example(TwoLayerGnn(features, hidden, classes, "sage"), features)
 
 
 def flat(model: torch.nn.Module) -> torch.Tensor:

@@ -181,10 +181,17 @@ def main(job_path: str, rank: int) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    rank = int(sys.argv[2])
+def entry(job_path: str, rank: int) -> None:
+    """Process entry point: run, and on a lost peer write one line to `worker<rank>.err` and exit 4."""
     try:
-        sys.exit(main(sys.argv[1], rank))
+        code = main(job_path, rank)
     except (RuntimeError, dist.DistBackendError) as exc:   # a peer vanished: gloo's timeout or connection reset
-        print(f"worker {rank}: lost a peer ({str(exc).splitlines()[0][:160]})", file=sys.stderr)
-        sys.exit(EXIT_PEER_LOST)
+        out = Path(json.loads(Path(job_path).read_text(encoding="utf-8"))["out_dir"])
+        (out / f"worker{rank}.err").write_text(f"lost a peer ({str(exc).splitlines()[0][:160]})\n", encoding="utf-8")
+        code = EXIT_PEER_LOST
+    sys.stdout.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    entry(sys.argv[1], int(sys.argv[2]))

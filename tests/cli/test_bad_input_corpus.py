@@ -164,6 +164,17 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
      ("has no prompts",)),
     ("trace temperature negative", ["trace", "mixtral-8x7b", "--tiny", "-o", "t.npz", "--temperature=-0.5"],
      ("--temperature -0.5",)),
+    # ---- dfgl
+    ("dfgl link without unit", ["plan", "gcn", "--workers", "workers_nounit.yaml", "--graph", "csbm:nodes=300,workers=3"],
+     ("link w0-w1 rate", "no unit")),
+    ("dfgl disconnected links", ["plan", "gcn", "--workers", "workers_cut.yaml", "--graph", "csbm:nodes=300,workers=3"],
+     ("do not connect every worker", "spanning")),
+    ("dfgl workers missing", ["plan", "gcn", "--workers", "nope.yaml", "--graph", "csbm:nodes=300,workers=3"],
+     ("--workers nope.yaml", "does not exist")),
+    ("dfgl workers gen 1", ["plan", "gcn", "--workers", "gen:1", "--graph", "csbm:nodes=300,workers=1"],
+     ("fewer than 2 workers",)),
+    ("dfgl on a CNN", ["plan", "digits-cnn", "--scenario", "dfgl", "--workers", "gen:3", "--graph", "csbm:nodes=300"],
+     ("dfgl trains a GNN", "gcn or sage")),
     # ---- profile, hardware, calibrate, export, argparse
     ("profile negative seq-len", ["profile", "mixtral-8x7b", "--seq-len", "-4"], ("--seq-len -4", "at least 1")),
     ("profile unknown model", ["profile", "mixtral-8x7"], ("unknown model",)),

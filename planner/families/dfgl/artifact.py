@@ -73,6 +73,7 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     progress(f"{len(job['workers'])} worker processes (gloo), {len(job['rounds'])} rounds")
     with tempfile.TemporaryDirectory(prefix="dfgl-run-") as work:
         rec = run_job(job, Path(work))
-    if rec["lost"] and not rec["rounds"]:
-        raise PlannerError(f"the run stopped: {rec['lost']}", "check the worker that died; re-run without --kill-worker")
+    if rec["lost"]:
+        raise PlannerError(f"the run stopped after {rec['completed_rounds']} complete rounds: {rec['lost']}",
+                           "re-run once every worker can stay up (or without --kill-worker)")
     return RunReport(json.dumps(rec, sort_keys=True, indent=1), receipt_table(rec))
