@@ -63,7 +63,7 @@ def train_schedule(g: Any, p: Any, sched: Any, seed: int, hidden: int = 32, loca
 
     from core.p2p_topology import metropolis_weights
     from runtime.dfgl.model import TwoLayerGnn, flat, load_flat
-    from runtime.dfgl.sampling import halo_requests, sample_edges
+    from runtime.dfgl.sampling import halo_requests, local_subgraph, sample_edges
     from solvers.dfgl.cost import compute_s
 
     torch.set_num_threads(1)
@@ -96,12 +96,8 @@ def train_schedule(g: Any, p: Any, sched: Any, seed: int, hidden: int = 32, loca
             for j, ids in req.items():
                 link_in[i, j] += ids.numel() * x.shape[1] * 4
             nodes = torch.cat([local[i], halo])
-            remap = torch.full((x.shape[0],), -1, dtype=torch.int64)
-            remap[nodes] = torch.arange(nodes.numel())
-            sub_e = remap[edges]
-            sub_e = sub_e[:, (sub_e >= 0).all(0)]
-            full_e = remap[ei[:, part[ei[1]] == i]]
-            full_e = full_e[:, (full_e >= 0).all(0)]
+            sub_e = local_subgraph(edges, nodes, x.shape[0])
+            full_e = local_subgraph(ei[:, part[ei[1]] == i], nodes, x.shape[0])
             graphs.append((x[nodes], sub_e, full_e, local[i].numel()))
             mod, opt = models[i], opts[i]
             tmask = trm[local[i]]

@@ -25,3 +25,14 @@ def halo_requests(edges: torch.Tensor, part: torch.Tensor, rank: int) -> dict[in
     remote = src[part[src] != rank].unique()
     owners = part[remote]
     return {int(j): remote[owners == j] for j in owners.unique()}
+
+
+def local_subgraph(edges: torch.Tensor, nodes: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """`edges` (global ids) renumbered to positions in `nodes`, edges with an end outside dropped, and made
+    symmetric: a halo node then aggregates from the local nodes it is linked to (real edges of the graph),
+    instead of from itself alone, which would give it GCN degree 1 and over-weight its messages."""
+    remap = torch.full((num_nodes,), -1, dtype=torch.int64)
+    remap[nodes] = torch.arange(nodes.numel())
+    e = remap[edges]
+    e = e[:, (e >= 0).all(0)]
+    return torch.cat([e, e.flip(0)], 1).unique(dim=1)

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from core.dfgl_policy import RuleController
 from core.p2p_topology import consensus_estimate, metropolis_weights
 from runtime.dfgl.model import TwoLayerGnn, flat, load_flat
-from runtime.dfgl.sampling import halo_requests, sample_edges
+from runtime.dfgl.sampling import halo_requests, local_subgraph, sample_edges
 
 EXIT_PEER_LOST = 4
 EXIT_KILLED = 3
@@ -117,11 +117,8 @@ def main(job_path: str, rank: int) -> int:
             halo_ids = torch.cat([want[j] for j in peers]) if peers else torch.empty(0, dtype=torch.int64)
             halo_x = torch.cat([feats[j] for j in peers]) if peers else torch.empty(0, x.shape[1])
             nodes = torch.cat([local, halo_ids])
-            remap = torch.full((x.shape[0],), -1, dtype=torch.int64)
-            remap[nodes] = torch.arange(nodes.numel())
             sub_x = torch.cat([x[local], halo_x])
-            sub_e = remap[edges]
-            sub_e = sub_e[:, (sub_e >= 0).all(0)]
+            sub_e = local_subgraph(edges, nodes, x.shape[0])
             n_local = local.numel()
             tmask = train_mask[local]
             model.train()
@@ -165,8 +162,7 @@ def main(job_path: str, rank: int) -> int:
                 time.sleep(emulated - comm_s)
             model.eval()
             with torch.no_grad():
-                full_e = remap[edge_index[:, (part[edge_index[1]] == rank)]]
-                full_e = full_e[:, (full_e >= 0).all(0)]
+                full_e = local_subgraph(edge_index[:, part[edge_index[1]] == rank], nodes, x.shape[0])
                 pred = model(sub_x, full_e)[:n_local].argmax(1)
                 te = test_mask[local]
                 correct = int((pred[te] == y[local][te]).sum())
