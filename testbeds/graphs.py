@@ -3,10 +3,9 @@
 Contextual stochastic block model (Deshpande et al., 2018): `classes` planted blocks; an edge joins two nodes
 of the same class with probability p_in and of different classes with p_out, chosen so the expected degree
 is `degree` and the edge homophily (fraction of intra-class edges) is `homophily`: the structure signal.
-Node features are a class mean plus Gaussian noise, `x_i = snr * mu_{y_i} / sqrt(d) * sqrt(d) ... `: each
-class has a random unit mean direction scaled by `snr` and unit-variance noise per dimension, so `snr` is the
-feature signal (distance between class means over the noise's standard deviation). Both are tunable
-separately; `homophily = 1/classes` is a structure carrying no label information, `snr = 0` likewise features.
+Node features are a class mean plus Gaussian noise, `x_i = (snr / sqrt 2) * u_{y_i} + N(0, I)` with a random
+unit direction u_c per class: two class means lie about `snr` apart (the directions are nearly orthogonal)
+in units of the noise's standard deviation, so `snr` is the feature signal. Both are tunable separately; `homophily = 1/classes` is a structure carrying no label information, `snr = 0` likewise features.
 
 Splits into clients (each records the cross-client edges it cuts):
   louvain   networkx's Louvain communities (seeded), merged/assigned greedily into `clients` parts of
@@ -118,7 +117,7 @@ def csbm(nodes: int = 2000, classes: int = 4, degree: float = 10.0, homophily: f
     edges = _sbm_edges(y, p_in, p_out, rng)
     means = rng.normal(size=(classes, features))
     means /= np.linalg.norm(means, axis=1, keepdims=True)
-    x = (snr / 2.0) * means[y] + rng.normal(size=(nodes, features))   # class means snr/2 from the origin
+    x = (snr / math.sqrt(2.0)) * means[y] + rng.normal(size=(nodes, features))
     n = len(y)
     return Graph(edges, x.astype(np.float32), y.astype(np.int64), -np.ones(n, dtype=np.int64), np.zeros(0, dtype=np.int64),
                  {"generator": "csbm", "nodes": nodes, "classes": classes, "degree": degree, "homophily": homophily,
@@ -291,7 +290,7 @@ def csbm_clients(nodes: int = 3000, classes: int = 4, degree: float = 10.0, feat
             shared_means = rng.normal(size=(classes, features))
             shared_means /= np.linalg.norm(shared_means, axis=1, keepdims=True)
         noise = np.random.default_rng(seed * 1000 + g + 500).normal(size=(per_group_nodes, features))
-        sub.x = ((s / 2.0) * shared_means[sub.y] + noise).astype(np.float32)
+        sub.x = ((s / math.sqrt(2.0)) * shared_means[sub.y] + noise).astype(np.float32)
         mine = [c for c in range(clients) if c % groups == g]
         local = np.random.default_rng(seed * 1000 + g + 900).permutation(np.arange(per_group_nodes) % len(mine))
         owners.append(np.array(mine, dtype=np.int64)[local])

@@ -23,25 +23,20 @@ TEXT_MODULES = ("argparse.py", "logging", "json", "collections", "functools.py",
 QUESTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("What is the capital of France?", ("Paris",)),
     ("What is the capital of Japan?", ("Tokyo",)),
-    ("What is the capital of Italy?", ("Rome",)),
     ("What is the capital of Germany?", ("Berlin",)),
-    ("What is the capital of Spain?", ("Madrid",)),
     ("What is the capital of England?", ("London",)),
     ("What is the capital of Russia?", ("Moscow",)),
     ("What is the capital of Egypt?", ("Cairo",)),
     ("What is the capital of China?", ("Beijing",)),
     ("What color is the sky on a clear day?", ("blue",)),
-    ("What color is grass?", ("green",)),
     ("How many days are in a week?", ("seven", "7")),
-    ("How many legs does a spider have?", ("eight", "8")),
-    ("What is the largest planet in our solar system?", ("Jupiter",)),
     ("What is the chemical symbol for water?", ("H2O",)),
-    ("What do bees make?", ("honey",)),
-    ("Which animal is known as the king of the jungle?", ("lion",)),
-    ("What is the freezing point of water in degrees Celsius?", ("0", "zero")),
     ("Who wrote Romeo and Juliet?", ("Shakespeare",)),
     ("What is the opposite of hot?", ("cold",)),
 )
+# Candidates the base model got wrong (greedy, 24 tokens) and so are not in the probe: the capitals of Italy and
+# Spain, the colour of grass, a spider's legs, the largest planet, what bees make, the king of the jungle, the
+# freezing point of water (answered "-18").
 
 
 def questions() -> list[Prompt]:
