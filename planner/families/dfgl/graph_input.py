@@ -27,17 +27,35 @@ class GraphSplit:
         return int(self.y.max()) + 1
 
 
+TRAIN_SHARE = 0.5   # share of every worker's nodes used for training (seeded); the rest is held out
+
+
 def load_graph(spec: str, workers: int, seed: int) -> GraphSplit:
-    """`--graph NAME:ARGS` through testbeds.graphs (contextual SBM + Louvain split); one-line errors."""
-    try:
-        from testbeds import graphs
-    except ImportError as exc:
-        raise PlannerError("the graph test beds (testbeds/graphs.py) are not installed in this checkout",
-                           "merge the testbeds branch") from exc
-    g = graphs.build_graph(spec, seed=seed)
-    parts = int(np.max(g.part)) + 1
-    if parts != workers:
-        raise PlannerError(f"--graph {spec} splits the graph into {parts} workers but --workers has {workers}",
-                           f"write workers={workers} in --graph or give --workers {parts} workers")
-    return GraphSplit(np.asarray(g.x, np.float32), np.asarray(g.y, np.int64), np.asarray(g.edge_index, np.int64),
-                      np.asarray(g.part, np.int64), np.asarray(g.train_mask, bool), np.asarray(g.test_mask, bool), spec)
+    """`--graph NAME:ARGS` through the shared test beds (contextual SBM + Louvain split; `workers=N` is read as
+    the test beds' `clients=N`, and defaults to the --workers count); one-line errors."""
+    from testbeds.graphs import build_graph
+    from testbeds.specs import parse_graph
+
+    text = ",".join("clients=" + item.split("=", 1)[1] if item.strip().startswith("workers=") else item
+                    for item in spec.split(",")) if ":" in spec else spec
+    parsed = parse_graph(text, "--graph")
+    args = dict(parsed.args)
+    if "clients" in args and not any(k in spec for k in ("workers=", "clients=")):
+        args["clients"] = workers
+    if "seed" in args and "seed=" not in spec:
+        args["seed"] = seed
+    if args.get("clients") != workers:
+        raise PlannerError(f"--graph {spec} splits the graph into {args.get('clients')} workers but --workers has "
+                           f"{workers}", f"write workers={workers} in --graph, or give --workers {args.get('clients')} workers")
+    g = build_graph(parsed.name, args)
+    part = np.asarray(g.client, np.int64)
+    counts = np.bincount(part, minlength=workers)
+    if counts.min() < 2:
+        raise PlannerError(f"--graph {spec}: worker {int(counts.argmin())} gets {int(counts.min())} nodes "
+                           f"({workers} workers is more than this graph's communities allow)",
+                           "use fewer workers or more nodes")
+    e = np.asarray(g.edges, np.int64)
+    rng = np.random.default_rng(seed)
+    train = rng.random(part.shape[0]) < TRAIN_SHARE
+    return GraphSplit(np.asarray(g.x, np.float32), np.asarray(g.y, np.int64), np.concatenate([e, e[::-1]], axis=1),
+                      part, train, ~train, spec)
