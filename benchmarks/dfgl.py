@@ -17,7 +17,7 @@ Summary: time and bytes to the target accuracy (target = 95 % of the full-topolo
 final accuracy in that seed) relative to the best baseline that reaches it; accuracy at an equal time budget
 (the plan's total time) minus the best baseline's; median and spread over seeds.
 
-    nice .venv/bin/python -m benchmarks.dfgl --quick     # 3 seeds, 2000 nodes, 15 rounds
+    nice .venv/bin/python -m benchmarks.dfgl --quick     # 3 seeds, 1000 nodes, 12 rounds
     nice .venv/bin/python -m benchmarks.dfgl             # 5 seeds, 8000 nodes, 30 rounds
 """
 from __future__ import annotations
@@ -179,11 +179,11 @@ def _spread(vals: list[float | None]) -> dict:
 def main() -> None:
     """Run the seeds, print a table, write build/bench/dfgl.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 seeds, 2000 nodes, 15 rounds")
+    ap.add_argument("--quick", action="store_true", help="3 seeds, 1000 nodes, 12 rounds, 8 DDPG episodes")
     ap.add_argument("--graph", default=None, help="graph spec (default csbm:nodes=N,workers=8)")
     args = ap.parse_args()
     seeds = [0, 1, 2] if args.quick else [0, 1, 2, 3, 4]
-    nodes, rounds, episodes = (2000, 15, 15) if args.quick else (8000, 30, 40)
+    nodes, rounds, episodes = (1000, 12, 8) if args.quick else (8000, 30, 40)
     spec = args.graph or f"csbm:nodes={nodes},workers=8"
     per_seed = []
     for s in seeds:
