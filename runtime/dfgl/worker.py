@@ -129,7 +129,7 @@ def main(job_path: str, rank: int) -> int:
                 loss = torch.nn.functional.cross_entropy(out[tmask], y[local][tmask])
                 loss.backward()
                 opt.step()
-                loss_v = float(loss)
+                loss_v = float(loss.detach())
             # (5) gossip with Metropolis weights; C_ij to every neighbour
             w_own = flat(model)
             if job.get("log_models"):
