@@ -40,14 +40,16 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def _files(entry: str) -> list[Path]:
+def stdlib_files(entry: str) -> list[Path]:
+    """The .py files of one stdlib entry (a package folder without its tests, or one module)."""
     p = stdlib_dir() / entry
     if p.is_dir():
         return sorted(f for f in p.rglob("*.py") if "test" not in f.relative_to(stdlib_dir()).parts[1:])
     return [p] if p.is_file() else []
 
 
-def _docstrings(path: Path) -> list[str]:
+def docstrings_of(path: Path) -> list[str]:
+    """Docstrings of a source file (module, classes, functions) of at least 80 characters, without doctests."""
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
@@ -66,7 +68,7 @@ def source_texts(source: str) -> tuple[str, ...]:
     """The docstrings of one source, in file order (deterministic for a given Python)."""
     if source not in SOURCES:
         raise PlannerError(f"unknown corpus source '{source}'", closest_names(source, SOURCES) + f"; the sources are {', '.join(SOURCES)}")
-    return tuple(d for entry in SOURCES[source] for f in _files(entry) for d in _docstrings(f))
+    return tuple(d for entry in SOURCES[source] for f in stdlib_files(entry) for d in docstrings_of(f))
 
 
 def corpus_info() -> dict[str, Any]:

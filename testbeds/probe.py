@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from testbeds.corpus import _docstrings, _files
+from testbeds.corpus import docstrings_of, stdlib_files
 from testbeds.prompts import Prompt, answer, score
 
 # stdlib modules disjoint from corpus.SOURCES
@@ -46,7 +46,7 @@ def questions() -> list[Prompt]:
 
 def probe_texts(max_docs: int = 40) -> list[str]:
     """Held-out natural text: the first `max_docs` long docstrings of TEXT_MODULES, in a fixed order."""
-    docs = [d for entry in TEXT_MODULES for f in _files(entry) for d in _docstrings(f)]
+    docs = [d for entry in TEXT_MODULES for f in stdlib_files(entry) for d in docstrings_of(f)]
     return docs[:max_docs]
 
 
