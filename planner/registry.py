@@ -26,6 +26,7 @@ _CAPPED = re.compile(r"^(?P<base>[a-z0-9_.-]+?)_(?P<gb>\d+(?:\.\d+)?)gb$")
 @lru_cache(maxsize=None)
 def families() -> tuple[Family, ...]:
     """Every planning family, in the order scenario inference asks them (one line each)."""
+    from planner.families.dfgl import DfglFamily
     from planner.families.fed_compress import FedCompressFamily
     from planner.families.fed_lora import FedLoraFamily
     from planner.families.kv_budget import KvBudgetFamily
@@ -33,6 +34,7 @@ def families() -> tuple[Family, ...]:
     from planner.families.split_inference import SplitInferenceFamily
 
     return (
+        DfglFamily(),               # claims only with --workers and --graph: asked first, nothing to profile
         SplitInferenceFamily(),
         MoeOffloadFamily(),
         FedLoraFamily(),

@@ -127,6 +127,14 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
 
     RoutingTrace(np.zeros((40, 2, 2), dtype=np.int16), np.full((40, 2, 2), -1, dtype=np.int16), 8, "test: 2 layers",
                  "other-model", {}).save(base / "wrong_shape.npz")
+    # dfgl workers files: a link rate with no unit; links that leave a worker unreachable
+    three = [{"id": f"w{i}", "hardware": "raspberry_pi5_8gb"} for i in range(3)]
+    (base / "workers_nounit.yaml").write_text(yaml.safe_dump(
+        {"workers": three, "links": {"rate": "20mbps", "latency": "5ms", "pairs": [["w0", "w1", "20", "5ms"]]}}),
+        encoding="utf-8")
+    (base / "workers_cut.yaml").write_text(yaml.safe_dump(
+        {"workers": three, "links": {"rate": "0mbps", "latency": "5ms", "pairs": [["w0", "w1", "20mbps", "5ms"]]}}),
+        encoding="utf-8")
     return base
 
 

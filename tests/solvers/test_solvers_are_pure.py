@@ -50,6 +50,15 @@ s = caesar.solve(p)
 assert validate.validate(p, s) == []
 assert all(validate.validate(p, b.solve(p)) == [] for b in baselines.baselines(reference=s))
 """,
+    "dfgl": r"""
+from solvers.dfgl import baselines, ddpg, duplex, exact, validate
+from tests.dfgl_instances import small_problem
+p = small_problem(4, 3)
+s = duplex.solve(p, ddpg.DdpgConfig(episodes=2))
+assert validate.validate(p, s.schedule) == []
+assert all(validate.validate(p, b.solve(p).schedule) == [] for b in baselines.baselines())
+assert exact.one_round_oracle(p, 0, 0.0, ddpg.ratio_grid(p, 4))[0] > 0
+""",
 }
 
 

@@ -1,0 +1,147 @@
+"""dfgl phases: inputs -> lower -> solve (train the DDPG controller, roll the plan) -> baselines -> oracle -> lift."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from planner.families.base import PlanContext
+from planner.plan_refs import solver_trace
+from planner.schema import BaselineResult, HardwareRef, ModelRef, Objective, Plan, SolverInfo
+
+ORACLE_ROUNDS = 3   # rounds of the plan's own trajectory checked against the one-round oracle (m <= 5)
+
+
+@dataclass
+class DfglState:
+    """What the dfgl phases pass along."""
+
+    workers: Any = None
+    graph: Any = None
+    problem: Any = None
+    solution: Any = None
+    baselines: dict[str, Any] = field(default_factory=dict)
+    oracle_gaps: list[float] = field(default_factory=list)
+
+
+def inputs(ctx: PlanContext) -> None:
+    """Read the workers file and build the graph split."""
+    from planner.families.dfgl.graph_input import load_graph
+    from planner.families.dfgl.workers import parse_workers
+    from planner.registry import resolve_hardware
+
+    o = ctx.options
+    w = parse_workers(o.workers, o.lowering.rounds, lambda n: resolve_hardware(n, flag="--workers"))
+    ctx.state = DfglState(workers=w, graph=load_graph(o.graph, len(w.ids), o.lowering.seed))
+
+
+def lower(ctx: PlanContext) -> None:
+    """Graph + workers -> the DfglProblem."""
+    from planner.families.dfgl.lowering import lower as lower_problem
+
+    st = ctx.state
+    st.problem = lower_problem(st.graph, st.workers, ctx.options.lowering)
+    ctx.notes.append("round loss and consensus are the planner's surrogate (docs/dfgl.md §3, constants assumed, "
+                     "not fitted); times and bytes come from the cost model and the workers file's links")
+
+
+def solve(ctx: PlanContext) -> None:
+    """Train the DDPG controller in the simulator and roll the plan's schedule."""
+    from solvers.dfgl.ddpg import DdpgConfig
+    from solvers.dfgl.duplex import solve as duplex
+    from solvers.dfgl.validate import validate
+
+    o = ctx.options.lowering
+    st = ctx.state
+    st.solution = duplex(st.problem, DdpgConfig(episodes=o.episodes, seed=o.seed))
+    bad = validate(st.problem, st.solution.schedule)
+    if bad:
+        raise RuntimeError("the controller produced an invalid schedule (a bug): " + "; ".join(bad[:3]))
+
+
+def baselines(ctx: PlanContext) -> None:
+    """Every baseline on the same problem."""
+    from solvers.dfgl.baselines import baselines as all_baselines
+
+    st = ctx.state
+    for b in all_baselines(seed=ctx.options.lowering.seed):
+        st.baselines[b.name] = (b, b.solve(st.problem))
+
+
+def oracle(ctx: PlanContext) -> None:
+    """For <= 5 workers: the controller's choice vs the one-round oracle on the first rounds of its trajectory."""
+    from solvers.dfgl.ddpg import ratio_grid
+    from solvers.dfgl.exact import MAX_WORKERS, one_round_oracle
+    from solvers.dfgl.rollout import initial_observation, step
+
+    st = ctx.state
+    p, sched = st.problem, st.solution.schedule
+    if p.num_workers > MAX_WORKERS:
+        ctx.notes.append(f"one-round oracle skipped: it enumerates topologies of at most {MAX_WORKERS} workers")
+        return
+    obs = initial_observation(p)
+    for k in range(min(ORACLE_ROUNDS, p.rounds)):
+        j_star = one_round_oracle(p, k, obs.consensus, ratio_grid(p, 10))[0]
+        j, _, obs = step(p, k, obs, sched.adjacency[k], sched.ratios[k])
+        st.oracle_gaps.append(j / j_star - 1.0)
+
+
+def _actor_record(agent: Any) -> dict:
+    return {k: np.round(v, 6).tolist() for k, v in sorted(agent.actor.items())}
+
+
+def lift(ctx: PlanContext) -> None:
+    """Solution -> Plan: per-round schedule by worker id, controller (actor weights + training record), baselines."""
+    from planner.families.dfgl.lowering import predicted_of, schedule_record
+
+    st = ctx.state
+    p, sol, o, w = st.problem, st.solution, ctx.options.lowering, st.workers
+    pred = {**predicted_of(sol.metrics), "feasible": True}
+    if st.oracle_gaps:
+        pred["oracle_gap_max"] = round(max(st.oracle_gaps), 6)
+    base = {}
+    for name, (b, s) in st.baselines.items():
+        base[name] = BaselineResult(b.description, {k: v for k, v in s.params.items() if k != "violations"},
+                                    {**predicted_of(s.metrics), "feasible": s.feasible,
+                                     "violations": list(s.params.get("violations", []))},
+                                    {}, {"schedule": schedule_record(p, s.schedule, s.metrics)})
+    beaten = [n for n, r in base.items() if r.predicted["feasible"]
+              and r.predicted["objective_sum"] < pred["objective_sum"] - 1e-9]
+    if beaten:
+        ctx.notes.append(f"under the surrogate, {', '.join(beaten)} beat(s) the controller's schedule: run that "
+                         "baseline instead (`planner run DIR --baseline NAME`)")
+    spec = ctx.spec
+    g = st.graph
+    decisions = {
+        "workers": [{"id": i, "hardware": h} for i, h in zip(w.ids, w.hardware)],
+        "links": {"rate_bits_per_s": np.round(w.rate_bps, 3).tolist(), "latency_s": np.round(w.latency_s, 9).tolist()},
+        "graph": {"spec": g.spec, "seed": o.seed, "nodes": int(g.x.shape[0]), "features": int(g.x.shape[1]),
+                  "classes": g.num_classes},
+        "training": {"layer": o.layer, "hidden": o.hidden, "local_steps": o.local_steps, "lr": o.lr},
+        "problem": {"degree": o.degree, "r_min": o.r_min, "c_max": o.c_max, "rho": o.rho,
+                    "model_bytes": p.model_bytes, "embedding_bytes": p.embedding_bytes,
+                    "halo": p.cross_edges.tolist(), "local_edges": p.local_edges.tolist()},
+        "controller": {"kind": "ddpg", "actor": _actor_record(sol.agent),
+                       "training_record": [dict(e.values, episode=e.iteration) for e in sol.agent.record],
+                       "rule": {"degree": o.degree, "base_ratio": 0.5, "r_min": o.r_min, "c_max": o.c_max}},
+        "schedule": schedule_record(p, sol.schedule, sol.metrics),
+    }
+    ctx.plan = Plan(
+        family=ctx.family.name,
+        model=ModelRef(spec.name, spec.fingerprint(ctx.request.tiny), spec.source, num_params=int(p.model_bytes // 4),
+                       dtype="fp32", tiny=ctx.request.tiny),
+        hardware=HardwareRef(f"workers {w.source}", w.fingerprint(), "workers", 0,
+                             f"{len(w.ids)} workers: {', '.join(sorted(set(w.hardware)))}"),
+        solver=SolverInfo(name="Duplex (DDPG controller trained in the simulator + link local search)",
+                          status=sol.status.value, config={"episodes": o.episodes, "seed": o.seed, "degree": o.degree},
+                          wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,
+                          iterations=len(sol.trace), trace=solver_trace(sol.trace, limit=20)),
+        objective=Objective(ctx.family.objective_metric, ctx.family.objective_sense, float(pred["objective_sum"])),
+        decisions=decisions, predicted=pred, baselines=base, bound=None,
+        inputs={"scenario_reason": ctx.scenario_reason, "workers": w.source, "workers_fingerprint": w.fingerprint(),
+                "graph": g.spec, "rounds": o.rounds, "seed": o.seed,
+                "surrogate": asdict(p.surrogate)},
+        constraints={"r_min": o.r_min, "degree": o.degree, "c_max": o.c_max},
+        notes=tuple(dict.fromkeys(ctx.notes)),
+    )

@@ -1,0 +1,84 @@
+"""Cost model (round time, bytes) and the training surrogate of dfgl (spec §3), apart from any search.
+
+    t_cp,i  = kappa_i * |V_i^train| * (1 + r_i * dbar_i) * L_gcn
+    t_com,i = max_{j: a_ij = 1} [(r_i * E^x_ij * L_emb * emb_bytes + |w| bytes) / b_ij + lat_ij]
+    t       = max_i (t_cp,i + t_com,i)
+Neighbours behind a removed link are unreachable (the coupling), which the surrogate's `reach` carries.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from core.p2p_topology import metropolis_weights, second_eigenvalue
+from solvers.dfgl.problem import DfglProblem, RoundMetrics, Schedule
+
+
+def compute_s(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
+    """Per-worker local training seconds (m,) at sampling ratios `ratios` (m,)."""
+    return p.kappa_s * p.nodes_train * (1.0 + ratios * p.mean_degree) * p.gcn_layers
+
+
+def link_bytes(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray) -> np.ndarray:
+    """(m, m) bytes moved from j to i in a round: i's sampled halo embeddings of j plus j's model."""
+    emb = ratios[:, None] * p.cross_edges * p.exchanged_layers * p.embedding_bytes
+    return adj * (emb + p.model_bytes)
+
+
+def comm_s(p: DfglProblem, k: int, adj: np.ndarray, ratios: np.ndarray) -> np.ndarray:
+    """Per-worker communication seconds (m,) in round k: the slowest incoming neighbour link."""
+    b = p.bandwidth_Bps[k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(adj > 0, link_bytes(p, adj, ratios) / np.where(b > 0, b, 1.0) + p.latency_s[k], 0.0)
+    return t.max(axis=1)
+
+
+def reach(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
+    """(m,) share of each worker's neighbourhood (local edges + halo) that is local or behind a kept link."""
+    total = p.local_edges + p.cross_edges.sum(axis=1)
+    got = p.local_edges + (adj * p.cross_edges).sum(axis=1)
+    return np.where(total > 0, got / np.maximum(total, 1e-12), 1.0)
+
+
+def progress(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, consensus: float) -> np.ndarray:
+    """(m,) surrogate progress of each worker in one round (see SurrogateParams)."""
+    s = p.surrogate
+    quality = 1.0 / (1.0 + s.nu * (1.0 / ratios - 1.0) / np.maximum(p.mean_degree, 1e-9))
+    return reach(p, adj) ** s.alpha * quality / (1.0 + consensus / s.consensus_scale)
+
+
+def next_consensus(p: DfglProblem, adj: np.ndarray, consensus: float) -> float:
+    """Surrogate consensus distance after one round of gossip with Metropolis weights on `adj`."""
+    return second_eigenvalue(metropolis_weights(adj)) * consensus + p.surrogate.drift_per_round
+
+
+def round_objective(p: DfglProblem, k: int, adj: np.ndarray, ratios: np.ndarray, consensus: float) -> tuple[float, dict]:
+    """The one-round objective J = t / mean progress + rho * max(0, C' - C_max) (seconds per unit of progress),
+    with its parts. The oracle and every controller minimise this same figure."""
+    tc, tm = compute_s(p, ratios), comm_s(p, k, adj, ratios)
+    t = float((tc + tm).max())
+    prog = float(progress(p, adj, ratios, consensus).mean())
+    c_next = next_consensus(p, adj, consensus)
+    j = t / max(prog, 1e-9) + p.rho * max(0.0, c_next - p.c_max)
+    return j, {"t": t, "compute": tc, "comm": tm, "progress": prog, "consensus": c_next,
+               "bytes": float(link_bytes(p, adj, ratios).sum())}
+
+
+def evaluate(p: DfglProblem, sched: Schedule, consensus0: float = 0.0) -> RoundMetrics:
+    """Roll the schedule through the cost model and surrogate: per-round time, bytes, consensus, loss."""
+    s = p.surrogate
+    r_n, m = p.rounds, p.num_workers
+    out = {k: np.zeros(r_n) for k in ("t", "bytes", "cons", "loss", "prog", "obj")}
+    tc_all, tm_all = np.zeros((r_n, m)), np.zeros((r_n, m))
+    loss = np.full(m, s.initial_loss)
+    c = consensus0
+    for k in range(r_n):
+        adj, r = sched.adjacency[k], sched.ratios[k]
+        j, parts = round_objective(p, k, adj, r, c)
+        prog_i = progress(p, adj, r, c)
+        floor = s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj))
+        loss = floor + (loss - floor) * (1.0 - s.step_gain * prog_i)
+        c = parts["consensus"]
+        out["t"][k], out["bytes"][k], out["cons"][k] = parts["t"], parts["bytes"], c
+        out["loss"][k], out["prog"][k], out["obj"][k] = loss.mean(), parts["progress"], j
+        tc_all[k], tm_all[k] = parts["compute"], parts["comm"]
+    return RoundMetrics(out["t"], tc_all, tm_all, out["bytes"], out["cons"], out["loss"], out["prog"], out["obj"])

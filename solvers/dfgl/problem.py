@@ -1,0 +1,115 @@
+"""The dfgl (Duplex) planning problem: workers on a P2P network, each holding a subgraph.
+
+Arrays are in worker order (sorted worker ids, fixed by the lowering). Units are in the names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SurrogateParams:
+    """The planner's training surrogate (design assumptions, stated in every plan; see docs/dfgl.md §3).
+
+    progress_i = reach_i^alpha * q(r_i) / (1 + C/consensus_scale), q(r) = 1 / (1 + nu (1/r - 1) / dbar_i):
+    how much one round moves worker i's loss. `reach_i` is the share of worker i's edges whose far end is
+    local or behind a kept link (the coupling: a removed link makes those neighbours unreachable);
+    q(r) is the gradient quality at sampling ratio r (variance of a sampled mean of dbar neighbours).
+    Consensus: C' = lambda2(W) * C + drift_per_round (non-IID local steps push models apart)."""
+
+    alpha: float = 1.0
+    nu: float = 1.0
+    drift_per_round: float = 0.05
+    consensus_scale: float = 0.5
+    initial_loss: float = 2.0
+    loss_floor: float = 0.3
+    reach_penalty: float = 1.0      # extra loss floor per unit of unreachable edge share
+    step_gain: float = 0.15         # fraction of the gap to the floor closed per round at progress 1
+
+
+@dataclass(frozen=True)
+class DfglProblem:
+    """One decentralised federated GNN training job.
+
+    nodes_train (m,): training nodes per worker |V_i^train|; local_edges (m,): intra-worker edges (directed
+    count); cross_edges (m, m): halo count E^x_ij, the distinct nodes of worker j adjacent to worker i's nodes;
+    mean_degree (m,): mean one-hop degree dbar_i; kappa_s (m,): compute seconds per node-neighbour unit per
+    layer; bandwidth_Bps (R, m, m): link rate per round in bytes/s (0: no link); latency_s (R, m, m);
+    model_bytes: |w| * s; embedding_bytes: bytes of one exchanged node embedding (d * s); exchanged_layers L_emb;
+    gcn_layers L_gcn; degree d (top-d decoding); r_min; c_max: consensus-distance threshold; rho: penalty
+    weight of a consensus overshoot in the round objective."""
+
+    worker_ids: tuple[str, ...]
+    nodes_train: np.ndarray
+    local_edges: np.ndarray
+    cross_edges: np.ndarray
+    mean_degree: np.ndarray
+    kappa_s: np.ndarray
+    bandwidth_Bps: np.ndarray
+    latency_s: np.ndarray
+    model_bytes: float
+    embedding_bytes: float
+    exchanged_layers: int = 1
+    gcn_layers: int = 2
+    degree: int = 2
+    r_min: float = 0.1
+    c_max: float = 0.5
+    rho: float = 10.0
+    surrogate: SurrogateParams = field(default_factory=SurrogateParams)
+
+    @property
+    def num_workers(self) -> int:
+        """m."""
+        return int(self.nodes_train.shape[0])
+
+    @property
+    def rounds(self) -> int:
+        """R: rounds of the schedule."""
+        return int(self.bandwidth_Bps.shape[0])
+
+    def allowed(self, k: int) -> np.ndarray:
+        """(m, m) bool: links usable in round k (positive bandwidth both ways), no self links."""
+        b = self.bandwidth_Bps[k]
+        ok = (b > 0) & (b.T > 0)
+        np.fill_diagonal(ok, False)
+        return ok
+
+    def check(self) -> None:
+        """ValueError naming the first malformed array."""
+        m, r = self.num_workers, self.rounds
+        for name, arr, shape in (("local_edges", self.local_edges, (m,)), ("cross_edges", self.cross_edges, (m, m)),
+                                 ("mean_degree", self.mean_degree, (m,)), ("kappa_s", self.kappa_s, (m,)),
+                                 ("bandwidth_Bps", self.bandwidth_Bps, (r, m, m)),
+                                 ("latency_s", self.latency_s, (r, m, m))):
+            if arr.shape != shape:
+                raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
+            if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                raise ValueError(f"{name} holds negative or non-finite values")
+        if not 0 < self.r_min <= 1:
+            raise ValueError(f"r_min {self.r_min} is outside (0, 1]")
+        if self.degree < 1:
+            raise ValueError("degree must be at least 1")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Decisions of every round: adjacency (R, m, m) 0/1 symmetric, sampling ratios (R, m) in [r_min, 1]."""
+
+    adjacency: np.ndarray
+    ratios: np.ndarray
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    """Predicted per-round figures of a schedule under the cost model and surrogate (arrays over rounds R)."""
+
+    round_time_s: np.ndarray        # (R,) t^(k) = max_i (t_cp,i + t_com,i)
+    compute_s: np.ndarray           # (R, m)
+    comm_s: np.ndarray              # (R, m)
+    bytes: np.ndarray               # (R,) all bytes sent in the round (embeddings + models)
+    consensus: np.ndarray           # (R,) C after the round (surrogate)
+    loss: np.ndarray                # (R,) mean loss after the round (surrogate)
+    progress: np.ndarray            # (R,) mean progress of the round
+    objective: np.ndarray           # (R,) the round objective J = t / progress + rho * overshoot

@@ -1,0 +1,108 @@
+"""dfgl solvers: decoded topologies are symmetric and connected, Metropolis weights are doubly stochastic, the
+consensus bound holds by the triangle inequality, the exact ratio search equals brute force, and the plan-time
+controller is within 10 % of the one-round oracle on small instances."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from core.p2p_topology import (consensus_estimate, decode_topology, is_connected, metropolis_weights,
+                               pair_distance_bounds)
+from solvers.dfgl.baselines import baselines
+from solvers.dfgl.ddpg import DdpgConfig, ddpg_controller, ratio_grid, train
+from solvers.dfgl.exact import one_round_oracle
+from solvers.dfgl.ratio_search import best_ratios, worker_tables
+from solvers.dfgl.rollout import initial_observation, rollout, step
+from solvers.dfgl.validate import validate
+from tests.dfgl_instances import small_problem
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_decoded_topology_is_symmetric_connected_and_uses_only_usable_links(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(3, 9))
+    allowed = rng.random((m, m)) < 0.7
+    allowed = allowed & allowed.T
+    np.fill_diagonal(allowed, False)
+    for i in range(m - 1):     # keep the usable links connected (a path)
+        allowed[i, i + 1] = allowed[i + 1, i] = True
+    adj = decode_topology(rng.random((m, m)), int(rng.integers(1, 3)), rng.random((m, m)) + rng.random((m, m)).T,
+                          allowed)
+    assert np.array_equal(adj, adj.T)
+    assert not np.any(np.diag(adj))
+    assert is_connected(adj)
+    assert not np.any((adj > 0) & ~allowed)
+
+
+def test_mst_repair_adds_the_heaviest_crossing_link() -> None:
+    # top-1 pairs (0,1) and (2,3); the repair joins them by the heaviest usable crossing link (1,2)
+    scores = np.array([[0, 9, 0, 0], [9, 0, 0, 0], [0, 0, 0, 9], [0, 0, 9, 0]], float)
+    w = np.array([[0, 5, 1, 1], [5, 0, 7, 1], [1, 7, 0, 5], [1, 1, 5, 0]], float)
+    adj = decode_topology(scores, 1, w)
+    assert {(i, j) for i, j in zip(*np.nonzero(np.triu(adj)))} == {(0, 1), (1, 2), (2, 3)}
+
+
+def test_metropolis_weights_are_symmetric_and_doubly_stochastic() -> None:
+    rng = np.random.default_rng(1)
+    adj = decode_topology(rng.random((7, 7)), 2, rng.random((7, 7)))
+    w = metropolis_weights(adj)
+    assert np.allclose(w, w.T) and np.allclose(w.sum(0), 1) and np.allclose(w.sum(1), 1) and np.all(w >= 0)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_consensus_bound_is_never_below_the_true_distances(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = 6
+    models = rng.normal(0, 1, (m, 50)) * rng.uniform(0.1, 2, (m, 1))
+    true = np.linalg.norm(models[:, None] - models[None], axis=2)
+    adj = decode_topology(rng.random((m, m)), 1, rng.random((m, m)))
+    known = np.where(adj > 0, true, np.nan)
+    bound = pair_distance_bounds(known)
+    assert np.all(bound >= true - 1e-9)
+    assert np.allclose(bound[adj > 0], true[adj > 0])
+    consensus = np.linalg.norm(models - models.mean(0), axis=1).mean()
+    assert consensus_estimate(known) >= consensus - 1e-9
+
+
+def test_exact_ratio_search_equals_brute_force() -> None:
+    p = small_problem(3, 2, seed=3)
+    grid = ratio_grid(p, 6)
+    adj = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=np.int8)
+    t, prog, pen = worker_tables(p, 0, adj, 0.1, grid)
+    j, ratios = best_ratios(t, prog, pen, grid)
+    brute = min(max(t[i, c[i]] for i in range(3)) / np.mean([prog[i, c[i]] for i in range(3)]) + pen
+                for c in itertools.product(range(grid.size), repeat=3))
+    assert j == pytest.approx(brute, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_controller_within_10_percent_of_the_one_round_oracle(seed: int) -> None:
+    p = small_problem(4, 4, seed=seed, degree=1)
+    cfg = DdpgConfig(episodes=6, seed=seed)
+    ctl = ddpg_controller(p, train(p, cfg), cfg)
+    obs = initial_observation(p)
+    for k in range(p.rounds):
+        j_star, adj_star, _ = one_round_oracle(p, k, obs.consensus, ratio_grid(p, cfg.grid_points))
+        assert is_connected(adj_star)
+        adj, ratios = ctl(k, obs)
+        j, _, obs = step(p, k, obs, adj, ratios)
+        assert j <= 1.10 * j_star, (k, j, j_star)
+
+
+def test_every_schedule_is_valid_every_round() -> None:
+    p = small_problem(5, 6, seed=4, degree=1)
+    cfg = DdpgConfig(episodes=3)
+    sched, _ = rollout(p, ddpg_controller(p, train(p, cfg), cfg))
+    assert validate(p, sched) == []
+    for b in baselines():
+        s = b.solve(p)
+        assert s.feasible and validate(p, s.schedule) == [], b.name
+
+
+def test_training_is_deterministic() -> None:
+    p = small_problem(4, 3, seed=5)
+    a, b = train(p, DdpgConfig(episodes=3, seed=7)), train(p, DdpgConfig(episodes=3, seed=7))
+    assert all(np.array_equal(a.actor[k], b.actor[k]) for k in a.actor)
+    assert [e.values for e in a.record] == [e.values for e in b.record]
