@@ -26,6 +26,7 @@ def families() -> tuple[Family, ...]:
     """Every planning family, in the order scenario inference asks them (one line each)."""
     from planner.families.fed_compress import FedCompressFamily
     from planner.families.fed_lora import FedLoraFamily
+    from planner.families.geo_train import GeoTrainFamily
     from planner.families.moe_offload import MoeOffloadFamily
     from planner.families.split_inference import SplitInferenceFamily
 
@@ -34,6 +35,7 @@ def families() -> tuple[Family, ...]:
         MoeOffloadFamily(),
         FedLoraFamily(),
         FedCompressFamily(),
+        GeoTrainFamily(),
     )
 
 
