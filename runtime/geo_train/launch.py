@@ -25,10 +25,10 @@ def run_regions(job: dict[str, Any], time_limit_s: float = 600.0,
                 on_start: Optional[Callable[[list[subprocess.Popen]], None]] = None) -> list[list[dict[str, Any]]]:
     """Run `job` with job['regions'] processes; returns logs[run][region]. `job['runs']` (optional) lists
     per-configuration overrides run one after the other by the same processes."""
+    os.environ.setdefault("RUST_LOG", "error")      # the lighthouse logs every quorum at info level
     from torchft._torchft import LighthouseServer
 
     m = int(job["regions"])
-    os.environ.setdefault("RUST_LOG", "error")      # the lighthouse logs every quorum at info level
     lighthouse = LighthouseServer(bind="[::]:0", min_replicas=m, join_timeout_ms=100)
     procs: list[subprocess.Popen] = []
     try:

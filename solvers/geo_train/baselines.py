@@ -20,7 +20,7 @@ def diloco(problem: GeoTrainProblem) -> GeoTrainSolution:
     return GeoTrainSolution(status=Status.FEASIBLE, objective=met.step_time_s, metrics=met, groups=groups,
                             fragment_bytes=fb, inner_steps=problem.inner_steps, sends_per_window=1,
                             slot_steps=problem.inner_steps, delay_steps=0, choice="round-robin", merge="blocking",
-                            params={"fragments": 1, "blocking": True})
+                            params={"fragment_count": 1, "blocking": True})
 
 
 def streaming_diloco(problem: GeoTrainProblem, fragments: int, alpha: float = 0.5,
@@ -38,7 +38,7 @@ def streaming_diloco(problem: GeoTrainProblem, fragments: int, alpha: float = 0.
     return GeoTrainSolution(status=Status.FEASIBLE, objective=met.step_time_s, metrics=met, groups=groups,
                             fragment_bytes=fb, inner_steps=H, sends_per_window=fragments, slot_steps=h,
                             delay_steps=tau, choice="round-robin", merge="alpha-blend",
-                            params={"fragments": fragments, "alpha": alpha, "window_steps": H})
+                            params={"fragment_count": fragments, "alpha": alpha, "window_steps": H})
 
 
 def ablation(plan: GeoTrainSolution, what: str) -> GeoTrainSolution:
