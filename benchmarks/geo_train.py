@@ -15,9 +15,10 @@ Configurations (same model init, data and WAN per seed; one process per region r
   cocodc_lambda0                ablation: lambda = 0
   cocodc_round_robin            ablation: round-robin choice
 
-Target perplexity (per seed): 1.05 x the worst final perplexity among the configurations, so that every
-configuration reaches it; steps and wall time to target = first evaluation at or below it (wall excludes
-evaluation). Ratios are medians over seeds, with min and max.
+Target perplexity (per seed): 1.02 x the worst final perplexity among the plan, Streaming DiLoCo at equal
+bytes and DiLoCo (the three the headline ratios compare), so those three reach it; an ablation that does
+not reach it counts as infinite. Steps and wall time to target = first evaluation at or below it (wall
+excludes evaluation). Ratios are medians over seeds, with min and max.
 
     nice .venv/bin/python -m benchmarks.geo_train --quick   # 3 seeds, 80 steps, 5 configurations
     nice .venv/bin/python -m benchmarks.geo_train           # 5 seeds, 192 steps, 6 configurations
@@ -117,13 +118,14 @@ def main() -> None:
         logs = run_regions({**runs[0], "runs": runs}, time_limit_s=3000)
         res: dict[str, Any] = {"seed": seed, "wall_s": time.time() - t0, "configs": {}}
         finals = {c: lg[0]["eval"][-1]["ppl"] for c, lg in zip(configs, logs)}
-        target = 1.05 * max(finals.values())
+        target = 1.02 * max(finals[c] for c in ("plan", "streaming_diloco_equal_bytes", "diloco"))
         res["target_ppl"] = target
         for c, lg, job in zip(configs, logs, runs):
             s, w = to_target(lg[0], target)
             tot = summarise(plan, {**job, "name": c}, lg)
             res["configs"][c] = {"steps_to_target": s, "time_to_target_s": w, "final_ppl": finals[c],
-                                 "start_ppl": lg[0]["eval"][0]["ppl"], "curve": [(e["step"], e["ppl"]) for e in lg[0]["eval"]],
+                                 "start_ppl": lg[0]["eval"][0]["ppl"], "curve": [(e["step"], e["ppl"], e["wall_s"]) for e in lg[0]["eval"]],
+                                 "choices": lg[0]["choices"],
                                  **{k: tot[k] for k in ("step_time_s", "compute_step_s", "exposed_comm_s_per_step",
                                                         "payload_bytes_per_step", "predicted_step_time_s",
                                                         "repredicted_step_time_s", "predicted_exposed_comm_s_per_step",
