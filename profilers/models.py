@@ -132,7 +132,9 @@ def build_model(spec: ModelSpec, tiny: bool = False, device: str | None = None, 
 
     config = transformers_config(spec, tiny)
     dtype = torch.float32 if (tiny or device != "meta") else TORCH_DTYPES[spec.dtype]
-    if spec.kind == "pretrained-package":
+    if spec.weights and not tiny and device != "meta":
+        module = _load_weights(spec)
+    elif spec.kind == "pretrained-package":
         import transformers
 
         module = transformers.AutoModel.from_pretrained(str(package_model_dir(spec)), dtype=torch.float32)
@@ -147,6 +149,17 @@ def build_model(spec: ModelSpec, tiny: bool = False, device: str | None = None, 
     module.eval()
     args, kwargs = example_inputs(spec, module.config, tiny, device, batch, seq_len)
     return BuiltModel(spec, module, args, kwargs, tiny, device)
+
+
+def _load_weights(spec: ModelSpec) -> nn.Module:
+    """Real pretrained weights through the spec's `weights: package.module:function` loader (CPU, fp32)."""
+    mod_name, _, fn_name = spec.weights.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise PlannerError(f"cannot import the weights loader '{spec.weights}' of {spec.name} ({exc})",
+                           "fix weights: in the model's catalog entry") from exc
+    return fn(spec.name)
 
 
 def _build_factory(spec: ModelSpec, device: str) -> BuiltModel:

@@ -1,7 +1,8 @@
 """The import layering of the architecture, checked on the source (every import, module-level or inside a
 function): profilers and solvers import nothing from planner, codegen or runtime; the runtime nothing from
 solvers, planner or the solver stack; codegen is reached only through a family's entry points; the leaf
-packages (core, kernels) import no layer above them."""
+packages (core, kernels) import no layer above them; `testbeds` (offline test beds) is a leaf that profilers,
+runtime, the planner, benchmarks and tests may import, and solvers never."""
 from __future__ import annotations
 
 import ast
@@ -10,16 +11,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "kernels", "profilers", "solvers", "codegen", "runtime", "planner")
+PACKAGES = ("core", "kernels", "testbeds", "profilers", "solvers", "codegen", "runtime", "planner")
 
 # package -> top-level modules it must never import
 FORBIDDEN = {
-    "core": {"planner", "profilers", "solvers", "codegen", "runtime", "kernels", "torch", "transformers"},
-    "kernels": {"planner", "profilers", "solvers", "codegen", "runtime"},
+    "core": {"planner", "profilers", "solvers", "codegen", "runtime", "kernels", "testbeds", "torch", "transformers"},
+    "kernels": {"planner", "profilers", "solvers", "codegen", "runtime", "testbeds"},
     "profilers": {"planner", "codegen", "runtime"},
-    "solvers": {"planner", "codegen", "runtime", "profilers", "kernels", "torch", "transformers"},
+    "solvers": {"planner", "codegen", "runtime", "profilers", "kernels", "testbeds", "torch", "transformers"},
     "runtime": {"planner", "solvers", "codegen", "profilers", "ortools", "cvxpy"},
     "codegen": {"solvers", "runtime", "profilers"},
+    "testbeds": {"planner", "profilers", "solvers", "codegen", "runtime", "kernels"},
 }
 # codegen may read the plan records (stdlib leaf modules of planner), nothing else of the planner
 CODEGEN_PLANNER_LEAVES = {"planner.schema", "planner.serde"}
