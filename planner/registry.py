@@ -29,6 +29,7 @@ def families() -> tuple[Family, ...]:
     from planner.families.dfgl import DfglFamily
     from planner.families.fed_compress import FedCompressFamily
     from planner.families.fed_lora import FedLoraFamily
+    from planner.families.geo_train import GeoTrainFamily
     from planner.families.kv_budget import KvBudgetFamily
     from planner.families.moe_offload import MoeOffloadFamily
     from planner.families.split_inference import SplitInferenceFamily
@@ -40,6 +41,7 @@ def families() -> tuple[Family, ...]:
         FedLoraFamily(),
         FedCompressFamily(),
         KvBudgetFamily(),
+        GeoTrainFamily(),
     )
 
 

@@ -121,6 +121,13 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
     (base / "user.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"a user's picture")
     (base / "emptymix").mkdir()                     # a local directory named like a model, with no config.json
     _user_figures(base)
+    # geo-train regions files
+    two = [{"name": "a", "hardware": "cpu_server_xeon", "step_time": "40ms"},
+           {"name": "b", "hardware": "cpu_server_xeon", "step_time": "40ms"}]
+    (base / "regions.yaml").write_text(yaml.safe_dump({"regions": two, "wan": {"rate": "1gbps", "rtt": "20ms"}}))
+    (base / "regions_slow.yaml").write_text(yaml.safe_dump({"regions": two, "wan": {"rate": "10kbps", "rtt": "20ms"}}))
+    (base / "regions_nounit.yaml").write_text(yaml.safe_dump({"regions": two, "wan": {"rate": 1000, "rtt": "20ms"}}))
+    (base / "regions_nowan.yaml").write_text(yaml.safe_dump({"regions": two}))
     import numpy as np
 
     from profilers.moe import RoutingTrace

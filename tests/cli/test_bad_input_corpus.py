@@ -19,6 +19,7 @@ PLAN = ["plan", "mixtral-8x7b", "--hardware", "a100_24gb"]
 SMALL = ["plan", "small_moe.json", "--hardware", "a100_24gb"]
 SPLIT = ["plan", "digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb"]
 LONG = "q" * 300 + ".json"
+GEO = ["plan", "lm-small", "--scenario", "geo-train", "-o", "geo.json"]
 
 CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     # ---- names
@@ -263,6 +264,18 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("calibrate onto user file", ["calibrate", "digits-cnn", "--scenario", "split-inference", "-o", "f"], ("-o f exists",)),
     ("export unknown target", ["export", "moe.json", "--to", "vllm"], ("cannot be exported to 'vllm'",)),
     ("export invalid plan", ["export", "ratio17.json", "--to", "llama.cpp"], ("violates its constraints",)),
+    # ---- geo-train
+    ("geo WAN too slow", GEO + ["--regions", "regions_slow.yaml"], ("too slow for any schedule", "at least", "Mbit/s")),
+    ("geo more fragments than layers", GEO + ["--regions", "regions.yaml", "--fragments", "5"],
+     ("5 fragments asked for a model with 4 layers", "at most 4")),
+    ("geo H not a multiple of N", GEO + ["--regions", "regions.yaml", "--inner-steps", "30", "--sends", "4"],
+     ("--inner-steps 30 is not a multiple of --sends 4", "--sends 3")),
+    ("geo link without unit", GEO + ["--regions", "regions_nounit.yaml"], ("rate", "no unit")),
+    ("geo no wan", GEO + ["--regions", "regions_nowan.yaml"], ("no 'wan'",)),
+    ("geo regions missing", GEO + ["--regions", "nope.yaml"], ("--regions nope.yaml", "does not exist")),
+    ("geo encoder model", ["plan", "bert-base", "--scenario", "geo-train", "--regions", "regions.yaml"],
+     ("decoder language models",)),
+    ("geo corpus not merged", GEO + ["--regions", "regions.yaml", "--data", "corpus:by-source"], ("corpus",)),
     ("no command", [], ("required",)),
     ("unknown command", ["plann"], ("invalid choice",)),
     ("plan without model", ["plan"], ("required", "model")),

@@ -1,0 +1,118 @@
+"""geo-train emit and run entry points.
+
+Artifact layout:
+    plan.json               the plan
+    jobs/<config>.json      one runtime job per configuration (plan and every baseline)
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from core.atomic_io import write_text_atomic
+from core.errors import ArtifactError, PlannerError
+from planner.families.base import Progress, RunReport
+from planner.flags import FlagValues
+from planner.schema import Plan
+
+LINK = "emulated WAN (labelled): real gloo all-reduce on loopback, completion delayed to rate + RTT"
+
+
+def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> str:
+    """One job per configuration."""
+    from codegen.geo_train import job_for
+    from planner.serde import dumps
+
+    d = plan.decisions
+    configs = {"plan": d, **{name: b.decisions for name, b in sorted(plan.baselines.items())}}
+    for name, cfg in configs.items():
+        write_text_atomic(staging / "jobs" / f"{name}.json",
+                          json.dumps(job_for(d, cfg, name), sort_keys=True, indent=1) + "\n")
+    write_text_atomic(staging / "plan.json", dumps(plan))
+    return f"jobs/ ({len(configs)} configurations: {', '.join(configs)}), plan.json"
+
+
+def _repredict(plan: Plan, job: dict[str, Any], compute_s: float) -> Any:
+    """The plan's cost model re-evaluated at the measured compute step (every other input unchanged)."""
+    import numpy as np
+
+    from solvers.geo_train.cost import schedule_metrics
+    from solvers.geo_train.problem import GeoTrainProblem
+
+    d = plan.decisions
+    m = len(d["regions"])
+    prob = GeoTrainProblem(tuple(r["name"] for r in d["regions"]), np.full(m, compute_s), d["wan"]["rate_bps"],
+                           d["wan"]["rtt_s"], (1,), 0, 0, inner_steps=job["H"],
+                           score_bytes_per_fragment=8 if job["algorithm"] == "cocodc" and job["adaptive"] else 0)
+    sizes = [sum(f["bytes"] for f in d["fragments"])] if job["algorithm"] == "diloco" else None
+    cfg = d if job["name"] == "plan" else plan.baselines[job["name"]].decisions
+    sizes = sizes or [f["bytes"] for f in cfg["fragments"]]
+    return schedule_metrics(prob, sizes, job["N"] if job["algorithm"] == "cocodc" else len(sizes), job["tau"])
+
+
+def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Receipt totals from every region's log (medians over regions)."""
+    steps = len(logs[0]["step_s"])
+    step = statistics.median(sum(l["step_s"]) / steps for l in logs)
+    compute = statistics.median(statistics.median(l["step_s"]) for l in logs)
+    exposed = statistics.median(l["blocked_s"] / steps for l in logs)
+    payload = statistics.median(l["payload_bytes"] / steps for l in logs)
+    cfg_pred = plan.predicted if job["name"] == "plan" else plan.baselines[job["name"]].predicted
+    re = _repredict(plan, job, compute)
+    choices = [l["choices"] for l in logs]
+    agree = all(c == choices[0] for c in choices)
+    P = len(job["groups"]) if job["algorithm"] != "diloco" else 1
+    per_window = True
+    if job["algorithm"] == "cocodc" and choices[0]:
+        for p in range(P):
+            ks = [k for k, c in enumerate(choices[0]) if c == p]
+            per_window &= bool(ks) and max(b - a for a, b in zip([-1] + ks, ks)) <= job["N"]
+    return {
+        "steps": steps, "step_time_s": step, "compute_step_s": compute, "exposed_comm_s_per_step": exposed,
+        "payload_bytes_per_step": payload, "final_ppl": logs[0]["eval"][-1]["ppl"] if logs[0]["eval"] else float("nan"),
+        "predicted_step_time_s": cfg_pred["step_time_s"], "predicted_compute_step_s": cfg_pred["compute_step_s"],
+        "predicted_exposed_comm_s_per_step": cfg_pred["exposed_comm_s_per_step"],
+        "predicted_payload_bytes_per_step": cfg_pred["payload_bytes_per_step"],
+        "repredicted_step_time_s": re.step_time_s, "repredicted_exposed_comm_s_per_step": re.exposed_comm_s_per_step,
+        "step_time_error_vs_repredicted": (step - re.step_time_s) / re.step_time_s,
+        "choices_agree": agree, "every_fragment_per_window": per_window, "commits": logs[0]["manager_step"],
+        "lambda_mean": statistics.fmean(logs[0]["lambdas"]) if logs[0]["lambdas"] else 0.0,
+    }
+
+
+def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
+    """Run one configuration, one process per region, and show the receipt."""
+    from planner.families.geo_train.views import receipt_views
+    from planner.serde import loads
+    from runtime.geo_train.launch import RegionFailure, run_regions
+    from runtime.receipt import Receipt
+
+    name = values["baseline"] or "plan"
+    path = artifact / "jobs" / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in (artifact / "jobs").glob("*.json"))
+        raise PlannerError(f"{artifact} has no configuration '{name}'",
+                           f"use --baseline with one of: {', '.join(k for k in known if k != 'plan')}")
+    try:
+        job = json.loads(path.read_text(encoding="utf-8"))
+        plan = loads((artifact / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is not a readable job ({exc.__class__.__name__})", "re-emit the plan") from exc
+    if values["steps"]:
+        job["steps"] = int(values["steps"])
+    progress(f"{job['regions']} region processes, {job['algorithm']}, {job['steps']} steps over the emulated WAN")
+    try:
+        logs = run_regions(job, time_limit_s=float(values["time_limit"]))[0]
+    except RegionFailure as exc:
+        raise PlannerError(str(exc), "check the region's stderr; rerun with --debug") from exc
+    tot = summarise(plan, job, logs)
+    rec = Receipt(family="geo-train", config=name, link=LINK, totals=tot)
+    if abs(tot["step_time_error_vs_repredicted"]) > 0.15:
+        rec.flags.append(f"step time {tot['step_time_s']:.4g} s vs {tot['repredicted_step_time_s']:.4g} s predicted at "
+                         f"the measured compute step: off by more than 15 %")
+    if not tot["choices_agree"]:
+        rec.flags.append("regions chose different fragments")
+    data = json.loads(rec.to_json())
+    return RunReport(rec.to_json(), receipt_views(data))

@@ -1,0 +1,83 @@
+"""Start one process per region around an in-process torchft lighthouse, watch them, collect their logs.
+
+A region that dies (killed, crashed) stops the run: the others are terminated by pid and the caller gets
+`RegionFailure` with one line naming the region and its exit status; a run past its time limit likewise.
+Nothing waits forever.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+
+class RegionFailure(RuntimeError):
+    """A region process died or the run overran its time limit (one line)."""
+
+
+def run_regions(job: dict[str, Any], time_limit_s: float = 600.0,
+                on_start: Optional[Callable[[list[subprocess.Popen]], None]] = None) -> list[list[dict[str, Any]]]:
+    """Run `job` with job['regions'] processes; returns logs[run][region]. `job['runs']` (optional) lists
+    per-configuration overrides run one after the other by the same processes."""
+    os.environ.setdefault("RUST_LOG", "error")      # the lighthouse logs every quorum at info level
+    from torchft._torchft import LighthouseServer
+
+    m = int(job["regions"])
+    lighthouse = LighthouseServer(bind="[::]:0", min_replicas=m, join_timeout_ms=100)
+    procs: list[subprocess.Popen] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="geo-train-") as work:
+            w = Path(work)
+            job = {**job, "lighthouse": lighthouse.address()}
+            (w / "job.json").write_text(json.dumps(job), encoding="utf-8")
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RUST_LOG": "error",
+                   "TORCHFT_LOG_LEVEL": "error"}
+            root = Path(__file__).resolve().parents[2]
+            for r in range(m):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "runtime.geo_train.region", str(w / "job.json"), str(r), str(w / f"region{r}.json")],
+                    cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=open(w / f"region{r}.err", "w")))
+            if on_start is not None:
+                on_start(procs)
+            t0 = time.monotonic()
+            while True:
+                codes = [p.poll() for p in procs]
+                bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+                if bad:
+                    r, c = bad[0]
+                    how = f"killed by signal {-c}" if c < 0 else f"exit status {c}"
+                    tail = _last_line(w / f"region{r}.err")
+                    raise RegionFailure(f"region {r} stopped ({how}){': ' + tail if tail and c > 0 else ''}; "
+                                        f"the other regions were stopped")
+                if all(c == 0 for c in codes):
+                    break
+                if time.monotonic() - t0 > time_limit_s:
+                    raise RegionFailure(f"the run passed its {time_limit_s:g} s limit; every region was stopped")
+                time.sleep(0.05)
+            per_region = [json.loads((w / f"region{r}.json").read_text(encoding="utf-8")) for r in range(m)]
+            return [[per_region[r][i] for r in range(m)] for i in range(len(per_region[0]))]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        lighthouse.shutdown()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""

@@ -1,0 +1,133 @@
+"""One region's training process: `python -m runtime.geo_train.region JOB.json REGION OUT.json`.
+
+Builds the model and its fragments, joins the torchft quorum through the lighthouse named in the job,
+trains with the job's algorithm (CoCoDC, torchft's Streaming DiLoCo, or DiLoCo = one fragment, blocking)
+over the emulated WAN, and writes its log: per-step wall time and loss, held-out perplexity of its model,
+fragment choices, compensation lambdas, and the link's ledger.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _outer(params: Any, job: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=job["outer_lr"], momentum=job["outer_momentum"], nesterov=True)
+
+
+@torch.no_grad()
+def perplexity(model: torch.nn.Module, tokens: torch.Tensor) -> float:
+    """exp(mean next-token cross-entropy) on `tokens` (eval mode, batches of 16)."""
+    model.eval()
+    losses = [float(model(input_ids=tokens[i:i + 16], labels=tokens[i:i + 16]).loss) for i in range(0, len(tokens), 16)]
+    model.train()
+    return math.exp(sum(losses) / len(losses))
+
+
+def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, Any]:
+    """Run one region to the end of one configuration; returns its log."""
+    from torchft.local_sgd import DiLoCo
+    from torchft.manager import Manager
+    import torch.distributed as dist
+
+    from runtime.geo_train.cocodc import CoCoDC
+    from runtime.geo_train.data import RegionStream, held_out
+    from runtime.geo_train.model import build_lm, fragments
+    from runtime.geo_train.wan import WanProcessGroupGloo
+
+    torch.set_num_threads(1)
+    model = build_lm(job["model_config"], job["seed"])
+    frags = fragments(model, job["groups"] if job["algorithm"] != "diloco" else [sum(job["groups"], [])])
+    inner = torch.optim.AdamW(model.parameters(), lr=job["inner_lr"], weight_decay=0.0)
+    outers = [_outer(f.parameters(), job) for f in frags]
+    d = job["data"]
+    stream = RegionStream(d["vocab"], region, d["sources"], job["seed"], job["batch"], job["seq_len"])
+    heldout = held_out(d["vocab"], d["sources"], job["seed"], d["eval_batch"], job["seq_len"])
+
+    store = dist.TCPStore(host_name="localhost", port=0, is_master=True, wait_for_workers=False)
+    wan = job["wan"]
+    pg = WanProcessGroupGloo(wan["rate_bps"], wan["rtt_s"], job["regions"], timeout=timedelta(seconds=job["timeout_s"]))
+    manager = Manager(pg=pg, min_replica_size=job["regions"], load_state_dict=None, state_dict=None,
+                      replica_id=f"region{region}-run{run}", store_addr="localhost", store_port=store.port, rank=0,
+                      world_size=1, lighthouse_addr=job["lighthouse"], port=0, use_async_quorum=False,
+                      timeout=timedelta(seconds=job["timeout_s"]), quorum_timeout=timedelta(seconds=job["timeout_s"]),
+                      connect_timeout=timedelta(seconds=job["timeout_s"]))
+    algo = job["algorithm"]
+    H, tau = int(job["H"]), int(job["tau"])
+    if algo == "cocodc":
+        sync = CoCoDC(manager, frags, inner, outers, sync_every=H, slots_per_window=int(job["N"]),
+                      fragment_sync_delay=tau, fragment_update_alpha=job["alpha"], lam0=job["lam0"],
+                      kappa=job["kappa"], adaptive=job["adaptive"], compensate=job["compensate"])
+    elif algo == "streaming":
+        sync = DiLoCo(manager, frags, inner, outers, sync_every=H, fragment_sync_delay=tau,
+                      fragment_update_alpha=job["alpha"])
+    elif algo == "diloco":
+        sync = DiLoCo(manager, frags, inner, outers, sync_every=H, fragment_sync_delay=0, fragment_update_alpha=0.0)
+    else:
+        raise ValueError(f"unknown algorithm {algo}")
+
+    log: dict[str, Any] = {"region": region, "algorithm": algo, "step_s": [], "compute_s": [], "loss": [],
+                           "eval": [], "commits": 0}
+    steps = int(job["steps"])
+    t_start = time.perf_counter()
+    try:
+        with sync:
+            for step in range(steps):
+                t0 = time.perf_counter()
+                ids = stream.next()
+                inner.zero_grad()
+                loss = model(input_ids=ids, labels=ids).loss
+                loss.backward()
+                t1 = time.perf_counter()
+                inner.step()                    # torchft's hooks send / apply fragments here
+                t2 = time.perf_counter()
+                log["loss"].append(float(loss))
+                log["step_s"].append(t2 - t0)
+                log["compute_s"].append(t1 - t0)
+                if job["eval_every"] and ((step + 1) % job["eval_every"] == 0 or step + 1 == steps):
+                    te = time.perf_counter()
+                    log["eval"].append({"step": step + 1, "ppl": perplexity(model, heldout),
+                                        "wall_s": te - t_start - sum(e.get("eval_s", 0.0) for e in log["eval"])})
+                    log["eval"][-1]["eval_s"] = time.perf_counter() - te
+    finally:
+        manager.shutdown(wait=False)
+    led = pg.ledger
+    log.update({
+        "manager_step": manager.current_step(),
+        "choices": list(getattr(sync, "choices", [])),
+        "lambdas": list(sync.comp_log.lam) if algo == "cocodc" else [],
+        "lambda_fragments": list(sync.comp_log.fragment) if algo == "cocodc" else [],
+        "payload_bytes": led.payload_bytes, "wire_bytes": led.wire_bytes, "transfers": led.transfers,
+        "blocked_s": led.blocked_s, "link_busy_s": led.busy_s,
+        "final_params": [float(p.detach().double().sum()) for p in model.parameters()],
+        "param_digest": float(sum(float(p.detach().double().abs().sum()) for p in model.parameters())),
+    })
+    if job.get("save_params"):
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, job["save_params"] + f".{region}.pt")
+    return log
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    region = int(argv[1])
+    out = Path(argv[2])
+    # one process runs every configuration of the job in turn (fresh model, manager and link each time):
+    # the interpreter and its imports are paid once
+    runs = job.get("runs") or [{}]
+    log = [train_region({**job, **over}, region, i) for i, over in enumerate(runs)]
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(log), encoding="utf-8")
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,100 @@
+"""geo-train cost model: fragment partition, all-reduce time over the WAN, and a schedule's step time.
+
+    T_frag(p)   = 2 (M-1)/M * bytes_p * 8 / rate + RTT          (ring all-reduce, one RTT of latency)
+    tau         = ceil(max_p T_frag(p) / t), capped at h - 1    (one fragment in flight, as in torchft)
+    exposed_p   = max(0, T_frag(p) - tau * t)                    (blocked at the merge)
+    step time   = t + (mean_p exposed_p + slot overhead) / h     (fragments sent equally often on average)
+A send is hidden iff T_frag(p) <= tau * t.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from solvers.geo_train.problem import GeoTrainProblem, ScheduleMetrics
+
+
+def allreduce_s(payload_bytes: float, regions: int, rate_bps: float, rtt_s: float) -> float:
+    """Seconds for a ring all-reduce of `payload_bytes` among `regions` over the WAN (0 with one region)."""
+    if regions <= 1:
+        return 0.0
+    return 2.0 * (regions - 1) / regions * payload_bytes * 8.0 / rate_bps + rtt_s
+
+
+def balanced_groups(layer_bytes: Sequence[int], first_extra: int, last_extra: int,
+                    parts: int) -> tuple[tuple[int, ...], ...]:
+    """Contiguous layer groups minimising the largest group's bytes (exact DP; ties: earlier cuts).
+
+    The first group also carries `first_extra` bytes (embeddings), the last `last_extra` (head).
+    """
+    n = len(layer_bytes)
+    if not 1 <= parts <= n:
+        raise ValueError(f"cannot cut {n} layers into {parts} groups")
+    pre = np.concatenate([[0], np.cumsum(layer_bytes)]).astype(float)
+
+    def cost(i: int, j: int) -> float:   # layers i..j-1 as one group
+        extra = (first_extra if i == 0 else 0) + (last_extra if j == n else 0)
+        return pre[j] - pre[i] + extra
+
+    inf = float("inf")
+    best = np.full((parts + 1, n + 1), inf)
+    cut = np.zeros((parts + 1, n + 1), dtype=int)
+    best[0, 0] = 0.0
+    for k in range(1, parts + 1):
+        for j in range(k, n + 1):
+            for i in range(k - 1, j):
+                v = max(best[k - 1, i], cost(i, j))
+                if v < best[k, j]:
+                    best[k, j], cut[k, j] = v, i
+    bounds, j = [], n
+    for k in range(parts, 0, -1):
+        i = int(cut[k, j])
+        bounds.append((i, j))
+        j = i
+    return tuple(tuple(range(i, j)) for i, j in reversed(bounds))
+
+
+def group_bytes(problem: GeoTrainProblem, groups: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """Bytes of every fragment (embeddings in the first, head in the last)."""
+    out = []
+    for g, layers in enumerate(groups):
+        b = sum(problem.layer_bytes[i] for i in layers)
+        b += problem.embed_bytes if g == 0 else 0
+        b += problem.head_bytes if g == len(groups) - 1 else 0
+        out.append(int(b))
+    return tuple(out)
+
+
+def needed_delay(problem: GeoTrainProblem, frag_bytes: Sequence[int]) -> int:
+    """The smallest tau that hides every send (uncapped)."""
+    t = problem.pace_step_s
+    worst = max(allreduce_s(b, problem.num_regions, problem.link_rate_bps, problem.rtt_s) for b in frag_bytes)
+    return max(1, math.ceil(worst / t - 1e-12))
+
+
+def schedule_metrics(problem: GeoTrainProblem, frag_bytes: Sequence[int], sends: int, delay: int) -> ScheduleMetrics:
+    """Predicted figures of one schedule: `sends` N per window of H steps, in-flight delay `delay` tau."""
+    m, t, H = problem.num_regions, problem.pace_step_s, problem.inner_steps
+    h = H // sends
+    T = [allreduce_s(b, m, problem.link_rate_bps, problem.rtt_s) for b in frag_bytes]
+    exposed = [max(0.0, x - delay * t) for x in T]
+    hidden_t = [min(x, delay * t) for x in T]
+    overhead = problem.slot_overhead_s if m > 1 else 0.0
+    exp_slot = float(np.mean(exposed)) + overhead
+    step = t + exp_slot / h
+    score = problem.score_bytes_per_fragment * len(frag_bytes)
+    payload = sends * (float(np.mean(frag_bytes)) + score)
+    wire = 2.0 * (m - 1) / m * payload if m > 1 else 0.0
+    busy = sends * float(np.mean([x - problem.rtt_s for x in T])) if m > 1 else 0.0
+    return ScheduleMetrics(
+        step_time_s=step, compute_step_s=t, exposed_comm_s_per_step=exp_slot / h,
+        hidden_comm_s_per_step=float(np.mean(hidden_t)) / h, fragment_sync_s=tuple(T),
+        hidden=tuple(x <= delay * t + 1e-12 for x in T), payload_bytes_per_window=payload,
+        wire_bytes_per_window=wire, link_utilisation=busy / (H * step))
+
+
+def divisors(n: int) -> list[int]:
+    """Positive divisors of n, ascending."""
+    return [d for d in range(1, n + 1) if n % d == 0]
