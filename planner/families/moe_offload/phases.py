@@ -307,7 +307,9 @@ def lift(ctx: PlanContext) -> None:
     for name, b in st.baselines.items():
         params = {k: v for k, v in b.params.items() if k != "baseline"}
         bp = metrics_dict(b.metrics)
-        bs = sim_dict(st.simulated[name]) if name in st.simulated else {}
+        bs = sim_dict(st.simulated[name]) if name in st.simulated else {
+            "not_replayed": "analytic figures only (the simulator replays llama.cpp's and the strongest baselines; "
+                            "--all-baselines replays every one)"}
         if name in st.prefill:
             a, sp = st.prefill[name]
             bp.update(request_metrics(a.ttft_s, b.metrics.tpot_s, n_out))
