@@ -212,14 +212,21 @@ STRONGEST = 2   # baselines replayed by default besides llama.cpp's: the ones th
 
 def replayed_baselines(ctx: PlanContext) -> list[str]:
     """Which baselines the simulator replays: all with --all-baselines; by default llama.cpp's `--n-cpu-moe` (the
-    headline comparison) and the STRONGEST baselines with the lowest predicted TPOT, so a plan answers in seconds.
+    headline comparison), the STRONGEST baselines with the lowest predicted TPOT and the STRONGEST of the plan's own
+    space (for the simulation check), so a plan answers in seconds.
     The others keep their analytic figures and say they were not replayed."""
     st = ctx.state
     names = list(st.baselines)
     if st.lowered.options.all_baselines:
         return names
+    from solvers.moe_offload.baselines import BASELINES, HOST_BASELINES
+
     ranked = sorted(names, key=lambda n: (st.baselines[n].metrics.tpot_s, n))
-    pick = [n for n in ("llamacpp_cpu_moe",) if n in names] + [n for n in ranked if n != "llamacpp_cpu_moe"][:STRONGEST]
+    # the strongest in the plan's own space too, so the simulation check (verify) has something to check against
+    cpu_allowed = st.lowered.options.cpu_misses
+    in_space = {b.name for b in BASELINES if b.in_space and (b.name not in HOST_BASELINES or cpu_allowed)}
+    pick = ([n for n in ("llamacpp_cpu_moe",) if n in names] + [n for n in ranked if n != "llamacpp_cpu_moe"][:STRONGEST]
+            + [n for n in ranked if n in in_space][:STRONGEST])
     return [n for n in names if n in pick]
 
 
@@ -307,7 +314,9 @@ def lift(ctx: PlanContext) -> None:
     for name, b in st.baselines.items():
         params = {k: v for k, v in b.params.items() if k != "baseline"}
         bp = metrics_dict(b.metrics)
-        bs = sim_dict(st.simulated[name]) if name in st.simulated else {}
+        bs = sim_dict(st.simulated[name]) if name in st.simulated else {
+            "not_replayed": "analytic figures only (the simulator replays llama.cpp's and the strongest baselines; "
+                            "--all-baselines replays every one)"}
         if name in st.prefill:
             a, sp = st.prefill[name]
             bp.update(request_metrics(a.ttft_s, b.metrics.tpot_s, n_out))
