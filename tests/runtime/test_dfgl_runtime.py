@@ -50,3 +50,24 @@ def test_a_dead_worker_stops_the_run_with_one_line(artifact: Path, capsys: pytes
     assert code == 2
     assert len(err) == 1 and "w2 (rank 2) stopped in round 1" in err[0], err
     assert time.monotonic() - t0 < 60
+
+
+def test_rule_controller_online_agrees_on_a_connected_topology(artifact: Path, tmp_path: Path) -> None:
+    """Every worker runs the rule controller on the same all-gathered consensus estimate and link rates, so
+    they agree on each round's links (both ends list each other) and the topology is connected."""
+    import numpy as np
+
+    from core.p2p_topology import is_connected
+
+    out = tmp_path / "rule.json"
+    assert main(["run", str(artifact), "--controller", "rule", "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["completed_rounds"] == 2
+    for r in rec["rounds"]:
+        ids = sorted(r["peers"])
+        adj = np.zeros((len(ids), len(ids)), dtype=np.int8)
+        for a, peers in r["peers"].items():
+            for b in peers:
+                assert a in r["peers"][b]
+                adj[ids.index(a), ids.index(b)] = 1
+        assert is_connected(adj)
