@@ -31,7 +31,7 @@ from core.units import (
 )
 
 KINDS = ("switch", "int", "float", "str", "path", "choice", "bytes", "bytes_or_share", "rate", "rate_range",
-         "duration", "percent")
+         "duration", "percent", "workload", "data", "graph")
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,10 @@ class Flag:
         return {"bytes": SIZE_FORMS, "bytes_or_share": f"{SIZE_FORMS}, or a share like 50%",
                 "rate": RATE_FORMS, "rate_range": f"{RATE_FORMS}, or a range like 1mbps..100mbps",
                 "duration": DURATION_FORMS, "percent": "a percentage like 1% or 0.5%",
-                "int": "a whole number", "float": "a number"}.get(self.kind, "")
+                "int": "a whole number", "float": "a number",
+                "workload": "SUITE:TASK[,TASK...][@LENGTH]:COUNT, e.g. ruler:niah,kv,vt@2k:32, or a .jsonl file",
+                "data": "NAME[:KEY=VALUE,...], e.g. instruct:clients=10,alpha=0.3",
+                "graph": "NAME[:KEY=VALUE,...], e.g. csbm:nodes=2000,homophily=0.8,clients=10"}.get(self.kind, "")
 
 
 def _bounds_text(f: Flag, unit: str) -> str:
@@ -145,6 +148,10 @@ def parse_value(f: Flag, text: Any) -> Any:
         value = parse_percent(text, f.name)
         _check_range(f, value, text, 100.0, "%")
         return value
+    if f.kind in ("workload", "data", "graph"):   # test beds (docs/testbeds.md): parsed and checked, not built
+        from testbeds import specs
+
+        return {"workload": specs.parse_workload, "data": specs.parse_data, "graph": specs.parse_graph}[f.kind](text, f.name)
     raise AssertionError(f.kind)
 
 

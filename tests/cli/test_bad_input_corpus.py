@@ -168,6 +168,9 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     # ---- profile, hardware, calibrate, export, argparse
     ("profile negative seq-len", ["profile", "mixtral-8x7b", "--seq-len", "-4"], ("--seq-len -4", "at least 1")),
     ("profile unknown model", ["profile", "mixtral-8x7"], ("unknown model",)),
+    ("truncated model too deep", ["profile", "smollm2-135m:31L"], ("smollm2-135m:31L keeps 31 layers", "1 <= N <= 30")),
+    ("truncated model 0 layers", ["plan", "smollm2-135m:0L", "--hardware", "a100_24gb"], ("keeps 0 layers",)),
+    ("truncated model of an unknown base", ["profile", "smollm3:8L"], ("unknown model 'smollm3:8L'",)),
     ("hardware show unknown", ["hardware", "show", "a100"], ("unknown hardware",)),
     ("hardware measure onto file", ["hardware", "measure", "-o", "f"], ("-o f exists",)),
     ("hardware measure onto dir", ["hardware", "measure", "-o", "d"], ("is a directory",)),

@@ -159,3 +159,13 @@ def test_two_processes_building_at_once_build_once(tmp_path: Path) -> None:
     assert outs[0] == outs[1] and smollm2.cache_is_valid(Path(outs[0]))
     builds = list((tmp_path / "smollm2").glob("builds.log"))
     assert len(builds[0].read_text().split()) == 1                   # the second process waited and reused it
+
+
+def test_forgetting_probe_on_the_base_model(smollm2_model, smollm2_tokenizer) -> None:
+    """The probe's questions are ones the base model answers (4 of them here, greedy) and its held-out text
+    loss is that of a pretrained model (a random-init model sits near ln(49152) = 10.8 nats)."""
+    from testbeds import probe
+
+    out = probe.run_probe(smollm2_model, smollm2_tokenizer, max_docs=2, max_questions=4)
+    assert out["answer_accuracy"] == 1.0
+    assert 1.0 < out["text_loss_nats"] < 4.0
