@@ -3,8 +3,9 @@
 Setup: lm-small (4-layer Llama, hidden 64, vocab 256) trained from scratch by 2 region processes on CPU
 (one thread each), torchft Manager + ProcessGroupGloo + lighthouse; the WAN is EMULATED (labelled: real
 gloo all-reduce on loopback, completion held back to the link's rate and RTT; see runtime/geo_train/wan.py),
-2 Mbit/s, RTT 80 ms. Data: synthetic next-token sources (one sparse bigram chain per region: non-IID by
-source), held-out perplexity on a mixture of both sources, evaluated by region 0 every 8 steps.
+2 Mbit/s, RTT 80 ms. Data (--data): the shared corpus test bed (stdlib docstrings, one source per region,
+byte tokens; default) or synthetic sources (one sparse bigram chain per region); both non-IID by source;
+held-out perplexity on the regions' sources together, evaluated by region 0 every 8 steps.
 The plan comes from `planner plan lm-small --regions ...` with a fixed compute step time of 300 ms per
 region (--step-time; a typical two-process figure on this loaded machine: a fresh measurement swings from
 0.15 to 0.5 s with the load and would change the plan from run to run). The receipt figures re-evaluate
@@ -67,7 +68,8 @@ def measure_step_s(batch: int, seq_len: int, steps: int = 6) -> float:
     return statistics.median(times[1:])
 
 
-def make_plan(work: Path, step_s: float, steps: int, rate: str, rtt: str, H: int) -> tuple[Any, dict[str, dict]]:
+def make_plan(work: Path, step_s: float, steps: int, rate: str, rtt: str, H: int,
+              data: str = "corpus:by-source") -> tuple[Any, dict[str, dict]]:
     """Plan and emit through the CLI (in-process); returns the plan and the jobs by configuration."""
     import yaml
 
@@ -77,7 +79,7 @@ def make_plan(work: Path, step_s: float, steps: int, rate: str, rtt: str, H: int
     reg = work / "regions.yaml"
     two = [{"name": n, "hardware": "cpu_server_xeon", "step_time": f"{step_s * 1e3:.1f}ms"} for n in ("us-east", "eu-west")]
     reg.write_text(yaml.safe_dump({"regions": two, "wan": {"rate": rate, "rtt": rtt}}), encoding="utf-8")
-    rc = main(["plan", "lm-small", "--scenario", "geo-train", "--regions", str(reg), "--inner-steps", str(H),
+    rc = main(["plan", "lm-small", "--scenario", "geo-train", "--regions", str(reg), "--inner-steps", str(H), "--data", data,
                "--steps", str(steps), "-o", str(work / "geo.json")])
     assert rc == 0, "planning failed"
     assert main(["emit", str(work / "geo.json"), "-o", str(work / "art")]) == 0
@@ -100,6 +102,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 seeds, 64 steps, 6 configurations")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--data", default="corpus:by-source", help="corpus:by-source or synthetic:by-source")
     ap.add_argument("--step-time", type=float, default=0.3, help="compute step (s) the plan assumes; 0: measure")
     args = ap.parse_args()
     from planner.families.geo_train.artifact import summarise
@@ -112,7 +115,7 @@ def main() -> None:
     step_s = args.step_time or measure_step_s(8, 64)
     per_seed: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        plan, jobs = make_plan(Path(tmp), step_s, steps, "2mbps", "80ms", 32)
+        plan, jobs = make_plan(Path(tmp), step_s, steps, "2mbps", "80ms", 32, args.data)
     jobs["cocodc_choice_alpha_blend"] = {**jobs["plan"], "name": "cocodc_choice_alpha_blend", "compensate": False,
                                          "alpha": 0.5}
     for seed in range(seeds):
@@ -167,6 +170,7 @@ def main() -> None:
         "plan_exposed_comm_s_per_step_measured": spread(exp_meas),
         "plan_exposed_comm_s_per_step_predicted": per_seed[0]["configs"]["plan"]["predicted_exposed_comm_s_per_step"],
         "seeds": seeds,
+        "data": args.data,
         "steps": steps,
         "compute_step_s_assumed_by_plan": step_s,
         "wall_s": time.time() - t_start,

@@ -4,7 +4,8 @@ Tasks (name: what the model must do; scorer):
   niah      single needle in a haystack: the 7-digit number stored for one key; contains_all
   niah_mk   multi-key: four needles with different keys, the question names one; contains_all
   niah_mv   multi-value: four numbers stored for the same key, all must be returned; contains_all (recall)
-  kv        key-value retrieval over a JSON dict of UUID -> UUID filling the context; contains_all
+  kv        key-value retrieval over a JSON dict of UUID -> UUID filling the context; contains_all (48 new
+            tokens: a UUID takes about 25-30 of SmolLM2's tokens, and a 30-token cap cut correct answers short)
   vt        variable tracking: a chain of 4 assignments (multi-hop), return every variable holding the value;
             contains_all (recall)
   cwe       common-word extraction: the 5 words repeated most often in a long list; contains_all (recall)
@@ -108,7 +109,7 @@ def _kv(rng: random.Random, length: int, tok: Any, pid: str) -> Prompt:
         body = ",\n".join(f"{json.dumps(a)}: {json.dumps(b)}" for a, b in pairs)
         text = f"{head}{body}\n}}\n\nKey: {json.dumps(k)}\nThe value associated with the specified key is: "
         prefix = f"The value associated with the specified key {json.dumps(k)} is"
-        return Prompt(pid, "kv", text, (v,), "contains_all", prefix, 30, "ruler", {"length": length, "pairs": n_pairs})
+        return Prompt(pid, "kv", text, (v,), "contains_all", prefix, 48, "ruler", {"length": length, "pairs": n_pairs})
 
     return _sized(build, max(2, (length - overhead - 2) // pair_tokens), pair_tokens, length, tok)
 

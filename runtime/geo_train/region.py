@@ -39,7 +39,7 @@ def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, An
     import torch.distributed as dist
 
     from runtime.geo_train.cocodc import CoCoDC
-    from runtime.geo_train.data import RegionStream, held_out
+    from runtime.geo_train.data import CorpusStream, RegionStream, corpus_held_out, held_out
     from runtime.geo_train.model import build_lm, fragments
     from runtime.geo_train.wan import WanProcessGroupGloo
 
@@ -49,8 +49,12 @@ def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, An
     inner = torch.optim.AdamW(model.parameters(), lr=job["inner_lr"], weight_decay=0.0)
     outers = [_outer(f.parameters(), job) for f in frags]
     d = job["data"]
-    stream = RegionStream(d["vocab"], region, d["sources"], job["seed"], job["batch"], job["seq_len"])
-    heldout = held_out(d["vocab"], d["sources"], job["seed"], d["eval_batch"], job["seq_len"])
+    if d.get("kind") == "corpus":
+        stream = CorpusStream(region, job["regions"], job["seed"], job["batch"], job["seq_len"])
+        heldout = corpus_held_out(job["regions"], job["seed"], d["eval_batch"], job["seq_len"])
+    else:
+        stream = RegionStream(d["vocab"], region, d["sources"], job["seed"], job["batch"], job["seq_len"])
+        heldout = held_out(d["vocab"], d["sources"], job["seed"], d["eval_batch"], job["seq_len"])
 
     store = dist.TCPStore(host_name="localhost", port=0, is_master=True, wait_for_workers=False)
     wan = job["wan"]

@@ -47,8 +47,8 @@ class GeoTrainFamily(Family):
                      "hidden_comm_s_per_step": "hidden s/step", "payload_bytes_per_step": "B/step"}
     plan_flags = (
         Flag("--regions", "path", "regions.yaml: regions with hardware and the WAN between them (rate, RTT)"),
-        Flag("--data", "str", "training data: synthetic:by-source[:SOURCES] (corpus:ARGS once the corpus test bed is merged)",
-             default="synthetic:by-source"),
+        Flag("--data", "str", "training data: corpus:by-source (stdlib docstrings, one source per region, byte tokens) "
+             "or synthetic:by-source[:SOURCES]", default="corpus:by-source"),
         Flag("--inner-steps", "int", "H: inner steps per window (every fragment is synced at least once per window)",
              default=32, minimum=2),
         Flag("--fragments", "int", "P: fix the number of fragments (layer groups); default: the planner's choice",

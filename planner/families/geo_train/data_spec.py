@@ -7,7 +7,8 @@ from core.errors import PlannerError
 
 
 def parse_data(text: str) -> dict[str, Any]:
-    """'synthetic:by-source[:SOURCES]' -> {'kind': 'synthetic', 'split': 'by-source', 'sources': n or None}."""
+    """'corpus:by-source' (testbeds/corpus.py: one stdlib docstring source per region, byte tokens) or
+    'synthetic:by-source[:SOURCES]' (a sparse bigram chain per source) -> {'kind', 'split', 'sources'}."""
     kind, _, rest = str(text).partition(":")
     if kind == "synthetic":
         split, _, n = rest.partition(":")
@@ -17,6 +18,8 @@ def parse_data(text: str) -> dict[str, Any]:
             raise PlannerError(f"--data {text}: the source count '{n}' is not a whole number", "e.g. synthetic:by-source:4")
         return {"kind": "synthetic", "split": "by-source", "sources": int(n) if n else None}
     if kind == "corpus":
-        raise PlannerError(f"--data {text}: the corpus test bed is not available in this build",
-                           "use --data synthetic:by-source until testbeds/corpus.py is merged")
-    raise PlannerError(f"--data {text}: unknown data kind '{kind}'", "use synthetic:by-source[:SOURCES]")
+        if rest not in ("by-source", ""):
+            raise PlannerError(f"--data {text}: unknown corpus split '{rest}'",
+                               "use corpus:by-source (one stdlib docstring source per region)")
+        return {"kind": "corpus", "split": "by-source", "sources": None}
+    raise PlannerError(f"--data {text}: unknown data kind '{kind}'", "use corpus:by-source or synthetic:by-source[:SOURCES]")
