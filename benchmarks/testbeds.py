@@ -80,7 +80,8 @@ def timing(model: Any, tok: Any, lengths: list[str], repeats: int, decode_tokens
             "kv_cache_bytes": kv_bytes}
 
 
-def accuracy(model: Any, tok: Any, lengths: list[str], count: int, short_count: int, log: list[dict]) -> dict[str, float]:
+def accuracy(model: Any, tok: Any, lengths: list[str], count: int, short_count: int, log: list[dict],
+             tasks: list[str] | None = None) -> dict[str, float]:
     """Full-cache accuracy per task: {"niah@2k": 0.75, "arith:word2": 0.4, "instruct:sort": 0.1, "probe_qa": 1.0}."""
     from testbeds import arithmetic, instruct, probe, ruler
     from testbeds.prompts import answer, score
@@ -99,7 +100,7 @@ def accuracy(model: Any, tok: Any, lengths: list[str], count: int, short_count: 
         acc[key] = sum(scores) / len(scores)
 
     for k in lengths:
-        for task in ruler.TASKS:
+        for task in tasks or ruler.TASKS:
             run(f"{task}@{k}", ruler.generate(task, LENGTHS[k], count, tok, seed=1))
     if short_count:
         for task in arithmetic.TASKS:
@@ -120,7 +121,9 @@ def merge(paths: list[Path], out: Path) -> dict[str, Any]:
     summary["full_cache_accuracy"] = {k: v for r in runs for k, v in r["summary"]["full_cache_accuracy"].items()}
     summary["peak_rss_bytes"] = max(r["summary"]["peak_rss_bytes"] for r in runs)
     result["summary"] = summary
-    result["answers"] = [a for r in runs for a in r["answers"]]
+    keys = {r_i: set(r["summary"]["full_cache_accuracy"]) for r_i, r in enumerate(runs)}
+    result["answers"] = [a for i, r in enumerate(runs) for a in r["answers"]
+                         if not any(a["key"] in keys[j] for j in range(i + 1, len(runs)))]
     result["runs"] = {str(p): r["config"] for p, r in zip(paths, runs)}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps(result, indent=1, sort_keys=True))
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--lengths", default=None, help="comma list of 512,2k,4k (accuracy), or none")
     ap.add_argument("--timing-lengths", default=None, help="comma list of 512,2k,4k (timing), or none")
     ap.add_argument("--count", type=int, default=None, help="RULER prompts per task and length")
+    ap.add_argument("--tasks", default=None, help="comma list of RULER tasks (default: all)")
     ap.add_argument("--short-count", type=int, default=None, help="arith/instruct prompts per task (0: skip)")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=str(OUT / "testbeds.json"))
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     tim = timing(model, tok, tlengths, repeats, 16 if a.quick else 32) if tlengths else {}
     log: list[dict] = []
-    acc = accuracy(model, tok, [k for k in lengths if k and k != "none"], count, short, log)
+    acc = accuracy(model, tok, [k for k in lengths if k and k != "none"], count, short, log,
+                   a.tasks.split(",") if a.tasks else None)
     loss = probe.text_loss(model, tok, probe.probe_texts(5 if a.quick else 20)) if short else None
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     summary = {
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     result = {"summary": summary, "timing": tim, "answers": log,
               "config": {"quick": a.quick, "lengths": lengths, "timing_lengths": tlengths, "count": count,
-                         "short_count": short, "repeats": repeats, "threads": 1,
+                         "short_count": short, "repeats": repeats, "tasks": a.tasks, "threads": 1,
                          "note": "one torch thread; shared 2-core machine under load from other sessions"}}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
