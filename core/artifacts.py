@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from core.errors import ArtifactError, reason_of
+from core.errors import ArtifactError, PlannerError, reason_of
 from core.output_paths import ARTIFACT_MARK
 
 ARTIFACT_FORMAT = 2   # 2: manifest names its writer and family
@@ -78,3 +78,20 @@ def read_manifest(path: Path) -> dict[str, Any]:
             raise ArtifactError(f"artifact file {rel} is corrupted (sha256 mismatch)",
                                 f"rebuild it with `planner emit PLAN -o {path} --force` (the changed files are lost)")
     return manifest
+
+
+def read_job(artifact: Path, baseline: str | None) -> dict[str, Any]:
+    """The job of one emitted configuration (`jobs/<name>.json`: the plan, or a baseline by `--baseline` name)."""
+    name = baseline or "plan"
+    path = artifact / "jobs" / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in (artifact / "jobs").glob("*.json"))
+        raise PlannerError(f"{artifact} has no configuration '{name}'",
+                           f"use --baseline with one of: {', '.join(k for k in known if k != 'plan')}")
+    try:
+        job = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is not a readable job ({reason_of(exc)})", "re-emit the plan") from exc
+    if not isinstance(job, dict):
+        raise ArtifactError(f"{path} is not a readable job (not a JSON object)", "re-emit the plan")
+    return job

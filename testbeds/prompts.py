@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from core.errors import PlannerError
+from core.errors import PlannerError, reason_of
 
 SCORERS = ("contains_all", "contains_any", "number", "exact")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -104,7 +104,7 @@ def read_jsonl(path: str | Path, flag: str = "--workload") -> list[Prompt]:
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise PlannerError(f"{flag} {p}: cannot read it ({exc.__class__.__name__})", "pass a UTF-8 JSONL file") from exc
+        raise PlannerError(f"{flag} {p}: cannot read it ({reason_of(exc)})", "pass a UTF-8 JSONL file") from exc
     out: list[Prompt] = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():

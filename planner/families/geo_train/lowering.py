@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
-from core.errors import PlannerError
+from core.errors import PlannerError, reason_of
 from core.units import parse_rate_bits, parse_seconds
 
 
@@ -70,7 +70,7 @@ def read_regions(path: str, layout: ModelLayout, tokens_per_step: int, resolve_h
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise _fail(path, f"not valid YAML ({exc.__class__.__name__})", "fix the file") from exc
+        raise _fail(path, f"not valid YAML ({reason_of(exc)})", "fix the file") from exc
     if not isinstance(data, dict) or not isinstance(data.get("regions"), list) or not data["regions"]:
         raise _fail(path, "no 'regions' list", "list regions as '- {name: X, hardware: Y}'")
     regions, hws, names = [], [], []

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from core.atomic_io import write_text_atomic
-from core.errors import ArtifactError, InputMismatchError, PlannerError
+from core.errors import ArtifactError, InputMismatchError, PlannerError, reason_of
 from planner.families.base import Progress, RunReport
 from planner.flags import FlagValues
 from planner.schema import Plan
@@ -51,7 +51,7 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     try:
         cfg = yaml.safe_load((artifact / "runtime.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ArtifactError(f"{artifact}/runtime.yaml is not readable ({exc.__class__.__name__})",
+        raise ArtifactError(f"{artifact}/runtime.yaml is not readable ({reason_of(exc)})",
                             "re-emit the plan") from exc
     name = values["baseline"] or "plan"
     if name not in cfg["configs"]:
