@@ -163,3 +163,12 @@ def test_oracle_holds_what_the_decoding_queries_need(model, prompt, pf) -> None:
     assert all(bool(m.all()) for m in full)
     assert all(bool((a <= b).all()) for a, b in zip(oracle, full))
     assert sum(int(m.sum()) for m in oracle) < sum(int(m.sum()) for m in full)
+
+
+def test_cap_limits_every_head_and_keeps_sinks_and_window(model, pf) -> None:
+    free = kept(model, pf, gvote(0.9, 4))
+    capped = kept(model, pf, {**gvote(0.9, 4), "cap_fraction": 0.25})
+    for f, c in zip(free, capped):
+        assert bool((c <= f).all())                                    # the cap only removes entries
+        assert int(c.sum(dim=-1).max()) <= max(2 + 4, int(0.25 * T))
+        assert bool(c[..., :2].all()) and bool(c[..., -4:].all())
