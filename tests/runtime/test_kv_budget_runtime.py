@@ -163,3 +163,79 @@ def test_oracle_holds_what_the_decoding_queries_need(model, prompt, pf) -> None:
     assert all(bool(m.all()) for m in full)
     assert all(bool((a <= b).all()) for a, b in zip(oracle, full))
     assert sum(int(m.sum()) for m in oracle) < sum(int(m.sum()) for m in full)
+
+
+def test_cap_limits_every_head_and_keeps_sinks_and_window(model, pf) -> None:
+    free = kept(model, pf, gvote(0.9, 4))
+    capped = kept(model, pf, {**gvote(0.9, 4), "cap_fraction": 0.25})
+    for f, c in zip(free, capped):
+        assert bool((c <= f).all())                                    # the cap only removes entries
+        assert int(c.sum(dim=-1).max()) <= max(2 + 4, int(0.25 * T))
+        assert bool(c[..., :2].all()) and bool(c[..., -4:].all())
+
+
+def test_ratio_zero_press_generates_the_full_cache_tokens(model, prompt, pf) -> None:
+    """A press that evicts nothing goes through the same compressed-cache path and must give the full cache's
+    greedy generation token for token (answer right after the prompt and after a question)."""
+    masks = kept(model, pf, {"kind": "press", "press": "snapkv", "ratio": 0.0})
+    assert all(bool(m.all()) for m in masks)
+    full = [torch.ones(k.shape[:3], dtype=torch.bool) for k in pf.keys]
+    for q in (torch.zeros(1, 0, dtype=torch.long), prompt[1]):
+        ref, _, _ = ev.decode(model, pf, full, q, max_new_tokens=8)
+        got, _, _ = ev.decode(model, pf, masks, q, max_new_tokens=8)
+        assert got == ref
+    # and the full cache's generation is the model's own greedy continuation of the prompt (fresh forwards)
+    ids = prompt[0]
+    ref, _, _ = ev.decode(model, pf, full, torch.zeros(1, 0, dtype=torch.long), max_new_tokens=8)
+    for tok in ref:
+        with torch.no_grad():
+            assert int(model(ids).logits[0, -1].argmax()) == tok
+        ids = torch.cat([ids, torch.tensor([[tok]])], dim=1)
+
+
+def _decode_positions(model, pf, masks, q) -> list[list[int]]:
+    seen: list[list[int]] = []
+    def grab(mod, args, kwargs, out) -> None:
+        pos = kwargs["position_ids"] if "position_ids" in kwargs else args[1]
+        seen.append(pos[0].tolist())
+
+    hook = model.model.rotary_emb.register_forward_hook(grab, with_kwargs=True)
+    try:
+        ev.decode(model, pf, masks, q, max_new_tokens=4)
+    finally:
+        hook.remove()
+    return seen
+
+
+def test_positions_after_pruning_equal_the_unpruned(model, prompt, pf) -> None:
+    """Decoded tokens get RoPE positions from the prompt's length, not from how many entries a head kept."""
+    g = torch.Generator().manual_seed(3)
+    pruned = [torch.rand(k.shape[:3], generator=g) > 0.4 for k in pf.keys]
+    full = [torch.ones(k.shape[:3], dtype=torch.bool) for k in pf.keys]
+    assert sum(int(m.sum()) for m in pruned) < sum(int(m.sum()) for m in full)
+    for q in (torch.zeros(1, 0, dtype=torch.long), prompt[1]):
+        a, b = _decode_positions(model, pf, pruned, q), _decode_positions(model, pf, full, q)
+        assert a == b
+        flat = [p for step in a for p in step]
+        assert flat == list(range(T, T + len(flat)))
+
+
+def test_pruned_cache_decodes_like_the_full_cache_with_evicted_keys_masked(model, prompt, pf) -> None:
+    """Oracle independent of kvpress: evicting the same positions in every head and layer equals the full
+    DynamicCache with those key columns masked out (explicit 4D mask, explicit positions)."""
+    g = torch.Generator().manual_seed(4)
+    evict = torch.rand(T, generator=g) < 0.3
+    evict[:2] = False
+    masks = [(~evict).expand(k.shape[:3]).clone() for k in pf.keys]
+    got = ev.decode_logits(model, pf, masks, prompt[1])
+    cache = DynamicCache()
+    with torch.no_grad():
+        model(prompt[0], cache=cache)
+        allowed = torch.ones(NQ, T + NQ, dtype=torch.bool)
+        allowed[:, :T] = ~evict
+        allowed[:, T:] = torch.ones(NQ, NQ, dtype=torch.bool).tril()
+        ref = model(prompt[1], cache=cache, attention_mask=allowed[None, None],
+                    position_ids=torch.arange(T, T + NQ)[None]).logits
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert not torch.allclose(got, ev.decode_logits(model, pf, [torch.ones_like(m) for m in masks], prompt[1]),
+                              atol=1e-3)    # the eviction changes the logits (the test has teeth)

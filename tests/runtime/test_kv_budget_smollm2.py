@@ -34,3 +34,24 @@ def test_budgets_differ_across_requests(smollm2_cache) -> None:
         assert 0 < hit <= sum(int(o.sum()) for o in oracle)
     assert kept[0] < 0.9                                                # the long prompt is compressed
     assert abs(kept[0] - kept[1]) > 0.05                                # the budget is an output per request
+
+
+def test_gvote_press_runs_in_kvpress_pipeline(smollm2_cache) -> None:
+    """A kvpress user drops GVotePress into `pipeline("kv-press-text-generation")` (question-agnostic) and reads
+    the achieved ratio per layer afterwards."""
+    from transformers import pipeline
+
+    from runtime.kv_budget import kvpress_compat
+    from runtime.kv_budget.gvote_press import GVotePress
+    from testbeds.smollm2 import load_model, load_tokenizer
+
+    kvpress_compat.install()
+    model = load_model("smollm2-135m:4L")
+    model.set_attn_implementation("sdpa")
+    pipe = pipeline("kv-press-text-generation", model=model, tokenizer=load_tokenizer())
+    press = GVotePress(p_nuc=0.9, n_samples=4)
+    context = "The grass is green. " * 30 + "The magic number is 42. " + "The sky is blue. " * 30
+    out = pipe(context, question="What is the magic number?", press=press, max_new_tokens=3)
+    assert isinstance(out["answer"], str)
+    assert sorted(press.compression_ratios) == [0, 1, 2, 3]
+    assert all(0.0 < r < 1.0 for r in press.compression_ratios.values())
