@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv clean
+.PHONY: run test venv clean llamacpp-check
 
 venv: $(STAMP)
 
@@ -26,6 +26,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Not part of `make test`: builds llama.cpp (CPU only, from the llama-cpp-python sdist on PyPI; minutes the first
+# time, cached in ~/.cache/planner/llamacpp) and feeds it `planner export --to llama.cpp` flags on a tiny GGUF.
+llamacpp-check: $(STAMP)
+	$(PY) scripts/llamacpp_check.py
 
 clean:
 	rm -rf $(VENV) build

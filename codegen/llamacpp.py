@@ -8,7 +8,14 @@ Applies the plan's decisions, never makes them:
     a pattern take a tensor's weight and its bias (GPT-OSS) and nothing else: `ffn_gate_exps\\.` cannot
     match `ffn_gate_inp` or `ffn_gate_shexp`, and `blk\\.1\\.` cannot match `blk.17.`;
   * `-c`, `-np`, `-ub`, `-fa on` as planned (`-fa on|off|auto` since late August 2025: build b6343 has it;
-    older builds take a bare `-fa`, which the file's comment says).
+    older builds take a bare `-fa`, which the file's comment says);
+  * `--load-mode none` when the plan keeps tensors in host memory. With mmap (llama.cpp's default) the loader
+    leaves host tensors in the pageable file mapping instead of the GPU backend's pinned host buffer
+    (`src/llama-model-loader.cpp`, "avoid using a host buffer when using mmap"), so prompt processing copies the
+    host experts at pageable-memory speed, not the link rate the plan counts, and the page cache may evict them;
+    llama.cpp itself warns "tensor overrides to CPU are used with mmap enabled - consider using --load-mode none".
+    `--load-mode` replaced `--no-mmap` in llama.cpp PR #20834 (July 2026); newer builds reject `--no-mmap`
+    (`scripts/llamacpp_check.py` probes both), older ones need it instead, which the file's comment says.
 Each `-ot` value is single-quoted, so a line pastes into a shell as it is and `grep -v '^#' FILE | xargs
 llama-server -m MODEL.gguf` (xargs removes the quotes) applies the whole file. `$(grep ...)` does not remove
 quotes and is not the way to use the file.
@@ -55,6 +62,11 @@ def n_gpu_layers_flag(decisions: Mapping[str, Any]) -> int:
     return max(99, full) if n == full else n
 
 
+def keeps_host_tensors(decisions: Mapping[str, Any]) -> bool:
+    """Whether any block (wholly or some tensor groups) is planned in host memory (the input embedding aside)."""
+    return any(lay["host_block"] or lay["host_groups"] for lay in decisions["layers"])
+
+
 def flag_lines(decisions: Mapping[str, Any]) -> list[str]:
     """One flag with its value per line."""
     batch = int(decisions.get("batch", 1))
@@ -62,6 +74,8 @@ def flag_lines(decisions: Mapping[str, Any]) -> list[str]:
     if batch > 1:
         lines.append(f"-np {batch}")
     lines += [f"-ub {int(decisions['ubatch'])}", f"-fa {decisions.get('flash_attn', 'on')}"]
+    if keeps_host_tensors(decisions):
+        lines.append("--load-mode none")
     lines += [f"-ot '{p}=CPU'" for p in override_patterns(decisions)]
     return lines
 
@@ -82,4 +96,7 @@ def export_flags(plan: Any) -> str:
         "# use: grep -v '^#' THIS_FILE | xargs llama-server -m MODEL.gguf   (xargs removes the quotes; or paste the lines)",
         "# -fa on: llama.cpp builds from late August 2025 on (b6343 has it); older builds take a bare -fa",
     ]
+    if keeps_host_tensors(d):
+        head.append("# --load-mode none: host tensors go to pinned memory, not the file mapping (llama.cpp warns about "
+                    "mmap with CPU overrides); builds before July 2026 (llama.cpp PR #20834) take --no-mmap instead")
     return "\n".join(head + flag_lines(d)) + "\n"

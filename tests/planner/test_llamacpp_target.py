@@ -231,6 +231,8 @@ def test_export_cli_writes_the_flags(mixtral_plan: object, tmp_path: Path, capsy
     assert main(["export", str(plan_file), "--to", "llama.cpp", "-o", str(tmp_path / "flags.txt")]) == 0
     out = capsys.readouterr().out
     assert "-ngl " in out and "-ub 512" in out and "-c 4096" in out
+    # host tensors: pinned host buffers, not the file mapping (llama.cpp warns about mmap with CPU overrides)
+    assert "\n--load-mode none\n" in out and "--no-mmap" in out.split("-ngl ")[0]
     written = (tmp_path / "flags.txt").read_text()
     assert [l for l in written.splitlines() if not l.startswith("#")] == [l for l in out.splitlines() if not l.startswith("#")]
 
