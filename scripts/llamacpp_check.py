@@ -52,16 +52,19 @@ CASES: list[tuple[str, list[str]]] = [
                                         "--quant", "q4_k_m", "--context", "4096"]),
     ("mixtral q8_0 a100_24gb ctx4096", ["mixtral-8x7b", "--hardware", "a100_24gb", "--target", "llama.cpp",
                                         "--quant", "q8_0", "--context", "4096"]),
+    ("mixtral q8_0 rtx4090 ctx32768", ["mixtral-8x7b", "--hardware", "rtx4090_24gb", "--target", "llama.cpp",
+                                       "--quant", "q8_0", "--context", "32768"]),         # two -ot lines
+    ("mixtral q5_k_m rtx4090 ctx4096", ["mixtral-8x7b", "--hardware", "rtx4090_24gb", "--target", "llama.cpp",
+                                        "--quant", "q5_k_m", "--context", "4096"]),       # down-only blocks
     ("mixtral q4_k_m rtx4090 ctx32768 batch4", ["mixtral-8x7b", "--hardware", "rtx4090_24gb", "--target",
                                                 "llama.cpp", "--quant", "q4_k_m", "--context", "32768",
-                                                "--batch", "4"]),
-    ("mixtral bf16 rtx4090 ctx4096", ["mixtral-8x7b", "--hardware", "rtx4090_24gb", "--target", "llama.cpp",
-                                      "--context", "4096"]),
+                                                "--batch", "4"]),                         # -np 4
 ]
 
 OVERRIDE_LINE = re.compile(r"tensor (\S+) \((\d+) MiB (\S+)\) buffer type overridden to (\S+)")
 MMAP_WARNING = "tensor overrides to CPU are used with mmap enabled"
-ARG_ERROR = re.compile(r"error while handling argument|invalid argument|unknown argument|error: ")
+ARG_ERROR = re.compile(r"error while handling argument|error: (invalid|unknown) argument|^error: ")
+REAL_LOAD = "load_tensors: loading model tensors"   # also logged by --fit's dry run (no allocation) before it
 GROUP_NAME = re.compile(r"blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
 
 
@@ -179,7 +182,9 @@ def gguf_tensor_names(path: Path) -> list[str]:
 
 # ------------------------------------------------------------------ planner
 def planner(args: list[str]) -> None:
-    subprocess.run([sys.executable, "-m", "planner.cli", *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, "-m", "planner.cli", *args], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"planner {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()[-400:]}")
 
 
 def flag_args(flags_file: Path) -> list[list[str]]:
@@ -210,13 +215,13 @@ def run_llamacpp(exe: Path, gguf_path: Path, flags: list[list[str]], threads: in
     t0 = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
     log = proc.stdout + proc.stderr
-    overridden = {}
-    for m in OVERRIDE_LINE.finditer(log):
-        overridden[m.group(1)] = m.group(4)
-    arg_errors = [l.strip() for l in log.splitlines() if ARG_ERROR.search(l) and "error: " in l.lower()][:5]
+    load = log[log.rfind(REAL_LOAD):] if REAL_LOAD in log else log   # the real load, not --fit's dry run
+    overridden = {m.group(1): m.group(4) for m in OVERRIDE_LINE.finditer(load)}
+    modes = re.findall(r"load_mode = (\S+?)\)", log)
+    arg_errors = [l.strip() for l in log.splitlines() if ARG_ERROR.search(l)][:5]
     return {"argv": argv[1:], "returncode": proc.returncode, "wall_s": round(time.perf_counter() - t0, 2),
             "log": log, "overridden": overridden, "arg_errors": arg_errors,
-            "mmap_warning": MMAP_WARNING in log}
+            "mmap_warning": MMAP_WARNING in log, "load_mode": modes[-1] if modes else None}
 
 
 def echoed(log: str, flags: list[list[str]]) -> dict[str, bool | None]:
@@ -235,7 +240,8 @@ def echoed(log: str, flags: list[list[str]]) -> dict[str, bool | None]:
         elif flag == "-ngl":
             out[flag] = None if "no usable GPU found" in log else re.search(r"offloaded \d+/\d+ layers", log) is not None
         elif flag == "--load-mode":
-            out[flag] = f"load_mode = {val}" in log
+            modes = re.findall(r"load_mode = (\S+?)\)", log)
+            out[flag] = bool(modes) and modes[-1] == val
         elif flag == "-ot":
             out.setdefault(flag, True)
     return out
@@ -255,29 +261,42 @@ def check_case(name: str, plan_args: list[str], exe: Path, gguf_path: Path, name
     got = {t for t, buft in run["overridden"].items() if buft.startswith("CPU")}
     shown = echoed(run["log"], flags)
     parsed = run["returncode"] == 0 and not run["arg_errors"] and all(v is not False for v in shown.values())
-    return {"case": name, "planner_args": plan_args, "flags": [" ".join(l) for l in flags],
+    return {"case": name, "planner_args": plan_args, "flags": flags,
             "llamacpp_argv": " ".join(shlex.quote(a) for a in run["argv"]), "returncode": run["returncode"],
             "arg_errors": run["arg_errors"], "values_in_log": shown, "flags_parsed": parsed,
             "tensors_overridden": len(got), "tensors_planned": len(want), "match": got == want,
             "overridden_not_planned": sorted(got - want), "planned_not_overridden": sorted(want - got),
             "overridden_to": sorted(set(run["overridden"].values())),
             "host_block_tensors_via_ngl_unchecked": len(ngl_host), "mmap_warning": run["mmap_warning"],
+            "load_mode": run["load_mode"],
             "wall_s": run["wall_s"], "log_file": str(work / f"{slug}.log")}
 
 
-def probes(first: dict[str, Any], exe: Path, gguf_path: Path, work: Path, threads: int) -> dict[str, Any]:
-    """The first case's flags without the exported load mode, and with the legacy `--no-mmap`."""
-    flags = [shlex.split(f) for f in first["flags"]]
+def probes(first: dict[str, Any], want: set[str], exe: Path, gguf_path: Path, work: Path,
+           threads: int) -> dict[str, Any]:
+    """The first case's flags without the exported load mode, with the legacy `--no-mmap`, with `--load-mode none`,
+    and with a broken pattern (a negative control: the comparison must report a mismatch)."""
+    flags = first["flags"]
     base = [l for l in flags if l[0] not in ("--load-mode", "-lm", "--no-mmap")]
     out = {}
     for key, extra in (("default_load_mode", []), ("legacy_no_mmap", [["--no-mmap"]]),
                        ("load_mode_none", [["--load-mode", "none"]])):
         run = run_llamacpp(exe, gguf_path, base + extra, threads)
         (work / f"probe_{key}.log").write_text(run["log"])
-        m = re.search(r"load_mode = (\w+)", run["log"])
         out[key] = {"extra_flags": " ".join(a for l in extra for a in l), "returncode": run["returncode"],
                     "arg_errors": run["arg_errors"], "mmap_warning": run["mmap_warning"],
-                    "load_mode_logged": m.group(1) if m else None, "tensors_overridden": len(run["overridden"])}
+                    "load_mode_logged": run["load_mode"], "tensors_overridden": len(run["overridden"])}
+    # negative control: the comparison must fail for a pattern without the exporter's trailing `\.`, written with
+    # `ffn_gate` for `ffn_gate_exps` (it then also finds each block's router, ffn_gate_inp)
+    bad = [[l[0], l[1].replace("ffn_gate_exps", "ffn_gate").replace(r"\.=CPU", "=CPU")] if l[0] == "-ot" else l
+           for l in flags]
+    run = run_llamacpp(exe, gguf_path, bad, threads)
+    (work / "probe_negative_control.log").write_text(run["log"])
+    got = {t for t, buft in run["overridden"].items() if buft.startswith("CPU")}
+    out["negative_control"] = {"extra_flags": " ".join(shlex.join(l) for l in bad if l[0] == "-ot"),
+                               "returncode": run["returncode"], "tensors_overridden": len(got),
+                               "tensors_planned": len(want), "match": got == want,
+                               "overridden_not_planned": sorted(got - want)[:4]}
     return out
 
 
@@ -313,24 +332,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     version = llamacpp_version(exe)
     cases = CASES[:1] if args.quick else CASES
-    results = [check_case(n, a, exe, gguf_path, names, work, args.threads) for n, a in cases]
-    probe = {} if args.quick else probes(results[0], exe, gguf_path, work, args.threads)
+    try:
+        results = [check_case(n, a, exe, gguf_path, names, work, args.threads) for n, a in cases]
+        first_plan = json.loads(Path(results[0]["log_file"]).with_suffix(".plan.json").read_text())
+        probe = {} if args.quick else probes(results[0], planned_overrides(first_plan, names)[0], exe, gguf_path,
+                                             work, args.threads)
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     print(f"llama.cpp {version} ({exe}), tiny GGUF {gguf_path.name}: {len(names)} tensors, Mixtral-8x7B names")
-    head = f"{'case':40} {'parsed':>6} {'overridden':>10} {'planned':>7} {'match':>5} {'via -ngl':>8} {'mmap warn':>9}"
+    head = f"{'case':40} {'parsed':>6} {'overridden':>10} {'planned':>7} {'match':>5} {'via -ngl':>8} {'load':>5} {'mmap warn':>9}"
     print(head)
     print("-" * len(head))
     for r in results:
         print(f"{r['case']:40} {str(r['flags_parsed']):>6} {r['tensors_overridden']:>10} {r['tensors_planned']:>7} "
-              f"{str(r['match']):>5} {r['host_block_tensors_via_ngl_unchecked']:>8} {str(r['mmap_warning']):>9}")
+              f"{str(r['match']):>5} {r['host_block_tensors_via_ngl_unchecked']:>8} {str(r['load_mode']):>5} {str(r['mmap_warning']):>9}")
         for f in r["flags"]:
-            print(f"    {f}")
+            print(f"    {shlex.join(f)}")
         if not r["match"]:
             print(f"    overridden, not planned: {r['overridden_not_planned'][:6]}; "
                   f"planned, not overridden: {r['planned_not_overridden'][:6]}")
         if r["arg_errors"]:
             print(f"    {r['arg_errors']}")
     for key, p in probe.items():
+        if key == "negative_control":
+            print(f"probe {key:18} {p['extra_flags']}: overridden {p['tensors_overridden']} vs planned "
+                  f"{p['tensors_planned']}, match={p['match']} (must be False), e.g. {p['overridden_not_planned'][:2]}")
+            continue
         print(f"probe {key:18} {p['extra_flags'] or '(no load flag)':18} rc={p['returncode']} "
               f"load_mode={p['load_mode_logged']} mmap_warning={p['mmap_warning']} {p['arg_errors'][:1]}")
     summary = {"flags_parsed": all(r["flags_parsed"] for r in results),
@@ -341,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     args.o.parent.mkdir(parents=True, exist_ok=True)
     args.o.write_text(json.dumps({"summary": summary, "cases": results, "probes": probe}, indent=2) + "\n")
     print(f"wrote {args.o}: {json.dumps(summary)}")
-    return 0 if summary["flags_parsed"] and summary["match"] else 1
+    control_failed = not probe or not probe["negative_control"]["match"]
+    return 0 if summary["flags_parsed"] and summary["match"] and control_failed else 1
 
 
 if __name__ == "__main__":
