@@ -47,3 +47,16 @@ def test_nothing_meets_the_target_names_the_reachable_drop() -> None:
     with pytest.raises(InfeasibleError, match="the best loses 50.00 points") as exc:
         phases.solve(ctx)
     assert "--p-nuc 1" in exc.value.fix
+
+
+def test_matched_memory_figures_only_for_fixed_ratio_presses() -> None:
+    """Regression: when a press won the plan, GVote became a baseline and its rows (no `ratio`) were matched
+    by memory, crashing the plan with KeyError 'ratio' (seen on SmolLM2 at --max-accuracy-drop 20%)."""
+    p = _with_scores(table(0), gvote=0.5, snap=1.0)
+    huge = 1e30                                  # every row's memory is below it: each method has a match
+    assert phases.at_matched_memory(p, "gvote", huge) == {} and phases.at_matched_memory(p, "full", huge) == {}
+    snap = phases.at_matched_memory(p, "snapkv", huge)
+    assert snap["ratio_at_matched_memory"] == min(p.configs[r]["ratio"] for r in p.rows("snapkv"))
+    assert 0.0 <= snap["accuracy_at_matched_memory"] <= 1.0
+    assert phases.at_matched_memory(p, "snapkv", 0.0) == {"accuracy_at_matched_memory": None,
+                                                          "ratio_at_matched_memory": None}

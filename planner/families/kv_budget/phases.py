@@ -158,10 +158,22 @@ def curve(problem: Any, timing: bool) -> list[dict[str, Any]]:
     return out
 
 
+def at_matched_memory(p: Any, name: str, plan_mean_kv_bytes: float) -> dict[str, Any]:
+    """A fixed-ratio press's accuracy and ratio at the plan's mean KV memory (its row with the most memory not
+    above the plan's); nothing for the full cache or for GVote (a baseline only when a press won the plan)."""
+    from solvers.kv_budget.baselines import press_at_memory
+    from solvers.kv_budget.cost import metrics
+
+    if name in ("full", "gvote"):
+        return {}
+    matched = press_at_memory(p, name, plan_mean_kv_bytes)
+    return {"accuracy_at_matched_memory": round(metrics(p, matched).accuracy, 6) if matched is not None else None,
+            "ratio_at_matched_memory": p.configs[matched]["ratio"] if matched is not None else None}
+
+
 def lift(ctx: PlanContext) -> None:
     """Solution -> Plan: knobs, per-request budgets, the curve of every method, baselines, oracle bound."""
-    from solvers.kv_budget.baselines import DESCRIPTIONS, press_at_memory
-    from solvers.kv_budget.cost import metrics
+    from solvers.kv_budget.baselines import DESCRIPTIONS
     from solvers.kv_budget.exact import oracle_mean_bytes
 
     st, o, fam = ctx.state, ctx.options, ctx.family
@@ -177,11 +189,7 @@ def lift(ctx: PlanContext) -> None:
             bp = {**_predicted(p, s.row, timing), "feasible": True}
         else:
             bp = {"feasible": False}
-        if name != "full":
-            matched = press_at_memory(p, name, plan_mem)
-            bp["accuracy_at_matched_memory"] = (round(metrics(p, matched).accuracy, 6) if matched is not None
-                                                else None)
-            bp["ratio_at_matched_memory"] = p.configs[matched]["ratio"] if matched is not None else None
+        bp.update(at_matched_memory(p, name, plan_mem))
         base[name] = BaselineResult(DESCRIPTIONS.get(name, name), dict(b.params),
                                     bp, {}, {"knobs": dict(s.params)} if s.feasible else {})
     per_request = [{"task": r.task, "prompt_tokens": int(r.length), "kv_bytes": float(t.kv_bytes[row, j]),
