@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from core.errors import ArtifactError, PlannerError, reason_of
-from core.output_paths import ARTIFACT_MARK
+from core.output_paths import ARTIFACT_MARK, json_with_keys
 
 ARTIFACT_FORMAT = 2   # 2: manifest names its writer and family
 
@@ -36,15 +36,7 @@ def write_manifest(staging: Path, family: str, info: Mapping[str, Any]) -> dict[
     return manifest
 
 
-def _looks_like_plan(path: Path) -> bool:
-    """A JSON object with a plan's keys (schema_version, family, decisions)."""
-    try:
-        if path.stat().st_size > 512 << 20:
-            return False
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(d, dict) and all(k in d for k in ("schema_version", "family", "decisions"))
+_looks_like_plan = json_with_keys("schema_version", "family", "decisions")   # a plan file's recogniser
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
