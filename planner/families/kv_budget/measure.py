@@ -12,6 +12,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from codegen.kv_budget import method_record   # the runtime record the emitted artifact carries
+
 ORACLE_P_NUC = 0.95   # nucleus mass of the oracle keep sets for rows without their own p_nuc (presses, full)
 
 
@@ -45,18 +47,6 @@ class Table:
     token_bytes: float
     kept_by_layer: list[list[list[float]]] = field(default_factory=list)   # [row][request][layer] kept share
     outputs: list[list[str]] = field(default_factory=list)
-
-
-def method_of(config: dict[str, Any]) -> dict[str, Any]:
-    """A table row's knobs -> the runtime's method record."""
-    m = config["method"]
-    if m == "full":
-        return {"kind": "full"}
-    if m == "gvote":
-        return {"kind": "gvote", "p_nuc": float(config["p_nuc"]), "n_samples": int(config["n_samples"]),
-                "n_sink": int(config["n_sink"]), "window": int(config["window"]), "seed": int(config["seed"]),
-                "cap_fraction": config.get("cap_fraction")}
-    return {"kind": "press", "press": m, "ratio": float(config["ratio"])}
 
 
 def measure(model: Any, decode_text: Callable[[list[int]], str], score: Callable[[KvRequest, str], float],
@@ -101,7 +91,7 @@ def measure(model: Any, decode_text: Callable[[list[int]], str], score: Callable
         orc[j] = ev.bytes_of(oracle(ORACLE_P_NUC), pf)
         for i in order:
             cfg = configs[i]
-            masks, took = ev.keep_masks(model, pf, method_of(cfg))
+            masks, took = ev.keep_masks(model, pf, method_record(cfg))
             if cfg["method"] == "full":
                 tokens = ref_tokens
                 held = ev.bytes_of(masks, pf)
