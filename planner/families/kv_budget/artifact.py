@@ -22,18 +22,39 @@ from planner.schema import Plan
 HELD_OUT_SEED_OFFSET = 1_000_003   # held-out prompts never share the calibration sample's seed
 
 
+def _weights_of(recorded: str | None) -> str | None:
+    """The --weights directory a plan was made with, or None for the catalog or tiny model."""
+    return recorded if recorded not in (None, "catalog", "tiny random") else None
+
+
+def _check_weights(weights: str, fingerprint: str) -> None:
+    """The checkpoint directory still holds the files the plan was measured on (one-line error otherwise)."""
+    from planner.families.kv_budget.workload import weights_fingerprint
+
+    now = weights_fingerprint(weights)
+    if now != fingerprint:
+        raise InputMismatchError(f"the checkpoint in {weights} has changed since the plan ({now}, the plan measured "
+                                 f"{fingerprint})", "re-plan with --weights on the current checkpoint")
+
+
 def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> str:
     """Write runtime.yaml and plan.json."""
     from codegen.kv_budget import runtime_config
     from planner.registry import resolve_model
     from planner.serde import dumps
 
-    spec = resolve_model(plan.model.name)
-    if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
-        raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
-                                 "re-plan with this version of `planner plan`")
+    weights = _weights_of(plan.inputs.get("weights"))
+    if weights is None:
+        spec = resolve_model(plan.model.name)
+        if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
+            raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
+                                     "re-plan with this version of `planner plan`")
+    else:
+        _check_weights(weights, plan.model.fingerprint)
+        weights = str(Path(weights).resolve())     # the artifact runs from any directory on this machine
     cfg = runtime_config(plan)
-    cfg["weights"] = plan.inputs.get("weights")
+    cfg["weights"] = weights if weights is not None else plan.inputs.get("weights")
+    cfg["weights_fingerprint"] = plan.model.fingerprint
     write_text_atomic(staging / "runtime.yaml", yaml.safe_dump(cfg, sort_keys=True))
     write_text_atomic(staging / "plan.json", dumps(plan))
     return f"runtime.yaml ({len(cfg['configs'])} configurations), plan.json"
@@ -58,8 +79,9 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
         raise PlannerError(f"{artifact} has no configuration '{name}'",
                            f"use --baseline with one of: {', '.join(k for k in cfg['configs'] if k != 'plan')}")
     spec = resolve_model(cfg["model"])
-    weights = cfg.get("weights")
-    weights = weights if weights not in (None, "catalog", "tiny random") else None
+    weights = _weights_of(cfg.get("weights"))
+    if weights is not None:
+        _check_weights(weights, str(cfg.get("weights_fingerprint")))
     seed = int(cfg["calibration_seed"]) + HELD_OUT_SEED_OFFSET
     wl = values["workload"].text if values["workload"] is not None else cfg["workload"]
     progress("loading the model")

@@ -206,8 +206,9 @@ def lift(ctx: PlanContext) -> None:
     hw = ctx.require_hardware()
     ctx.plan = Plan(
         family=fam.name,
-        model=ModelRef(s.name, s.fingerprint(ctx.request.tiny), s.source, num_params=int(st.lm.num_params),
-                       dtype="fp32", tiny=ctx.request.tiny),
+        model=ModelRef(s.name, st.lm.fingerprint or s.fingerprint(ctx.request.tiny),
+                       f"the checkpoint in --weights {o.weights}" if o.weights else s.source,
+                       num_params=int(st.lm.num_params), dtype="fp32", tiny=ctx.request.tiny),
         hardware=hardware_ref(hw, "device"),
         solver=SolverInfo(name="GVote knob search over measured calibration rows", status=sol.status.value,
                           config={"grid_rows": len(p.rows("gvote"))},

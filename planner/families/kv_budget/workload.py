@@ -29,6 +29,7 @@ class LoadedLM:
     eos_ids: tuple[int, ...]
     decode: Callable[[list[int]], str]
     score: Callable[[str, str, str], float]
+    fingerprint: str | None = None     # of a --weights directory's config and weight files; None otherwise
 
 
 LLAMA_STYLE = ("LlamaConfig", "MistralConfig", "Qwen2Config", "Qwen3Config")
@@ -68,6 +69,45 @@ def parse_workload(text: str, spec: Any, tiny: bool) -> list[Any]:
     return out
 
 
+def weights_fingerprint(weights: str) -> str:
+    """sha256 (16 hex digits) over a --weights directory's config.json and weight files, names and bytes, so a
+    plan names the checkpoint it was measured on and `emit`/`run` notice when the files have changed."""
+    import hashlib
+
+    path = Path(weights)
+    if not (path / "config.json").is_file():
+        raise PlannerError(f"--weights {weights}: no config.json there",
+                           "pass a Hugging Face model directory (config.json + safetensors)")
+    files = [path / "config.json"] + sorted(f for f in path.iterdir()
+                                            if f.is_file() and f.suffix in (".safetensors", ".bin"))
+    if len(files) == 1:
+        raise PlannerError(f"--weights {weights}: no .safetensors or .bin weight files there",
+                           "pass a Hugging Face model directory saved with save_pretrained")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def check_weights_config(weights: str) -> None:
+    """A --weights directory holds a Llama-style causal LM (what kvpress and the ragged cache run), or a
+    one-line error naming what it holds."""
+    import json
+
+    try:
+        cfg = json.loads((Path(weights) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PlannerError(f"--weights {weights}: config.json is not readable JSON ({exc.__class__.__name__})",
+                           "pass a Hugging Face model directory saved with save_pretrained") from exc
+    kind = str(cfg.get("model_type", "?"))
+    if kind.capitalize() + "Config" not in LLAMA_STYLE:
+        raise PlannerError(f"--weights {weights}: holds a '{kind}' model; kv-budget runs Llama-style attention "
+                           "(llama, mistral, qwen2, qwen3)", "pass a Llama-style causal LM's directory")
+
+
 def load_lm(spec: Any, tiny: bool, weights: str | None, seed: int) -> LoadedLM:
     """The LM of the plan (see the module docstring)."""
     import torch
@@ -77,14 +117,19 @@ def load_lm(spec: Any, tiny: bool, weights: str | None, seed: int) -> LoadedLM:
     from testbeds.smollm2 import load_tokenizer, one_thread
 
     one_thread()
+    fingerprint = None
     if weights:
         path = Path(weights)
-        if not (path / "config.json").is_file():
-            raise PlannerError(f"--weights {weights}: no config.json there",
-                               "pass a Hugging Face model directory (config.json + safetensors)")
+        fingerprint = weights_fingerprint(weights)
+        check_weights_config(weights)
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path)) if (path / "tokenizer.json").is_file() \
             else load_tokenizer()
+        if len(tokenizer) > int(model.config.vocab_size):
+            raise PlannerError(f"--weights {weights}: the model's vocabulary ({model.config.vocab_size}) is smaller "
+                               f"than its tokenizer's ({len(tokenizer)}; SmolLM2's when the directory has no "
+                               "tokenizer.json)", "save the checkpoint's tokenizer in the directory "
+                               "(tokenizer.save_pretrained)")
     elif tiny:
         from profilers.models import transformers_config
 
@@ -106,7 +151,7 @@ def load_lm(spec: Any, tiny: bool, weights: str | None, seed: int) -> LoadedLM:
     eos = tokenizer.eos_token_id
     return LoadedLM(model, tokenizer, sum(p.numel() for p in model.parameters()), vocab,
                     int(model.config.max_position_embeddings), (int(eos),) if eos is not None and eos < vocab else (),
-                    decode, lambda req, text: tb_score(req.ref, text))
+                    decode, lambda req, text: tb_score(req.ref, text), fingerprint)
 
 
 def make_requests(text: str, lm: LoadedLM, seed: int, spec: Any, tiny: bool) -> list[KvRequest]:
