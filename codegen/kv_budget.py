@@ -40,5 +40,7 @@ def runtime_config(plan: Plan) -> dict[str, Any]:
             "token_bytes": float(plan.decisions["token_bytes"]), "configs": configs,
             "predicted": {k: {"kept_fraction": float(v["kept_fraction"]),
                               "kept_fraction_by_task": dict(v["kept_fraction_by_task"]),
-                              "accuracy": float(v["accuracy"]), "mean_kv_bytes": float(v["mean_kv_bytes"])}
+                              "accuracy": float(v["accuracy"]), "mean_kv_bytes": float(v["mean_kv_bytes"]),
+                              "accuracy_stderr": float(v.get("accuracy_stderr", 0.0)),
+                              "calibration_prompts": int(v.get("calibration_prompts", 0))}
                           for k, v in predicted.items()}}

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from core.sampling_error import score_stderr, within_sampling_error
 from runtime.kv_budget import evaluation as ev
 from runtime.receipt import Receipt
 
@@ -39,11 +40,17 @@ def run_config(model: Any, requests: Sequence[Any], name: str, method: dict[str,
     mean_m = sum(r["kv_bytes_measured"] for r in rows) / n
     mean_p = sum(r["kv_bytes_predicted"] for r in rows) / n
     acc = sum(r["score"] for r in rows) / n
+    se = score_stderr([r["score"] for r in rows])
+    se_pred = float(predicted.get("accuracy_stderr", 0.0))
     rec = Receipt(family="kv-budget", config=name, link="none (one process, CPU)", rows=rows)
     rec.totals = {"prompts": len(rows), "workload": workload, "mean_kv_bytes_measured": mean_m,
                   "mean_kv_bytes_predicted": mean_p, "mean_kv_bytes_rel_error": mean_m / mean_p - 1.0 if mean_p else 0.0,
                   "accuracy_measured": acc, "accuracy_predicted": float(predicted["accuracy"]),
                   "accuracy_error_points": 100 * (acc - float(predicted["accuracy"])),
+                  "accuracy_stderr_measured": se, "accuracy_stderr_predicted": se_pred,
+                  "calibration_prompts": int(predicted.get("calibration_prompts", 0)),
+                  "accuracy_within_sampling_error": within_sampling_error(acc, se, float(predicted["accuracy"]),
+                                                                          se_pred),
                   "full_accuracy_measured": sum(r["full_score"] for r in rows) / n,
                   "overhead_fraction_of_prefill": sorted(r["select_s"] / r["prefill_s"] for r in rows)[len(rows) // 2]
                   if rows else 0.0}

@@ -81,6 +81,11 @@ def test_plan_inspect_emit_run(tiny_workload, tmp_path: Path, monkeypatch: pytes
     assert main(["run", "build", "--json", "receipt.json"]) == 0
     rec = json.loads(Path("receipt.json").read_text())
     assert rec["family"] == "kv-budget" and rec["totals"]["prompts"] == 4
+    tot = rec["totals"]
+    assert tot["calibration_prompts"] == 4 and p["accuracy_stderr"] > 0 and tot["accuracy_stderr_measured"] > 0
+    assert tot["accuracy_within_sampling_error"] == (
+        abs(tot["accuracy_measured"] - p["accuracy"]) <= 1.96 * (tot["accuracy_stderr_measured"] ** 2
+                                                                 + p["accuracy_stderr"] ** 2) ** 0.5)
 
 
 def test_a_press_that_beats_gvote_becomes_the_plan_and_run_compares_bytes(

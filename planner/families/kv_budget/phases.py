@@ -133,12 +133,15 @@ def baselines(ctx: PlanContext) -> None:
 
 def _predicted(problem: Any, row: int, timing: bool = False) -> dict[str, Any]:
     """A row's predicted figures; measured seconds only with --record-timing (plans stay byte-identical)."""
+    from core.sampling_error import score_stderr
     from solvers.kv_budget.cost import metrics
 
     m = metrics(problem, row)
     full = metrics(problem, problem.full_index)
     return {"mean_kv_bytes": round(m.mean_kv_bytes, 1), "p95_kv_bytes": round(m.p95_kv_bytes, 1),
             "accuracy": round(m.accuracy, 6), "accuracy_drop_points": round(100 * m.accuracy_drop, 4),
+            "accuracy_stderr": round(score_stderr([float(x) for x in problem.score[row]]), 6),
+            "calibration_prompts": int(problem.score.shape[1]),
             "full_accuracy": round(full.accuracy, 6), "kept_fraction": round(m.kept_fraction, 6),
             "kept_fraction_by_task": {k: round(v, 6) for k, v in m.kept_fraction_by_task.items()},
             "mean_kv_bytes_by_task": {k: round(v, 1) for k, v in m.mean_kv_bytes_by_task.items()},

@@ -82,5 +82,15 @@ def receipt_views(rec: dict[str, Any]) -> list[Any]:
     return [t, Text(f"mean KV measured {fmt_bytes(tot['mean_kv_bytes_measured'])} vs predicted "
                     f"{fmt_bytes(tot['mean_kv_bytes_predicted'])} ({100 * tot['mean_kv_bytes_rel_error']:+.1f}%); "
                     f"accuracy measured {tot['accuracy_measured']:.3f} vs predicted {tot['accuracy_predicted']:.3f} "
-                    f"({tot['accuracy_error_points']:+.1f} points); full-cache accuracy on these prompts "
-                    f"{tot['full_accuracy_measured']:.3f}")]
+                    f"({tot['accuracy_error_points']:+.1f} points{_sampling(tot)}); full-cache accuracy on these "
+                    f"prompts {tot['full_accuracy_measured']:.3f}")]
+
+
+def _sampling(tot: dict[str, Any]) -> str:
+    """Whether the accuracy error is within the sampling error of the two prompt samples (older receipts: '')."""
+    if "accuracy_within_sampling_error" not in tot:
+        return ""
+    n_cal, n_run = tot.get("calibration_prompts", 0), tot["prompts"]
+    verdict = "within" if tot["accuracy_within_sampling_error"] else "beyond"
+    return (f", {verdict} the 95 % sampling error of {n_cal} calibration and {n_run} held-out prompts: "
+            f"±{100 * 1.96 * (tot['accuracy_stderr_measured'] ** 2 + tot['accuracy_stderr_predicted'] ** 2) ** 0.5:.0f} points")
