@@ -94,7 +94,8 @@ def lift(ctx: PlanContext) -> None:
     dec.update({
         "lam0": o.lam0, "kappa": o.kappa, "guard": "lambda = 0 when ||g1*g1*D|| = 0 (tau = 0 gives g1 = 0)",
         "alpha": 0.0, "regions": [{"name": r.name, "hardware": r.hardware, "step_time_s": r6(r.step_time_s),
-                                   "step_time_source": r.step_time_source} for r in regs.regions],
+                                   "step_jitter_s": r6(r.step_jitter_s), "step_time_source": r.step_time_source}
+                                  for r in regs.regions],
         "wan": {"rate_bps": r6(regs.rate_bps), "rtt_s": r6(regs.rtt_s)},
         "model_config": dict(lay.config), "model_bytes": int(prob.model_bytes),
         "training": {"steps": o.steps, "batch": o.batch, "seq_len": o.seq_len, "seed": o.seed, "data": data},
