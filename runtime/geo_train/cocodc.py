@@ -101,7 +101,7 @@ def taylor_compensate_norm_matched(theta_glob: list[torch.Tensor], theta_sent: l
 class _CoCoDCFragment(_StreamingDiLoCoFragment):
     """A Streaming DiLoCo fragment whose merge is the Taylor compensation."""
 
-    lam0: float = 0.5
+    lam0: float = 1.0
     kappa: float = 0.0
     form: str = "bounded"
     comp_log: Optional[CompensationLog] = None
@@ -141,7 +141,7 @@ class CoCoDC(DiLoCo):
 
     def __init__(self, manager: Manager, model_fragments: List[nn.Module], inner_optimizer: optim.Optimizer,
                  outer_optimizer: optim.Optimizer | list[optim.Optimizer], sync_every: int, slots_per_window: int,
-                 fragment_sync_delay: int = 0, fragment_update_alpha: float = 0.0, lam0: float = 0.5,
+                 fragment_sync_delay: int = 0, fragment_update_alpha: float = 0.0, lam0: float = 1.0,
                  kappa: float = 0.0, adaptive: bool = True, compensate: bool = True,
                  compensation: str = "bounded", **kwargs: Any) -> None:
         if compensation not in ("bounded", "norm-matched"):

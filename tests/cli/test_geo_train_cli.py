@@ -43,7 +43,7 @@ def test_plan_inspect_emit(tmp_path: Path, capsys) -> None:
     jobs = {q.stem: json.loads(q.read_text()) for q in (tmp_path / "art" / "jobs").glob("*.json")}
     assert set(jobs) == {"plan", "diloco", "streaming_diloco", "streaming_diloco_equal_bytes", "cocodc_lambda0",
                          "cocodc_round_robin"}
-    assert jobs["plan"]["algorithm"] == "cocodc" and jobs["plan"]["adaptive"] and jobs["plan"]["lam0"] == 0.5
+    assert jobs["plan"]["algorithm"] == "cocodc" and jobs["plan"]["adaptive"] and jobs["plan"]["lam0"] == 1.0
     assert jobs["plan"]["compensation"] == "bounded" and jobs["plan"]["kappa"] == 0.0        # kappa auto
     assert jobs["cocodc_lambda0"]["lam0"] == 0.0 and not jobs["cocodc_round_robin"]["adaptive"]
     assert jobs["streaming_diloco"]["algorithm"] == "streaming" and jobs["streaming_diloco"]["alpha"] == 0.5

@@ -60,7 +60,7 @@ class GeoTrainFamily(Family):
         Flag("--max-exposed", "percent", "exposed communication allowed, as a share of the compute step", default=0.05,
              minimum=0.0, maximum=10.0),
         Flag("--lambda0", "float", "CoCoDC's compensation strength lambda0 (mean share of the global change the "
-             "Taylor term takes back)", default=0.5, minimum=0.0),
+             "Taylor term takes back)", default=1.0, minimum=0.0),
         Flag("--kappa", "float", "CoCoDC's curvature scale kappa (default: auto, the fragment's mean of g1*g1)",
              minimum=0.0, minimum_exclusive=True),
         Flag("--merge", "choice", "auto: CoCoDC's Taylor merge only where measured to beat Streaming DiLoCo, else "
