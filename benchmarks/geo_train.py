@@ -208,7 +208,7 @@ def main() -> None:
     if args.tune:
         tune(args.steps or 64, args.data, args.step_time, args.tune)
         return
-    from planner.families.geo_train.artifact import summarise
+    from planner.families.geo_train.artifact import exposure_replay, summarise
 
     seeds = args.seeds or (3 if args.quick else 5)
     steps = args.steps or (64 if args.quick else 192)
@@ -255,6 +255,11 @@ def main() -> None:
                                                         "repredicted_with_jitter_exposed_comm_s_per_step",
                                                         "step_time_error_vs_repredicted", "choices_agree",
                                                         "every_fragment_per_window", "lambda_mean")}}
+        pj = got["runs"][configs.index("plan")]
+        sync = statistics.fmean(f["sync_s"] for f in plan.decisions["fragments"])
+        reps = [exposure_replay(l["step_s"], sync, int(pj["tau"]), int(pj["H"]) // int(pj["N"])) for l in logs["plan"]]
+        res["configs"]["plan"]["exposure_replay"] = reps
+        res["configs"]["plan"]["exposed_comm_s_per_step_replayed"] = statistics.median(r["exposed_s_per_step"] for r in reps)
         per_seed.append(res)
         print(f"seed {seed}: target ppl {target:.3g} (mean model {target_mean:.3g}) " + "  ".join(
             f"{c}: {v['steps_to_target']:.0f}/{v['steps_to_target_mean_model']:.0f} st, ppl {v['final_ppl']:.3g}/"
@@ -286,6 +291,7 @@ def main() -> None:
     exp_meas = [r["configs"]["plan"]["exposed_comm_s_per_step"] for r in per_seed]
     exp_rep = [r["configs"]["plan"]["repredicted_exposed_comm_s_per_step"] for r in per_seed]
     exp_jit = [r["configs"]["plan"]["repredicted_with_jitter_exposed_comm_s_per_step"] for r in per_seed]
+    exp_rpl = [r["configs"]["plan"]["exposed_comm_s_per_step_replayed"] for r in per_seed]
     step_meas = [r["configs"]["plan"]["step_time_s"] for r in per_seed]
     summary = {
         "steps_to_target_ratio_vs_streaming_diloco": med(st_sd),
@@ -304,6 +310,7 @@ def main() -> None:
         "plan_exposed_comm_s_per_step_predicted": per_seed[0]["configs"]["plan"]["predicted_exposed_comm_s_per_step"],
         "plan_exposed_comm_s_per_step_repredicted_at_measured_step": spread(exp_rep),
         "plan_exposed_comm_s_per_step_repredicted_with_measured_jitter": spread(exp_jit),
+        "plan_exposed_comm_s_per_step_replayed_from_measured_steps": spread(exp_rpl),
         "plan_exposed_comm_error_share_of_step_with_jitter": spread([abs(m - j) / st for m, j, st in
                                                                     zip(exp_meas, exp_jit, step_meas)]),
         "seeds": seeds,

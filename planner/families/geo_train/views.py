@@ -82,6 +82,12 @@ def receipt_views(rec: dict[str, Any]) -> list[Any]:
               f"{tot['repredicted_step_time_s']:.4g}")
     t.add_row("exposed comm s/step", f"{tot['exposed_comm_s_per_step']:.3g}",
               f"{tot['predicted_exposed_comm_s_per_step']:.3g}", f"{tot['repredicted_exposed_comm_s_per_step']:.3g}")
+    if "exposed_comm_s_per_step_replayed" in tot:
+        t.add_row("exposed comm s/step, replayed from the measured step times", "",
+                  "", f"{tot['exposed_comm_s_per_step_replayed']:.3g}")
+        t.add_row("exposed comm s/step, model with the measured jitter "
+                  f"({tot['compute_jitter_s'] * 1e3:.3g} ms/step)", "", "",
+                  f"{tot['repredicted_with_jitter_exposed_comm_s_per_step']:.3g}")
     t.add_row("payload bytes/step", fmt_bytes(tot["payload_bytes_per_step"]),
               fmt_bytes(tot["predicted_payload_bytes_per_step"]), "")
     t.add_row("compute s/step", f"{tot['compute_step_s']:.4g}", f"{tot['predicted_compute_step_s']:.4g}", "")
