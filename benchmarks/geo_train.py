@@ -134,6 +134,25 @@ TUNE_SEEDS = (100, 101)        # tuning seeds: disjoint from the scored seeds 0,
 TUNE_LAM0 = (0.0, 0.25, 0.5, 1.0)
 
 
+def time_ratio_at_common_compute(per_seed: list[dict[str, Any]], a: str, b: str) -> list[float | None]:
+    """Per seed: steps to target x (common compute step + own measured exposed comm per step), a over b.
+
+    The configurations of a seed run one after another in the same processes while the shared machine's load
+    drifts, so their compute steps differ by the load, not the method (the wall-time ratio carries that).
+    Here every configuration gets the same compute step (the median over the seed's configurations) and
+    keeps its own measured exposed communication. None when either never reached the target."""
+    out: list[float | None] = []
+    for r in per_seed:
+        c = r["configs"]
+        t = statistics.median(v["compute_step_s"] for v in c.values())
+        sa, sb = c[a]["steps_to_target_mean_model"], c[b]["steps_to_target_mean_model"]
+        if sa in (None, float("inf")) or sb in (None, float("inf")):
+            out.append(None)
+            continue
+        out.append(sa * (t + c[a]["exposed_comm_s_per_step"]) / (sb * (t + c[b]["exposed_comm_s_per_step"])))
+    return out
+
+
 def run_seed(jobs_by_name: dict[str, dict[str, Any]], seed: int, steps: int) -> dict[str, Any]:
     """Every configuration for one seed in the same two processes; region 0's log and the mean-model curve."""
     from runtime.geo_train.launch import run_regions
@@ -293,11 +312,15 @@ def main() -> None:
     exp_jit = [r["configs"]["plan"]["repredicted_with_jitter_exposed_comm_s_per_step"] for r in per_seed]
     exp_rpl = [r["configs"]["plan"]["exposed_comm_s_per_step_replayed"] for r in per_seed]
     step_meas = [r["configs"]["plan"]["step_time_s"] for r in per_seed]
+    tc_dl = time_ratio_at_common_compute(per_seed, "plan", "diloco")
+    tc_sd = time_ratio_at_common_compute(per_seed, "streaming_diloco_equal_bytes", "diloco")
     summary = {
         "steps_to_target_ratio_vs_streaming_diloco": med(st_sd),
         "steps_to_target_ratio_vs_streaming_diloco_spread": spread(st_sd),
         "time_to_target_ratio_vs_diloco": med(tt_dl),
         "time_to_target_ratio_vs_diloco_spread": spread(tt_dl),
+        "time_to_target_ratio_vs_diloco_at_common_compute": tc_dl,
+        "streaming_diloco_time_to_target_ratio_vs_diloco_at_common_compute": tc_sd,
         "evaluated_model": "mean of the regions' models (headline); region 0's own model in *_region0",
         "steps_to_target_ratio_vs_streaming_diloco_region0": spread(st_sd_r0),
         "time_to_target_ratio_vs_diloco_region0": spread(tt_dl_r0),
