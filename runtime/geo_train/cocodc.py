@@ -91,6 +91,7 @@ def taylor_compensate_norm_matched(theta_glob: list[torch.Tensor], theta_sent: l
     denominator is 0), theta <- theta_glob - (g1 + lambda * g1*g1*D/kappa). kappa cancels; the correction
     always has norm lam0 * ||g1||, whatever the size of D (see `taylor_compensate`)."""
     g1 = [s - n for s, n in zip(theta_sent, theta_now)]
+    kappa = kappa if kappa > 0 else 1.0           # it cancels; "auto" (0) must not divide by zero
     curv = [g * g * (gl - s) / kappa for g, gl, s in zip(g1, theta_glob, theta_sent)]
     g1_norm = float(torch.sqrt(sum(torch.sum(g * g) for g in g1)))
     den = float(torch.sqrt(sum(torch.sum(c * c) for c in curv)))
