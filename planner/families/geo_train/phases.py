@@ -83,8 +83,11 @@ def merge(ctx: PlanContext) -> None:
         st.baselines = {"cocodc": (f"CoCoDC: {P} fragments, adaptive choice, Taylor merge (lambda0 {o.lam0:g}), "
                                    f"N = {sol.sends_per_window} sends per {sol.inner_steps} steps", sol),
                         **st.baselines}
+        from dataclasses import replace
+
         desc, sd = st.baselines["streaming_diloco_equal_bytes"]
-        st.solution = sd
+        # the same fragments, slot and delay as the searched schedule, so the same predicted time: its status
+        st.solution = replace(sd, status=sol.status, bound=sol.bound, trace=sol.trace, wall_time_s=sol.wall_time_s)
     ctx.notes.append(st.merge.reason)
 
 
