@@ -18,9 +18,10 @@ def job_for(plan: Mapping[str, Any], config: Mapping[str, Any], name: str) -> di
     """The runtime job of one configuration: `plan` is the plan's decisions, `config` this configuration's."""
     tr = plan["training"]
     groups = [list(f["layers"]) for f in config["fragments"]]
-    if name == "diloco":
+    merge = config.get("merge", "taylor")
+    if merge == "blocking":
         algo = {"algorithm": "diloco", "alpha": 0.0}
-    elif name.startswith("streaming_diloco"):
+    elif merge == "alpha-blend":
         algo = {"algorithm": "streaming", "alpha": float(config.get("alpha", 0.5))}
     else:
         algo = {"algorithm": "cocodc", "alpha": 0.0, "adaptive": config["choice"] == "adaptive",
@@ -31,7 +32,8 @@ def job_for(plan: Mapping[str, Any], config: Mapping[str, Any], name: str) -> di
     return {
         "name": name, "regions": regions, "seed": int(tr["seed"]), "groups": groups,
         "H": int(config["inner_steps_H"]), "N": int(config["sends_per_window_N"]), "tau": int(config["delay_steps_tau"]),
-        "lam0": float(plan["lam0"]), "kappa": float(plan["kappa"]), "adaptive": True, "compensate": True,
+        "lam0": float(plan["lam0"]), "kappa": 0.0 if plan["kappa"] == "auto" else float(plan["kappa"]),
+        "adaptive": True, "compensate": True, "compensation": "bounded",
         **algo,
         "inner_lr": INNER_LR, "outer_lr": OUTER_LR, "outer_momentum": OUTER_MOMENTUM,
         "batch": int(tr["batch"]), "seq_len": int(tr["seq_len"]), "steps": int(tr["steps"]),

@@ -69,7 +69,8 @@ def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, An
     if algo == "cocodc":
         sync = CoCoDC(manager, frags, inner, outers, sync_every=H, slots_per_window=int(job["N"]),
                       fragment_sync_delay=tau, fragment_update_alpha=job["alpha"], lam0=job["lam0"],
-                      kappa=job["kappa"], adaptive=job["adaptive"], compensate=job["compensate"])
+                      kappa=job["kappa"], adaptive=job["adaptive"], compensate=job["compensate"],
+                      compensation=job.get("compensation", "bounded"))
     elif algo == "streaming":
         sync = DiLoCo(manager, frags, inner, outers, sync_every=H, fragment_sync_delay=tau,
                       fragment_update_alpha=job["alpha"])
@@ -100,6 +101,9 @@ def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, An
                     te = time.perf_counter()
                     log["eval"].append({"step": step + 1, "ppl": perplexity(model, heldout),
                                         "wall_s": te - t_start - sum(e.get("eval_s", 0.0) for e in log["eval"])})
+                    if job.get("snapshot_dir"):     # for the benchmark's evaluation of the regions' mean model
+                        snap = Path(job["snapshot_dir"]) / f"{job['name']}.s{job['seed']}.t{step + 1}.r{region}.pt"
+                        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, snap)
                     log["eval"][-1]["eval_s"] = time.perf_counter() - te
     finally:
         manager.shutdown(wait=False)
@@ -110,7 +114,7 @@ def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, An
         "lambdas": list(sync.comp_log.lam) if algo == "cocodc" else [],
         "lambda_fragments": list(sync.comp_log.fragment) if algo == "cocodc" else [],
         "payload_bytes": led.payload_bytes, "wire_bytes": led.wire_bytes, "transfers": led.transfers,
-        "blocked_s": led.blocked_s, "link_busy_s": led.busy_s,
+        "blocked_s": led.blocked_s, "link_busy_s": led.busy_s, "waits_s": list(led.waits),
         "final_params": [float(p.detach().double().sum()) for p in model.parameters()],
         "param_digest": float(sum(float(p.detach().double().abs().sum()) for p in model.parameters())),
     })

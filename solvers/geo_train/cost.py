@@ -1,10 +1,14 @@
 """geo-train cost model: fragment partition, all-reduce time over the WAN, and a schedule's step time.
 
     T_frag(p)   = 2 (M-1)/M * bytes_p * 8 / rate + RTT          (ring all-reduce, one RTT of latency)
-    tau         = ceil(max_p T_frag(p) / t), capped at h - 1    (one fragment in flight, as in torchft)
-    exposed_p   = max(0, T_frag(p) - tau * t)                    (blocked at the merge)
+    S_tau       = the compute time of the tau steps a send overlaps: mean tau * t, std sqrt(tau) * sigma
+                  (sigma: the measured jitter of one step; steps independent, normal approximation)
+    tau         = the smallest tau with T_frag <= tau * t - z sqrt(tau) sigma for every fragment
+                  (hidden in 95 % of slots, z = 1.645), capped at h - 1 (one fragment in flight, as torchft)
+    exposed_p   = E[max(0, T_frag(p) - S_tau)]                   (blocked at the merge; sigma = 0: the plain
+                                                                  max(0, T_frag - tau * t))
     step time   = t + (mean_p exposed_p + slot overhead) / h     (fragments sent equally often on average)
-A send is hidden iff T_frag(p) <= tau * t.
+A send is hidden iff T_frag(p) <= tau * t - z sqrt(tau) sigma.
 """
 from __future__ import annotations
 
@@ -67,11 +71,33 @@ def group_bytes(problem: GeoTrainProblem, groups: Sequence[Sequence[int]]) -> tu
     return tuple(out)
 
 
+HIDE_Z = 1.645      # a send counts as hidden when it hides in 95 % of slots (one-sided normal quantile)
+
+
+def hidden_within(sync_s: float, tau: int, step_s: float, jitter_s: float) -> bool:
+    """Whether a sync of `sync_s` hides behind `tau` steps of mean `step_s` and std `jitter_s` (95 % of slots)."""
+    return sync_s <= tau * step_s - HIDE_Z * math.sqrt(max(tau, 0)) * jitter_s + 1e-12
+
+
+def expected_exposed_s(sync_s: float, tau: int, step_s: float, jitter_s: float) -> float:
+    """E[max(0, sync_s - S)] with S ~ Normal(tau * step_s, tau * jitter_s^2): seconds blocked per slot."""
+    gap = sync_s - tau * step_s
+    sd = math.sqrt(max(tau, 0)) * jitter_s
+    if sd <= 0.0:
+        return max(0.0, gap)
+    z = gap / sd
+    return gap * 0.5 * math.erfc(-z / math.sqrt(2.0)) + sd * math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
 def needed_delay(problem: GeoTrainProblem, frag_bytes: Sequence[int]) -> int:
-    """The smallest tau that hides every send (uncapped)."""
-    t = problem.pace_step_s
+    """The smallest tau that hides every send (uncapped; `hidden_within`)."""
+    t, sig = problem.pace_step_s, problem.step_jitter_s
     worst = max(allreduce_s(b, problem.num_regions, problem.link_rate_bps, problem.rtt_s) for b in frag_bytes)
-    return max(1, math.ceil(worst / t - 1e-12))
+    tau = max(1, math.ceil(worst / t - 1e-12))
+    limit = 4 * tau + 64
+    while not hidden_within(worst, tau, t, sig) and tau < limit:
+        tau += 1
+    return tau
 
 
 def schedule_metrics(problem: GeoTrainProblem, frag_bytes: Sequence[int], sends: int, delay: int) -> ScheduleMetrics:
@@ -79,8 +105,9 @@ def schedule_metrics(problem: GeoTrainProblem, frag_bytes: Sequence[int], sends:
     m, t, H = problem.num_regions, problem.pace_step_s, problem.inner_steps
     h = H // sends
     T = [allreduce_s(b, m, problem.link_rate_bps, problem.rtt_s) for b in frag_bytes]
-    exposed = [max(0.0, x - delay * t) for x in T]
-    hidden_t = [min(x, delay * t) for x in T]
+    sig = problem.step_jitter_s
+    exposed = [expected_exposed_s(x, delay, t, sig) for x in T]
+    hidden_t = [x - e for x, e in zip(T, exposed)]
     overhead = problem.slot_overhead_s if m > 1 else 0.0
     exp_slot = float(np.mean(exposed)) + overhead
     step = t + exp_slot / h
@@ -91,7 +118,7 @@ def schedule_metrics(problem: GeoTrainProblem, frag_bytes: Sequence[int], sends:
     return ScheduleMetrics(
         step_time_s=step, compute_step_s=t, exposed_comm_s_per_step=exp_slot / h,
         hidden_comm_s_per_step=float(np.mean(hidden_t)) / h, fragment_sync_s=tuple(T),
-        hidden=tuple(x <= delay * t + 1e-12 for x in T), payload_bytes_per_window=payload,
+        hidden=tuple(hidden_within(x, delay, t, sig) for x in T), payload_bytes_per_window=payload,
         wire_bytes_per_window=wire, link_utilisation=busy / (H * step))
 
 

@@ -22,7 +22,8 @@ class GeoTrainProblem:
     `step_time_s[m]` is region m's compute time of one inner step; the slowest region paces every slot
     (the all-reduce waits for it). The WAN is a ring through every region: its slowest link rate and its
     largest RTT bound an all-reduce. `slot_overhead_s` is the fixed per-slot cost outside the data plane
-    (torchft's quorum and commit RPCs), an input the runtime measures.
+    (torchft's quorum and commit RPCs), an input the runtime measures; `step_jitter_s` the standard deviation
+    of one step's compute time (a send near the hiding edge is exposed in the slots whose steps ran fast).
     """
 
     region_names: tuple[str, ...]
@@ -38,6 +39,7 @@ class GeoTrainProblem:
     fixed_fragments: int | None = None  # P, when the user fixes it
     fixed_sends: int | None = None      # N, when the user fixes it
     slot_overhead_s: float = 0.0
+    step_jitter_s: float = 0.0         # std of one inner step's compute time of the slowest region (s), measured
     score_bytes_per_fragment: int = 8   # the drift score all-reduced per fragment per slot (float64)
 
     @property

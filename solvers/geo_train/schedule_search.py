@@ -29,8 +29,8 @@ from solvers.geo_train.problem import GeoTrainProblem, GeoTrainSolution
 class ScheduleConfig:
     """Knobs recorded in the plan (lam0 and kappa travel to the runtime; the search does not use them)."""
 
-    lam0: float = 0.2
-    kappa: float = 4e-4
+    lam0: float = 1.0
+    kappa: float = 0.0          # 0: auto (the fragment's mean of g1*g1)
 
 
 def _fragment_counts(problem: GeoTrainProblem) -> list[int]:

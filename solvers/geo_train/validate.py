@@ -1,7 +1,7 @@
 """Every constraint of a geo-train schedule, checked without a solver."""
 from __future__ import annotations
 
-from solvers.geo_train.cost import allreduce_s, group_bytes
+from solvers.geo_train.cost import allreduce_s, group_bytes, hidden_within
 from solvers.geo_train.problem import GeoTrainProblem, GeoTrainSolution
 
 
@@ -25,6 +25,6 @@ def validate(problem: GeoTrainProblem, s: GeoTrainSolution) -> list[str]:
         t = problem.pace_step_s
         for p, (b, hid) in enumerate(zip(s.fragment_bytes, s.metrics.hidden)):
             T = allreduce_s(b, problem.num_regions, problem.link_rate_bps, problem.rtt_s)
-            if hid != (T <= s.delay_steps * t + 1e-12):
+            if hid != hidden_within(T, s.delay_steps, t, problem.step_jitter_s):
                 bad.append(f"fragment {p}: hidden flag disagrees with T_frag {T:.4g} s vs tau*t")
     return bad

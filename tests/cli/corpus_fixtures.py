@@ -128,6 +128,8 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
     (base / "regions_slow.yaml").write_text(yaml.safe_dump({"regions": two, "wan": {"rate": "10kbps", "rtt": "20ms"}}))
     (base / "regions_nounit.yaml").write_text(yaml.safe_dump({"regions": two, "wan": {"rate": 1000, "rtt": "20ms"}}))
     (base / "regions_nowan.yaml").write_text(yaml.safe_dump({"regions": two}))
+    jit = [{**two[0], "step_jitter": "-5ms"}, two[1]]
+    (base / "regions_badjitter.yaml").write_text(yaml.safe_dump({"regions": jit, "wan": {"rate": "1gbps", "rtt": "20ms"}}))
     import numpy as np
 
     from profilers.moe import RoutingTrace

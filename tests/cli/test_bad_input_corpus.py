@@ -272,6 +272,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
      ("--inner-steps 30 is not a multiple of --sends 4", "--sends 3")),
     ("geo link without unit", GEO + ["--regions", "regions_nounit.yaml"], ("rate", "no unit")),
     ("geo no wan", GEO + ["--regions", "regions_nowan.yaml"], ("no 'wan'",)),
+    ("geo negative step jitter", GEO + ["--regions", "regions_badjitter.yaml"], ("step_jitter '-5ms' is negative", "30ms")),
+    ("geo unknown merge", GEO + ["--regions", "regions.yaml", "--merge", "newton"], ("--merge 'newton' is not one of the choices", "alpha-blend")),
     ("geo regions missing", GEO + ["--regions", "nope.yaml"], ("--regions nope.yaml", "does not exist")),
     ("geo encoder model", ["plan", "bert-base", "--scenario", "geo-train", "--regions", "regions.yaml"],
      ("decoder language models",)),

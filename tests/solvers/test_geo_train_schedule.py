@@ -84,3 +84,23 @@ def test_one_region_needs_no_communication() -> None:
     p = GeoTrainProblem(("a",), np.array([0.1]), 1e6, 0.2, (1000, 1000), 10, 10, inner_steps=8)
     s = solve(p)
     assert s.metrics.exposed_comm_s_per_step == 0.0 and s.metrics.wire_bytes_per_window == 0.0
+
+
+def test_jitter_exposure_matches_a_monte_carlo_of_the_hiding_window() -> None:
+    """E[max(0, T - S_tau)] of the cost model vs sampled step times (an independent replay); sigma = 0 gives
+    the plain max(0, T - tau t); a send at the hiding edge is no longer hidden once the steps jitter."""
+    from solvers.geo_train.cost import expected_exposed_s, hidden_within
+
+    rng = np.random.default_rng(0)
+    for T, tau, t, sig in ((1.952, 7, 0.3, 0.03), (1.952, 7, 0.27, 0.05), (1.0, 4, 0.3, 0.02), (2.5, 7, 0.3, 0.04)):
+        S = rng.normal(t, sig, size=(200_000, tau)).sum(axis=1)
+        mc = float(np.mean(np.maximum(0.0, T - S)))
+        assert expected_exposed_s(T, tau, t, sig) == pytest.approx(mc, rel=0.03, abs=2e-4)
+        assert expected_exposed_s(T, tau, t, 0.0) == max(0.0, T - tau * t)
+    assert hidden_within(1.952, 7, 0.3, 0.0) and not hidden_within(1.952, 7, 0.3, 0.05)
+    p0, p1 = _problem(2e8), _problem(2e8, step_jitter_s=0.02)
+    fb = group_bytes(p0, balanced_groups(p0.layer_bytes, p0.embed_bytes, p0.head_bytes, 2))
+    from solvers.geo_train.cost import needed_delay
+    assert needed_delay(p1, fb) > needed_delay(p0, fb)
+    s = solve(p1)
+    assert validate(p1, s) == [] and all(s.metrics.hidden)

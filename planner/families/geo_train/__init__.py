@@ -26,7 +26,8 @@ class GeoTrainOptions:
     max_fragments: int
     max_exposed: float
     lam0: float
-    kappa: float
+    kappa: float | None
+    merge: str
     slot_overhead_s: float
     steps: int
     batch: int
@@ -58,9 +59,13 @@ class GeoTrainFamily(Family):
         Flag("--max-fragments", "int", "largest P the planner tries", default=8, minimum=1),
         Flag("--max-exposed", "percent", "exposed communication allowed, as a share of the compute step", default=0.05,
              minimum=0.0, maximum=10.0),
-        Flag("--lambda0", "float", "CoCoDC's compensation strength lambda0", default=0.2, minimum=0.0),
-        Flag("--kappa", "float", "CoCoDC's curvature scale kappa (cancels in the update; recorded)", default=4e-4,
+        Flag("--lambda0", "float", "CoCoDC's compensation strength lambda0 (mean share of the global change the "
+             "Taylor term takes back)", default=1.0, minimum=0.0),
+        Flag("--kappa", "float", "CoCoDC's curvature scale kappa (default: auto, the fragment's mean of g1*g1)",
              minimum=0.0, minimum_exclusive=True),
+        Flag("--merge", "choice", "auto: CoCoDC's Taylor merge only where measured to beat Streaming DiLoCo, else "
+             "torchft's Streaming DiLoCo; taylor / alpha-blend force one", default="auto",
+             choices=("auto", "taylor", "alpha-blend")),
         Flag("--slot-overhead", "duration", "fixed cost per slot outside the data plane (torchft quorum + commit RPCs)",
              default=0.0, minimum=0.0),
         Flag("--steps", "int", "inner steps the emitted run trains", default=192, minimum=1),
@@ -95,7 +100,7 @@ class GeoTrainFamily(Family):
                                f"{max(d for d in range(1, v['inner_steps'] + 1) if v['inner_steps'] % d == 0 and d <= v['sends'])})")
         return GeoTrainOptions(regions=v["regions"], data=v["data"], inner_steps=v["inner_steps"],
                                fragments=v["fragments"], sends=v["sends"], max_fragments=v["max_fragments"],
-                               max_exposed=v["max_exposed"], lam0=v["lambda0"], kappa=v["kappa"],
+                               max_exposed=v["max_exposed"], lam0=v["lambda0"], kappa=v["kappa"], merge=v["merge"],
                                slot_overhead_s=v["slot_overhead"], steps=v["steps"], batch=v["train_batch"],
                                seq_len=v["seq_len"] or 64, seed=v["seed"])
 
@@ -103,7 +108,7 @@ class GeoTrainFamily(Family):
         from planner.families.geo_train import phases as ph
 
         return (Phase("regions", ph.regions), Phase("lower", ph.lower), Phase("solve", ph.solve),
-                Phase("baselines", ph.baselines), Phase("lift", ph.lift))
+                Phase("baselines", ph.baselines), Phase("merge", ph.merge), Phase("lift", ph.lift))
 
     def validate_plan(self, plan: Any) -> list[str]:
         from planner.families.geo_train.views import validate_plan_json

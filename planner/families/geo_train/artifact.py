@@ -35,8 +35,9 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
     return f"jobs/ ({len(configs)} configurations: {', '.join(configs)}), plan.json"
 
 
-def _repredict(plan: Plan, job: dict[str, Any], compute_s: float) -> Any:
-    """The plan's cost model re-evaluated at the measured compute step (every other input unchanged)."""
+def _repredict(plan: Plan, job: dict[str, Any], compute_s: float, jitter_s: float = 0.0) -> Any:
+    """The plan's cost model re-evaluated at the measured compute step and its jitter (every other input
+    unchanged)."""
     import numpy as np
 
     from solvers.geo_train.cost import schedule_metrics
@@ -46,11 +47,30 @@ def _repredict(plan: Plan, job: dict[str, Any], compute_s: float) -> Any:
     m = len(d["regions"])
     prob = GeoTrainProblem(tuple(r["name"] for r in d["regions"]), np.full(m, compute_s), d["wan"]["rate_bps"],
                            d["wan"]["rtt_s"], (1,), 0, 0, inner_steps=job["H"],
-                           score_bytes_per_fragment=8 if job["algorithm"] == "cocodc" and job["adaptive"] else 0)
+                           score_bytes_per_fragment=8 if job["algorithm"] == "cocodc" and job["adaptive"] else 0,
+                           step_jitter_s=jitter_s)
     sizes = [sum(f["bytes"] for f in d["fragments"])] if job["algorithm"] == "diloco" else None
     cfg = d if job["name"] == "plan" else plan.baselines[job["name"]].decisions
     sizes = sizes or [f["bytes"] for f in cfg["fragments"]]
     return schedule_metrics(prob, sizes, job["N"] if job["algorithm"] == "cocodc" else len(sizes), job["tau"])
+
+
+def exposure_replay(step_s: list[float], sync_s: float, tau: int, h: int) -> dict[str, float]:
+    """Exposed seconds per step replayed from one region's measured step times (independent of the cost
+    model's normal approximation): in slot k the send leaves after step k*h + h - tau and is waited for after
+    step k*h + h; the tau steps between hide max(0, sync_s - their time). The waiting step's own time holds
+    the wait, so its compute is taken as the median step of the run. Also the mean and std of those windows."""
+    med = statistics.median(step_s)
+    windows, exposed = [], []
+    for end in range(h, len(step_s) + 1, h):         # 1-based step numbers of slot ends
+        w = sum(step_s[end - tau:end - 1]) + med        # steps end-tau+1 .. end-1 (0-based end-tau .. end-2) + the last
+        windows.append(w)
+        exposed.append(max(0.0, sync_s - w))
+    n = len(step_s)
+    return {"exposed_s_per_step": sum(exposed) / n if n else 0.0,
+            "window_mean_s": statistics.fmean(windows) if windows else 0.0,
+            "window_std_s": statistics.pstdev(windows) if len(windows) > 1 else 0.0,
+            "slots_exposed": sum(e > 0 for e in exposed), "slots": len(windows)}
 
 
 def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -58,10 +78,21 @@ def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> di
     steps = len(logs[0]["step_s"])
     step = statistics.median(sum(l["step_s"]) / steps for l in logs)
     compute = statistics.median(statistics.median(l["step_s"]) for l in logs)
+    # jitter of one compute step: 1.4826 * median absolute deviation (robust to the slots' blocked steps)
+    jitter = statistics.median(1.4826 * statistics.median(abs(x - statistics.median(l["compute_s"]))
+                                                          for x in l["compute_s"]) for l in logs)
     exposed = statistics.median(l["blocked_s"] / steps for l in logs)
     payload = statistics.median(l["payload_bytes"] / steps for l in logs)
     cfg_pred = plan.predicted if job["name"] == "plan" else plan.baselines[job["name"]].predicted
     re = _repredict(plan, job, compute)
+    rj = _repredict(plan, job, compute, jitter)
+    replayed = 0.0
+    if job["algorithm"] != "diloco" and job["tau"] > 0:
+        frags = (plan.decisions if job["name"] == "plan" else plan.baselines[job["name"]].decisions)["fragments"]
+        sync = statistics.fmean(f["sync_s"] for f in frags)
+        h = int(job["H"]) // (int(job["N"]) if job["algorithm"] == "cocodc" else len(job["groups"]))
+        replayed = statistics.median(exposure_replay(l["step_s"], sync, int(job["tau"]), h)["exposed_s_per_step"]
+                                     for l in logs)
     choices = [l["choices"] for l in logs]
     agree = all(c == choices[0] for c in choices)
     P = len(job["groups"]) if job["algorithm"] != "diloco" else 1
@@ -78,6 +109,9 @@ def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> di
         "predicted_payload_bytes_per_step": cfg_pred["payload_bytes_per_step"],
         "repredicted_step_time_s": re.step_time_s, "repredicted_exposed_comm_s_per_step": re.exposed_comm_s_per_step,
         "step_time_error_vs_repredicted": (step - re.step_time_s) / re.step_time_s,
+        "compute_jitter_s": jitter, "repredicted_with_jitter_step_time_s": rj.step_time_s,
+        "exposed_comm_s_per_step_replayed": replayed,
+        "repredicted_with_jitter_exposed_comm_s_per_step": rj.exposed_comm_s_per_step,
         "choices_agree": agree, "every_fragment_per_window": per_window, "commits": logs[0]["manager_step"],
         "lambda_mean": statistics.fmean(logs[0]["lambdas"]) if logs[0]["lambdas"] else 0.0,
     }

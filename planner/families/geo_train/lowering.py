@@ -3,7 +3,9 @@
 regions.yaml:
     regions:
       - {name: us-east, hardware: a100_80gb}            # catalog name or hardware YAML path
-      - {name: eu-west, hardware: a100_80gb, step_time: 310ms}   # step_time: measured, overrides the roofline
+      - {name: eu-west, hardware: a100_80gb, step_time: 310ms, step_jitter: 20ms}
+                                                         # step_time: measured, overrides the roofline;
+                                                         # step_jitter: std of one step (default 0)
     wan: {rate: 1gbps, rtt: 80ms}                        # every pair, or per link:
     links: [{between: [us-east, eu-west], rate: 1gbps, rtt: 80ms}]
 Rates and times need units (a bare number is refused). The ring all-reduce is bounded by the slowest link
@@ -31,6 +33,7 @@ class Region:
     hardware: str
     step_time_s: float
     step_time_source: str
+    step_jitter_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,12 @@ def read_regions(path: str, layout: ModelLayout, tokens_per_step: int, resolve_h
             flops = 6.0 * layout.num_params * tokens_per_step
             t = hw.roofline_s(flops, 4.0 * layout.num_params * layout.dtype_bytes, "fp32" if layout.dtype_bytes == 4 else "bf16")
             src = f"roofline of {hw.name} (6 * params * tokens)"
-        regions.append(Region(name, hw.name, float(t), src))
+        jit = 0.0
+        if "step_jitter" in r:
+            jit = parse_seconds(str(r["step_jitter"]), f"--regions {path} ({name}) step_jitter")
+            if jit < 0:
+                raise _fail(path, f"region '{name}' has step_jitter {r['step_jitter']}", "give a time like 20ms, or 0")
+        regions.append(Region(name, hw.name, float(t), src, float(jit)))
     links = _links(path, data, names)
     rate = min(l[0] for l in links)
     rtt = max(l[1] for l in links)
@@ -171,7 +179,8 @@ def problem_of(regions: Regions, layout: ModelLayout, opts: Any) -> Any:
         link_rate_bps=regions.rate_bps, rtt_s=regions.rtt_s, layer_bytes=layout.layer_bytes,
         embed_bytes=layout.embed_bytes, head_bytes=layout.head_bytes, inner_steps=opts.inner_steps,
         max_fragments=opts.max_fragments, max_exposed_fraction=opts.max_exposed,
-        fixed_fragments=opts.fragments, fixed_sends=opts.sends, slot_overhead_s=opts.slot_overhead_s)
+        fixed_fragments=opts.fragments, fixed_sends=opts.sends, slot_overhead_s=opts.slot_overhead_s,
+        step_jitter_s=max(r.step_jitter_s for r in regions.regions))
 
 
 def r6(x: float) -> float:

@@ -17,6 +17,7 @@ class GeoTrainState:
     problem: Any = None
     solution: Any = None
     baselines: dict[str, Any] = field(default_factory=dict)
+    merge: Any = None
 
 
 def regions(ctx: PlanContext) -> None:
@@ -50,7 +51,7 @@ def solve(ctx: PlanContext) -> None:
     from solvers.geo_train.validate import validate
 
     st = ctx.state
-    st.solution = search(st.problem, ScheduleConfig(lam0=ctx.options.lam0, kappa=ctx.options.kappa))
+    st.solution = search(st.problem, ScheduleConfig(lam0=ctx.options.lam0, kappa=ctx.options.kappa or 0.0))
     bad = validate(st.problem, st.solution)
     if bad:
         raise RuntimeError("the schedule search returned an invalid plan (a bug): " + "; ".join(bad[:3]))
@@ -66,6 +67,28 @@ def baselines(ctx: PlanContext) -> None:
 
     st = ctx.state
     st.baselines = all_baselines(st.problem, st.solution).items
+
+
+def merge(ctx: PlanContext) -> None:
+    """CoCoDC's merge only where measured to beat Streaming DiLoCo; else the plan is torchft's Streaming
+    DiLoCo on the same fragments, slot and delay (its equal-bytes baseline), CoCoDC kept as a baseline."""
+    from planner.families.geo_train.data_spec import parse_data
+    from planner.families.geo_train.merge_choice import choose_merge
+
+    st, o = ctx.state, ctx.options
+    sol = st.solution
+    st.merge = choose_merge(ctx.spec.name, parse_data(o.data)["kind"], sol.delay_steps, sol.slot_steps, o.merge)
+    if st.merge.merge == "alpha-blend":
+        P = len(sol.groups)
+        st.baselines = {"cocodc": (f"CoCoDC: {P} fragments, adaptive choice, Taylor merge (lambda0 {o.lam0:g}), "
+                                   f"N = {sol.sends_per_window} sends per {sol.inner_steps} steps", sol),
+                        **st.baselines}
+        from dataclasses import replace
+
+        desc, sd = st.baselines["streaming_diloco_equal_bytes"]
+        # the same fragments, slot and delay as the searched schedule, so the same predicted time: its status
+        st.solution = replace(sd, status=sol.status, bound=sol.bound, trace=sol.trace, wall_time_s=sol.wall_time_s)
+    ctx.notes.append(st.merge.reason)
 
 
 def lift(ctx: PlanContext) -> None:
@@ -92,9 +115,13 @@ def lift(ctx: PlanContext) -> None:
     data = parse_data(o.data)
     dec = schedule_json(sol)
     dec.update({
-        "lam0": o.lam0, "kappa": o.kappa, "guard": "lambda = 0 when ||g1*g1*D|| = 0 (tau = 0 gives g1 = 0)",
-        "alpha": 0.0, "regions": [{"name": r.name, "hardware": r.hardware, "step_time_s": r6(r.step_time_s),
-                                   "step_time_source": r.step_time_source} for r in regs.regions],
+        "lam0": o.lam0, "kappa": "auto" if o.kappa is None else o.kappa,
+        "compensation": "bounded: coef = clamp(lam0 * g1*g1 / kappa, 0, 1), kappa auto = mean(g1*g1)",
+        "guard": "coef = 0 where g1 = 0 (tau = 0 gives the synchronous update); coef <= 1 per entry",
+        "alpha": 0.0 if st.merge.merge == "taylor" else float(sol.params.get("alpha", 0.5)),
+        "merge_reason": st.merge.reason, "regions": [{"name": r.name, "hardware": r.hardware, "step_time_s": r6(r.step_time_s),
+                                   "step_jitter_s": r6(r.step_jitter_s), "step_time_source": r.step_time_source}
+                                  for r in regs.regions],
         "wan": {"rate_bps": r6(regs.rate_bps), "rtt_s": r6(regs.rtt_s)},
         "model_config": dict(lay.config), "model_bytes": int(prob.model_bytes),
         "training": {"steps": o.steps, "batch": o.batch, "seq_len": o.seq_len, "seed": o.seed, "data": data},

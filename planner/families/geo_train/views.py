@@ -49,7 +49,7 @@ def tables(plan: Plan, wide: bool = False) -> list[Any]:
     rows = [("inner steps per window H", d["inner_steps_H"]), ("sends per window N", d["sends_per_window_N"]),
             ("slot h = H / N (steps)", d["slot_steps_h"]), ("in-flight delay tau (steps)", d["delay_steps_tau"]),
             ("fragment choice", d["choice"]), ("merge", d["merge"]), ("lambda0", d["lam0"]), ("kappa", d["kappa"]),
-            ("compensation guard", d["guard"]),
+            ("compensation guard", d["guard"]), ("why this merge", d.get("merge_reason", "-")),
             ("WAN", f"{d['wan']['rate_bps'] / 1e6:.4g} Mbit/s, RTT {d['wan']['rtt_s'] * 1e3:.4g} ms")]
     for k, v in rows:
         st.add_row(k, str(v))
@@ -57,7 +57,8 @@ def tables(plan: Plan, wide: bool = False) -> list[Any]:
     ct = table("predicted per inner step")
     for c in ("config", "step s", "exposed s", "hidden s", "payload/step", "unhidden"):
         ct.add_column(c, justify="left" if c == "config" else "right")
-    cfgs = [("plan (CoCoDC)", p)] + [(k, b.predicted) for k, b in sorted(plan.baselines.items())]
+    label = "CoCoDC" if d["merge"] == "taylor" else "torchft Streaming DiLoCo"
+    cfgs = [(f"plan ({label})", p)] + [(k, b.predicted) for k, b in sorted(plan.baselines.items())]
     for name, m in cfgs:
         ct.add_row(name, f"{m['step_time_s']:.4g}", f"{m['exposed_comm_s_per_step']:.3g}",
                    f"{m['hidden_comm_s_per_step']:.3g}", fmt_bytes(m["payload_bytes_per_step"]),
@@ -81,6 +82,12 @@ def receipt_views(rec: dict[str, Any]) -> list[Any]:
               f"{tot['repredicted_step_time_s']:.4g}")
     t.add_row("exposed comm s/step", f"{tot['exposed_comm_s_per_step']:.3g}",
               f"{tot['predicted_exposed_comm_s_per_step']:.3g}", f"{tot['repredicted_exposed_comm_s_per_step']:.3g}")
+    if "exposed_comm_s_per_step_replayed" in tot:
+        t.add_row("exposed comm s/step, replayed from the measured step times", "",
+                  "", f"{tot['exposed_comm_s_per_step_replayed']:.3g}")
+        t.add_row("exposed comm s/step, model with the measured jitter "
+                  f"({tot['compute_jitter_s'] * 1e3:.3g} ms/step)", "", "",
+                  f"{tot['repredicted_with_jitter_exposed_comm_s_per_step']:.3g}")
     t.add_row("payload bytes/step", fmt_bytes(tot["payload_bytes_per_step"]),
               fmt_bytes(tot["predicted_payload_bytes_per_step"]), "")
     t.add_row("compute s/step", f"{tot['compute_step_s']:.4g}", f"{tot['predicted_compute_step_s']:.4g}", "")
