@@ -67,19 +67,12 @@ def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False,
     and "vs plan", how many times worse than the plan each row is on the objective, one convention for every
     family: value/plan where the objective is minimised, plan/value where it is maximised, so >1 is worse;
     `wide` adds each baseline's policy parameters."""
-    t = table("plan vs baselines (same inputs)" + ("; (sim) = simulated" if plan.simulated else ""))
     names = ["plan", *plan.baselines] + (["bound"] if plan.bound else [])
-    t.add_column("config", no_wrap=True, min_width=max(len(n) for n in names))   # names are never cut
     obj = plan.objective.metric
     # simulated figures beside every metric with --wide; at 80 columns beside the objective only
     sim_of = {m: bool(plan.simulated) and (wide or m == obj) for m in metrics}
-    for m in metrics:
-        t.add_column((labels or {}).get(m, m), justify="right")
-        if sim_of[m]:
-            t.add_column("(sim)", justify="right")
-    t.add_column(VS_PLAN_HEADER, justify="right")
-    if wide:
-        t.add_column("policy parameters")
+    headers = [h for m in metrics for h in (((labels or {}).get(m, m), "(sim)") if sim_of[m] else
+                                            ((labels or {}).get(m, m),))]
 
     def cell(v: Any, m: str) -> str:
         if v is None:
@@ -88,25 +81,30 @@ def baselines_table(plan: Plan, metrics: tuple[str, ...], wide: bool = False,
             return fmt_bytes(v)
         if m == "hit_rate":
             return f"{v:.1%}"
-        return _f(v)
+        return _f(v, 3)
 
-    def row(name: str, pred: Any, sim: Any, params: Any, style: str = "") -> None:
-        cells = [name]
-        for m in metrics:
-            for src in ((pred, sim) if sim_of[m] else (pred,)):
-                cells.append(cell(src.get(m), m))
+    def row(pred: Any, sim: Any, params: Any) -> list[str]:
+        cells = [cell(src.get(m), m) for m in metrics for src in ((pred, sim) if sim_of[m] else (pred,))]
         ratio = worse_ratio(pred.get(obj), plan.objective.value, plan.objective.sense)
         cells.append(f"{ratio:.2f}x" if ratio is not None else "-")
         if wide:
             cells.append(", ".join(f"{k}={_f(v)}" for k, v in sorted(params.items())) if params else "")
-        t.add_row(*cells, style=style)
+        return cells
 
-    row("plan", plan.predicted, plan.simulated, {}, "bold green")
-    for name in sorted(plan.baselines):
-        b = plan.baselines[name]
-        row(name, b.predicted, b.simulated, b.params)
+    rows = [("plan", row(plan.predicted, plan.simulated, {}), "bold green")]
+    rows += [(n, row(plan.baselines[n].predicted, plan.baselines[n].simulated, plan.baselines[n].params), "")
+             for n in sorted(plan.baselines)]
     if plan.bound:
-        row("bound", plan.bound.predicted, plan.bound.simulated, {}, "dim")
+        rows.append(("bound", row(plan.bound.predicted, plan.bound.simulated, {}), "dim"))
+    t = table("plan vs baselines (same inputs)" + ("; (sim) = simulated" if plan.simulated else ""))
+    t.add_column("config", no_wrap=True, min_width=max(len(n) for n in names))   # names are never cut
+    for i, h in enumerate(headers):                                               # nor are figures: headers wrap
+        t.add_column(h, justify="right", min_width=max(len(r[1][i]) for r in rows))
+    t.add_column(VS_PLAN_HEADER, justify="right", min_width=max(len(r[1][len(headers)]) for r in rows))
+    if wide:
+        t.add_column("policy parameters")
+    for name, cells, style in rows:
+        t.add_row(name, *cells, style=style)
     return t
 
 
