@@ -114,6 +114,9 @@ def train_schedule(g: Any, p: Any, sched: Any, seed: int, hidden: int = 32, loca
         wm = metropolis_weights(adj)
         flats = torch.stack([flat(mod) for mod in models])
         mixed = torch.from_numpy(wm).float() @ flats
+        # measured consensus distance after gossip, relative to the mean model norm (the surrogate's C)
+        norms = mixed.norm(dim=1)
+        consensus = float((mixed - mixed.mean(0)).norm(dim=1).mean() / norms.mean().clamp_min(1e-12))
         glob = 0.0
         for i in range(m):
             load_flat(models[i], mixed[i])
@@ -131,7 +134,7 @@ def train_schedule(g: Any, p: Any, sched: Any, seed: int, hidden: int = 32, loca
         elapsed += t_round
         total_bytes += float(link_in.sum())
         out.append({"round": k, "accuracy": correct / max(tested, 1), "global_accuracy": glob, "time_s": elapsed,
-                    "bytes": total_bytes})
+                    "bytes": total_bytes, "consensus": consensus})
     return out
 
 

@@ -74,7 +74,7 @@ def stacked(p: DfglProblem) -> DfglSolution:
     for d in range(1, m):
         adj = decode_topology(mean_b, d, mean_b, p.allowed(0))
         lam = second_eigenvalue(metropolis_weights(adj))
-        steady = p.surrogate.drift_per_round / max(1.0 - lam, 1e-9)
+        steady = lam * p.surrogate.drift_per_round / max(1.0 - lam, 1e-9)
         if steady > p.c_max:
             continue
         t = evaluate(p, Schedule(np.repeat(adj[None], p.rounds, 0), np.ones((p.rounds, m)))).round_time_s.sum()

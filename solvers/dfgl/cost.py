@@ -3,7 +3,8 @@
     t_cp,i  = kappa_i * |V_i^train| * (1 + r_i * dbar_i) * L_gcn
     t_com,i = max_{j: a_ij = 1} [(r_i * E^x_ij * L_emb * emb_bytes + |w| bytes) / b_ij + lat_ij]
     t       = max_i (t_cp,i + t_com,i)
-Neighbours behind a removed link are unreachable (the coupling), which the surrogate's `reach` carries.
+Neighbours behind a removed link are unreachable (the coupling), which the surrogate's `reach` carries. The
+surrogate (SurrogateParams) predicts each worker's error of the accuracy metric round by round.
 """
 from __future__ import annotations
 
@@ -39,27 +40,54 @@ def reach(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
     return np.where(total > 0, got / np.maximum(total, 1e-12), 1.0)
 
 
-def progress(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, consensus: float) -> np.ndarray:
-    """(m,) surrogate progress of each worker in one round (see SurrogateParams)."""
-    s = p.surrogate
-    quality = 1.0 / (1.0 + s.nu * (1.0 / ratios - 1.0) / np.maximum(p.mean_degree, 1e-9))
-    return reach(p, adj) ** s.alpha * quality / (1.0 + consensus / s.consensus_scale)
-
-
 def next_consensus(p: DfglProblem, adj: np.ndarray, consensus: float) -> float:
-    """Surrogate consensus distance after one round of gossip with Metropolis weights on `adj`."""
-    return second_eigenvalue(metropolis_weights(adj)) * consensus + p.surrogate.drift_per_round
+    """Surrogate consensus distance after one round: local training adds `drift_per_round`, then gossip with
+    Metropolis weights on `adj` contracts it by lambda2(W) (a complete topology averages exactly: 0)."""
+    return second_eigenvalue(metropolis_weights(adj)) * (consensus + p.surrogate.drift_per_round)
 
 
-def round_objective(p: DfglProblem, k: int, adj: np.ndarray, ratios: np.ndarray, consensus: float) -> tuple[float, dict]:
-    """The one-round objective J = t / mean progress + rho * max(0, C' - C_max) (seconds per unit of progress),
-    with its parts. The oracle and every controller minimise this same figure."""
+def quality(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
+    """Gradient quality q(r) of sampling ratio(s): (m,) for ratios (m,), (m, G) for a grid (1, G)."""
+    dbar = np.maximum(p.mean_degree, 1e-9)
+    r = np.asarray(ratios, float)
+    if r.ndim == 2:
+        dbar = dbar[:, None]
+    return 1.0 / (1.0 + p.surrogate.nu * (1.0 / r - 1.0) / dbar)
+
+
+def progress(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, c_next: float) -> np.ndarray:
+    """(m,) surrogate progress of each worker in one round, `c_next` the consensus after it (SurrogateParams)."""
+    s = p.surrogate
+    return reach(p, adj) ** s.alpha * quality(p, ratios) * np.exp(-s.consensus_effect * c_next)
+
+
+def error_floor(p: DfglProblem, adj: np.ndarray, c_next: float) -> np.ndarray:
+    """(m,) the error each worker's model approaches under topology `adj` (SurrogateParams)."""
+    s = p.surrogate
+    return np.clip(s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj)) + s.consensus_floor * c_next, 0.0, 1e9)
+
+
+def next_losses(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, losses: np.ndarray, c_next: float) -> np.ndarray:
+    """(m,) each worker's surrogate error after the round."""
+    floor = error_floor(p, adj, c_next)
+    return floor + (losses - floor) * (1.0 - p.surrogate.step_gain * progress(p, adj, ratios, c_next))
+
+
+def round_objective(p: DfglProblem, k: int, adj: np.ndarray, ratios: np.ndarray, consensus: float,
+                    losses: np.ndarray | None = None) -> tuple[float, dict]:
+    """The one-round objective J = t / mean error drop + rho * max(0, C' - C_max) (seconds per unit of the
+    metric's error removed; a round that removes none scores 1e9 s), with its parts. `losses` (m,) are the
+    errors before the round (default: the surrogate's initial error). The oracle and every controller minimise
+    this same figure."""
     tc, tm = compute_s(p, ratios), comm_s(p, k, adj, ratios)
     t = float((tc + tm).max())
-    prog = float(progress(p, adj, ratios, consensus).mean())
     c_next = next_consensus(p, adj, consensus)
-    j = t / max(prog, 1e-9) + p.rho * max(0.0, c_next - p.c_max)
-    return j, {"t": t, "compute": tc, "comm": tm, "progress": prog, "consensus": c_next,
+    if losses is None:
+        losses = np.full(p.num_workers, p.surrogate.initial_loss)
+    new = next_losses(p, adj, ratios, losses, c_next)
+    drop = float((losses - new).mean())
+    j = (t / drop if drop > 1e-9 else 1e9) + p.rho * max(0.0, c_next - p.c_max)
+    return j, {"t": t, "compute": tc, "comm": tm, "progress": drop, "consensus": c_next, "losses": new,
                "bytes": float(link_bytes(p, adj, ratios).sum())}
 
 
@@ -73,11 +101,8 @@ def evaluate(p: DfglProblem, sched: Schedule, consensus0: float = 0.0) -> RoundM
     c = consensus0
     for k in range(r_n):
         adj, r = sched.adjacency[k], sched.ratios[k]
-        j, parts = round_objective(p, k, adj, r, c)
-        prog_i = progress(p, adj, r, c)
-        floor = s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj))
-        loss = floor + (loss - floor) * (1.0 - s.step_gain * prog_i)
-        c = parts["consensus"]
+        j, parts = round_objective(p, k, adj, r, c, loss)
+        loss, c = parts["losses"], parts["consensus"]
         out["t"][k], out["bytes"][k], out["cons"][k] = parts["t"], parts["bytes"], c
         out["loss"][k], out["prog"][k], out["obj"][k] = loss.mean(), parts["progress"], j
         tc_all[k], tm_all[k] = parts["compute"], parts["comm"]

@@ -11,22 +11,29 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SurrogateParams:
-    """The planner's training surrogate (design assumptions, stated in every plan; see docs/dfgl.md §3).
+    """The planner's training surrogate (docs/dfgl.md §3): the per-worker error of the accuracy metric per round.
 
-    progress_i = reach_i^alpha * q(r_i) / (1 + C/consensus_scale), q(r) = 1 / (1 + nu (1/r - 1) / dbar_i):
-    how much one round moves worker i's loss. `reach_i` is the share of worker i's edges whose far end is
-    local or behind a kept link (the coupling: a removed link makes those neighbours unreachable);
-    q(r) is the gradient quality at sampling ratio r (variance of a sampled mean of dbar neighbours).
-    Consensus: C' = lambda2(W) * C + drift_per_round (non-IID local steps push models apart)."""
+    Per round, with C' = lambda2(W) * (C + drift_per_round) the consensus distance after this round's gossip:
+        progress_i = reach_i^alpha * q(r_i) * exp(-consensus_effect * C'),  q(r) = 1 / (1 + nu (1/r - 1) / dbar_i)
+        floor_i    = loss_floor + reach_penalty * (1 - reach_i) + consensus_floor * C'
+        loss_i'    = floor_i + (loss_i - floor_i) * (1 - step_gain * progress_i)
+    `reach_i` is the share of worker i's edges whose far end is local or behind a kept link (the coupling: a
+    removed link makes those neighbours unreachable); q(r) is the gradient quality at sampling ratio r.
+    `consensus_effect` and `consensus_floor` may be negative: on a metric that rewards personalised models
+    (each worker scored on its own skewed labels) disagreement helps. The defaults are assumptions;
+    `source` says where a set of constants comes from (planner/families/dfgl/surrogate_csbm.json holds the
+    constants fitted to measured training by benchmarks/dfgl_calibration.py)."""
 
     alpha: float = 1.0
     nu: float = 1.0
     drift_per_round: float = 0.05
-    consensus_scale: float = 0.5
+    consensus_effect: float = 2.0
+    consensus_floor: float = 0.0
     initial_loss: float = 2.0
     loss_floor: float = 0.3
     reach_penalty: float = 1.0      # extra loss floor per unit of unreachable edge share
     step_gain: float = 0.15         # fraction of the gap to the floor closed per round at progress 1
+    source: str = "assumed (not fitted)"
 
 
 @dataclass(frozen=True)

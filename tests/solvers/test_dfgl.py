@@ -77,14 +77,15 @@ def test_exact_ratio_search_equals_brute_force() -> None:
     assert j == pytest.approx(brute, rel=1e-12)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_controller_within_10_percent_of_the_one_round_oracle(seed: int) -> None:
+@pytest.mark.parametrize("seed,exact_up_to", [(0, 5), (1, 5), (2, 5), (0, 0), (1, 0), (2, 0)])
+def test_controller_within_10_percent_of_the_one_round_oracle(seed: int, exact_up_to: int) -> None:
+    # exact_up_to=0: the link local search alone (the search used above 5 workers) on the same instances
     p = small_problem(4, 4, seed=seed, degree=1)
-    cfg = DdpgConfig(episodes=6, seed=seed)
+    cfg = DdpgConfig(episodes=6, seed=seed, exact_up_to=exact_up_to)
     ctl = ddpg_controller(p, train(p, cfg), cfg)
     obs = initial_observation(p)
     for k in range(p.rounds):
-        j_star, adj_star, _ = one_round_oracle(p, k, obs.consensus, ratio_grid(p, cfg.grid_points))
+        j_star, adj_star, _ = one_round_oracle(p, k, obs.consensus, ratio_grid(p, cfg.grid_points), obs.losses)
         assert is_connected(adj_star)
         adj, ratios = ctl(k, obs)
         j, _, obs = step(p, k, obs, adj, ratios)

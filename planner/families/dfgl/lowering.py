@@ -5,6 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import json
+from dataclasses import fields
+from pathlib import Path
+
 from planner.families.dfgl.graph_input import GraphSplit
 from planner.families.dfgl.workers import Workers
 from solvers.dfgl.problem import DfglProblem, Schedule, SurrogateParams
@@ -25,6 +29,8 @@ class DfglOptions:
     lr: float = 0.05
     episodes: int = 40
     seed: int = 0
+    metric: str = "global"               # accuracy the plan aims at: global (all held-out nodes) or local (own)
+    target_accuracy: float | None = None  # None: 95 % of the full topology's predicted final accuracy
 
 
 def halo_counts(g: GraphSplit, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +67,24 @@ def lower(g: GraphSplit, w: Workers, opts: DfglOptions) -> DfglProblem:
         kappa_s=flops_unit / rate, bandwidth_Bps=w.rate_bps / 8.0, latency_s=w.latency_s,
         model_bytes=model_bytes(f, opts.hidden, g.num_classes, opts.layer), embedding_bytes=4.0 * f, exchanged_layers=1,
         gcn_layers=2, degree=opts.degree, r_min=opts.r_min, c_max=opts.c_max, rho=opts.rho,
-        surrogate=SurrogateParams())
+        surrogate=surrogate_constants(opts.metric))
+
+
+CONSTANTS_FILE = Path(__file__).with_name("surrogate_csbm.json")
+
+
+def surrogate_constants(metric: str, path: Path = CONSTANTS_FILE) -> SurrogateParams:
+    """The surrogate constants fitted for `metric` (global|local) by benchmarks/dfgl_calibration.py on the cSBM
+    test bed; the assumed defaults when the file has none for it."""
+    if not path.is_file():
+        return SurrogateParams()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    entry = data.get("metrics", {}).get(metric)
+    if entry is None:
+        return SurrogateParams()
+    names = {f.name for f in fields(SurrogateParams)}
+    consts = {k: float(v) for k, v in entry["constants"].items() if k in names and k != "source"}
+    return SurrogateParams(**consts, source=f"{metric} accuracy; {data['source']}")
 
 
 def schedule_record(p: DfglProblem, sched: Schedule, met) -> list[dict]:

@@ -54,6 +54,13 @@ def dfgl_tables(plan: Plan, wide: bool = False) -> list[Any]:
     c = d["controller"]
     rec = c["training_record"]
     first, last = (rec[0], rec[-1]) if rec else ({}, {})
+    sel = d.get("selection")
+    if sel:
+        ctl = sel["controller"]
+        out.append(Text(
+            f"plan schedule: {sel['chosen']}, the first to reach {sel['metric']} accuracy {sel['target_accuracy']:.3f} "
+            f"({sel['target_source']}) among the controller's, the simple rate-ranked and the baselines' schedules "
+            f"under the surrogate (constants: {sel['surrogate']}); the controller's schedule ranks {ctl['rank']}."))
     out.append(Text(
         f"controller: DDPG actor ({len(c['actor']['b1'])} hidden) trained {len(rec)} episodes in the planner's "
         f"simulator; objective vs the rule controller {first.get('objective_vs_rule', float('nan')):.2f} -> "
