@@ -49,6 +49,9 @@ def probe_schedules(p: Any) -> dict[str, Any]:
         for r in ratios:
             out[f"{name}@{r:g}"] = Schedule(np.repeat(topo[name][None], r_n, 0).astype(np.int8),
                                              np.full((r_n, m), r))
+    # a time-varying probe (complete and tree alternating): the controller's schedules change every round
+    alt = np.stack([topo["complete"] if k % 2 == 0 else topo["tree"] for k in range(r_n)]).astype(np.int8)
+    out["alt-complete-tree@0.3"] = Schedule(alt, np.full((r_n, m), 0.3))
     return out
 
 

@@ -21,11 +21,12 @@ from solvers.dfgl.cost import evaluate
 from solvers.dfgl.problem import DfglProblem, Schedule, SurrogateParams
 
 # fitted constants, their bounds, and the starts of the multi-start fit
-FITTED = ("alpha", "nu", "consensus_effect", "consensus_floor", "loss_floor", "reach_penalty", "step_gain")
-LOWER = np.array([0.0, 0.0, -20.0, -5.0, 0.0, 0.0, 0.005])
-UPPER = np.array([5.0, 50.0, 20.0, 5.0, 1.0, 2.0, 1.0])
-STARTS = (np.array([1.0, 1.0, 0.0, 0.0, 0.1, 0.1, 0.3]), np.array([0.5, 5.0, 2.0, -0.5, 0.2, 0.5, 0.1]),
-          np.array([2.0, 0.2, -2.0, 0.5, 0.05, 0.0, 0.6]))
+FITTED = ("alpha", "nu", "consensus_effect", "consensus_power", "consensus_floor", "loss_floor", "reach_penalty",
+          "step_gain")
+LOWER = np.array([0.0, 0.0, -20.0, 0.2, -5.0, 0.0, 0.0, 0.005])
+UPPER = np.array([5.0, 50.0, 20.0, 3.0, 5.0, 1.0, 2.0, 1.0])
+STARTS = (np.array([1.0, 1.0, 0.0, 1.0, 0.0, 0.1, 0.1, 0.3]), np.array([0.5, 5.0, 2.0, 0.5, -0.5, 0.2, 0.5, 0.1]),
+          np.array([2.0, 0.2, -2.0, 1.5, 0.5, 0.05, 0.0, 0.6]))
 
 Probe = tuple[Schedule, np.ndarray, np.ndarray]
 

@@ -2,7 +2,7 @@
 
     t_cp,i  = kappa_i * |V_i^train| * (1 + r_i * dbar_i) * L_gcn
     t_com,i = max_{j: a_ij = 1} [(r_i * E^x_ij * L_emb * emb_bytes + |w| bytes) / b_ij + lat_ij]
-    t       = max_i (t_cp,i + t_com,i)
+    t       = max_i (t_cp,i + t_com,i) + round_overhead_s
 Neighbours behind a removed link are unreachable (the coupling), which the surrogate's `reach` carries. The
 surrogate (SurrogateParams) predicts each worker's error of the accuracy metric round by round.
 """
@@ -58,7 +58,7 @@ def quality(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
 def progress(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, c_next: float) -> np.ndarray:
     """(m,) surrogate progress of each worker in one round, `c_next` the consensus after it (SurrogateParams)."""
     s = p.surrogate
-    return reach(p, adj) ** s.alpha * quality(p, ratios) * np.exp(-s.consensus_effect * c_next)
+    return reach(p, adj) ** s.alpha * quality(p, ratios) * np.exp(-s.consensus_effect * c_next ** s.consensus_power)
 
 
 def error_floor(p: DfglProblem, adj: np.ndarray, c_next: float) -> np.ndarray:
@@ -80,7 +80,7 @@ def round_objective(p: DfglProblem, k: int, adj: np.ndarray, ratios: np.ndarray,
     errors before the round (default: the surrogate's initial error). The oracle and every controller minimise
     this same figure."""
     tc, tm = compute_s(p, ratios), comm_s(p, k, adj, ratios)
-    t = float((tc + tm).max())
+    t = float((tc + tm).max()) + p.round_overhead_s
     c_next = next_consensus(p, adj, consensus)
     if losses is None:
         losses = np.full(p.num_workers, p.surrogate.initial_loss)

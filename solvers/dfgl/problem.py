@@ -14,7 +14,7 @@ class SurrogateParams:
     """The planner's training surrogate (docs/dfgl.md §3): the per-worker error of the accuracy metric per round.
 
     Per round, with C' = lambda2(W) * (C + drift_per_round) the consensus distance after this round's gossip:
-        progress_i = reach_i^alpha * q(r_i) * exp(-consensus_effect * C'),  q(r) = 1 / (1 + nu (1/r - 1) / dbar_i)
+        progress_i = reach_i^alpha * q(r_i) * exp(-consensus_effect * C'^consensus_power),  q(r) = 1 / (1 + nu (1/r - 1) / dbar_i)
         floor_i    = loss_floor + reach_penalty * (1 - reach_i) + consensus_floor * C'
         loss_i'    = floor_i + (loss_i - floor_i) * (1 - step_gain * progress_i)
     `reach_i` is the share of worker i's edges whose far end is local or behind a kept link (the coupling: a
@@ -28,11 +28,13 @@ class SurrogateParams:
     nu: float = 1.0
     drift_per_round: float = 0.05
     consensus_effect: float = 2.0
+    consensus_power: float = 1.0    # beta: progress falls as exp(-consensus_effect * C'^beta)
     consensus_floor: float = 0.0
-    initial_loss: float = 2.0
-    loss_floor: float = 0.3
-    reach_penalty: float = 1.0      # extra loss floor per unit of unreachable edge share
+    initial_loss: float = 0.75      # error of the untrained model (chance on 4 classes)
+    loss_floor: float = 0.1
+    reach_penalty: float = 0.2      # extra error floor per unit of unreachable edge share
     step_gain: float = 0.15         # fraction of the gap to the floor closed per round at progress 1
+    fit_rmse: float = 0.0           # RMSE of the fit on its calibration sample (error units): the plan's safety margin
     source: str = "assumed (not fitted)"
 
 
@@ -46,7 +48,8 @@ class DfglProblem:
     layer; bandwidth_Bps (R, m, m): link rate per round in bytes/s (0: no link); latency_s (R, m, m);
     model_bytes: |w| * s; embedding_bytes: bytes of one exchanged node embedding (d * s); exchanged_layers L_emb;
     gcn_layers L_gcn; degree d (top-d decoding); r_min; c_max: consensus-distance threshold; rho: penalty
-    weight of a consensus overshoot in the round objective."""
+    weight of a consensus overshoot in the round objective; round_overhead_s: seconds every round adds
+    beyond the rooflines and links (measured with `planner run`, given with --round-overhead)."""
 
     worker_ids: tuple[str, ...]
     nodes_train: np.ndarray
@@ -65,6 +68,7 @@ class DfglProblem:
     c_max: float = 0.5
     rho: float = 10.0
     surrogate: SurrogateParams = field(default_factory=SurrogateParams)
+    round_overhead_s: float = 0.0   # per-round software overhead (Python, PyG, gloo) added to t^(k); user-calibrated
 
     @property
     def num_workers(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.p2p_topology import decode_topology, is_connected, maximum_spanning_tree
-from solvers.dfgl.cost import compute_s, error_floor, link_bytes, next_consensus, quality, reach
+from solvers.dfgl.cost import error_floor, next_consensus, quality, reach
 from solvers.dfgl.problem import DfglProblem
 
 
@@ -21,16 +21,16 @@ def worker_tables(p: DfglProblem, k: int, adj: np.ndarray, consensus: float, gri
     s = p.surrogate
     m, g = p.num_workers, np.asarray(grid, float)
     b = np.where(p.bandwidth_Bps[k] > 0, p.bandwidth_Bps[k], 1.0)
-    t = np.zeros((m, g.size))
-    for gi, r in enumerate(g):
-        rr = np.full(m, r)
-        comm = np.where(adj > 0, link_bytes(p, adj, rr) / b + p.latency_s[k], 0.0).max(axis=1)
-        t[:, gi] = compute_s(p, rr) + comm
+    # (G, m, m) link seconds at every grid ratio: sampled halo of the link + the model, over the rate, + latency
+    emb = g[:, None, None] * (p.cross_edges * p.exchanged_layers * p.embedding_bytes)[None]
+    link_t = np.where(adj[None] > 0, (emb + p.model_bytes) / b[None] + p.latency_s[k][None], 0.0)
+    comp = p.kappa_s[:, None] * p.nodes_train[:, None] * (1.0 + g[None, :] * p.mean_degree[:, None]) * p.gcn_layers
+    t = comp + link_t.max(axis=2).T + p.round_overhead_s
     c_next = next_consensus(p, adj, consensus)
     if losses is None:
         losses = np.full(m, s.initial_loss)
     gap = np.asarray(losses, float) - error_floor(p, adj, c_next)
-    prog = (reach(p, adj) ** s.alpha)[:, None] * quality(p, g[None, :]) * np.exp(-s.consensus_effect * c_next)
+    prog = (reach(p, adj) ** s.alpha)[:, None] * quality(p, g[None, :]) * np.exp(-s.consensus_effect * c_next ** s.consensus_power)
     return t, gap[:, None] * s.step_gain * prog, p.rho * max(0.0, c_next - p.c_max)
 
 
@@ -106,11 +106,14 @@ def start_topologies(p: DfglProblem, k: int) -> list[np.ndarray]:
 
 
 def multi_start_search(p: DfglProblem, k: int, starts: list[np.ndarray], consensus: float, grid: np.ndarray,
-                       max_moves: int = 20, losses: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
-    """The best link local search over several starting topologies (one shared cache): (J, adjacency, ratios)."""
+                       max_moves: int = 20, losses: np.ndarray | None = None, searched: int = 16
+                       ) -> tuple[float, np.ndarray, np.ndarray]:
+    """The best link local search from the first start (the actor's) and the `searched` best other starting
+    topologies (one shared cache): (J, adjacency, ratios)."""
     cache: dict = {}
+    scored = sorted(range(1, len(starts)), key=lambda i: topology_objective(p, k, starts[i], consensus, grid, losses)[0])
     best = (np.inf, None, None)
-    for a0 in starts:
+    for a0 in [starts[0]] + [starts[i] for i in scored[:searched]]:
         j, adj, ratios, _ = link_local_search(p, k, a0, consensus, grid, max_moves, losses, cache)
         if j < best[0] - 1e-12:
             best = (j, adj, ratios)

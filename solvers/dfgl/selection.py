@@ -67,3 +67,23 @@ def rank_schedules(p: DfglProblem, schedules: dict[str, Schedule], target_error:
         t, b = to_target(met, target_error)
         out.append(Ranked(name, sched, met, t, b, float(met.loss[-1])))
     return sorted(out, key=Ranked.key)
+
+
+def choose_schedule(p: DfglProblem, controller: Schedule, baselines: dict[str, tuple[Schedule, bool]],
+                    grid: np.ndarray, target_accuracy: float | None = None) -> tuple[list[Ranked], float, float]:
+    """(ranking best first, target accuracy, margin used) over the controller's schedule, the simple schedules on
+    `grid` and every feasible baseline's (`baselines`: name -> (schedule, feasible); names get a `baseline:`
+    prefix). Default target: 95 % of the full topology's predicted final accuracy (`full_full` must be among
+    them). Candidates are ranked by predicted time to the target plus a margin, the surrogate's own fit RMSE
+    (a schedule predicted to scrape past the target is as likely to miss it); when none reaches target + margin,
+    by time to the target itself (margin 0)."""
+    cands = {"controller": controller, **simple_schedules(p, grid)}
+    cands.update({f"baseline:{n}": s for n, (s, ok) in baselines.items() if ok})
+    if target_accuracy is None:
+        target_accuracy = 0.95 * (1.0 - float(evaluate(p, baselines["full_full"][0]).loss[-1]))
+    margin = float(p.surrogate.fit_rmse)
+    ranking = rank_schedules(p, cands, 1.0 - target_accuracy - margin)
+    if ranking[0].time_to_target_s == float("inf") and margin > 0:
+        margin = 0.0
+        ranking = rank_schedules(p, cands, 1.0 - target_accuracy)
+    return ranking, float(target_accuracy), margin

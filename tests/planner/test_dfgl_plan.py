@@ -31,8 +31,15 @@ def test_plan_is_deterministic_and_every_round_valid(tmp_path: Path,
             adj[ids.index(x), ids.index(y)] = adj[ids.index(y), ids.index(x)] = 1
         assert is_connected(adj)
     # 5 workers: the plan records its gap to the one-round oracle (a lower bound on the grid, so never negative
-    # beyond rounding); on this cSBM instance the gap is 0.56 in round 1 (docs/dfgl.md §7: a local optimum)
-    assert plan["predicted"]["oracle_gap_max"] >= -1e-6
+    # beyond rounding); on this cSBM instance a single local search from the actor's topology was 56 % above it
+    # (docs/dfgl.md §7); the plan-time search (exhaustive up to 5 workers) must be within 10 %
+    assert -1e-6 <= plan["predicted"]["oracle_gap_max"] <= 0.10
+    # the plan is the first to reach the target under its own surrogate: no baseline is predicted faster
+    sel = plan["decisions"]["selection"]
+    assert sel["ranking"][0]["name"] == sel["chosen"]
+    t_plan = plan["predicted"]["time_to_target_s"]
+    for b in plan["baselines"].values():
+        assert b["predicted"]["time_to_target_s"] is None or b["predicted"]["time_to_target_s"] >= t_plan - 1e-9
     assert set(plan["baselines"]) == {"full_full", "ring", "random_regular", "full_fixed_ratio", "stacked",
                                       "duplex_rule"}
     plan["decisions"]["schedule"][1]["links"] = plan["decisions"]["schedule"][1]["links"][:1]

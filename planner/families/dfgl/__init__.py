@@ -51,6 +51,8 @@ class DfglFamily(Family):
              choices=("global", "local")),
         Flag("--target-accuracy", "percent", "accuracy to reach, e.g. 85% (default: 95 % of the full topology's "
              "predicted final accuracy)", minimum=0.0, maximum=1.0),
+        Flag("--round-overhead", "duration", "fixed per-round overhead of every client (e.g. 20ms)", default=0.02,
+             minimum=0.0),
     )
     run_flags = (
         Flag("--baseline", "str", "run a baseline's schedule from the plan (e.g. full_full)"),
@@ -83,7 +85,7 @@ class DfglFamily(Family):
         return DfglFamilyOptions(v["workers"], v["graph"], DfglOptions(
             rounds=v["rounds"], degree=v["degree"], r_min=v["r_min"], c_max=v["c_max"], episodes=v["episodes"],
             local_steps=v["local_epochs"], seed=v["seed"], layer=layer, metric=v["metric"],
-            target_accuracy=v["target_accuracy"]))
+            target_accuracy=v["target_accuracy"], round_overhead_s=v["round_overhead"]))
 
     def phases(self) -> Sequence[Phase]:
         from planner.families.dfgl import phases as ph

@@ -31,6 +31,7 @@ class DfglOptions:
     seed: int = 0
     metric: str = "global"               # accuracy the plan aims at: global (all held-out nodes) or local (own)
     target_accuracy: float | None = None  # None: 95 % of the full topology's predicted final accuracy
+    round_overhead_s: float = 0.0        # per-round software overhead added to every predicted round time
 
 
 def halo_counts(g: GraphSplit, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +68,7 @@ def lower(g: GraphSplit, w: Workers, opts: DfglOptions) -> DfglProblem:
         kappa_s=flops_unit / rate, bandwidth_Bps=w.rate_bps / 8.0, latency_s=w.latency_s,
         model_bytes=model_bytes(f, opts.hidden, g.num_classes, opts.layer), embedding_bytes=4.0 * f, exchanged_layers=1,
         gcn_layers=2, degree=opts.degree, r_min=opts.r_min, c_max=opts.c_max, rho=opts.rho,
-        surrogate=surrogate_constants(opts.metric))
+        surrogate=surrogate_constants(opts.metric), round_overhead_s=opts.round_overhead_s)
 
 
 CONSTANTS_FILE = Path(__file__).with_name("surrogate_csbm.json")
@@ -83,8 +84,9 @@ def surrogate_constants(metric: str, path: Path = CONSTANTS_FILE) -> SurrogatePa
     if entry is None:
         return SurrogateParams()
     names = {f.name for f in fields(SurrogateParams)}
-    consts = {k: float(v) for k, v in entry["constants"].items() if k in names and k != "source"}
-    return SurrogateParams(**consts, source=f"{metric} accuracy; {data['source']}")
+    consts = {k: float(v) for k, v in entry["constants"].items() if k in names and k not in ("source", "fit_rmse")}
+    return SurrogateParams(**consts, fit_rmse=float(entry.get("rmse", 0.0)),
+                           source=f"{metric} accuracy; {data['source']}")
 
 
 def schedule_record(p: DfglProblem, sched: Schedule, met) -> list[dict]:

@@ -26,6 +26,7 @@ class DfglState:
     oracle_gaps: list[float] = field(default_factory=list)
     ranking: list[Any] = field(default_factory=list)      # selection.Ranked, best first
     target_accuracy: float = 0.0
+    margin: float = 0.0
 
 
 def inputs(ctx: PlanContext) -> None:
@@ -79,15 +80,13 @@ def select(ctx: PlanContext) -> None:
     adopted, so the plan never recommends what one of its baselines beats under its own model."""
     from core.errors import PlannerError
     from solvers.dfgl.ddpg import ratio_grid
-    from solvers.dfgl.selection import rank_schedules, simple_schedules
+    from solvers.dfgl.selection import choose_schedule
 
     st, o = ctx.state, ctx.options.lowering
     p = st.problem
-    cands = {"controller": st.solution.schedule, **simple_schedules(p, ratio_grid(p, 10))}
-    cands.update({f"baseline:{n}": s.schedule for n, (b, s) in st.baselines.items() if s.feasible})
-    full_final = 1.0 - float(st.baselines["full_full"][1].metrics.loss[-1])
-    st.target_accuracy = o.target_accuracy if o.target_accuracy is not None else 0.95 * full_final
-    st.ranking = rank_schedules(p, cands, 1.0 - st.target_accuracy)
+    st.ranking, st.target_accuracy, st.margin = choose_schedule(
+        p, st.solution.schedule, {n: (s.schedule, s.feasible) for n, (b, s) in st.baselines.items()},
+        ratio_grid(p, 10), o.target_accuracy)
     best = st.ranking[0]
     if best.time_to_target_s == float("inf"):
         raise PlannerError(f"no schedule reaches {o.metric} accuracy {st.target_accuracy:.3f} within {o.rounds} rounds "
@@ -130,7 +129,7 @@ def lift(ctx: PlanContext) -> None:
     st = ctx.state
     p, sol, o, w = st.problem, st.solution, ctx.options.lowering, st.workers
     chosen = st.ranking[0]
-    target_error = 1.0 - st.target_accuracy
+    target_error = 1.0 - st.target_accuracy - st.margin
 
     def with_target(met: Any) -> dict:
         t, b = to_target(met, target_error)
@@ -159,12 +158,14 @@ def lift(ctx: PlanContext) -> None:
                   "classes": g.num_classes},
         "training": {"layer": o.layer, "hidden": o.hidden, "local_steps": o.local_steps, "lr": o.lr},
         "problem": {"degree": o.degree, "r_min": o.r_min, "c_max": o.c_max, "rho": o.rho,
+                    "round_overhead_s": o.round_overhead_s,
                     "model_bytes": p.model_bytes, "embedding_bytes": p.embedding_bytes,
                     "halo": p.cross_edges.tolist(), "local_edges": p.local_edges.tolist()},
         "controller": {"kind": "ddpg", "actor": _actor_record(sol.agent),
                        "training_record": [dict(e.values, episode=e.iteration) for e in sol.agent.record],
                        "rule": {"degree": o.degree, "base_ratio": 0.5, "r_min": o.r_min, "c_max": o.c_max}},
         "selection": {"chosen": chosen.name, "metric": o.metric, "target_accuracy": round(st.target_accuracy, 6),
+                      "margin": round(st.margin, 6),
                       "target_source": "--target-accuracy" if o.target_accuracy is not None
                       else "95 % of the full topology's predicted final accuracy",
                       "surrogate": p.surrogate.source,

@@ -59,7 +59,7 @@ def dfgl_tables(plan: Plan, wide: bool = False) -> list[Any]:
         ctl = sel["controller"]
         out.append(Text(
             f"plan schedule: {sel['chosen']}, the first to reach {sel['metric']} accuracy {sel['target_accuracy']:.3f} "
-            f"({sel['target_source']}) among the controller's, the simple rate-ranked and the baselines' schedules "
+            f"({sel['target_source']}) plus a margin of {sel.get('margin', 0.0):.3f} (the surrogate's fit RMSE) among the controller's, the simple rate-ranked and the baselines' schedules "
             f"under the surrogate (constants: {sel['surrogate']}); the controller's schedule ranks {ctl['rank']}."))
     out.append(Text(
         f"controller: DDPG actor ({len(c['actor']['b1'])} hidden) trained {len(rec)} episodes in the planner's "
