@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.p2p_topology import metropolis_weights, second_eigenvalue
+from core.p2p_topology import metropolis_weights, rms_contraction
 from solvers.dfgl.problem import DfglProblem, RoundMetrics, Schedule
 
 
@@ -42,8 +42,9 @@ def reach(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
 
 def next_consensus(p: DfglProblem, adj: np.ndarray, consensus: float) -> float:
     """Surrogate consensus distance after one round: local training adds `drift_per_round`, then gossip with
-    Metropolis weights on `adj` contracts it by lambda2(W) (a complete topology averages exactly: 0)."""
-    return second_eigenvalue(metropolis_weights(adj)) * (consensus + p.surrogate.drift_per_round)
+    Metropolis weights on `adj` contracts it by a(W), the RMS of W's non-consensus eigenvalues (a typical
+    disagreement, not the worst-case lambda2; a complete topology averages exactly: 0)."""
+    return rms_contraction(metropolis_weights(adj)) * (consensus + p.surrogate.drift_per_round)
 
 
 def quality(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
@@ -62,9 +63,15 @@ def progress(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, c_next: float)
 
 
 def error_floor(p: DfglProblem, adj: np.ndarray, c_next: float) -> np.ndarray:
-    """(m,) the error each worker's model approaches under topology `adj` (SurrogateParams)."""
+    """(m,) the learned error each worker approaches under topology `adj` (SurrogateParams)."""
     s = p.surrogate
-    return np.clip(s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj)) + s.consensus_floor * c_next, 0.0, 1e9)
+    return s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj))
+
+
+def observed(p: DfglProblem, losses: np.ndarray, consensus: float) -> np.ndarray:
+    """(m,) the error the metric sees: learned error + consensus_obs * C^beta (disagreement at evaluation)."""
+    s = p.surrogate
+    return losses + s.consensus_obs * max(consensus, 0.0) ** s.consensus_power
 
 
 def next_losses(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, losses: np.ndarray, c_next: float) -> np.ndarray:
@@ -75,24 +82,24 @@ def next_losses(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, losses: np.
 
 def round_objective(p: DfglProblem, k: int, adj: np.ndarray, ratios: np.ndarray, consensus: float,
                     losses: np.ndarray | None = None) -> tuple[float, dict]:
-    """The one-round objective J = t / mean error drop + rho * max(0, C' - C_max) (seconds per unit of the
-    metric's error removed; a round that removes none scores 1e9 s), with its parts. `losses` (m,) are the
-    errors before the round (default: the surrogate's initial error). The oracle and every controller minimise
-    this same figure."""
+    """The one-round objective J = t / mean observed-error drop + rho * max(0, C' - C_max) (seconds per unit of
+    the metric's error removed; a round that removes none scores 1e9 s), with its parts. `losses` (m,) are the
+    learned errors before the round (default: the surrogate's initial error), `consensus` the C before it. The
+    oracle and every controller minimise this same figure."""
     tc, tm = compute_s(p, ratios), comm_s(p, k, adj, ratios)
     t = float((tc + tm).max()) + p.round_overhead_s
     c_next = next_consensus(p, adj, consensus)
     if losses is None:
         losses = np.full(p.num_workers, p.surrogate.initial_loss)
     new = next_losses(p, adj, ratios, losses, c_next)
-    drop = float((losses - new).mean())
+    drop = float((observed(p, losses, consensus) - observed(p, new, c_next)).mean())
     j = (t / drop if drop > 1e-9 else 1e9) + p.rho * max(0.0, c_next - p.c_max)
     return j, {"t": t, "compute": tc, "comm": tm, "progress": drop, "consensus": c_next, "losses": new,
                "bytes": float(link_bytes(p, adj, ratios).sum())}
 
 
 def evaluate(p: DfglProblem, sched: Schedule, consensus0: float = 0.0) -> RoundMetrics:
-    """Roll the schedule through the cost model and surrogate: per-round time, bytes, consensus, loss."""
+    """Roll the schedule through the cost model and surrogate: per-round time, bytes, consensus, observed error."""
     s = p.surrogate
     r_n, m = p.rounds, p.num_workers
     out = {k: np.zeros(r_n) for k in ("t", "bytes", "cons", "loss", "prog", "obj")}
@@ -104,6 +111,6 @@ def evaluate(p: DfglProblem, sched: Schedule, consensus0: float = 0.0) -> RoundM
         j, parts = round_objective(p, k, adj, r, c, loss)
         loss, c = parts["losses"], parts["consensus"]
         out["t"][k], out["bytes"][k], out["cons"][k] = parts["t"], parts["bytes"], c
-        out["loss"][k], out["prog"][k], out["obj"][k] = loss.mean(), parts["progress"], j
+        out["loss"][k], out["prog"][k], out["obj"][k] = observed(p, loss, c).mean(), parts["progress"], j
         tc_all[k], tm_all[k] = parts["compute"], parts["comm"]
     return RoundMetrics(out["t"], tc_all, tm_all, out["bytes"], out["cons"], out["loss"], out["prog"], out["obj"])

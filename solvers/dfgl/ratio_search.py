@@ -31,7 +31,9 @@ def worker_tables(p: DfglProblem, k: int, adj: np.ndarray, consensus: float, gri
         losses = np.full(m, s.initial_loss)
     gap = np.asarray(losses, float) - error_floor(p, adj, c_next)
     prog = (reach(p, adj) ** s.alpha)[:, None] * quality(p, g[None, :]) * np.exp(-s.consensus_effect * c_next ** s.consensus_power)
-    return t, gap[:, None] * s.step_gain * prog, p.rho * max(0.0, c_next - p.c_max)
+    # observed-error drop: the learned drop + the change of the disagreement term (the same for every worker)
+    shift = s.consensus_obs * (max(consensus, 0.0) ** s.consensus_power - c_next ** s.consensus_power)
+    return t, gap[:, None] * s.step_gain * prog + shift, p.rho * max(0.0, c_next - p.c_max)
 
 
 def best_ratios(t: np.ndarray, prog: np.ndarray, penalty: float, grid: np.ndarray) -> tuple[float, np.ndarray]:

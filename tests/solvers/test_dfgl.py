@@ -121,7 +121,7 @@ def test_calibration_recovers_the_constants_that_made_the_curves() -> None:
     from solvers.dfgl.selection import simple_schedules
 
     p = small_problem(5, 6, seed=8, degree=1)
-    truth = SurrogateParams(alpha=0.5, nu=2.0, drift_per_round=0.05, consensus_effect=6.0, consensus_floor=-0.5,
+    truth = SurrogateParams(alpha=0.5, nu=2.0, drift_per_round=0.05, consensus_effect=6.0, consensus_obs=0.5,
                             initial_loss=0.8, loss_floor=0.1, reach_penalty=0.2, step_gain=0.3)
     q = replace(p, surrogate=truth)
     probes = {n: s for n, s in simple_schedules(p, np.array([0.2, 1.0])).items() if n.split("@")[0] in ("tree", "fast2", "fast4")}
