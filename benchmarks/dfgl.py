@@ -251,8 +251,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 seeds, 1000 nodes, 12 rounds, 8 DDPG episodes")
     ap.add_argument("--graph", default=None, help="graph spec (default csbm:nodes=N,workers=8)")
+    ap.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: 3 quick, 5 full)")
     args = ap.parse_args()
-    seeds = [0, 1, 2] if args.quick else [0, 1, 2, 3, 4]
+    seeds = list(range(args.seeds)) if args.seeds else ([0, 1, 2] if args.quick else [0, 1, 2, 3, 4])
     nodes, rounds, episodes = (1000, 12, 8) if args.quick else (8000, 30, 40)
     spec = args.graph or f"csbm:nodes={nodes},workers=8"
     per_seed = []

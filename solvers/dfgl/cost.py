@@ -62,7 +62,7 @@ def progress(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, c_next: float)
     return reach(p, adj) ** s.alpha * quality(p, ratios) * np.exp(-s.consensus_effect * c_next ** s.consensus_power)
 
 
-def error_floor(p: DfglProblem, adj: np.ndarray, c_next: float) -> np.ndarray:
+def error_floor(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
     """(m,) the learned error each worker approaches under topology `adj` (SurrogateParams)."""
     s = p.surrogate
     return s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj))
@@ -76,7 +76,7 @@ def observed(p: DfglProblem, losses: np.ndarray, consensus: float) -> np.ndarray
 
 def next_losses(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, losses: np.ndarray, c_next: float) -> np.ndarray:
     """(m,) each worker's surrogate error after the round."""
-    floor = error_floor(p, adj, c_next)
+    floor = error_floor(p, adj)
     return floor + (losses - floor) * (1.0 - p.surrogate.step_gain * progress(p, adj, ratios, c_next))
 
 

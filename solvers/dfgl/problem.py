@@ -126,6 +126,6 @@ class RoundMetrics:
     comm_s: np.ndarray              # (R, m)
     bytes: np.ndarray               # (R,) all bytes sent in the round (embeddings + models)
     consensus: np.ndarray           # (R,) C after the round (surrogate)
-    loss: np.ndarray                # (R,) mean loss after the round (surrogate)
-    progress: np.ndarray            # (R,) mean progress of the round
-    objective: np.ndarray           # (R,) the round objective J = t / progress + rho * overshoot
+    loss: np.ndarray                # (R,) mean observed error of the metric after the round (surrogate)
+    progress: np.ndarray            # (R,) mean observed-error drop of the round
+    objective: np.ndarray           # (R,) the round objective J = t / error drop + rho * overshoot

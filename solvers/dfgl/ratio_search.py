@@ -29,7 +29,7 @@ def worker_tables(p: DfglProblem, k: int, adj: np.ndarray, consensus: float, gri
     c_next = next_consensus(p, adj, consensus)
     if losses is None:
         losses = np.full(m, s.initial_loss)
-    gap = np.asarray(losses, float) - error_floor(p, adj, c_next)
+    gap = np.asarray(losses, float) - error_floor(p, adj)
     prog = (reach(p, adj) ** s.alpha)[:, None] * quality(p, g[None, :]) * np.exp(-s.consensus_effect * c_next ** s.consensus_power)
     # observed-error drop: the learned drop + the change of the disagreement term (the same for every worker)
     shift = s.consensus_obs * (max(consensus, 0.0) ** s.consensus_power - c_next ** s.consensus_power)
