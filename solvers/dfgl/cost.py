@@ -1,7 +1,9 @@
 """Cost model (round time, bytes) and the training surrogate of dfgl (spec §3), apart from any search.
 
     t_cp,i  = kappa_i * |V_i^train| * (1 + r_i * dbar_i) * L_gcn
-    t_com,i = max_{j: a_ij = 1} [(r_i * E^x_ij * L_emb * emb_bytes + |w| bytes) / b_ij + lat_ij]
+    t_com,i = max_{j: a_ij = 1} [(h_ij(r_i) * L_emb * emb_bytes + |w| bytes) / b_ij + lat_ij]
+with h_ij(r) the expected distinct halo nodes requested at ratio r (r * E^x_ij when every halo node has one edge
+into i; fewer edges are dropped than nodes when a halo node has several: `expected_halo`).
     t       = max_i (t_cp,i + t_com,i) + round_overhead_s
 Neighbours behind a removed link are unreachable (the coupling), which the surrogate's `reach` carries. The
 surrogate (SurrogateParams) predicts each worker's error of the accuracy metric round by round.
@@ -19,9 +21,33 @@ def compute_s(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
     return p.kappa_s * p.nodes_train * (1.0 + ratios * p.mean_degree) * p.gcn_layers
 
 
+def _requested_share(p: DfglProblem, r: np.ndarray) -> np.ndarray:
+    """(..., D) probability that a halo node with d = 1..D edges into the worker is requested at ratio(s) r (...)."""
+    d = np.arange(1, p.halo_multiplicity.shape[2] + 1, dtype=float)
+    return 1.0 - (1.0 - r[..., None]) ** d
+
+
+def expected_halo(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
+    """(m, m) expected distinct halo nodes of j that worker i requests when it samples at ratios[i]: each edge
+    into i's nodes is kept with probability r, so a halo node with d edges into i is requested with probability
+    1 - (1 - r)^d (r * E^x when the problem has no multiplicities)."""
+    r = np.asarray(ratios, float)
+    if p.halo_multiplicity is None:
+        return r[:, None] * p.cross_edges
+    return np.einsum("ijd,id->ij", p.halo_multiplicity, _requested_share(p, r))
+
+
+def expected_halo_grid(p: DfglProblem, grid: np.ndarray) -> np.ndarray:
+    """(G, m, m) `expected_halo` with every worker at ratio grid[g]."""
+    g = np.asarray(grid, float)
+    if p.halo_multiplicity is None:
+        return g[:, None, None] * p.cross_edges[None]
+    return np.einsum("ijd,gd->gij", p.halo_multiplicity, _requested_share(p, g))
+
+
 def link_bytes(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray) -> np.ndarray:
     """(m, m) bytes moved from j to i in a round: i's sampled halo embeddings of j plus j's model."""
-    emb = ratios[:, None] * p.cross_edges * p.exchanged_layers * p.embedding_bytes
+    emb = expected_halo(p, ratios) * p.exchanged_layers * p.embedding_bytes
     return adj * (emb + p.model_bytes)
 
 

@@ -53,7 +53,10 @@ class DfglProblem:
     layer; bandwidth_Bps (R, m, m): link rate per round in bytes/s (0: no link); latency_s (R, m, m);
     model_bytes: |w| * s; embedding_bytes: bytes of one exchanged node embedding (d * s); exchanged_layers L_emb;
     gcn_layers L_gcn; degree d (top-d decoding); r_min; c_max: consensus-distance threshold; rho: penalty
-    weight of a consensus overshoot in the round objective; round_overhead_s: seconds every round adds
+    weight of a consensus overshoot in the round objective; halo_multiplicity (m, m, D): how many of the halo
+    nodes of j seen by i have 1, 2, .., D (D: D or more) edges into i's nodes, so that the expected number of
+    distinct halo nodes requested at ratio r (each edge kept with probability r) is sum_d n_d (1 - (1 - r)^d)
+    (None: r * E^x, exact only when every halo node has one edge into i); round_overhead_s: seconds every round adds
     beyond the rooflines and links (measured with `planner run`, given with --round-overhead)."""
 
     worker_ids: tuple[str, ...]
@@ -74,6 +77,7 @@ class DfglProblem:
     rho: float = 10.0
     surrogate: SurrogateParams = field(default_factory=SurrogateParams)
     round_overhead_s: float = 0.0   # per-round software overhead (Python, PyG, gloo) added to t^(k); user-calibrated
+    halo_multiplicity: np.ndarray | None = None   # (m, m, D): halo nodes of j by their edge count into i (1..D)
 
     @property
     def num_workers(self) -> int:
@@ -103,6 +107,9 @@ class DfglProblem:
                 raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
             if not np.all(np.isfinite(arr)) or np.any(arr < 0):
                 raise ValueError(f"{name} holds negative or non-finite values")
+        if self.halo_multiplicity is not None and (self.halo_multiplicity.shape[:2] != (m, m) or not np.allclose(
+                self.halo_multiplicity.sum(axis=2), self.cross_edges)):
+            raise ValueError("halo_multiplicity must be (m, m, D) and sum to cross_edges over D")
         if not 0 < self.r_min <= 1:
             raise ValueError(f"r_min {self.r_min} is outside (0, 1]")
         if self.degree < 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.p2p_topology import decode_topology, is_connected, maximum_spanning_tree
-from solvers.dfgl.cost import error_floor, next_consensus, quality, reach
+from solvers.dfgl.cost import error_floor, expected_halo_grid, next_consensus, quality, reach
 from solvers.dfgl.problem import DfglProblem
 
 
@@ -22,7 +22,7 @@ def worker_tables(p: DfglProblem, k: int, adj: np.ndarray, consensus: float, gri
     m, g = p.num_workers, np.asarray(grid, float)
     b = np.where(p.bandwidth_Bps[k] > 0, p.bandwidth_Bps[k], 1.0)
     # (G, m, m) link seconds at every grid ratio: sampled halo of the link + the model, over the rate, + latency
-    emb = g[:, None, None] * (p.cross_edges * p.exchanged_layers * p.embedding_bytes)[None]
+    emb = expected_halo_grid(p, g) * (p.exchanged_layers * p.embedding_bytes)
     link_t = np.where(adj[None] > 0, (emb + p.model_bytes) / b[None] + p.latency_s[k][None], 0.0)
     comp = p.kappa_s[:, None] * p.nodes_train[:, None] * (1.0 + g[None, :] * p.mean_degree[:, None]) * p.gcn_layers
     t = comp + link_t.max(axis=2).T + p.round_overhead_s

@@ -48,3 +48,35 @@ def test_plan_is_deterministic_and_every_round_valid(tmp_path: Path,
     capsys.readouterr()
     assert main(["inspect", str(bad)]) == 2
     assert "round 1: topology is not connected" in capsys.readouterr().err
+
+
+def test_expected_halo_matches_the_runtime_sampler() -> None:
+    # the cost model's expected distinct halo nodes per link (each edge kept with probability r) against the
+    # runtime's own sampler, averaged over draws; at r = 1 it is the halo count exactly
+    import numpy as np
+    import torch
+
+    from planner.families.dfgl.graph_input import load_graph
+    from planner.families.dfgl.lowering import DfglOptions, lower
+    from planner.families.dfgl.workers import parse_workers
+    from planner.registry import resolve_hardware
+    from runtime.dfgl.sampling import halo_requests, sample_edges
+    from solvers.dfgl.cost import expected_halo
+
+    w = parse_workers("gen:4", 2, lambda n: resolve_hardware(n, flag="--workers"))
+    g = load_graph("csbm:nodes=400,workers=4", 4, 0)
+    p = lower(g, w, DfglOptions(rounds=2))
+    assert np.allclose(expected_halo(p, np.ones(4)), p.cross_edges)
+    ratios = np.array([0.2, 0.5, 0.8, 0.5])
+    ei, part = torch.from_numpy(g.edge_index), torch.from_numpy(g.part)
+    gen = torch.Generator().manual_seed(0)
+    draws, got = 200, np.zeros((4, 4))
+    for _ in range(draws):
+        for i in range(4):
+            req = halo_requests(sample_edges(ei, part, i, float(ratios[i]), {0, 1, 2, 3} - {i}, gen), part, i)
+            for j, ids in req.items():
+                got[i, j] += ids.numel() / draws
+    want = expected_halo(p, ratios)
+    assert np.allclose(got, want, rtol=0.05, atol=0.5)
+    # the linear model r * E^x undercounts: a halo node with several edges into i is requested if any is kept
+    assert want.sum() > (ratios[:, None] * p.cross_edges).sum() * 1.05
