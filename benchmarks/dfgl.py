@@ -15,9 +15,11 @@ rounds for every configuration within a seed.
 
 Summary: time and bytes to the target accuracy (target = 95 % of the full-topology/full-neighbour baseline's
 final accuracy in that seed) relative to the best baseline that reaches it; accuracy at an equal time budget
-(the plan's total time) minus the best baseline's; median and spread over seeds. Accuracy is each worker's
-model on its own held-out nodes (what the runtime reports); `global_accuracy_delta_at_budget` scores every
-worker's model on all held-out nodes of the graph instead (a personalised model scores lower there).
+(the plan's total time) minus the best baseline's; median and spread over seeds. Two accuracy metrics, each
+with its own plan (the surrogate is fitted per metric): the headline keys use GLOBAL accuracy (every worker's
+model on all held-out nodes of the graph, mean over workers: the usual decentralised-learning figure) and the
+plan made with `--metric global`; the `local_*` keys use each worker's model on its own held-out nodes (what
+the runtime's receipt reports; it rewards personalised models on a Louvain split) and `--metric local`.
 
     nice .venv/bin/python -m benchmarks.dfgl --quick     # 3 seeds, 1000 nodes, 12 rounds
     nice .venv/bin/python -m benchmarks.dfgl             # 5 seeds, 8000 nodes, 30 rounds
@@ -38,24 +40,46 @@ OUT = Path("build/bench")
 TARGET_SHARE = 0.95
 
 
-def schedules(graph_spec: str, seed: int, rounds: int, episodes: int, graph: Any = None) -> tuple[Any, Any, dict]:
-    """(graph split, problem, {config: Schedule}) for one seed: the plan and every baseline."""
+def schedules(graph_spec: str, seed: int, rounds: int, episodes: int, graph: Any = None
+              ) -> tuple[Any, Any, dict, dict]:
+    """(graph split, problem, {config: Schedule}, {plan config: selection record}) for one seed: the plan made
+    for each accuracy metric (`plan`: global, `plan_local`: local) and every baseline. Each plan is what
+    `planner plan` makes: the DDPG controller's schedule ranked against the simple and baseline schedules by the
+    surrogate's predicted time to target, with the surrogate constants fitted on the calibration seed
+    (planner/families/dfgl/surrogate_csbm.json; never one of the seeds scored here)."""
+    from dataclasses import replace
+
     from planner.families.dfgl.graph_input import load_graph
-    from planner.families.dfgl.lowering import DfglOptions, lower
+    from planner.families.dfgl.lowering import DfglOptions, lower, surrogate_constants
     from planner.families.dfgl.workers import parse_workers
     from planner.registry import resolve_hardware
     from solvers.dfgl.baselines import baselines
-    from solvers.dfgl.ddpg import DdpgConfig
+    from solvers.dfgl.ddpg import DdpgConfig, ratio_grid
     from solvers.dfgl.duplex import solve
+    from solvers.dfgl.selection import choose_schedule
 
     w = parse_workers(f"gen:8:{seed}", rounds, lambda n: resolve_hardware(n, flag="--workers"))
     g = graph if graph is not None else load_graph(graph_spec, len(w.ids), seed)
     opts = DfglOptions(rounds=rounds, seed=seed, episodes=episodes)
     p = lower(g, w, opts)
-    out = {"plan": solve(p, DdpgConfig(episodes=episodes, seed=seed)).schedule}
-    for b in baselines(seed=seed):
-        out[b.name] = b.solve(p).schedule
-    return g, p, out
+    out, sel = {}, {}
+    for metric, name in (("global", "plan"), ("local", "plan_local")):
+        q = replace(p, surrogate=surrogate_constants(metric))
+        base = {b.name: b.solve(q) for b in baselines(seed=seed)}
+        ctl = solve(q, DdpgConfig(episodes=episodes, seed=seed)).schedule
+        ranking, target, margin = choose_schedule(q, ctl, {n: (s.schedule, s.feasible) for n, s in base.items()},
+                                                  ratio_grid(q, 10))
+        out[name] = ranking[0].schedule
+        inf = float("inf")
+        sel[name] = {"chosen": ranking[0].name, "target_accuracy_predicted": target, "margin": margin,
+                     "controller_rank": [r.name for r in ranking].index("controller") + 1,
+                     "predicted": {r.name.split(":", 1)[-1]: {"time_to_target_s": None if r.time_to_target_s == inf
+                                                               else r.time_to_target_s,
+                                                               "final_accuracy": 1.0 - r.final_error}
+                                   for r in ranking if r.name.startswith("baseline:") or r is ranking[0]}}
+        if metric == "global":
+            out.update({n: s.schedule for n, s in base.items()})
+    return g, p, out, sel
 
 
 def train_schedule(g: Any, p: Any, sched: Any, seed: int, hidden: int = 32, local_steps: int = 5,
@@ -114,6 +138,9 @@ def train_schedule(g: Any, p: Any, sched: Any, seed: int, hidden: int = 32, loca
         wm = metropolis_weights(adj)
         flats = torch.stack([flat(mod) for mod in models])
         mixed = torch.from_numpy(wm).float() @ flats
+        # measured consensus distance after gossip, relative to the mean model norm (the surrogate's C)
+        norms = mixed.norm(dim=1)
+        consensus = float((mixed - mixed.mean(0)).norm(dim=1).mean() / norms.mean().clamp_min(1e-12))
         glob = 0.0
         for i in range(m):
             load_flat(models[i], mixed[i])
@@ -131,14 +158,14 @@ def train_schedule(g: Any, p: Any, sched: Any, seed: int, hidden: int = 32, loca
         elapsed += t_round
         total_bytes += float(link_in.sum())
         out.append({"round": k, "accuracy": correct / max(tested, 1), "global_accuracy": glob, "time_s": elapsed,
-                    "bytes": total_bytes})
+                    "bytes": total_bytes, "consensus": consensus})
     return out
 
 
-def to_target(curve: list[dict], target: float) -> tuple[float | None, float | None]:
-    """(time, bytes) at the first round whose accuracy reaches `target`, or (None, None)."""
+def to_target(curve: list[dict], target: float, key: str = "accuracy") -> tuple[float | None, float | None]:
+    """(time, bytes) at the first round whose accuracy (`key`) reaches `target`, or (None, None)."""
     for r in curve:
-        if r["accuracy"] >= target:
+        if r[key] >= target:
             return r["time_s"], r["bytes"]
     return None, None
 
@@ -149,31 +176,64 @@ def accuracy_at(curve: list[dict], budget_s: float, key: str = "accuracy") -> fl
     return done[-1] if done else 0.0
 
 
+def _compare(res: dict, plan: str, key: str, prefix: str) -> None:
+    """Headline figures of plan config `plan` on accuracy `key` against every baseline, into `res`."""
+    cfg = res["configs"]
+    base = {n: v for n, v in cfg.items() if not n.startswith("plan")}
+    target = TARGET_SHARE * cfg["full_full"]["curve"][-1][key]
+    budget = cfg[plan]["curve"][-1]["time_s"]
+    tt = {n: to_target(v["curve"], target, key) for n, v in cfg.items()}
+    acc = {n: accuracy_at(v["curve"], budget, key) for n, v in cfg.items()}
+    reach_t = [tt[n][0] for n in base if tt[n][0] is not None]
+    reach_b = [tt[n][1] for n in base if tt[n][1] is not None]
+    pt, pb = tt[plan]
+    best_t = min(base, key=lambda n: (tt[n][0] is None, tt[n][0] or 0.0, -acc[n]))
+    res[prefix + "target_accuracy"] = target
+    res[prefix + "time_reduction"] = (1 - pt / min(reach_t)) if pt and reach_t else None
+    res[prefix + "bytes_reduction"] = (1 - pb / min(reach_b)) if pb and reach_b else None
+    res[prefix + "accuracy_delta_at_budget"] = acc[plan] - max(acc[n] for n in base)
+    res[prefix + "stacked_minus_plan_accuracy_at_budget"] = acc["stacked"] - acc[plan]
+    res[prefix + "best_baseline_to_target"] = best_t
+    res[prefix + "per_config"] = {n: {"time_to_target_s": tt[n][0], "bytes_to_target": tt[n][1],
+                                      "accuracy_at_budget": acc[n], "final_accuracy": cfg[n]["curve"][-1][key]}
+                                  for n in cfg}
+
+
+def rank_agreement(sel: dict, measured: dict, plan: str) -> float:
+    """Share of config pairs (the plan and every baseline) that the surrogate's predicted time to target orders
+    as the measured time to target does (not reached = infinite; pairs tied in both count as agreeing)."""
+    inf = float("inf")
+    pred = {n: v["time_to_target_s"] for n, v in sel["predicted"].items()}
+    pred[plan] = pred[sel["chosen"].split(":", 1)[-1]]
+    names = [n for n in measured if n in pred and (n == plan or not n.startswith("plan"))]
+    agree = total = 0
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pa, pb = (pred[a] if pred[a] is not None else inf), (pred[b] if pred[b] is not None else inf)
+            ma = measured[a]["time_to_target_s"] if measured[a]["time_to_target_s"] is not None else inf
+            mb = measured[b]["time_to_target_s"] if measured[b]["time_to_target_s"] is not None else inf
+            total += 1
+            agree += int(np.sign(pa - pb if pa != pb else 0) == np.sign(ma - mb if ma != mb else 0))
+    return agree / max(total, 1)
+
+
 def one_seed(graph_spec: str, seed: int, rounds: int, episodes: int) -> dict:
-    """Every configuration of one seed: curves, time/bytes to target, accuracy at the plan's budget."""
+    """Every configuration of one seed: curves; per metric, time/bytes to target and accuracy at the plan's budget."""
     t0 = time.perf_counter()
-    g, p, scheds = schedules(graph_spec, seed, rounds, episodes)
-    curves = {name: train_schedule(g, p, s, seed) for name, s in scheds.items()}
-    target = TARGET_SHARE * curves["full_full"][-1]["accuracy"]
-    budget = curves["plan"][-1]["time_s"]
-    res = {"seed": seed, "target_accuracy": target, "budget_s": budget, "configs": {}}
-    for name, c in curves.items():
-        t, b = to_target(c, target)
-        res["configs"][name] = {"time_to_target_s": t, "bytes_to_target": b, "final_accuracy": c[-1]["accuracy"],
-                                "accuracy_at_budget": accuracy_at(c, budget),
-                                "global_accuracy_at_budget": accuracy_at(c, budget, "global_accuracy"),
-                                "final_global_accuracy": c[-1]["global_accuracy"], "total_time_s": c[-1]["time_s"],
-                                "total_bytes": c[-1]["bytes"], "curve": c}
-    base = {n: v for n, v in res["configs"].items() if n != "plan"}
-    plan = res["configs"]["plan"]
-    reach_t = [v["time_to_target_s"] for v in base.values() if v["time_to_target_s"] is not None]
-    reach_b = [v["bytes_to_target"] for v in base.values() if v["bytes_to_target"] is not None]
-    res["time_reduction"] = (1 - plan["time_to_target_s"] / min(reach_t)) if plan["time_to_target_s"] and reach_t else None
-    res["bytes_reduction"] = (1 - plan["bytes_to_target"] / min(reach_b)) if plan["bytes_to_target"] and reach_b else None
-    res["accuracy_delta_at_budget"] = plan["accuracy_at_budget"] - max(v["accuracy_at_budget"] for v in base.values())
-    res["global_accuracy_delta_at_budget"] = plan["global_accuracy_at_budget"] - max(
-        v["global_accuracy_at_budget"] for v in base.values())
-    res["stacked_minus_plan_accuracy_at_budget"] = base["stacked"]["accuracy_at_budget"] - plan["accuracy_at_budget"]
+    g, p, scheds, sel = schedules(graph_spec, seed, rounds, episodes)
+    curves: dict[str, list[dict]] = {}
+    trained: dict[bytes, str] = {}
+    for name, s in scheds.items():
+        key = s.adjacency.tobytes() + s.ratios.tobytes()
+        # an adopted baseline's schedule is trained once (same seed, same start: the same curve)
+        curves[name] = curves[trained[key]] if key in trained else train_schedule(g, p, s, seed)
+        trained.setdefault(key, name)
+    res = {"seed": seed, "selection": sel, "configs": {n: {"curve": c, "total_time_s": c[-1]["time_s"],
+                                                            "total_bytes": c[-1]["bytes"]} for n, c in curves.items()}}
+    _compare(res, "plan", "global_accuracy", "")
+    _compare(res, "plan_local", "accuracy", "local_")
+    for prefix, plan in (("", "plan"), ("local_", "plan_local")):
+        res[prefix + "rank_agreement"] = rank_agreement(sel[plan], res[prefix + "per_config"], plan)
     res["wall_s"] = time.perf_counter() - t0
     return res
 
@@ -191,24 +251,45 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 seeds, 1000 nodes, 12 rounds, 8 DDPG episodes")
     ap.add_argument("--graph", default=None, help="graph spec (default csbm:nodes=N,workers=8)")
+    ap.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: 3 quick, 5 full)")
     args = ap.parse_args()
-    seeds = [0, 1, 2] if args.quick else [0, 1, 2, 3, 4]
+    seeds = list(range(args.seeds)) if args.seeds else ([0, 1, 2] if args.quick else [0, 1, 2, 3, 4])
     nodes, rounds, episodes = (1000, 12, 8) if args.quick else (8000, 30, 40)
     spec = args.graph or f"csbm:nodes={nodes},workers=8"
     per_seed = []
     for s in seeds:
         r = one_seed(spec, s, rounds, episodes)
         per_seed.append(r)
-        print(f"seed {s}: target {r['target_accuracy']:.3f}; " + "; ".join(
-            f"{n} acc@budget {v['accuracy_at_budget']:.3f} t2t {v['time_to_target_s'] if v['time_to_target_s'] is None else round(v['time_to_target_s'], 2)}"
-            for n, v in r["configs"].items()) + f" ({r['wall_s']:.0f} s)", flush=True)
+        for prefix, plan in (("", "plan"), ("local_", "plan_local")):
+            pc = r[prefix + "per_config"]
+            print(f"seed {s} [{'global' if not prefix else 'local'}] target {r[prefix + 'target_accuracy']:.3f}; plan = "
+                  f"{r['selection'][plan]['chosen']}; " + "; ".join(
+                      f"{n} acc@budget {v['accuracy_at_budget']:.3f} t2t "
+                      f"{v['time_to_target_s'] if v['time_to_target_s'] is None else round(v['time_to_target_s'], 3)}"
+                      for n, v in pc.items()), flush=True)
+        print(f"seed {s}: {r['wall_s']:.0f} s", flush=True)
     summary = {
         "time_to_target_reduction_vs_best_baseline": _spread([r["time_reduction"] for r in per_seed]),
         "bytes_to_target_reduction_vs_best_baseline": _spread([r["bytes_reduction"] for r in per_seed]),
         "accuracy_delta_at_budget": _spread([r["accuracy_delta_at_budget"] for r in per_seed]),
-        "global_accuracy_delta_at_budget": _spread([r["global_accuracy_delta_at_budget"] for r in per_seed]),
         "stacked_minus_plan_accuracy_at_budget": _spread([r["stacked_minus_plan_accuracy_at_budget"] for r in per_seed]),
+        "plan_chosen": [r["selection"]["plan"]["chosen"] for r in per_seed],
+        "best_baseline_to_target": [r["best_baseline_to_target"] for r in per_seed],
+        "local_time_to_target_reduction_vs_best_baseline": _spread([r["local_time_reduction"] for r in per_seed]),
+        "local_bytes_to_target_reduction_vs_best_baseline": _spread([r["local_bytes_reduction"] for r in per_seed]),
+        "local_accuracy_delta_at_budget": _spread([r["local_accuracy_delta_at_budget"] for r in per_seed]),
+        "local_stacked_minus_plan_accuracy_at_budget": _spread(
+            [r["local_stacked_minus_plan_accuracy_at_budget"] for r in per_seed]),
+        "local_plan_chosen": [r["selection"]["plan_local"]["chosen"] for r in per_seed],
+        "rank_agreement": _spread([r["rank_agreement"] for r in per_seed]),
+        "local_rank_agreement": _spread([r["local_rank_agreement"] for r in per_seed]),
+        "local_best_baseline_to_target": [r["local_best_baseline_to_target"] for r in per_seed],
         "seeds": seeds,
+        "metric": "headline keys: global accuracy (every worker's model on all held-out nodes, mean over workers), "
+                  "plan made with --metric global; local_* keys: each worker's model on its own held-out nodes, "
+                  "plan made with --metric local",
+        "surrogate": "constants fitted on the calibration seed (planner/families/dfgl/surrogate_csbm.json), "
+                     "never a scored seed",
         "graph": spec, "rounds": rounds, "workers": "gen:8:SEED",
         "time": "EMULATED: catalog-roofline compute + measured bytes / link rate + latency (as the runtime's transport)",
         "accuracy_and_bytes": "measured (real PyG GCN training in one process)",

@@ -150,3 +150,14 @@ def second_eigenvalue(w: np.ndarray) -> float:
     """Second-largest eigenvalue modulus of a symmetric gossip matrix (how fast gossip contracts disagreement)."""
     ev = np.sort(np.abs(np.linalg.eigvalsh(w)))[::-1]
     return float(ev[1]) if ev.size > 1 else 0.0
+
+
+def rms_contraction(w: np.ndarray) -> float:
+    """Root-mean-square modulus of a symmetric doubly stochastic gossip matrix's eigenvalues other than the
+    consensus one (m - 1 of them): how much one gossip step shrinks a typical (random-direction) disagreement,
+    where the second eigenvalue is the worst case. 0 for exact averaging."""
+    m = w.shape[0]
+    if m < 2:
+        return 0.0
+    ev = np.linalg.eigvalsh(w)
+    return float(np.sqrt(max(float(np.sum(ev * ev)) - 1.0, 0.0) / (m - 1)))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from core.p2p_topology import decode_topology, is_connected, metropolis_weights, second_eigenvalue
+from core.p2p_topology import decode_topology, is_connected, metropolis_weights, rms_contraction
 from solvers.common import Baseline, Status
 from solvers.dfgl.cost import evaluate
 from solvers.dfgl.duplex import DfglSolution, ring_adjacency, schedule_solution, solution_of
@@ -73,8 +73,8 @@ def stacked(p: DfglProblem) -> DfglSolution:
     topo, topo_t = full, np.inf
     for d in range(1, m):
         adj = decode_topology(mean_b, d, mean_b, p.allowed(0))
-        lam = second_eigenvalue(metropolis_weights(adj))
-        steady = p.surrogate.drift_per_round / max(1.0 - lam, 1e-9)
+        lam = rms_contraction(metropolis_weights(adj))
+        steady = lam * p.surrogate.drift_per_round / max(1.0 - lam, 1e-9)
         if steady > p.c_max:
             continue
         t = evaluate(p, Schedule(np.repeat(adj[None], p.rounds, 0), np.ones((p.rounds, m)))).round_time_s.sum()

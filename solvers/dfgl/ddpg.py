@@ -17,8 +17,9 @@ import numpy as np
 
 from core.dfgl_policy import RuleController, actor_forward, decode_action, state_size
 from solvers.common import Stopwatch, TraceEvent
+from solvers.dfgl.exact import MAX_WORKERS, one_round_oracle
 from solvers.dfgl.problem import DfglProblem
-from solvers.dfgl.ratio_search import link_local_search
+from solvers.dfgl.ratio_search import multi_start_search, start_topologies
 from solvers.dfgl.rollout import Controller, Observation, initial_observation, step
 
 
@@ -37,6 +38,7 @@ class DdpgConfig:
     link_jitter: float = 0.3        # std of the log-normal link-rate perturbation per episode
     grid_points: int = 10           # plan-time ratio grid (r_min .. 1)
     max_moves: int = 20             # plan-time link toggles from the actor's topology
+    exact_up_to: int = 5            # plan-time search is the exhaustive one-round search up to this many workers
     rule_ratio: float = 0.5         # the rule controller's base ratio (the reward's reference)
     seed: int = 0
 
@@ -165,8 +167,10 @@ def ratio_grid(p: DfglProblem, points: int) -> np.ndarray:
 
 def ddpg_controller(p: DfglProblem, agent: TrainedAgent, cfg: DdpgConfig = DdpgConfig(),
                     refine: bool = True) -> Controller:
-    """The plan-time controller: the actor's decoded action, refined (refine=True) by a link local search
-    under the surrogate that starts from the actor's topology and solves the ratios exactly on a grid."""
+    """The plan-time controller: the actor's decoded action, refined (refine=True) under the surrogate with the
+    ratios solved exactly on a grid: for at most `cfg.exact_up_to` workers by the exhaustive search over every
+    connected topology (exact on the grid), above by link local searches from the actor's topology and from
+    rate-ranked ones (maximum spanning tree, each worker's d fastest links for every d)."""
     m = p.num_workers
     grid = ratio_grid(p, cfg.grid_points)
 
@@ -176,7 +180,11 @@ def ddpg_controller(p: DfglProblem, agent: TrainedAgent, cfg: DdpgConfig = DdpgC
         if not refine:
             return adj, ratios
         j_actor = step(p, k, obs, adj, ratios)[0]
-        j, adj2, ratios2, _ = link_local_search(p, k, adj, obs.consensus, grid, cfg.max_moves)
+        if m <= min(cfg.exact_up_to, MAX_WORKERS):
+            j, adj2, ratios2 = one_round_oracle(p, k, obs.consensus, grid, obs.losses)
+        else:
+            j, adj2, ratios2 = multi_start_search(p, k, [adj] + start_topologies(p, k), obs.consensus, grid,
+                                                  cfg.max_moves, obs.losses)
         return (adj2, ratios2) if j < j_actor else (adj, ratios)
 
     return act

@@ -30,14 +30,14 @@ def connected_topologies(allowed: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def one_round_oracle(p: DfglProblem, k: int, consensus: float, grid: np.ndarray
-                     ) -> tuple[float, np.ndarray, np.ndarray]:
+def one_round_oracle(p: DfglProblem, k: int, consensus: float, grid: np.ndarray,
+                     losses: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
     """min over every connected topology and every ratio-grid combination of J in round k, starting from
     consensus `consensus`: (J*, adjacency, ratios). Exact on the grid (the ratios of each topology by the
     threshold enumeration of `ratio_search.best_ratios`, itself checked against brute force in the tests)."""
     best = (np.inf, None, None)
     for adj in connected_topologies(p.allowed(k)):
-        j, ratios = topology_objective(p, k, adj, consensus, grid)
+        j, ratios = topology_objective(p, k, adj, consensus, grid, losses)
         if j < best[0]:
             best = (j, adj, ratios)
     return best

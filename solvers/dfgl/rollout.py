@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from core.dfgl_policy import state_vector
-from solvers.dfgl.cost import progress, reach, round_objective
+from solvers.dfgl.cost import round_objective
 from solvers.dfgl.problem import DfglProblem, Schedule
 
 
@@ -47,10 +47,8 @@ def initial_observation(p: DfglProblem, k: int = 0) -> Observation:
 def step(p: DfglProblem, k: int, obs: Observation, adj: np.ndarray, ratios: np.ndarray
          ) -> tuple[float, dict, Observation]:
     """Apply one action in round k: (objective J, its parts, the next observation)."""
-    j, parts = round_objective(p, k, adj, ratios, obs.consensus)
-    s = p.surrogate
-    floor = s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj))
-    losses = floor + (obs.losses - floor) * (1.0 - s.step_gain * progress(p, adj, ratios, obs.consensus))
+    j, parts = round_objective(p, k, adj, ratios, obs.consensus, obs.losses)
+    losses = parts["losses"]
     kn = min(k + 1, p.rounds - 1)
     nxt = Observation(losses, parts["consensus"], p.bandwidth_Bps[kn], p.allowed(kn),
                       parts["compute"] + parts["comm"], adj, ratios)

@@ -250,6 +250,11 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
      ("fewer than 2 workers",)),
     ("dfgl on a CNN", ["plan", "digits-cnn", "--scenario", "dfgl", "--workers", "gen:3", "--graph", "csbm:nodes=300"],
      ("dfgl trains a GNN", "gcn or sage")),
+    ("dfgl unreachable target", ["plan", "gcn", "--workers", "gen:3", "--graph", "csbm:nodes=300,workers=3", "--rounds", "2",
+                                 "--episodes", "1", "--target-accuracy", "99.9%"],
+     ("no schedule reaches global accuracy 0.999 within 2 rounds", "Lower --target-accuracy or raise --rounds")),
+    ("dfgl unknown metric", ["plan", "gcn", "--workers", "gen:3", "--graph", "csbm:nodes=300,workers=3", "--metric", "f1"],
+     ("--metric", "global")),
     # ---- profile, hardware, calibrate, export, argparse
     ("profile negative seq-len", ["profile", "mixtral-8x7b", "--seq-len", "-4"], ("--seq-len -4", "at least 1")),
     ("profile unknown model", ["profile", "mixtral-8x7"], ("unknown model",)),

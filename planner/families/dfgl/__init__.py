@@ -28,11 +28,12 @@ class DfglFamily(Family):
     name = "dfgl"
     method = "Duplex"
     description = "per-round P2P topology and neighbour sampling ratios for decentralised federated GNN training"
-    objective_metric = "objective_sum"
+    objective_metric = "time_to_target_s"
     objective_sense = "min"
     claim_hint = "--workers FILE|gen:N --graph csbm:nodes=N,workers=M for decentralised federated GNN training"
-    metric_labels = {"objective_sum": "sum t/progress", "total_time_s": "time s", "total_bytes": "bytes",
-                     "surrogate_final_loss": "loss (surr.)", "surrogate_mean_consensus": "consensus (surr.)"}
+    metric_labels = {"time_to_target_s": "s to target", "bytes_to_target": "bytes to target",
+                     "objective_sum": "sum J", "total_time_s": "time s", "total_bytes": "bytes",
+                     "surrogate_final_loss": "error (surr.)", "surrogate_mean_consensus": "consensus (surr.)"}
     plan_flags = (
         Flag("--workers", "str", "P2P workers: a YAML file (hardware + time-varying links) or gen:N[:SEED]"),
         Flag("--graph", "str", "graph test bed and its split, e.g. csbm:nodes=8000,workers=8"),
@@ -45,6 +46,13 @@ class DfglFamily(Family):
         Flag("--episodes", "int", "DDPG training episodes in the simulator", default=40, minimum=1),
         Flag("--local-epochs", "int", "local full-batch GNN steps per round", default=5, minimum=1),
         Flag("--seed", "int", "seed of the graph, the agent and the models", default=0, minimum=0),
+        Flag("--metric", "choice", "accuracy the plan aims at: global (every worker's model on all held-out nodes) "
+             "or local (each worker's model on its own held-out nodes)", default="global",
+             choices=("global", "local")),
+        Flag("--target-accuracy", "percent", "accuracy to reach, e.g. 85% (default: 95 % of the full topology's "
+             "predicted final accuracy)", minimum=0.0, maximum=1.0),
+        Flag("--round-overhead", "duration", "fixed per-round overhead of every client (e.g. 20ms)", default=0.02,
+             minimum=0.0),
     )
     run_flags = (
         Flag("--baseline", "str", "run a baseline's schedule from the plan (e.g. full_full)"),
@@ -76,13 +84,15 @@ class DfglFamily(Family):
             raise PlannerError(f"dfgl trains a GNN, which {ctx.spec.name} is not", "plan gcn or sage with --scenario dfgl")
         return DfglFamilyOptions(v["workers"], v["graph"], DfglOptions(
             rounds=v["rounds"], degree=v["degree"], r_min=v["r_min"], c_max=v["c_max"], episodes=v["episodes"],
-            local_steps=v["local_epochs"], seed=v["seed"], layer=layer))
+            local_steps=v["local_epochs"], seed=v["seed"], layer=layer, metric=v["metric"],
+            target_accuracy=v["target_accuracy"], round_overhead_s=v["round_overhead"]))
 
     def phases(self) -> Sequence[Phase]:
         from planner.families.dfgl import phases as ph
 
         return (Phase("inputs", ph.inputs), Phase("lower", ph.lower), Phase("solve", ph.solve),
-                Phase("baselines", ph.baselines), Phase("oracle", ph.oracle), Phase("lift", ph.lift))
+                Phase("baselines", ph.baselines), Phase("select", ph.select), Phase("oracle", ph.oracle),
+                Phase("lift", ph.lift))
 
     def validate_plan(self, plan: Any) -> list[str]:
         from planner.families.dfgl.views import validate_plan_decisions
@@ -95,7 +105,8 @@ class DfglFamily(Family):
         return dfgl_tables(plan, wide)
 
     def baseline_metrics(self, plan: Any, wide: bool = False) -> tuple[str, ...]:
-        return ("objective_sum", "total_time_s", "total_bytes", "surrogate_final_loss", "surrogate_mean_consensus")
+        return ("time_to_target_s", "bytes_to_target", "total_time_s", "total_bytes", "surrogate_final_loss",
+                "surrogate_mean_consensus")
 
     def emit(self, plan: Any, values: FlagValues, staging: Path, progress: Progress) -> str:
         from planner.families.dfgl.artifact import emit

@@ -5,6 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import json
+from dataclasses import fields
+from pathlib import Path
+
 from planner.families.dfgl.graph_input import GraphSplit
 from planner.families.dfgl.workers import Workers
 from solvers.dfgl.problem import DfglProblem, Schedule, SurrogateParams
@@ -25,18 +29,28 @@ class DfglOptions:
     lr: float = 0.05
     episodes: int = 40
     seed: int = 0
+    metric: str = "global"               # accuracy the plan aims at: global (all held-out nodes) or local (own)
+    target_accuracy: float | None = None  # None: 95 % of the full topology's predicted final accuracy
+    round_overhead_s: float = 0.0        # per-round software overhead added to every predicted round time
 
 
-def halo_counts(g: GraphSplit, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """(local edge counts (m,), halo counts (m, m): distinct nodes of worker j adjacent to worker i's nodes)."""
+MULTIPLICITY_BINS = 16   # halo nodes with 16 or more edges into one worker share the last bin
+
+
+def halo_counts(g: GraphSplit, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(local edge counts (m,), halo counts (m, m): distinct nodes of worker j adjacent to worker i's nodes,
+    multiplicities (m, m, MULTIPLICITY_BINS): those halo nodes by their number of edges into i's nodes)."""
     src, dst = g.edge_index
     ps, pd = g.part[src], g.part[dst]
     local = np.bincount(ps[ps == pd], minlength=m).astype(float)
     halo = np.zeros((m, m))
+    mult = np.zeros((m, m, MULTIPLICITY_BINS))
     cross = ps != pd
-    pairs = np.unique(np.stack([ps[cross], dst[cross]]), axis=1)      # (worker i, remote node) distinct
+    # (worker i, remote node) distinct, with how many of i's edges reach that node
+    pairs, counts = np.unique(np.stack([ps[cross], dst[cross]]), axis=1, return_counts=True)
     np.add.at(halo, (pairs[0], g.part[pairs[1]]), 1.0)
-    return local, halo
+    np.add.at(mult, (pairs[0], g.part[pairs[1]], np.minimum(counts, MULTIPLICITY_BINS) - 1), 1.0)
+    return local, halo, mult
 
 
 def model_bytes(features: int, hidden: int, classes: int, layer: str = "gcn") -> float:
@@ -48,7 +62,7 @@ def model_bytes(features: int, hidden: int, classes: int, layer: str = "gcn") ->
 def lower(g: GraphSplit, w: Workers, opts: DfglOptions) -> DfglProblem:
     """The problem: per-worker train nodes, halos, degrees, compute constants from the hardware, links."""
     m = len(w.ids)
-    local, halo = halo_counts(g, m)
+    local, halo, mult = halo_counts(g, m)
     deg = np.bincount(g.edge_index[0], minlength=g.x.shape[0]).astype(float)
     mean_deg = np.array([deg[g.part == i].mean() if np.any(g.part == i) else 0.0 for i in range(m)])
     train = np.bincount(g.part[g.train_mask], minlength=m).astype(float)
@@ -61,7 +75,26 @@ def lower(g: GraphSplit, w: Workers, opts: DfglOptions) -> DfglProblem:
         kappa_s=flops_unit / rate, bandwidth_Bps=w.rate_bps / 8.0, latency_s=w.latency_s,
         model_bytes=model_bytes(f, opts.hidden, g.num_classes, opts.layer), embedding_bytes=4.0 * f, exchanged_layers=1,
         gcn_layers=2, degree=opts.degree, r_min=opts.r_min, c_max=opts.c_max, rho=opts.rho,
-        surrogate=SurrogateParams())
+        surrogate=surrogate_constants(opts.metric), round_overhead_s=opts.round_overhead_s,
+        halo_multiplicity=mult)
+
+
+CONSTANTS_FILE = Path(__file__).with_name("surrogate_csbm.json")
+
+
+def surrogate_constants(metric: str, path: Path = CONSTANTS_FILE) -> SurrogateParams:
+    """The surrogate constants fitted for `metric` (global|local) by benchmarks/dfgl_calibration.py on the cSBM
+    test bed; the assumed defaults when the file has none for it."""
+    if not path.is_file():
+        return SurrogateParams()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    entry = data.get("metrics", {}).get(metric)
+    if entry is None:
+        return SurrogateParams()
+    names = {f.name for f in fields(SurrogateParams)}
+    consts = {k: float(v) for k, v in entry["constants"].items() if k in names and k not in ("source", "fit_rmse")}
+    return SurrogateParams(**consts, fit_rmse=float(entry.get("rmse", 0.0)),
+                           source=f"{metric} accuracy; {data['source']}")
 
 
 def schedule_record(p: DfglProblem, sched: Schedule, met) -> list[dict]:

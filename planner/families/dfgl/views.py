@@ -54,12 +54,20 @@ def dfgl_tables(plan: Plan, wide: bool = False) -> list[Any]:
     c = d["controller"]
     rec = c["training_record"]
     first, last = (rec[0], rec[-1]) if rec else ({}, {})
+    sel = d.get("selection")
+    if sel:
+        ctl = sel["controller"]
+        out.append(Text(
+            f"plan schedule: {sel['chosen']}, the first to reach {sel['metric']} accuracy {sel['target_accuracy']:.3f} "
+            f"({sel['target_source']}) plus a margin of {sel.get('margin', 0.0):.3f} (the surrogate's fit RMSE) among the controller's, the simple rate-ranked and the baselines' schedules "
+            f"under the surrogate (constants: {sel['surrogate']}); the controller's schedule ranks {ctl['rank']}."))
     out.append(Text(
         f"controller: DDPG actor ({len(c['actor']['b1'])} hidden) trained {len(rec)} episodes in the planner's "
         f"simulator; objective vs the rule controller {first.get('objective_vs_rule', float('nan')):.2f} -> "
-        f"{last.get('objective_vs_rule', float('nan')):.2f} (first -> last episode); plan-time link local search "
-        f"from the actor's topology. Rule-based fallback: degree {c['rule']['degree']}, base ratio "
-        f"{c['rule']['base_ratio']}. * consensus and loss are the planner's surrogate."
+        f"{last.get('objective_vs_rule', float('nan')):.2f} (first -> last episode); plan-time refinement: "
+        f"exhaustive over connected topologies up to 5 workers, else link local searches from the actor's and "
+        f"rate-ranked topologies. Rule-based fallback: degree {c['rule']['degree']}, base ratio "
+        f"{c['rule']['base_ratio']}. * consensus and error are the planner's surrogate."
         + (f" Gap to the one-round oracle (first rounds): {p['oracle_gap_max'] * 100:.1f} %."
            if "oracle_gap_max" in p else "")))
     return out
