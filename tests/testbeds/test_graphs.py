@@ -93,3 +93,23 @@ def test_bad_graph_arguments() -> None:
         graphs.build_graph("csbm", parse_graph("csbm:nodes=100,split=metis").args)
     with pytest.raises(PlannerError, match="homophily_range=high is not a range"):
         graphs.build_graph("csbm-clients", parse_graph("csbm-clients:homophily_range=high").args)
+
+
+def test_the_louvain_split_is_cached_and_a_bad_entry_is_recomputed(tmp_path, monkeypatch) -> None:
+    """The second split of the same graph reads the cache and gives the same owners; a corrupt entry (owners
+    out of range) is ignored and recomputed."""
+    import numpy as np
+
+    from core.cache import cache_dir
+
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path))
+    base = dict(nodes=300, classes=3, degree=8, seed=2)
+    first = graphs.split(graphs.csbm(**base), 3, "louvain", seed=1).client.copy()
+    entries = list((cache_dir() / "graph-splits").glob("*.npz"))
+    assert len(entries) == 1
+    assert np.array_equal(graphs.split(graphs.csbm(**base), 3, "louvain", seed=1).client, first)
+    np.savez(entries[0], owner=np.full(300, 7, dtype=np.int64))
+    assert np.array_equal(graphs.split(graphs.csbm(**base), 3, "louvain", seed=1).client, first)
+    assert len(list((cache_dir() / "graph-splits").glob("*.npz"))) == 1
+    other = graphs.split(graphs.csbm(**base), 3, "louvain", seed=2).client
+    assert len(list((cache_dir() / "graph-splits").glob("*.npz"))) == 2 and other.shape == first.shape
