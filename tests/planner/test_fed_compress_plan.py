@@ -94,6 +94,11 @@ def test_emit_writes_model_and_one_job_per_configuration(ctx, tmp_path: Path) ->
     want = ctx.plan.decisions["rounds"][1]["clients"][cid]
     assert r["clients"][cid]["keep_down"] == want["download_ratio"] and r["clients"][cid]["batch"] == want["batch_size"]
     assert (out / "model" / "digits-cnn.pt2").stat().st_size > 4 * 38282
+    # `planner run` without --baseline runs the configuration the plan recommends
+    from planner.families.fed_compress.artifact import recommended_config
+
+    assert recommended_config(out) == ctx.plan.decisions["recommended"]
+    assert (out / "jobs" / f"{recommended_config(out)}.json").is_file()
 
 
 def test_a_ratio_outside_the_unit_interval_exits_2_with_one_line() -> None:
