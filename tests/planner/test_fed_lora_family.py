@@ -134,7 +134,7 @@ def test_emit_writes_the_flower_config_map_and_adapters(planned, tmp_path: Path)
 
 
 @pytest.mark.parametrize("pop, words", [
-    ("devices: [{id: phone-1, kind: phone_midrange_8gb, memory: 1MiB}]", ["phone-1", "needs", "MiB", "at least 2MiB"]),
+    ("devices: [{id: phone-1, kind: phone_midrange_8gb, memory: 100KiB}]", ["phone-1", "needs", "KiB", "at least 1MiB"]),
     ("devices: [{kind: jetson_nanoo, count: 2}]", ["jetson_nanoo", "entry 1"]),
     ("devices: [{kind: jetson_tx2_8gb, ram: 4GiB}]", ["unknown field", "ram"]),
 ])
