@@ -214,6 +214,24 @@ class StepMeasurement:
 
 
 @contextlib.contextmanager
+def _stderr_silenced() -> Any:
+    """File descriptor 2 points at /dev/null inside the block (native code's log lines included)."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+@contextlib.contextmanager
 def allocator_peak_bytes() -> Any:
     """Context manager yielding a dict whose "peak" is, on exit, the largest sum of live bytes torch's CPU
     allocator handed out inside the block above what was live at its start (B), from the profiler's
@@ -221,8 +239,14 @@ def allocator_peak_bytes() -> Any:
     from torch.profiler import ProfilerActivity, profile
 
     out = {"peak": 0, "end": 0}
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _stderr_silenced():      # kineto writes "USDT: ... profiler_start/stop" lines to fd 2
+        prof.start()
+    try:
         yield out
+    finally:
+        with _stderr_silenced():
+            prof.stop()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())
     live = peak = 0
