@@ -169,6 +169,8 @@ def convergence_record(part: dict, seeds: list[int], configs: tuple[str, ...], t
     rounds, reached = {}, {}
     for c in configs:
         hits = [to_target(r, target)[0] for r in part["runs"] if r["config"] == c and r["seed"] in seeds]
+        if not hits:          # not run on the decision seeds: absent from the record (never recommended)
+            continue
         vals = sorted(float("inf") if h is None else float(h) for h in hits)
         med = statistics.median(vals) if vals else float("inf")
         rounds[c] = med if np.isfinite(med) else None
