@@ -69,6 +69,10 @@ def test_validator_catches_tampered_plans(ctx) -> None:
     mem = {x["id"]: x for x in d["population"]}
     mem[sorted(d["rounds"][0]["clients"])[0]]["memory_bytes"] = 1000
     assert any("training memory" in e for e in plan_validator(dataclasses.replace(ctx.plan, decisions=d)))
+    # a recommendation that its own predictions beat
+    d = copy.deepcopy(dict(ctx.plan.decisions))
+    d["recommended"] = "no_compression"
+    assert any("predict less traffic to target" in e for e in plan_validator(dataclasses.replace(ctx.plan, decisions=d)))
 
 
 def test_inspect_fits_80_columns(ctx) -> None:
