@@ -18,12 +18,19 @@ The runs call Flower's apps in one process (`runtime/fed/compress_inprocess.py`:
 client mod and the training handler with Flower's message types; no Ray, no gRPC): the same payloads,
 codecs and aggregation as `planner run`, at a cost 2 shared cores can pay for 5 seeds x 7 configurations.
 
+Decide on one sample, score on another: the decision seeds (100-102; quick 100-101) give each configuration's
+median rounds to target, written as the convergence record build/bench/fed_compress_convergence.json (what
+`planner plan --convergence` reads); on each held-out seed (0-4) the planner's rule (`phases.recommend`) picks
+the configuration with the least predicted traffic to target from that record and the seed's predicted
+schedules, and the row "recommended" scores that pick. The summary's `traffic_to_target_vs_*` keys are the
+recommendation's; `caesar_rule_traffic_to_target_vs_*` are Caesar's rule's.
+
 Part 2 (solver): one round with 10 000 selected devices (ratio rules + the cvxpy batch LP), batch
 gaps (LP rounding, T* rule) to the exact sweep, and the budgeted-download greedy against CP-SAT on
 200 random rounds.
 
     nice .venv/bin/python -m benchmarks.fed_compress          # writes build/bench/fed_compress.json
-    nice .venv/bin/python -m benchmarks.fed_compress --quick  # 5 seeds, 3 configurations, 100 rounds
+    nice .venv/bin/python -m benchmarks.fed_compress --quick  # 2 + 5 seeds, 3 configurations, 100 rounds
 """
 from __future__ import annotations
 
