@@ -18,12 +18,19 @@ The runs call Flower's apps in one process (`runtime/fed/compress_inprocess.py`:
 client mod and the training handler with Flower's message types; no Ray, no gRPC): the same payloads,
 codecs and aggregation as `planner run`, at a cost 2 shared cores can pay for 5 seeds x 7 configurations.
 
+Decide on one sample, score on another: the decision seeds (100-102; quick 100-101) give each configuration's
+median rounds to target, written as the convergence record build/bench/fed_compress_convergence.json (what
+`planner plan --convergence` reads); on each held-out seed (0-4) the planner's rule (`phases.recommend`) picks
+the configuration with the least predicted traffic to target from that record and the seed's predicted
+schedules, and the row "recommended" scores that pick. The summary's `traffic_to_target_vs_*` keys are the
+recommendation's; `caesar_rule_traffic_to_target_vs_*` are Caesar's rule's.
+
 Part 2 (solver): one round with 10 000 selected devices (ratio rules + the cvxpy batch LP), batch
 gaps (LP rounding, T* rule) to the exact sweep, and the budgeted-download greedy against CP-SAT on
 200 random rounds.
 
     nice .venv/bin/python -m benchmarks.fed_compress          # writes build/bench/fed_compress.json
-    nice .venv/bin/python -m benchmarks.fed_compress --quick  # 5 seeds, 3 configurations, 100 rounds
+    nice .venv/bin/python -m benchmarks.fed_compress --quick  # 2 + 5 seeds, 3 configurations, 100 rounds
 """
 from __future__ import annotations
 
@@ -40,6 +47,8 @@ from core.atomic_io import write_text_atomic
 
 OUT = Path("build/bench")
 SPEC_GRID = (8, 12, 16, 24, 32, 48, 64)   # Caesar's coarse batch grid (docs/fed-compress.md, "Departures")
+DECIDE_SEEDS = (100, 101, 102)   # the decision sample: rounds to target per configuration (held-out seeds: 0..4)
+QUICK_DECIDE_SEEDS = (100, 101)
 CONFIGS = ("plan", "no_compression", "uniform_mean", "uniform_traffic", "bandwidth_proportional", "topk_ef", "fedpaq")
 QUICK_CONFIGS = ("plan", "uniform_mean", "bandwidth_proportional")
 BED = {"clients": 100, "participation": 0.05, "alpha": 0.1, "local_iters": 10, "lr": 0.05, "round_overhead_s": 0.05,
@@ -49,7 +58,8 @@ SMOOTH = 5          # rounds in the trailing mean that decides when a run reache
 
 # ---------------------------------------------------------------- part 1: learning curves
 def plan_configs(seed: int, rounds: int, calibration: dict) -> tuple[dict, dict, dict]:
-    """Lower and solve one seed: (plan decisions, {config: decisions}, {config: predicted})."""
+    """Lower and solve one seed: (plan decisions, {config: decisions}, {config: predicted}); each predicted
+    carries the per-round traffic (`traffic_per_round`, B) and feasibility the recommendation reads."""
     from planner.families.fed_compress.lowering import FedCompressOptions, decisions_of, lower, predicted_of
     from planner.registry import resolve_hardware, resolve_model
     from profilers.population import parse_population
@@ -75,7 +85,8 @@ def plan_configs(seed: int, rounds: int, calibration: dict) -> tuple[dict, dict,
             raise RuntimeError(f"{name}: {bad[:3]}")
     decisions = decisions_of(problem, sol, clients, opts)
     configs = {name: (decisions if name == "plan" else decisions_of(problem, s, None, opts)) for name, s in sols.items()}
-    predicted = {name: predicted_of(problem, s) for name, s in sols.items()}
+    predicted = {name: {**predicted_of(problem, s), "feasible": bool(s.feasible),
+                        "traffic_per_round": [float(x) for x in s.metrics.traffic_bytes]} for name, s in sols.items()}
     return decisions, configs, predicted
 
 
@@ -126,6 +137,7 @@ def learning_part(seeds: list[int], configs: tuple[str, ...], rounds: int, targe
             runs += [json.loads(c.read_text()) for c in caches]
             continue
         decisions, cfgs, predicted = plan_configs(seed, rounds, calibration)
+        write_text_atomic(work / f"seed{seed}" / f"predicted.r{rounds}.json", json.dumps(predicted, sort_keys=True))
         torch.manual_seed(seed)
         model_path = export_model(DigitsCNN(), work / f"seed{seed}" / "digits-cnn.pt2", torch.zeros(2, 1, 8, 8))
         for name in configs:
@@ -156,6 +168,54 @@ def to_target(run: dict, target: float) -> tuple[int | None, float | None, float
     return None, None, None
 
 
+def convergence_record(part: dict, seeds: list[int], configs: tuple[str, ...], target: float) -> dict:
+    """Rounds to target per configuration, median over the decision seeds (a miss counts as never; a median that
+    is a miss is null): what `planner plan --convergence` reads (planner/families/fed_compress/convergence_record.py)."""
+    from planner.families.fed_compress.convergence_record import KIND
+
+    rounds, reached = {}, {}
+    for c in configs:
+        hits = [to_target(r, target)[0] for r in part["runs"] if r["config"] == c and r["seed"] in seeds]
+        if not hits:          # not run on the decision seeds: absent from the record (never recommended)
+            continue
+        vals = sorted(float("inf") if h is None else float(h) for h in hits)
+        med = statistics.median(vals) if vals else float("inf")
+        rounds[c] = med if np.isfinite(med) else None
+        reached[c] = sum(h is not None for h in hits)
+    return {"kind": KIND, "target_accuracy": target, "smooth_rounds": SMOOTH, "seeds": list(seeds),
+            "test_bed": {**BED, "rounds": part.get("rounds")}, "rounds_to_target": rounds, "reached": reached}
+
+
+def recommendations(seeds: list[int], rounds: int, work: Path, record: dict, configs: tuple[str, ...]) -> dict[int, str]:
+    """Per held-out seed, the configuration the planner recommends (planner/families/fed_compress/phases.py
+    `recommend`) from that seed's predicted per-round traffic and the decision seeds' record; only configurations
+    the benchmark runs are candidates."""
+    from planner.families.fed_compress.phases import recommend
+
+    rec = {**record, "rounds_to_target": {c: (float("inf") if r is None else r)
+                                          for c, r in record["rounds_to_target"].items()},
+           "source": "the decision seeds"}
+    out = {}
+    calibration = None
+    for seed in seeds:
+        path = work / f"seed{seed}" / f"predicted.r{rounds}.json"
+        if not path.exists():     # runs cached by an older version: plan the seed again (rule-mode bytes do not
+            if calibration is None:  # depend on the step times, so any calibration gives the same traffic)
+                import torch
+
+                from profilers.digits_cnn import DigitsCNN
+                from profilers.training_timing import calibrate_training
+
+                torch.set_num_threads(1)
+                calibration = calibrate_training(DigitsCNN(), torch.zeros(2, 1, 8, 8))
+            write_text_atomic(path, json.dumps(plan_configs(seed, rounds, calibration)[2], sort_keys=True))
+        pred = json.loads(path.read_text())
+        traffic = {c: np.array(pred[c]["traffic_per_round"]) for c in configs}
+        choice, _ = recommend(rounds, traffic, {c: pred[c]["feasible"] for c in configs}, rec)
+        out[seed] = choice.recommended
+    return out
+
+
 def _spread(xs: list[float]) -> str:
     """'median [min-max]' of the finite values, or '-'."""
     xs = [x for x in xs if x is not None and np.isfinite(x)]
@@ -164,11 +224,16 @@ def _spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.3g} [{min(xs):.3g}-{max(xs):.3g}]"
 
 
-def learning_table(part: dict, configs: tuple[str, ...], target: float) -> tuple[str, dict]:
-    """One row per configuration (median [min-max] over seeds) and the summary figures."""
-    runs = part["runs"]
+def learning_table(part: dict, configs: tuple[str, ...], target: float, seeds: list[int],
+                   chosen: dict[int, str] | None = None) -> tuple[str, dict]:
+    """One row per configuration (median [min-max] over the held-out `seeds`), the row "recommended" (per seed,
+    the configuration the planner recommends from the decision seeds' record, `chosen`), and the summary."""
+    runs = [r for r in part["runs"] if r["seed"] in seeds]
     by = {c: {r["seed"]: r for r in runs if r["config"] == c} for c in configs}
     seeds = sorted(set(by["plan"]) & set(by["uniform_mean"]))   # seeds with both runs (partial summaries)
+    if chosen:
+        by["recommended"] = {s: by[chosen[s]][s] for s in seeds if s in chosen and s in by[chosen[s]]}
+        configs = (*configs, "recommended")
     hits = {c: {s: to_target(r, target) for s, r in by[c].items()} for c in configs}
     lines = [f"target {target:.2f} (trailing {SMOOTH}-round mean); MB = 1e6 payload bytes both ways, first contact "
              "dense for all; ratio = bytes to target / uniform_mean's, per seed; median [min-max] over seeds; "
@@ -186,24 +251,39 @@ def learning_table(part: dict, configs: tuple[str, ...], target: float) -> tuple
                      f"{_spread([r['final_accuracy'] for r in by[c].values()]):>20} "
                      f"{_spread([hits[c][s][2] for s in reached]):>22}")
     # plan / each baseline, per seed; a seed where the plan misses the target and the baseline reaches it counts inf
-    per_base = {}
-    for c in configs:
-        if c == "plan":
-            continue
-        rs = []
-        for s in seeds:
-            mine, theirs = hits["plan"].get(s, (None, None))[1], hits[c].get(s, (None, None))[1]
-            if theirs is None:
+    def versus(mine_name: str) -> dict[str, float]:
+        """median over seeds of mine / each baseline (bytes to target); a miss of mine where they reach is inf"""
+        out = {}
+        for c in configs:
+            if c in ("plan", "recommended"):
                 continue
-            rs.append(float("inf") if mine is None else mine / theirs)
-        if rs:
-            per_base[c] = statistics.median(rs)
+            rs = []
+            for s in seeds:
+                mine, theirs = hits[mine_name].get(s, (None, None))[1], hits[c].get(s, (None, None))[1]
+                if theirs is None or s not in hits[mine_name]:
+                    continue
+                rs.append(float("inf") if mine is None else mine / theirs)
+            if rs:
+                out[c] = statistics.median(rs)
+        return out
+
+    per_base = versus("plan")
     best = min(per_base, key=lambda k: -per_base[k]) if per_base else None   # the baseline the plan does worst against
+    head = "recommended" if chosen else "plan"
+    rec_base = versus(head)
+    rec_best = min(rec_base, key=lambda k: -rec_base[k]) if rec_base else None
     summary = {
-        "traffic_to_target_vs_uniform": per_base.get("uniform_mean"),
-        "traffic_to_target_vs_best_baseline": per_base.get(best) if best else None,
-        "best_baseline": best,
-        "traffic_to_target_vs_each_baseline": per_base,
+        "traffic_to_target_vs_uniform": rec_base.get("uniform_mean"),
+        "traffic_to_target_vs_best_baseline": rec_base.get(rec_best) if rec_best else None,
+        "best_baseline": rec_best,
+        "summary_configuration": (f"the planner's recommendation per held-out seed (from the decision seeds' rounds to "
+                                  f"target): {', '.join(f'{s}: {chosen[s]}' for s in sorted(chosen))}") if chosen
+                                 else "Caesar's rule",
+        "traffic_to_target_vs_each_baseline": rec_base,
+        "caesar_rule_traffic_to_target_vs_uniform": per_base.get("uniform_mean"),
+        "caesar_rule_traffic_to_target_vs_best_baseline": per_base.get(best) if best else None,
+        "caesar_rule_traffic_to_target_vs_each_baseline": per_base,
+        "caesar_rule_worst_against": best,
         "seeds": len(seeds),
         "rounds_to_target_uniform": statistics.median([hits["uniform_mean"][s][0] for s in seeds
                                                        if hits["uniform_mean"][s][0] is not None] or [float("nan")]),
@@ -213,8 +293,11 @@ def learning_table(part: dict, configs: tuple[str, ...], target: float) -> tuple
         "plan_reached": sum(hits["plan"][s][0] is not None for s in seeds),
         "uniform_reached": sum(hits["uniform_mean"][s][0] is not None for s in seeds),
     }
-    lines.append(f"plan / baseline bytes to target (median over seeds): "
+    lines.append(f"Caesar's rule (plan) / baseline bytes to target (median over seeds): "
                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(per_base.items())))
+    if chosen:
+        lines.append(f"recommended / baseline bytes to target (median over seeds): "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in sorted(rec_base.items())))
     return "\n".join(lines), summary
 
 
@@ -329,7 +412,8 @@ def solver_table(s: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Run both parts, print the tables, write build/bench/fed_compress.json (summary included)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="5 seeds, 3 configurations (plan, uniform_mean, bandwidth_proportional), no solver part")
+    ap.add_argument("--quick", action="store_true", help="5 held-out + 2 decision seeds, 3 configurations (plan, "
+                    "uniform_mean, bandwidth_proportional), no solver part")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--only-seeds", type=int, nargs="+", help="run just these seeds (to spread seeds over processes; "
                     "a last call without it reads every cached run and writes the summary)")
@@ -338,6 +422,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-learning", action="store_true")
     ap.add_argument("--cached-only", action="store_true", help="summarise the runs already cached, run nothing")
     ap.add_argument("--only-configs", nargs="+", help="run just these configurations (with --only-seeds)")
+    ap.add_argument("--decide-seeds", type=int, nargs="+", help="the decision sample (default 100 101 102; quick "
+                    "100 101): their rounds to target per configuration make the record the planner recommends from")
     args = ap.parse_args(argv)
     seeds = list(args.only_seeds) if args.only_seeds else list(range(args.seeds))
     configs = QUICK_CONFIGS if args.quick else CONFIGS
@@ -350,12 +436,23 @@ def main(argv: list[str] | None = None) -> None:
         print(solver_table(result["solver"]), flush=True)
     if not args.skip_learning:
         work = OUT / "fed_compress_runs"
+        decide = list(args.decide_seeds or (QUICK_DECIDE_SEEDS if args.quick else DECIDE_SEEDS))
         if args.only_configs:
             learning_part(seeds, tuple(args.only_configs), rounds, args.target, work)
             return
-        result["learning"] = (cached_part(seeds, configs, rounds, work) if args.cached_only
-                              else learning_part(seeds, configs, rounds, args.target, work))
-        text, result["summary"] = learning_table(result["learning"], configs, args.target)
+        every = decide + [s for s in seeds if s not in decide]
+        part = (cached_part(every, configs, rounds, work) if args.cached_only
+                else learning_part(every, configs, rounds, args.target, work))
+        part["rounds"] = rounds
+        result["learning"] = part
+        record = convergence_record(part, decide, configs, args.target)
+        write_text_atomic(OUT / "fed_compress_convergence.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
+        result["convergence_record"] = record
+        print("decision seeds", decide, "rounds to target:", json.dumps(record["rounds_to_target"], sort_keys=True))
+        chosen = recommendations(seeds, rounds, work, record, configs)
+        result["recommended"] = chosen
+        text, result["summary"] = learning_table(part, configs, args.target, seeds, chosen)
+        result["summary"]["decision_seeds"] = decide
         print(text)
         print("summary:", json.dumps(result["summary"], sort_keys=True))
     result["wall_s"] = time.perf_counter() - t0

@@ -22,7 +22,12 @@ per-block model used by the planner:
     S1 = A_head + A_first (bottom trainable block's input needs no gradient, so it saves less than a
     middle block); S1q, Aq_mid: the same with the block quantised; quantised sizes at other bit widths
     come from the recorded shapes of the quantised tensors (`kernels.uniform_quant.grouped_nbytes`).
-    M_ws, the transient workspace, is one block's activations (not counted by the hooks; kept apart).
+    M_ws, the transient workspace: what the step holds at its peak beyond the state and the saved
+    activations (a causal LM's loss head makes batch × seq × vocabulary fp32 logits, their shifted copy,
+    the log-softmax and their gradients, none of them seen by the saved-tensor hooks). It is measured
+    at the allocator: the peak of live bytes torch's CPU allocator hands out during the step
+    (`torch.profiler` memory events, `allocator_peak_bytes`), minus the state and saved bytes; the
+    largest of the four profiled steps.
 
 `FineTuneProfile.predict(d, q, bits)` gives the model's numbers; the validation test measures other
 (d, q) points and compares. `closed_form_profile` is the fallback when a model cannot be run here
@@ -48,7 +53,7 @@ from kernels.uniform_quant import grouped_nbytes
 log = logging.getLogger(__name__)
 
 ADAM_STATE_PER_PARAM = 2          # exp_avg and exp_avg_sq, same dtype as the parameter
-PROFILE_VERSION = 2
+PROFILE_VERSION = 3               # 3: the workspace is the allocator-measured transient peak
 
 
 # ------------------------------------------------------------------ task models
@@ -199,12 +204,56 @@ class StepMeasurement:
     backward_flops: int
     forward_s: float
     backward_s: float
+    step_peak_bytes: int = -1       # peak live allocator bytes during the step above its start (B); -1: not tracked
 
     @property
     def training_bytes(self) -> int:
         """Weights + LoRA/head parameters, gradients and optimizer state + saved activations (B)."""
         return (self.weight_bytes + self.lora_param_bytes + self.head_param_bytes + self.grad_bytes
                 + self.optimizer_bytes + self.activation_bytes)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Any:
+    """File descriptor 2 points at /dev/null inside the block (native code's log lines included)."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+@contextlib.contextmanager
+def allocator_peak_bytes() -> Any:
+    """Context manager yielding a dict whose "peak" is, on exit, the largest sum of live bytes torch's CPU
+    allocator handed out inside the block above what was live at its start (B), from the profiler's
+    memory events (every allocation and free, in time order); independent of autograd's saved-tensor hooks."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {"peak": 0, "end": 0}
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _stderr_silenced():      # kineto writes "USDT: ... profiler_start/stop" lines to fd 2
+        prof.start()
+    try:
+        yield out
+    finally:
+        with _stderr_silenced():
+            prof.stop()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += int(e.nbytes())
+        peak = max(peak, live)
+    out["peak"], out["end"] = peak, live
 
 
 def _bytes_of(tensors: list[torch.Tensor]) -> int:
@@ -216,12 +265,14 @@ def _bytes_of(tensors: list[torch.Tensor]) -> int:
 
 def measure_step(model: nn.Module, layout: BlockLayout, depth: int, quant_blocks: int = 0, bits: int = 8,
                  group: int = 64, lora: LoraSettings = LoraSettings(), batch_size: int = 4, seq_len: int = 64,
-                 seed: int = 0, copy_model: bool = True, count_flops: bool = True, repeats: int = 1) -> StepMeasurement:
+                 seed: int = 0, copy_model: bool = True, count_flops: bool = True, repeats: int = 1,
+                 track_allocator: bool = False) -> StepMeasurement:
     """One real training step of `model` (a task model) with LoRA on the top `depth` blocks, the lowest
     `quant_blocks` of them storing their saved activations at `bits` bits; see `StepMeasurement`.
     FLOPs are counted only with `count_flops` (the counter slows small models down several times).
     Times are CPU seconds of this process (`time.process_time`, so other load on the machine does not
-    inflate them), the least of `repeats` steps; bytes and FLOPs come from the first step."""
+    inflate them), the least of `repeats` steps; bytes and FLOPs come from the first step. With
+    `track_allocator` the steps run under `allocator_peak_bytes` (slower) and `step_peak_bytes` is set."""
     if not 1 <= depth <= layout.num_blocks or not 0 <= quant_blocks <= depth:
         raise ValueError(f"need 1 <= depth <= {layout.num_blocks} and 0 <= quant_blocks <= depth")
     m = copy.deepcopy(model) if copy_model else model
@@ -237,30 +288,32 @@ def measure_step(model: nn.Module, layout: BlockLayout, depth: int, quant_blocks
     opt = torch.optim.Adam(trainable, lr=1e-4)
     batch = m.fine_tuning_batch(batch_size, seq_len, seed)
     fwd_times, bwd_times = [], []
+    tracker = allocator_peak_bytes() if track_allocator else contextlib.nullcontext({"peak": -1})
     try:
-        for rep in range(max(1, repeats)):
-            first_rep = rep == 0
-            opt.zero_grad(set_to_none=True)
-            ledger.reset()
-            fwd = FlopCounterMode(display=False) if (count_flops and first_rep) else contextlib.nullcontext()
-            t0 = time.process_time()
-            with ledger.counting(), fwd:
-                loss = m.fine_tuning_loss(batch)
-            t1 = time.process_time()
-            if first_rep:
-                activation = ledger.activation_bytes
-                qel = ledger.quantised_elements
-                numels = _quantised_numels(ledger)
-                fwd_flops = int(fwd.get_total_flops()) if count_flops else 0
-            bwd = FlopCounterMode(display=False) if (count_flops and first_rep) else contextlib.nullcontext()
-            with bwd:
-                loss.backward()
-            t2 = time.process_time()
-            if first_rep:
-                bwd_flops = int(bwd.get_total_flops()) if count_flops else 0
-            fwd_times.append(t1 - t0)
-            bwd_times.append(t2 - t1)
-            opt.step()
+        with tracker as peak:
+            for rep in range(max(1, repeats)):
+                first_rep = rep == 0
+                opt.zero_grad(set_to_none=True)
+                ledger.reset()
+                fwd = FlopCounterMode(display=False) if (count_flops and first_rep) else contextlib.nullcontext()
+                t0 = time.process_time()
+                with ledger.counting(), fwd:
+                    loss = m.fine_tuning_loss(batch)
+                t1 = time.process_time()
+                if first_rep:
+                    activation = ledger.activation_bytes
+                    qel = ledger.quantised_elements
+                    numels = _quantised_numels(ledger)
+                    fwd_flops = int(fwd.get_total_flops()) if count_flops else 0
+                bwd = FlopCounterMode(display=False) if (count_flops and first_rep) else contextlib.nullcontext()
+                with bwd:
+                    loss.backward()
+                t2 = time.process_time()
+                if first_rep:
+                    bwd_flops = int(bwd.get_total_flops()) if count_flops else 0
+                fwd_times.append(t1 - t0)
+                bwd_times.append(t2 - t1)
+                opt.step()
     finally:
         for h in handles:
             h.remove()
@@ -276,7 +329,15 @@ def measure_step(model: nn.Module, layout: BlockLayout, depth: int, quant_blocks
         lora_param_bytes=_bytes_of(lora_params), head_param_bytes=_bytes_of(head_params),
         grad_bytes=_bytes_of(grads), optimizer_bytes=_bytes_of(states), activation_bytes=activation,
         quantised_elements=qel, quantised_numels=tuple(numels), trainable_blocks=got_grad,
-        forward_flops=fwd_flops, backward_flops=bwd_flops, forward_s=min(fwd_times), backward_s=min(bwd_times))
+        forward_flops=fwd_flops, backward_flops=bwd_flops, forward_s=min(fwd_times), backward_s=min(bwd_times),
+        step_peak_bytes=int(peak["peak"]))
+
+
+def transient_bytes(step: StepMeasurement, peak_bytes: int) -> int:
+    """What a step held at its allocator peak beyond the state it creates (gradients, Adam) and the activations
+    saved for backward (B); `peak_bytes` is its `step_peak_bytes` (live bytes above the step's start, where the
+    weights and LoRA parameters already exist)."""
+    return max(0, int(peak_bytes) - step.grad_bytes - step.optimizer_bytes - step.activation_bytes)
 
 
 def _quantised_numels(ledger: SavedTensorLedger) -> list[int]:
@@ -391,7 +452,7 @@ def profile_fine_tuning(model: nn.Module, name: str, batch_size: int, seq_len: i
     is measured alongside (the planner scales host times to a device by the FLOP/s ratio)."""
     layout = block_layout(model, target_modules)
     L = layout.num_blocks
-    runs = {}
+    runs, workspace = {}, {}
     # One intra-op thread: CPU seconds then measure work, not the spin-waiting of idle OpenMP threads
     # (with two threads on a loaded machine the same step read 2-6x more CPU seconds, erratically).
     threads = torch.get_num_threads()
@@ -400,6 +461,10 @@ def profile_fine_tuning(model: nn.Module, name: str, batch_size: int, seq_len: i
         for d, q in ((1, 0), (1, 1), (L, 0), (L, L)):
             runs[(d, q)] = measure_step(model, layout, d, q, bits, group, lora, batch_size, seq_len, seed,
                                         count_flops=(q == 0), repeats=repeats)
+            # the allocator's peak in a separate step: the profiler would inflate the CPU times above
+            peak = measure_step(model, layout, d, q, bits, group, lora, batch_size, seq_len, seed,
+                                count_flops=False, track_allocator=True).step_peak_bytes
+            workspace[(d, q)] = transient_bytes(runs[(d, q)], peak)
             log.debug("profile %s d=%d q=%d: %s", name, d, q, runs[(d, q)])
         host_rate = host_matmul_flops_per_cpu_s()
     finally:
@@ -427,7 +492,7 @@ def profile_fine_tuning(model: nn.Module, name: str, batch_size: int, seq_len: i
         saved_first_bytes=r10.activation_bytes, saved_mid_bytes=a_mid,
         first_q_fixed_bytes=max(0, first_fixed), mid_q_fixed_bytes=max(0, mid_fixed),
         quantised_numels_first=tuple(first_numels), quantised_numels_mid=mid_numels,
-        workspace_bytes=max(a_mid, r10.activation_bytes),
+        workspace_bytes=max(workspace.values()),
         forward_flops=r10.forward_flops, backward_flops_first=r10.backward_flops,
         backward_flops_mid=(rL0.backward_flops - r10.backward_flops) // mids if L > 1 else 0,
         block_param_bytes=block_bytes, host_forward_s=r10.forward_s,
@@ -441,7 +506,8 @@ def profile_fine_tuning(model: nn.Module, name: str, batch_size: int, seq_len: i
         if L > 1 else 0.0,
         host_flops_per_cpu_s=host_rate,
         source=(f"measured on this CPU: 4 training steps (d,q) in (1,0),(1,1),({L},0),({L},{L}) at batch "
-                f"{batch_size}, seq {seq_len}; saved_tensors_hooks bytes, FlopCounterMode FLOPs"))
+                f"{batch_size}, seq {seq_len}; saved_tensors_hooks bytes, FlopCounterMode FLOPs, workspace from the "
+                f"allocator's peak (torch.profiler memory events)"))
 
 
 def host_matmul_flops_per_cpu_s(n: int = 384, repeats: int = 7) -> float:

@@ -45,6 +45,11 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
      ("huge_pop.yaml", "1,000,000,000 devices", "at most 100,000")),
     ("population too large (fed-lora)", ["plan", "minilm", "--clients", "gen:10000000", "--scenario", "fed-lora"],
      ("gen:10000000", "at most 100,000")),
+    ("convergence record not a record", ["plan", "digits-cnn", "--clients", "gen:12", "--scenario", "fed-compress",
+                                         "--convergence", "array.json"],
+     ("--convergence array.json", "not a fed-compress convergence record", "benchmarks.fed_compress")),
+    ("convergence record not JSON", ["plan", "digits-cnn", "--clients", "gen:12", "--scenario", "fed-compress",
+                                     "--convergence", "notjson.json"], ("--convergence notjson.json", "not readable")),
     # ---- model config files
     ("config 0 experts", ["plan", "zero_experts.json", "--hardware", "a100_24gb"], ("zero_experts.json", "0 experts")),
     ("config unknown type", ["plan", "unknown_type.json", "--hardware", "a100_24gb"], ("model_type 'no_such_arch'",)),

@@ -69,6 +69,10 @@ def test_validator_catches_tampered_plans(ctx) -> None:
     mem = {x["id"]: x for x in d["population"]}
     mem[sorted(d["rounds"][0]["clients"])[0]]["memory_bytes"] = 1000
     assert any("training memory" in e for e in plan_validator(dataclasses.replace(ctx.plan, decisions=d)))
+    # a recommendation that its own predictions beat
+    d = copy.deepcopy(dict(ctx.plan.decisions))
+    d["recommended"] = "no_compression"
+    assert any("predict less traffic to target" in e for e in plan_validator(dataclasses.replace(ctx.plan, decisions=d)))
 
 
 def test_inspect_fits_80_columns(ctx) -> None:
@@ -94,6 +98,11 @@ def test_emit_writes_model_and_one_job_per_configuration(ctx, tmp_path: Path) ->
     want = ctx.plan.decisions["rounds"][1]["clients"][cid]
     assert r["clients"][cid]["keep_down"] == want["download_ratio"] and r["clients"][cid]["batch"] == want["batch_size"]
     assert (out / "model" / "digits-cnn.pt2").stat().st_size > 4 * 38282
+    # `planner run` without --baseline runs the configuration the plan recommends
+    from planner.families.fed_compress.artifact import recommended_config
+
+    assert recommended_config(out) == ctx.plan.decisions["recommended"]
+    assert (out / "jobs" / f"{recommended_config(out)}.json").is_file()
 
 
 def test_a_ratio_outside_the_unit_interval_exits_2_with_one_line() -> None:
@@ -149,3 +158,81 @@ def test_calibrated_plan_scales_this_cpus_step_time_to_each_device(tmp_path: Pat
     cal.write_text(calibration_text("split-inference", resolve_model("digits-cnn"), False, measured))
     with pytest.raises(PlannerError, match="split-inference"):
         plan_from_argv(["digits-cnn", "--clients", "gen:6:1", "--scenario", "fed-compress", "--calibration", str(cal)])
+
+
+# ---------------------------------------------------------------- the recommendation (convergence term)
+def _record(tmp_path: Path, rounds: dict, **bed) -> Path:
+    from planner.families.fed_compress.convergence_record import KIND
+
+    base = {"clients": 12, "participation": 0.5, "alpha": 0.3, "local_iters": 20, "lr": 0.1, "min_download_ratio": 0.5,
+            "min_upload_ratio": 0.5, "max_upload_ratio": 0.9, "ratio_step": 0.05}
+    path = tmp_path / "conv.json"
+    path.write_text(json.dumps({"kind": KIND, "target_accuracy": 0.8, "seeds": [100, 101],
+                                "test_bed": {**base, **bed}, "rounds_to_target": rounds}))
+    return path
+
+
+def test_plan_recommends_the_least_predicted_traffic_to_target(ctx) -> None:
+    """Without a record every configuration gets the schedule's rounds, so the recommendation is the least total
+    traffic among feasible configurations; the plan and each baseline carry their predicted traffic to target."""
+    plan = ctx.plan
+    rows = {"plan": plan.predicted, **{n: b.predicted for n, b in plan.baselines.items()}}
+    for name, p in rows.items():
+        assert p["traffic_to_target_bytes"] == pytest.approx(p["total_traffic_bytes"], abs=1.0), name
+    ok = {n: p["traffic_to_target_bytes"] for n, p in rows.items() if p.get("feasible", True)}
+    best = plan.decisions["recommended"]
+    assert ok[best] == min(ok.values())
+    assert plan.predicted["recommended"] == best
+    if best != "plan":
+        assert any(n.startswith(f"recommended: baseline {best}, not Caesar's rule") for n in plan.notes)
+
+
+def test_recommendation_follows_the_measured_rounds_to_target(ctx) -> None:
+    """A baseline predicted to need many more rounds loses to the rule; one that needs the same rounds with fewer
+    bytes per round wins; an unmeasured configuration is never recommended."""
+    from planner.families.fed_compress.phases import recommend
+
+    st = ctx.state
+    traffic = {"plan": st.solution.metrics.traffic_bytes, **{n: s.metrics.traffic_bytes
+                                                            for n, (_, s) in st.baselines.items()}}
+    feasible = {n: True for n in traffic}
+    rounds = {n: 100.0 for n in traffic}
+    rounds["plan"] = 5.0
+    choice, source = recommend(6, traffic, feasible, {"rounds_to_target": rounds, "seeds": [1], "target_accuracy": 0.8,
+                                                      "source": "x"})
+    assert choice.recommended == "plan" and "measured on seeds 1" in source
+    cheapest = min(traffic, key=lambda n: traffic[n].sum())
+    rounds = {n: 6.0 for n in traffic}
+    choice, _ = recommend(6, traffic, feasible, {"rounds_to_target": rounds, "seeds": [1], "target_accuracy": 0.8,
+                                                 "source": "x"})
+    assert choice.recommended == cheapest
+    del rounds[cheapest]
+    choice, source = recommend(6, traffic, feasible, {"rounds_to_target": rounds, "seeds": [1], "target_accuracy": 0.8,
+                                                      "source": "x"})
+    assert choice.recommended != cheapest and f"not recommended: {cheapest}" in source
+
+
+def test_traffic_to_target_sums_the_first_rounds() -> None:
+    import numpy as np
+
+    from solvers.fed_compress.convergence import traffic_to_target
+
+    t = np.array([10.0, 8.0, 6.0, 4.0])
+    assert traffic_to_target(t, 2) == 18.0
+    assert traffic_to_target(t, 2.5) == 21.0
+    assert traffic_to_target(t, 6) == 28.0 + 2 * t.mean()       # beyond the schedule: its last rounds' mean
+    assert traffic_to_target(t, float("inf")) == float("inf")
+
+
+def test_a_convergence_record_from_another_test_bed_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(PlannerError) as err:
+        plan_from_argv([*ARGS, "--convergence", str(_record(tmp_path, {"plan": 5}, participation=0.05))])
+    assert "participation" in err.value.one_line() and "benchmarks.fed_compress" in err.value.one_line()
+    with pytest.raises(PlannerError) as err:
+        plan_from_argv([*ARGS, "--convergence", str(_record(tmp_path, {"plan": 5}, clients=100))])
+    assert "100 clients" in err.value.one_line()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(PlannerError) as err:
+        plan_from_argv([*ARGS, "--convergence", str(bad)])
+    assert "not readable" in err.value.one_line()

@@ -134,7 +134,7 @@ def test_emit_writes_the_flower_config_map_and_adapters(planned, tmp_path: Path)
 
 
 @pytest.mark.parametrize("pop, words", [
-    ("devices: [{id: phone-1, kind: phone_midrange_8gb, memory: 1MiB}]", ["phone-1", "needs", "MiB", "at least 2MiB"]),
+    ("devices: [{id: phone-1, kind: phone_midrange_8gb, memory: 100KiB}]", ["phone-1", "needs", "KiB", "at least 1MiB"]),
     ("devices: [{kind: jetson_nanoo, count: 2}]", ["jetson_nanoo", "entry 1"]),
     ("devices: [{kind: jetson_tx2_8gb, ram: 4GiB}]", ["unknown field", "ram"]),
 ])
@@ -151,6 +151,6 @@ def test_bad_populations_are_one_line_errors(tmp_path: Path, pop: str, words: li
 
 def test_cli_exit_code_for_a_device_that_cannot_hold_depth_one(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("devices: [{id: cam-3, kind: raspberry_pi5_8gb, memory: 1MiB}]")
+    f.write_text("devices: [{id: cam-3, kind: raspberry_pi5_8gb, memory: 100KiB}]")
     proc = run_cli("plan", *ARGS, "--clients", str(f))
     assert_one_line_error(proc, "cam-3", "depth 1 needs")

@@ -20,6 +20,7 @@ class FedCompressFamilyOptions:
     clients: str
     lowering: Any
     calibration_record: dict[str, str] | None = None
+    convergence: dict[str, Any] | None = None      # rounds to target per configuration (convergence_record.py)
 
 
 def _ratio(name: str, default: float, what: str) -> Flag:
@@ -36,7 +37,7 @@ class FedCompressFamily(Family):
     objective_metric = "traffic_bytes_per_round"
     objective_sense = "min"
     claim_hint = "--clients FILE|gen:N --scenario fed-compress for compressed federated training"
-    metric_labels = {"traffic_bytes_per_round": "B/round", "round_time_s": "round s", "samples_per_s": "samples/s",
+    metric_labels = {"traffic_to_target_bytes": "B to target", "traffic_bytes_per_round": "B/round", "round_time_s": "round s", "samples_per_s": "samples/s",
                      "mean_download_ratio": "down", "mean_upload_ratio": "up"}
     plan_flags = (
         Flag("--clients", "str", "client population: a YAML file or gen:N[:SEED]"),
@@ -62,12 +63,15 @@ class FedCompressFamily(Family):
         Flag("--round-overhead", "duration", "fixed per-round overhead of every client (e.g. 20ms)", default=0.02,
              minimum=0.0),
         Flag("--calibration", "path", "step times measured by `planner calibrate digits-cnn --scenario fed-compress`"),
+        Flag("--convergence", "path", "rounds to target per configuration, measured on other seeds "
+             "(build/bench/fed_compress_convergence.json from `python -m benchmarks.fed_compress`); the plan recommends the least traffic to target"),
     )
     run_flags = (
         Flag("--deploy", "switch", "run through Flower's deployment engine: SuperLink + one SuperNode per client "
              "on loopback, started and stopped by this command"),
         Flag("--rounds", "int", "federated rounds (default: the artifact's)", minimum=1),
-        Flag("--baseline", "str", "run a baseline's schedule from the plan (e.g. uniform_mean)"),
+        Flag("--baseline", "str", "run this configuration instead of the recommended one (a baseline's name, "
+             "or 'plan' for Caesar's rule)"),
         Flag("--dropout", "percent", "chance that a scheduled client fails mid-round (emulated, seeded)",
              minimum=0.0, maximum=1.0),
         Flag("--target-accuracy", "percent", "report the traffic until the held-out accuracy first reaches this",
@@ -80,7 +84,7 @@ class FedCompressFamily(Family):
         if "--clients" not in given:
             return None
         own = {f.name for f in self.plan_flags} - {"--clients", "--rounds", "--seed", "--local-steps",
-                                                    "--round-overhead", "--calibration"}
+                                                    "--round-overhead", "--calibration", "--convergence"}
         if given & own:
             return "--clients with compression options: compressed federated training"
         if ctx.spec.kind == "digits-cnn":
@@ -111,7 +115,13 @@ class FedCompressFamily(Family):
             ratio_step=v["ratio_step"], batch_method=v["batch_method"], down_budget_bytes=v["down_budget"],
             calibration=calibration)
         low.check()
-        return FedCompressFamilyOptions(clients=v["clients"], lowering=low, calibration_record=record)
+        convergence = None
+        if v["convergence"] is not None:
+            from planner.families.fed_compress.convergence_record import read_convergence
+
+            convergence = read_convergence(Path(v["convergence"]), low)
+        return FedCompressFamilyOptions(clients=v["clients"], lowering=low, calibration_record=record,
+                                        convergence=convergence)
 
     def calibrate(self, spec: Any, tiny: bool) -> dict[str, Any]:
         """One SGD step at three batch sizes on this CPU (one thread), and this CPU's FLOP/s."""
@@ -140,10 +150,10 @@ class FedCompressFamily(Family):
 
     def baseline_metrics(self, plan: Any, wide: bool = False) -> tuple[str, ...]:
         if wide:
-            return ("traffic_bytes_per_round", "round_time_s", "samples_per_s", "mean_download_ratio",
-                    "mean_upload_ratio", "feasible")
-        # at 80 columns: what each row moves and what it keeps for it (samples/s with --wide)
-        return ("traffic_bytes_per_round", "round_time_s", "mean_download_ratio", "mean_upload_ratio")
+            return ("traffic_to_target_bytes", "rounds_to_target", "traffic_bytes_per_round", "round_time_s",
+                    "samples_per_s", "mean_download_ratio", "mean_upload_ratio", "feasible")
+        # at 80 columns: what each row moves to the target and per round, and what it keeps for it (times: --wide)
+        return ("traffic_to_target_bytes", "traffic_bytes_per_round", "mean_download_ratio", "mean_upload_ratio")
 
     def plot(self, plan: Any) -> Any:
         from planner.families.fed_compress.views import traffic_plot

@@ -48,12 +48,23 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
     return f"{MODEL_FILE}, jobs/ ({len(configs)} configurations), plan.json"
 
 
+def recommended_config(artifact: Path) -> str:
+    """The configuration the plan recommends (its `decisions.recommended`: Caesar's rule, "plan", or the baseline
+    predicted to reach the target with less traffic); "plan" for artifacts emitted before the recommendation."""
+    try:
+        plan = json.loads((artifact / "plan.json").read_text(encoding="utf-8"))
+        name = plan["decisions"].get("recommended", "plan")
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return "plan"
+    return name if isinstance(name, str) else "plan"
+
+
 def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
     """Run one configuration on Flower (simulation, or --deploy on loopback) and show the receipt."""
     from profilers.training_timing import cpu_flops_per_s
     from runtime.fed.compress_run import run_fed_compress, truncated, with_dropouts, with_emulation
 
-    job = read_job(artifact, values["baseline"])
+    job = read_job(artifact, values["baseline"] or recommended_config(artifact))
     if values["deploy"]:
         from runtime.fed.federation import check_local_deployment
 

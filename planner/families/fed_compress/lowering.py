@@ -369,4 +369,23 @@ def validate_plan_decisions(decisions: Mapping[str, Any], predicted: Mapping[str
         d = b["decisions"]
         out += validate_schedule(name, d["rounds"], d["codec"], population, constraints, tensors,
                                  bool(b["predicted"].get("feasible", True)))
+    out += validate_recommendation(decisions, predicted, baselines or {})
     return out
+
+
+def validate_recommendation(decisions: Mapping[str, Any], predicted: Mapping[str, Any],
+                            baselines: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The recommended configuration exists, is feasible and has the least predicted traffic to target among
+    the feasible configurations that have one (plans from before the recommendation have none: nothing to check)."""
+    best = decisions.get("recommended")
+    if best is None:
+        return []
+    rows = {"plan": {**predicted, "feasible": True}, **{n: b["predicted"] for n, b in baselines.items()}}
+    if best not in rows:
+        return [f"recommended configuration {best!r} is neither the plan nor a baseline"]
+    ttt = {n: p.get("traffic_to_target_bytes") for n, p in rows.items() if p.get("feasible", True)}
+    ttt = {n: float(v) for n, v in ttt.items() if v is not None}
+    if best not in ttt:
+        return [f"recommended configuration {best} has no predicted traffic to target or is infeasible"]
+    beaten = sorted(n for n, v in ttt.items() if v < ttt[best] * (1 - 1e-9))
+    return [f"recommended {best} but {', '.join(beaten)} predict less traffic to target"] if beaten else []

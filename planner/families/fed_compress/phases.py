@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,10 @@ def population(ctx: PlanContext) -> None:
 
     ctx.state = FedCompressState(population=parse_population(
         ctx.options.clients, lambda name: resolve_hardware(name, flag="--clients")))
+    if ctx.options.convergence is not None:
+        from planner.families.fed_compress.convergence_record import check_clients
+
+        check_clients(ctx.options.convergence, len(ctx.state.population.devices))
     if any(d.samples is not None for d in ctx.state.population.devices):
         ctx.notes.append("the population's 'samples' are not used: the digits Dirichlet split decides each "
                          "client's data")
@@ -133,15 +138,7 @@ def lift(ctx: PlanContext) -> None:
                                     {**predicted_of(p, s), "feasible": s.feasible,
                                      "violations": list(s.params.get("violations", []))},
                                     {}, decisions_of(p, s, None, opts))
-    cheaper = sorted(n for n, r in base.items()
-                     if r.predicted["feasible"] and r.predicted["traffic_bytes_per_round"] < pred["traffic_bytes_per_round"])
-    if cheaper:
-        # The rule does not minimise bytes per round: say what the cheaper rows trade (docs/fed-compress.md).
-        ctx.notes.append(f"{', '.join(cheaper)} move fewer bytes per round than the plan: they keep fewer values "
-                         "(columns down/up: mean kept fractions; fedpaq sends 8-bit codes) and may need more rounds; "
-                         "the plan's rule trades bytes for fidelity by staleness and importance, and which reaches "
-                         "a target accuracy with fewer bytes is measured (planner run --target-accuracy, "
-                         "benchmarks/fed_compress.py), not predicted")
+    recommended = choose_configuration(ctx, pred, base)
     pop = st.population
     population, extra = population_refs(pop)
     s = ctx.spec
@@ -157,7 +154,7 @@ def lift(ctx: PlanContext) -> None:
                           wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,
                           iterations=len(sol.trace), trace=solver_trace(sol.trace, limit=20)),
         objective=Objective(fam.objective_metric, fam.objective_sense, float(pred["traffic_bytes_per_round"])),
-        decisions=decisions_of(p, sol, st.clients, opts),
+        decisions={**decisions_of(p, sol, st.clients, opts), "recommended": recommended},
         predicted=pred,
         baselines=base,
         bound=None,
@@ -174,3 +171,66 @@ def lift(ctx: PlanContext) -> None:
                      "upload_ratio_range": [opts.min_upload_ratio, opts.max_upload_ratio]},
         notes=tuple(dict.fromkeys(ctx.notes)),
     )
+
+
+def recommend(num_rounds: int, traffic: dict[str, Any], feasible: dict[str, bool],
+              record: dict[str, Any] | None) -> tuple[Any, str]:
+    """(the choice among Caesar's schedule "plan" and the baselines, where its rounds to target come from) given each
+    configuration's predicted traffic per round and a convergence record (None: same rounds for all)."""
+    from solvers.fed_compress.convergence import choose
+
+    feasible = dict(feasible)
+    if record is None:
+        rounds = {c: float(num_rounds) for c in traffic}
+        source = (f"assumed: every configuration needs the same rounds (the schedule's {num_rounds}), "
+                  "so this compares total traffic; measure rounds to target with --convergence")
+    else:
+        rounds = {c: record["rounds_to_target"][c] for c in traffic if c in record["rounds_to_target"]}
+        unmeasured = sorted(set(traffic) - set(rounds))
+        for c in unmeasured:
+            feasible[c], rounds[c] = False, math.inf
+        seeds = ", ".join(str(x) for x in record["seeds"])
+        source = (f"measured on seeds {seeds} (target {record['target_accuracy']}) in {record['source']}"
+                  + (f"; not measured, so not recommended: {', '.join(unmeasured)}" if unmeasured else ""))
+    return choose(traffic, rounds, feasible), source
+
+
+def choose_configuration(ctx: PlanContext, pred: dict[str, Any], base: dict[str, Any]) -> str:
+    """Predicted traffic to target for Caesar's schedule and every baseline (solvers/fed_compress/convergence.py);
+    the plan recommends the least, and says so when that is a baseline (a plan never recommends what its own
+    baselines beat). Fills `predicted` of the plan and each baseline; returns the recommended name."""
+    from solvers.fed_compress.convergence import SENSITIVITY
+
+    st = ctx.state
+    traffic = {"plan": st.solution.metrics.traffic_bytes}
+    traffic.update({name: s.metrics.traffic_bytes for name, (_, s) in st.baselines.items()})
+    feasible = {"plan": True, **{n: bool(r.predicted["feasible"]) for n, r in base.items()}}
+    choice, source = recommend(st.problem.num_rounds, traffic, feasible, ctx.options.convergence)
+
+    def fill(d: dict[str, Any], name: str) -> None:
+        t, r = choice.traffic_to_target_bytes[name], choice.rounds_to_target[name]
+        d["traffic_to_target_bytes"] = float(round(t)) if math.isfinite(t) else None
+        d["rounds_to_target"] = round(r, 3) if math.isfinite(r) else None
+
+    fill(pred, "plan")
+    for name, r in base.items():
+        fill(r.predicted, name)
+    best = choice.recommended
+    pred["recommended"] = best
+    pred["rounds_to_target_source"] = source
+    pred["recommendation_vs_rounds_to_target"] = {f"{f:g}x": {"recommended": choice.sensitivity[f][0],
+                                                             "traffic_vs_plan": round(choice.sensitivity[f][1], 6)}
+                                                  for f in SENSITIVITY}
+    mine = choice.traffic_to_target_bytes["plan"]
+    if best != "plan":
+        ratio = choice.traffic_to_target_bytes[best] / mine
+        ctx.notes.append(f"recommended: baseline {best}, not Caesar's rule: it is predicted to reach the target with "
+                         f"{ratio:.3f}x the rule's traffic (rounds to target {source}); `planner run` runs it, "
+                         "`planner run --baseline plan` runs the rule")
+    else:
+        ctx.notes.append(f"recommended: Caesar's rule (least predicted traffic to target; rounds to target {source})")
+    moved = sorted({choice.sensitivity[f][0] for f in SENSITIVITY})
+    if len(moved) > 1:
+        ctx.notes.append("the recommendation depends on the rounds to target: "
+                         + ", ".join(f"{f:g}x -> {choice.sensitivity[f][0]}" for f in SENSITIVITY))
+    return best

@@ -64,6 +64,16 @@ def fed_compress_tables(plan: Plan, wide: bool = False) -> list[Any]:
         gaps.append(f"budgeted download within {p['budget_gap_to_cpsat']:.2%} of CP-SAT")
     if gaps:
         out.append(Text("exact references: " + "; ".join(gaps), style="dim"))
+    best = d.get("recommended")
+    if best:
+        what = "Caesar's rule (the plan's schedule)" if best == "plan" else f"baseline {best}"
+        ttt = p.get("traffic_to_target_bytes") if best == "plan" else plan.baselines[best].predicted.get(
+            "traffic_to_target_bytes")
+        mine = p.get("traffic_to_target_bytes")
+        lead = f" ({ttt / mine:.3f}x the rule's)" if best != "plan" and ttt and mine else ""
+        out.append(Text(f"recommended: {what}, least predicted traffic to target: "
+                        f"{fmt_bytes(ttt) if ttt else '-'}{lead}; rounds to target "
+                        f"{p.get('rounds_to_target_source', '')}", style="bold"))
     return out
 
 
