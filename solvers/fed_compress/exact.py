@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from solvers.common import InfeasibleError, Status, Stopwatch
+from solvers.cpsat_params import make_deterministic
 from solvers.fed_compress.problem import BudgetSolution, DownloadBudgetProblem
 
 MAX_BRUTE_FORCE_DEVICES = 6
@@ -122,9 +123,7 @@ class BudgetCpSat:
                   <= int(math.floor(problem.budget_bytes)))
         model.minimize(sum(int(dev[i, c]) * x[i][c] for i in range(n) for c in range(g)))
         solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = float(time_limit_s)
-        solver.parameters.num_workers = 1
-        solver.parameters.random_seed = 0
+        make_deterministic(solver, time_limit_s)
         code = solver.solve(model)
         if code == cp_model.INFEASIBLE:
             raise InfeasibleError(f"the downlink budget of {problem.budget_bytes:.0f} B cannot carry this round",

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from solvers.common import InfeasibleError, Status, Stopwatch, TraceEvent
+from solvers.cpsat_params import deterministic_time_used, make_deterministic
 from solvers.fed_lora.cost import evaluate, grid
 from solvers.fed_lora.problem import FedLoraProblem, FedLoraSolution
 
@@ -133,11 +134,12 @@ class CpSat:
         trace: list[TraceEvent] = []
         status = Status.OPTIMAL
         solves = 0
+        spent = 0.0
         open_bound = None
         for k, (ub, t_star) in enumerate(bounds):
             if best is not None and ub <= best[0] * (1 + 1e-12):
                 break
-            remaining = time_limit_s - watch.elapsed()
+            remaining = time_limit_s - spent      # deterministic seconds, so the result does not depend on load
             if remaining <= 0:
                 status, open_bound = Status.TIME_LIMIT, ub
                 break
@@ -155,9 +157,9 @@ class CpSat:
                           >= int(math.ceil(problem.coverage_kappa * SCALE)) - n)
             model.maximize(sum(int(round(w[i] * opts[i][c][3] * SCALE)) * v for (i, c), v in x.items()))
             solver = cp_model.CpSolver()
-            solver.parameters.max_time_in_seconds = max(0.1, remaining)
-            solver.parameters.num_workers = 1
+            make_deterministic(solver, max(0.1, remaining))
             res = solver.solve(model)
+            spent += deterministic_time_used(solver)
             solves += 1
             if res not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 if res == cp_model.UNKNOWN:

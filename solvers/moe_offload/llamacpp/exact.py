@@ -11,6 +11,7 @@ import itertools
 import numpy as np
 
 from solvers.common import Status, Stopwatch
+from solvers.cpsat_params import make_deterministic
 from solvers.moe_offload.llamacpp.cost import evaluate, host_layer_time_s, layer_options
 from solvers.moe_offload.llamacpp.problem import LlamaCppProblem, LlamaCppSolution
 
@@ -96,9 +97,7 @@ class CpSat:
                 + int(round(problem.output_gpu_s * ns)) * out_gpu + int(round(problem.output_host_s * ns)) * (1 - out_gpu))
         model.minimize(cost)
         solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = time_limit_s
-        solver.parameters.num_workers = 1
-        solver.parameters.random_seed = 0
+        make_deterministic(solver, time_limit_s)
         st = solver.solve(model)
         if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             raise ValueError("CP-SAT found no placement")
