@@ -11,8 +11,9 @@ Messages (every one addressed to one node; Flower's Message/RecordDict/ArrayReco
                             (the per-round oracle, the regret diagnostic and the final evaluation)
   train  `arrays` (its fused model) + `config` -> trained `arrays` + `metrics` (accuracy of the received
                             model on its validation and test nodes before training, bytes, losses)
-The reward of a cluster's bandit is the validation accuracy gain of the round: the accuracy its clients
-measured on this round's fused models minus the round before's.
+The reward of a cluster's bandit is the validation accuracy gain of the round's fusion: the accuracy its
+clients measure on this round's fused models minus the accuracy of the models they trained last round (each
+client scores its trained model on its validation nodes before uploading it).
 """
 from __future__ import annotations
 
@@ -137,7 +138,9 @@ def client_train(message: Message, run_config: dict[str, Any], node: dict[str, A
     t0 = time.process_time()
     losses = train_local(model, x, ei, y, train, int(cfg["local-steps"]), float(cfg["lr"]))
     out = state_arrays(model)
-    metrics = {"train-nodes": int(train.sum()), "val-correct": v, "val-total": int(val.sum()), "test-correct": t,
+    v_after = correct(model, x, ei, y, [val])[0]
+    metrics = {"train-nodes": int(train.sum()), "val-correct": v, "val-correct-trained": v_after,
+               "val-total": int(val.sum()), "test-correct": t,
                "test-total": int(test.sum()), "bytes-down": nbytes(incoming), "bytes-up": nbytes(out),
                "loss-first": losses[0] if losses else 0.0, "loss-last": losses[-1] if losses else 0.0,
                "cpu-s": time.process_time() - t0}
@@ -179,7 +182,7 @@ class FedGcf:
         prior = job.get("prior_mean")
         self.bandits = [Ucb1(len(self.arms), float(job["ucb_c"]), prior[g] if prior else None,
                              float(job.get("prior_count") or 0.0)) for g in range(k)]
-        self.prev_val: dict[int, float] = {}
+        self.trained_val: np.ndarray | None = None     # validation nodes right after last round's local training
         self.updates = np.zeros((n, flat(initial).size))
         self.picks: dict[int, int] = {}
         self.sent: list[dict[str, np.ndarray]] = []
@@ -228,6 +231,7 @@ class FedGcf:
     def aggregate_train(self, replies: Mapping[int, Message]) -> dict[str, Any]:
         """Store every upload; update each cluster's bandit with its validation gain; the round's record."""
         val_c = np.zeros(self.n)
+        val_after = np.zeros(self.n)
         val_t = np.zeros(self.n)
         test_c = np.zeros(self.n)
         test_t = np.zeros(self.n)
@@ -239,6 +243,7 @@ class FedGcf:
             self.uploads[i] = arrays
             self.weights[i] = float(m["train-nodes"])
             val_c[i], val_t[i] = float(m["val-correct"]), float(m["val-total"])
+            val_after[i] = float(m["val-correct-trained"])
             test_c[i], test_t[i] = float(m["test-correct"]), float(m["test-total"])
             up += int(m["bytes-up"])
             down += int(m["bytes-down"])
@@ -248,12 +253,12 @@ class FedGcf:
         for g in sorted(set(self.clusters.tolist())):
             members = np.flatnonzero(self.clusters == g)
             acc = float(val_c[members].sum() / max(val_t[members].sum(), 1))
-            before = self.prev_val.get(g, self.job["training"].get("initial_val_accuracy", acc))
+            before = acc if self.trained_val is None else float(self.trained_val[members].sum() / max(val_t[members].sum(), 1))
             if self.mode == "bandit":
                 self.bandits[g].update(self.picks[g], acc - before)
-            self.prev_val[g] = acc
             rec["clusters"][str(g)] = {"val_accuracy": acc, "reward": acc - before,
                                        "members": [self.job["clients"][i] for i in members]}
+        self.trained_val = val_after
         return rec
 
 

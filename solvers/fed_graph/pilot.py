@@ -24,7 +24,8 @@ from solvers.fed_graph.problem import ClientData, FedGraphProblem, FusionConfig
 class PilotRun:
     """val / test (R+1,): accuracy of the models clients hold after r rounds (node-weighted over clients);
     betas (R, K): beta each cluster used per round; arm_val (R, K, A): validation accuracy of every arm, per
-    cluster and round (what the per-round oracle sees); regret (R,): oracle arm's minus the chosen arm's
+    cluster and round (what the per-round oracle sees); local_val (R, K): the cluster's trained models'
+    validation accuracy (the reward's reference); regret (R,): oracle arm's minus the chosen arm's
     validation accuracy (node-weighted over all clients); clusters (n,) as finally used."""
 
     val: np.ndarray
@@ -33,6 +34,7 @@ class PilotRun:
     arm_val: np.ndarray
     regret: np.ndarray
     clusters: np.ndarray
+    local_val: np.ndarray      # (R, K) validation accuracy of the cluster's models right after local training
 
 
 def _logits(theta: np.ndarray, z: np.ndarray, classes: int) -> np.ndarray:
@@ -97,7 +99,8 @@ def simulate(problem: FedGraphProblem, cfg: FusionConfig) -> PilotRun:
     betas = np.zeros((R, K_max))
     arm_val = np.zeros((R, K_max, len(arms)))
     regret = np.zeros(R)
-    prev_cluster_val = np.full(K_max, sum(_correct(theta0, c, c.val, C) for c in data) / val_n.sum())
+    trained_val: np.ndarray | None = None          # per client: validation correct of last round's trained model
+    local_val = np.zeros((R, K_max))
 
     def fused_models(b_of_cluster: np.ndarray) -> np.ndarray:
         common = _avg(uploads, weights, cfg.common) if len(cfg.common) else np.zeros_like(theta0)
@@ -135,11 +138,16 @@ def simulate(problem: FedGraphProblem, cfg: FusionConfig) -> PilotRun:
         regret[r] = best - val[r]
         if cfg.mode == "bandit":
             for g in range(K):
+                members = np.flatnonzero(clusters == g)
                 now = arm_val[r, g, pick[g]]
-                bandits[g].update(int(pick[g]), now - prev_cluster_val[g])
-                prev_cluster_val[g] = now
+                before = now if trained_val is None else trained_val[members].sum() / max(val_n[members].sum(), 1)
+                bandits[g].update(int(pick[g]), now - before)
         for i in range(n):
             uploads[i] = local_train(models[i], data[i], C, problem.local_steps, problem.lr)
+        trained_val = np.array([_correct(uploads[i], data[i], data[i].val, C) for i in range(n)])
+        for g in range(K):
+            members = np.flatnonzero(clusters == g)
+            local_val[r, g] = trained_val[members].sum() / max(val_n[members].sum(), 1)
         updates += uploads - models
     K = int(clusters.max()) + 1
     if cfg.mode == "bandit":
@@ -156,15 +164,17 @@ def simulate(problem: FedGraphProblem, cfg: FusionConfig) -> PilotRun:
     models = fused_models(final_b)
     val[R] = sum(_correct(models[i], data[i], data[i].val, C) for i in range(n)) / val_n.sum()
     test[R] = sum(_correct(models[i], data[i], data[i].test, C) for i in range(n)) / test_n.sum()
-    return PilotRun(val, test, betas, arm_val, regret, clusters)
+    return PilotRun(val, test, betas, arm_val, regret, clusters, local_val)
 
 
 def prior_from(run: PilotRun, clusters: int) -> np.ndarray:
-    """(K, A) prior means of the bandit from a pilot run that saw every arm: each arm's mean validation gain over
-    the rounds (the arm's accuracy this round minus the accuracy the run's own choice reached the round before,
-    as the runtime's reward is computed)."""
+    """(K, A) prior means of the bandit from a pilot run that saw every arm: each arm's mean reward over rounds
+    2..R, the reward as the runtime computes it (the arm's fused models' validation accuracy minus the accuracy
+    of the models the cluster trained the round before)."""
     out = np.zeros((clusters, run.arm_val.shape[2]))
+    R = run.arm_val.shape[0]
     for g in range(min(clusters, run.arm_val.shape[1])):
-        before = np.concatenate([[run.val[0]], run.val[1:-1]])       # the run's accuracy the round before
-        out[g] = (run.arm_val[:, g, :] - before[:, None]).mean(axis=0)
+        if R < 2:
+            continue
+        out[g] = (run.arm_val[1:, g, :] - run.local_val[:-1, g][:, None]).mean(axis=0)
     return out

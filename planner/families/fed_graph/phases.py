@@ -97,7 +97,7 @@ def lift(ctx: PlanContext) -> None:
         "feature_graph": {"delta": _r(topo.delta), "share": p.common_share},
         "structural_clustering": ({"k": p.k} if p.k is not None else {"threshold": p.threshold}),
         "bandit": {"arms": list(p.arms), "ucb_c": p.ucb_c, "prior_count": configs[PLAN]["prior_count"],
-                   "prior_mean": configs[PLAN]["prior_mean"], "reward": "validation accuracy gain of the round"},
+                   "prior_mean": configs[PLAN]["prior_mean"], "reward": "validation accuracy gain of the round: fused models vs the models the clients trained the round before"},
         "recommended": sol.chosen,
         "configs": configs,
         "signatures": {cid: [_r(v) for v in np.concatenate([s.structure, s.features])]
