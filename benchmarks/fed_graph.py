@@ -98,6 +98,38 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": float(statistics.median(v)), "min": float(min(v)), "max": float(max(v)), "n": len(v)}
 
 
+def summarize(per_seed: list[dict], configs: list[str]) -> dict[str, Any]:
+    """The summary over seeds (medians, spreads) from the per-seed records."""
+    acc = lambda s, n: 100.0 * s["final_test_accuracy"][n]      # noqa: E731  (points)
+    d_fedavg = [acc(s, "fedgcf") - acc(s, "fedavg") for s in per_seed]
+    d_fixed = [acc(s, "fedgcf") - max(acc(s, n) for n in ("beta_0", "beta_0.5", "beta_1")) for s in per_seed]
+    red = [(1.0 - s["bytes_to_target"]["fedgcf"] / s["bytes_to_target"]["fedavg"])
+           if s["bytes_to_target"]["fedgcf"] is not None and s["bytes_to_target"]["fedavg"] else None for s in per_seed]
+    summary = {
+        "accuracy_delta_vs_fedavg": spread(d_fedavg)["median"],
+        "accuracy_delta_vs_best_fixed_beta": spread(d_fixed)["median"],
+        "bytes_to_target_reduction_vs_fedavg": spread(red)["median"],
+        "seeds": len(per_seed),
+        "spread": {"accuracy_delta_vs_fedavg": spread(d_fedavg), "accuracy_delta_vs_best_fixed_beta": spread(d_fixed),
+                   "bytes_to_target_reduction_vs_fedavg": spread(red)},
+        "final_test_accuracy": {n: spread([s["final_test_accuracy"][n] for s in per_seed]) for n in configs},
+        "accuracy_delta_vs_beta_0": spread([acc(s, "fedgcf") - acc(s, "beta_0") for s in per_seed])["median"],
+        "accuracy_delta_vs_beta_1": spread([acc(s, "fedgcf") - acc(s, "beta_1") for s in per_seed])["median"],
+        "accuracy_delta_vs_gcfl": spread([acc(s, "fedgcf") - acc(s, "gcfl") for s in per_seed])["median"],
+        "regret_second_half_over_first_half": spread([s["regret_second_half_over_first_half"] for s in per_seed]),
+        "bandit_final_beta_by_group": {g: spread([s["bandit_final_beta_by_group"][g] for s in per_seed])
+                                       for g in per_seed[0]["bandit_final_beta_by_group"]},
+        "cluster_purity_vs_groups": spread([s["cluster_purity_vs_groups"] for s in per_seed]),
+        "planner_recommended": [s["planner_recommended"] for s in per_seed],
+    }
+    best = [max(s["final_test_accuracy"].values()) for s in per_seed]
+    summary["recommended_accuracy_gap_to_best_measured"] = spread(
+        [100.0 * (b - s["final_test_accuracy"][s["planner_recommended"]]) if s["planner_recommended"] in s["final_test_accuracy"]
+         else None for s, b in zip(per_seed, best)])
+    summary["best_measured_config"] = [max(s["final_test_accuracy"], key=s["final_test_accuracy"].get) for s in per_seed]
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -109,7 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ucb-c", type=float, default=None, help="override the plan's UCB1 constant")
     ap.add_argument("--prior-count", type=float, default=None, help="override the plan's prior weight")
     ap.add_argument("--configs", default=None, help="comma-separated subset (diagnostics; the summary needs all)")
+    ap.add_argument("--resummarize", default=None, help="recompute the summary of an existing output file")
     args = ap.parse_args(argv)
+    if args.resummarize:
+        old = json.loads(Path(args.resummarize).read_text())
+        old["summary"] = summarize(old["per_seed"], list(old["per_seed"][0]["final_test_accuracy"]))
+        write_text_atomic(Path(args.resummarize), json.dumps(old, indent=1, sort_keys=True, default=float) + "\n")
+        print(json.dumps(old["summary"], indent=1, default=float))
+        return 0
     import torch
 
     torch.set_num_threads(1)
@@ -156,28 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         })
     if not per_seed:
         return 0
-    acc = lambda s, n: 100.0 * s["final_test_accuracy"][n]      # noqa: E731  (points)
-    d_fedavg = [acc(s, "fedgcf") - acc(s, "fedavg") for s in per_seed]
-    d_fixed = [acc(s, "fedgcf") - max(acc(s, n) for n in ("beta_0", "beta_0.5", "beta_1")) for s in per_seed]
-    red = [(1.0 - s["bytes_to_target"]["fedgcf"] / s["bytes_to_target"]["fedavg"])
-           if s["bytes_to_target"]["fedgcf"] is not None and s["bytes_to_target"]["fedavg"] else None for s in per_seed]
-    summary = {
-        "accuracy_delta_vs_fedavg": spread(d_fedavg)["median"],
-        "accuracy_delta_vs_best_fixed_beta": spread(d_fixed)["median"],
-        "bytes_to_target_reduction_vs_fedavg": spread(red)["median"],
-        "seeds": seeds,
-        "spread": {"accuracy_delta_vs_fedavg": spread(d_fedavg), "accuracy_delta_vs_best_fixed_beta": spread(d_fixed),
-                   "bytes_to_target_reduction_vs_fedavg": spread(red)},
-        "final_test_accuracy": {n: spread([s["final_test_accuracy"][n] for s in per_seed]) for n in configs},
-        "accuracy_delta_vs_beta_0": spread([acc(s, "fedgcf") - acc(s, "beta_0") for s in per_seed])["median"],
-        "accuracy_delta_vs_beta_1": spread([acc(s, "fedgcf") - acc(s, "beta_1") for s in per_seed])["median"],
-        "accuracy_delta_vs_gcfl": spread([acc(s, "fedgcf") - acc(s, "gcfl") for s in per_seed])["median"],
-        "regret_second_half_over_first_half": spread([s["regret_second_half_over_first_half"] for s in per_seed]),
-        "bandit_final_beta_by_group": {g: spread([s["bandit_final_beta_by_group"][g] for s in per_seed])
-                                       for g in per_seed[0]["bandit_final_beta_by_group"]},
-        "cluster_purity_vs_groups": spread([s["cluster_purity_vs_groups"] for s in per_seed]),
-        "planner_recommended": [s["planner_recommended"] for s in per_seed],
-    }
+    summary = summarize(per_seed, configs)
     out = {"benchmark": "fed_graph", "quick": args.quick, "graph": args.graph, "clusters": args.clusters,
            "rounds": rounds, "engine": "Flower apps in-process (no transport)", "target_share_of_fedavg_best": TARGET_SHARE,
            "machine": "2 shared cores, loaded by other jobs (accuracy and bytes do not depend on load)",

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 
 DEGREE_BINS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)     # left edges; the last bin is open (>= 32)
-CLUSTERING_BINS = 8                                       # equal-width bins of [0, 1]
+# left edges of the clustering-coefficient bins, finer near 0: sparse subgraphs have coefficients of a few
+# hundredths, which equal-width bins of [0, 1] would all put in the first bin
+CLUSTERING_BINS = (0.0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.5)
 
 
 @dataclass(frozen=True)
 class ClientSignature:
-    """structure: (len(DEGREE_BINS) + CLUSTERING_BINS,) histogram shares; features: (2F,) mean then variance;
+    """structure: (len(DEGREE_BINS) + len(CLUSTERING_BINS),) histogram shares (a node with a coefficient of
+    exactly 0 goes to the first bin); features: (2F,) mean then variance;
     nodes: node count (the sample weight of FedAvg uses the train-node count instead)."""
 
     structure: np.ndarray
@@ -47,7 +50,7 @@ def client_signature(edges: np.ndarray, x: np.ndarray) -> ClientSignature:
     deg, cc = degrees_and_clustering(n, np.asarray(edges, dtype=np.int64).reshape(2, -1))
     edges_deg = np.asarray(DEGREE_BINS + (np.inf,), dtype=np.float64)
     dh = np.histogram(deg, bins=edges_deg)[0].astype(np.float64)
-    ch = np.histogram(cc, bins=CLUSTERING_BINS, range=(0.0, 1.0))[0].astype(np.float64)
+    ch = np.histogram(cc, bins=np.asarray(CLUSTERING_BINS + (1.0 + 1e-9,)))[0].astype(np.float64)
     share = max(n, 1)
     xf = np.asarray(x, dtype=np.float64)
     return ClientSignature(np.concatenate([dh, ch]) / share,

@@ -43,7 +43,7 @@ class FedGraphProblem:
     threshold: float | None = 0.9
     delta: float | None = None          # None: the median off-diagonal feature similarity
     common_share: float = 0.5
-    ucb_c: float = 0.05
+    ucb_c: float = 0.02
     prior_count: float = 1.0
     gcfl_warmup: int = 3
     local_steps: int = 5

@@ -66,7 +66,7 @@ class FedGraphFamily(Family):
         Flag("--delta", "float", "feature-graph link threshold (cosine similarity; default: the median pair)",
              minimum=-1.0, maximum=1.0),
         Flag("--beta-grid", "str", "the bandit's beta arms, e.g. 0..1:0.1 or 0,0.5,1 (each in [0, 1])"),
-        Flag("--ucb-c", "float", "UCB1 exploration constant (rewards are validation-accuracy gains)", default=0.05,
+        Flag("--ucb-c", "float", "UCB1 exploration constant (rewards are validation-accuracy gains, ~0.01-0.05)", default=0.02,
              minimum=0.0),
         Flag("--prior-count", "float", "pseudo-observations of the pilot's prior per arm (0: plain UCB1)", default=1.0,
              minimum=0.0),

@@ -22,7 +22,7 @@ class FedGraphOptions:
     threshold: float = 0.9
     delta: float | None = None
     arms: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
-    ucb_c: float = 0.05
+    ucb_c: float = 0.02
     prior_count: float = 1.0
     local_steps: int = 5
     lr: float = 0.01
