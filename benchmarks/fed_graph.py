@@ -80,6 +80,18 @@ def group_betas(receipt: dict, gc: Any) -> dict[str, float]:
     return {g: float(np.mean(v)) for g, v in sorted(out.items())}
 
 
+def group_accuracy(receipt: dict, gc: Any) -> dict[str, float]:
+    """Final test accuracy of each test-bed group's clients (node-weighted)."""
+    per = receipt.get("final_per_client_test") or {}
+    out: dict[str, list[float]] = {}
+    for i, g in enumerate(gc.group):
+        c, t = per.get(str(i), [0.0, 0.0])
+        acc = out.setdefault(str(int(g)), [0.0, 0.0])
+        acc[0] += c
+        acc[1] += t
+    return {g: v[0] / v[1] for g, v in sorted(out.items()) if v[1] > 0}
+
+
 def last_betas(receipt: dict, gc: Any, last: int = 5) -> dict[str, float]:
     """Mean beta the bandit played over the last rounds, per test-bed group."""
     clusters = receipt["final_clusters"]
@@ -122,6 +134,11 @@ def summarize(per_seed: list[dict], configs: list[str]) -> dict[str, Any]:
         "cluster_purity_vs_groups": spread([s["cluster_purity_vs_groups"] for s in per_seed]),
         "planner_recommended": [s["planner_recommended"] for s in per_seed],
     }
+    if "final_test_accuracy_by_group" in per_seed[0]:
+        groups = sorted(per_seed[0]["final_test_accuracy_by_group"]["fedgcf"])
+        summary["final_test_accuracy_by_group"] = {
+            n: {g: spread([s["final_test_accuracy_by_group"][n].get(g) for s in per_seed])["median"] for g in groups}
+            for n in configs}
     best = [max(s["final_test_accuracy"].values()) for s in per_seed]
     summary["recommended_accuracy_gap_to_best_measured"] = spread(
         [100.0 * (b - s["final_test_accuracy"][s["planner_recommended"]]) if s["planner_recommended"] in s["final_test_accuracy"]
@@ -189,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             "test_curves": {n: [x["test_accuracy"] for x in r["rounds"]] for n, r in rec.items()},
             "bytes_to_target": bt,
             "bandit_final_beta_by_group": group_betas(rec["fedgcf"], gc),
+            "final_test_accuracy_by_group": {n: group_accuracy(r, gc) for n, r in rec.items()},
             "bandit_last5_beta_by_group": last_betas(rec["fedgcf"], gc),
             "cumulative_regret": regret, "regret_second_half_over_first_half": growth,
             "test_bed_groups": gc.meta.get("groups"),

@@ -351,6 +351,7 @@ def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
     val_acc = test_acc = 0.0
     # the final models: every cluster's fusion at its final beta, scored by its clients (evaluate messages)
     per_cluster = {}
+    per_client: dict[str, list[float]] = {}
     for g, b in finals.items():
         members = np.flatnonzero(strat.clusters == g)
         fused = fuse(S[g], N, b)
@@ -358,6 +359,8 @@ def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
                                             "config": ConfigRecord({"arms": [1.0]})}), message_type="evaluate",
                         dst_node_id=nodes[int(i)]) for i in members]
         rep = _send(grid, msgs, timeout, by_node)
+        for i, r in rep.items():
+            per_client[str(i)] = [float(r.content["metrics"]["test-correct"][0]), float(r.content["metrics"]["test-total"])]
         v = sum(float(r.content["metrics"]["val-correct"][0]) for r in rep.values())
         vt_ = sum(float(r.content["metrics"]["val-total"]) for r in rep.values())
         tcor = sum(float(r.content["metrics"]["test-correct"][0]) for r in rep.values())
@@ -369,7 +372,7 @@ def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
         per_cluster[str(g)] = {"beta": b, "val_accuracy": v / max(vt_, 1), "test_accuracy": tcor / max(tt_, 1)}
     report_round(run_config, {"round": rounds, "val_accuracy": val_acc / max(sizes_v, 1),
                               "test_accuracy": test_acc / max(sizes_t, 1), "final_betas": {str(g): b for g, b in finals.items()},
-                              "clusters": per_cluster, "bytes_up": 0, "bytes_down": 0,
+                              "clusters": per_cluster, "per_client_test": per_client, "bytes_up": 0, "bytes_down": 0,
                               "clusters_now": [int(c) for c in strat.clusters]})
     report_end(run_config)
 

@@ -130,6 +130,7 @@ def build_receipt(job: Mapping[str, Any], rounds: list[dict[str, Any]], engine: 
             "clients": len(job["clients"]), "rounds": out_rounds,
             "final_test_accuracy": curve[-1]["test_accuracy"], "final_val_accuracy": curve[-1]["val_accuracy"],
             "final_betas": curve[-1].get("final_betas"), "final_clusters": curve[-1].get("clusters_now"),
+            "final_per_client_test": curve[-1].get("per_client_test"),
             "signature_bytes": int(sig.get("signature_bytes", 0)),
             "signature_max_abs_diff_vs_plan": sig.get("signature_max_abs_diff_vs_plan"),
             "measured_bytes_per_round": float(np.median(per_round)) if per_round else 0.0,
