@@ -116,6 +116,11 @@ def solve(p: FedGraphProblem, target: float | None = None) -> FedGraphSolution:
     bt = {name: bytes_to_target(runs[name].val, goal, p.num_clients, p.model_bytes, p.signature_bytes,
                                 name not in ("fedavg", "gcfl")) for name in configs}
     candidates = [n for n in configs if n != "oracle"]
+    if all(bt[n] is None for n in candidates):
+        best = max(float(runs[n].val.max()) for n in candidates)
+        raise InfeasibleError(f"no configuration reaches validation accuracy {goal:.3f} within {p.rounds} rounds in "
+                              f"the pilot (the best reaches {best:.3f})",
+                              f"lower --accuracy-target to at most {np.floor(best * 1000) / 10:g}% or plan more --rounds")
     chosen = min(candidates, key=lambda n: (bt[n] is None, bt[n] or 0, -float(runs[n].val[-1]), n != PLAN))
     return FedGraphSolution(status=Status.FEASIBLE, objective=float(bt[chosen]) if bt[chosen] is not None else float("inf"),
                             wall_time_s=watch.elapsed(), trace=tuple(trace), topology=topo, configs=configs,

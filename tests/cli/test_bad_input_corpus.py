@@ -261,6 +261,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("fed-graph beta grid not numbers", FG + ["--beta-grid", "x"], ("--beta-grid 'x'", "0..1:0.1")),
     ("fed-graph graph and clients disagree", FG[:-1] + ["csbm-clients:nodes=160,groups=2,clients=6"],
      ("holds 6 clients but --clients lists 4",)),
+    ("fed-graph unreachable target", FG + ["--rounds", "2", "--accuracy-target", "99%"],
+     ("no configuration reaches validation accuracy 0.990", "Lower --accuracy-target")),
     ("fed-graph on a CNN", ["plan", "digits-cnn", "--scenario", "fed-graph", "--clients", "gen:4", "--graph", FG_GRAPH],
      ("fed-graph trains a GCN",)),
     # ---- profile, hardware, calibrate, export, argparse
