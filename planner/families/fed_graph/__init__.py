@@ -73,7 +73,7 @@ class FedGraphFamily(Family):
         Flag("--local-epochs", "int", "local full-batch GNN steps per round", default=5, minimum=1),
         Flag("--fed-lr", "float", "clients' Adam learning rate", default=0.01, minimum=0.0, minimum_exclusive=True),
         Flag("--accuracy-target", "percent", "validation accuracy the bytes-to-target objective counts to "
-             "(default: FedAvg's final pilot accuracy)", minimum=0.0, maximum=1.0),
+             "(default: 98 % of FedAvg's best pilot accuracy)", minimum=0.0, maximum=1.0),
         Flag("--seed", "int", "seed of the graph, the agent and the models", default=0, minimum=0),
     )
     run_flags = (

@@ -26,7 +26,10 @@ class FedGraphOptions:
     prior_count: float = 1.0
     local_steps: int = 5
     lr: float = 0.01
-    pilot_lr: float = 0.5
+    # the pilot's gradient-descent step: 0.1 makes its FedAvg curve rise over ~5 rounds as the GCN's does on the
+    # benchmark's test bed (seed 0 of csbm-clients:groups=3,clients=30,degree=40; an assumed constant, not fitted
+    # per plan); at 0.5 the linear pilot converged in one round and every target was reached at round 1
+    pilot_lr: float = 0.1
     target_accuracy: float | None = None
     seed: int = 0
 
