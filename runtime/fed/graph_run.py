@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -110,17 +109,14 @@ def build_receipt(job: Mapping[str, Any], rounds: list[dict[str, Any]], engine: 
     curve = sorted((r for r in rounds if r.get("round", -1) >= 0), key=lambda r: r["round"])
     if not curve:
         raise ArtifactError("the run left no round records", "rerun with -v and read the engine's log")
-    total_bytes = int(sig.get("signature_bytes", 0))
     out_rounds = []
     cum_regret = 0.0
     for r in curve:
-        total_bytes += int(r.get("bytes_up", 0)) + int(r.get("bytes_down", 0))
         if r.get("regret") is not None:
             cum_regret += float(r["regret"])
         out_rounds.append({"round": r["round"], "test_accuracy": r["test_accuracy"], "val_accuracy": r["val_accuracy"],
                            "betas": r.get("betas") or r.get("final_betas"), "regret": r.get("regret"),
-                           "cumulative_regret": cum_regret if r.get("regret") is not None else None,
-                           "bytes_after_round": total_bytes if r["round"] < len(curve) - 1 else total_bytes})
+                           "cumulative_regret": cum_regret if r.get("regret") is not None else None})
     # bytes moved before the models of round r were sent = signatures + r rounds of traffic
     per_round = [int(r.get("bytes_up", 0)) + int(r.get("bytes_down", 0)) for r in curve[:-1]]
     for i, rec in enumerate(out_rounds):
@@ -147,6 +143,3 @@ def bytes_to_target(receipt: Mapping[str, Any], target: float, key: str = "test_
             return int(r["bytes_to_here"])
     return None
 
-
-def temp_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="fed-graph-"))

@@ -91,7 +91,7 @@ def configurations(p: FedGraphProblem, topo: Topology, prior: np.ndarray | None)
 
 
 def check(p: FedGraphProblem) -> None:
-    """Bad knobs as InfeasibleError-free ValueErrors are caught by the family's options; here: the arms."""
+    """Malformed knobs (the family's options refuse them first, with a one-line error): arms outside [0, 1]."""
     if not p.arms or any(not 0.0 <= a <= 1.0 for a in p.arms):
         raise ValueError(f"beta arms {list(p.arms)} must lie in [0, 1]")
 
@@ -130,7 +130,3 @@ def solve(p: FedGraphProblem, target: float | None = None) -> FedGraphSolution:
                             wall_time_s=watch.elapsed(), trace=tuple(trace), topology=topo, configs=configs,
                             runs=runs, target=goal, bytes_round=bpr, bytes_target=bt, chosen=chosen)
 
-
-def rounds_of(run: PilotRun, target: float) -> int | None:
-    """Rounds a pilot run needs to reach `target` (validation), or None."""
-    return rounds_to_target(run.val, target)

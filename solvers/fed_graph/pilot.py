@@ -52,7 +52,6 @@ def _correct(theta: np.ndarray, c: ClientData, mask: np.ndarray, classes: int) -
 def local_train(theta: np.ndarray, c: ClientData, classes: int, steps: int, lr: float) -> np.ndarray:
     """`steps` full-batch gradient steps of mean cross-entropy on the client's train nodes."""
     z, y = c.z[c.train], c.y[c.train]
-    d = z.shape[1]
     onehot = np.eye(classes)[y]
     th = theta.copy()
     for _ in range(steps):

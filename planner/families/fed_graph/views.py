@@ -45,10 +45,9 @@ def fed_graph_tables(plan: Plan, wide: bool = False) -> list[Any]:
     t = table(f"structural clusters ({p['clusters']}) and the common-feature set U ({p['common_clients']} clients)")
     for c in ("cluster", "clients", "in U", "test-bed groups", "pilot β (last round)"):
         t.add_column(c, justify="right" if c in ("cluster", "in U") else "left")
-    betas = p.get("pilot_betas_last_round", [])
-    plan_cfg = d["configs"].get("fedgcf", {})
-    fed_betas = plan.baselines["fedgcf"].predicted.get("pilot_betas_last_round", []) if "fedgcf" in plan.baselines else betas
-    del plan_cfg
+    # the bandit's β in the pilot's last round (FedGCF's row: the plan's own when it is the recommendation)
+    fed_betas = (plan.baselines["fedgcf"].predicted.get("pilot_betas_last_round", []) if "fedgcf" in plan.baselines
+                 else p.get("pilot_betas_last_round", []))
     common = set(d["common"])
     for g in sorted(set(d["clusters"].values())):
         members = [c for c, k in d["clusters"].items() if k == g]
