@@ -56,3 +56,16 @@ def test_edited_plan_with_beta_outside_range_is_refused(tmp_path: Path, capsys: 
     capsys.readouterr()
     assert main(["inspect", str(bad)]) == 2
     assert "beta outside [0, 1]" in capsys.readouterr().err
+
+
+def test_deploy_beyond_the_launchers_limit_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """13 clients: `--deploy` (one SuperNode per client on this machine) says so in one line, exit 2."""
+    out = tmp_path / "p.json"
+    assert main(["plan", "gcn", "--scenario", "fed-graph", "--clients", "gen:13", "--graph",
+                 "csbm-clients:nodes=390,groups=2,clients=13,degree=6,features=4", "--rounds", "2", "--clusters", "2",
+                 "-o", str(out)]) == 0
+    assert main(["emit", str(out), "-o", str(tmp_path / "art")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "art"), "--deploy"]) == 2
+    err = capsys.readouterr().err
+    assert "13 clients exceed the launcher's limit of 12" in err and len(err.strip().splitlines()) == 1
