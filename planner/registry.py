@@ -28,6 +28,7 @@ def families() -> tuple[Family, ...]:
     """Every planning family, in the order scenario inference asks them (one line each)."""
     from planner.families.dfgl import DfglFamily
     from planner.families.fed_compress import FedCompressFamily
+    from planner.families.fed_graph import FedGraphFamily
     from planner.families.fed_lora import FedLoraFamily
     from planner.families.geo_train import GeoTrainFamily
     from planner.families.kv_budget import KvBudgetFamily
@@ -36,6 +37,7 @@ def families() -> tuple[Family, ...]:
 
     return (
         DfglFamily(),               # claims only with --workers and --graph: asked first, nothing to profile
+        FedGraphFamily(),           # claims only with --clients and --graph
         SplitInferenceFamily(),
         MoeOffloadFamily(),
         FedLoraFamily(),

@@ -20,6 +20,8 @@ SMALL = ["plan", "small_moe.json", "--hardware", "a100_24gb"]
 SPLIT = ["plan", "digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb"]
 LONG = "q" * 300 + ".json"
 GEO = ["plan", "lm-small", "--scenario", "geo-train", "-o", "geo.json"]
+FG_GRAPH = "csbm-clients:nodes=160,groups=2,clients=4,degree=8,features=6"
+FG = ["plan", "gcn", "--scenario", "fed-graph", "--clients", "gen:4", "-o", "fg.json", "--graph", FG_GRAPH]
 
 CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     # ---- names
@@ -260,6 +262,19 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
      ("no schedule reaches global accuracy 0.999 within 2 rounds", "Lower --target-accuracy or raise --rounds")),
     ("dfgl unknown metric", ["plan", "gcn", "--workers", "gen:3", "--graph", "csbm:nodes=300,workers=3", "--metric", "f1"],
      ("--metric", "global")),
+    # ---- fed-graph (the graph is tiny: every case fails before the pilot)
+    ("fed-graph graphs without features", FG[:-1] + ["csbm-clients:nodes=160,groups=2,clients=4,features=0"],
+     ("features >= 1", "--graph")),
+    ("fed-graph k above client count", FG + ["--clusters", "9"], ("--clusters 9", "4 clients", "between 1 and 4")),
+    ("fed-graph empty common set", FG + ["--delta", "1"], ("common-feature set is empty", "Lower --delta")),
+    ("fed-graph beta grid outside [0, 1]", FG + ["--beta-grid", "0,1.5"], ("--beta-grid", "outside [0, 1]", "between 0 and 1")),
+    ("fed-graph beta grid not numbers", FG + ["--beta-grid", "x"], ("--beta-grid 'x'", "0..1:0.1")),
+    ("fed-graph graph and clients disagree", FG[:-1] + ["csbm-clients:nodes=160,groups=2,clients=6"],
+     ("holds 6 clients but --clients lists 4",)),
+    ("fed-graph unreachable target", FG + ["--rounds", "2", "--accuracy-target", "99%"],
+     ("no configuration reaches validation accuracy 0.990", "Lower --accuracy-target")),
+    ("fed-graph on a CNN", ["plan", "digits-cnn", "--scenario", "fed-graph", "--clients", "gen:4", "--graph", FG_GRAPH],
+     ("fed-graph trains a GCN",)),
     # ---- profile, hardware, calibrate, export, argparse
     ("profile negative seq-len", ["profile", "mixtral-8x7b", "--seq-len", "-4"], ("--seq-len -4", "at least 1")),
     ("profile unknown model", ["profile", "mixtral-8x7"], ("unknown model",)),

@@ -50,6 +50,22 @@ s = caesar.solve(p)
 assert validate.validate(p, s) == []
 assert all(validate.validate(p, b.solve(p)) == [] for b in baselines.baselines(reference=s))
 """,
+    "fed-graph": r"""
+import numpy as np
+from solvers.fed_graph import gcf
+from solvers.fed_graph.problem import ClientData, FedGraphProblem
+rng = np.random.default_rng(0)
+data = []
+for i in range(4):
+    y = rng.integers(0, 2, size=12)
+    sp = np.arange(12) % 3
+    data.append(ClientData(rng.normal(size=(12, 3)) + y[:, None], y, sp == 0, sp == 1, sp == 2))
+p = FedGraphProblem(client_ids=("a", "b", "c", "d"), structure=rng.random((4, 3)), features=rng.random((4, 2)),
+                    train_nodes=np.full(4, 4), model_bytes=40, signature_bytes=20, rounds=2, classes=2, k=2,
+                    threshold=None, pilot=tuple(data))
+s = gcf.solve(p)
+assert s.chosen in s.configs and s.bytes_round == 320
+""",
     "dfgl": r"""
 from solvers.dfgl import baselines, ddpg, duplex, exact, validate
 from tests.dfgl_instances import small_problem

@@ -1,0 +1,227 @@
+"""fed-graph benchmark: FedGCF (per-cluster UCB1 over beta) vs FedAvg, beta = 1, beta = 0, beta = 0.5 and a
+GCFL-style baseline, the PyG GCN trained on the Flower apps (driven in-process: same messages, handlers and
+strategy as `planner run`, no transport), on the mixed contextual-SBM test bed.
+
+For each seed: the test bed (`--graph`, seeded), the planner's decisions (signatures -> structural clusters,
+common set U, bandit arms and prior from the surrogate pilot; `--clusters`), then every configuration run for
+`--rounds` rounds from the same initial model, same clients, same local training. FedGCF's run also has every
+client score every arm on its validation nodes each round (diagnostic messages, bytes not counted): the
+per-round oracle, hence the bandit's regret on its own trajectory. Accuracy: the models the server sends after
+r rounds, scored by each client on its own held-out test nodes (node-weighted); bytes: fp32 model payloads both
+ways plus FedGCF's one-off signatures.
+
+Summary (median and spread over seeds):
+  accuracy_delta_vs_fedavg               FedGCF's final test accuracy minus FedAvg's (points)
+  accuracy_delta_vs_best_fixed_beta      minus the best of beta in {0, 0.5, 1} in that seed (points)
+  bytes_to_target_reduction_vs_fedavg    1 - FedGCF bytes / FedAvg bytes to the target (target = 98 % of FedAvg's
+                                         best test accuracy in that seed; None where FedGCF never reaches it)
+  seeds
+plus per-configuration accuracies, the bandit's final beta per test-bed group, the cumulative regret curve and
+its growth (second-half increment / first-half increment; < 1 = sublinear).
+
+    nice .venv/bin/python -m benchmarks.fed_graph --quick     # 3 seeds, 15 rounds, no oracle run
+    nice .venv/bin/python -m benchmarks.fed_graph             # 5 seeds, 30 rounds, with the oracle's own run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.atomic_io import write_text_atomic
+
+OUT = Path("build/bench")
+TARGET_SHARE = 0.98
+GRAPH = "csbm-clients:groups=3,clients=30,degree=40"
+
+
+def plan_jobs(graph: str, seed: int, rounds: int, clusters: int | None, configs: list[str],
+              ucb_c: float | None = None, prior_count: float | None = None) -> tuple[dict, Any, Any, dict]:
+    """(jobs by configuration, test-bed clients, solution, decisions) of one seed, as the planner makes them."""
+    import tempfile
+    from dataclasses import replace
+
+    from codegen.fed_graph import job_for, save_graph
+    from planner.families.fed_graph.lowering import FedGraphOptions, load_clients, lower
+    from solvers.fed_graph.gcf import solve
+
+    spec = f"{graph},seed={seed}" if "seed=" not in graph else graph
+    gc = load_clients(spec, seed)
+    o = FedGraphOptions(graph=spec, rounds=rounds, k=clusters, seed=seed)
+    if ucb_c is not None:
+        o = replace(o, ucb_c=ucb_c)
+    if prior_count is not None:
+        o = replace(o, prior_count=prior_count)
+    p, sigs = lower(gc, o)
+    sol = solve(p)
+    d = {"clients": list(gc.ids),
+         "training": {"rounds": rounds, "local_steps": o.local_steps, "lr": o.lr, "hidden": 32,
+                      "features": int(gc.x.shape[1]), "classes": gc.classes, "seed": seed},
+         "signatures": {c: [float(v) for v in np.concatenate([s.structure, s.features])] for c, s in zip(gc.ids, sigs)}}
+    path = Path(tempfile.mkdtemp(prefix="bench-fg-")) / "graph.npz"
+    save_graph(path, gc.x, gc.y, gc.edges, gc.client, gc.split)
+    jobs = {n: job_for(d, sol.configs[n].record(p.client_ids), {"bytes_per_round": sol.bytes_round},
+                       arm_eval=n == "fedgcf") for n in configs}
+    return jobs, gc, sol, {"graph_path": path}
+
+
+def group_betas(receipt: dict, gc: Any) -> dict[str, float]:
+    """Mean final beta of each test-bed group's clients (their cluster's final beta)."""
+    betas = receipt["final_betas"] or {}
+    clusters = receipt["final_clusters"]
+    out: dict[str, list[float]] = {}
+    for i, g in enumerate(gc.group):
+        out.setdefault(str(int(g)), []).append(float(betas[str(clusters[i])]))
+    return {g: float(np.mean(v)) for g, v in sorted(out.items())}
+
+
+def group_accuracy(receipt: dict, gc: Any) -> dict[str, float]:
+    """Final test accuracy of each test-bed group's clients (node-weighted)."""
+    per = receipt.get("final_per_client_test") or {}
+    out: dict[str, list[float]] = {}
+    for i, g in enumerate(gc.group):
+        c, t = per.get(str(i), [0.0, 0.0])
+        acc = out.setdefault(str(int(g)), [0.0, 0.0])
+        acc[0] += c
+        acc[1] += t
+    return {g: v[0] / v[1] for g, v in sorted(out.items()) if v[1] > 0}
+
+
+def last_betas(receipt: dict, gc: Any, last: int = 5) -> dict[str, float]:
+    """Mean beta the bandit played over the last rounds, per test-bed group."""
+    clusters = receipt["final_clusters"]
+    rounds = [r for r in receipt["rounds"] if r.get("regret") is not None][-last:]
+    out: dict[str, list[float]] = {}
+    for r in rounds:
+        for i, g in enumerate(gc.group):
+            out.setdefault(str(int(g)), []).append(float(r["betas"][str(clusters[i])]))
+    return {g: float(np.mean(v)) for g, v in sorted(out.items())}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    v = [x for x in values if x is not None]
+    if not v:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": float(statistics.median(v)), "min": float(min(v)), "max": float(max(v)), "n": len(v)}
+
+
+def summarize(per_seed: list[dict], configs: list[str]) -> dict[str, Any]:
+    """The summary over seeds (medians, spreads) from the per-seed records."""
+    acc = lambda s, n: 100.0 * s["final_test_accuracy"][n]      # noqa: E731  (points)
+    d_fedavg = [acc(s, "fedgcf") - acc(s, "fedavg") for s in per_seed]
+    d_fixed = [acc(s, "fedgcf") - max(acc(s, n) for n in ("beta_0", "beta_0.5", "beta_1")) for s in per_seed]
+    red = [(1.0 - s["bytes_to_target"]["fedgcf"] / s["bytes_to_target"]["fedavg"])
+           if s["bytes_to_target"]["fedgcf"] is not None and s["bytes_to_target"]["fedavg"] else None for s in per_seed]
+    summary = {
+        "accuracy_delta_vs_fedavg": spread(d_fedavg)["median"],
+        "accuracy_delta_vs_best_fixed_beta": spread(d_fixed)["median"],
+        "bytes_to_target_reduction_vs_fedavg": spread(red)["median"],
+        "seeds": len(per_seed),
+        "spread": {"accuracy_delta_vs_fedavg": spread(d_fedavg), "accuracy_delta_vs_best_fixed_beta": spread(d_fixed),
+                   "bytes_to_target_reduction_vs_fedavg": spread(red)},
+        "final_test_accuracy": {n: spread([s["final_test_accuracy"][n] for s in per_seed]) for n in configs},
+        "accuracy_delta_vs_beta_0": spread([acc(s, "fedgcf") - acc(s, "beta_0") for s in per_seed])["median"],
+        "accuracy_delta_vs_beta_1": spread([acc(s, "fedgcf") - acc(s, "beta_1") for s in per_seed])["median"],
+        "accuracy_delta_vs_gcfl": spread([acc(s, "fedgcf") - acc(s, "gcfl") for s in per_seed])["median"],
+        "regret_second_half_over_first_half": spread([s["regret_second_half_over_first_half"] for s in per_seed]),
+        "bandit_final_beta_by_group": {g: spread([s["bandit_final_beta_by_group"][g] for s in per_seed])
+                                       for g in per_seed[0]["bandit_final_beta_by_group"]},
+        "cluster_purity_vs_groups": spread([s["cluster_purity_vs_groups"] for s in per_seed]),
+        "planner_recommended": [s["planner_recommended"] for s in per_seed],
+    }
+    if "final_test_accuracy_by_group" in per_seed[0]:
+        groups = sorted(per_seed[0]["final_test_accuracy_by_group"]["fedgcf"])
+        summary["final_test_accuracy_by_group"] = {
+            n: {g: spread([s["final_test_accuracy_by_group"][n].get(g) for s in per_seed])["median"] for g in groups}
+            for n in configs}
+    best = [max(s["final_test_accuracy"].values()) for s in per_seed]
+    summary["recommended_accuracy_gap_to_best_measured"] = spread(
+        [100.0 * (b - s["final_test_accuracy"][s["planner_recommended"]]) if s["planner_recommended"] in s["final_test_accuracy"]
+         else None for s, b in zip(per_seed, best)])
+    summary["best_measured_config"] = [max(s["final_test_accuracy"], key=s["final_test_accuracy"].get) for s in per_seed]
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--graph", default=GRAPH)
+    ap.add_argument("--clusters", type=int, default=3, help="structural clusters k (0: threshold 0.9)")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--out", default=str(OUT / "fed_graph.json"))
+    ap.add_argument("--ucb-c", type=float, default=None, help="override the plan's UCB1 constant")
+    ap.add_argument("--prior-count", type=float, default=None, help="override the plan's prior weight")
+    ap.add_argument("--configs", default=None, help="comma-separated subset (diagnostics; the summary needs all)")
+    ap.add_argument("--resummarize", default=None, help="recompute the summary of an existing output file")
+    args = ap.parse_args(argv)
+    if args.resummarize:
+        old = json.loads(Path(args.resummarize).read_text())
+        old["summary"] = summarize(old["per_seed"], list(old["per_seed"][0]["final_test_accuracy"]))
+        write_text_atomic(Path(args.resummarize), json.dumps(old, indent=1, sort_keys=True, default=float) + "\n")
+        print(json.dumps(old["summary"], indent=1, default=float))
+        return 0
+    import torch
+
+    torch.set_num_threads(1)
+    from runtime.fed.graph_run import bytes_to_target, run_job
+
+    seeds = args.seeds or (3 if args.quick else 5)
+    rounds = args.rounds or (15 if args.quick else 30)
+    configs = ["fedgcf", "fedavg", "beta_1", "beta_0", "beta_0.5", "gcfl"] + ([] if args.quick else ["oracle"])
+    if args.configs:
+        configs = args.configs.split(",")
+    t0 = time.perf_counter()
+    per_seed = []
+    for seed in range(seeds):
+        jobs, gc, sol, extra = plan_jobs(args.graph, seed, rounds, args.clusters or None, configs, args.ucb_c,
+                                         args.prior_count)
+        rec = {}
+        for name in configs:
+            r = run_job(jobs[name], extra["graph_path"], in_process=True)
+            rec[name] = r
+            print(f"seed {seed} {name:9s} final test {r['final_test_accuracy']:.3f}  betas {r['final_betas']}  "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        if "fedavg" not in rec:
+            continue
+        fed = rec["fedavg"]
+        target = TARGET_SHARE * max(x["test_accuracy"] for x in fed["rounds"])
+        bt = {n: bytes_to_target(r, target) for n, r in rec.items()}
+        regret = [x["cumulative_regret"] for x in rec["fedgcf"]["rounds"] if x.get("cumulative_regret") is not None]
+        half = len(regret) // 2
+        growth = ((regret[-1] - regret[half]) / max(regret[half] - 0.0, 1e-9)) if half else None
+        purity = 0.0
+        for g in set(sol.topology.clusters.tolist()):
+            purity += np.bincount(gc.group[sol.topology.clusters == g]).max()
+        per_seed.append({
+            "seed": seed, "target_test_accuracy": target, "cluster_purity_vs_groups": float(purity / len(gc.group)),
+            "clusters": int(sol.topology.clusters.max() + 1), "common": int(sol.topology.common.size),
+            "planner_recommended": sol.chosen,
+            "final_test_accuracy": {n: r["final_test_accuracy"] for n, r in rec.items()},
+            "test_curves": {n: [x["test_accuracy"] for x in r["rounds"]] for n, r in rec.items()},
+            "bytes_to_target": bt,
+            "bandit_final_beta_by_group": group_betas(rec["fedgcf"], gc),
+            "final_test_accuracy_by_group": {n: group_accuracy(r, gc) for n, r in rec.items()},
+            "bandit_last5_beta_by_group": last_betas(rec["fedgcf"], gc),
+            "cumulative_regret": regret, "regret_second_half_over_first_half": growth,
+            "test_bed_groups": gc.meta.get("groups"),
+        })
+    if not per_seed:
+        return 0
+    summary = summarize(per_seed, configs)
+    out = {"benchmark": "fed_graph", "quick": args.quick, "graph": args.graph, "clusters": args.clusters,
+           "rounds": rounds, "engine": "Flower apps in-process (no transport)", "target_share_of_fedavg_best": TARGET_SHARE,
+           "machine": "2 shared cores, loaded by other jobs (accuracy and bytes do not depend on load)",
+           "wall_s": time.perf_counter() - t0, "summary": summary, "per_seed": per_seed}
+    write_text_atomic(Path(args.out), json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")
+    print(json.dumps(summary, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""fed-graph solver: clustering and the common set on hand-made signatures (oracle: the planted groups), the
+pilot's beta = 1 equals per-cluster FedAvg run cluster by cluster, and infeasible requests raise one-line errors."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from core.errors import InfeasibleError
+from solvers.fed_graph.clustering import agglomerative, common_set, cosine_similarity, feature_graph
+from solvers.fed_graph.gcf import configurations, topology
+from solvers.fed_graph.pilot import simulate
+from solvers.fed_graph.problem import ClientData, FedGraphProblem, FusionConfig
+
+
+def _problem(n: int = 6, seed: int = 0, **kw: object) -> FedGraphProblem:
+    rng = np.random.default_rng(seed)
+    planted = np.arange(n) % 2
+    structure = np.where(planted[:, None] == 0, [1.0, 0.0, 0.2], [0.0, 1.0, 0.2]) + rng.normal(scale=0.05, size=(n, 3))
+    features = rng.normal(size=(n, 4)) * 0.1 + 1.0
+    data = []
+    for i in range(n):
+        m = 30
+        y = rng.integers(0, 3, size=m)
+        z = np.eye(3)[y] @ rng.normal(size=(3, 5)) + rng.normal(scale=0.8, size=(m, 5))
+        split = rng.permutation(np.arange(m) % 3)
+        data.append(ClientData(z, y, split == 0, split == 1, split == 2))
+    base = dict(client_ids=tuple(f"c{i}" for i in range(n)), structure=structure, features=features,
+                train_nodes=np.full(n, 10), model_bytes=100, signature_bytes=28, rounds=4, classes=3, k=2,
+                threshold=None, pilot=tuple(data))
+    base.update(kw)
+    return FedGraphProblem(**base)
+
+
+def test_agglomerative_recovers_planted_groups_by_k_and_threshold() -> None:
+    p = _problem()
+    sim = cosine_similarity(p.structure)
+    assert list(agglomerative(sim, k=2)) == [0, 1, 0, 1, 0, 1]
+    assert list(agglomerative(sim, threshold=0.5)) == [0, 1, 0, 1, 0, 1]
+    assert len(set(agglomerative(sim, k=6))) == 6
+
+
+def test_common_set_is_the_most_central_half() -> None:
+    adj = np.zeros((4, 4), dtype=bool)
+    for a, b in ((0, 1), (0, 2), (0, 3), (1, 2)):
+        adj[a, b] = adj[b, a] = True
+    assert list(common_set(adj, 0.5)) == [0, 1]
+    assert common_set(np.zeros((3, 3), dtype=bool)).size == 0
+    assert feature_graph(np.eye(3), 0.5).sum() == 0
+
+
+def test_pilot_beta_one_is_per_cluster_fedavg_run_cluster_by_cluster() -> None:
+    p = _problem()
+    topo = topology(p)
+    run = simulate(p, configurations(p, topo, None)["beta_1"])
+    correct = 0.0
+    for g in (0, 1):
+        members = np.flatnonzero(topo.clusters == g)
+        sub = replace(p, client_ids=tuple(p.client_ids[i] for i in members), structure=p.structure[members],
+                      features=p.features[members], train_nodes=p.train_nodes[members],
+                      pilot=tuple(p.pilot[i] for i in members), k=1)
+        one = simulate(sub, FusionConfig("fedavg", "", np.zeros(len(members), dtype=np.int64),
+                                         np.arange(len(members)), "fixed", beta=1.0))
+        correct += one.test[-1] * sum(p.pilot[i].test.sum() for i in members)
+    assert run.test[-1] == pytest.approx(correct / sum(c.test.sum() for c in p.pilot), abs=1e-12)
+
+
+def test_infeasible_requests_name_the_fix() -> None:
+    with pytest.raises(InfeasibleError, match="k=7"):
+        topology(_problem(k=7))
+    with pytest.raises(InfeasibleError, match="common-feature set is empty"):
+        topology(_problem(delta=1.0))
