@@ -105,13 +105,12 @@ def calibrate(ctx: PlanContext) -> None:
 
     st, o = ctx.state, ctx.options
     key = cache_key("spec_serve_calibration", CALIBRATION_VERSION, ctx.spec.fingerprint(ctx.request.tiny),
-                    sorted(o.drafters), o.workload, o.seed, o.calibration_prompts, o.new_tokens, o.gamma_max,
+                    sorted(o.drafters), list(st.domains), o.seed, o.calibration_prompts, o.new_tokens, o.gamma_max,
                     o.fanout > 1)
     path = cache_dir() / "spec_serve" / f"{key}.json"
     if path.exists():
         try:
-            st.calib = json.loads(path.read_text())
-            ctx.notes.append("calibration read from the cache (measured earlier on this machine)")
+            st.calib = json.loads(path.read_text())     # no note: the plan bytes must not depend on it
             return
         except (OSError, ValueError):
             pass
@@ -125,8 +124,9 @@ def calibrate(ctx: PlanContext) -> None:
     d["verify_cpu_s"] = [float(f"{x:.4g}") for x in c.verify_cpu_s]
     d["verify_points"] = [[t, float(f"{s:.4g}")] for t, s in c.verify_points]
     d["host_bytes_per_s"] = float(f"{c.host_bytes_per_s:.4g}")
-    st.calib = d
-    write_bytes_atomic(path, json.dumps(d, sort_keys=True).encode())
+    text = json.dumps(d, sort_keys=True)
+    st.calib = json.loads(text)          # the same values whether measured now or read from the cache
+    write_bytes_atomic(path, text.encode())
 
 
 def lower(ctx: PlanContext) -> Any:
