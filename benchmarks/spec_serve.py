@@ -123,7 +123,7 @@ def main() -> int:
               "-o", str(plan_path), "-q"])
     if rc != 0:
         raise SystemExit(f"planning failed (exit {rc})")
-    assert cli(["emit", str(plan_path), "-o", str(art), "-q"]) == 0
+    assert cli(["emit", str(plan_path), "-o", str(art)]) == 0
     plan = json.loads(plan_path.read_text())
     cfg = yaml.safe_load((art / "runtime.yaml").read_text())
     template, routing_acc = build_requests(cfg, n_req, log.info)
