@@ -135,9 +135,11 @@ def main() -> int:
         res["wall_s"] = time.perf_counter() - t0
         res["transport"] = transport if name == "plan" else "local"
         results[name] = res
-    for d in ("ee4", "ee8", "prompt-lookup"):
-        if d != "prompt-lookup" and d not in cfg["drafters"]:
-            continue
+    ee = [d for d in cfg["drafters"] if d != "ngram"]
+    if args.quick and ee:      # the early-exit drafter with the best measured acceptance (mean over domains)
+        acc = plan["decisions"]["acceptance"]
+        ee = [max(ee, key=lambda d: (sum(acc[d].values()), d))]
+    for d in ee + ["prompt-lookup"]:
         log.info("transformers assisted generation: %s", d)
         results[f"assisted-{d}"] = assisted(cfg, copy.deepcopy(template), d)
     ref = [r["out"] for r in results["target-only"]["rows"]]

@@ -88,10 +88,14 @@ class Engine:
         self.hub_busy = 0.0
 
     # ------------------------------------------------------------ routing
-    def _host(self, drafter: str) -> str | None:
-        """The fastest alive node hosting `drafter`."""
-        hosts = [n for n, c in self.node_cfg.items() if c.get("drafter") == drafter and self.alive.get(n)]
-        return min(hosts, key=lambda n: (self.node_cfg[n]["scale"], n)) if hosts else None
+    def _host(self, drafter: str, rid: str = "") -> str | None:
+        """The alive node hosting `drafter` for request `rid`: replicas share requests round-robin by request
+        number (the cost model divides a drafter's load among its replicas)."""
+        hosts = sorted(n for n, c in self.node_cfg.items() if c.get("drafter") == drafter and self.alive.get(n))
+        if not hosts:
+            return None
+        digits = "".join(ch for ch in rid if ch.isdigit())
+        return hosts[(int(digits) if digits else 0) % len(hosts)]
 
     def _route(self, r: Request) -> None:
         """The first set of the domain's routing list whose drafters are all alive (else target-only)."""
@@ -114,7 +118,7 @@ class Engine:
         seq = r.ids + r.out
         seed = _seed(r.rid, r.steps, int(self.cfg["seed"]))
         neural = [d for d in r.set_ if d != NGRAM]
-        hosts = [self._host(d) for d in neural]
+        hosts = [self._host(d, r.rid) for d in neural]
         if not neural:       # n-gram alone: looked up on the hub (the verifier node), no link
             import time
 
@@ -148,7 +152,7 @@ class Engine:
                 if d == NGRAM:
                     props.append(NgramDrafter().next_probs(r.rid, cur))
                     continue
-                n = self._host(d)
+                n = self._host(d, r.rid)
                 p, cpu = self.nodes[n].call("next_probs", "neural", r.rid, cur)
                 t = cpu * float(self.node_cfg[n]["scale"])
                 self.busy[n] += t
@@ -277,7 +281,7 @@ class Engine:
                     g.remove(r)
                     finished += 1
                     self.verifier.call("release", r.rid)
-                    for n in {self._host(d) for d in r.set_ if d != NGRAM} - {None}:
+                    for n in {self._host(d, r.rid) for d in r.set_ if d != NGRAM} - {None}:
                         self.nodes[n].call("release", r.rid)
             k += 1
             if k % 20 == 0:

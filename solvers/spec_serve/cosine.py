@@ -133,11 +133,15 @@ def colocated(p: SpecServeProblem, d: int) -> SpecServeSolution:
     request at a time, draft γ tokens on the verifier then verify; the best single γ for the whole mix."""
     s = p.set_index((d,))
     best = None
-    from solvers.spec_serve.cost import expected_tokens, verify_s
+    from solvers.spec_serve.cost import expected_tokens, prefill_share, verify_s
 
     for g in range(1, p.gamma_max + 1):
-        per = [(expected_tokens(p, s, c, g), g * p.draft_cpu_s[d] * p.verifier_scale + verify_s(p, g))
-               for c in range(len(p.domains))]
+        pre = [prefill_share(p, c, 1.0) * (p.prefill_verify_cpu_s + (float(p.prefill_draft_cpu_s[d])
+                                                                       if len(p.prefill_draft_cpu_s) else 0.0))
+               * p.verifier_scale for c in range(len(p.domains))]
+        per = [(expected_tokens(p, s, c, g),
+                g * p.draft_cpu_s[d] * p.verifier_scale + verify_s(p, g)
+                + pre[c] * expected_tokens(p, s, c, g)) for c in range(len(p.domains))]
         e = float(np.dot(p.domain_share, [x[0] for x in per]))
         t = float(np.dot(p.domain_share, [x[1] for x in per]))
         good = e / t

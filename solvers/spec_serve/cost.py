@@ -136,17 +136,36 @@ def link_s(p: SpecServeProblem, cfg: Config, s: int, gamma: int) -> float:
     return 2.0 * float(p.link_delay_s[n]) + bits / float(p.link_rate_bps[n])
 
 
+def prefill_share(p: SpecServeProblem, c: int, e: float) -> float:
+    """Prompt tokens of a domain-c request per verification cycle (its prefill amortised over its cycles)."""
+    if not len(p.prompt_tokens):
+        return 0.0
+    return float(p.prompt_tokens[c]) * e / max(p.new_tokens, 1.0)
+
+
 def per_domain(p: SpecServeProblem, cfg: Config) -> list[dict[str, float]]:
-    """Per domain: E[n], verifier seconds, draft seconds, link seconds per request-cycle."""
+    """Per domain: E[n], verifier seconds, draft seconds, link seconds per request-cycle (prefills amortised)."""
     out = []
+    hosts = _node_of(p, cfg)
     for c in range(len(p.domains)):
         s, g = cfg.routing[c], cfg.gamma[c]
         if s < 0 or g <= 0:
-            out.append({"E": 1.0, "v": verify_s(p, 0), "d": 0.0, "link": 0.0, "nodes": {}})
+            pre = prefill_share(p, c, 1.0) * p.prefill_verify_cpu_s * p.verifier_scale
+            out.append({"E": 1.0, "v": verify_s(p, 0) + pre, "d": 0.0, "link": 0.0, "nodes": {}})
             continue
+        e = expected_tokens(p, s, c, g)
         tok, nodes = draft_token_s(p, cfg, s)
-        out.append({"E": expected_tokens(p, s, c, g), "v": verify_s(p, g), "d": g * tok,
-                    "link": link_s(p, cfg, s, g), "nodes": {n: g * t for n, t in nodes.items()}})
+        share = prefill_share(p, c, e)
+        busy = {n: g * t for n, t in nodes.items()}
+        pre_d = 0.0
+        for d in p.sets[s]:
+            if p.drafters[d] != NGRAM and len(p.prefill_draft_cpu_s) and d in hosts:
+                for n in hosts[d]:
+                    t = share * float(p.prefill_draft_cpu_s[d]) * float(p.node_scale[n]) / len(hosts[d])
+                    busy[n] = busy.get(n, 0.0) + t
+                pre_d = max(pre_d, share * float(p.prefill_draft_cpu_s[d]) * float(min(p.node_scale[n] for n in hosts[d])))
+        out.append({"E": e, "v": verify_s(p, g) + share * p.prefill_verify_cpu_s * p.verifier_scale,
+                    "d": g * tok + pre_d, "link": link_s(p, cfg, s, g), "nodes": busy})
     return out
 
 

@@ -44,6 +44,9 @@ class SpecServeProblem:
     max_fanout: int = 2                  # m: drafters per request at most
     verify_token_cap: int = 256          # verifier tokens per batch at most (KV/compute capacity)
     node_ok: np.ndarray = field(default_factory=lambda: np.ones(0))   # [n, d] drafter d may run on node n
+    prefill_verify_cpu_s: float = 0.0    # verifier CPU seconds per prompt token (prefill), this machine
+    prefill_draft_cpu_s: np.ndarray = field(default_factory=lambda: np.zeros(0))   # [d] the same per drafter
+    prompt_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0))         # [c] mean prompt tokens
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def set_index(self, s: tuple[int, ...]) -> int:

@@ -39,6 +39,9 @@ class Calibration:
     routing_accuracy: float
     host_bytes_per_s: float
     positions: dict[str, int] = field(default_factory=dict)
+    prefill_verify_cpu_s_per_token: float = 0.0
+    prefill_draft_cpu_s_per_token: dict[str, float] = field(default_factory=dict)
+    prompt_tokens: list[float] = field(default_factory=list)
 
 
 def host_copy_bandwidth(mib: int = 64, repeats: int = 5) -> float:
@@ -80,17 +83,32 @@ def classify(emb: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def _runs(match: np.ndarray, gamma_max: int) -> np.ndarray:
-    """E[n(γ)] for γ = 1..gamma_max from one prompt's match indicators (bonus token included)."""
+    """Tokens per verification for γ = 1..gamma_max along one prompt's match indicators, as serving meets them:
+    a draft starts right after the previous verification's bonus token (not at a uniformly drawn position, which
+    would over-weight long runs), accepts the run of matches up to γ, and the target adds one token.
+    Returns (verifications, gamma_max): each verification's token count per γ (NaN where a γ had fewer)."""
     n = len(match)
     run = np.zeros(n + 1, dtype=int)
     for i in range(n - 1, -1, -1):
         run[i] = run[i + 1] + 1 if match[i] else 0
-    return np.array([[1 + min(g, run[i]) for g in range(1, gamma_max + 1)] for i in range(n)], dtype=float)
+    cols = []
+    for g in range(1, gamma_max + 1):
+        i, got = 0, []
+        while i < n:
+            k = 1 + min(g, run[i])
+            got.append(float(k))
+            i += k
+        cols.append(got)
+    m = max(len(c) for c in cols)
+    out = np.full((m, gamma_max), np.nan)
+    for j, c in enumerate(cols):
+        out[:len(c), j] = c
+    return out
 
 
 def calibrate(model_rec: dict[str, Any], drafters: dict[str, dict[str, Any]], prompts: Sequence[Any],
               ids: Sequence[list[int]], domains: Sequence[str], new_tokens: int, gamma_max: int, fusion: bool,
-              progress: Callable[[str], None]) -> Calibration:
+              progress: Callable[[str], None], centroid_prompts: Sequence[Any] = ()) -> Calibration:
     """Run the calibration (see the module docstring)."""
     import torch
 
@@ -150,7 +168,7 @@ def calibrate(model_rec: dict[str, Any], drafters: dict[str, dict[str, Any]], pr
             if not sel:
                 continue
             alpha[s_i, c] = float(np.mean(np.concatenate(sel)))
-            tpv[s_i, c] = np.mean(np.concatenate([_runs(m, gamma_max) for m in sel]), axis=0)
+            tpv[s_i, c] = np.nanmean(np.concatenate([_runs(m, gamma_max) for m in sel]), axis=0)
         if len(s) == 1:
             single_alpha[s[0]] = alpha[s_i]
     # ---- per-token times (thread CPU seconds, one thread)
@@ -170,7 +188,26 @@ def calibrate(model_rec: dict[str, Any], drafters: dict[str, dict[str, Any]], pr
         if n in neural:
             neural[n].release("warm")
         draft_cpu[n] = float(np.median(ts[1:]))
+    prefill_draft: dict[str, float] = {}
+    for n in names:
+        if n in neural:
+            ts = []
+            for j in range(min(3, len(ids))):
+                t0 = time.thread_time()
+                neural[n].next_probs(f"prefill{j}", ids[j])
+                ts.append((time.thread_time() - t0) / len(ids[j]))
+                neural[n].release(f"prefill{j}")
+            prefill_draft[n] = float(np.median(ts))
+        else:
+            prefill_draft[n] = 0.0
     ver = Verifier(target)
+    ts = []
+    for j in range(min(3, len(ids))):
+        t0 = time.thread_time()
+        ver.lm.logits_for(f"prefill{j}", ids[j], 1)
+        ts.append((time.thread_time() - t0) / len(ids[j]))
+        ver.release(f"prefill{j}")
+    prefill_verify = float(np.median(ts))
     pts = []
     base = list(ids[0])
     ver.lm.logits_for("t", base, 1)
@@ -194,10 +231,15 @@ def calibrate(model_rec: dict[str, Any], drafters: dict[str, dict[str, Any]], pr
     # ---- routing centroids (MiniLM)
     progress("embedding calibration prompts (MiniLM)")
     emb = embed([p.prompt for p in prompts])
-    cents = np.stack([emb[[j for j in range(len(prompts)) if dom_idx[j] == c]].mean(0) for c in range(k)])
+    more = list(centroid_prompts)
+    memb = embed([p.prompt for p in more]) if more else emb
+    mdom = [domains.index(p.task) for p in more] if more else dom_idx
+    cents = np.stack([memb[[j for j in range(len(mdom)) if mdom[j] == c]].mean(0) for c in range(k)])
     cents = cents / np.linalg.norm(cents, axis=1, keepdims=True)
-    acc = float(np.mean(classify(emb, cents) == np.array(dom_idx)))
+    acc = float(np.mean(classify(emb, cents) == np.array(dom_idx)))     # on the calibration prompts (not in `more`)
     return Calibration(sets, alpha, tpv, draft_cpu, (float(a), float(b)), [(int(t), float(s)) for t, s in pts],
                        [[round(float(v), 6) for v in row] for row in cents], acc, host_copy_bandwidth(),
                        {d: int(sum(len(targets[j]) for j in range(len(targets)) if dom_idx[j] == c))
-                        for c, d in enumerate(domains)})
+                        for c, d in enumerate(domains)},
+                       prefill_verify, prefill_draft,
+                       [float(np.mean([len(ids[j]) for j in range(len(ids)) if dom_idx[j] == c])) for c in range(k)])

@@ -15,7 +15,7 @@ from planner.families.base import PlanContext
 from planner.plan_refs import hardware_ref, solver_trace
 from planner.schema import BaselineResult, ModelRef, Objective, Plan, SolverInfo
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 ABLATIONS = {"no-routing": {"routing": False}, "no-fusion": {"fusion": False},
              "no-pipelining": {"pipelined": False}, "fixed-gamma": {"one_gamma": True}}
 DESCRIPTIONS = {
@@ -95,6 +95,7 @@ def workload(ctx: PlanContext) -> None:
 
 
 CALIBRATION_SEED_OFFSET = 7_919      # calibration prompts never share the served workload's seed
+CENTROID_PROMPTS = 20                # prompts per domain embedded for the routing centroids (MiniLM only: cheap)
 
 
 def calibrate(ctx: PlanContext) -> None:
@@ -114,8 +115,12 @@ def calibrate(ctx: PlanContext) -> None:
             return
         except (OSError, ValueError):
             pass
+    from testbeds.specs import build_workload, parse_workload
+
+    more = build_workload(parse_workload(f"mix:{','.join(st.domains)}:{CENTROID_PROMPTS * len(st.domains)}"),
+                          seed=o.seed + CALIBRATION_SEED_OFFSET + 1) if st.prompts and st.prompts[0].suite == "mix" else []
     c = measure(st.model_rec, st.drafters, st.prompts, st.ids, st.domains, o.new_tokens, o.gamma_max, o.fanout > 1,
-                ctx.progress)
+                ctx.progress, more)
     d = asdict(c)
     d["alpha"] = np.round(c.alpha, 6).tolist()
     d["tokens_per_verify"] = np.round(c.tokens_per_verify, 6).tolist()
@@ -124,6 +129,9 @@ def calibrate(ctx: PlanContext) -> None:
     d["verify_cpu_s"] = [float(f"{x:.4g}") for x in c.verify_cpu_s]
     d["verify_points"] = [[t, float(f"{s:.4g}")] for t, s in c.verify_points]
     d["host_bytes_per_s"] = float(f"{c.host_bytes_per_s:.4g}")
+    d["prefill_verify_cpu_s_per_token"] = float(f"{c.prefill_verify_cpu_s_per_token:.4g}")
+    d["prefill_draft_cpu_s_per_token"] = {k: float(f"{v:.4g}") for k, v in c.prefill_draft_cpu_s_per_token.items()}
+    d["prompt_tokens"] = [round(x, 3) for x in c.prompt_tokens]
     text = json.dumps(d, sort_keys=True)
     st.calib = json.loads(text)          # the same values whether measured now or read from the cache
     write_bytes_atomic(path, text.encode())
@@ -160,6 +168,9 @@ def lower(ctx: PlanContext) -> Any:
         link_delay_s=np.array([topo.delay_s[n] for n in nodes]), link_rate_bps=np.array([topo.rate_bps[n] for n in nodes]),
         domain_share=share, requests=int(wl.count or len(st.prompts)), new_tokens=float(o.new_tokens),
         arrival_rps=o.arrival_rps, gamma_max=o.gamma_max, max_fanout=o.fanout, node_ok=ok,
+        prefill_verify_cpu_s=float(c["prefill_verify_cpu_s_per_token"]),
+        prefill_draft_cpu_s=np.array([c["prefill_draft_cpu_s_per_token"][n] for n in names]),
+        prompt_tokens=np.array(c["prompt_tokens"]),
         meta={"tokens_per_verify": c["tokens_per_verify"]})
 
 
@@ -267,6 +278,8 @@ def lift(ctx: PlanContext) -> None:
         "tokens_per_verify_table": {"+".join(s): {d: c["tokens_per_verify"][i][j] for j, d in enumerate(p.domains)}
                                     for i, s in enumerate(c["sets"])},
         "draft_cpu_s": c["draft_cpu_s"], "verify_cpu_s": c["verify_cpu_s"],
+        "prefill_cpu_s_per_token": {"verifier": c["prefill_verify_cpu_s_per_token"],
+                                    **c["prefill_draft_cpu_s_per_token"]},
         "host_bytes_per_s": c["host_bytes_per_s"], "model": st.model_rec,
         "workload": o.workload, "arrival_rps": o.arrival_rps, "new_tokens": o.new_tokens, "seed": o.seed,
     }
