@@ -62,7 +62,12 @@ def assisted(cfg: dict[str, Any], requests: list[Any], drafter: str) -> dict[str
     if drafter == "prompt-lookup":
         kw["prompt_lookup_num_tokens"] = 4
     else:
-        kw["assistant_model"] = build_early_exit(cfg["model"], int(drafter[2:]))
+        helper = build_early_exit(cfg["model"], int(drafter[2:]))
+        # transformers' adaptive schedule (its default is a constant 20 tokens): +2 after a fully accepted draft,
+        # -1 otherwise, from 5 tokens (the standard single-drafter setting users run)
+        helper.generation_config.num_assistant_tokens = 5
+        helper.generation_config.num_assistant_tokens_schedule = "heuristic"
+        kw["assistant_model"] = helper
     scale = float(cfg["configs"]["plan"]["verifier"]["scale"])
     t, rows = 0.0, []
     for r in requests:

@@ -200,6 +200,7 @@ class Engine:
         waiting = sorted(requests, key=lambda r: (r.arrival_s, r.rid))
         groups: list[list[Request]] = [[], []] if pipelined else [[]]
         t, k, finished = 0.0, 0, 0
+        last_draft = last_verify = 0.0       # the previous cycle's phase times (the γ controller's balance)
         t_draft_total = t_verify_total = 0.0
         cycles = []
         while finished < len(requests):
@@ -257,9 +258,12 @@ class Engine:
                 r.tokens_per_verify.append(len(toks))
                 added, done = commit(r.out, toks, r.max_new_tokens, tuple(self.cfg["eos"]))
                 if adaptive and draft:
-                    if acc == len(draft):
+                    # lengthen on a fully accepted draft only while the drafters keep up (T_draft <= T_verify);
+                    # shorten when acceptance drops or the drafters are the bottleneck (the verifier idles)
+                    drafters_slow = pipelined and last_draft > 1.1 * last_verify
+                    if acc == len(draft) and not drafters_slow and last_draft <= last_verify:
                         r.gamma = min(gmax, r.gamma + 1)
-                    elif acc < len(draft) / 2:
+                    elif acc < len(draft) / 2 or drafters_slow:
                         r.gamma = max(gmin, r.gamma - 1)
                 r.draft, r.qs = None, []
                 if done:
@@ -275,6 +279,7 @@ class Engine:
             t_draft_total += t_draft
             t_verify_total += t_verify
             cycles.append({"cycle": k, "t_draft_s": t_draft, "t_verify_s": t_verify, "batch": len(chosen)})
+            last_draft, last_verify = t_draft, t_verify
             for g in groups:
                 for r in [r for r in g if r.done]:
                     r.finish_s = t
@@ -301,6 +306,8 @@ class Engine:
             "drafter_idle": (1.0 - sum(self.busy[n] for n in alive_nodes) / (len(alive_nodes) * max(makespan - start, 1e-12)))
             if alive_nodes else 1.0,
             "cycles": len(cycles), "events": list(self.events),
+            "mean_t_draft_s": sum(c["t_draft_s"] for c in cycles) / max(len(cycles), 1),
+            "mean_t_verify_s": sum(c["t_verify_s"] for c in cycles) / max(len(cycles), 1),
             "rows": [{"rid": r.rid, "domain": r.domain, "true_domain": r.true_domain, "drafters": "+".join(r.set_) or "target",
                       "tokens": len(r.out), "latency_s": r.finish_s - r.arrival_s,
                       "tokens_per_verify": sum(r.tokens_per_verify) / max(len(r.tokens_per_verify), 1),
