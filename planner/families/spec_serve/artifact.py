@@ -148,4 +148,8 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
                                                                "latency_p95_s", "verifier_idle", "drafter_idle")})
     rec.totals.update({"workload": cfg["workload"], "transport": str(values["transport"]), "routing_accuracy": acc,
                        "by_domain": by_domain, "clock": "EMULATED"})
+    if float(cfg["arrival_rps"]) > 0:
+        rec.totals["events"] = list(rec.totals["events"]) + [
+            f"online arrivals at {cfg['arrival_rps']:g} requests/s: the measured goodput is the served rate (bounded by "
+            "arrivals), the predicted one the capacity; compare latencies"]
     return RunReport(rec.to_json(), receipt_views(json.loads(rec.to_json())))
