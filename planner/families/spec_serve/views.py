@@ -85,5 +85,5 @@ def receipt_views(rec: dict[str, Any]) -> list[Any]:
     views.append(Text(f"EMULATED clock (CPU seconds x node scale, link delay + bytes/rate); routing accuracy "
                       f"{100 * tot['routing_accuracy']:.0f}%; {tot['cycles']} cycles"))
     for e in tot["events"]:
-        views.append(Text(f"recovery: {e}"))
+        views.append(Text(f"{'recovery' if ('died' in e or 'unreachable' in e) else 'note'}: {e}"))
     return views
