@@ -104,7 +104,7 @@ class SpecServeFamily(Family):
         Flag("--fanout", "int", "drafters per request at most (fusion of up to this many)", default=2, minimum=1),
         Flag("--decoding", "choice", "greedy (outputs equal target-only) or sample (rejection sampling)",
              default="greedy", choices=("greedy", "sample")),
-        Flag("--seed", "int", "seed of the calibration prompts, GVote's samples and the tiny model", default=0,
+        Flag("--seed", "int", "seed of the calibration prompts, the served requests and the tiny model", default=0,
              minimum=0),
     )
     run_flags = (
