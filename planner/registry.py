@@ -33,6 +33,7 @@ def families() -> tuple[Family, ...]:
     from planner.families.geo_train import GeoTrainFamily
     from planner.families.kv_budget import KvBudgetFamily
     from planner.families.moe_offload import MoeOffloadFamily
+    from planner.families.spec_serve import SpecServeFamily
     from planner.families.split_inference import SplitInferenceFamily
 
     return (
@@ -44,6 +45,7 @@ def families() -> tuple[Family, ...]:
         FedCompressFamily(),
         KvBudgetFamily(),
         GeoTrainFamily(),
+        SpecServeFamily(),
     )
 
 

@@ -8,7 +8,8 @@
                                                    `csbm-clients:groups=3,clients=30`, `karate`
 
 Suites: ruler (niah, niah_mk, niah_mv, kv, vt, cwe; a LENGTH is required), arith (word1, word2, word3),
-instruct (arith, reverse, upper, sort, recall, format; held-out examples), probe (qa). `all` names every
+instruct (arith, reverse, upper, sort, recall, format; held-out examples), probe (qa), mix (code, chat,
+math: serving requests by domain, testbeds/domains.py). `all` names every
 task of a suite. LENGTH is tokens, `k` = 1024 (`2k` = 2048). Bad input raises PlannerError (exit 2).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "arith": ("word1", "word2", "word3"),
     "instruct": ("arith", "reverse", "upper", "sort", "recall", "format"),
     "probe": ("qa",),
+    "mix": ("code", "chat", "math"),
 }
 WORKLOAD_FORMS = "SUITE:TASK[,TASK...][@LENGTH]:COUNT (e.g. ruler:niah,kv,vt@2k:32) or a .jsonl prompt file"
 _WORKLOAD = re.compile(r"^(?P<suite>[a-z_]+):(?P<tasks>[a-z0-9_]+(?:,[a-z0-9_]+)*)(?:@(?P<length>\d+(?:\.\d+)?k?))?:(?P<count>\d+)$")
@@ -129,6 +131,10 @@ def _generate(suite: str, task: str, count: int, length: int, tokenizer: Any, se
         from testbeds import arithmetic
 
         return arithmetic.generate(task, count, seed)
+    if suite == "mix":
+        from testbeds import domains
+
+        return domains.generate(task, count, seed)
     if suite == "instruct":
         from testbeds import instruct
 

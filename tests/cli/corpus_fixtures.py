@@ -144,6 +144,19 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
     (base / "workers_cut.yaml").write_text(yaml.safe_dump(
         {"workers": three, "links": {"rate": "0mbps", "latency": "5ms", "pairs": [["w0", "w1", "20mbps", "5ms"]]}}),
         encoding="utf-8")
+    # spec-serve nodes files: valid, no verifier, unknown hardware, a link rate with no unit, an unreachable node
+    hub = {"name": "hub", "hardware": "jetson_agx_orin_32gb", "role": "verifier"}
+    edge = {"name": "edge1", "hardware": "jetson_orin_nano_8gb", "role": "drafter"}
+    link = {"between": ["hub", "edge1"], "rate": "1gbps", "delay": "1ms"}
+    (base / "spec_nodes.yaml").write_text(yaml.safe_dump({"nodes": [hub, edge], "links": [link]}), encoding="utf-8")
+    (base / "spec_nover.yaml").write_text(yaml.safe_dump({"nodes": [{**hub, "role": "drafter"}, edge], "links": [link]}),
+                                          encoding="utf-8")
+    (base / "spec_badhw.yaml").write_text(yaml.safe_dump(
+        {"nodes": [hub, {**edge, "hardware": "jetson_orin_nan_8gb"}], "links": [link]}), encoding="utf-8")
+    (base / "spec_nounit.yaml").write_text(yaml.safe_dump({"nodes": [hub, edge], "links": [{**link, "rate": 1000}]}),
+                                           encoding="utf-8")
+    (base / "spec_cut.yaml").write_text(yaml.safe_dump({"nodes": [hub, edge, {**edge, "name": "edge2"}],
+                                                        "links": [link]}), encoding="utf-8")
     return base
 
 

@@ -22,6 +22,8 @@ LONG = "q" * 300 + ".json"
 GEO = ["plan", "lm-small", "--scenario", "geo-train", "-o", "geo.json"]
 FG_GRAPH = "csbm-clients:nodes=160,groups=2,clients=4,degree=8,features=6"
 FG = ["plan", "gcn", "--scenario", "fed-graph", "--clients", "gen:4", "-o", "fg.json", "--graph", FG_GRAPH]
+SPEC = ["plan", "smollm2-135m", "--scenario", "spec-serve", "--workload", "mix:code,chat,math:6", "-o", "spec.json",
+        "--nodes"]
 
 CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     # ---- names
@@ -289,6 +291,14 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("calibrate onto user file", ["calibrate", "digits-cnn", "--scenario", "split-inference", "-o", "f"], ("-o f exists",)),
     ("export unknown target", ["export", "moe.json", "--to", "vllm"], ("cannot be exported to 'vllm'",)),
     ("export invalid plan", ["export", "ratio17.json", "--to", "llama.cpp"], ("violates its constraints",)),
+    # ---- spec-serve
+    ("spec drafter with another tokenizer", SPEC + ["spec_nodes.yaml", "--drafters", "ee4,gpt2"],
+     ("drafter gpt2's tokenizer differs", "smollm2-135m", "eeK")),
+    ("spec no verifier", SPEC + ["spec_nover.yaml"], ("spec_nover.yaml names no verifier", "role: verifier")),
+    ("spec unknown hardware", SPEC + ["spec_badhw.yaml"], ("unknown hardware 'jetson_orin_nan_8gb'", "jetson_orin_nano_8gb")),
+    ("spec link without unit", SPEC + ["spec_nounit.yaml"], ("link hub-edge1 rate", "no unit")),
+    ("spec unreachable node", SPEC + ["spec_cut.yaml"], ("drafter node 'edge2' is unreachable", "Add a link")),
+    ("spec arrival without unit", SPEC + ["spec_nodes.yaml", "--arrival", "4"], ("--arrival '4'", "4rps")),
     # ---- geo-train
     ("geo WAN too slow", GEO + ["--regions", "regions_slow.yaml"], ("too slow for any schedule", "at least", "Mbit/s")),
     ("geo more fragments than layers", GEO + ["--regions", "regions.yaml", "--fragments", "5"],

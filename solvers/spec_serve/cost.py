@@ -1,0 +1,234 @@
+"""spec-serve cost model: expected tokens per verification, cycle times, goodput, latency, idle shares.
+
+E[n] per verification comes from the calibration's measured run lengths (greedy: the drafter conditions on the
+target's own text, so the run of consecutive matches from a position is what verification accepts); the spec's
+closed form `(1 − α^{γ+1})/(1 − α)` is kept beside it (`expected_tokens_iid`) for the report.
+
+Cycle (pipelined, two groups of G requests alternate): the verifier checks group A while the drafters draft B,
+    T_cycle = max(T_verify(G), T_draft(G) + 2·delay),   goodput = G·Ē / T_cycle,
+non-pipelined: T_cycle = T_draft(R) + 2·delay + T_verify(R) with all R active requests in one group.
+Times are emulated seconds: CPU seconds measured on this machine × the node's scale.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from solvers.spec_serve.problem import SpecServeProblem
+
+NGRAM = "ngram"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One serving configuration.
+
+    placement[n]  drafter index hosted by drafter node n (-1: idle); the n-gram drafter needs no node
+    routing[c]    routing-set index per domain (-1: the domain is served target-only)
+    gamma[c]      draft length per domain (0 for target-only domains)
+    group         requests per verification batch (the batch cap)
+    pipelined     two groups alternate (True) or draft-then-verify barrier (False)
+    """
+
+    placement: tuple[int, ...]
+    routing: tuple[int, ...]
+    gamma: tuple[int, ...]
+    group: int
+    pipelined: bool = True
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Predicted figures of a configuration (emulated seconds)."""
+
+    goodput_tps: float
+    tokens_per_verify: float
+    latency_p50_s: float
+    latency_p95_s: float
+    verifier_idle: float
+    drafter_idle: float
+    cycle_s: float
+    t_draft_s: float
+    t_verify_s: float
+    utilisation: float
+    stable: bool
+
+
+def expected_tokens_iid(alpha: float, gamma: int) -> float:
+    """The standard result E[n] = (1 − α^{γ+1}) / (1 − α) (tokens per verification, bonus included)."""
+    if gamma <= 0:
+        return 1.0
+    a = min(max(alpha, 0.0), 0.999999)
+    return (1.0 - a ** (gamma + 1)) / (1.0 - a)
+
+
+def expected_tokens(p: SpecServeProblem, s: int, c: int, gamma: int) -> float:
+    """Measured E[n(γ)] for set s on domain c when the calibration recorded run lengths, else the closed form."""
+    if gamma <= 0 or s < 0:
+        return 1.0
+    table = p.meta.get("tokens_per_verify")
+    if table is not None:
+        t = np.asarray(table)
+        g = min(gamma, t.shape[2])
+        return float(t[s, c, g - 1])
+    return expected_tokens_iid(float(p.alpha[s, c]), gamma)
+
+
+def _node_of(p: SpecServeProblem, cfg: Config) -> dict[int, list[int]]:
+    """Drafter index -> nodes hosting it."""
+    out: dict[int, list[int]] = {}
+    for n, d in enumerate(cfg.placement):
+        if d >= 0:
+            out.setdefault(d, []).append(n)
+    return out
+
+
+def set_placed(p: SpecServeProblem, cfg: Config, s: int) -> bool:
+    """Whether every neural drafter of set s has a node."""
+    hosts = _node_of(p, cfg)
+    return all(p.drafters[d] == NGRAM or d in hosts for d in p.sets[s])
+
+
+def draft_token_s(p: SpecServeProblem, cfg: Config, s: int) -> tuple[float, dict[int, float]]:
+    """Emulated seconds per fused draft token of set s, and each hosting node's busy seconds per token.
+    Neural drafters of a set run on their nodes in parallel; more than one node means a fusion hop through the
+    hub per token (2 × delay); the n-gram lookup runs beside a neural drafter (or on the hub when alone)."""
+    hosts = _node_of(p, cfg)
+    per_node: dict[int, float] = {}
+    neural = [d for d in p.sets[s] if p.drafters[d] != NGRAM]
+    ngram = [d for d in p.sets[s] if p.drafters[d] == NGRAM]
+    if not neural:
+        return float(sum(p.draft_cpu_s[d] for d in ngram) * p.verifier_scale), per_node
+    times = []
+    for d in neural:
+        ns = hosts[d]
+        # replicas share the load: the per-node busy time is divided among them
+        n_fast = min(ns, key=lambda n: p.node_scale[n])
+        t = float(p.draft_cpu_s[d] * p.node_scale[n_fast])
+        if ngram and d == neural[0]:
+            t += float(sum(p.draft_cpu_s[g] for g in ngram) * p.node_scale[n_fast])
+        for n in ns:
+            per_node[n] = per_node.get(n, 0.0) + t / len(ns)
+        times.append(t)
+    hop = 0.0
+    if len(neural) > 1:
+        hop = 2.0 * max(float(p.link_delay_s[hosts[d][0]]) for d in neural)
+    return max(times) + hop, per_node
+
+
+def verify_s(p: SpecServeProblem, gamma: int) -> float:
+    """Emulated verifier seconds for one request's draft of `gamma` tokens (γ+1 positions)."""
+    a, b = p.verify_cpu_s
+    return (a + b * (gamma + 1)) * p.verifier_scale
+
+
+def link_s(p: SpecServeProblem, cfg: Config, s: int, gamma: int) -> float:
+    """One draft's hand-off to the verifier and the verdict back: 2 × delay + bytes / rate (ids and top-k q)."""
+    hosts = _node_of(p, cfg)
+    nodes = [hosts[d][0] for d in p.sets[s] if p.drafters[d] != NGRAM and d in hosts]
+    if not nodes:
+        return 0.0
+    n = nodes[0]
+    bits = 8.0 * (8 + gamma * (4 + 8 * 12))
+    return 2.0 * float(p.link_delay_s[n]) + bits / float(p.link_rate_bps[n])
+
+
+def prefill_share(p: SpecServeProblem, c: int, e: float) -> float:
+    """Prompt tokens of a domain-c request per verification cycle (its prefill amortised over its cycles)."""
+    if not len(p.prompt_tokens):
+        return 0.0
+    return float(p.prompt_tokens[c]) * e / max(p.new_tokens, 1.0)
+
+
+def per_domain(p: SpecServeProblem, cfg: Config) -> list[dict[str, float]]:
+    """Per domain: E[n], verifier seconds, draft seconds, link seconds per request-cycle (prefills amortised)."""
+    out = []
+    hosts = _node_of(p, cfg)
+    for c in range(len(p.domains)):
+        s, g = cfg.routing[c], cfg.gamma[c]
+        if s < 0 or g <= 0:
+            pre = prefill_share(p, c, 1.0) * p.prefill_verify_cpu_s * p.verifier_scale
+            out.append({"E": 1.0, "v": verify_s(p, 0) + pre, "d": 0.0, "link": 0.0, "nodes": {}})
+            continue
+        e = expected_tokens(p, s, c, g)
+        tok, nodes = draft_token_s(p, cfg, s)
+        share = prefill_share(p, c, e)
+        busy = {n: g * t for n, t in nodes.items()}
+        pre_d = 0.0
+        for d in p.sets[s]:
+            if p.drafters[d] != NGRAM and len(p.prefill_draft_cpu_s) and d in hosts:
+                for n in hosts[d]:
+                    t = share * float(p.prefill_draft_cpu_s[d]) * float(p.node_scale[n]) / len(hosts[d])
+                    busy[n] = busy.get(n, 0.0) + t
+                pre_d = max(pre_d, share * float(p.prefill_draft_cpu_s[d]) * float(min(p.node_scale[n] for n in hosts[d])))
+        out.append({"E": e, "v": verify_s(p, g) + share * p.prefill_verify_cpu_s * p.verifier_scale,
+                    "d": g * tok + pre_d, "link": link_s(p, cfg, s, g), "nodes": busy})
+    return out
+
+
+def cycle(p: SpecServeProblem, cfg: Config, group: float) -> tuple[float, float, float, float, dict[int, float]]:
+    """(cycle seconds, tokens per cycle, T_draft, T_verify, busy seconds per drafter node) at `group` requests
+    per verification batch, requests mixed by domain share."""
+    rows = per_domain(p, cfg)
+    sh = p.domain_share
+    tv = group * sum(sh[c] * r["v"] for c, r in enumerate(rows))
+    busy: dict[int, float] = {}
+    for c, r in enumerate(rows):
+        for n, t in r["nodes"].items():
+            busy[n] = busy.get(n, 0.0) + group * sh[c] * t
+    # the hub drafts n-gram-only domains itself (no node)
+    hub = group * sum(sh[c] * r["d"] for c, r in enumerate(rows) if not r["nodes"])
+    td_nodes = max(busy.values(), default=0.0)
+    # a request's own draft chain cannot be shorter than its longest per-request draft time
+    chain = max((r["d"] for r in rows), default=0.0)
+    td = max(td_nodes, chain)
+    link = max((r["link"] for r in rows), default=0.0)
+    tokens = group * sum(sh[c] * r["E"] for c, r in enumerate(rows))
+    if cfg.pipelined:
+        t = max(tv + hub, td + link)
+    else:
+        t = td + link + tv + hub
+    return t, tokens, td, tv + hub, busy
+
+
+def metrics(p: SpecServeProblem, cfg: Config) -> Metrics:
+    """Predicted goodput, tokens per verification, latency percentiles and idle shares."""
+    g = max(1, cfg.group)
+    t, tokens, td, tv, busy = cycle(p, cfg, g)
+    # pipelined: a request advances once every two cycles (its group alternates); barrier: once per cycle
+    per_step = 2 * t if cfg.pipelined else t
+    goodput = tokens / t if t > 0 else 0.0
+    rows = per_domain(p, cfg)
+    e = [r["E"] for r in rows]
+    serve = [math.ceil(p.new_tokens / max(x, 1e-9)) * per_step for x in e]
+    active = 2 * g if cfg.pipelined else g
+    verify_share = tv / t if t > 0 else 0.0
+    drafter_share = (sum(busy.values()) / (len(busy) * t)) if busy and t > 0 else 0.0
+    if p.arrival_rps > 0:
+        util = p.arrival_rps * p.new_tokens / goodput if goodput > 0 else math.inf
+        stable = util < 1.0
+        wait = (util / (1.0 - util)) * float(np.dot(p.domain_share, serve)) / active if stable else math.inf
+        lat = [x + wait for x in serve]
+    else:
+        util, stable = 1.0, True
+        # offline: requests served in waves of `active`; request k completes with its wave
+        waves = math.ceil(p.requests / active)
+        lat = []
+        for k in range(waves):
+            lat.extend([(k + 1) * x for x in serve])
+    lat_sorted = _weighted_percentiles(lat, p, p.arrival_rps > 0)
+    return Metrics(goodput, float(np.dot(p.domain_share, e)), lat_sorted[0], lat_sorted[1], 1.0 - verify_share,
+                   1.0 - drafter_share if busy else 1.0, t, td, tv, util, stable)
+
+
+def _weighted_percentiles(lat: Sequence[float], p: SpecServeProblem, online: bool) -> tuple[float, float]:
+    """p50 and p95 of per-request latencies (domains weighted by their share)."""
+    k = len(p.domains)
+    w = np.tile(p.domain_share, len(lat) // k)
+    order = np.argsort(lat, kind="stable")
+    v = np.asarray(lat)[order]
+    cw = np.cumsum(w[order]) / max(w.sum(), 1e-12)
+    return float(v[np.searchsorted(cw, 0.5)]), float(v[min(np.searchsorted(cw, 0.95), len(v) - 1)])

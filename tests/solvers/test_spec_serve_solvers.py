@@ -1,0 +1,96 @@
+"""spec-serve solvers: the E[n] formula, batch LP + rounding vs the exact CP-SAT ILP, the search's invariants."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from solvers.spec_serve.batch import select_exact, select_lp
+from solvers.spec_serve.cosine import colocated, solve, target_only
+from solvers.spec_serve.cost import Config, expected_tokens_iid, metrics
+from solvers.spec_serve.problem import SpecServeProblem
+from solvers.spec_serve.validate import validate
+
+
+def test_expected_tokens_closed_form() -> None:
+    assert expected_tokens_iid(0.0, 5) == pytest.approx(1.0)
+    assert expected_tokens_iid(0.5, 1) == pytest.approx(1.5)
+    assert expected_tokens_iid(0.8, 4) == pytest.approx(sum(0.8 ** i for i in range(5)))
+    assert expected_tokens_iid(0.999999, 3) == pytest.approx(4.0, rel=1e-4)
+
+
+def _batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    gamma = rng.integers(1, 9, n)
+    alpha = rng.uniform(0.3, 0.9, n)
+    value = (1 - alpha ** (gamma + 1)) / (1 - alpha) * rng.uniform(1.0, 1.5, n)   # deadline priority
+    cost = 0.02 + 0.004 * (gamma + 1) * rng.uniform(0.8, 1.2, n)
+    tokens = gamma + 1
+    return value, cost, tokens.astype(float), float(cost.sum() * rng.uniform(0.3, 0.7)), float(tokens.sum() * 0.8)
+
+
+def test_lp_rounding_within_5_percent_of_the_exact_ilp() -> None:
+    rng = np.random.default_rng(0)
+    gaps = []
+    for _ in range(40):
+        v, c, k, budget, cap = _batch(rng, int(rng.integers(4, 13)))
+        lp = select_lp(v, c, k, budget, cap)
+        ex = select_exact(v, c, k, budget, cap)
+        # invariants: both feasible, LP bound >= exact >= rounding
+        for ch in (lp.chosen, ex.chosen):
+            assert c[list(ch)].sum() <= budget + 1e-9 and k[list(ch)].sum() <= cap + 1e-9
+        assert lp.lp_bound >= ex.objective - 1e-6 and ex.objective >= lp.objective - 1e-6
+        gaps.append(1 - lp.objective / ex.objective)
+    assert float(np.mean(gaps)) <= 0.05
+    assert float(np.max(gaps)) <= 0.15
+
+
+def test_lp_never_returns_an_empty_batch() -> None:
+    ch = select_lp([3.0, 2.0], [1.0, 1.0], [4, 4], budget=0.1, cap=100)
+    assert len(ch.chosen) == 1
+
+
+def small_problem(arrival: float = 0.0) -> SpecServeProblem:
+    drafters = ("ee4", "ee8", "ngram")
+    sets = ((0,), (1,), (2,), (0, 1), (0, 2), (1, 2))
+    alpha = np.array([[0.5, 0.4, 0.3], [0.6, 0.5, 0.4], [0.2, 0.7, 0.1], [0.65, 0.6, 0.45], [0.55, 0.75, 0.35],
+                      [0.62, 0.76, 0.42]])
+    return SpecServeProblem(drafters=drafters, nodes=("e1", "e2"), domains=("code", "chat", "math"), sets=sets,
+                            alpha=alpha, draft_cpu_s=np.array([0.03, 0.05, 0.0005]), verify_cpu_s=(0.12, 0.006),
+                            node_scale=np.array([0.1, 0.1]), verifier_scale=0.05,
+                            link_delay_s=np.array([0.001, 0.001]), link_rate_bps=np.array([1e9, 1e9]),
+                            domain_share=np.array([1 / 3] * 3), requests=24, new_tokens=32.0, arrival_rps=arrival,
+                            node_ok=np.ones((2, 3), dtype=bool))
+
+
+@pytest.mark.parametrize("arrival", [0.0, 2.0])
+def test_search_beats_or_matches_its_ablations_and_validates(arrival: float) -> None:
+    p = small_problem(arrival)
+    sol = solve(p)
+    assert validate(p, sol.config) == []
+    for kw in ({"routing": False}, {"fusion": False}, {"one_gamma": True}):
+        assert sol.objective >= solve(p, **kw).objective - 1e-9
+    assert sol.objective > target_only(p).objective
+    assert sol.metrics.goodput_tps == pytest.approx(metrics(p, sol.config).goodput_tps)
+
+
+def test_pipelining_cuts_idle_time() -> None:
+    p = small_problem()
+    sol = solve(p)
+    barrier = Config(sol.config.placement, sol.config.routing, sol.config.gamma, sol.config.group, False)
+    assert metrics(p, sol.config).verifier_idle < metrics(p, barrier).verifier_idle
+    assert metrics(p, sol.config).goodput_tps > metrics(p, barrier).goodput_tps
+
+
+def test_validate_catches_unplaced_drafters_and_gamma_bounds() -> None:
+    p = small_problem()
+    bad = Config((-1, -1), (0, 0, 0), (9, 1, 1), 2, True)
+    msgs = validate(p, bad)
+    assert any("unplaced" in m for m in msgs) and any("γ 9" in m for m in msgs)
+
+
+def test_colocated_single_drafter_pays_drafting_on_the_verifier() -> None:
+    p = small_problem()
+    co = colocated(p, 0)
+    assert co.metrics.tokens_per_verify > 1.0
+    # the same drafter on its own node with pipelining is faster than drafting on the verifier
+    off = solve(p, routing=False, fusion=False)
+    assert off.objective > co.objective
