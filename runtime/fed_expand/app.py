@@ -138,7 +138,7 @@ def train_client(cfg: Mapping[str, Any], incoming_np: Mapping[str, np.ndarray], 
               + float(node.get("latency-s", 0.0)))
     emulated = compute_s + comm_s
     slept = sleep_to(emulated, time.perf_counter() - wall0) if bool(run_config.get("emulate-sleep", False)) else 0.0
-    metrics = {WEIGHT_KEY: len(examples), "method": method, "trained-layers": trained or [-1], "steps": steps,
+    metrics = {WEIGHT_KEY: len(examples), "trained-layers": trained or [-1], "steps": steps,
                "measured-cpu-s": cpu_s, "emulated-compute-s": compute_s, "emulated-comm-s": comm_s,
                "emulated-round-s": emulated, "slept-s": slept, "measured-memory-bytes": int(memory),
                "measured-activation-bytes": int(acc.activation_bytes), "bytes-down": down_bytes, "bytes-up": up_bytes,

@@ -59,6 +59,7 @@ def run_in_process(artifact_dir: str | Path, *, config: str = "plan", rounds: in
     does for fed-compress: the strategy's configure_train, each client's handler with Flower messages,
     aggregate_train, the server's evaluation. For learning curves of many configurations on a small machine."""
     from flwr.app import ConfigRecord, Error, Message
+    from flwr.supercore.task_identity import TaskIdentity
 
     from runtime.fed.compress_inprocess import _from_client, _received
     from runtime.fed.lora_strategy import to_numpy, to_record
@@ -81,11 +82,15 @@ def run_in_process(artifact_dir: str | Path, *, config: str = "plan", rounds: in
     wall0 = time.perf_counter()
     arrays = to_record(state)
     by_node = {n: c for c, n in nodes.items()}
+    TaskIdentity.run_id = 1
+    TaskIdentity.task_id = 1
     for rnd in range(1, n_rounds + 1):
         replies = []
-        for i, msg in enumerate(strategy.configure_train(rnd, arrays, ConfigRecord(), grid=None)):
+        TaskIdentity.node_id = 0       # the server's messages
+        for i, msg in enumerate(list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid=None))):
             node = int(msg.metadata.dst_node_id)
             cid = by_node[node]
+            TaskIdentity.node_id = node
             mid = f"{rnd}-{i}"
             try:
                 reply = client_train(_received(msg, node, mid), run_config, node_cfg[cid])
@@ -93,6 +98,7 @@ def run_in_process(artifact_dir: str | Path, *, config: str = "plan", rounds: in
                 reply = Message(error=Error(code=1, reason=f"{exc.__class__.__name__}: {exc}"),
                                 metadata=_received(msg, node, mid).metadata)
             replies.append(_from_client(reply, node, mid))
+        TaskIdentity.node_id = 0
         new, _ = strategy.aggregate_train(rnd, replies)
         if new is not None:
             arrays = new

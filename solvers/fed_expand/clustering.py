@@ -51,5 +51,5 @@ def home_subsets(cluster: np.ndarray, samples: np.ndarray, num_added: int) -> np
     rank = sorted(range(k), key=lambda g: (-weight[g], g))
     runs = np.array_split(np.arange(num_added)[::-1], min(k, num_added))   # top-most run first
     for pos, g in enumerate(rank):
-        out[cluster == g, runs[pos % len(runs)]] = True
+        out[np.ix_(cluster == g, runs[pos % len(runs)])] = True
     return out
