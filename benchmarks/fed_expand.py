@@ -40,9 +40,9 @@ from core.atomic_io import write_text_atomic
 OUT = Path("build/bench/fed_expand.json")
 CLIENTS = {"devices": [
     {"id": "big", "kind": "jetson_orin_nano_8gb", "memory": "2GiB", "link": "100mbps"},
-    {"id": "mid", "kind": "raspberry_pi5_8gb", "memory": "300MiB", "link": "50mbps"},
-    {"id": "small-a", "kind": "phone_midrange_8gb", "memory": "265MiB", "link": "20mbps"},
-    {"id": "small-b", "kind": "phone_midrange_8gb", "memory": "265MiB", "link": "20mbps"}]}
+    {"id": "mid", "kind": "raspberry_pi5_8gb", "memory": "350MiB", "link": "50mbps"},
+    {"id": "small-a", "kind": "phone_midrange_8gb", "memory": "320MiB", "link": "20mbps"},
+    {"id": "small-b", "kind": "phone_midrange_8gb", "memory": "320MiB", "link": "20mbps"}]}
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
@@ -64,7 +64,7 @@ def plan_and_emit(work: Path, model: str, data: str, seed: int, args: argparse.N
     if main(argv) != 0:
         raise SystemExit(f"plan failed: {' '.join(argv)}")
     art = work / f"art-{seed}"
-    if main(["emit", str(plan), "-o", str(art), "--seed", str(seed), "--lr", str(args.lr), "-q"]) != 0:
+    if main(["emit", str(plan), "-o", str(art), "--seed", str(seed), "--lr", str(args.lr)]) != 0:
         raise SystemExit("emit failed")
     return art
 
