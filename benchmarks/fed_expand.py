@@ -111,14 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default="instruct:format+recall+sort+upper,total=400,test_per_task=12")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--local-steps", type=int, default=4)
+    ap.add_argument("--local-steps", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=48)
     ap.add_argument("--added-blocks", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3, help="added blocks' and LoRA's learning rate (full FT: /10)")
     args = ap.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 5)
-    args.rounds = args.rounds or (6 if args.quick else 10)
+    args.rounds = args.rounds or (5 if args.quick else 10)
     configs = ["plan", "static_allocation", "fixed_expansion", "lora_fedavg"] + ([] if args.quick else ["full_ft"])
     from runtime.fed_expand.run import run_in_process
 

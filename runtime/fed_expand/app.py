@@ -64,15 +64,38 @@ def initial_state(art: Mapping[str, Any], method: str) -> dict[str, np.ndarray]:
 
 
 def model_with(art: Mapping[str, Any], method: str, state: Mapping[str, np.ndarray]) -> Any:
-    """A fresh model of `method` with `state` loaded (names as `initial_state` gives them)."""
+    """The process's working model of `method` with `state` loaded (names as `initial_state` gives them).
+
+    One working copy per method and process (building a PEFT model or copying SmolLM2 per client-round costs
+    more than the round's steps): gradients are dropped, FedBE's added blocks are reset to their initial
+    (identity) values before `state` is loaded, so a client sees exactly the blocks it was sent and identity
+    for the others; LoRA and full FT receive every tensor they train."""
     import torch
 
-    from runtime.fed_expand.model import base_model, expanded_model, load_named, lora_model
+    from runtime.fed_expand.model import added_state, expanded_model, load_named
 
-    m = (copy.deepcopy(expanded_model(art)) if method == "blocks" else lora_model(art) if method == "lora"
-         else copy.deepcopy(base_model(art)))
+    key = (str(art["model"]["name"]), bool(art["model"]["tiny"]), int(art["model"]["seed"]),
+           tuple(art["expansion"]["added_after"]))
+    m = _working(key, method, art)
+    for p in m.parameters():
+        p.grad = None
+        p.requires_grad_(False)
+    if method == "blocks":
+        load_named(m, added_state(expanded_model(art), list(art["expansion"]["added_layers"])))
     load_named(m, {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()})
     return m
+
+
+_WORKING: dict[tuple[Any, str], Any] = {}
+
+
+def _working(key: Any, method: str, art: Mapping[str, Any]) -> Any:
+    from runtime.fed_expand.model import base_model, expanded_model, lora_model
+
+    if (key, method) not in _WORKING:
+        _WORKING[(key, method)] = (copy.deepcopy(expanded_model(art)) if method == "blocks" else lora_model(art)
+                                   if method == "lora" else copy.deepcopy(base_model(art)))
+    return _WORKING[(key, method)]
 
 
 @functools.lru_cache(maxsize=64)
