@@ -98,3 +98,15 @@ def test_clusters_follow_dominant_task_and_homes_partition_the_blocks() -> None:
     reps = [home[np.flatnonzero(cl == k)[0]] for k in range(3)]
     assert (np.sum(reps, axis=0) == 1).all()                           # every block in exactly one home subset
     assert reps[int(cl[0])][-1]                                        # the largest cluster gets the top block
+
+
+def test_greedy_coverage_limit_is_caught_by_cpsat() -> None:
+    """A known limit (docs/fed-expand.md): every client holds one block and covering needs a chain of moves;
+    the greedy gives up, CP-SAT covers (the planner falls back to it)."""
+    p = random_problem(65, n=4, P=3, deadline=60.0)
+    rng = np.random.default_rng(1065)
+    p = type(p)(**{**p.__dict__, "memory_budget_bytes": rng.uniform(2.95e8, 4.2e8, 4), "home_bonus": 1.0})
+    with pytest.raises(InfeasibleError):
+        solve(p)
+    e = CpSat().solve(p)
+    assert not validate(p, e, allow_sit_out=True)

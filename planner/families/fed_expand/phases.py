@@ -157,13 +157,25 @@ def solve(ctx: PlanContext) -> None:
 
     st = ctx.state
     tried, last_error = [], None
+    from solvers.fed_expand.exact import CpSat
+
     for span, p in st.layouts:
         try:
             sol = fedbe(p)
         except InfeasibleError as exc:
-            tried.append({"span": span, "added_after": list(p.added_after), "feasible": False})
-            last_error = exc
-            continue
+            # the greedy's one-client-at-a-time coverage repair can miss a covering assignment (measured: 3 of
+            # 157 small random instances, docs/fed-expand.md); CP-SAT decides it exactly where it applies
+            sol = None
+            if CpSat().unsupported(p) is None:
+                try:
+                    sol = CpSat().solve(p, time_limit_s=ctx.options.exact_time_limit_s)
+                    ctx.notes.append(f"span {span}: the greedy could not cover every added block; CP-SAT's assignment")
+                except InfeasibleError:
+                    sol = None
+            if sol is None:
+                tried.append({"span": span, "added_after": list(p.added_after), "feasible": False})
+                last_error = exc
+                continue
         bad = validate(p, sol, allow_sit_out=ctx.options.allow_sit_out)
         tried.append({"span": span, "added_after": list(p.added_after), "feasible": not bad,
                       "utility": round(float(sol.objective), 6)})
