@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seq-len", type=int, default=48)
     ap.add_argument("--added-blocks", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3, help="added blocks' and LoRA's learning rate (full FT: /10)")
+    ap.add_argument("--only-seed", type=int, default=None,
+                    help="run one seed and write build/bench/fed_expand.seed<k>.json (seeds in parallel processes)")
+    ap.add_argument("--merge", action="store_true", help="summarise the per-seed files of --only-seed runs")
     args = ap.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 5)
     args.rounds = args.rounds or (5 if args.quick else 10)
@@ -124,9 +127,16 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
-    plans = []
+    plans: list[dict[str, Any]] = []
+    if args.merge:
+        parts = [json.loads((OUT.parent / f"fed_expand.seed{k}.json").read_text()) for k in range(seeds)]
+        for part in parts:
+            plans += part["plans"]
+            for c in configs:
+                results[c] += part["runs"][c]
+        return summarise(results, plans, configs, seeds, args, t0, sum(p["wall_s"] for p in parts))
     with tempfile.TemporaryDirectory(prefix="bench-fed-expand-") as tmp:
-        for seed in range(seeds):
+        for seed in ([args.only_seed] if args.only_seed is not None else range(seeds)):
             work = Path(tmp) / f"s{seed}"
             work.mkdir()
             art = plan_and_emit(work, args.model, args.data, seed, args)
@@ -150,8 +160,19 @@ def main(argv: list[str] | None = None) -> None:
                                                  for c, d in r["devices"].items()}})
                 print(f"seed {seed} {cfg:18s} token acc {r['initial']['token_accuracy']:.3f} -> {r['final']['token_accuracy']:.3f}"
                       f"  exact {r['final']['exact_match']:.3f}  probe {r['initial']['probe_accuracy']:.4f} -> "
-                      f"{r['final']['probe_accuracy']:.4f}  budget ok {r['budget_check']['all_within']}  "
+                      f"{r['final']['probe_accuracy']:.4f}  agree {r['final']['probe_agreement']:.3f}  budget ok {r['budget_check']['all_within']}  "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    if args.only_seed is not None:
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(OUT.parent / f"fed_expand.seed{args.only_seed}.json", json.dumps(
+            {"plans": plans, "runs": results, "wall_s": time.perf_counter() - t0}, default=float) + "\n")
+        return None
+    return summarise(results, plans, configs, seeds, args, t0, time.perf_counter() - t0)
+
+
+def summarise(results: dict[str, list[dict[str, Any]]], plans: list[dict[str, Any]], configs: list[str], seeds: int,
+              args: argparse.Namespace, t0: float, compute_s: float) -> None:
+    """Targets, per-configuration statistics and the summary; writes build/bench/fed_expand.json."""
     base_acc = statistics.mean(r["initial"]["token_accuracy"] for r in results["plan"])
     base_probe = statistics.mean(r["initial"]["probe_accuracy"] for r in results["plan"])
     best_final = max(statistics.mean(r["final"]["token_accuracy"] for r in results[c]) for c in configs)
@@ -163,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                   "final_exact_match": _stats([r["final"]["exact_match"] for r in rs]),
                   "probe_accuracy": _stats([r["final"]["probe_accuracy"] for r in rs]),
                   "probe_loss_nats": _stats([r["final"]["probe_loss_nats"] for r in rs]),
+                  "probe_agreement": _stats([r["final"]["probe_agreement"] for r in rs]),
                   "retention_share_of_base": _stats([r["final"]["probe_accuracy"] / r["initial"]["probe_accuracy"] for r in rs]),
                   "rounds_to_target": [rounds_to(r["curve"], target, args.rounds) for r in rs],
                   "bytes_moved": _stats([r["bytes_moved"] for r in rs]),
@@ -171,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
                   "client_rounds": sum(r["budget_check"]["client_rounds"] for r in rs)}
     fb, lo = results["plan"], results["lora_fedavg"]
     ret = [100 * (a["final"]["probe_accuracy"] - b["final"]["probe_accuracy"]) for a, b in zip(fb, lo)]
+    agree = [100 * (a["final"]["probe_agreement"] - b["final"]["probe_agreement"]) for a, b in zip(fb, lo)]
     down = [100 * (a["final"]["token_accuracy"] - b["final"]["token_accuracy"]) for a, b in zip(fb, lo)]
     speed = [rounds_to(b["curve"], target, args.rounds) / max(1, rounds_to(a["curve"], target, args.rounds))
              for a, b in zip(fb, lo)]
@@ -182,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
         "retention_points_vs_lora": _stats(ret)["mean"], "retention_points_vs_lora_spread": _stats(ret),
         "retention_share_of_base": {"fedbe": per["plan"]["retention_share_of_base"]["mean"],
                                     "lora_fedavg": per["lora_fedavg"]["retention_share_of_base"]["mean"]},
+        "probe_agreement_points_vs_lora": _stats(agree)["mean"], "probe_agreement_points_vs_lora_spread": _stats(agree),
+        "probe_agreement": {c: per[c]["probe_agreement"]["mean"] for c in configs},
         "downstream_delta_vs_lora": _stats(down)["mean"], "downstream_delta_vs_lora_spread": _stats(down),
         "rounds_to_target_speedup_vs_lora": float(np.median(speed)), "rounds_to_target_speedup_per_seed": speed,
         "seeds": seeds, "target_token_accuracy": target, "base_token_accuracy": base_acc, "base_probe_accuracy": base_probe,
@@ -192,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     out = {"summary": summary, "configs": per, "plans": plans, "runs": results, **extra,
            "settings": {**vars(args), "seeds": seeds, "configs": configs, "clients": CLIENTS},
            "machine": "shared 2-core CPU, loaded by other jobs (CPU seconds measured per process)",
-           "wall_s": time.perf_counter() - t0}
+           "wall_s": time.perf_counter() - t0, "seed_process_wall_s_sum": compute_s}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(OUT, json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")
     print(json.dumps(summary, indent=1, default=float))

@@ -233,24 +233,51 @@ def _probe_ids(vocab: int, max_docs: int, max_tokens: int) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def probe(model: Any, vocab: int, max_docs: int = 8, max_tokens: int = 128) -> dict[str, float]:
+def probe(model: Any, vocab: int, base_argmax: tuple[Any, ...] | None = None, max_docs: int = 8,
+          max_tokens: int = 128) -> dict[str, float]:
     """General ability on held-out natural text (testbeds/probe.py's stdlib docstrings, unused by any training
-    set here): next-token top-1 accuracy and loss (nats/token)."""
+    set here): next-token top-1 accuracy and loss (nats/token), and `probe_agreement`, the share of positions
+    where the model's top-1 token is the base model's (1 for the base itself: what tuning left of its
+    behaviour, meaningful even where a truncated base predicts text poorly)."""
     import torch
 
     from runtime.fed_expand.model import decoder
 
     dec = decoder(model)
     dec.eval()
-    right = n = 0
+    right = agree = n = 0
     loss = 0.0
     with torch.no_grad():
-        for x in _probe_ids(vocab, max_docs, max_tokens):
+        for k, x in enumerate(_probe_ids(vocab, max_docs, max_tokens)):
             logits = dec(input_ids=x).logits[0, :-1].float()
-            right += int((logits.argmax(-1) == x[0, 1:]).sum())
+            top = logits.argmax(-1)
+            right += int((top == x[0, 1:]).sum())
+            if base_argmax is not None:
+                agree += int((top == base_argmax[k]).sum())
             loss += float(torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum"))
             n += x.shape[1] - 1
-    return {"probe_accuracy": right / max(n, 1), "probe_loss_nats": loss / max(n, 1)}
+    out = {"probe_accuracy": right / max(n, 1), "probe_loss_nats": loss / max(n, 1)}
+    if base_argmax is not None:
+        out["probe_agreement"] = agree / max(n, 1)
+    return out
+
+
+_BASE_ARGMAX: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def base_argmax(art: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The base model's top-1 tokens on the probe texts (cached per model)."""
+    import torch
+
+    from runtime.fed_expand.model import base_model
+
+    key = (str(art["model"]["name"]), bool(art["model"]["tiny"]), int(art["model"]["seed"]))
+    if key not in _BASE_ARGMAX:
+        m = base_model(art)
+        with torch.no_grad():
+            _BASE_ARGMAX[key] = tuple(m(input_ids=x).logits[0, :-1].argmax(-1)
+                                      for x in _probe_ids(int(art["model"]["vocab_size"]), 8, 128))
+    return _BASE_ARGMAX[key]
 
 
 def evaluate(art: Mapping[str, Any], artifact_dir: str, method: str, state: Mapping[str, np.ndarray],
@@ -259,7 +286,7 @@ def evaluate(art: Mapping[str, Any], artifact_dir: str, method: str, state: Mapp
     m = model_with(art, method, state)
     out = downstream(m, artifact_dir, per_task)
     if with_probe:
-        out.update(probe(m, int(art["model"]["vocab_size"])))
+        out.update(probe(m, int(art["model"]["vocab_size"]), base_argmax(art)))
     return out
 
 

@@ -163,6 +163,6 @@ def build_receipt(art: Mapping[str, Any], config: str, rounds: list[dict[str, An
     return {"family": "fed-expand", "config": config, "method": c["method"], "mode": mode, "emulation": EMULATION_NOTE,
             "wall_s": wall_s, "rounds": curve, "devices": devices, "client_rounds": checks,
             "budget_check": {"client_rounds": len(checks), "violations": violations, "all_within": not violations},
-            "final": {k: last.get(k) for k in ("exact_match", "token_accuracy", "probe_accuracy", "probe_loss_nats")},
-            "initial": {k: first.get(k) for k in ("exact_match", "token_accuracy", "probe_accuracy", "probe_loss_nats")},
+            "final": {k: last.get(k) for k in ("exact_match", "token_accuracy", "probe_accuracy", "probe_loss_nats", "probe_agreement")},
+            "initial": {k: first.get(k) for k in ("exact_match", "token_accuracy", "probe_accuracy", "probe_loss_nats", "probe_agreement")},
             "bytes_moved": sum(k["bytes_moved"] for k in checks), "emulated_clock_s": clock}

@@ -34,6 +34,18 @@ def test_plan_inspect_emit_run(tmp_path: Path, capsys, smollm2_cache) -> None:
     assert covered == set(range(d["added_blocks"]))                         # every added block has a trainer
     assert set(plan["baselines"]) == {"fixed_expansion", "static_allocation", "lora_fedavg", "full_ft"}
     assert plan["bound"]["gap"] >= 0
+    from planner.families.fed_expand import FedExpandFamily
+    from planner.serde import from_dict
+
+    fam = FedExpandFamily()
+    assert fam.validate_plan(from_dict(plan)) == []
+    bad = json.loads(a)                                                   # the validator reads the JSON alone
+    first = next(iter(bad["decisions"]["clients"]))
+    bad["predicted"]["clients"][first]["memory_bytes"] = bad["predicted"]["clients"][first]["memory_budget_bytes"] + 1
+    for c in bad["decisions"]["clients"].values():
+        c["blocks"] = [j for j in c["blocks"] if j != 0]
+    errors = " ".join(fam.validate_plan(from_dict(bad)))
+    assert "over its" in errors and "added blocks [0] have no trainer" in errors
     capsys.readouterr()
     assert main(["inspect", str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out
