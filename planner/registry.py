@@ -28,6 +28,7 @@ def families() -> tuple[Family, ...]:
     """Every planning family, in the order scenario inference asks them (one line each)."""
     from planner.families.dfgl import DfglFamily
     from planner.families.fed_compress import FedCompressFamily
+    from planner.families.fed_expand import FedExpandFamily
     from planner.families.fed_graph import FedGraphFamily
     from planner.families.fed_lora import FedLoraFamily
     from planner.families.geo_train import GeoTrainFamily
@@ -43,6 +44,7 @@ def families() -> tuple[Family, ...]:
         MoeOffloadFamily(),
         FedLoraFamily(),
         FedCompressFamily(),
+        FedExpandFamily(),
         KvBudgetFamily(),
         GeoTrainFamily(),
         SpecServeFamily(),

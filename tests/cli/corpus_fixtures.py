@@ -157,6 +157,10 @@ def build(base: Path, tiny_plan: Path, artifact: Path) -> Path:
                                            encoding="utf-8")
     (base / "spec_cut.yaml").write_text(yaml.safe_dump({"nodes": [hub, edge, {**edge, "name": "edge2"}],
                                                         "links": [link]}), encoding="utf-8")
+    # fed-expand: one client too small to hold the expanded model with one trainable block
+    (base / "fe_small.yaml").write_text(yaml.safe_dump({"devices": [
+        {"id": "big", "kind": "jetson_orin_nano_8gb", "memory": "2GiB"},
+        {"id": "tiny-phone", "kind": "phone_midrange_8gb", "memory": "64KiB"}]}), encoding="utf-8")
     return base
 
 

@@ -27,6 +27,16 @@ import numpy as np
 
 # a small solve per family (families without one here only have their solver package imported)
 SOLVES = {
+    "fed-expand": r"""
+from tests.fed_expand_instances import random_problem
+from solvers.fed_expand import baselines, exact, greedy
+from solvers.fed_expand.cost import evaluate
+p = random_problem(3, n=5, P=3)
+g = greedy.solve(p)
+assert not evaluate(p, g.assign).uncovered
+assert abs(exact.CpSat().solve(p).objective - g.objective) < 1e-9
+assert baselines.fixed_expansion(p).assign.all()
+""",
     "moe-offload": r"""
 from solvers.moe_offload import moepic, validate
 from tests.moe_instances import random_problem

@@ -1,0 +1,1 @@
+"""fed-expand (FedBE): added transformer blocks and per-client block allocation."""
