@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from solvers.common import InfeasibleError
+from solvers.common import InfeasibleError, Status
 from solvers.split_inference import baselines
 from solvers.split_inference.coach import (CoachConfig, accuracy_floor, accuracy_floor_linear, bit_ladder, prepare,
                                            repair, solve, solve_plan_table)
@@ -321,13 +323,13 @@ def test_cpsat_matches_enumeration_on_chains_and_bounds_dags() -> None:
         n = int(rng.integers(3, 10))
         p = make_problem(n, chain_edges(n), rng, t_max_s=math.inf if t % 2 else 0.05)
         ref = solve_enumerate(p)
-        got = solve_cpsat(p, time_limit_s=20)
+        got = solve_cpsat(p)
         assert validate(p, got) == []
         # single-tensor cuts: the MILP is the same model, up to µs rounding of every time
         assert got.objective == pytest.approx(ref.objective, rel=2e-3)
     n = 20
     p = make_problem(n, random_dag(rng, n), rng)
-    got = solve_cpsat(p, time_limit_s=20)
+    got = solve_cpsat(p)
     assert validate(p, got) == []
     assert got.params["bound_s"] <= got.params["milp_objective_s"] + 1e-9
 
@@ -549,7 +551,7 @@ def test_cpsat_bound_is_below_every_plan_for_every_objective() -> None:
         for obj, metric in (("coach", "objective_s"), ("throughput", "period_s"), ("latency", "latency_s")):
             ref = solve_enumerate(p, objective=obj)
             plan = solve(p, CoachConfig(objective=obj))
-            got = solve_cpsat(p, time_limit_s=20, time_scale=1e9, objective=obj)
+            got = solve_cpsat(p, time_scale=1e9, objective=obj)
             bound = got.params["bound_s"]
             assert bound <= getattr(ref.metrics, metric) * (1 + 1e-9) + 1e-12
             assert bound <= getattr(plan.metrics, metric) * (1 + 1e-9) + 1e-12
@@ -607,3 +609,28 @@ def test_per_request_overhead_counts_only_when_something_is_sent() -> None:
     # enough overhead makes keeping everything on the device the throughput plan
     heavy = replace(p, request_edge_s=1.0, request_cloud_s=1.0)
     assert solve(heavy, CoachConfig(objective="throughput")).on_edge.all()
+
+
+def test_cpsat_bound_is_deterministic_whatever_the_machine_load() -> None:
+    """Same problem, same plan bytes: the bound's CP-SAT stops on its deterministic work counter, not the clock
+    (a wall-clock limit made the bound, and so the plan, depend on the machine's load). The limit is set so the
+    search stops before proving optimality, where a wall-clock stop would land on a different bound each run;
+    a competing CPU-bound process changes the wall time of one run, not its answer."""
+    rng = np.random.default_rng(5)
+    n, edges = chain_of_blocks(16)
+    p = make_problem(n, edges, rng, bandwidth_bytes_per_s=1e12)
+    runs = [solve_cpsat(p, deterministic_limit=0.1, objective="coach", time_scale=1e9)]
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        runs.append(solve_cpsat(p, deterministic_limit=0.1, objective="coach", time_scale=1e9))
+    finally:
+        hog.kill()
+        hog.wait()
+    assert runs[0].status == Status.TIME_LIMIT and runs[0].params["bound_s"] > 0    # stopped by the limit, mid-proof
+    for r in runs[1:]:
+        assert (r.status, r.params["bound_s"], r.params["incumbent"], r.trace) == \
+            (runs[0].status, runs[0].params["bound_s"], runs[0].params["incumbent"], runs[0].trace)
+        assert not r.params["wall_backstop_hit"]
+    # the wall-clock backstop, when it is what stops the search, says so
+    stopped = solve_cpsat(p, deterministic_limit=1e6, wall_backstop_s=1e-3, objective="coach", time_scale=1e9)
+    assert stopped.params["wall_backstop_hit"]

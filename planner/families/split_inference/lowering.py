@@ -52,7 +52,10 @@ class SplitOptions:
     t_max_s: float = float("inf")                  # --max-latency
     period_max_s: float = float("inf")             # 1 / --min-throughput
     bits: tuple[int, ...] = DEFAULT_BITS
-    exact_time_limit_s: float = 10.0
+    # the bound's CP-SAT stops after this much deterministic time (its work counter, not the clock: the same
+    # inputs give the same plan bytes on a loaded machine); the wall-clock backstop only guards against a hang
+    exact_deterministic_limit: float = 5.0
+    exact_wall_backstop_s: float = 600.0
     calibration: Mapping[str, Any] | None = None   # per-node CPU times + that CPU's profile (a calibration file)
     calibration_record: Mapping[str, str] | None = None
     cloud_profile: Any = None                       # the resolved `cloud` HardwareProfile

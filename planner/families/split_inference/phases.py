@@ -104,8 +104,8 @@ def bound(ctx: PlanContext) -> None:
         ctx.notes.append(f"no exact reference: {why}")
         return
     opts = ctx.state.lowered.options
-    ctx.state.bound = ref.solve(p, time_limit_s=opts.exact_time_limit_s, objective=opts.objective,
-                                hint=ctx.state.solution)
+    ctx.state.bound = ref.solve(p, deterministic_limit=opts.exact_deterministic_limit, objective=opts.objective,
+                                hint=ctx.state.solution, wall_backstop_s=opts.exact_wall_backstop_s)
 
 
 def lift(ctx: PlanContext) -> None:
@@ -145,7 +145,7 @@ def lift(ctx: PlanContext) -> None:
         value = (1.0 / seconds if seconds > 0 else math.inf) if metric == "throughput_rps" else seconds * 1e3
         if not (math.isfinite(value) and value > 0):
             ctx.notes.append(f"no bound: {ref.params['kind']} proved nothing above 0 within "
-                             f"{low.options.exact_time_limit_s:g} s")
+                             f"{low.options.exact_deterministic_limit:g} deterministic s")
         else:
             # gap >= 0 when the plan is worse than the bound (above it for a minimum, below it for a maximum)
             gap = (value - pred[metric]) / value if sense == "max" else (pred[metric] - value) / value
