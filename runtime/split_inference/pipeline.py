@@ -81,6 +81,21 @@ class RequestRecord:
         return self.result_at - self.start
 
 
+SPIN_TAIL_S = 0.002
+
+
+def pad_until(deadline: float) -> None:
+    """Hold this thread until `deadline` (transport.now() clock): sleep for all but the last SPIN_TAIL_S, then
+    spin, yielding the interpreter lock. A plain sleep woke up milliseconds late on a loaded host, which slowed
+    the emulated edge of sub-millisecond stages by half again; the spin keeps the core as the device's compute
+    would, at most SPIN_TAIL_S per request."""
+    rest = deadline - now() - SPIN_TAIL_S
+    if rest > 0:
+        time.sleep(rest)
+    while now() < deadline:
+        time.sleep(0)
+
+
 def summarise_output(first: torch.Tensor, classification: bool) -> tuple[int | None, torch.Tensor]:
     """(label, small summary vector) of a request's first output: logits for classifiers, else the mean
     over every non-batch, non-feature dimension (a mean-pooled embedding for encoders)."""
@@ -250,11 +265,11 @@ class EdgeRunner:
                     target_s = self.opts.emulate_slowdown * (t1 - t0)
                 else:
                     target_s = float(pred.get("edge_compute_ms", pred.get("edge_ms", 0.0))) / 1e3
-                sleep = max(0.0, target_s - (t1 - t0))
-                if sleep > 0:
-                    time.sleep(sleep)
+                if target_s > t1 - t0:
+                    pad_until(t0 + target_s)
                 emulated.append(target_s)
-                rec = RequestRecord(rid, part.pid, t0, t1 - t0, sleep, now())
+                t2 = now()
+                rec = RequestRecord(rid, part.pid, t0, t1 - t0, t2 - t1, t2)
                 self.records[rid] = rec
                 self.last_rid = rid
                 n += 1

@@ -327,7 +327,7 @@ class StageSums:
 
 def stage_sums(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[int, int], adj: GraphIndex) -> StageSums:
     """The §3 sums for (cut, bits); cheap enough for the bit-ceiling search."""
-    t_e = cs.edge_compute_s
+    t_e = cs.edge_compute_s + problem.request_loop_s          # the edge loop's cost, every request
     t_c = cs.cloud_compute_s
     sent = acc = 0.0
     if cs.tensors:            # the runtime's per-request framing, gRPC and thread hand-offs
@@ -387,7 +387,7 @@ def stage_times(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[
                         objective_s=objective, bytes_per_request=ss.bytes_per_request,
                         accuracy_drop=ss.accuracy_drop, edge_memory_bytes=cs.memory_bytes,
                         propagation_s=problem.rtt_s / 2.0 if cs.tensors else 0.0,
-                        edge_overhead_s=problem.request_edge_s if cs.tensors else 0.0,
+                        edge_overhead_s=problem.request_loop_s + (problem.request_edge_s if cs.tensors else 0.0),
                         cloud_overhead_s=problem.request_cloud_s if cs.tensors else 0.0)
 
 

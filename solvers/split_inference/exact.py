@@ -169,14 +169,14 @@ def solve_cpsat(problem: SplitInferenceProblem, deterministic_limit: float = 5.0
         link[v, b] = us(tensor_bytes(problem, v, b) / bw) if bw > 0 else 10 ** 15
         big += us(quantise_s(problem, v, b)) + us(dequantise_s(problem, v, b)) + link[v, b]
     o_e, o_c, o_l = us(problem.request_edge_s), us(problem.request_cloud_s), us(problem.request_latency_s)
-    big += us(problem.rtt_s) + o_e + o_c + o_l + 1
+    big += us(problem.rtt_s) + o_e + o_c + o_l + us(problem.request_loop_s) + 1
     T_e = model.new_int_var(0, big, "T_e")
     T_t = model.new_int_var(0, big, "T_t")
     T_c = model.new_int_var(0, big, "T_c")
     P = model.new_int_var(0, 2 * big + us(problem.result_bytes / problem.downlink_bytes_per_s + problem.rtt_s), "P")
     D = model.new_int_var(0, big, "D")
     # [Constraint] stage times (docs/split-inference.md §2)
-    model.add(T_e == sum(te[v] * x[v] for v in range(n)) + o_e * any_sent
+    model.add(T_e == sum(te[v] * x[v] for v in range(n)) + o_e * any_sent + us(problem.request_loop_s)
               + sum(us(quantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))
     model.add(T_c == sum(tc[v] * (1 - x[v]) for v in range(n)) + o_c * any_sent
               + sum(us(dequantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))

@@ -58,6 +58,9 @@ class SplitInferenceProblem:
     request_edge_s: float = 0.0
     request_cloud_s: float = 0.0
     request_latency_s: float = 0.0
+    # the edge's own request loop (window, bookkeeping, the output's summary), paid by every request, one that
+    # stays on the edge too (added to T_e of every cut); 0 for plans without a calibration
+    request_loop_s: float = 0.0
     # requests between the edge and their answer (the runtime's --max-in-flight): a request holds a slot for
     # its whole latency, so throughput is at most pipeline_depth / Lat however short the stages are
     pipeline_depth: int = 3

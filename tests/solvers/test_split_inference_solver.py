@@ -634,3 +634,19 @@ def test_cpsat_bound_is_deterministic_whatever_the_machine_load() -> None:
     # the wall-clock backstop, when it is what stops the search, says so
     stopped = solve_cpsat(p, deterministic_limit=1e6, wall_backstop_s=1e-3, objective="coach", time_scale=1e9)
     assert stopped.params["wall_backstop_hit"]
+
+
+def test_edge_loop_cost_counts_for_every_request_cut_or_not() -> None:
+    """request_loop_s adds to T_e of every cut, all-edge included, in the cost model, COACH's bound and CP-SAT."""
+    rng = np.random.default_rng(3)
+    base = make_problem(6, chain_edges(6), rng)
+    loaded = replace(base, request_loop_s=0.004)
+    for on in (np.ones(6, dtype=bool), np.array([True, True, True, False, False, False])):
+        a, b = evaluate(base, on, {}), evaluate(loaded, on, {})
+        assert b.edge_s == pytest.approx(a.edge_s + 0.004)
+        assert b.edge_s - b.edge_overhead_s == pytest.approx(a.edge_s - a.edge_overhead_s)    # compute unchanged
+    for obj in ("throughput", "latency"):
+        ref = solve_enumerate(loaded, objective=obj)
+        got = solve_cpsat(loaded, objective=obj, time_scale=1e9)
+        metric = "period_s" if obj == "throughput" else "latency_s"
+        assert got.params["bound_s"] == pytest.approx(getattr(ref.metrics, metric), rel=1e-4)

@@ -185,7 +185,7 @@ def request_overhead(calibration: Mapping[str, Any] | None) -> dict[str, float]:
     if not got:
         return {}
     return {"request_edge_s": float(got["edge_s"]), "request_cloud_s": float(got["cloud_s"]),
-            "request_latency_s": float(got["latency_s"])}
+            "request_latency_s": float(got["latency_s"]), "request_loop_s": float(got.get("edge_loop_s", 0.0))}
 
 
 def calibrated_times(kept: Sequence[NodeProfile], in_bytes: np.ndarray, edge: HardwareProfile, cloud: HardwareProfile,
