@@ -69,11 +69,13 @@ def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int
             "source": f"measured on this CPU: tiny model through the split-expert path, median of {repeats} decode steps"}
 
 
-def time_graph_nodes(built: Any, repeats: int = 5, threads: int = 1) -> dict[str, float]:
+def time_graph_nodes(built: Any, repeats: int = 5, threads: int = 1,
+                     totals: list[float] | None = None) -> dict[str, float]:
     """Median seconds of every node of the model's exported graph, run on this CPU with `threads` intra-op
     threads (1: as the split runtime runs each half, one thread per process).
 
-    An fx Interpreter times each `run_node`; the whole graph runs `repeats` times after one warm-up.
+    An fx Interpreter times each `run_node`; the whole graph runs `repeats` times after one warm-up. When
+    `totals` is given, each run's sum of node times (s) is appended to it (the calibration's spread).
     """
     from torch import fx
 
@@ -100,4 +102,6 @@ def time_graph_nodes(built: Any, repeats: int = 5, threads: int = 1) -> dict[str
                 Timer(gm).run(*flat)
     finally:
         torch.set_num_threads(before)
+    if totals is not None:
+        totals.extend(sum(v[r] for v in times.values() if len(v) > r) for r in range(repeats))
     return {k: statistics.median(v) for k, v in times.items()}

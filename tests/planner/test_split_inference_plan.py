@@ -127,3 +127,9 @@ def test_calibrated_plans_come_from_the_file_and_are_deterministic(tmp_path: Pat
     from planner.serde import dumps
 
     assert dumps(plan_from_argv(argv).plan) == dumps(ctx.plan)   # measured once, planned twice: same bytes
+    # the edge loop's cost is in every cut, and the choice is checked across the calibration's spread
+    assert p.request_loop_s > 0
+    assert any("calibration's spread" in n for n in ctx.plan.notes)
+    doc = yaml.safe_load(cal.read_text())
+    lo, hi = doc["measured"]["speed_spread"]
+    assert 0 < lo <= 1 <= hi and len(doc["measured"]["graph_times_s"]) == 5

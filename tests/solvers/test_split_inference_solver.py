@@ -650,3 +650,45 @@ def test_edge_loop_cost_counts_for_every_request_cut_or_not() -> None:
         got = solve_cpsat(loaded, objective=obj, time_scale=1e9)
         metric = "period_s" if obj == "throughput" else "latency_s"
         assert got.params["bound_s"] == pytest.approx(getattr(ref.metrics, metric), rel=1e-4)
+
+
+def test_robust_choice_minimises_the_worst_regret_over_the_spread() -> None:
+    """Oracle: the candidate with the smallest worst regret over the corners, by brute force; a spread of (1, 1)
+    keeps the plan; on a close call the nominal optimum is dropped for a cut that holds at every corner."""
+    from solvers.split_inference.robust import PLAN, robust_choice, scaled
+
+    # input + 3 nodes: all-edge (3 x 10 ms) against all-cloud (3 x 9.5 ms behind a 28.5 ms link): nominally the
+    # cloud wins throughput by 5 %; with the cloud 30 % slower and the edge 20 % faster it is 54 % behind, while
+    # all-edge is at worst 37 % behind (edge 30 % slower, cloud 20 % faster: the link holds the cloud at 28.5 ms)
+    n = 4
+    rng = np.random.default_rng(0)
+    kw = dict(edge_time_s=np.array([0, 0.010, 0.010, 0.010]), cloud_time_s=np.array([0, 0.0095, 0.0095, 0.0095]),
+              rtt_s=0.0, pipeline_depth=100,
+              out_elements=np.full(n, 1000), quant_s_fixed_edge=0.0, quant_s_per_element_edge=0.0,
+              dequant_s_fixed_cloud=0.0, dequant_s_per_element_cloud=0.0)
+    p = make_problem(n, chain_edges(n), rng, **kw)
+    p = replace(p, bandwidth_bytes_per_s=baselines.all_cloud(p).metrics.bytes_per_request / 0.0285)
+    cloud = baselines.all_cloud(p)
+    edge = baselines.all_edge(p)
+    assert cloud.metrics.period_s < edge.metrics.period_s                  # the nominal optimum sends
+    cands = {PLAN: cloud, "all_edge": edge}
+    assert robust_choice(p, cands, "throughput", (1.0, 1.0)).chosen == PLAN
+    rc = robust_choice(p, cands, "throughput", (0.8, 1.3))
+    assert rc.chosen == "all_edge" and rc.worst_regret[PLAN] == pytest.approx(1.3 * 28.5 / 24)
+    assert rc.worst_corner[PLAN] == (0.8, 1.3) and rc.worst_regret["all_edge"] == pytest.approx(1.3 * 30 / 28.5)
+    # brute force over the corners, on random instances and every objective
+    for t in range(4):
+        q = make_problem(8, random_dag(rng, 8), rng)
+        cs = {PLAN: solve(q, CoachConfig(objective="throughput")), **{b.name: b.solve(q) for b in baselines.BASELINES}}
+        for obj, metric in (("throughput", "period_s"), ("latency", "latency_s"), ("coach", "objective_s")):
+            rc = robust_choice(q, cs, obj, (0.7, 1.5))
+            worst = {}
+            for name, s in cs.items():
+                regs = []
+                for a, b in rc.corners:
+                    qs = scaled(q, a, b)
+                    vals = {k: getattr(evaluate(qs, v.on_edge, v.bits), metric) for k, v in cs.items()}
+                    regs.append(vals[name] / min(vals.values()))
+                worst[name] = max(regs)
+            assert worst[rc.chosen] == pytest.approx(min(worst.values()), rel=1e-9)
+            assert rc.worst_regret[rc.chosen] == pytest.approx(worst[rc.chosen], rel=1e-9)

@@ -1,6 +1,7 @@
 """split-inference calibration: per-node times of the model's graph on this CPU, with this CPU's constants."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,14 @@ def measure(spec: Any, tiny: bool) -> dict[str, Any]:
     from runtime.split_inference.overhead import measure_request_overhead
 
     cpu, _ = measure_this_machine("this-cpu", matmul_size=1024, copy_mib=64, repeats=3)
-    times = time_graph_nodes(build_model(spec, tiny=tiny, device="cpu"))
+    totals: list[float] = []
+    times = time_graph_nodes(build_model(spec, tiny=tiny, device="cpu"), totals=totals)
+    mid = statistics.median(totals)
+    # the whole graph's time in each of the runs against their median: how far this host's speed moved while it
+    # was measured; the plan's choice must hold anywhere in that range (solvers/split_inference/robust.py)
+    spread = [min(totals) / mid, max(totals) / mid] if mid > 0 else [1.0, 1.0]
     return {"cpu": cpu.to_dict(), "node_times_s": {k: float(v) for k, v in sorted(times.items())},
+            "speed_spread": [float(x) for x in spread], "graph_times_s": [float(t) for t in totals],
             "request_overhead": measure_request_overhead()}
 
 

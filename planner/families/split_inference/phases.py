@@ -93,6 +93,44 @@ def baselines(ctx: PlanContext) -> None:
         ctx.state.baselines[base.name] = base.solve(ctx.state.lowered.problem)
 
 
+def robust(ctx: PlanContext) -> None:
+    """Keep the plan only where it holds across the calibration's spread of compute speed; else take the
+    candidate (a baseline's cut) with the smallest worst regret, and say so (solvers/split_inference/robust.py)."""
+    from planner.families.split_inference.lowering import joint_check
+    from solvers.split_inference.cost import evaluate
+    from solvers.split_inference.robust import PLAN, robust_choice
+
+    st = ctx.state
+    low = st.lowered
+    cal = low.options.calibration or {}
+    spread = cal.get("speed_spread")
+    if not spread:
+        return
+    lo, hi = min(1.0, float(spread[0])), max(1.0, float(spread[1]))
+    if lo == hi == 1.0:
+        return
+    p = low.problem
+    cands = {PLAN: st.solution, **{name: b for name, b in st.baselines.items() if not b.params.get("violations")}}
+    rc = robust_choice(p, cands, low.options.objective, (lo, hi))
+    what = f"compute x{lo:.2f}..x{hi:.2f} on each side, the calibration's spread"
+    mine = rc.worst_regret[PLAN]
+    if rc.chosen == PLAN:
+        ctx.notes.append(f"robust to the calibration's spread ({what}): the plan is within {mine - 1:.1%} of the best "
+                         f"candidate at every corner")
+        return
+    sol = cands[rc.chosen]
+    bits, joint, lines = joint_check(low, dict(sol.bits))
+    m = evaluate(p, sol.on_edge, bits)
+    st.solution = dataclasses.replace(st.solution, on_edge=np.asarray(sol.on_edge, dtype=bool).copy(), bits=bits,
+                                      metrics=m, objective=m.objective_s)
+    st.joint_drop = joint
+    ctx.notes.extend(lines)
+    a, b = rc.worst_corner[PLAN]
+    ctx.notes.append(f"robust choice ({what}): the cut of {rc.chosen} (worst {rc.worst_regret[rc.chosen] - 1:.1%} "
+                     f"behind the best candidate at any corner) instead of the nominal optimum, which falls "
+                     f"{mine - 1:.1%} behind at edge x{a:.2f}, cloud x{b:.2f}")
+
+
 def bound(ctx: PlanContext) -> None:
     """The exact reference, where its size limits allow (it says so otherwise)."""
     from solvers.split_inference.exact import SplitExactReference
