@@ -168,19 +168,31 @@ def calibrate(model: str, out: Path) -> dict[str, Any]:
     return yaml.safe_load(out.read_text())["measured"]
 
 
+def _cli(argv: list[str]) -> None:
+    """The planner's command line in this process (one torch thread; no interpreter and torch start-up per
+    call, which cost ~10 s a call on the loaded machine)."""
+    import torch
+
+    from planner.cli import main as planner_main
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("PLANNER_CACHE_DIR", env1()["PLANNER_CACHE_DIR"])
+    code = planner_main(argv)
+    if code != 0:
+        raise RuntimeError(f"planner {' '.join(argv[:2])} failed with exit code {code}")
+
+
 def make_plan(model: str, mbps: float, rtt_ms: float, objective: str, edge: Path, cloud: Path, out: Path,
               cal: Path) -> dict[str, Any]:
     """`planner plan --objective OBJ --calibration FILE` for this model and link."""
-    sh([PY, "-m", "planner.cli", "plan", model, "--hardware", str(edge), "--cloud", str(cloud), "--link",
-        f"{mbps:g}mbps", "--rtt", f"{rtt_ms:g}ms", "--objective", objective, "--calibration", str(cal), "-o", str(out),
-        "-q", "--force"], env=env1(), timeout=3600)
+    _cli(["plan", model, "--hardware", str(edge), "--cloud", str(cloud), "--link", f"{mbps:g}mbps", "--rtt",
+          f"{rtt_ms:g}ms", "--objective", objective, "--calibration", str(cal), "-o", str(out), "-q", "--force"])
     return json.loads(out.read_text())
 
 
 def emit(plan_path: Path, out: Path, requests: int) -> dict[str, Any]:
     """`planner emit` (one thread)."""
-    sh([PY, "-m", "planner.cli", "emit", str(plan_path), "-o", str(out), "--force", "--requests", str(requests)],
-       env=env1(), timeout=3600)
+    _cli(["emit", str(plan_path), "-o", str(out), "--force", "--requests", str(requests)])
     return yaml.safe_load((out / "runtime.yaml").read_text())
 
 
@@ -473,6 +485,7 @@ def main() -> int:
             delay_s = max(0.0, rtt / 2 - link.base_rtt_ms / 2) / 1e3
             d = work / f"{model}_{mbps:g}mbps_{rtt:g}ms"
             cell = d.name
+            t_cell = time.perf_counter()
             print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] calibrate (node times, CPU, per-request cost)", flush=True)
             cal = d / "calibration.yaml"
             d.mkdir(parents=True, exist_ok=True)
@@ -486,9 +499,13 @@ def main() -> int:
                 plans[key] = make_plan(model, mbps, rtt, obj, edge_hw, cloud_hw, d / key / "plan.json", cal)
                 emit(d / key / "plan.json", d / key / "build", max(n_thr, n_lat))
             runs, same = configurations(plans["thr"], plans["lat"])
+            t_run = time.perf_counter()
             print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] run {len(runs)} configurations x {a.reps} reps", flush=True)
             got = run_cell(d, link, delay_s, plans, runs, n_thr, n_lat, a.reps)
             cells.append(analyse(model, mbps, rtt, plans, runs, same, got, link, delay_s))
+            cells[-1]["wall_s"] = {"calibrate_plan_emit": round(t_run - t_cell, 1),
+                                   "measure": round(time.perf_counter() - t_run, 1)}
+            print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] wall {cells[-1]['wall_s']}", flush=True)
             print_cells(cells[-1:])
     finally:
         link.teardown()
