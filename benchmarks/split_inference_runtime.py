@@ -467,7 +467,7 @@ def main() -> int:
         print(json.dumps(report["summary"], indent=2))
         return 0
     t_start = time.perf_counter()
-    cells_todo = list(QUICK_CELLS) if a.quick else [(m, b, r) for m in a.models for b in LINKS_MBPS for r in RTTS_MS]
+    cells_todo = [c for c in QUICK_CELLS if c[0] in a.models] if a.quick else [(m, b, r) for m in a.models for b in LINKS_MBPS for r in RTTS_MS]
     cells_todo = cells_todo[:a.max_cells] if a.max_cells else cells_todo
     work = a.out / "split_inference_runtime"
     work.mkdir(parents=True, exist_ok=True)

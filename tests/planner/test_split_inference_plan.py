@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -132,4 +133,7 @@ def test_calibrated_plans_come_from_the_file_and_are_deterministic(tmp_path: Pat
     assert any("calibration's spread" in n for n in ctx.plan.notes)
     doc = yaml.safe_load(cal.read_text())
     lo, hi = doc["measured"]["speed_spread"]
-    assert 0 < lo <= 1 <= hi and len(doc["measured"]["graph_times_s"]) == 5
+    assert 0 < lo <= 1 <= hi and len(doc["measured"]["graph_times_s"]) == 7
+    # node times: each node's fastest run, scaled so they sum to the median run's total
+    assert sum(doc["measured"]["node_times_s"].values()) == pytest.approx(
+        statistics.median(doc["measured"]["graph_times_s"]), rel=1e-6)
