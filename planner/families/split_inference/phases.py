@@ -115,8 +115,8 @@ def robust(ctx: PlanContext) -> None:
     what = f"compute x{lo:.2f}..x{hi:.2f} on each side, the calibration's spread"
     mine = rc.worst_regret[PLAN]
     if rc.chosen == PLAN:
-        ctx.notes.append(f"robust to the calibration's spread ({what}): the plan is within {mine - 1:.1%} of the best "
-                         f"candidate at every corner")
+        ctx.notes.append(f"checked across the calibration's spread ({what}): the plan has the smallest worst-case "
+                         f"regret of the candidates ({mine - 1:.1%} behind the best at its worst corner)")
         return
     sol = cands[rc.chosen]
     bits, joint, lines = joint_check(low, dict(sol.bits))
