@@ -199,14 +199,16 @@ def quantise_s(problem: SplitInferenceProblem, v: int, b: int) -> float:
     """t_q(v) on the device (s); 0 for raw tensors."""
     if not is_quantised(problem, v, b):
         return 0.0
-    return problem.quant_s_fixed_edge + problem.quant_s_per_element_edge * float(problem.out_elements[v])
+    rate = dict(problem.quant_s_per_element_edge_by_bits).get(int(b), problem.quant_s_per_element_edge)
+    return problem.quant_s_fixed_edge + rate * float(problem.out_elements[v])
 
 
 def dequantise_s(problem: SplitInferenceProblem, v: int, b: int) -> float:
     """t_dq(v) in the cloud (s); 0 for raw tensors."""
     if not is_quantised(problem, v, b):
         return 0.0
-    return problem.dequant_s_fixed_cloud + problem.dequant_s_per_element_cloud * float(problem.out_elements[v])
+    rate = dict(problem.dequant_s_per_element_cloud_by_bits).get(int(b), problem.dequant_s_per_element_cloud)
+    return problem.dequant_s_fixed_cloud + rate * float(problem.out_elements[v])
 
 
 def tensor_accuracy_drop(problem: SplitInferenceProblem, v: int, b: int) -> float:

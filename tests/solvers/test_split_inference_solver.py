@@ -692,3 +692,24 @@ def test_robust_choice_minimises_the_worst_regret_over_the_spread() -> None:
                 worst[name] = max(regs)
             assert worst[rc.chosen] == pytest.approx(min(worst.values()), rel=1e-9)
             assert rc.worst_regret[rc.chosen] == pytest.approx(worst[rc.chosen], rel=1e-9)
+
+
+def test_quantise_time_follows_the_calibrated_rate_of_each_bit_width() -> None:
+    """Sub-byte packing is far slower per element than 8-bit: the per-bit rates replace the flat one, in the cost
+    model and in CP-SAT's bound alike; widths without a rate keep the flat rate."""
+    from solvers.split_inference.cost import dequantise_s, quantise_s
+
+    rng = np.random.default_rng(4)
+    base = make_problem(6, chain_edges(6), rng)
+    p = replace(base, quant_s_per_element_edge_by_bits=((4, 3e-8), (8, 2e-9)),
+                dequant_s_per_element_cloud_by_bits=((4, 2e-8),))
+    v, n = 2, float(base.out_elements[2])
+    assert quantise_s(p, v, 4) == pytest.approx(p.quant_s_fixed_edge + 3e-8 * n)
+    assert quantise_s(p, v, 8) == pytest.approx(p.quant_s_fixed_edge + 2e-9 * n)
+    assert quantise_s(p, v, 2) == pytest.approx(quantise_s(base, v, 2))
+    assert dequantise_s(p, v, 4) == pytest.approx(p.dequant_s_fixed_cloud + 2e-8 * n)
+    for obj in ("throughput", "latency"):
+        ref = solve_enumerate(p, objective=obj)
+        got = solve_cpsat(p, objective=obj, time_scale=1e9)
+        metric = "period_s" if obj == "throughput" else "latency_s"
+        assert got.params["bound_s"] == pytest.approx(getattr(ref.metrics, metric), rel=1e-4)

@@ -30,7 +30,36 @@ def measure(spec: Any, tiny: bool) -> dict[str, Any]:
     spread = [ranked[trim] / mid, ranked[-1 - trim] / mid] if mid > 0 else [1.0, 1.0]
     return {"cpu": cpu.to_dict(), "node_times_s": {k: float(v) for k, v in sorted(times.items())},
             "speed_spread": [float(x) for x in spread], "graph_times_s": [float(t) for t in totals],
+            "quantise_s_per_element": measure_quantise_rates(),
             "request_overhead": measure_request_overhead()}
+
+
+def measure_quantise_rates(elements: int = 200_704, bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 16),
+                           repeats: int = 3) -> dict[str, dict[int, float]]:
+    """Seconds per element of the runtime's quantise (UAQ + bit packing) and dequantise at each bit width on
+    this CPU, one thread, fastest of `repeats` (a 64x56x56 fp32 activation by default)."""
+    import time
+
+    import torch
+
+    from kernels.uniform_quant import dequantize, quantize
+
+    x = torch.randn(1, elements).relu()
+    out: dict[str, dict[int, float]] = {"quantise": {}, "dequantise": {}}
+    for b in bits:
+        q, dq = [], []
+        quantize(x, b)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            packed = quantize(x, b)
+            t1 = time.perf_counter()
+            dequantize(packed)
+            t2 = time.perf_counter()
+            q.append(t1 - t0)
+            dq.append(t2 - t1)
+        out["quantise"][b] = min(q) / elements
+        out["dequantise"][b] = min(dq) / elements
+    return out
 
 
 def read_calibration(path: Path, spec: Any, tiny: bool) -> tuple[dict[str, Any], dict[str, str]]:

@@ -167,10 +167,28 @@ def lower_graph(profile: ModelProfile, spec: ModelSpec, edge: HardwareProfile, c
         quant_s_per_element_edge=5.0 / edge.bandwidth_bytes_per_s(), quant_s_fixed_edge=edge.op_overhead(),
         dequant_s_per_element_cloud=5.0 / cloud.bandwidth_bytes_per_s(), dequant_s_fixed_cloud=cloud.op_overhead(),
         epsilon=opts.epsilon, t_max_s=opts.t_max_s, period_max_s=opts.period_max_s,
-        **request_overhead(opts.calibration))
+        **quantise_rates(opts.calibration, edge, cloud), **request_overhead(opts.calibration))
     meta = {"kept": kept, "shapes": {i: tuple(n.output_shape) for i, n in enumerate(kept)},
             "dtypes": {i: n.output_dtype for i, n in enumerate(kept)}, "timing_source": timing_source}
     return problem, meta
+
+
+def quantise_rates(calibration: Mapping[str, Any] | None, edge: HardwareProfile,
+                   cloud: HardwareProfile) -> dict[str, tuple[tuple[int, float], ...]]:
+    """Per-bit quantise (edge) and dequantise (cloud) seconds per element from a calibration file, scaled from
+    the calibrating CPU to each device by the ratio of memory bandwidths (the kernels stream the tensor); {}
+    without one (the flat roofline rate then applies)."""
+    from profilers.hardware import profile_from_dict
+
+    got = (calibration or {}).get("quantise_s_per_element")
+    if not got or not isinstance(calibration.get("cpu"), dict):
+        return {}
+    cpu_bw = profile_from_dict(calibration["cpu"], "calibration file").bandwidth_bytes_per_s()
+    to_edge, to_cloud = cpu_bw / edge.bandwidth_bytes_per_s(), cpu_bw / cloud.bandwidth_bytes_per_s()
+    return {"quant_s_per_element_edge_by_bits": tuple(sorted((int(b), float(t) * to_edge)
+                                                             for b, t in got["quantise"].items())),
+            "dequant_s_per_element_cloud_by_bits": tuple(sorted((int(b), float(t) * to_cloud)
+                                                                for b, t in got["dequantise"].items()))}
 
 
 def request_overhead(calibration: Mapping[str, Any] | None) -> dict[str, float]:
