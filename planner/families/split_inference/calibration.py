@@ -19,7 +19,8 @@ def measure(spec: Any, tiny: bool) -> dict[str, Any]:
 
     cpu, _ = measure_this_machine("this-cpu", matmul_size=1024, copy_mib=64, repeats=3)
     totals: list[float] = []
-    times = time_graph_nodes(build_model(spec, tiny=tiny, device="cpu"), totals=totals)
+    forward: list[float] = []
+    times = time_graph_nodes(build_model(spec, tiny=tiny, device="cpu"), totals=totals, forward=forward)
     mid = statistics.median(totals)
     # the whole graph's time in each of the runs against their median: how far this host's speed moved while it
     # was measured; the plan's choice must hold anywhere in that range (solvers/split_inference/robust.py). The
@@ -30,6 +31,7 @@ def measure(spec: Any, tiny: bool) -> dict[str, Any]:
     spread = [ranked[trim] / mid, ranked[-1 - trim] / mid] if mid > 0 else [1.0, 1.0]
     return {"cpu": cpu.to_dict(), "node_times_s": {k: float(v) for k, v in sorted(times.items())},
             "speed_spread": [float(x) for x in spread], "graph_times_s": [float(t) for t in totals],
+            "forward_times_s": [float(t) for t in forward],
             "quantise_s_per_element": measure_quantise_rates(),
             "request_overhead": measure_request_overhead()}
 
