@@ -3,11 +3,15 @@
 Cells: digits-cnn (real weights and data), MiniLM (real weights) and ResNet-50 (random weights, labelled) ×
 uplink 5 and 20 Mbit/s × RTT 1 and 30 ms. In each cell:
 
-  1. the same run calibrates first: this CPU (one torch thread) is measured with `planner hardware measure`
-     and is the CLOUD; `planner calibrate MODEL --scenario split-inference` times every node here and the
-     runtime's per-request cost (runtime/split_inference/overhead.py). The EDGE is EMULATED as this CPU's
-     profile slowed 4× (this CPU's one thread is slower than the catalog's edge devices, and emulation can
-     only slow a process down): the edge pads each request's compute to the plan's edge compute;
+  1. the cell calibrates first, right before its plans: `planner calibrate MODEL --scenario split-inference`
+     times every node here (one torch thread), this CPU's roofline constants and the runtime's per-request cost
+     (runtime/split_inference/overhead.py). The CLOUD is this CPU with the constants of that same calibration
+     (so the cloud's predicted node times are the measured ones, not rescaled by a second hardware measurement
+     taken at another load); the EDGE is EMULATED as that profile slowed 4× (this CPU's one thread is slower
+     than the catalog's edge devices, and emulation can only slow a process down). At run time the edge pads
+     each request to 4× its OWN measured compute (`--emulate-slowdown 4`), so the emulated edge speeds up and
+     slows down with the host's load exactly as the cloud does (padding to the plan's T_e instead froze the edge
+     at the calibration's load while the cloud moved: a ResNet-50 plan lost its cell to that);
   2. two plans, `--objective throughput` and `--objective latency`, each with every baseline, are emitted;
   3. the link: two network namespaces joined by a veth pair, `tc tbf` shaping the rate (this kernel has no
      netem); the one-way delay RTT/2 is EMULATED in the runtime's transport (`--emulate-delay`: each side
@@ -16,8 +20,13 @@ uplink 5 and 20 Mbit/s × RTT 1 and 30 ms. In each cell:
   4. the configurations (both plans, and every baseline whose cut differs from theirs) are run interleaved,
      A B C … A B C …, `reps` times each, pipelined (3 in flight) for throughput and one at a time for
      latency, in one edge process that loads the artifacts once; medians and (min, max) reported;
-  5. per stage, measured against the plan's prediction: link (transfer + delay), cloud compute, and the
-     edge compute measured once UNPADDED (this CPU's compute × 4 against the emulated edge's prediction).
+  5. per stage and repetition, measured against the plan's prediction: link (transfer + delay), cloud compute,
+     and the edge compute (this CPU's own compute × 4, which is what the emulated edge takes). Compute stages
+     are also compared with the prediction RECALIBRATED in the same repetition: the host's speed in that
+     repetition is measured by the all-edge run (edge core) and the all-cloud run (cloud core), each against
+     its prediction, and every other configuration's compute stage is predicted as the calibration's time ×
+     that factor. `stage_prediction_error_max` scores that (and the links against the plan);
+     `stage_prediction_error_max_vs_calibration` the plain prediction, calibrated minutes earlier.
 
     nice python -m benchmarks.split_inference_runtime [--quick]     # as root, from the repository root
 Writes build/bench/split_inference_runtime.json (`summary`: cells, cells_plan_at_least_best_baseline,
@@ -50,9 +59,8 @@ MODELS = ("digits-cnn", "minilm", "resnet50")
 LINKS_MBPS = (5.0, 20.0)
 RTTS_MS = (1.0, 30.0)
 # requests per run: (pipelined throughput run, one-at-a-time latency run); quick mode uses the second pair
-REQUESTS = {"digits-cnn": ((300, 60), (150, 30)), "minilm": ((24, 8), (10, 4)), "resnet50": ((16, 6), (8, 3))}
-QUICK_CELLS = (("digits-cnn", 5.0, 1.0), ("digits-cnn", 5.0, 30.0), ("digits-cnn", 20.0, 1.0),
-               ("digits-cnn", 20.0, 30.0), ("resnet50", 20.0, 30.0))
+REQUESTS = {"digits-cnn": ((300, 60), (120, 24)), "minilm": ((24, 8), (12, 4)), "resnet50": ((16, 6), (9, 3))}
+QUICK_CELLS = (("digits-cnn", 5.0, 1.0), ("digits-cnn", 20.0, 30.0), ("minilm", 20.0, 1.0), ("resnet50", 20.0, 30.0))
 
 
 def sh(cmd: list[str], check: bool = True, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -131,13 +139,11 @@ class Link:
 
 
 # ------------------------------------------------------------------ calibration, plans, artifacts
-def hardware(out: Path) -> tuple[Path, Path, dict[str, Any]]:
-    """Measure this CPU (one thread) as the cloud; the edge is that profile slowed EDGE_SLOWDOWN times."""
+def hardware(out: Path, cpu: dict[str, Any]) -> tuple[Path, Path, dict[str, Any]]:
+    """The cloud is this CPU with the calibration's own constants (`cpu`, measured with the node times); the
+    edge is that profile slowed EDGE_SLOWDOWN times."""
     out.mkdir(parents=True, exist_ok=True)
-    measured = out / "this_cpu_1thread.yaml"
-    sh([PY, "-m", "planner.cli", "hardware", "measure", "-o", str(measured), "--name", "this_cpu_1thread", "--force"],
-       env=env1())
-    d = yaml.safe_load(measured.read_text())
+    d = {k: v for k, v in cpu.items() if v is not None}
     cloud = dict(d, name="bench_cloud_this_cpu", description="this CPU, one torch thread (measured): the benchmark's cloud")
     edge = dict(d, name="bench_edge_cpu_div4", kind="edge_cpu",
                 description=f"EMULATED edge: this CPU's one-thread profile slowed {EDGE_SLOWDOWN:g}x",
@@ -154,25 +160,39 @@ def hardware(out: Path) -> tuple[Path, Path, dict[str, Any]]:
 
 
 def calibrate(model: str, out: Path) -> dict[str, Any]:
-    """`planner calibrate MODEL --scenario split-inference` in this run (node times and per-request cost)."""
-    sh([PY, "-m", "planner.cli", "calibrate", model, "--scenario", "split-inference", "-o", str(out), "--force"],
+    """`planner calibrate MODEL --scenario split-inference` in this run (node times, this CPU's constants and the
+    per-request cost), on the cloud's core."""
+    pin = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else []
+    sh([*pin, PY, "-m", "planner.cli", "calibrate", model, "--scenario", "split-inference", "-o", str(out), "--force"],
        env=env1(), timeout=3600)
     return yaml.safe_load(out.read_text())["measured"]
+
+
+def _cli(argv: list[str]) -> None:
+    """The planner's command line in this process (one torch thread; no interpreter and torch start-up per
+    call, which cost ~10 s a call on the loaded machine)."""
+    import torch
+
+    from planner.cli import main as planner_main
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("PLANNER_CACHE_DIR", env1()["PLANNER_CACHE_DIR"])
+    code = planner_main(argv)
+    if code != 0:
+        raise RuntimeError(f"planner {' '.join(argv[:2])} failed with exit code {code}")
 
 
 def make_plan(model: str, mbps: float, rtt_ms: float, objective: str, edge: Path, cloud: Path, out: Path,
               cal: Path) -> dict[str, Any]:
     """`planner plan --objective OBJ --calibration FILE` for this model and link."""
-    sh([PY, "-m", "planner.cli", "plan", model, "--hardware", str(edge), "--cloud", str(cloud), "--link",
-        f"{mbps:g}mbps", "--rtt", f"{rtt_ms:g}ms", "--objective", objective, "--calibration", str(cal), "-o", str(out),
-        "-q", "--force"], env=env1(), timeout=3600)
+    _cli(["plan", model, "--hardware", str(edge), "--cloud", str(cloud), "--link", f"{mbps:g}mbps", "--rtt",
+          f"{rtt_ms:g}ms", "--objective", objective, "--calibration", str(cal), "-o", str(out), "-q", "--force"])
     return json.loads(out.read_text())
 
 
 def emit(plan_path: Path, out: Path, requests: int) -> dict[str, Any]:
     """`planner emit` (one thread)."""
-    sh([PY, "-m", "planner.cli", "emit", str(plan_path), "-o", str(out), "--force", "--requests", str(requests)],
-       env=env1(), timeout=3600)
+    _cli(["emit", str(plan_path), "-o", str(out), "--force", "--requests", str(requests)])
     return yaml.safe_load((out / "runtime.yaml").read_text())
 
 
@@ -210,11 +230,13 @@ def worker(spec_path: Path) -> int:
     spec = json.loads(spec_path.read_text())
     arts = {k: load_artifact(Path(v["path"]), role="edge") for k, v in spec["artifacts"].items()}
     out = []
-    for label, art, config, mode, count, in_flight, emulate in spec["schedule"]:
-        opts = EdgeOptions(config=config, max_in_flight=in_flight, emulate=emulate, cache=False, adapt=False,
-                           timeout_s=120.0, link_label=spec["label"], one_way_delay_s=spec["delay_s"])
+    for label, art, config, mode, count, in_flight, rep in spec["schedule"]:
+        # the edge: this CPU slowed EDGE_SLOWDOWN x, each request padded to that multiple of its own compute
+        opts = EdgeOptions(config=config, max_in_flight=in_flight, emulate=True, emulate_slowdown=EDGE_SLOWDOWN,
+                           cache=False, adapt=False, timeout_s=120.0, link_label=spec["label"],
+                           one_way_delay_s=spec["delay_s"])
         rec = run_edge(Path(spec["artifacts"][art]["path"]), spec["artifacts"][art]["addr"], opts, count, arts[art])
-        out.append({"label": label, "mode": mode, "receipt": json.loads(rec.to_json()),
+        out.append({"label": label, "mode": mode, "rep": rep, "receipt": json.loads(rec.to_json()),
                     "load_average_1min": round(os.getloadavg()[0], 2)})
     Path(spec["out"]).write_text(json.dumps(out))
     return 0
@@ -226,16 +248,9 @@ def run_cell(d: Path, link: Link, delay_s: float, plans: dict[str, dict], runs: 
     from runtime.split_inference.run import spawn_cloud, stop_process
 
     schedule = []
-    for _ in range(reps):                       # A B C … for throughput, then A B C … for latency, `reps` times
-        schedule += [[label, art, config, "throughput", n_thr, 3, True] for label, art, config in runs]
-        schedule += [[label, art, config, "latency", n_lat, 1, True] for label, art, config in runs]
-    # the edge's own compute, once unpadded, on the configuration with the most of it
-    def edge_compute(run: tuple[str, str, str]) -> float:
-        pred = _predicted(plans, *run)
-        return float(pred.get("edge_compute_ms", pred.get("edge_ms")) or 0.0)
-
-    label, art, config = max(runs, key=edge_compute)
-    schedule.append([label, art, config, "unpadded", n_lat, 1, False])
+    for r in range(reps):                       # A B C … for throughput, then A B C … for latency, `reps` times
+        schedule += [[label, art, config, "throughput", n_thr, 3, r] for label, art, config in runs]
+        schedule += [[label, art, config, "latency", n_lat, 1, r] for label, art, config in runs]
     procs, arts = [], {}
     try:
         for key in ("thr", "lat"):
@@ -273,41 +288,19 @@ def analyse(model: str, mbps: float, rtt_ms: float, plans: dict[str, dict], runs
     where = {label: (art, config) for label, art, config in runs}
     by: dict[str, dict[str, list[dict]]] = {}
     for g in got:
-        by.setdefault(g["label"], {}).setdefault(g["mode"], []).append(g["receipt"])
+        by.setdefault(g["label"], {}).setdefault(g["mode"], []).append(g)
     configs: dict[str, Any] = {}
-    stage_errors: list[dict[str, Any]] = []
     for label, (art, config) in where.items():
         pred = _predicted(plans, label, art, config)
-        thr = [r["totals"]["throughput_rps"] for r in by[label]["throughput"]]
-        p50 = [r["totals"]["latency_ms_p50"] for r in by[label]["latency"]]
-        row0 = [r["rows"][0] for r in by[label]["throughput"] if r["rows"]]
-        c: dict[str, Any] = {"artifact": art, "config": config, "cut": row0[0]["cut"] if row0 else "",
-                             "throughput_rps": _stats(thr), "latency_ms_p50": _stats(p50),
-                             "throughput_rps_predicted": pred.get("throughput_rps"),
-                             "latency_ms_predicted": pred.get("latency_ms"),
-                             "same_as": sorted(k for k, v in same.items() if v == label)}
-        stages = {}
-        if row0 and row0[0].get("link_ms") is not None:
-            stages["link"] = (statistics.median(r["link_ms"] for r in row0), pred.get("link_ms"))
-            stages["cloud"] = (statistics.median(r["cloud_ms"] for r in row0),
-                               pred.get("cloud_compute_ms", pred.get("cloud_ms")))
-        for stage, (meas, p) in stages.items():
-            if p:
-                e = {"config": label, "stage": stage, "measured_ms": meas, "predicted_ms": p,
-                     "error": (meas - p) / p, "scored": p >= STAGE_FLOOR_MS}
-                stage_errors.append(e)
-        configs[label] = c
-    raw = [(g["label"], g["receipt"]) for g in got if g["mode"] == "unpadded"]
-    if raw and raw[0][1]["rows"]:
-        label, rec = raw[0]
-        pred = _predicted(plans, label, *where[label])
-        meas = rec["rows"][0]["edge_compute_ms"] * EDGE_SLOWDOWN
-        p = pred.get("edge_compute_ms", pred.get("edge_ms"))
-        if p:
-            raw = [(label, rec)]
-            stage_errors.append({"config": label, "stage": "edge (unpadded, x4)", "measured_ms": meas,
-                                 "predicted_ms": p, "error": (meas - p) / p, "scored": p >= STAGE_FLOOR_MS,
-                                 "this_cpu_ms": rec["rows"][0]["edge_compute_ms"]})
+        thr = [g["receipt"]["totals"]["throughput_rps"] for g in by[label]["throughput"]]
+        p50 = [g["receipt"]["totals"]["latency_ms_p50"] for g in by[label]["latency"]]
+        row0 = [g["receipt"]["rows"][0] for g in by[label]["throughput"] if g["receipt"]["rows"]]
+        configs[label] = {"artifact": art, "config": config, "cut": row0[0]["cut"] if row0 else "",
+                          "throughput_rps": _stats(thr), "latency_ms_p50": _stats(p50),
+                          "throughput_rps_predicted": pred.get("throughput_rps"),
+                          "latency_ms_predicted": pred.get("latency_ms"),
+                          "same_as": sorted(k for k, v in same.items() if v == label)}
+    stage_errors = stage_checks(plans, where, same, by)
     # a configuration that runs a baseline's cut: a baseline itself, or a plan some baseline equals
     baselines = [lab for lab, k in configs.items()
                  if not lab.startswith("plan_") or any(not x.startswith("plan_") for x in k["same_as"])]
@@ -340,9 +333,65 @@ def analyse(model: str, mbps: float, rtt_ms: float, plans: dict[str, dict], runs
             "timing": plans["thr"]["decisions"].get("timing", "")}
 
 
+def _stage_values(pred: dict[str, Any], row: dict[str, Any]) -> dict[str, tuple[float, float | None]]:
+    """{stage: (measured ms, predicted ms)} of one run's partition row: the edge as the emulated edge took it
+    (this CPU's compute padded to EDGE_SLOWDOWN x, late wake-ups included), and where something was sent the
+    link and the cloud compute."""
+    out = {"edge": (row["edge_ms"], pred.get("edge_compute_ms", pred.get("edge_ms")))}
+    if row.get("link_ms") is not None:
+        out["link"] = (row["link_ms"], pred.get("link_ms"))
+        out["cloud"] = (row["cloud_ms"], pred.get("cloud_compute_ms", pred.get("cloud_ms")))
+    return out
+
+
+def stage_checks(plans: dict[str, dict], where: dict[str, tuple[str, str]], same: dict[str, str],
+                 by: dict[str, dict[str, list[dict]]]) -> list[dict[str, Any]]:
+    """Each configuration's stages (throughput runs, median over repetitions) against the plan's prediction, and
+    the compute stages against the prediction recalibrated in the same repetition: the host's speed factor of
+    that repetition is the all-edge run's edge (edge core) and the all-cloud run's cloud (cloud core) over
+    their predictions. Those two reference runs define the factors, so they are scored only against the plan."""
+    ref = {"edge": same.get("all_edge", "all_edge"), "cloud": same.get("all_cloud", "all_cloud")}
+    factor: dict[str, dict[int, float]] = {"edge": {}, "cloud": {}}
+    for stage, label in ref.items():
+        if label not in where:
+            continue
+        pred = _predicted(plans, label, *where[label])
+        for g in by[label]["throughput"]:
+            if g["receipt"]["rows"]:
+                meas, p = _stage_values(pred, g["receipt"]["rows"][0]).get(stage, (None, None))
+                if meas is not None and p:
+                    factor[stage][g["rep"]] = meas / p
+    errors = []
+    for label, (art, config) in where.items():
+        pred = _predicted(plans, label, art, config)
+        per: dict[str, list[tuple[int, float, float]]] = {}
+        for g in by[label]["throughput"]:
+            if g["receipt"]["rows"]:
+                for stage, (meas, p) in _stage_values(pred, g["receipt"]["rows"][0]).items():
+                    if p:
+                        per.setdefault(stage, []).append((g["rep"], meas, p))
+        for stage, xs in per.items():
+            meas = statistics.median(m for _, m, _ in xs)
+            p = xs[0][2]
+            e = {"config": label, "stage": stage, "measured_ms": meas, "predicted_ms": p,
+                 "measured_ms_min": min(m for _, m, _ in xs), "measured_ms_max": max(m for _, m, _ in xs),
+                 "error_vs_calibration": (meas - p) / p, "scored": p >= STAGE_FLOOR_MS}
+            if stage == "link":
+                e["error"] = e["error_vs_calibration"]
+            elif ref[stage] == label:
+                e["error"], e["reference"] = None, f"defines the {stage} core's speed factor per repetition"
+            else:
+                rec = [m / (p * factor[stage][r]) - 1 for r, m, _ in xs if factor[stage].get(r)]
+                e["error"] = statistics.median(rec) if rec else None
+                e["speed_factors"] = [round(factor[stage][r], 3) for r, _, _ in xs if factor[stage].get(r)]
+            errors.append(e)
+    return errors
+
+
 def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
     """The benchmark's headline figures."""
     scored = [e for c in cells for e in c["stage_errors"] if e["scored"]]
+    recal = [abs(e["error"]) for e in scored if e.get("error") is not None]
     thr_ratios = [c["verdicts"]["plan_throughput"].get("ratio") for c in cells
                   if c["verdicts"]["plan_throughput"].get("ratio") is not None]
     return {"cells": len(cells),
@@ -350,7 +399,9 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
             "cells_throughput_plan_at_least_best_baseline": sum(c["verdicts"]["plan_throughput"]["ok"] for c in cells),
             "cells_latency_plan_at_least_best_baseline": sum(c["verdicts"]["plan_latency"]["ok"] for c in cells),
             "worst_throughput_ratio_vs_best_baseline": min(thr_ratios) if thr_ratios else None,
-            "stage_prediction_error_max": max((abs(e["error"]) for e in scored), default=None),
+            "stage_prediction_error_max": max(recal, default=None),
+            "stage_prediction_error_max_vs_calibration": max((abs(e["error_vs_calibration"]) for e in scored), default=None),
+            "stages_within_15_percent": sum(x <= 0.15 for x in recal),
             "stages_scored": len(scored),
             "stages_below_floor": sum(1 for c in cells for e in c["stage_errors"] if not e["scored"])}
 
@@ -374,8 +425,11 @@ def print_cells(cells: list[dict[str, Any]]) -> None:
             else:
                 print(f"  {name}: {v['note']}")
         for e in c["stage_errors"]:
-            print(f"  stage {e['stage']:<20} {e['config']:<18} meas {e['measured_ms']:.4g} ms, pred {e['predicted_ms']:.4g}"
-                  f" ms, {e['error']:+.0%}{'' if e['scored'] else ' (below 2 ms: not scored)'}")
+            recal = (e.get("reference") or "n/a") if e.get("error") is None else (
+                f"{e['error']:+.0%}" + (" recalibrated per repetition" if e["stage"] != "link" else ""))
+            print(f"  stage {e['stage']:<6} {e['config']:<18} meas {e['measured_ms']:.4g} ms ({e['measured_ms_min']:.4g}-"
+                  f"{e['measured_ms_max']:.4g}), pred {e['predicted_ms']:.4g} ms, {e['error_vs_calibration']:+.0%} vs "
+                  f"calibration, {recal}{'' if e['scored'] else ' (below 2 ms: not scored)'}")
 
 
 def reanalyse(work: Path) -> list[dict[str, Any]]:
@@ -394,7 +448,7 @@ def reanalyse(work: Path) -> list[dict[str, Any]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="digits-cnn's four cells and one ResNet-50 cell, fewer requests")
+    ap.add_argument("--quick", action="store_true", help="two digits-cnn cells, one MiniLM and one ResNet-50 cell, fewer requests")
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
@@ -413,17 +467,12 @@ def main() -> int:
         print(json.dumps(report["summary"], indent=2))
         return 0
     t_start = time.perf_counter()
-    cells_todo = list(QUICK_CELLS) if a.quick else [(m, b, r) for m in a.models for b in LINKS_MBPS for r in RTTS_MS]
+    cells_todo = [c for c in QUICK_CELLS if c[0] in a.models] if a.quick else [(m, b, r) for m in a.models for b in LINKS_MBPS for r in RTTS_MS]
     cells_todo = cells_todo[:a.max_cells] if a.max_cells else cells_todo
     work = a.out / "split_inference_runtime"
     work.mkdir(parents=True, exist_ok=True)
-    print("[calibrate] this CPU and every model, in this run", flush=True)
-    edge_hw, cloud_hw, cpu = hardware(work / "hw")
-    cals: dict[str, Path] = {}
     overheads: dict[str, Any] = {}
-    for model in dict.fromkeys(m for m, _, _ in cells_todo):
-        cals[model] = work / f"{model}.calibration.yaml"
-        overheads[model] = calibrate(model, cals[model]).get("request_overhead")
+    cpus: dict[str, Any] = {}
     link = Link()
     cells: list[dict[str, Any]] = []
     current_mbps = None
@@ -435,20 +484,32 @@ def main() -> int:
                 current_mbps = mbps
             delay_s = max(0.0, rtt / 2 - link.base_rtt_ms / 2) / 1e3
             d = work / f"{model}_{mbps:g}mbps_{rtt:g}ms"
+            cell = d.name
+            t_cell = time.perf_counter()
+            print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] calibrate (node times, CPU, per-request cost)", flush=True)
+            cal = d / "calibration.yaml"
+            d.mkdir(parents=True, exist_ok=True)
+            measured = calibrate(model, cal)
+            overheads[cell], cpus[cell] = measured.get("request_overhead"), measured["cpu"]
+            edge_hw, cloud_hw, _ = hardware(d / "hw", measured["cpu"])
             plans = {}
             for key, obj in (("thr", "throughput"), ("lat", "latency")):
                 (d / key).mkdir(parents=True, exist_ok=True)
                 print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] plan --objective {obj}", flush=True)
-                plans[key] = make_plan(model, mbps, rtt, obj, edge_hw, cloud_hw, d / key / "plan.json", cals[model])
+                plans[key] = make_plan(model, mbps, rtt, obj, edge_hw, cloud_hw, d / key / "plan.json", cal)
                 emit(d / key / "plan.json", d / key / "build", max(n_thr, n_lat))
             runs, same = configurations(plans["thr"], plans["lat"])
+            t_run = time.perf_counter()
             print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] run {len(runs)} configurations x {a.reps} reps", flush=True)
             got = run_cell(d, link, delay_s, plans, runs, n_thr, n_lat, a.reps)
             cells.append(analyse(model, mbps, rtt, plans, runs, same, got, link, delay_s))
+            cells[-1]["wall_s"] = {"calibrate_plan_emit": round(t_run - t_cell, 1),
+                                   "measure": round(time.perf_counter() - t_run, 1)}
+            print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] wall {cells[-1]['wall_s']}", flush=True)
             print_cells(cells[-1:])
     finally:
         link.teardown()
-    report = {"summary": summarise(cells), "quick": a.quick, "reps": a.reps, "cpu": cpu, "cores": os.cpu_count(),
+    report = {"summary": summarise(cells), "quick": a.quick, "reps": a.reps, "cpu": cpus, "cores": os.cpu_count(),
               "edge_slowdown": EDGE_SLOWDOWN, "request_overhead": overheads, "cells": cells,
               "wall_s": round(time.perf_counter() - t_start, 1),
               "note": ("edge EMULATED (this CPU's compute padded to the plan's edge compute, a device 4x slower); "

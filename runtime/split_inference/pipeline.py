@@ -39,6 +39,9 @@ class EdgeOptions:
     config: str = "plan"
     max_in_flight: int = 3
     emulate: bool = True
+    # None: pad each request's edge compute to the plan's T_e; a factor k: pad it to k x this request's own
+    # measured compute (a device k times slower than this CPU is right now, whatever the host's load)
+    emulate_slowdown: float | None = None
     cache: bool | None = None          # None: runtime.yaml's cache.enabled
     adapt: bool | None = None          # None: on when the plan has a table
     switch_samples: int | None = None  # None: runtime.yaml's adaptation.switch_samples
@@ -76,6 +79,21 @@ class RequestRecord:
     def latency_s(self) -> float:
         """From the start of edge compute to the answer on the edge."""
         return self.result_at - self.start
+
+
+SPIN_TAIL_S = 0.002
+
+
+def pad_until(deadline: float) -> None:
+    """Hold this thread until `deadline` (transport.now() clock): sleep for all but the last SPIN_TAIL_S, then
+    spin, yielding the interpreter lock. A plain sleep woke up milliseconds late on a loaded host, which slowed
+    the emulated edge of sub-millisecond stages by half again; the spin keeps the core as the device's compute
+    would, at most SPIN_TAIL_S per request."""
+    rest = deadline - now() - SPIN_TAIL_S
+    if rest > 0:
+        time.sleep(rest)
+    while now() < deadline:
+        time.sleep(0)
 
 
 def summarise_output(first: torch.Tensor, classification: bool) -> tuple[int | None, torch.Tensor]:
@@ -241,12 +259,17 @@ class EdgeRunner:
                     wire_vals = part.edge(*args)
                 t1 = now()
                 pred = part.predicted        # pad the compute to the plan's; the runtime's own cost comes on top
-                target_s = float(pred.get("edge_compute_ms", pred.get("edge_ms", 0.0))) / 1e3 if self.opts.emulate else 0.0
-                sleep = max(0.0, target_s - (t1 - t0))
-                if sleep > 0:
-                    time.sleep(sleep)
+                if not self.opts.emulate:
+                    target_s = 0.0
+                elif self.opts.emulate_slowdown is not None:
+                    target_s = self.opts.emulate_slowdown * (t1 - t0)
+                else:
+                    target_s = float(pred.get("edge_compute_ms", pred.get("edge_ms", 0.0))) / 1e3
+                if target_s > t1 - t0:
+                    pad_until(t0 + target_s)
                 emulated.append(target_s)
-                rec = RequestRecord(rid, part.pid, t0, t1 - t0, sleep, now())
+                t2 = now()
+                rec = RequestRecord(rid, part.pid, t0, t1 - t0, t2 - t1, t2)
                 self.records[rid] = rec
                 self.last_rid = rid
                 n += 1
@@ -277,10 +300,17 @@ class EdgeRunner:
                 self.link.close()
         recs = [self.records[i] for i in sorted(self.records)]
         mean_target = sum(emulated) / len(emulated) if emulated else 0.0
-        emu = (f"edge emulated: each request's edge stage padded by sleeping to the plan's T_e for the edge profile "
-               f"({self.art.config.get('edge_device', '?')}, mean {mean_target * 1e3:.3g} ms); this CPU computed it in "
-               f"{sum(r.edge_compute_s for r in recs) / max(len(recs), 1) * 1e3:.3g} ms on average"
-               if self.opts.emulate else "no edge emulation: the edge stage ran at this CPU's speed")
+        cpu_ms = sum(r.edge_compute_s for r in recs) / max(len(recs), 1) * 1e3
+        if not self.opts.emulate:
+            emu = "no edge emulation: the edge stage ran at this CPU's speed"
+        elif self.opts.emulate_slowdown is not None:
+            emu = (f"edge emulated as this CPU slowed {self.opts.emulate_slowdown:g}x: each request's edge stage padded "
+                   f"by sleeping to {self.opts.emulate_slowdown:g}x its own measured compute (mean {mean_target * 1e3:.3g} "
+                   f"ms; this CPU computed it in {cpu_ms:.3g} ms on average)")
+        else:
+            emu = (f"edge emulated: each request's edge stage padded by sleeping to the plan's T_e for the edge profile "
+                   f"({self.art.config.get('edge_device', '?')}, mean {mean_target * 1e3:.3g} ms); this CPU computed "
+                   f"it in {cpu_ms:.3g} ms on average")
         return EdgeResult(recs, list(self.controller.switches) if self.controller else [], self.bw_log, self.probes,
                           self.probe_bytes_sent, sum(c.lookups for c in self.caches.values()),
                           sum(c.hits for c in self.caches.values()), self.link.stats if self.link else None,

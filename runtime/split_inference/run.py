@@ -196,6 +196,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--adapt", choices=("on", "off"), help="plan-table switching (default: on when the plan has a table)")
     ap.add_argument("--switch-samples", type=int, help="consecutive samples before a table switch")
     ap.add_argument("--no-emulate", action="store_true", help="do not pad the edge stage to the edge profile's T_e")
+    ap.add_argument("--emulate-slowdown", type=float,
+                    help="edge: emulate a device this many times slower than this CPU as it runs now (pad each "
+                         "request to the factor x its own measured compute) instead of padding to the plan's T_e")
     ap.add_argument("--emulate-cloud", action="store_true",
                     help="cloud: pad each request's cloud stage to the plan's T_c (emulates a slower cloud)")
     ap.add_argument("--emulate-delay", type=float, default=0.0,
@@ -213,7 +216,11 @@ def parser() -> argparse.ArgumentParser:
 
 def options_from_args(a: argparse.Namespace) -> EdgeOptions:
     """EdgeOptions from parsed arguments."""
+    if a.emulate_slowdown is not None and not a.emulate_slowdown >= 1.0:
+        raise PlannerError(f"--emulate-slowdown {a.emulate_slowdown:g} would speed this CPU up",
+                           "give a factor of at least 1")
     return EdgeOptions(config=a.config, max_in_flight=a.max_in_flight, emulate=not a.no_emulate,
+                       emulate_slowdown=a.emulate_slowdown,
                        cache=None if a.cache is None else a.cache == "on",
                        adapt=None if a.adapt is None else a.adapt == "on", switch_samples=a.switch_samples,
                        timeout_s=a.timeout, connect_timeout_s=a.connect_timeout, reconnect_timeout_s=a.reconnect_timeout,

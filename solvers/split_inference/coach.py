@@ -363,7 +363,7 @@ def _tensor_range(problem: SplitInferenceProblem, prep: Prepared, v: int) -> tup
 def cut_bound(problem: SplitInferenceProblem, prep: Prepared, cs: CutStructure, objective: str) -> float | None:
     """Lower bound on the objective of a cut over every bit vector in [floor, native]; None if no vector
     can meet T_max. T_e ∈ [E0, E0 + Σ t_q], T_c ∈ [C0, C0 + Σ t_dq], T_t between its fewest and most bytes."""
-    e0, c0 = cs.edge_compute_s, cs.cloud_compute_s
+    e0, c0 = cs.edge_compute_s + problem.request_loop_s, cs.cloud_compute_s
     lo_bytes = hi_bytes = tq = tdq = 0.0
     for v in cs.tensors:
         a, b, q, dq = _tensor_range(problem, prep, v)

@@ -199,14 +199,16 @@ def quantise_s(problem: SplitInferenceProblem, v: int, b: int) -> float:
     """t_q(v) on the device (s); 0 for raw tensors."""
     if not is_quantised(problem, v, b):
         return 0.0
-    return problem.quant_s_fixed_edge + problem.quant_s_per_element_edge * float(problem.out_elements[v])
+    rate = dict(problem.quant_s_per_element_edge_by_bits).get(int(b), problem.quant_s_per_element_edge)
+    return problem.quant_s_fixed_edge + rate * float(problem.out_elements[v])
 
 
 def dequantise_s(problem: SplitInferenceProblem, v: int, b: int) -> float:
     """t_dq(v) in the cloud (s); 0 for raw tensors."""
     if not is_quantised(problem, v, b):
         return 0.0
-    return problem.dequant_s_fixed_cloud + problem.dequant_s_per_element_cloud * float(problem.out_elements[v])
+    rate = dict(problem.dequant_s_per_element_cloud_by_bits).get(int(b), problem.dequant_s_per_element_cloud)
+    return problem.dequant_s_fixed_cloud + rate * float(problem.out_elements[v])
 
 
 def tensor_accuracy_drop(problem: SplitInferenceProblem, v: int, b: int) -> float:
@@ -327,7 +329,7 @@ class StageSums:
 
 def stage_sums(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[int, int], adj: GraphIndex) -> StageSums:
     """The §3 sums for (cut, bits); cheap enough for the bit-ceiling search."""
-    t_e = cs.edge_compute_s
+    t_e = cs.edge_compute_s + problem.request_loop_s          # the edge loop's cost, every request
     t_c = cs.cloud_compute_s
     sent = acc = 0.0
     if cs.tensors:            # the runtime's per-request framing, gRPC and thread hand-offs
@@ -387,7 +389,7 @@ def stage_times(problem: SplitInferenceProblem, cs: CutStructure, bits: Mapping[
                         objective_s=objective, bytes_per_request=ss.bytes_per_request,
                         accuracy_drop=ss.accuracy_drop, edge_memory_bytes=cs.memory_bytes,
                         propagation_s=problem.rtt_s / 2.0 if cs.tensors else 0.0,
-                        edge_overhead_s=problem.request_edge_s if cs.tensors else 0.0,
+                        edge_overhead_s=problem.request_loop_s + (problem.request_edge_s if cs.tensors else 0.0),
                         cloud_overhead_s=problem.request_cloud_s if cs.tensors else 0.0)
 
 

@@ -103,11 +103,18 @@ def solve_enumerate(problem: SplitInferenceProblem, objective: str = "coach", ma
                                           "max_bit_tensors": max_bit_tensors, "bits_restricted": restricted})
 
 
-def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, workers: int = 2, seed: int = 0,
-                time_scale: float = 1e6, accuracy_scale: float = 1e9, objective: str = "coach",
+def solve_cpsat(problem: SplitInferenceProblem, deterministic_limit: float = 5.0, wall_backstop_s: float = 600.0,
+                seed: int = 0, time_scale: float = 1e6, accuracy_scale: float = 1e9, objective: str = "coach",
                 hint: SplitInferenceSolution | None = None) -> SplitInferenceSolution:
     """CP-SAT MILP relaxation (module docstring) with times in integer units of 1/time_scale s (µs by default);
-    `objective` is "coach" (J), "throughput" (P) or "latency" (Lat)."""
+    `objective` is "coach" (J), "throughput" (P) or "latency" (Lat).
+
+    Deterministic: one worker, CP-SAT's interleaved (deterministic) search, a fixed seed and a limit in CP-SAT's
+    deterministic time (`deterministic_limit`, its work counter in nominal seconds), so the same problem gives the
+    same answer and bound whatever the machine's load. `wall_backstop_s` only guards against a run that never
+    ends; `params["wall_backstop_hit"]` says when it, not the deterministic limit, stopped the search (then the
+    answer depends on the load). A single worker without the interleaved search ran out of memory (19 GB) on
+    ResNet-50's J model."""
     from ortools.sat.python import cp_model
 
     if objective not in OBJECTIVES:
@@ -162,14 +169,14 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
         link[v, b] = us(tensor_bytes(problem, v, b) / bw) if bw > 0 else 10 ** 15
         big += us(quantise_s(problem, v, b)) + us(dequantise_s(problem, v, b)) + link[v, b]
     o_e, o_c, o_l = us(problem.request_edge_s), us(problem.request_cloud_s), us(problem.request_latency_s)
-    big += us(problem.rtt_s) + o_e + o_c + o_l + 1
+    big += us(problem.rtt_s) + o_e + o_c + o_l + us(problem.request_loop_s) + 1
     T_e = model.new_int_var(0, big, "T_e")
     T_t = model.new_int_var(0, big, "T_t")
     T_c = model.new_int_var(0, big, "T_c")
     P = model.new_int_var(0, 2 * big + us(problem.result_bytes / problem.downlink_bytes_per_s + problem.rtt_s), "P")
     D = model.new_int_var(0, big, "D")
     # [Constraint] stage times (docs/split-inference.md §2)
-    model.add(T_e == sum(te[v] * x[v] for v in range(n)) + o_e * any_sent
+    model.add(T_e == sum(te[v] * x[v] for v in range(n)) + o_e * any_sent + us(problem.request_loop_s)
               + sum(us(quantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))
     model.add(T_c == sum(tc[v] * (1 - x[v]) for v in range(n)) + o_c * any_sent
               + sum(us(dequantise_s(problem, v, b)) * z[v, b] for (v, b) in z if is_quantised(problem, v, b)))
@@ -234,10 +241,14 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
         for v, var in y.items():
             model.add_hint(var, v in hint.bits)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = time_limit_s
-    solver.parameters.num_workers = workers
+    solver.parameters.num_workers = 1
+    solver.parameters.interleave_search = True
     solver.parameters.random_seed = seed
+    solver.parameters.max_deterministic_time = float(deterministic_limit)
+    solver.parameters.max_time_in_seconds = float(wall_backstop_s)
     status = solver.solve(model)
+    # unproven and short of the deterministic limit: the wall clock stopped it
+    backstop = status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE) and solver.deterministic_time < deterministic_limit
     if status == cp_model.INFEASIBLE:
         raise InfeasibleError("the MILP has no feasible partition under the edge memory, T_max and epsilon",
                               "raise the edge memory or t_max_s (solve with COACH to see the min-latency plan)")
@@ -254,8 +265,10 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
     return SplitInferenceSolution(status=st, on_edge=mask, bits=bits, metrics=m, objective=m.objective_s,
                                   wall_time_s=watch.elapsed(),
                                   trace=(TraceEvent("cpsat", 0, {"status": solver.status_name(status),
-                                                                 "wall_s": solver.wall_time}),),
+                                                                 "deterministic_s": round(solver.deterministic_time, 6)}),),
                                   params={"method": "cpsat", "objective": objective, "incumbent": incumbent,
+                                          "deterministic_limit": float(deterministic_limit),
+                                          "wall_backstop_hit": bool(backstop),
                                           "milp_objective_s": solver.objective_value / time_scale if incumbent else None,
                                           # every rounded term moves |T_e − T_c| or −T_t by < 1 unit: subtract
                                           # that slack so the bound holds for the unrounded cost model too
@@ -266,7 +279,7 @@ def solve_cpsat(problem: SplitInferenceProblem, time_limit_s: float = 30.0, work
 @dataclass(frozen=True)
 class SplitExactReference:
     """The exact reference the planner reports as the bound: enumeration up to `max_enumerate_nodes` nodes,
-    CP-SAT (time-limited, integer nanoseconds) up to `max_cpsat_nodes`, nothing above."""
+    CP-SAT (limited in deterministic time, integer nanoseconds) up to `max_cpsat_nodes`, nothing above."""
 
     name: str = "exact"
     max_enumerate_nodes: int = 20
@@ -278,8 +291,8 @@ class SplitExactReference:
             return f"{problem.num_nodes} nodes is above the {self.max_cpsat_nodes}-node CP-SAT limit"
         return None
 
-    def solve(self, problem: SplitInferenceProblem, time_limit_s: float, objective: str = "coach",
-              hint: SplitInferenceSolution | None = None) -> SplitInferenceSolution:
+    def solve(self, problem: SplitInferenceProblem, deterministic_limit: float, objective: str = "coach",
+              hint: SplitInferenceSolution | None = None, wall_backstop_s: float = 600.0) -> SplitInferenceSolution:
         """Exhaustive enumeration on small graphs, else CP-SAT, for `objective`. `params["bound_s"]` is the value in
         seconds of the objective (J, P or Lat), `params["is_bound"]` whether no plan can go below it, and
         `params["kind"]` says how it was obtained."""
@@ -291,9 +304,13 @@ class SplitExactReference:
             kind = ("exhaustive enumeration of every cut x bit vector" if not restricted else
                     "reference, not a bound: enumeration of every cut, bits enumerated on cuts of <= 3 tensors only")
             return replace(sol, params={**sol.params, "kind": kind, "bound_s": value, "is_bound": not restricted})
-        sol = solve_cpsat(problem, time_limit_s=time_limit_s, time_scale=1e9, objective=objective, hint=hint)  # ns
+        sol = solve_cpsat(problem, deterministic_limit=deterministic_limit, wall_backstop_s=wall_backstop_s,
+                          time_scale=1e9, objective=objective, hint=hint)  # ns
         what = {"coach": "J with the bubble of multi-tensor cuts relaxed", "throughput": "the period, exact",
                 "latency": "the latency, exact"}[objective]
         kind = f"CP-SAT MILP ({what}; additive accuracy)"
-        kind += ", optimal" if sol.status == Status.OPTIMAL else f", {sol.status.value}: CP-SAT's lower bound"
+        kind += (", optimal" if sol.status == Status.OPTIMAL else
+                 f", {sol.status.value} ({deterministic_limit:g} deterministic s): CP-SAT's lower bound")
+        if sol.params.get("wall_backstop_hit"):
+            kind += f" (stopped by the {wall_backstop_s:g} s wall-clock backstop: depends on this machine's load)"
         return replace(sol, params={**sol.params, "kind": kind, "is_bound": True})

@@ -58,6 +58,13 @@ class SplitInferenceProblem:
     request_edge_s: float = 0.0
     request_cloud_s: float = 0.0
     request_latency_s: float = 0.0
+    # the edge's own request loop (window, bookkeeping, the output's summary), paid by every request, one that
+    # stays on the edge too (added to T_e of every cut); 0 for plans without a calibration
+    request_loop_s: float = 0.0
+    # per-element quantise (edge) and dequantise (cloud) time by bit width, ((bits, s), ...), measured by
+    # `planner calibrate` (sub-byte packing costs ~30x 8-bit per element here); widths absent use the flat rates
+    quant_s_per_element_edge_by_bits: tuple[tuple[int, float], ...] = ()
+    dequant_s_per_element_cloud_by_bits: tuple[tuple[int, float], ...] = ()
     # requests between the edge and their answer (the runtime's --max-in-flight): a request holds a slot for
     # its whole latency, so throughput is at most pipeline_depth / Lat however short the stages are
     pipeline_depth: int = 3

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,15 @@ def test_calibrated_plans_come_from_the_file_and_are_deterministic(tmp_path: Pat
     from planner.serde import dumps
 
     assert dumps(plan_from_argv(argv).plan) == dumps(ctx.plan)   # measured once, planned twice: same bytes
+    # the edge loop's cost is in every cut, and the choice is checked across the calibration's spread
+    assert p.request_loop_s > 0
+    # the runtime's quantise/dequantise measured per bit width, scaled to each device
+    rates = dict(p.quant_s_per_element_edge_by_bits)
+    assert set(rates) >= {4, 8} and all(r > 0 for r in rates.values()) and p.dequant_s_per_element_cloud_by_bits
+    assert any("calibration's spread" in n for n in ctx.plan.notes)
+    doc = yaml.safe_load(cal.read_text())
+    lo, hi = doc["measured"]["speed_spread"]
+    assert 0 < lo <= 1 <= hi and len(doc["measured"]["graph_times_s"]) == 7
+    # node times: each node's fastest run, scaled so they sum to the median direct forward of the whole graph
+    assert sum(doc["measured"]["node_times_s"].values()) == pytest.approx(
+        statistics.median(doc["measured"]["forward_times_s"]), rel=1e-6)

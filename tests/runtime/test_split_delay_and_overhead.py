@@ -47,3 +47,5 @@ def test_request_overhead_is_measured_through_the_transport() -> None:
     assert 0 < got["edge_s"] == got["cloud_s"] < 0.5
     assert got["period_s"] == pytest.approx(got["edge_s"] + got["cloud_s"])
     assert got["latency_s"] >= 0 and got["round_trip_s"] > 0
+    # the edge loop runs the real EdgeRunner, every request answered at the edge
+    assert 0 < got["edge_loop_s"] < 0.5 and got["spread"]["edge_loop_s"][0] <= got["edge_loop_s"]

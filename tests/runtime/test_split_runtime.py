@@ -145,6 +145,14 @@ def test_baseline_configuration_and_all_edge_run_through_the_same_runtime(digits
     assert rec.totals["answered_by"]["edge"] == 10 and rec.totals["accuracy"] == rec.totals["accuracy_fp32_unsplit"]
 
 
+def test_slowdown_emulation_pads_to_a_multiple_of_each_requests_own_compute(digits_art: Path) -> None:
+    # a device 3x slower than this CPU as it runs now: the padded stage tracks the measured compute, not the plan
+    result, rec = _run(digits_art, None, config="all_edge", count=12, emulate_slowdown=3.0)
+    for r in result.records:       # the pad as held (a late wake-up shows), at least the factor's
+        assert r.edge_sleep_s >= 2.0 * r.edge_compute_s - 1e-6
+    assert "slowed 3x" in result.emulation
+
+
 def test_semantic_cache_answers_at_the_edge_on_real_digits(digits_art: Path, cloud) -> None:
     _, target = cloud
     _, rec = _run(digits_art, target, cache=True, emulate=False)
@@ -315,6 +323,8 @@ def test_command_line_roles_and_errors(digits_art: Path, tmp_path: Path, capsys:
     assert main([str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1
+    assert main([str(digits_art), "--emulate-slowdown", "0.5"]) == 2
+    assert "--emulate-slowdown" in capsys.readouterr().err
     # the embedded default: a cloud child process on a free port, this process the edge
     out = tmp_path / "receipt.json"
     assert main([str(digits_art), "--requests", "8", "--no-emulate", "--json", str(out)]) == 0

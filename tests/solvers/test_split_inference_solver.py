@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from solvers.common import InfeasibleError
+from solvers.common import InfeasibleError, Status
 from solvers.split_inference import baselines
 from solvers.split_inference.coach import (CoachConfig, accuracy_floor, accuracy_floor_linear, bit_ladder, prepare,
                                            repair, solve, solve_plan_table)
@@ -321,13 +323,13 @@ def test_cpsat_matches_enumeration_on_chains_and_bounds_dags() -> None:
         n = int(rng.integers(3, 10))
         p = make_problem(n, chain_edges(n), rng, t_max_s=math.inf if t % 2 else 0.05)
         ref = solve_enumerate(p)
-        got = solve_cpsat(p, time_limit_s=20)
+        got = solve_cpsat(p)
         assert validate(p, got) == []
         # single-tensor cuts: the MILP is the same model, up to µs rounding of every time
         assert got.objective == pytest.approx(ref.objective, rel=2e-3)
     n = 20
     p = make_problem(n, random_dag(rng, n), rng)
-    got = solve_cpsat(p, time_limit_s=20)
+    got = solve_cpsat(p)
     assert validate(p, got) == []
     assert got.params["bound_s"] <= got.params["milp_objective_s"] + 1e-9
 
@@ -549,7 +551,7 @@ def test_cpsat_bound_is_below_every_plan_for_every_objective() -> None:
         for obj, metric in (("coach", "objective_s"), ("throughput", "period_s"), ("latency", "latency_s")):
             ref = solve_enumerate(p, objective=obj)
             plan = solve(p, CoachConfig(objective=obj))
-            got = solve_cpsat(p, time_limit_s=20, time_scale=1e9, objective=obj)
+            got = solve_cpsat(p, time_scale=1e9, objective=obj)
             bound = got.params["bound_s"]
             assert bound <= getattr(ref.metrics, metric) * (1 + 1e-9) + 1e-12
             assert bound <= getattr(plan.metrics, metric) * (1 + 1e-9) + 1e-12
@@ -607,3 +609,107 @@ def test_per_request_overhead_counts_only_when_something_is_sent() -> None:
     # enough overhead makes keeping everything on the device the throughput plan
     heavy = replace(p, request_edge_s=1.0, request_cloud_s=1.0)
     assert solve(heavy, CoachConfig(objective="throughput")).on_edge.all()
+
+
+def test_cpsat_bound_is_deterministic_whatever_the_machine_load() -> None:
+    """Same problem, same plan bytes: the bound's CP-SAT stops on its deterministic work counter, not the clock
+    (a wall-clock limit made the bound, and so the plan, depend on the machine's load). The limit is set so the
+    search stops before proving optimality, where a wall-clock stop would land on a different bound each run;
+    a competing CPU-bound process changes the wall time of one run, not its answer."""
+    rng = np.random.default_rng(5)
+    n, edges = chain_of_blocks(16)
+    p = make_problem(n, edges, rng, bandwidth_bytes_per_s=1e12)
+    runs = [solve_cpsat(p, deterministic_limit=0.1, objective="coach", time_scale=1e9)]
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        runs.append(solve_cpsat(p, deterministic_limit=0.1, objective="coach", time_scale=1e9))
+    finally:
+        hog.kill()
+        hog.wait()
+    assert runs[0].status == Status.TIME_LIMIT and runs[0].params["bound_s"] > 0    # stopped by the limit, mid-proof
+    for r in runs[1:]:
+        assert (r.status, r.params["bound_s"], r.params["incumbent"], r.trace) == \
+            (runs[0].status, runs[0].params["bound_s"], runs[0].params["incumbent"], runs[0].trace)
+        assert not r.params["wall_backstop_hit"]
+    # the wall-clock backstop, when it is what stops the search, says so
+    stopped = solve_cpsat(p, deterministic_limit=1e6, wall_backstop_s=1e-3, objective="coach", time_scale=1e9)
+    assert stopped.params["wall_backstop_hit"]
+
+
+def test_edge_loop_cost_counts_for_every_request_cut_or_not() -> None:
+    """request_loop_s adds to T_e of every cut, all-edge included, in the cost model, COACH's bound and CP-SAT."""
+    rng = np.random.default_rng(3)
+    base = make_problem(6, chain_edges(6), rng)
+    loaded = replace(base, request_loop_s=0.004)
+    for on in (np.ones(6, dtype=bool), np.array([True, True, True, False, False, False])):
+        a, b = evaluate(base, on, {}), evaluate(loaded, on, {})
+        assert b.edge_s == pytest.approx(a.edge_s + 0.004)
+        assert b.edge_s - b.edge_overhead_s == pytest.approx(a.edge_s - a.edge_overhead_s)    # compute unchanged
+    for obj in ("throughput", "latency"):
+        ref = solve_enumerate(loaded, objective=obj)
+        got = solve_cpsat(loaded, objective=obj, time_scale=1e9)
+        metric = "period_s" if obj == "throughput" else "latency_s"
+        assert got.params["bound_s"] == pytest.approx(getattr(ref.metrics, metric), rel=1e-4)
+
+
+def test_robust_choice_minimises_the_worst_regret_over_the_spread() -> None:
+    """Oracle: the candidate with the smallest worst regret over the corners, by brute force; a spread of (1, 1)
+    keeps the plan; on a close call the nominal optimum is dropped for a cut that holds at every corner."""
+    from solvers.split_inference.robust import PLAN, robust_choice, scaled
+
+    # input + 3 nodes: all-edge (3 x 10 ms) against all-cloud (3 x 9.5 ms behind a 28.5 ms link): nominally the
+    # cloud wins throughput by 5 %; with the cloud 30 % slower and the edge 20 % faster it is 54 % behind, while
+    # all-edge is at worst 37 % behind (edge 30 % slower, cloud 20 % faster: the link holds the cloud at 28.5 ms)
+    n = 4
+    rng = np.random.default_rng(0)
+    kw = dict(edge_time_s=np.array([0, 0.010, 0.010, 0.010]), cloud_time_s=np.array([0, 0.0095, 0.0095, 0.0095]),
+              rtt_s=0.0, pipeline_depth=100,
+              out_elements=np.full(n, 1000), quant_s_fixed_edge=0.0, quant_s_per_element_edge=0.0,
+              dequant_s_fixed_cloud=0.0, dequant_s_per_element_cloud=0.0)
+    p = make_problem(n, chain_edges(n), rng, **kw)
+    p = replace(p, bandwidth_bytes_per_s=baselines.all_cloud(p).metrics.bytes_per_request / 0.0285)
+    cloud = baselines.all_cloud(p)
+    edge = baselines.all_edge(p)
+    assert cloud.metrics.period_s < edge.metrics.period_s                  # the nominal optimum sends
+    cands = {PLAN: cloud, "all_edge": edge}
+    assert robust_choice(p, cands, "throughput", (1.0, 1.0)).chosen == PLAN
+    rc = robust_choice(p, cands, "throughput", (0.8, 1.3))
+    assert rc.chosen == "all_edge" and rc.worst_regret[PLAN] == pytest.approx(1.3 * 28.5 / 24)
+    assert rc.worst_corner[PLAN] == (0.8, 1.3) and rc.worst_regret["all_edge"] == pytest.approx(1.3 * 30 / 28.5)
+    # brute force over the corners, on random instances and every objective
+    for t in range(4):
+        q = make_problem(8, random_dag(rng, 8), rng)
+        cs = {PLAN: solve(q, CoachConfig(objective="throughput")), **{b.name: b.solve(q) for b in baselines.BASELINES}}
+        for obj, metric in (("throughput", "period_s"), ("latency", "latency_s"), ("coach", "objective_s")):
+            rc = robust_choice(q, cs, obj, (0.7, 1.5))
+            worst = {}
+            for name, s in cs.items():
+                regs = []
+                for a, b in rc.corners:
+                    qs = scaled(q, a, b)
+                    vals = {k: getattr(evaluate(qs, v.on_edge, v.bits), metric) for k, v in cs.items()}
+                    regs.append(vals[name] / min(vals.values()))
+                worst[name] = max(regs)
+            assert worst[rc.chosen] == pytest.approx(min(worst.values()), rel=1e-9)
+            assert rc.worst_regret[rc.chosen] == pytest.approx(worst[rc.chosen], rel=1e-9)
+
+
+def test_quantise_time_follows_the_calibrated_rate_of_each_bit_width() -> None:
+    """Sub-byte packing is far slower per element than 8-bit: the per-bit rates replace the flat one, in the cost
+    model and in CP-SAT's bound alike; widths without a rate keep the flat rate."""
+    from solvers.split_inference.cost import dequantise_s, quantise_s
+
+    rng = np.random.default_rng(4)
+    base = make_problem(6, chain_edges(6), rng)
+    p = replace(base, quant_s_per_element_edge_by_bits=((4, 3e-8), (8, 2e-9)),
+                dequant_s_per_element_cloud_by_bits=((4, 2e-8),))
+    v, n = 2, float(base.out_elements[2])
+    assert quantise_s(p, v, 4) == pytest.approx(p.quant_s_fixed_edge + 3e-8 * n)
+    assert quantise_s(p, v, 8) == pytest.approx(p.quant_s_fixed_edge + 2e-9 * n)
+    assert quantise_s(p, v, 2) == pytest.approx(quantise_s(base, v, 2))
+    assert dequantise_s(p, v, 4) == pytest.approx(p.dequant_s_fixed_cloud + 2e-8 * n)
+    for obj in ("throughput", "latency"):
+        ref = solve_enumerate(p, objective=obj)
+        got = solve_cpsat(p, objective=obj, time_scale=1e9)
+        metric = "period_s" if obj == "throughput" else "latency_s"
+        assert got.params["bound_s"] == pytest.approx(getattr(ref.metrics, metric), rel=1e-4)

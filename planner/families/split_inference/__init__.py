@@ -101,7 +101,8 @@ class SplitInferenceFamily(Family):
         from planner.families.split_inference import phases as ph
 
         return (Phase("profile", ph.profile), Phase("lower", ph.lower), Phase("solve", ph.solve),
-                Phase("baselines", ph.baselines), Phase("bound", ph.bound), Phase("lift", ph.lift))
+                Phase("baselines", ph.baselines), Phase("robust", ph.robust), Phase("bound", ph.bound),
+                Phase("lift", ph.lift))
 
     def validate_plan(self, plan: Any) -> list[str]:
         from planner.families.split_inference.lowering import validate_plan_decisions

@@ -1,6 +1,7 @@
 """split-inference calibration: per-node times of the model's graph on this CPU, with this CPU's constants."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ from planner.calibration import read_calibration as read_file
 
 
 def measure(spec: Any, tiny: bool) -> dict[str, Any]:
-    """Time every graph node here (fx Interpreter, median of 5), measure this CPU's roofline constants and
+    """Time every graph node here (fx Interpreter, 7 runs: profilers.timing.time_graph_nodes), measure this CPU's roofline constants and
     the split runtime's fixed cost per request (framing, gRPC, thread hand-offs: runtime/split_inference/overhead.py)."""
     from profilers.hardware import measure_this_machine
     from profilers.models import build_model
@@ -17,9 +18,50 @@ def measure(spec: Any, tiny: bool) -> dict[str, Any]:
     from runtime.split_inference.overhead import measure_request_overhead
 
     cpu, _ = measure_this_machine("this-cpu", matmul_size=1024, copy_mib=64, repeats=3)
-    times = time_graph_nodes(build_model(spec, tiny=tiny, device="cpu"))
+    totals: list[float] = []
+    forward: list[float] = []
+    times = time_graph_nodes(build_model(spec, tiny=tiny, device="cpu"), totals=totals, forward=forward)
+    mid = statistics.median(totals)
+    # the whole graph's time in each of the runs against their median: how far this host's speed moved while it
+    # was measured; the plan's choice must hold anywhere in that range (solvers/split_inference/robust.py). The
+    # second fastest and second slowest of the 7 runs: one preempted run of a sub-millisecond graph measured
+    # 22x the median and, as a corner, made a latency plan trade 83 % of its nominal latency for that corner.
+    ranked = sorted(totals)
+    trim = 1 if len(ranked) >= 5 else 0
+    spread = [ranked[trim] / mid, ranked[-1 - trim] / mid] if mid > 0 else [1.0, 1.0]
     return {"cpu": cpu.to_dict(), "node_times_s": {k: float(v) for k, v in sorted(times.items())},
+            "speed_spread": [float(x) for x in spread], "graph_times_s": [float(t) for t in totals],
+            "forward_times_s": [float(t) for t in forward],
+            "quantise_s_per_element": measure_quantise_rates(),
             "request_overhead": measure_request_overhead()}
+
+
+def measure_quantise_rates(elements: int = 200_704, bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 16),
+                           repeats: int = 3) -> dict[str, dict[int, float]]:
+    """Seconds per element of the runtime's quantise (UAQ + bit packing) and dequantise at each bit width on
+    this CPU, one thread, fastest of `repeats` (a 64x56x56 fp32 activation by default)."""
+    import time
+
+    import torch
+
+    from kernels.uniform_quant import dequantize, quantize
+
+    x = torch.randn(1, elements).relu()
+    out: dict[str, dict[int, float]] = {"quantise": {}, "dequantise": {}}
+    for b in bits:
+        q, dq = [], []
+        quantize(x, b)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            packed = quantize(x, b)
+            t1 = time.perf_counter()
+            dequantize(packed)
+            t2 = time.perf_counter()
+            q.append(t1 - t0)
+            dq.append(t2 - t1)
+        out["quantise"][b] = min(q) / elements
+        out["dequantise"][b] = min(dq) / elements
+    return out
 
 
 def read_calibration(path: Path, spec: Any, tiny: bool) -> tuple[dict[str, Any], dict[str, str]]:

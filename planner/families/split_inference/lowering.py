@@ -52,7 +52,10 @@ class SplitOptions:
     t_max_s: float = float("inf")                  # --max-latency
     period_max_s: float = float("inf")             # 1 / --min-throughput
     bits: tuple[int, ...] = DEFAULT_BITS
-    exact_time_limit_s: float = 10.0
+    # the bound's CP-SAT stops after this much deterministic time (its work counter, not the clock: the same
+    # inputs give the same plan bytes on a loaded machine); the wall-clock backstop only guards against a hang
+    exact_deterministic_limit: float = 5.0
+    exact_wall_backstop_s: float = 600.0
     calibration: Mapping[str, Any] | None = None   # per-node CPU times + that CPU's profile (a calibration file)
     calibration_record: Mapping[str, str] | None = None
     cloud_profile: Any = None                       # the resolved `cloud` HardwareProfile
@@ -164,10 +167,28 @@ def lower_graph(profile: ModelProfile, spec: ModelSpec, edge: HardwareProfile, c
         quant_s_per_element_edge=5.0 / edge.bandwidth_bytes_per_s(), quant_s_fixed_edge=edge.op_overhead(),
         dequant_s_per_element_cloud=5.0 / cloud.bandwidth_bytes_per_s(), dequant_s_fixed_cloud=cloud.op_overhead(),
         epsilon=opts.epsilon, t_max_s=opts.t_max_s, period_max_s=opts.period_max_s,
-        **request_overhead(opts.calibration))
+        **quantise_rates(opts.calibration, edge, cloud), **request_overhead(opts.calibration))
     meta = {"kept": kept, "shapes": {i: tuple(n.output_shape) for i, n in enumerate(kept)},
             "dtypes": {i: n.output_dtype for i, n in enumerate(kept)}, "timing_source": timing_source}
     return problem, meta
+
+
+def quantise_rates(calibration: Mapping[str, Any] | None, edge: HardwareProfile,
+                   cloud: HardwareProfile) -> dict[str, tuple[tuple[int, float], ...]]:
+    """Per-bit quantise (edge) and dequantise (cloud) seconds per element from a calibration file, scaled from
+    the calibrating CPU to each device by the ratio of memory bandwidths (the kernels stream the tensor); {}
+    without one (the flat roofline rate then applies)."""
+    from profilers.hardware import profile_from_dict
+
+    got = (calibration or {}).get("quantise_s_per_element")
+    if not got or not isinstance(calibration.get("cpu"), dict):
+        return {}
+    cpu_bw = profile_from_dict(calibration["cpu"], "calibration file").bandwidth_bytes_per_s()
+    to_edge, to_cloud = cpu_bw / edge.bandwidth_bytes_per_s(), cpu_bw / cloud.bandwidth_bytes_per_s()
+    return {"quant_s_per_element_edge_by_bits": tuple(sorted((int(b), float(t) * to_edge)
+                                                             for b, t in got["quantise"].items())),
+            "dequant_s_per_element_cloud_by_bits": tuple(sorted((int(b), float(t) * to_cloud)
+                                                                for b, t in got["dequantise"].items()))}
 
 
 def request_overhead(calibration: Mapping[str, Any] | None) -> dict[str, float]:
@@ -182,7 +203,7 @@ def request_overhead(calibration: Mapping[str, Any] | None) -> dict[str, float]:
     if not got:
         return {}
     return {"request_edge_s": float(got["edge_s"]), "request_cloud_s": float(got["cloud_s"]),
-            "request_latency_s": float(got["latency_s"])}
+            "request_latency_s": float(got["latency_s"]), "request_loop_s": float(got.get("edge_loop_s", 0.0))}
 
 
 def calibrated_times(kept: Sequence[NodeProfile], in_bytes: np.ndarray, edge: HardwareProfile, cloud: HardwareProfile,

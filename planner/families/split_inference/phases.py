@@ -93,6 +93,44 @@ def baselines(ctx: PlanContext) -> None:
         ctx.state.baselines[base.name] = base.solve(ctx.state.lowered.problem)
 
 
+def robust(ctx: PlanContext) -> None:
+    """Keep the plan only where it holds across the calibration's spread of compute speed; else take the
+    candidate (a baseline's cut) with the smallest worst regret, and say so (solvers/split_inference/robust.py)."""
+    from planner.families.split_inference.lowering import joint_check
+    from solvers.split_inference.cost import evaluate
+    from solvers.split_inference.robust import PLAN, robust_choice
+
+    st = ctx.state
+    low = st.lowered
+    cal = low.options.calibration or {}
+    spread = cal.get("speed_spread")
+    if not spread:
+        return
+    lo, hi = min(1.0, float(spread[0])), max(1.0, float(spread[1]))
+    if lo == hi == 1.0:
+        return
+    p = low.problem
+    cands = {PLAN: st.solution, **{name: b for name, b in st.baselines.items() if not b.params.get("violations")}}
+    rc = robust_choice(p, cands, low.options.objective, (lo, hi))
+    what = f"compute x{lo:.2f}..x{hi:.2f} on each side, the calibration's spread"
+    mine = rc.worst_regret[PLAN]
+    if rc.chosen == PLAN:
+        ctx.notes.append(f"checked across the calibration's spread ({what}): the plan has the smallest worst-case "
+                         f"regret of the candidates ({mine - 1:.1%} behind the best at its worst corner)")
+        return
+    sol = cands[rc.chosen]
+    bits, joint, lines = joint_check(low, dict(sol.bits))
+    m = evaluate(p, sol.on_edge, bits)
+    st.solution = dataclasses.replace(st.solution, on_edge=np.asarray(sol.on_edge, dtype=bool).copy(), bits=bits,
+                                      metrics=m, objective=m.objective_s)
+    st.joint_drop = joint
+    ctx.notes.extend(lines)
+    a, b = rc.worst_corner[PLAN]
+    ctx.notes.append(f"robust choice ({what}): the cut of {rc.chosen} (worst {rc.worst_regret[rc.chosen] - 1:.1%} "
+                     f"behind the best candidate at any corner) instead of the nominal optimum, which falls "
+                     f"{mine - 1:.1%} behind at edge x{a:.2f}, cloud x{b:.2f}")
+
+
 def bound(ctx: PlanContext) -> None:
     """The exact reference, where its size limits allow (it says so otherwise)."""
     from solvers.split_inference.exact import SplitExactReference
@@ -104,8 +142,8 @@ def bound(ctx: PlanContext) -> None:
         ctx.notes.append(f"no exact reference: {why}")
         return
     opts = ctx.state.lowered.options
-    ctx.state.bound = ref.solve(p, time_limit_s=opts.exact_time_limit_s, objective=opts.objective,
-                                hint=ctx.state.solution)
+    ctx.state.bound = ref.solve(p, deterministic_limit=opts.exact_deterministic_limit, objective=opts.objective,
+                                hint=ctx.state.solution, wall_backstop_s=opts.exact_wall_backstop_s)
 
 
 def lift(ctx: PlanContext) -> None:
@@ -145,7 +183,7 @@ def lift(ctx: PlanContext) -> None:
         value = (1.0 / seconds if seconds > 0 else math.inf) if metric == "throughput_rps" else seconds * 1e3
         if not (math.isfinite(value) and value > 0):
             ctx.notes.append(f"no bound: {ref.params['kind']} proved nothing above 0 within "
-                             f"{low.options.exact_time_limit_s:g} s")
+                             f"{low.options.exact_deterministic_limit:g} deterministic s")
         else:
             # gap >= 0 when the plan is worse than the bound (above it for a minimum, below it for a maximum)
             gap = (value - pred[metric]) / value if sense == "max" else (pred[metric] - value) / value
