@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -44,13 +44,38 @@ def _from_client(reply: Any, node: int, mid: str) -> Any:
     return Message(error=reply.error, metadata=md) if reply.has_error() else Message(content=reply.content, metadata=md)
 
 
+def train_round(strategy: Any, rnd: int, arrays: Any, by_node: Mapping[int, str],
+                handle: Callable[[Any, str], Any]) -> Any:
+    """One Flower training round in this process: the strategy's messages as each client receives them,
+    `handle(message, client_id)` for each (a failing client becomes an error reply, as Flower does), and the
+    strategy's aggregation. Returns the aggregated arrays, or None when the strategy keeps the old ones."""
+    from flwr.app import ConfigRecord, Error, Message
+    from flwr.supercore.task_identity import TaskIdentity
+
+    replies = []
+    TaskIdentity.node_id = 0       # the server's messages
+    for i, msg in enumerate(list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid=None))):
+        node = int(msg.metadata.dst_node_id)
+        TaskIdentity.node_id = node
+        mid = f"{rnd}-{i}"
+        received = _received(msg, node, mid)
+        try:
+            reply = handle(received, by_node[node])
+        except Exception as exc:   # Flower turns a failing ClientApp into an error reply
+            reply = Message(error=Error(code=1, reason=f"{exc.__class__.__name__}: {exc}"), metadata=received.metadata)
+        replies.append(_from_client(reply, node, mid))
+    TaskIdentity.node_id = 0
+    new, _ = strategy.aggregate_train(rnd, replies)
+    return new
+
+
 def run_in_process(job: Mapping[str, Any], model_path: Path, *, target_accuracy: float | None = None,
                    job_path: Path | None = None) -> Receipt:
     """Run `job` (see `compress_run.check_job`) through the Flower apps in this process; return the receipt."""
     import json
     import tempfile
 
-    from flwr.app import ConfigRecord, Context, Error, RecordDict
+    from flwr.app import Context, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
     check_job(job)
@@ -73,26 +98,8 @@ def run_in_process(job: Mapping[str, Any], model_path: Path, *, target_accuracy:
         TaskIdentity.run_id = 1
         TaskIdentity.task_id = 1
         for rnd in sorted(int(r["round"]) for r in job["rounds"]):
-            replies = []
-            TaskIdentity.node_id = 0       # the server's messages
-            msgs = list(strategy.configure_train(rnd, weights, ConfigRecord(), grid=None))
-            for i, msg in enumerate(msgs):
-                node = int(msg.metadata.dst_node_id)
-                cid = by_node[node]
-                TaskIdentity.node_id = node
-                mid = f"{rnd}-{i}"
-                try:
-                    reply = compress_app.compression_mod(
-                        _received(msg, node, mid), contexts[cid],
-                        lambda m, c, cid=cid: compress_app.train(m, run_config, node_cfg[cid]))
-                except Exception as exc:   # Flower turns a failing ClientApp into an error reply
-                    from flwr.app import Message
-
-                    reply = Message(error=Error(code=1, reason=f"{exc.__class__.__name__}: {exc}"),
-                                    metadata=_received(msg, node, mid).metadata)
-                replies.append(_from_client(reply, node, mid))
-            TaskIdentity.node_id = 0
-            new, _ = strategy.aggregate_train(rnd, replies)
+            new = train_round(strategy, rnd, weights, by_node, lambda m, cid: compress_app.compression_mod(
+                m, contexts[cid], lambda m2, c, cid=cid: compress_app.train(m2, run_config, node_cfg[cid])))
             if new is not None:
                 weights = new
             acc = compress_app.accuracy(model, compress_app.state_dict_of(weights), x_test, y_test)

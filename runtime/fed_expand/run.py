@@ -58,10 +58,9 @@ def run_in_process(artifact_dir: str | Path, *, config: str = "plan", rounds: in
     """The same Flower apps driven in this process (no transport, no Ray), as runtime/fed/compress_inprocess.py
     does for fed-compress: the strategy's configure_train, each client's handler with Flower messages,
     aggregate_train, the server's evaluation. For learning curves of many configurations on a small machine."""
-    from flwr.app import ConfigRecord, Error, Message
     from flwr.supercore.task_identity import TaskIdentity
 
-    from runtime.fed.compress_inprocess import _from_client, _received
+    from runtime.fed.compress_inprocess import train_round
     from runtime.fed.lora_strategy import to_numpy, to_record
     from runtime.fed_expand.app import BlockFedAvg, client_train, evaluate, initial_state
 
@@ -85,21 +84,8 @@ def run_in_process(artifact_dir: str | Path, *, config: str = "plan", rounds: in
     TaskIdentity.run_id = 1
     TaskIdentity.task_id = 1
     for rnd in range(1, n_rounds + 1):
-        replies = []
-        TaskIdentity.node_id = 0       # the server's messages
-        for i, msg in enumerate(list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid=None))):
-            node = int(msg.metadata.dst_node_id)
-            cid = by_node[node]
-            TaskIdentity.node_id = node
-            mid = f"{rnd}-{i}"
-            try:
-                reply = client_train(_received(msg, node, mid), run_config, node_cfg[cid])
-            except Exception as exc:       # Flower turns a failing ClientApp into an error reply
-                reply = Message(error=Error(code=1, reason=f"{exc.__class__.__name__}: {exc}"),
-                                metadata=_received(msg, node, mid).metadata)
-            replies.append(_from_client(reply, node, mid))
-        TaskIdentity.node_id = 0
-        new, _ = strategy.aggregate_train(rnd, replies)
+        new = train_round(strategy, rnd, arrays, by_node,
+                          lambda m, cid: client_train(m, run_config, node_cfg[cid]))
         if new is not None:
             arrays = new
         rec = {"round": rnd, "clients": replies_by_round.get(rnd, {}),
