@@ -10,10 +10,11 @@ import re
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from core.errors import PlannerError, UnknownNameError, closest_names
+from core.errors import InputMismatchError, PlannerError, UnknownNameError, closest_names
 from planner.families.base import Family
 from profilers.hardware import GIB, HardwareProfile, profile_from_dict
 from profilers.model_spec import ModelSpec, spec_from_dict
@@ -211,3 +212,13 @@ def resolve_model(name: str) -> ModelSpec:
                                f"put the model's transformers config.json in {name}/, or pass a catalog name ("
                                + closest_names(name, cat) + ")")
     raise UnknownNameError(f"unknown model '{name}'", closest_names(name, cat) + "; a config.json path, FILE.py:factory or package.module:factory also works")
+
+
+def plan_model(plan: Any, spec: ModelSpec | None = None) -> ModelSpec:
+    """The model a plan was made for (the catalog's entry, or `spec`), or a one-line error when it no longer
+    matches the plan's model fingerprint (the catalog or the loader changed since the plan)."""
+    spec = spec if spec is not None else resolve_model(plan.model.name)
+    if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
+        raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
+                                 "re-plan with this version of `planner plan`")
+    return spec

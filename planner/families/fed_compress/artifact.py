@@ -15,7 +15,6 @@ from typing import Any
 
 from core.artifacts import read_job
 from core.atomic_io import write_text_atomic
-from core.errors import InputMismatchError
 from planner.families.base import Progress, RunReport
 from planner.flags import FlagValues
 from planner.schema import Plan
@@ -27,13 +26,10 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
     """Export the seeded initial model and write one job per configuration."""
     from codegen.fed_compress import export_model, job_for
     from planner.families.fed_compress.calibration import initial_model
-    from planner.registry import resolve_model
+    from planner.registry import plan_model
     from planner.serde import dumps
 
-    spec = resolve_model(plan.model.name)
-    if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
-        raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
-                                 "re-plan with this version of `planner plan`")
+    spec = plan_model(plan)
     seed = int(plan.inputs.get("seed", 0))
     progress("exporting the initial model")
     model, example = initial_model(spec, seed)

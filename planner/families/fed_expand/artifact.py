@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from core.errors import ArtifactError, InputMismatchError
+from core.errors import ArtifactError
 from planner.families.base import Progress, RunReport
 from planner.flags import FlagValues
 from planner.schema import Plan
@@ -70,14 +70,11 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
 
     from codegen.fed_expand import IDENTITY_TOLERANCE, expand_for_plan, identity_gap
     from planner.families.fed_expand.phases import check_decoder
-    from planner.registry import resolve_model
+    from planner.registry import plan_model
     from planner.serde import dumps
     from profilers.models import build_model, transformers_config
 
-    spec = resolve_model(plan.model.name)
-    if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
-        raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
-                                 "re-plan with this version of `planner plan`")
+    spec = plan_model(plan)
     seed = int(values["seed"])
     progress("building the model and its expansion")
     torch.manual_seed(seed)

@@ -74,15 +74,12 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
     import torch
 
     from codegen.fed_lora import LoraSpec, emit_adapters
-    from planner.registry import resolve_model
+    from planner.registry import plan_model
     from planner.serde import dumps
     from profilers.fine_tuning import task_model
     from profilers.models import build_model
 
-    spec = resolve_model(plan.model.name)
-    if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
-        raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
-                                 "re-plan with this version of `planner plan`")
+    spec = plan_model(plan)
     seed = int(values["seed"])
     lspec = LoraSpec.from_dict(plan.decisions["lora"])
     task, arch = None, None

@@ -40,15 +40,12 @@ def _check_weights(weights: str, fingerprint: str) -> None:
 def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> str:
     """Write runtime.yaml and plan.json."""
     from codegen.kv_budget import runtime_config
-    from planner.registry import resolve_model
+    from planner.registry import plan_model
     from planner.serde import dumps
 
     weights = _weights_of(plan.inputs.get("weights"))
     if weights is None:
-        spec = resolve_model(plan.model.name)
-        if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
-            raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
-                                     "re-plan with this version of `planner plan`")
+        plan_model(plan)
     else:
         _check_weights(weights, plan.model.fingerprint)
         weights = str(Path(weights).resolve())     # the artifact runs from any directory on this machine

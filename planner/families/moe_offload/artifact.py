@@ -16,12 +16,10 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
     import torch
 
     from codegen.moe_offload import write_artifact
+    from planner.registry import plan_model
     from profilers.models import build_model
 
-    spec = _plan_spec(plan)
-    if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
-        raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
-                                 "re-plan with this version of `planner plan`")
+    spec = plan_model(plan, _plan_spec(plan))
     progress("building the model")
     seed = int(values["seed"])
     torch.manual_seed(seed)

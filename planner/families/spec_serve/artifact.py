@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from core.atomic_io import write_text_atomic
-from core.errors import ArtifactError, InputMismatchError, PlannerError, reason_of
+from core.errors import ArtifactError, PlannerError, reason_of
 from planner.families.base import Progress, RunReport
 from planner.flags import FlagValues
 from planner.schema import Plan
@@ -29,13 +29,10 @@ HELD_OUT_SEED_OFFSET = 1_000_003
 def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> str:
     """Write runtime.yaml and plan.json."""
     from codegen.spec_serve import runtime_config
-    from planner.registry import resolve_model
+    from planner.registry import plan_model
     from planner.serde import dumps
 
-    spec = resolve_model(plan.model.name)
-    if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
-        raise InputMismatchError(f"the model {plan.model.name} no longer matches the plan's model fingerprint",
-                                 "re-plan with this version of `planner plan`")
+    plan_model(plan)
     cfg = runtime_config(plan)
     write_text_atomic(staging / "runtime.yaml", yaml.safe_dump(cfg, sort_keys=True))
     write_text_atomic(staging / "plan.json", dumps(plan))

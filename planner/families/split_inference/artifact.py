@@ -169,15 +169,12 @@ def _rederive(plan: Any, spec: Any, configs: Sequence[_Config], progress: Progre
 
 # ------------------------------------------------------------------ emit
 def _build(plan: Any, seed: int) -> tuple[Any, Any]:
-    from planner.registry import resolve_model
+    from planner.registry import plan_model
     from profilers.models import build_model
 
     if plan.family != "split-inference":
         raise PlannerError(f"this is a {plan.family} plan, not split-inference", "emit it with its own family")
-    spec = resolve_model(plan.model.name)
-    if spec.fingerprint(plan.model.tiny) != plan.model.fingerprint:
-        raise InputMismatchError(f"the catalog's {plan.model.name} no longer matches the plan's model fingerprint",
-                                 "re-plan with this version of `planner plan`")
+    spec = plan_model(plan)
     meta = build_model(spec, tiny=plan.model.tiny, device="meta") if spec.kind == "transformers" and not plan.model.tiny else None
     if meta is not None:
         n_bytes = sum(p.numel() * 4 for p in meta.module.parameters())
