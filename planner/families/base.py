@@ -207,3 +207,14 @@ def cached_moe_structure(spec: "ModelSpec", tiny: bool) -> "MoeStructure | None"
     if use_cache:
         write_bytes_atomic(path, json.dumps(None if s is None else structure_to_dict(s)).encode())
     return s
+
+
+def require_population(ctx: PlanContext, family: str) -> None:
+    """A federated plan names its clients (--clients) and takes their hardware from them, not --hardware."""
+    from core.errors import PlannerError
+
+    if not ctx.request.flags["clients"]:
+        raise PlannerError(f"{family} plans need a client population", "pass --clients FILE or --clients gen:N")
+    if ctx.hardware is not None:
+        raise PlannerError(f"--hardware does not apply to {family} plans: every client's hardware comes from the "
+                           "population", "drop --hardware and name device kinds in the --clients file")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.errors import PlannerError
-from planner.families.base import Family, Phase, PlanContext, Progress, RunReport
+from planner.families.base import Family, Phase, PlanContext, Progress, RunReport, require_population
 from planner.flags import Flag, FlagValues
 
 
@@ -96,11 +96,7 @@ class FedCompressFamily(Family):
         from planner.families.fed_compress.lowering import FedCompressOptions
 
         v = ctx.request.flags
-        if not v["clients"]:
-            raise PlannerError("fed-compress plans need a client population", "pass --clients FILE or --clients gen:N")
-        if ctx.hardware is not None:
-            raise PlannerError("--hardware does not apply to fed-compress plans: every client's hardware comes from "
-                               "the population", "drop --hardware and name device kinds in the --clients file")
+        require_population(ctx, "fed-compress")
         if ctx.spec.kind != "digits-cnn":
             raise PlannerError(f"fed-compress trains on scikit-learn digits, which {ctx.spec.name} does not take",
                                "plan digits-cnn with --scenario fed-compress")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.errors import PlannerError
-from planner.families.base import Family, Phase, PlanContext, Progress, RunReport
+from planner.families.base import Family, Phase, PlanContext, Progress, RunReport, require_population
 from planner.flags import Flag, FlagValues
 
 RUN_CONFIGS = ("plan", "fixed_expansion", "static_allocation", "lora_fedavg", "full_ft")
@@ -73,11 +73,7 @@ class FedExpandFamily(Family):
         from planner.families.fed_expand.lowering import FedExpandOptions
 
         v = ctx.request.flags
-        if not v["clients"]:
-            raise PlannerError("fed-expand plans need a client population", "pass --clients FILE or --clients gen:N")
-        if ctx.hardware is not None:
-            raise PlannerError("--hardware does not apply to fed-expand plans: every client's hardware comes from the "
-                               "population", "drop --hardware and name device kinds in the --clients file")
+        require_population(ctx, "fed-expand")
         s = ctx.spec
         if s.kind != "transformers" or s.task != "causal-lm" or not isinstance(s.config.get("num_hidden_layers"), int):
             raise PlannerError(f"{s.name} has no transformer decoder blocks to expand",

@@ -8,8 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from core.errors import PlannerError
-from planner.families.base import Family, Phase, PlanContext, Progress, RunReport
+from planner.families.base import Family, Phase, PlanContext, Progress, RunReport, require_population
 from planner.flags import Flag, FlagValues
 
 
@@ -76,11 +75,7 @@ class FedLoraFamily(Family):
         from planner.families.fed_lora.lowering import FedLoraOptions
 
         v = ctx.request.flags
-        if not v["clients"]:
-            raise PlannerError("fed-lora plans need a client population", "pass --clients FILE or --clients gen:N")
-        if ctx.hardware is not None:
-            raise PlannerError("--hardware does not apply to fed-lora plans: every client's hardware comes from "
-                               "the population", "drop --hardware and name device kinds in the --clients file")
+        require_population(ctx, "fed-lora")
         return FedLoraOptions(
             clients=v["clients"], batch_size=v["batch_size"], seq_len=v["seq_len"], local_steps=v["local_steps"],
             lora_rank=v["lora_rank"], lora_alpha=v["lora_alpha"], act_bits=int(v["act_bits"]),
