@@ -89,6 +89,19 @@ def expected_exposed_s(sync_s: float, tau: int, step_s: float, jitter_s: float) 
     return gap * 0.5 * math.erfc(-z / math.sqrt(2.0)) + sd * math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
 
 
+def window_jitter_s(step_s: Sequence[float], window: int) -> float:
+    """Effective per-step jitter for a window of `window` steps (seconds): the std of the sums of `window`
+    consecutive measured steps (overlapping) over sqrt(window). For independent steps this is the per-step
+    std; when load comes in phases (consecutive steps slow together) it is larger, which is what a hiding
+    window of tau steps sees. 0 with fewer than window + 1 steps."""
+    w = max(1, int(window))
+    if len(step_s) <= w:
+        return 0.0
+    c = np.concatenate([[0.0], np.cumsum(np.asarray(step_s, dtype=float))])
+    sums = c[w:] - c[:-w]
+    return float(np.std(sums) / math.sqrt(w))
+
+
 def needed_delay(problem: GeoTrainProblem, frag_bytes: Sequence[int]) -> int:
     """The smallest tau that hides every send (uncapped; `hidden_within`)."""
     t, sig = problem.pace_step_s, problem.step_jitter_s

@@ -73,6 +73,26 @@ def exposure_replay(step_s: list[float], sync_s: float, tau: int, h: int) -> dic
             "slots_exposed": sum(e > 0 for e in exposed), "slots": len(windows)}
 
 
+WARMUP_STEPS = 2      # first steps of a run left out of the pace (imports, quorum set-up, allocator warm-up)
+
+
+def pace_from_steps(step_s: list[float], job: dict[str, Any]) -> tuple[float, float]:
+    """(mean step, window jitter) in seconds from one region's measured step times: the steps that fill a
+    hiding window, i.e. every step except the warm-up and the slot ends (where the merge waits), and the
+    jitter over windows of tau steps (`window_jitter_s`; at tau 0, DiLoCo, one step)."""
+    from solvers.geo_train.cost import window_jitter_s
+
+    H = int(job["H"])
+    if job["algorithm"] == "diloco":
+        slot = H
+    else:
+        slot = H // (int(job["N"]) if job["algorithm"] == "cocodc" else len(job["groups"]))
+    pace = [x for k, x in enumerate(step_s) if k >= WARMUP_STEPS and (k + 1) % slot != 0]
+    if not pace:
+        return (statistics.fmean(step_s) if step_s else 0.0), 0.0
+    return statistics.fmean(pace), window_jitter_s(pace, max(1, int(job["tau"])))
+
+
 def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
     """Receipt totals from every region's log (medians over regions)."""
     steps = len(logs[0]["step_s"])
@@ -86,6 +106,11 @@ def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> di
     cfg_pred = plan.predicted if job["name"] == "plan" else plan.baselines[job["name"]].predicted
     re = _repredict(plan, job, compute)
     rj = _repredict(plan, job, compute, jitter)
+    # the cost model at this run's own pace: mean of the window-filling steps and their window jitter
+    paces = [pace_from_steps(l["step_s"], job) for l in logs]
+    pace_t = statistics.median(t for t, _ in paces)
+    pace_sig = statistics.median(s for _, s in paces)
+    rw = _repredict(plan, job, pace_t, pace_sig)
     replayed = 0.0
     if job["algorithm"] != "diloco" and job["tau"] > 0:
         frags = (plan.decisions if job["name"] == "plan" else plan.baselines[job["name"]].decisions)["fragments"]
@@ -112,6 +137,9 @@ def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> di
         "compute_jitter_s": jitter, "repredicted_with_jitter_step_time_s": rj.step_time_s,
         "exposed_comm_s_per_step_replayed": replayed,
         "repredicted_with_jitter_exposed_comm_s_per_step": rj.exposed_comm_s_per_step,
+        "pace_step_s": pace_t, "pace_window_jitter_s": pace_sig,
+        "repredicted_at_pace_step_time_s": rw.step_time_s,
+        "repredicted_at_pace_exposed_comm_s_per_step": rw.exposed_comm_s_per_step,
         "choices_agree": agree, "every_fragment_per_window": per_window, "commits": logs[0]["manager_step"],
         "lambda_mean": statistics.fmean(logs[0]["lambdas"]) if logs[0]["lambdas"] else 0.0,
     }
