@@ -67,16 +67,19 @@ def schedules(graph_spec: str, seed: int, rounds: int, episodes: int, graph: Any
         q = replace(p, surrogate=surrogate_constants(metric))
         base = {b.name: b.solve(q) for b in baselines(seed=seed)}
         ctl = solve(q, DdpgConfig(episodes=episodes, seed=seed)).schedule
-        ranking, target, margin = choose_schedule(q, ctl, {n: (s.schedule, s.feasible) for n, s in base.items()},
+        ranking, target, margin, rule = choose_schedule(q, ctl, {n: (s.schedule, s.feasible) for n, s in base.items()},
                                                   ratio_grid(q, 10))
         out[name] = ranking[0].schedule
         inf = float("inf")
-        sel[name] = {"chosen": ranking[0].name, "target_accuracy_predicted": target, "margin": margin,
+        sel[name] = {"chosen": ranking[0].name, "target_accuracy_predicted": target, "margin": margin, "rule": rule,
                      "controller_rank": [r.name for r in ranking].index("controller") + 1,
                      "predicted": {r.name.split(":", 1)[-1]: {"time_to_target_s": None if r.time_to_target_s == inf
                                                                else r.time_to_target_s,
                                                                "final_accuracy": 1.0 - r.final_error}
                                    for r in ranking if r.name.startswith("baseline:") or r is ranking[0]}}
+        sel[name]["predicted_curves"] = {     # the surrogate's curves under this metric's constants
+            n: {"round_time_s": m.round_time_s.tolist(), "accuracy": (1.0 - m.loss).tolist()}
+            for n, m in [(name, ranking[0].metrics)] + [(b, s.metrics) for b, s in base.items()]}
         if metric == "global":
             out.update({n: s.schedule for n, s in base.items()})
     return g, p, out, sel
@@ -162,6 +165,28 @@ def train_schedule(g: Any, p: Any, sched: Any, seed: int, hidden: int = 32, loca
     return out
 
 
+def central_accuracy(g: Any, seed: int, steps: int, hidden: int = 32, lr: float = 0.01) -> float:
+    """Held-out accuracy of one GCN trained centrally on every training node of the whole graph for `steps`
+    Adam steps (the rounds x local steps each worker takes): the ceiling a decentralised run approaches on the
+    global metric (same model, init seed and learning rate as `train_schedule`)."""
+    import torch
+
+    from runtime.dfgl.model import TwoLayerGnn
+
+    torch.set_num_threads(1)
+    x, y, ei = torch.from_numpy(g.x), torch.from_numpy(g.y), torch.from_numpy(g.edge_index)
+    trm, tem = torch.from_numpy(g.train_mask), torch.from_numpy(g.test_mask)
+    torch.manual_seed(seed)
+    mod = TwoLayerGnn(x.shape[1], hidden, g.num_classes)
+    opt = torch.optim.Adam(mod.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(mod(x, ei)[trm], y[trm]).backward()
+        opt.step()
+    with torch.no_grad():
+        return float((mod(x, ei).argmax(1)[tem] == y[tem]).float().mean())
+
+
 def to_target(curve: list[dict], target: float, key: str = "accuracy") -> tuple[float | None, float | None]:
     """(time, bytes) at the first round whose accuracy (`key`) reaches `target`, or (None, None)."""
     for r in curve:
@@ -174,6 +199,37 @@ def accuracy_at(curve: list[dict], budget_s: float, key: str = "accuracy") -> fl
     """Accuracy (`key`) of the last round finished within `budget_s` (0 if none)."""
     done = [r[key] for r in curve if r["time_s"] <= budget_s + 1e-12]
     return done[-1] if done else 0.0
+
+
+def _predicted_at(curve: dict, budget_s: float) -> float:
+    """Surrogate's accuracy after the last round finished within `budget_s` (0 if none)."""
+    done = [a for a, t in zip(curve["accuracy"], np.cumsum(curve["round_time_s"])) if t <= budget_s + 1e-12]
+    return done[-1] if done else 0.0
+
+
+def _why_at_budget(res: dict, plan: str, key: str, prefix: str, acc: dict, budget: float) -> None:
+    """Why the accuracy at the budget is won or lost: the surrogate's predicted accuracy at the (predicted)
+    budget for the plan and the best measured baseline at the budget, against the measured ones; and the
+    headroom (the best accuracy any configuration reached in any round, and for the global metric a centrally
+    trained GCN, minus the best baseline at the budget)."""
+    sel = res["selection"][plan]
+    curves = sel["predicted_curves"]
+    pbudget = float(np.sum(curves[plan]["round_time_s"]))
+    base = [n for n in acc if not n.startswith("plan")]
+    best = max(base, key=lambda n: acc[n])
+    pred = {n: _predicted_at(curves[n], pbudget) for n in [plan] + base}
+    best_pred = max(base, key=lambda n: pred[n])
+    reached = max(r[key] for v in res["configs"].values() for r in v["curve"])
+    why = {"best_baseline_at_budget": best, "measured_plan": acc[plan], "measured_best_baseline": acc[best],
+           "predicted_plan": pred[plan], "predicted_best_baseline": pred[best_pred],
+           "predicted_best_baseline_name": best_pred, "predicted_same_baseline": pred[best],
+           "predicted_delta": pred[plan] - pred[best_pred], "measured_delta": acc[plan] - acc[best],
+           "plan_prediction_error": acc[plan] - pred[plan], "baseline_prediction_error": acc[best] - pred[best],
+           "budget_s_measured": budget, "budget_s_predicted": pbudget,
+           "headroom_best_reached": reached - acc[best]}
+    if key == "global_accuracy" and "central_accuracy" in res:
+        why["headroom_central"] = res["central_accuracy"] - acc[best]
+    res[prefix + "why_at_budget"] = why
 
 
 def _compare(res: dict, plan: str, key: str, prefix: str) -> None:
@@ -197,6 +253,8 @@ def _compare(res: dict, plan: str, key: str, prefix: str) -> None:
     res[prefix + "per_config"] = {n: {"time_to_target_s": tt[n][0], "bytes_to_target": tt[n][1],
                                       "accuracy_at_budget": acc[n], "final_accuracy": cfg[n]["curve"][-1][key]}
                                   for n in cfg}
+    _why_at_budget(res, plan, key, prefix, {n: a for n, a in acc.items() if n == plan or not n.startswith("plan")},
+                   budget)
 
 
 def rank_agreement(sel: dict, measured: dict, plan: str) -> float:
@@ -229,7 +287,8 @@ def one_seed(graph_spec: str, seed: int, rounds: int, episodes: int) -> dict:
         curves[name] = curves[trained[key]] if key in trained else train_schedule(g, p, s, seed)
         trained.setdefault(key, name)
     res = {"seed": seed, "selection": sel, "configs": {n: {"curve": c, "total_time_s": c[-1]["time_s"],
-                                                            "total_bytes": c[-1]["bytes"]} for n, c in curves.items()}}
+                                                            "total_bytes": c[-1]["bytes"]} for n, c in curves.items()},
+           "central_accuracy": central_accuracy(g, seed, rounds * 5)}
     _compare(res, "plan", "global_accuracy", "")
     _compare(res, "plan_local", "accuracy", "local_")
     for prefix, plan in (("", "plan"), ("local_", "plan_local")):
@@ -284,6 +343,14 @@ def main() -> None:
         "rank_agreement": _spread([r["rank_agreement"] for r in per_seed]),
         "local_rank_agreement": _spread([r["local_rank_agreement"] for r in per_seed]),
         "local_best_baseline_to_target": [r["local_best_baseline_to_target"] for r in per_seed],
+        "plan_rule": [r["selection"]["plan"]["rule"] for r in per_seed],
+        "local_plan_rule": [r["selection"]["plan_local"]["rule"] for r in per_seed],
+        "why_at_budget": {k: _spread([r["why_at_budget"][k] for r in per_seed])
+                          for k in ("predicted_delta", "measured_delta", "plan_prediction_error",
+                                    "baseline_prediction_error", "headroom_best_reached", "headroom_central")},
+        "local_why_at_budget": {k: _spread([r["local_why_at_budget"][k] for r in per_seed])
+                                for k in ("predicted_delta", "measured_delta", "plan_prediction_error",
+                                          "baseline_prediction_error", "headroom_best_reached")},
         "seeds": seeds,
         "metric": "headline keys: global accuracy (every worker's model on all held-out nodes, mean over workers), "
                   "plan made with --metric global; local_* keys: each worker's model on its own held-out nodes, "

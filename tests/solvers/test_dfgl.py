@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -143,13 +145,39 @@ def test_selection_adopts_a_baseline_that_is_predicted_faster() -> None:
     p = small_problem(5, 6, seed=9, degree=1)
     slow = Schedule(np.repeat(p.allowed(0).astype(np.int8)[None], p.rounds, 0), np.full((p.rounds, 5), 1.0))
     base = {"full_full": (full_full(p).schedule, True), "ring": (ring(p).schedule, True)}
-    ranking, target, _ = choose_schedule(p, slow, base, np.array([1.0]))   # ratio grid {1}: simple ones cannot win
+    ranking, target, _, rule = choose_schedule(p, slow, base, np.array([1.0]))   # ratio grid {1}: simple ones cannot win
     names = [r.name for r in ranking]
     times = [r.time_to_target_s for r in ranking]
-    assert times == sorted(times)
+    assert times[1:] == sorted(times[1:]) and (rule == "accuracy_at_budget" or times == sorted(times))
     assert ranking[0].name != "controller" or times[0] <= min(t for n, t in zip(names, times) if n.startswith("baseline:"))
     best_base = min((t, n) for n, t in zip(names, times) if n.startswith("baseline:"))
     assert ranking[0].time_to_target_s <= best_base[0]
+
+
+def _ranked(name: str, t2t: float, step_s: float, losses: list[float]) -> Any:
+    from types import SimpleNamespace
+
+    from solvers.dfgl.selection import Ranked
+
+    met = SimpleNamespace(round_time_s=np.full(len(losses), step_s), loss=np.array(losses))
+    return Ranked(name, None, met, t2t, 1.0, losses[-1])
+
+
+@pytest.mark.parametrize("g_time,expect", [(0.7, "G"), (0.85, "F")])
+def test_selection_prefers_accuracy_at_budget_among_candidates_meeting_the_time_target(g_time: float, expect: str) -> None:
+    # F reaches the target first but plateaus; G is still >= 20 % sooner than the baseline and ends far higher
+    # at its own budget: G is taken. When G is not 20 % sooner, the fastest (F) stays.
+    from solvers.dfgl.selection import budget_margin, prefer_accuracy_at_budget
+
+    b = _ranked("baseline:B", 1.0, 0.5, [0.5, 0.3, 0.2, 0.1])
+    f = _ranked("F", 0.5, 0.25, [0.4, 0.25, 0.2, 0.2])
+    g = _ranked("G", g_time, 0.3, [0.5, 0.2, 0.1, 0.05])
+    h = _ranked("H", 0.9, 0.3, [0.3, 0.1, 0.0, 0.0])          # best accuracy but not 20 % sooner: never taken
+    ranking = sorted([b, f, g, h], key=lambda r: r.time_to_target_s)
+    assert budget_margin(f, [b]) == pytest.approx(0.8 - 0.7) and budget_margin(g, [b]) == pytest.approx(0.95 - 0.7)
+    out, rule = prefer_accuracy_at_budget(ranking)
+    assert out[0].name == expect and rule == ("accuracy_at_budget" if expect == "G" else "time")
+    assert sorted(r.name for r in out) == sorted(r.name for r in ranking)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
