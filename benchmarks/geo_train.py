@@ -240,104 +240,10 @@ def tune(steps: int, data: str, step_s: float, which: str = "lambda0") -> None:
     print(json.dumps(out["summary"], indent=1, sort_keys=True))
 
 
-def main() -> None:
-    """Run every seed, print the table, write build/bench/geo_train.json."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 seeds, 64 steps, 7 configurations")
-    ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--data", default="corpus:by-source", help="corpus:by-source or synthetic:by-source")
-    ap.add_argument("--step-time", type=float, default=None,
-                    help="compute step (s) the plan assumes, no jitter; default: calibrated per seed right before "
-                         "planning (both region processes, no sync, at the current load)")
-    ap.add_argument("--tune", choices=("lambda0", "merge"), help="tuning / diagnostic runs on seeds 100, 101 only")
-    args = ap.parse_args()
-    if args.tune:
-        tune(args.steps or 64, args.data, args.step_time or 0.3, args.tune)
-        return
-    from planner.families.geo_train.artifact import exposure_replay, summarise
-
-    seeds = args.seeds or (3 if args.quick else 5)
-    steps = args.steps or (64 if args.quick else 192)
-    configs = QUICK if args.quick else FULL
-    order = ABBA + tuple(c for c in configs if c not in ABBA)
-    t_start = time.time()
-    per_seed: list[dict[str, Any]] = []
-    for seed in range(seeds):
-        t0 = time.time()
-        # calibrate right before planning: the plan's compute step and jitter are measured at this seed's load
-        with tempfile.TemporaryDirectory() as tmp:
-            _, jobs0 = make_plan(Path(tmp), args.step_time or 0.3, steps, "2mbps", "80ms", 32, args.data)
-        cal = ({"step_s": args.step_time, "step_std_s": 0.0, "jitter_s": 0.0, "steps": 0, "window": 0}
-               if args.step_time else calibrate_step(jobs0["diloco"], seed))
-        with tempfile.TemporaryDirectory() as tmp:
-            plan, jobs = make_plan(Path(tmp), cal["step_s"], steps, "2mbps", "80ms", 32, args.data, cal["jitter_s"])
-        jobs["cocodc_choice_alpha_blend"] = {**jobs["plan"], "compensate": False, "alpha": 0.5}
-        # the update CoCoDC's Taylor term approximates: torchft's fragments synced with no delay (tau = 0,
-        # alpha = 0; the compute blocks while they travel, so only its steps count, not its time)
-        jobs["streaming_sync_tau0"] = {**jobs["streaming_diloco_equal_bytes"], "tau": 0, "alpha": 0.0}
-        got = run_seed({c: jobs[c.removesuffix(REP)] for c in order}, seed, steps)
-        d = plan.decisions
-        res: dict[str, Any] = {"seed": seed, "wall_s": time.time() - t0, "configs": {}, "repeats": {},
-                               "calibration": cal,
-                               "plan": {"P": len(d["fragments"]), "H": d["inner_steps_H"], "N": d["sends_per_window_N"],
-                                        "h": d["slot_steps_h"], "tau": d["delay_steps_tau"],
-                                        "fragment_sync_s": [f["sync_s"] for f in d["fragments"]],
-                                        "hidden": [f["hidden"] for f in d["fragments"]],
-                                        "predicted_step_time_s": plan.predicted["step_time_s"],
-                                        "predicted_exposed_comm_s_per_step": plan.predicted["exposed_comm_s_per_step"]}}
-        logs = got["logs"]
-        finals = {c: logs[c][0]["eval"][-1]["ppl"] for c in configs}
-        finals_mean = {c: got["mean_curves"][c][-1] for c in configs}
-        target = 1.02 * max(finals[c] for c in ("streaming_diloco_equal_bytes", "diloco"))
-        target_mean = 1.02 * max(finals_mean[c] for c in ("streaming_diloco_equal_bytes", "diloco"))
-        res["target_ppl"], res["target_ppl_mean_model"] = target, target_mean
-        as_name = {"cocodc_choice_alpha_blend": "plan", "streaming_sync_tau0": "streaming_diloco_equal_bytes"}
-        keys = ("step_time_s", "compute_step_s", "exposed_comm_s_per_step", "payload_bytes_per_step",
-                "predicted_step_time_s", "repredicted_step_time_s", "predicted_exposed_comm_s_per_step",
-                "repredicted_exposed_comm_s_per_step", "compute_jitter_s", "repredicted_with_jitter_step_time_s",
-                "repredicted_with_jitter_exposed_comm_s_per_step", "step_time_error_vs_repredicted",
-                "choices_agree", "every_fragment_per_window", "lambda_mean", "pace_step_s", "pace_window_jitter_s",
-                "repredicted_at_pace_step_time_s", "repredicted_at_pace_exposed_comm_s_per_step")
-        for c, job in zip(order, got["runs"]):
-            lg = logs[c]
-            base = c.removesuffix(REP)
-            tot = summarise(plan, {**job, "name": as_name.get(base, base)}, lg)
-            if c.endswith(REP):     # the ABBA repeat: same seed, so the same curve; only its times are new
-                st = res["configs"][base]["steps_to_target_mean_model"]
-                res["repeats"][base] = {
-                    "time_to_target_s_mean_model": wall_at_step(lg[0], st),
-                    "same_curve_as_first_run": [e["ppl"] for e in lg[0]["eval"]] == [
-                        q for _, q, _ in res["configs"][base]["curve"]],
-                    **{k: tot[k] for k in keys}}
-                continue
-            s, w = to_target(lg[0], target)
-            mean_log = {"eval": [{**e, "ppl": q} for e, q in zip(lg[0]["eval"], got["mean_curves"][c])]}
-            sm, wm = to_target(mean_log, target_mean)
-            res["configs"][c] = {"steps_to_target": s, "time_to_target_s": w, "final_ppl": finals[c],
-                                 "steps_to_target_mean_model": sm, "time_to_target_s_mean_model": wm,
-                                 "final_ppl_mean_model": finals_mean[c],
-                                 "start_ppl": lg[0]["eval"][0]["ppl"],
-                                 "curve": [(e["step"], e["ppl"], e["wall_s"]) for e in lg[0]["eval"]],
-                                 "curve_mean_model": got["mean_curves"][c],
-                                 "choices": lg[0]["choices"], "waits_s": [l["waits_s"] for l in lg],
-                                 "step_s": [l["step_s"] for l in lg],
-                                 **{k: tot[k] for k in keys}}
-        pj = got["runs"][order.index("plan")]
-        sync = statistics.fmean(f["sync_s"] for f in plan.decisions["fragments"])
-        for where, c in ((res["configs"], "plan"), (res["repeats"], "plan")):
-            reps = [exposure_replay(l["step_s"], sync, int(pj["tau"]), int(pj["H"]) // int(pj["N"]))
-                    for l in logs["plan" if where is res["configs"] else "plan" + REP]]
-            where[c]["exposure_replay"] = reps
-            where[c]["exposed_comm_s_per_step_replayed"] = statistics.median(r["exposed_s_per_step"] for r in reps)
-        per_seed.append(res)
-        OUT.mkdir(parents=True, exist_ok=True)      # the seeds so far, in case a long run is cut short
-        write_text_atomic(OUT / "geo_train_partial.json", json.dumps(per_seed, sort_keys=True, default=str) + "\n")
-        print(f"seed {seed}: calibrated step {cal['step_s']:.3f} s, jitter {cal['jitter_s']:.3f} s; plan P={res['plan']['P']} "
-              f"N={res['plan']['N']} tau={res['plan']['tau']}; target ppl {target:.3g} (mean model {target_mean:.3g}) "
-              + "  ".join(f"{c}: {v['steps_to_target']:.0f}/{v['steps_to_target_mean_model']:.0f} st, ppl "
-                          f"{v['final_ppl']:.3g}/{v['final_ppl_mean_model']:.3g}" for c, v in res["configs"].items()),
-              flush=True)
+def write_summary(per_seed: list[dict[str, Any]], configs: tuple[str, ...], data: str, steps: int,
+                  wall_s: float) -> None:
+    """The summary over `per_seed` (medians, spreads) into build/bench/geo_train.json, printed."""
+    seeds = len(per_seed)
 
     def ratio(a: str, b: str, key: str) -> list[float]:
         return [r["configs"][a][key] / r["configs"][b][key] for r in per_seed]
@@ -441,10 +347,11 @@ def main() -> None:
         "plan_exposed_comm_error_share_of_step_with_jitter": spread([abs(m - j) / st for m, j, st in
                                                                     zip(exp_meas, exp_jit, step_meas)]),
         "seeds": seeds,
-        "data": args.data,
+        "seeds_run": [r["seed"] for r in per_seed],
+        "data": data,
         "steps": steps,
         "compute_step_s_assumed_by_plan": [r["calibration"]["step_s"] for r in per_seed],
-        "wall_s": time.time() - t_start,
+        "wall_s": wall_s,
         "machine": "shared 2-core CPU, loaded by other sessions; WAN emulated (2 Mbit/s, RTT 80 ms)",
     }
     out = {"summary": summary, "per_seed": per_seed}
@@ -461,6 +368,115 @@ def main() -> None:
     out = finite(out)
     write_text_atomic(OUT / "geo_train.json", json.dumps(out, indent=1, sort_keys=True) + "\n")
     print(json.dumps(out["summary"], indent=1, sort_keys=True))
+
+
+def main() -> None:
+    """Run every seed, print the table, write build/bench/geo_train.json."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 seeds, 64 steps, 7 configurations")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--data", default="corpus:by-source", help="corpus:by-source or synthetic:by-source")
+    ap.add_argument("--step-time", type=float, default=None,
+                    help="compute step (s) the plan assumes, no jitter; default: calibrated per seed right before "
+                         "planning (both region processes, no sync, at the current load)")
+    ap.add_argument("--tune", choices=("lambda0", "merge"), help="tuning / diagnostic runs on seeds 100, 101 only")
+    ap.add_argument("--summarise-partial", action="store_true",
+                    help="write the summary from build/bench/geo_train_partial.json (the seeds a cut-short run finished)")
+    args = ap.parse_args()
+    if args.summarise_partial:
+        per = json.loads((OUT / "geo_train_partial.json").read_text(encoding="utf-8"))
+        write_summary(per, QUICK if args.quick else FULL, args.data, args.steps or (64 if args.quick else 192),
+                      sum(r["wall_s"] for r in per))
+        return
+    if args.tune:
+        tune(args.steps or 64, args.data, args.step_time or 0.3, args.tune)
+        return
+    from planner.families.geo_train.artifact import exposure_replay, summarise
+
+    seeds = args.seeds or (3 if args.quick else 5)
+    steps = args.steps or (64 if args.quick else 192)
+    configs = QUICK if args.quick else FULL
+    order = ABBA + tuple(c for c in configs if c not in ABBA)
+    t_start = time.time()
+    per_seed: list[dict[str, Any]] = []
+    for seed in range(seeds):
+        t0 = time.time()
+        # calibrate right before planning: the plan's compute step and jitter are measured at this seed's load
+        with tempfile.TemporaryDirectory() as tmp:
+            _, jobs0 = make_plan(Path(tmp), args.step_time or 0.3, steps, "2mbps", "80ms", 32, args.data)
+        cal = ({"step_s": args.step_time, "step_std_s": 0.0, "jitter_s": 0.0, "steps": 0, "window": 0}
+               if args.step_time else calibrate_step(jobs0["diloco"], seed))
+        with tempfile.TemporaryDirectory() as tmp:
+            plan, jobs = make_plan(Path(tmp), cal["step_s"], steps, "2mbps", "80ms", 32, args.data, cal["jitter_s"])
+        jobs["cocodc_choice_alpha_blend"] = {**jobs["plan"], "compensate": False, "alpha": 0.5}
+        # the update CoCoDC's Taylor term approximates: torchft's fragments synced with no delay (tau = 0,
+        # alpha = 0; the compute blocks while they travel, so only its steps count, not its time)
+        jobs["streaming_sync_tau0"] = {**jobs["streaming_diloco_equal_bytes"], "tau": 0, "alpha": 0.0}
+        got = run_seed({c: jobs[c.removesuffix(REP)] for c in order}, seed, steps)
+        d = plan.decisions
+        res: dict[str, Any] = {"seed": seed, "wall_s": time.time() - t0, "configs": {}, "repeats": {},
+                               "calibration": cal,
+                               "plan": {"P": len(d["fragments"]), "H": d["inner_steps_H"], "N": d["sends_per_window_N"],
+                                        "h": d["slot_steps_h"], "tau": d["delay_steps_tau"],
+                                        "fragment_sync_s": [f["sync_s"] for f in d["fragments"]],
+                                        "hidden": [f["hidden"] for f in d["fragments"]],
+                                        "predicted_step_time_s": plan.predicted["step_time_s"],
+                                        "predicted_exposed_comm_s_per_step": plan.predicted["exposed_comm_s_per_step"]}}
+        logs = got["logs"]
+        finals = {c: logs[c][0]["eval"][-1]["ppl"] for c in configs}
+        finals_mean = {c: got["mean_curves"][c][-1] for c in configs}
+        target = 1.02 * max(finals[c] for c in ("streaming_diloco_equal_bytes", "diloco"))
+        target_mean = 1.02 * max(finals_mean[c] for c in ("streaming_diloco_equal_bytes", "diloco"))
+        res["target_ppl"], res["target_ppl_mean_model"] = target, target_mean
+        as_name = {"cocodc_choice_alpha_blend": "plan", "streaming_sync_tau0": "streaming_diloco_equal_bytes"}
+        keys = ("step_time_s", "compute_step_s", "exposed_comm_s_per_step", "payload_bytes_per_step",
+                "predicted_step_time_s", "repredicted_step_time_s", "predicted_exposed_comm_s_per_step",
+                "repredicted_exposed_comm_s_per_step", "compute_jitter_s", "repredicted_with_jitter_step_time_s",
+                "repredicted_with_jitter_exposed_comm_s_per_step", "step_time_error_vs_repredicted",
+                "choices_agree", "every_fragment_per_window", "lambda_mean", "pace_step_s", "pace_window_jitter_s",
+                "repredicted_at_pace_step_time_s", "repredicted_at_pace_exposed_comm_s_per_step")
+        for c, job in zip(order, got["runs"]):
+            lg = logs[c]
+            base = c.removesuffix(REP)
+            tot = summarise(plan, {**job, "name": as_name.get(base, base)}, lg)
+            if c.endswith(REP):     # the ABBA repeat: same seed, so the same curve; only its times are new
+                st = res["configs"][base]["steps_to_target_mean_model"]
+                res["repeats"][base] = {
+                    "time_to_target_s_mean_model": wall_at_step(lg[0], st),
+                    "same_curve_as_first_run": [e["ppl"] for e in lg[0]["eval"]] == [
+                        q for _, q, _ in res["configs"][base]["curve"]],
+                    **{k: tot[k] for k in keys}}
+                continue
+            s, w = to_target(lg[0], target)
+            mean_log = {"eval": [{**e, "ppl": q} for e, q in zip(lg[0]["eval"], got["mean_curves"][c])]}
+            sm, wm = to_target(mean_log, target_mean)
+            res["configs"][c] = {"steps_to_target": s, "time_to_target_s": w, "final_ppl": finals[c],
+                                 "steps_to_target_mean_model": sm, "time_to_target_s_mean_model": wm,
+                                 "final_ppl_mean_model": finals_mean[c],
+                                 "start_ppl": lg[0]["eval"][0]["ppl"],
+                                 "curve": [(e["step"], e["ppl"], e["wall_s"]) for e in lg[0]["eval"]],
+                                 "curve_mean_model": got["mean_curves"][c],
+                                 "choices": lg[0]["choices"], "waits_s": [l["waits_s"] for l in lg],
+                                 "step_s": [l["step_s"] for l in lg],
+                                 **{k: tot[k] for k in keys}}
+        pj = got["runs"][order.index("plan")]
+        sync = statistics.fmean(f["sync_s"] for f in plan.decisions["fragments"])
+        for where, c in ((res["configs"], "plan"), (res["repeats"], "plan")):
+            reps = [exposure_replay(l["step_s"], sync, int(pj["tau"]), int(pj["H"]) // int(pj["N"]))
+                    for l in logs["plan" if where is res["configs"] else "plan" + REP]]
+            where[c]["exposure_replay"] = reps
+            where[c]["exposed_comm_s_per_step_replayed"] = statistics.median(r["exposed_s_per_step"] for r in reps)
+        per_seed.append(res)
+        OUT.mkdir(parents=True, exist_ok=True)      # the seeds so far, in case a long run is cut short
+        write_text_atomic(OUT / "geo_train_partial.json", json.dumps(per_seed, sort_keys=True, default=str) + "\n")
+        print(f"seed {seed}: calibrated step {cal['step_s']:.3f} s, jitter {cal['jitter_s']:.3f} s; plan P={res['plan']['P']} "
+              f"N={res['plan']['N']} tau={res['plan']['tau']}; target ppl {target:.3g} (mean model {target_mean:.3g}) "
+              + "  ".join(f"{c}: {v['steps_to_target']:.0f}/{v['steps_to_target_mean_model']:.0f} st, ppl "
+                          f"{v['final_ppl']:.3g}/{v['final_ppl_mean_model']:.3g}" for c, v in res["configs"].items()),
+              flush=True)
+
+    write_summary(per_seed, configs, args.data, steps, time.time() - t_start)
 
 
 if __name__ == "__main__":

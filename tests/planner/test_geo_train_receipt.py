@@ -22,3 +22,31 @@ def test_replay_counts_only_the_window_between_send_and_merge() -> None:
     assert exposure_replay(steps, 2.2, 7, 8)["slots_exposed"] == 8       # 7 * 0.3 = 2.1 < 2.2 in every slot
     steps[3] = 1.0          # a slow step inside slot 1's window hides that slot's send
     assert exposure_replay(steps, 2.2, 7, 8)["slots_exposed"] == 7
+
+
+def test_window_jitter_sees_load_phases_that_the_per_step_std_misses() -> None:
+    import numpy as np
+
+    from solvers.geo_train.cost import window_jitter_s
+
+    rng = np.random.default_rng(0)
+    indep = rng.normal(0.25, 0.03, 4000)
+    assert window_jitter_s(indep, 7) == pytest.approx(0.03, rel=0.1)       # independent: the per-step std
+    phased = 0.25 + np.repeat(rng.choice([-0.03, 0.03], 4000 // 20), 20)   # load in phases of 20 steps
+    assert np.std(phased) == pytest.approx(0.03, rel=0.05)
+    assert window_jitter_s(phased, 7) > 2.0 * np.std(phased)               # a window of 7 sees ~sqrt(7) x
+    assert window_jitter_s([0.3] * 5, 7) == 0.0                            # too short to say
+
+
+def test_pace_leaves_out_warm_up_and_the_slot_ends_where_the_merge_waits() -> None:
+    from planner.families.geo_train.artifact import pace_from_steps
+
+    steps = [0.3] * 64
+    steps[0] = 4.0                                  # warm-up
+    for end in range(7, 64, 8):
+        steps[end] = 2.0                            # the slot's last step waits for the merge
+    job = {"algorithm": "cocodc", "H": 32, "N": 4, "tau": 7, "groups": [[0, 1], [2, 3]]}
+    t, sig = pace_from_steps(steps, job)
+    assert t == pytest.approx(0.3) and sig == pytest.approx(0.0, abs=1e-12)
+    t_sd, _ = pace_from_steps(steps, {**job, "algorithm": "streaming", "H": 16})     # slot = H / P = 8 as well
+    assert t_sd == pytest.approx(0.3)
