@@ -6,12 +6,14 @@ gloo all-reduce on loopback, completion held back to the link's rate and RTT; se
 2 Mbit/s, RTT 80 ms. Data (--data): the shared corpus test bed (stdlib docstrings, one source per region,
 byte tokens; default) or synthetic sources (one sparse bigram chain per region); both non-IID by source;
 held-out perplexity on the regions' sources together, evaluated by region 0 every 8 steps.
-The plan comes from `planner plan lm-small --regions ...` with a fixed compute step time of 300 ms per
-region (--step-time; a typical two-process figure on this loaded machine: a fresh measurement swings from
-0.15 to 0.5 s with the load and would change the plan from run to run). The receipt figures re-evaluate
-the cost model at the compute step each run measured.
+The plan comes from `planner plan lm-small --regions ...` with the compute step and its window jitter
+CALIBRATED per seed right before planning (`calibrate_step`: both region processes, no sync, 48 steps at the
+current load; `--step-time S` fixes a step with no jitter instead, the earlier behaviour). The receipt figures
+also re-evaluate the cost model at each run's own pace.
 
-Configurations (same model init, data and WAN per seed; one process per region runs them all in turn):
+Configurations (same model init, data and WAN per seed; one process per region runs them all in turn, the
+plan and DiLoCo first in ABBA order: plan, diloco, diloco_rep, plan_rep, so their wall-clock ratio cancels a
+linear load drift):
   plan                          CoCoDC: adaptive choice + Taylor compensation (bounded form, lambda0 from --tune)
   streaming_diloco_equal_bytes  torchft DiLoCo (Streaming DiLoCo), the plan's fragments and slot: same bytes/step
   streaming_diloco              torchft Streaming DiLoCo at the plan's H (half the bytes)      [full mode only]
@@ -25,10 +27,12 @@ Configurations (same model init, data and WAN per seed; one process per region r
 Target perplexity (per seed): 1.02 x the worse final perplexity of the two baselines, Streaming DiLoCo at
 equal bytes and DiLoCo (the paper's "comparable perplexity"), so both reach it; a configuration that never
 reaches it counts as not reached (null in the JSON, ratio null). Steps and wall time to target = first evaluation at or below it (wall
-excludes evaluation). Ratios are medians over seeds, with min and max.
+excludes evaluation). Ratios are medians over seeds, with min and max; the wall-clock ratio vs DiLoCo is per
+seed (plan + plan_rep) / (diloco + diloco_rep).
 
     nice .venv/bin/python -m benchmarks.geo_train --quick   # 3 seeds, 64 steps, 7 configurations
-    nice .venv/bin/python -m benchmarks.geo_train           # 5 seeds, 192 steps, 7 configurations
+    nice .venv/bin/python -m benchmarks.geo_train           # 5 seeds, 192 steps, 8 configurations
+    nice .venv/bin/python -m benchmarks.geo_train --quick --summarise-partial   # summary of a cut-short run
 """
 from __future__ import annotations
 
