@@ -80,14 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     held = args.held_out or workload
     opts = KvBudgetOptions(
         workload=workload, max_accuracy_drop=args.max_accuracy_drop,
-        p_nuc=(0.95, 0.99, 0.999) if quick else (0.9, 0.95, 0.99, 0.999), samples=(8,) if quick else (4, 16),
+        p_nuc=(0.9, 0.95) if quick else (0.9, 0.95, 0.99), samples=(8,) if quick else (4, 16),
         sinks=4, window=32, kv_cap=None,
         presses=("snapkv", "adakv", "pyramidkv", "streamingllm", "expected_attention"),
-        press_ratios=(0.5, 0.75) if quick else (0.25, 0.5, 0.75, 0.9), seed=args.seed, weights=None)
+        press_ratios=(0.5, 0.75) if quick else (0.25, 0.5, 0.75, 0.9), seed=args.seed, weights=None,
+        budgets=("top", "nucleus"), anchors=4, span=8)
     t_start = time.perf_counter()
     spec = resolve_model(args.model)
     lm = load_lm(spec, False, None, args.seed)
     configs = configs_of(opts)
+    # the paper's GVote as we read the spec (top-B_step, no successor spans), for the record
+    paper = [{**c, "anchors": 0, "span": 0} for c in configs
+             if c["method"] == "gvote" and c["budget"] == "top" and c["p_nuc"] == 0.95]
+    after_gvote = 1 + sum(c["method"] == "gvote" for c in configs)
+    configs = configs[:after_gvote] + paper + configs[after_gvote:]
     calib = make_requests(workload, lm, args.seed, spec, False)
     test = make_requests(held, lm, args.seed + HELD_OUT_SEED, spec, False)
     log.info("calibration: %d prompts x %d configurations", len(calib), len(configs))
