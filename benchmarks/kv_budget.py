@@ -13,7 +13,13 @@ and scored on held-out prompts.
      holding at most GVote's mean bytes (points); None when no press row is that small;
    - overhead_fraction_of_prefill: median over prompts of GVote's keep-set seconds / the prefill's seconds (each
      prompt's prefill and selection run back to back, so the shared machine's load hits both alike);
-   - predicted vs measured mean bytes and accuracy (the plan's calibration figures against the held-out run).
+   - predicted vs measured mean bytes and accuracy (the plan's calibration figures against the held-out run);
+   - plan_recommends: what the plan itself runs (a press meeting the target on calibration with less memory
+     replaces GVote: the house rule), with its held-out accuracy and memory;
+   - paper_reading_rows: GVote as the spec reads it (top-B_step, no successor spans), for the record;
+   - best_recall_gvote_row_at_full_accuracy: the GVote row with the highest oracle recall among those keeping
+     the full cache's held-out accuracy.
+GVote's grid: budget readings top and nucleus x p_nuc, with successor spans 4:8 (ours), plus the paper's reading.
 Writes build/bench/kv_budget.json. `--quick` keeps the run under 10 minutes on this (loaded) 2-core machine.
 """
 from __future__ import annotations
