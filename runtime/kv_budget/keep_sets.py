@@ -10,6 +10,8 @@ GVote per layer and KV head (spec others.md §1):
   2. N(μ, diag σ²) fitted to the normed hidden states feeding q_proj, the first `n_sink` tokens excluded.
   3. S samples ĥ_s, q̂_s = RoPE_T(W_Q ĥ_s); I_s = top-B_step keys of q̂_s Kᵀ.
   4. keep = C_0 ∪ ⋃ I_s ∪ sinks ∪ recent window.
+  5. (ours, optional) successor spans: the keys after the prompt positions the last query attends to most, in
+     every layer and head (`add_successor_spans`; docs/kv-budget.md says why and what it measured).
 """
 from __future__ import annotations
 
