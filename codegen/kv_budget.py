@@ -23,7 +23,9 @@ def method_record(knobs: dict[str, Any]) -> dict[str, Any]:
     if m == "gvote":
         return {"kind": "gvote", "p_nuc": float(knobs["p_nuc"]), "n_samples": int(knobs["n_samples"]),
                 "n_sink": int(knobs["n_sink"]), "window": int(knobs["window"]), "seed": int(knobs["seed"]),
-                "cap_fraction": None if knobs.get("cap_fraction") is None else float(knobs["cap_fraction"])}
+                "cap_fraction": None if knobs.get("cap_fraction") is None else float(knobs["cap_fraction"]),
+                "budget": str(knobs.get("budget", "top")), "anchors": int(knobs.get("anchors", 0)),
+                "span": int(knobs.get("span", 0))}
     return {"kind": "press", "press": str(m), "ratio": float(knobs["ratio"])}
 
 

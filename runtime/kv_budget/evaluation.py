@@ -110,9 +110,11 @@ def keep_masks(model: torch.nn.Module, pf: Prefill, method: dict[str, Any]) -> t
     elif method["kind"] == "gvote":
         press = GVotePress(p_nuc=method["p_nuc"], n_samples=method["n_samples"], n_sink=method["n_sink"],
                            window=method["window"], seed=method.get("seed", 0),
-                           cap_fraction=method.get("cap_fraction"))
+                           cap_fraction=method.get("cap_fraction"), fit=method.get("fit", "prompt"),
+                           budget=method.get("budget", "top"), anchors=int(method.get("anchors", 0)),
+                           span=int(method.get("span", 0)))
         with torch.no_grad():
-            masks = [press.keep_mask(m, h, k) for m, h, k in zip(mods, pf.hidden, pf.keys)]
+            masks = press.all_masks(mods, pf.hidden, pf.keys)
     elif method["kind"] == "press":
         press = make_press(method["press"], float(method["ratio"]))
         press.post_init_from_model(model)

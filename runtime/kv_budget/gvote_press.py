@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from kvpress import BasePress
 
-from runtime.kv_budget.keep_sets import gvote_keep_mask
+from runtime.kv_budget.keep_sets import add_successor_spans, gvote_layer
 
 
 @dataclass
@@ -36,6 +36,9 @@ class GVotePress(BasePress):
     n_samples: S, Monte-Carlo sampled future queries (>= 1).
     n_sink: first tokens always kept. window: last tokens always kept.
     seed: RNG seed of the samples (layer l uses seed + l). cap_fraction: optional hard cap per head (share of T).
+    fit, budget: the sampled-query model's reading (`keep_sets.gvote_keep_mask`); anchors, span: successor spans
+    (`keep_sets.add_successor_spans`; 0 = none). With spans the masks of every layer are set once the last
+    layer's keys are known (the cache keeps every entry until then: kvpress masks, it does not prune).
     """
 
     p_nuc: float = 0.95
@@ -44,8 +47,14 @@ class GVotePress(BasePress):
     window: int = 32
     seed: int = 0
     cap_fraction: float | None = None
+    fit: str = "prompt"
+    budget: str = "top"
+    anchors: int = 0
+    span: int = 0
     compression_ratios: dict[int, float] = field(default_factory=dict, init=False, repr=False)
     keep_masks: dict[int, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _peaks: dict[int, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _modules: dict[int, torch.nn.Module] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.p_nuc <= 1.0:
@@ -56,6 +65,12 @@ class GVotePress(BasePress):
             raise ValueError("n_sink and window must be >= 0")
         if self.cap_fraction is not None and not 0.0 < self.cap_fraction <= 1.0:
             raise ValueError(f"cap_fraction must be in (0, 1], got {self.cap_fraction}")
+        if self.fit not in ("prompt", "recent", "recent_cov", "prompt_cov"):
+            raise ValueError(f"fit must be prompt, recent, recent_cov or prompt_cov, got {self.fit!r}")
+        if self.budget not in ("top", "nucleus"):
+            raise ValueError(f"budget must be top or nucleus, got {self.budget!r}")
+        if self.anchors < 0 or self.span < 0:
+            raise ValueError("anchors and span must be >= 0")
 
     @property
     def compression_ratio(self) -> float:
@@ -68,10 +83,23 @@ class GVotePress(BasePress):
     def compression_ratio(self, value: float) -> None:
         raise AttributeError("GVote's compression ratio is an output; set p_nuc / n_samples instead")
 
+    def layer_mask(self, module: torch.nn.Module, hidden_states: torch.Tensor,
+                   keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's own keep mask (batch, kv_heads, T) before successor spans, and its anchor scores (b, T);
+        hidden_states (batch, T, hidden), keys (b, kv_heads, T, d)."""
+        return gvote_layer(module, module.rotary_emb, hidden_states, keys, self.p_nuc, self.n_samples,
+                           self.n_sink, self.window, self.seed + int(module.layer_idx), self.cap_fraction,
+                           self.fit, 32, self.budget)
+
     def keep_mask(self, module: torch.nn.Module, hidden_states: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """The layer's keep mask (batch, kv_heads, T); hidden_states (batch, T, hidden), keys (b, kv_heads, T, d)."""
-        return gvote_keep_mask(module, module.rotary_emb, hidden_states, keys, self.p_nuc, self.n_samples,
-                               self.n_sink, self.window, self.seed + int(module.layer_idx), self.cap_fraction)
+        """The layer's keep mask without successor spans (which need every layer: see `all_masks`)."""
+        return self.layer_mask(module, hidden_states, keys)[0]
+
+    def all_masks(self, modules: list[torch.nn.Module], hidden_states: list[torch.Tensor],
+                  keys: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every layer's keep mask (batch, kv_heads, T), successor spans included."""
+        pairs = [self.layer_mask(m, h, k) for m, h, k in zip(modules, hidden_states, keys)]
+        return add_successor_spans([p[0] for p in pairs], [p[1] for p in pairs], self.anchors, self.span)
 
     def compress(self, module: torch.nn.Module, hidden_states: torch.Tensor, keys: torch.Tensor,
                  values: torch.Tensor, attentions: torch.Tensor | None, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,9 +108,24 @@ class GVotePress(BasePress):
         if layer == 0:
             self.compression_ratios.clear()
             self.keep_masks.clear()
-        keep = self.keep_mask(module, hidden_states, keys)
+            self._peaks.clear()
+            self._modules.clear()
+        keep, peak = self.layer_mask(module, hidden_states, keys)
+        self._peaks[layer] = peak
+        self._modules[layer] = module
+        self._apply(layer, keep)
+        if self.anchors > 0 and self.span > 0 and layer == int(module.config.num_hidden_layers) - 1:
+            layers = sorted(self.keep_masks)
+            spans = add_successor_spans([self.keep_masks[i] for i in layers], [self._peaks[i] for i in layers],
+                                        self.anchors, self.span)
+            for i, m in zip(layers, spans):
+                self._apply(i, m)
+        return keys, values
+
+    def _apply(self, layer: int, keep: torch.Tensor) -> None:
+        """Record a layer's keep mask and mask its evicted entries (kvpress's head-wise mechanism)."""
         self.keep_masks[layer] = keep
         self.compression_ratios[layer] = 1.0 - float(keep.float().mean())
         masked = ~keep
-        module.masked_key_indices = torch.nonzero(masked, as_tuple=True) if bool(masked.any()) else None
-        return keys, values
+        self._modules[layer].masked_key_indices = torch.nonzero(masked, as_tuple=True) if bool(masked.any()) \
+            else None

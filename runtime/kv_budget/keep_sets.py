@@ -10,6 +10,8 @@ GVote per layer and KV head (spec others.md §1):
   2. N(μ, diag σ²) fitted to the normed hidden states feeding q_proj, the first `n_sink` tokens excluded.
   3. S samples ĥ_s, q̂_s = RoPE_T(W_Q ĥ_s); I_s = top-B_step keys of q̂_s Kᵀ.
   4. keep = C_0 ∪ ⋃ I_s ∪ sinks ∪ recent window.
+  5. (ours, optional) successor spans: the keys after the prompt positions the last query attends to most, in
+     every layer and head (`add_successor_spans`; docs/kv-budget.md says why and what it measured).
 """
 from __future__ import annotations
 
@@ -76,7 +78,8 @@ def attention_probs(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 def gvote_keep_mask(module: torch.nn.Module, rotary: torch.nn.Module, hidden: torch.Tensor, keys: torch.Tensor,
                     p_nuc: float, n_samples: int, n_sink: int, window: int, seed: int,
-                    cap_fraction: float | None = None) -> torch.Tensor:
+                    cap_fraction: float | None = None, fit: str = "prompt", fit_window: int = 32,
+                    budget: str = "top") -> torch.Tensor:
     """GVote's keep mask of one layer (batch, kv_heads, T).
 
     hidden: (batch, T, hidden) normed inputs of the attention (what q_proj reads); keys: (batch, kv_heads, T, d)
@@ -84,10 +87,30 @@ def gvote_keep_mask(module: torch.nn.Module, rotary: torch.nn.Module, hidden: to
     of a run with S' > S are the same S samples (memory is non-decreasing in S). `cap_fraction` (optional)
     limits every head to that share of T, keeping sinks and window first, then the keys the samples and the
     last query score highest.
+
+    Readings of the parts the paper leaves open (spec tags them [design]; `benchmarks/kv_budget_query_model.py`
+    measures them against the oracle):
+    fit: which hidden states the Gaussian is fitted to and how —
+      "prompt": N(μ, diag σ²) over the prompt bar the sinks (the spec's reading);
+      "recent": N(μ, diag σ²) over the last `fit_window` prompt tokens;
+      "recent_cov": N(μ, Σ) with the full (low-rank) covariance of the last `fit_window` tokens, drawn as
+        μ + (X − μ)ᵀ z / √n, z ~ N(0, I_n);
+      "prompt_cov": the same over the prompt bar the sinks.
+    budget: "top" keeps the top-B_step keys of each sample (the spec), "nucleus" each sample's own p_nuc nucleus.
     """
+    return gvote_layer(module, rotary, hidden, keys, p_nuc, n_samples, n_sink, window, seed, cap_fraction, fit,
+                       fit_window, budget)[0]
+
+
+def gvote_layer(module: torch.nn.Module, rotary: torch.nn.Module, hidden: torch.Tensor, keys: torch.Tensor,
+                p_nuc: float, n_samples: int, n_sink: int, window: int, seed: int,
+                cap_fraction: float | None = None, fit: str = "prompt", fit_window: int = 32,
+                budget: str = "top") -> tuple[torch.Tensor, torch.Tensor]:
+    """`gvote_keep_mask` and the layer's anchor scores (b, T): per key, the highest attention any query head's
+    last prompt query gives it (sinks and window zeroed), which `add_successor_spans` ranks across layers."""
     b, hkv, t, _ = keys.shape
     if p_nuc >= 1.0:
-        return torch.ones(b, hkv, t, dtype=torch.bool, device=keys.device)
+        return torch.ones(b, hkv, t, dtype=torch.bool, device=keys.device), torch.zeros(b, t, device=keys.device)
     with torch.no_grad():
         q0 = queries_at(module, rotary, hidden[:, -1:], t - 1)                  # (b, hq, 1, d)
         a0 = attention_probs(q0, keys)[:, :, 0]                                 # (b, hq, T)
@@ -95,25 +118,63 @@ def gvote_keep_mask(module: torch.nn.Module, rotary: torch.nn.Module, hidden: to
         keep_q = c0.clone()
         score = a0.clone()
         b_step = c0.sum(dim=-1)                                                 # (b, hq)
-        body = hidden[:, min(n_sink, t - 1):].float()
+        if fit in ("recent", "recent_cov"):
+            body = hidden[:, max(min(n_sink, t - 1), t - max(1, fit_window)):].float()
+        elif fit in ("prompt", "prompt_cov"):
+            body = hidden[:, min(n_sink, t - 1):].float()
+        else:
+            raise ValueError(f"unknown fit {fit!r}; known: prompt, recent, recent_cov, prompt_cov")
+        if budget not in ("top", "nucleus"):
+            raise ValueError(f"unknown budget {budget!r}; known: top, nucleus")
         mu = body.mean(dim=1, keepdim=True)                                     # (b, 1, H)
         sigma = body.std(dim=1, keepdim=True, unbiased=False)
+        centred = (body - mu) / math.sqrt(body.shape[1])                        # (b, n, H): Σ = centredᵀ centred
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         if n_samples > 0:
             rank = torch.arange(t, device=keys.device)
             for _ in range(n_samples):
-                eps = torch.randn(mu.shape[-1], generator=gen).to(mu.device)
-                h_s = (mu + sigma * eps).to(hidden.dtype)                       # (b, 1, H)
+                if fit.endswith("_cov"):
+                    z = torch.randn(body.shape[1], generator=gen).to(mu.device)
+                    h_s = (mu + torch.einsum("n,bnh->bh", z, centred)[:, None]).to(hidden.dtype)
+                else:
+                    eps = torch.randn(mu.shape[-1], generator=gen).to(mu.device)
+                    h_s = (mu + sigma * eps).to(hidden.dtype)                   # (b, 1, H)
                 a_s = attention_probs(queries_at(module, rotary, h_s, t), keys)[:, :, 0]
-                order = torch.sort(a_s, dim=-1, descending=True, stable=True).indices
-                top = torch.zeros_like(keep_q).scatter(-1, order, rank.expand_as(order) < b_step[..., None])
+                if budget == "nucleus":
+                    top = nucleus_mask(a_s, p_nuc)
+                else:
+                    order = torch.sort(a_s, dim=-1, descending=True, stable=True).indices
+                    top = torch.zeros_like(keep_q).scatter(-1, order, rank.expand_as(order) < b_step[..., None])
                 keep_q |= top
                 score = torch.maximum(score, a_s)
         keep = group_union(keep_q, hkv)
-        keep |= sink_window_mask(t, n_sink, window, keys)
+        fixed = sink_window_mask(t, n_sink, window, keys)
+        keep |= fixed
         if cap_fraction is not None:
-            keep = _cap(keep, group_union_max(score, hkv), sink_window_mask(t, n_sink, window, keys), cap_fraction)
-    return keep
+            keep = _cap(keep, group_union_max(score, hkv), fixed, cap_fraction)
+        peak = torch.where(fixed, torch.zeros_like(a0[:, 0]), a0.amax(dim=1))       # (b, T)
+    return keep, peak
+
+
+def add_successor_spans(masks: list[torch.Tensor], peaks: list[torch.Tensor], anchors: int,
+                        span: int) -> list[torch.Tensor]:
+    """Keep, in every layer and KV head, the `span` keys after each of the `anchors` prompt positions the last
+    query attends to most (highest attention of any layer and query head, sinks and window excluded), and the
+    anchor itself. Ours, not the paper's: the answer's later tokens read the keys *after* where the prompt's
+    last query looks (copying walks forward: a needle's digits after the first), keys no prefill query scores
+    (`benchmarks/kv_budget_query_model.py` measures it). masks: per layer (b, kv_heads, T) bool; peaks: per
+    layer (b, T). Returns new masks; anchors = 0 or span = 0 returns them unchanged."""
+    if anchors <= 0 or span <= 0 or not masks:
+        return masks
+    b, _, t = masks[0].shape
+    best = torch.stack(peaks).amax(dim=0)                                       # (b, T)
+    top = torch.topk(best, min(anchors, t), dim=-1)
+    extra = torch.zeros(b, t, dtype=torch.bool, device=masks[0].device)
+    for i in range(b):
+        for p, v in zip(top.indices[i].tolist(), top.values[i].tolist()):
+            if v > 0:
+                extra[i, p:min(t, p + span + 1)] = True
+    return [m | extra[:, None, :] for m in masks]
 
 
 def group_union_max(score: torch.Tensor, kv_heads: int) -> torch.Tensor:

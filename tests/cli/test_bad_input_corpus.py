@@ -149,6 +149,10 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
                                      "--workload", "ruler:niah@16k:4"], ("16384 tokens", "8192", "at most 8128")),
     ("kv-budget drop 150%", ["plan", "gpt2", "--hardware", "a100_24gb", "--max-accuracy-drop", "150%", "--workload",
                              "ruler:niah@1k:4"], ("--max-accuracy-drop", "out of range")),
+    ("kv-budget spans not A:R", ["plan", "gpt2", "--hardware", "a100_24gb", "--spans", "4", "--workload",
+                                 "ruler:niah@1k:4"], ("--spans '4' is not ANCHORS:SPAN", "4:8")),
+    ("kv-budget unknown budget", ["plan", "gpt2", "--hardware", "a100_24gb", "--budget", "top,all", "--workload",
+                                  "ruler:niah@1k:4"], ("--budget 'all'", "top, nucleus")),
     # ---- plan output paths
     ("plan -o user file", SMALL + ["-o", "f"], ("-o f exists", "--force")),
     ("plan -o directory", SMALL + ["-o", "d"], ("-o d is a directory",)),

@@ -21,7 +21,8 @@ from planner.families.kv_budget.measure import KvRequest  # noqa: E402
 
 PLAN = ["plan", "smollm2-135m", "--tiny", "--hardware", "a100_24gb", "--scenario", "kv-budget",
         "--workload", "ruler:niah,kv@96:4", "--p-nuc", "0.5,1", "--samples", "2", "--window", "4",
-        "--presses", "snapkv,streamingllm", "--press-ratios", "0.01", "--max-accuracy-drop", "100%", "-q"]
+        "--presses", "snapkv,streamingllm", "--press-ratios", "0.01", "--max-accuracy-drop", "100%", "--spans", "1:2",
+        "-q"]
 
 
 def _tiny_lm(spec, tiny, weights, seed):

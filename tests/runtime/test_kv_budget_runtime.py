@@ -239,3 +239,64 @@ def test_pruned_cache_decodes_like_the_full_cache_with_evicted_keys_masked(model
     assert torch.allclose(got, ref, atol=1e-5)
     assert not torch.allclose(got, ev.decode_logits(model, pf, [torch.ones_like(m) for m in masks], prompt[1]),
                               atol=1e-3)    # the eviction changes the logits (the test has teeth)
+
+
+def _reading(p_nuc: float, s: int, budget: str, anchors: int = 0, span: int = 0) -> dict:
+    return {**gvote(p_nuc, s), "budget": budget, "anchors": anchors, "span": span}
+
+
+def test_nucleus_budget_with_spans_is_monotone_in_p_nuc_and_samples(model, pf) -> None:
+    """The per-sample nucleus reading with successor spans keeps the spec's acceptance: nested keep sets as
+    p_nuc or S grow, p_nuc = 1 keeps everything, a fixed seed repeats."""
+    grid = [[kept(model, pf, _reading(p, s, "nucleus", 2, 3)) for s in (1, 4)] for p in (0.3, 0.6, 0.9)]
+    pairs = [(grid[i][j], grid[i + 1][j]) for i in range(2) for j in range(2)]      # p_nuc grows
+    pairs += [(grid[i][0], grid[i][1]) for i in range(3)]                           # S grows
+    for a, b in pairs:
+        assert all(bool((x <= y).all()) for x, y in zip(a, b))
+    assert ev.bytes_of(grid[0][0], pf) < ev.bytes_of(grid[2][1], pf)
+    assert all(bool(m.all()) for m in kept(model, pf, _reading(1.0, 4, "nucleus", 2, 3)))
+    again = kept(model, pf, _reading(0.6, 4, "nucleus", 2, 3))
+    assert all(bool((x == y).all()) for x, y in zip(grid[1][1], again))
+
+
+def test_successor_spans_add_the_keys_after_the_last_querys_top_keys(model, pf) -> None:
+    """Spans add exactly, in every layer and head, each anchor and the `span` keys after it, where the anchors
+    are the positions (sinks and window excluded) given the highest attention by any layer's last query."""
+    from runtime.kv_budget.keep_sets import add_successor_spans, attention_probs, queries_at
+
+    base = kept(model, pf, _reading(0.3, 2, "top"))
+    spans = kept(model, pf, _reading(0.3, 2, "top", anchors=2, span=3))
+    best = torch.zeros(T)
+    for m, h, k in zip(ev.attention_modules(model), pf.hidden, pf.keys):
+        a0 = attention_probs(queries_at(m, m.rotary_emb, h[:, -1:], T - 1), k)[0, :, 0].amax(0)
+        a0[:2] = 0.0
+        a0[-4:] = 0.0
+        best = torch.maximum(best, a0)
+    want = torch.zeros(T, dtype=torch.bool)
+    for p in torch.topk(best, 2).indices.tolist():
+        want[p:p + 4] = True
+    for b, s in zip(base, spans):
+        assert bool((s == (b | want)).all())
+    assert any(bool((s != b).any()) for b, s in zip(base, spans))      # the spans add keys here (teeth)
+    assert add_successor_spans(base, [torch.zeros(1, T)] * 2, 0, 3) is base
+
+
+def test_press_with_spans_through_kvpress_hooks_equals_the_captured_path(model, prompt, pf) -> None:
+    """With spans the press rewrites every layer's mask once the last layer is seen; the masked cache then
+    decodes like the ragged cache of the captured-prefill masks."""
+    kvpress_compat.install()
+    press = GVotePress(p_nuc=0.4, n_samples=2, n_sink=2, window=4, budget="nucleus", anchors=2, span=3)
+    cache = DynamicCache()
+    with torch.no_grad(), press(model):
+        model(prompt[0], cache=cache)
+    want = kept(model, pf, _reading(0.4, 2, "nucleus", 2, 3))
+    assert all(bool((a == b).all()) for a, b in zip(want, press.keep_masks.values()))
+    with torch.no_grad():
+        masked = model(prompt[1], cache=cache, position_ids=torch.arange(T, T + NQ)[None]).logits
+    assert torch.allclose(masked, ev.decode_logits(model, pf, want, prompt[1]), atol=1e-5)
+
+
+def test_reading_knobs_are_validated() -> None:
+    for bad in ({"fit": "all"}, {"budget": "half"}, {"anchors": -1}, {"span": -2}):
+        with pytest.raises(ValueError):
+            GVotePress(**bad)

@@ -35,6 +35,9 @@ class KvBudgetOptions:
     press_ratios: tuple[float, ...]
     seed: int
     weights: str | None
+    budgets: tuple[str, ...] = ("top",)   # GVote's per-sample budget readings to try: "top" (spec), "nucleus"
+    anchors: int = 4                      # successor spans (ours): anchors x span keys after them; 0 = off
+    span: int = 8
 
 
 def _floats(flag: str, text: str, lo: float, hi: float, what: str) -> tuple[float, ...]:
@@ -63,6 +66,26 @@ def _ints(flag: str, text: str, what: str) -> tuple[int, ...]:
     return vals
 
 
+def _budgets(text: str) -> tuple[str, ...]:
+    vals = tuple(sorted({x.strip() for x in text.split(",") if x.strip()}))
+    bad = [v for v in vals if v not in ("top", "nucleus")]
+    if not vals or bad:
+        raise PlannerError(f"--budget {bad[0] if bad else text!r} is not a GVote budget reading",
+                           "pass top, nucleus or top,nucleus")
+    return vals
+
+
+def _spans(text: str) -> dict[str, int]:
+    try:
+        a, r = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise PlannerError(f"--spans '{text}' is not ANCHORS:SPAN", "pass e.g. --spans 4:8 (0:0 turns them off)") \
+            from None
+    if a < 0 or r < 0:
+        raise PlannerError(f"--spans '{text}': anchors and span must be >= 0", "pass e.g. --spans 4:8")
+    return {"anchors": a, "span": r}
+
+
 class KvBudgetFamily(Family):
     """GVote's adaptive KV-cache budgets for a decoder LM on a prompt workload, beside kvpress's presses."""
 
@@ -80,6 +103,10 @@ class KvBudgetFamily(Family):
              minimum=0.0, maximum=1.0),
         Flag("--p-nuc", "str", "GVote nucleus masses to try, comma-separated, each in (0, 1]", default="0.9,0.95,0.99"),
         Flag("--samples", "str", "GVote Monte-Carlo sample counts S to try, comma-separated, each >= 1", default="4,16"),
+        Flag("--budget", "str", "GVote's per-sample budget readings to try, comma-separated: top (the top-B_step "
+             "keys of each sampled query, the spec) and/or nucleus (each sample's own p_nuc nucleus)", default="top"),
+        Flag("--spans", "str", "successor spans ANCHORS:SPAN (ours): keep SPAN keys after each of the ANCHORS "
+             "positions the last query attends to most, in every head; 0:0 is the paper's GVote", default="4:8"),
         Flag("--sinks", "int", "first tokens every head keeps", default=4, minimum=0),
         Flag("--window", "int", "last prompt tokens every head keeps", default=32, minimum=0),
         Flag("--kv-cap", "percent", "optional hard cap per KV head, share of the prompt (e.g. 50%)",
@@ -97,7 +124,8 @@ class KvBudgetFamily(Family):
     )
 
     def claim(self, ctx: PlanContext) -> str | None:
-        own = {"--max-accuracy-drop", "--p-nuc", "--samples", "--press-ratios", "--presses", "--kv-cap"}
+        own = {"--max-accuracy-drop", "--p-nuc", "--samples", "--press-ratios", "--presses", "--kv-cap", "--budget",
+               "--spans"}
         if ctx.request.flags.given & own:
             return "GVote knobs given: per-request KV-cache budgets"
         return None
@@ -116,7 +144,8 @@ class KvBudgetFamily(Family):
             samples=_ints("--samples", str(v["samples"]), "S"),
             sinks=int(v["sinks"]), window=int(v["window"]), kv_cap=v["kv_cap"], presses=presses,
             press_ratios=_floats("--press-ratios", str(v["press_ratios"]), 0.0, 0.99, "ratios"),
-            seed=int(v["seed"]), weights=v["weights"])
+            seed=int(v["seed"]), weights=v["weights"], budgets=_budgets(str(v["budget"])),
+            **_spans(str(v["spans"])))
         if not v["workload"]:
             raise PlannerError("kv-budget plans need a prompt workload", "pass --workload ruler:niah@2k:16")
         ctx.require_hardware()

@@ -29,12 +29,14 @@ class KvBudgetState:
 
 
 def configs_of(opts: Any) -> list[dict[str, Any]]:
-    """The table's rows: the full cache, GVote's grid (p_nuc x S), every press at every ratio (fixed order)."""
+    """The table's rows: the full cache, GVote's grid (budget reading x p_nuc x S), every press at every ratio (fixed order)."""
     rows: list[dict[str, Any]] = [{"method": "full"}]
-    for p in opts.p_nuc:
-        for s in opts.samples:
-            rows.append({"method": "gvote", "p_nuc": p, "n_samples": s, "n_sink": opts.sinks, "window": opts.window,
-                         "seed": opts.seed, "cap_fraction": opts.kv_cap})
+    for budget in opts.budgets:
+        for p in opts.p_nuc:
+            for s in opts.samples:
+                rows.append({"method": "gvote", "p_nuc": p, "n_samples": s, "n_sink": opts.sinks,
+                             "window": opts.window, "seed": opts.seed, "cap_fraction": opts.kv_cap,
+                             "budget": budget, "anchors": opts.anchors, "span": opts.span})
     for name in opts.presses:
         for r in opts.press_ratios:
             rows.append({"method": name, "ratio": r})
@@ -225,7 +227,8 @@ def lift(ctx: PlanContext) -> None:
         inputs={"scenario_reason": ctx.scenario_reason, "workload": o.workload, "seed": o.seed,
                 "weights": o.weights or ("tiny random" if ctx.request.tiny else "catalog"),
                 "grid": {"p_nuc": list(o.p_nuc), "samples": list(o.samples), "sinks": o.sinks, "window": o.window,
-                         "kv_cap": o.kv_cap, "presses": list(o.presses), "press_ratios": list(o.press_ratios)}},
+                         "kv_cap": o.kv_cap, "presses": list(o.presses), "press_ratios": list(o.press_ratios),
+                         "budgets": list(o.budgets), "spans": [o.anchors, o.span]}},
         constraints={"max_accuracy_drop_points": round(100 * o.max_accuracy_drop, 4),
                      "free_memory_bytes": round(float(hw.memory_bytes) - st.weight_bytes, 1),
                      "serving_dtype_bytes": p.meta["serving_dtype_bytes"]},

@@ -13,7 +13,8 @@ from planner.units import fmt_bytes
 def _knobs(k: dict[str, Any]) -> str:
     if k.get("method") == "gvote":
         cap = f" cap {k['cap_fraction']:g}" if k.get("cap_fraction") else ""
-        return f"gvote p={k['p_nuc']:g} S={k['n_samples']}{cap}"
+        spans = f" spans {k['anchors']}:{k['span']}" if k.get("anchors") and k.get("span") else ""
+        return f"gvote {k.get('budget', 'top')} p={k['p_nuc']:g} S={k['n_samples']}{cap}{spans}"
     if k.get("method") == "full":
         return "full cache"
     return f"{k.get('method')} r={k.get('ratio', 0):g}"
@@ -26,7 +27,8 @@ def kv_budget_tables(plan: Plan, wide: bool = False) -> list[Any]:
     k = d["knobs"]
     if k["method"] == "gvote":
         head = (f"GVote knobs: p_nuc {k['p_nuc']:g}, S {k['n_samples']}, sinks {k['n_sink']}, window {k['window']}"
-                + (f", cap {k['cap_fraction']:g}" if k.get("cap_fraction") else "") + f"; seed {k['seed']}")
+                + (f", cap {k['cap_fraction']:g}" if k.get("cap_fraction") else "")
+                + f", budget {k.get('budget', 'top')}, spans {k.get('anchors', 0)}:{k.get('span', 0)}; seed {k['seed']}")
     else:
         head = f"plan: {_knobs(k)} (a fixed-ratio press beat every GVote setting tried)"
     out.append(Text(f"{head}; calibration {d['workload']} (seed {d['calibration_seed']})"))
