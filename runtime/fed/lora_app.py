@@ -115,6 +115,9 @@ def train_client(cfg: dict[str, Any], incoming_np: dict[str, np.ndarray], run_co
     from kernels.saved_activations import SavedTensorLedger, parameter_storages
     from runtime.fed.lora_model import base_model, device_model, load_artifact, parse_blocks
 
+    from runtime.fed.malloc_policy import pin_mmap_threshold
+
+    pin_mmap_threshold()      # resident memory follows the live bytes the plan predicts (runtime/fed/malloc_policy.py)
     torch.set_num_threads(1)
     incoming = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in incoming_np.items()}
     down_bytes = sum(int(v.numel() * v.element_size()) for v in incoming.values())
@@ -193,11 +196,9 @@ def evaluate_global(art: Any, state: dict[str, np.ndarray]) -> tuple[float, floa
         t = art.config["training"]
         held = held_out_batches(dict(t["data"]), int(t["seq_len"]), int(art.config["model"]["vocab_size"]),
                                 _pad(art.config["model"]))
-        with torch.no_grad():
-            loss = float(np.mean([float(model.answer_loss(ids, mask)) for ids, mask, _ in held]))
-        acc = float(answer_accuracy(model.model, held)["token_accuracy"])
+        scores = answer_accuracy(model.model, held)
         dev.remove_hooks()
-        return acc, loss
+        return float(scores["token_accuracy"]), float(scores["answer_loss_nats"])
     data = load_digits_split(int(art.config["training"]["data"]["seed"]))
     with torch.no_grad():
         logits = model(torch.from_numpy(data.x_test))

@@ -193,7 +193,8 @@ def downstream(model: Any, artifact_dir: str, per_task: int | None = None) -> di
     from runtime.fed_expand.data import answer_accuracy
     from runtime.fed_expand.model import decoder
 
-    return answer_accuracy(decoder(model), _test_batches(artifact_dir, per_task))
+    scores = answer_accuracy(decoder(model), _test_batches(artifact_dir, per_task))
+    return {"exact_match": scores["exact_match"], "token_accuracy": scores["token_accuracy"]}
 
 
 @functools.lru_cache(maxsize=2)

@@ -89,17 +89,23 @@ _HELD_OUT: dict[tuple[Any, ...], tuple[tuple[torch.Tensor, torch.Tensor, tuple[s
 
 def answer_accuracy(decoder: Any, batches: Sequence[tuple[torch.Tensor, torch.Tensor, Any]]) -> dict[str, float]:
     """Teacher-forced held-out scores of a causal LM (`decoder.model` the transformer, `decoder.lm_head` the head):
-    `exact_match` (every answer token is the argmax) and `token_accuracy` (share of answer tokens that are)."""
+    `exact_match` (every answer token is the argmax), `token_accuracy` (share of answer tokens that are) and
+    `answer_loss_nats` (mean cross-entropy per answer token). The head runs on the answer positions only."""
     decoder.eval()
     right = tokens = exact = n = 0
+    loss = 0.0
     with torch.no_grad():
         for ids, mask, _ in batches:
             hidden = decoder.model(input_ids=ids).last_hidden_state[:, :-1]
             target = mask[:, 1:]
-            pred = decoder.lm_head(hidden).argmax(-1)
-            ok = (pred == ids[:, 1:]) | ~target
-            right += int(((pred == ids[:, 1:]) & target).sum())
+            logits = decoder.lm_head(hidden[target]).float()          # (answer tokens, vocab)
+            truth = ids[:, 1:][target]
+            hit = torch.zeros_like(target)
+            hit[target] = logits.argmax(-1) == truth
+            right += int(hit.sum())
             tokens += int(target.sum())
-            exact += int(ok.all(dim=1).sum())
+            exact += int((hit | ~target).all(dim=1).sum())
+            loss += float(torch.nn.functional.cross_entropy(logits, truth, reduction="sum"))
             n += ids.shape[0]
-    return {"exact_match": exact / max(n, 1), "token_accuracy": right / max(tokens, 1)}
+    return {"exact_match": exact / max(n, 1), "token_accuracy": right / max(tokens, 1),
+            "answer_loss_nats": loss / max(tokens, 1)}
