@@ -136,8 +136,11 @@ def real_population(path: Path, alpha: float, seed: int) -> None:
 PROBE_MODEL = "smollm2-135m:4L"      # truncated SmolLM2-135M (real weights, testbeds/smollm2.py)
 PROBE_CONFIGS = ((1, 0), (2, 0), (4, 0), (2, 1), (4, 2), (4, 4))
 # glibc's default raises its mmap threshold after frees (up to 32 MiB) and keeps freed chunks below it in the heap,
-# so a process's peak RSS exceeds the live bytes; a fixed 128 KiB threshold returns every larger chunk on free.
-MALLOC_MODES = {"glibc default": {}, "mmap threshold 128 KiB": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
+# so a process's peak RSS exceeds the live bytes; the fed-lora client runtime fixes the threshold at 128 KiB
+# (runtime/fed/malloc_policy.py), which returns every larger chunk on free. The probe runs both: the runtime's
+# policy through the runtime's own call, and glibc's default.
+RUNTIME_POLICY = "runtime policy (mmap threshold 128 KiB)"
+MALLOC_MODES = ("glibc default", RUNTIME_POLICY)
 PROBE_CONFIGS_QUICK = ((2, 0), (2, 1), (4, 2))     # none of them among the four fitted steps
 
 
@@ -149,7 +152,7 @@ def _rss_bytes(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def rss_probe(depth: int, quant: int, batch: int, seq: int) -> dict:
+def rss_probe(depth: int, quant: int, batch: int, seq: int, pin: int = 0) -> dict:
     """In a fresh process: load the model, page every weight in (the safetensors copy is memory-mapped, so an
     untouched weight is not resident: the first forward used to add ~130 MiB of weight pages to the "training"
     peak), run one warm-up step at batch 1 x seq 8 on a copy (lazy imports and kernel setup are paid once per
@@ -157,6 +160,11 @@ def rss_probe(depth: int, quant: int, batch: int, seq: int) -> dict:
     step (LoRA on the top `depth` blocks, `quant` of them storing 8-bit activations, Adam), and report the peak
     RSS above the resident size before the step (B). Independent of the saved-tensor hooks and of torch's
     allocator counters."""
+    if pin:     # what the client runtime does first (runtime/fed/lora_app.py train_client)
+        from runtime.fed.malloc_policy import pin_mmap_threshold
+
+        if not pin_mmap_threshold():
+            raise RuntimeError("could not set the malloc mmap threshold (not glibc?)")
     import torch
 
     from profilers.fine_tuning import block_layout, measure_step, task_model
@@ -201,23 +209,24 @@ def bench_memory_independent(batch: int = 4, seq: int = 128, configs: tuple = PR
 
     for d, q in configs:
         pred = prof.peak_bytes(d, q, 8) - prof.weight_bytes
-        for malloc, extra in MALLOC_MODES.items():
+        for malloc in MALLOC_MODES:
             # the frozen weights are resident before the step in the probe: compare what the step adds
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
             out = subprocess.run([sys.executable, "-m", "benchmarks.fed_lora", "--rss-probe", str(d), str(q), str(batch),
-                                  str(seq)], capture_output=True, text=True, check=True,
-                                 env={**os.environ, "OMP_NUM_THREADS": "1", **extra})
+                                  str(seq), str(int(malloc == RUNTIME_POLICY))], capture_output=True, text=True,
+                                 check=True, env={**env, "OMP_NUM_THREADS": "1"})
             got = json.loads(out.stdout.strip().splitlines()[-1])
             got.update(malloc=malloc, predicted_training_bytes=pred, error=pred / got["measured_training_bytes"] - 1)
             rows.append(got)
             print(f"  {PROBE_MODEL} d={d} q={q} ({malloc}): predicted {pred / 2**20:.1f} MiB, peak RSS above the "
                   f"loaded model {got['measured_training_bytes'] / 2**20:.1f} MiB ({got['error']:+.1%})", flush=True)
-    fixed = [abs(r["error"]) for r in rows if r["malloc"] != "glibc default"]
+    fixed = [abs(r["error"]) for r in rows if r["malloc"] == RUNTIME_POLICY]
     rows_default = [r for r in rows if r["malloc"] == "glibc default"]
     errs = [abs(r["error"]) for r in rows_default]
     return {"model": PROBE_MODEL, "batch": batch, "seq": seq, "rows": rows,
             "median_abs_error": float(np.median(errs)), "max_abs_error": float(max(errs)),
-            "median_abs_error_fixed_mmap_threshold": float(np.median(fixed)),
-            "max_abs_error_fixed_mmap_threshold": float(max(fixed)),
+            "median_abs_error_runtime_policy": float(np.median(fixed)),
+            "max_abs_error_runtime_policy": float(max(fixed)),
             "weight_bytes": prof.weight_bytes, "workspace_bytes": prof.workspace_bytes}
 
 
@@ -442,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--total", type=int, default=400, help="instruction bed: training examples over all clients")
     ap.add_argument("--test-per-task", type=int, default=12)
     ap.add_argument("--out", type=Path, default=OUT, help="JSON output (default build/bench/fed_lora.json)")
-    ap.add_argument("--rss-probe", type=int, nargs=4, metavar=("D", "Q", "BATCH", "SEQ"), help=argparse.SUPPRESS)
+    ap.add_argument("--rss-probe", type=int, nargs=5, metavar=("D", "Q", "BATCH", "SEQ", "PIN"), help=argparse.SUPPRESS)
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="take the parts this run skips (bed, memory_independent) from an earlier output JSON")
     ap.add_argument("--skip-independent", action="store_true")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the real-task comparison (population split)")
     ap.add_argument("--seed-base", type=int, default=0, help="first seed (pilots use 100+, never scored)")
@@ -501,6 +512,11 @@ def main(argv: list[str] | None = None) -> int:
         rounds = args.rounds or (6 if args.quick else 15)
         result["real_seeds"] = [bench_real(rounds, args.target, args.local_steps, args.lr, seed)
                                 for seed in range(args.seeds)]
+    if args.reuse:
+        earlier = json.loads(args.reuse.read_text())
+        for part in ("bed", "memory_independent"):
+            if part not in result and part in earlier:
+                result[part] = earlier[part]
     result["summary"] = summary_of(result)
     print("summary:", json.dumps(result["summary"], sort_keys=True))
     args.out.parent.mkdir(parents=True, exist_ok=True)
