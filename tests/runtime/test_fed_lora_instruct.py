@@ -46,7 +46,8 @@ def test_instruct_loss_is_fed_expands_answer_loss() -> None:
     assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
 
 
-def test_tiny_smollm2_plan_emits_and_runs_on_the_instruction_bed(tmp_path: Path, smollm2_cache: Path) -> None:
+def test_tiny_smollm2_plan_emits_and_runs_on_the_instruction_bed(tmp_path: Path, smollm2_cache: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from planner.cli import main
     from runtime.fed.lora_run import run_in_process
     from runtime.fed_expand.data import client_examples
@@ -56,6 +57,12 @@ def test_tiny_smollm2_plan_emits_and_runs_on_the_instruction_bed(tmp_path: Path,
     plan = tmp_path / "plan.json"
     assert main(["plan", "smollm2-135m", "--tiny", "--scenario", "fed-lora", "--clients", str(pop), "--batch-size", "2",
                  "--seq-len", "32", "--local-steps", "2", "--rounds", "2", "-o", str(plan), "-q"]) == 0
+    bad = tmp_path / "bad"
+    capsys.readouterr()
+    assert main(["emit", str(plan), "-o", str(bad), "--task-data", "instruct:uper"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "unknown instruction task 'uper'" in err[0] and "upper" in err[0], err
+    assert not bad.exists()
     art = tmp_path / "art"
     assert main(["emit", str(plan), "-o", str(art), "--task-data", DATA, "--lr", "0.01"]) == 0
     cfg = yaml.safe_load((art / "runtime.yaml").read_text())
