@@ -1,5 +1,5 @@
-"""fed-lora benchmark (issue 10): the memory model at full size, FedQuad vs every baseline on 10 / 100 / 10 000
-devices, and federated fine-tuning on the real task (digits, 20 clients) for the plan vs uniform depth.
+"""fed-lora benchmark (issues 10, 20): the memory model at full size and against peak RSS, FedQuad vs every baseline
+on 10 / 100 / 10 000 devices, and federated LoRA fine-tuning of truncated SmolLM2, the plan vs uniform depth.
 
 1. memory: MiniLM (real weights), GPT-2 and BERT-base at full size; predicted (profile fitted from four
    steps) vs MEASURED bytes (saved-tensor hooks + parameters/gradients/Adam) at other depths and
@@ -8,11 +8,17 @@ devices, and federated fine-tuning on the real task (digits, 20 clients) for the
    predicted round time and progress rate, participants (memory feasibility) of the plan vs every
    baseline, the CP-SAT gap where it applies. Round times are PREDICTED from this CPU's measured times
    scaled by FLOP/s ratios to the catalog devices.
-3. real task: digits transformer, 20 clients (a heterogeneous tier mix with memory caps scaled to the
-   tiny model), Dirichlet(1.0) split; Flower simulation of the plan and of uniform depth; held-out
-   accuracy vs EMULATED wall clock, time to a target accuracy.
+3. the instruction bed (issue 20, the default `--bed instruct`): SmolLM2-135M truncated to 4 blocks (real
+   weights) fine-tuned with LoRA on the instruction tasks format, recall and upper (non-IID by task), 4 clients
+   (two with room, two phones that hold depth 1 unquantised or depth 4 quantised); FedQuad's plan vs uniform
+   depth through the same Flower apps in-process, the same start, split and participation per seed; held-out
+   answer-token accuracy vs the EMULATED clock, time to a target half-way from the start to the best final.
+   `--bed digits`: the older digits-transformer bed (starts at 80.8 %; kept for comparison).
+1b. the memory model vs peak RSS of a fresh process per training step (smollm2-135m:4L), under the client
+   runtime's allocator policy and under glibc's default.
 
-    nice .venv/bin/python -m benchmarks.fed_lora [--quick] [--skip-memory] [--skip-real]
+    nice .venv/bin/python -m benchmarks.fed_lora --quick [--skip-memory] [--skip-solver] [--skip-real]
+        [--skip-independent] [--seeds N] [--rounds R] [--reuse EARLIER.json]
 """
 from __future__ import annotations
 
@@ -457,7 +463,7 @@ def rescore(bed: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes, MiniLM only, 6 rounds")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, MiniLM only, 6 rounds, 3 probe points")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-solver", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
