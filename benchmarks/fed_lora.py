@@ -1,5 +1,5 @@
-"""fed-lora benchmark (issue 10): the memory model at full size, FedQuad vs every baseline on 10 / 100 / 10 000
-devices, and federated fine-tuning on the real task (digits, 20 clients) for the plan vs uniform depth.
+"""fed-lora benchmark (issues 10, 20): the memory model at full size and against peak RSS, FedQuad vs every baseline
+on 10 / 100 / 10 000 devices, and federated LoRA fine-tuning of truncated SmolLM2, the plan vs uniform depth.
 
 1. memory: MiniLM (real weights), GPT-2 and BERT-base at full size; predicted (profile fitted from four
    steps) vs MEASURED bytes (saved-tensor hooks + parameters/gradients/Adam) at other depths and
@@ -8,11 +8,17 @@ devices, and federated fine-tuning on the real task (digits, 20 clients) for the
    predicted round time and progress rate, participants (memory feasibility) of the plan vs every
    baseline, the CP-SAT gap where it applies. Round times are PREDICTED from this CPU's measured times
    scaled by FLOP/s ratios to the catalog devices.
-3. real task: digits transformer, 20 clients (a heterogeneous tier mix with memory caps scaled to the
-   tiny model), Dirichlet(1.0) split; Flower simulation of the plan and of uniform depth; held-out
-   accuracy vs EMULATED wall clock, time to a target accuracy.
+3. the instruction bed (issue 20, the default `--bed instruct`): SmolLM2-135M truncated to 4 blocks (real
+   weights) fine-tuned with LoRA on the instruction tasks format, recall and upper (non-IID by task), 4 clients
+   (two with room, two phones that hold depth 1 unquantised or depth 4 quantised); FedQuad's plan vs uniform
+   depth through the same Flower apps in-process, the same start, split and participation per seed; held-out
+   answer-token accuracy vs the EMULATED clock, time to a target half-way from the start to the best final.
+   `--bed digits`: the older digits-transformer bed (starts at 80.8 %; kept for comparison).
+1b. the memory model vs peak RSS of a fresh process per training step (smollm2-135m:4L), under the client
+   runtime's allocator policy and under glibc's default.
 
-    nice .venv/bin/python -m benchmarks.fed_lora [--quick] [--skip-memory] [--skip-real]
+    nice .venv/bin/python -m benchmarks.fed_lora --quick [--skip-memory] [--skip-solver] [--skip-real]
+        [--skip-independent] [--seeds N] [--rounds R] [--reuse EARLIER.json]
 """
 from __future__ import annotations
 
@@ -136,8 +142,11 @@ def real_population(path: Path, alpha: float, seed: int) -> None:
 PROBE_MODEL = "smollm2-135m:4L"      # truncated SmolLM2-135M (real weights, testbeds/smollm2.py)
 PROBE_CONFIGS = ((1, 0), (2, 0), (4, 0), (2, 1), (4, 2), (4, 4))
 # glibc's default raises its mmap threshold after frees (up to 32 MiB) and keeps freed chunks below it in the heap,
-# so a process's peak RSS exceeds the live bytes; a fixed 128 KiB threshold returns every larger chunk on free.
-MALLOC_MODES = {"glibc default": {}, "mmap threshold 128 KiB": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
+# so a process's peak RSS exceeds the live bytes; the fed-lora client runtime fixes the threshold at 128 KiB
+# (runtime/fed/malloc_policy.py), which returns every larger chunk on free. The probe runs both: the runtime's
+# policy through the runtime's own call, and glibc's default.
+RUNTIME_POLICY = "runtime policy (mmap threshold 128 KiB)"
+MALLOC_MODES = ("glibc default", RUNTIME_POLICY)
 PROBE_CONFIGS_QUICK = ((2, 0), (2, 1), (4, 2))     # none of them among the four fitted steps
 
 
@@ -149,7 +158,7 @@ def _rss_bytes(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def rss_probe(depth: int, quant: int, batch: int, seq: int) -> dict:
+def rss_probe(depth: int, quant: int, batch: int, seq: int, pin: int = 0) -> dict:
     """In a fresh process: load the model, page every weight in (the safetensors copy is memory-mapped, so an
     untouched weight is not resident: the first forward used to add ~130 MiB of weight pages to the "training"
     peak), run one warm-up step at batch 1 x seq 8 on a copy (lazy imports and kernel setup are paid once per
@@ -157,6 +166,11 @@ def rss_probe(depth: int, quant: int, batch: int, seq: int) -> dict:
     step (LoRA on the top `depth` blocks, `quant` of them storing 8-bit activations, Adam), and report the peak
     RSS above the resident size before the step (B). Independent of the saved-tensor hooks and of torch's
     allocator counters."""
+    if pin:     # what the client runtime does first (runtime/fed/lora_app.py train_client)
+        from runtime.fed.malloc_policy import pin_mmap_threshold
+
+        if not pin_mmap_threshold():
+            raise RuntimeError("could not set the malloc mmap threshold (not glibc?)")
     import torch
 
     from profilers.fine_tuning import block_layout, measure_step, task_model
@@ -177,9 +191,10 @@ def rss_probe(depth: int, quant: int, batch: int, seq: int) -> dict:
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")          # reset VmHWM to the current RSS (Linux)
     before = _rss_bytes("VmRSS")
+    cpu0 = time.process_time()
     measure_step(model, layout, depth, quant, 8, 64, batch_size=batch, seq_len=seq, copy_model=False, count_flops=False)
     return {"depth": depth, "quant": quant, "rss_before": before, "rss_peak": _rss_bytes("VmHWM"), "paged_sum": paged,
-            "measured_training_bytes": _rss_bytes("VmHWM") - before}
+            "measured_training_bytes": _rss_bytes("VmHWM") - before, "step_cpu_s": time.process_time() - cpu0}
 
 
 def bench_memory_independent(batch: int = 4, seq: int = 128, configs: tuple = PROBE_CONFIGS) -> dict:
@@ -201,23 +216,24 @@ def bench_memory_independent(batch: int = 4, seq: int = 128, configs: tuple = PR
 
     for d, q in configs:
         pred = prof.peak_bytes(d, q, 8) - prof.weight_bytes
-        for malloc, extra in MALLOC_MODES.items():
+        for malloc in MALLOC_MODES:
             # the frozen weights are resident before the step in the probe: compare what the step adds
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
             out = subprocess.run([sys.executable, "-m", "benchmarks.fed_lora", "--rss-probe", str(d), str(q), str(batch),
-                                  str(seq)], capture_output=True, text=True, check=True,
-                                 env={**os.environ, "OMP_NUM_THREADS": "1", **extra})
+                                  str(seq), str(int(malloc == RUNTIME_POLICY))], capture_output=True, text=True,
+                                 check=True, env={**env, "OMP_NUM_THREADS": "1"})
             got = json.loads(out.stdout.strip().splitlines()[-1])
             got.update(malloc=malloc, predicted_training_bytes=pred, error=pred / got["measured_training_bytes"] - 1)
             rows.append(got)
             print(f"  {PROBE_MODEL} d={d} q={q} ({malloc}): predicted {pred / 2**20:.1f} MiB, peak RSS above the "
                   f"loaded model {got['measured_training_bytes'] / 2**20:.1f} MiB ({got['error']:+.1%})", flush=True)
-    fixed = [abs(r["error"]) for r in rows if r["malloc"] != "glibc default"]
+    fixed = [abs(r["error"]) for r in rows if r["malloc"] == RUNTIME_POLICY]
     rows_default = [r for r in rows if r["malloc"] == "glibc default"]
     errs = [abs(r["error"]) for r in rows_default]
     return {"model": PROBE_MODEL, "batch": batch, "seq": seq, "rows": rows,
             "median_abs_error": float(np.median(errs)), "max_abs_error": float(max(errs)),
-            "median_abs_error_fixed_mmap_threshold": float(np.median(fixed)),
-            "max_abs_error_fixed_mmap_threshold": float(max(fixed)),
+            "median_abs_error_runtime_policy": float(np.median(fixed)),
+            "max_abs_error_runtime_policy": float(max(fixed)),
             "weight_bytes": prof.weight_bytes, "workspace_bytes": prof.workspace_bytes}
 
 
@@ -267,43 +283,210 @@ def bench_real(rounds: int, target: float, local_steps: int, lr: float, seed: in
     return out
 
 
+# ------------------------------------------------------------------ 3. the SmolLM2 instruction test bed (issue 20)
+BED_MODEL = "smollm2-135m:4L"
+BED_TASKS = "format+recall+upper"      # prompt and answer fit 48 tokens (arith/reverse: ~0 % for a 4-layer model)
+BED_LR = 3e-3          # fed-lora's default client learning rate
+# The target (held-out answer-token accuracy) is fed-expand's rule, fixed before the runs: the mean start plus half
+# the gap to the best configuration's mean final accuracy (so it is well above where every run starts).
+# Two devices with room to spare and two phones whose memory for training (312 MiB, 280.8 MiB after the plan's 10 %
+# margin) holds SmolLM2:4L's LoRA step at depth 1 unquantised (276.0 MiB predicted at batch 4, seq 48) but not
+# depth 2 (282.2 MiB): quantising saved activations lets them go deeper (depth 4 with 4 quantised blocks: 279.8
+# MiB). Uniform depth (the deepest the weakest device holds, for everyone) is therefore depth 1.
+BED_CLIENTS = [
+    ("orin", "jetson_orin_nano_8gb", "1GiB", "100mbps"),
+    ("pi5", "raspberry_pi5_8gb", "1GiB", "50mbps"),
+    ("phone-a", "phone_midrange_8gb", "312MiB", "20mbps"),
+    ("phone-b", "phone_midrange_8gb", "312MiB", "20mbps"),
+]
+
+
+def bed_population(path: Path) -> None:
+    """The instruction bed's client population (no sample counts: each client's share comes from the split)."""
+    lines = ["devices:"] + [f"  - {{id: {cid}, kind: {kind}, memory: {mem}, link: {link}}}"
+                            for cid, kind, mem, link in BED_CLIENTS]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def bench_instruct_seed(seed: int, args: argparse.Namespace, configs: tuple[str, ...]) -> dict:
+    """One seed of the instruction bed: plan, emit (data split `seed`), then every configuration through the same
+    Flower apps in this process (same start: the emitted initial adapters; same split; every client every round)."""
+    from planner.api import emit_artifact, plan_from_argv
+    from runtime.fed.lora_run import run_in_process
+
+    work = Path(tempfile.mkdtemp(prefix="fedlora-bed-"))
+    pop = work / "clients.yaml"
+    bed_population(pop)
+    ctx = plan_from_argv([args.model, "--scenario", "fed-lora", "--clients", str(pop), "--batch-size", str(args.batch_size),
+                          "--seq-len", str(args.seq_len), "--local-steps", str(args.local_steps), "--rounds",
+                          str(args.rounds)])
+    data = f"instruct:{BED_TASKS},total={args.total},test_per_task={args.test_per_task},seed={seed}"
+    art = emit_artifact(ctx.plan, work / "build", ["--lr", str(args.lr), "--seed", str(seed), "--task-data", data])
+    plan = ctx.plan
+    out: dict = {"seed": seed, "data": data, "plan_notes": list(plan.notes),
+                 "clients": {cfg: {cid: {"lora_depth": c["lora_depth"], "act_quant_blocks": len(c.get("act_quant_layers", []))}
+                                   for cid, c in (plan.decisions["clients"] if cfg == "plan"
+                                                  else plan.baselines[cfg].decisions["clients"]).items()}
+                             for cfg in configs},
+                 "predicted_round_s": {cfg: (plan.predicted if cfg == "plan" else plan.baselines[cfg].predicted)["round_time_s"]
+                                       for cfg in configs},
+                 "predicted_progress_rate": {cfg: (plan.predicted if cfg == "plan"
+                                                   else plan.baselines[cfg].predicted)["progress_rate_per_s"]
+                                             for cfg in configs},
+                 "runs": {}}
+    for cfg in configs:
+        t0 = time.perf_counter()
+        rec = run_in_process(art, rounds=args.rounds, baseline=None if cfg == "plan" else cfg,
+                             on_round=lambda r, c=cfg: print(f"  seed {seed} [{c}] round {r['round']}: answer-token acc "
+                                                              f"{r['accuracy']:.3f} emulated round {r['emulated_round_s']:.3g} s",
+                                                              flush=True))
+        errs = [abs(e["round_time_error"]) for e in rec["devices"].values() if e.get("round_time_error") is not None]
+        merr = [abs(e["memory_error"]) for e in rec["devices"].values() if e.get("memory_error") is not None]
+        out["runs"][cfg] = {"curve": [{k: r[k] for k in ("round", "accuracy", "loss", "emulated_round_s", "emulated_clock_s")}
+                                      for r in rec["rounds"]],
+                            "wall_s": time.perf_counter() - t0, "final_accuracy": rec["final_accuracy"],
+                            "emulated_clock_s": rec["emulated_clock_s"],
+                            "median_round_time_error": float(np.median(errs)) if errs else None,
+                            "max_memory_error": float(max(merr)) if merr else None,
+                            "all_trained_planned_depth": all(e.get("trained_planned_depth", True)
+                                                             for e in rec["devices"].values() if not e.get("sits_out"))}
+    out["start_accuracy"] = out["runs"][configs[0]]["curve"][0]["accuracy"]
+    return out
+
+
+def score_bed(seeds: list[dict], target: float, baseline: str = "uniform_depth") -> dict:
+    """Per seed: emulated seconds (and rounds) to `target` for the plan and `baseline`, and the speed-up
+    (baseline's time / the plan's; a run that never reaches the target is censored at its last clock: the
+    speed-up is then a bound, flagged)."""
+    rows = []
+    for s in seeds:
+        a, b = s["runs"]["plan"], s["runs"][baseline]
+        ta, tb = time_to(a["curve"], target), time_to(b["curve"], target)
+        ra = next((r["round"] for r in a["curve"] if r["accuracy"] >= target), None)
+        rb = next((r["round"] for r in b["curve"] if r["accuracy"] >= target), None)
+        if ta and tb:
+            speed, kind = tb / ta, "measured"
+        elif ta and not tb:
+            speed, kind = b["emulated_clock_s"] / ta, "lower bound (uniform never reached the target)"
+        elif tb and not ta:
+            speed, kind = tb / a["emulated_clock_s"], "upper bound (the plan never reached the target)"
+        else:
+            speed, kind = None, "neither reached the target"
+        rows.append({"seed": s["seed"], "plan_time_to_target_s": ta, "uniform_time_to_target_s": tb,
+                     "plan_rounds_to_target": ra, "uniform_rounds_to_target": rb, "speedup": speed, "kind": kind})
+    return {"target": target, "per_seed": rows}
+
+
 def summary_of(result: dict) -> dict:
     """The headline figures (median over seeds, with min-max) from whatever parts ran; None where a part did not."""
-    reals = result.get("real_seeds", [])
-    speed = [r["speedup_to_target"] for r in reals if r.get("speedup_to_target")]
-    starts = [r["start_accuracy"] for r in reals if r.get("start_accuracy") is not None]
+    bed = result.get("bed")
     mem = result.get("memory_independent")
-    return {
-        "time_to_target_speedup_vs_uniform": float(np.median(speed)) if speed else None,
-        "time_to_target_speedup_range": [min(speed), max(speed)] if speed else None,
-        "seeds": len(reals),
-        "seeds_where_both_reached_target": len(speed),
-        "start_accuracy": float(np.median(starts)) if starts else None,
-        "target_accuracy": reals[0]["target_accuracy"] if reals else None,
-        "memory_model_error_vs_independent": mem["median_abs_error"] if mem else None,
-        "memory_model_error_vs_independent_max": mem["max_abs_error"] if mem else None,
-        "memory_model_error_vs_independent_fixed_mmap_threshold":
-            mem.get("median_abs_error_fixed_mmap_threshold") if mem else None,
-        "memory_model_error_vs_independent_fixed_mmap_threshold_max":
-            mem.get("max_abs_error_fixed_mmap_threshold") if mem else None,
-        "memory_model_probe": f"{mem['model']}, batch {mem['batch']}, seq {mem['seq']}, peak RSS" if mem else None,
-    }
+    out: dict = {}
+    if bed:
+        rescore(bed)
+        sc = bed["score"]
+        speed = [r["speedup"] for r in sc["per_seed"] if r["kind"] == "measured"]
+        rounds = [r["uniform_rounds_to_target"] / r["plan_rounds_to_target"] for r in sc["per_seed"]
+                  if r["kind"] == "measured"]
+        ratio = [float(np.median([c["emulated_round_s"] for c in s["runs"]["plan"]["curve"][1:]]))
+                 / float(np.median([c["emulated_round_s"] for c in s["runs"]["uniform_depth"]["curve"][1:]]))
+                 for s in bed["seeds"]]
+        out.update({
+            "time_to_target_speedup_vs_uniform": float(np.median(speed)) if speed else None,
+            "time_to_target_speedup_range": [min(speed), max(speed)] if speed else None,
+            "time_to_target_speedup_per_seed": [r["speedup"] for r in sc["per_seed"]],
+            "seeds_where_both_reached_target": len(speed),
+            "rounds_to_target_speedup_vs_uniform": float(np.median(rounds)) if rounds else None,
+            "round_time_ratio_plan_over_uniform_emulated": [round(x, 3) for x in ratio],
+            "round_time_ratio_plan_over_uniform_predicted":
+                bed["seeds"][0]["predicted_round_s"]["plan"] / bed["seeds"][0]["predicted_round_s"]["uniform_depth"],
+            "progress_rate_ratio_plan_over_uniform_predicted":
+                bed["seeds"][0]["predicted_progress_rate"]["plan"] / bed["seeds"][0]["predicted_progress_rate"]["uniform_depth"],
+            "time_to_target_speedup_kind_per_seed": [r["kind"] for r in sc["per_seed"]],
+            "time_to_target_clock": "EMULATED (client CPU seconds here x FLOP/s ratio + link time, slowest client per round)",
+            "seeds": len(bed["seeds"]),
+            "start_accuracy": float(np.median([s["start_accuracy"] for s in bed["seeds"]])),
+            "target_accuracy": sc["target"],
+            "accuracy_metric": "held-out answer-token accuracy, teacher-forced (instruction test bed)",
+            "final_accuracy_plan": float(np.median([s["runs"]["plan"]["final_accuracy"] for s in bed["seeds"]])),
+            "final_accuracy_uniform": float(np.median([s["runs"]["uniform_depth"]["final_accuracy"] for s in bed["seeds"]])),
+            "target_rule": "mean start + 0.5 x (best configuration's mean final - mean start), fed-expand's rule",
+            "time_to_target_speedup_vs_uniform_at_quarter_gap": bed["quarter_gap"]["median"],
+            "time_to_target_speedup_vs_uniform_at_three_quarter_gap": bed["three_quarter_gap"]["median"],
+            "bed": f"{bed['model']}, {len(BED_CLIENTS)} clients, instruct:{BED_TASKS}, {bed['rounds']} rounds x "
+                   f"{bed['local_steps']} local steps, batch {bed['batch_size']}, seq {bed['seq_len']}",
+        })
+    else:
+        out.update({"time_to_target_speedup_vs_uniform": None, "seeds": 0, "start_accuracy": None,
+                    "target_accuracy": None})
+    if mem:
+        out.update({
+            "memory_model_error_vs_independent": mem["median_abs_error_runtime_policy"],
+            "memory_model_error_vs_independent_max": mem["max_abs_error_runtime_policy"],
+            "memory_model_independent_reference": "peak RSS of a fresh process during one training step, under the "
+                                                  "allocator policy the fed-lora client runtime sets (mmap threshold "
+                                                  "128 KiB)",
+            "memory_model_error_vs_independent_glibc_default": mem["median_abs_error"],
+            "memory_model_error_vs_independent_glibc_default_max": mem["max_abs_error"],
+            "memory_model_probe": f"{mem['model']}, batch {mem['batch']}, seq {mem['seq']}, peak RSS",
+        })
+    return out
+
+
+def run_bed(args: argparse.Namespace) -> dict:
+    """The instruction bed over `args.seeds` seeds, plan vs uniform depth, interleaved per seed."""
+    configs = ("plan", "uniform_depth")
+    seeds = [bench_instruct_seed(seed, args, configs) for seed in range(args.seed_base, args.seed_base + args.seeds)]
+    start = float(np.mean([s["start_accuracy"] for s in seeds]))
+    best = max(float(np.mean([s["runs"][c]["final_accuracy"] for s in seeds])) for c in configs)
+    target = args.target if args.target is not None else start + 0.5 * (best - start)
+    bed = {"model": args.model, "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size,
+           "seq_len": args.seq_len, "lr": args.lr, "clients": BED_CLIENTS, "seeds": seeds}
+    bed["score"] = score_bed(seeds, target)
+    bed["start_mean"], bed["best_final_mean"] = start, best
+    return bed
+
+
+def rescore(bed: dict) -> None:
+    """The primary score and the robustness targets (a quarter and three quarters of the way from the start to the
+    best configuration's mean final accuracy); medians over the seeds where both configurations reached the target
+    (censored seeds are listed, not averaged in)."""
+    seeds = bed["seeds"]
+    start = float(np.mean([s["start_accuracy"] for s in seeds]))
+    best = max(float(np.mean([s["runs"][c]["final_accuracy"] for s in seeds])) for c in ("plan", "uniform_depth"))
+    for name, frac in (("score", 0.5), ("quarter_gap", 0.25), ("three_quarter_gap", 0.75)):
+        target = bed["score"]["target"] if name == "score" else start + frac * (best - start)
+        sc = score_bed(seeds, target)
+        xs = [r["speedup"] for r in sc["per_seed"] if r["kind"] == "measured"]
+        bed[name] = {**sc, "median": float(np.median(xs)) if xs else None, "measured_seeds": len(xs)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes, MiniLM only, 6 rounds")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, MiniLM only, 6 rounds, 3 probe points")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-solver", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--target", type=float, default=0.85)
-    ap.add_argument("--local-steps", type=int, default=5)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--target", type=float, default=None,
+                    help="held-out accuracy target (default: digits 0.85; instruction bed: half-way from the start to the "
+                         "best configuration's mean final accuracy)")
+    ap.add_argument("--local-steps", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--bed", choices=("instruct", "digits"), default="instruct",
+                    help="the learning-curve bed: SmolLM2 on the instruction tasks (issue 20) or the old digits one")
+    ap.add_argument("--model", default=BED_MODEL)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=48)
+    ap.add_argument("--total", type=int, default=400, help="instruction bed: training examples over all clients")
+    ap.add_argument("--test-per-task", type=int, default=12)
     ap.add_argument("--out", type=Path, default=OUT, help="JSON output (default build/bench/fed_lora.json)")
-    ap.add_argument("--rss-probe", type=int, nargs=4, metavar=("D", "Q", "BATCH", "SEQ"), help=argparse.SUPPRESS)
+    ap.add_argument("--rss-probe", type=int, nargs=5, metavar=("D", "Q", "BATCH", "SEQ", "PIN"), help=argparse.SUPPRESS)
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="take the parts this run skips (bed, memory_independent) from an earlier output JSON")
     ap.add_argument("--skip-independent", action="store_true")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the real-task comparison (population split)")
+    ap.add_argument("--seed-base", type=int, default=0, help="first seed (pilots use 100+, never scored)")
     args = ap.parse_args(argv)
     if args.rss_probe:
         print(json.dumps(rss_probe(*args.rss_probe)))
@@ -329,23 +512,41 @@ def main(argv: list[str] | None = None) -> int:
                     [[r["devices"], r["config"], r["solver_s"], r["round_time_s"], r["progress_rate"], r["participants"],
                       r["sitting_out"], f"{r['spread']:.0%}", r["mean_depth"],
                       "-" if r["gap_to_exact"] is None else f"{r['gap_to_exact']:.2%}"] for r in rows]))
-    if not args.skip_real:
+    if not args.skip_real and args.bed == "instruct":
+        args.rounds = args.rounds or (6 if args.quick else 12)
+        args.local_steps = args.local_steps or 3
+        args.lr = args.lr or BED_LR
+        bed = result["bed"] = run_bed(args)
+        rows = []
+        for s in bed["seeds"]:
+            for cfg, r in s["runs"].items():
+                depths = sorted(f"{c['lora_depth']}/{c['act_quant_blocks']}q" for c in s["clients"][cfg].values())
+                rows.append([s["seed"], cfg, " ".join(depths), r["curve"][0]["accuracy"], r["final_accuracy"],
+                             r["emulated_clock_s"], r["median_round_time_error"], r["max_memory_error"],
+                             r["all_trained_planned_depth"], r["wall_s"]])
+        print(table(f"3. {args.model}, instruction bed, {len(BED_CLIENTS)} clients, {args.rounds} rounds (EMULATED clock)",
+                    ["seed", "config", "depth/quant", "start", "final", "emulated s", "round err", "mem err",
+                     "depth ok", "wall s"], rows))
+        for r in bed["score"]["per_seed"]:
+            print(f"   target {bed['score']['target']:.3f} seed {r['seed']}: plan {r['plan_time_to_target_s']} s "
+                  f"(round {r['plan_rounds_to_target']}), uniform {r['uniform_time_to_target_s']} s "
+                  f"(round {r['uniform_rounds_to_target']}): speed-up {r['speedup']} ({r['kind']})")
+        for s in bed["seeds"]:
+            for cfg, r in s["runs"].items():
+                print(f"   seed {s['seed']} {cfg}: " + ", ".join(f"{c['accuracy']:.3f}@{c['emulated_clock_s']:.3g}s"
+                                                            for c in r["curve"]))
+    if not args.skip_real and args.bed == "digits":
+        args.local_steps = args.local_steps or 5
+        args.lr = args.lr or 3e-3
+        args.target = args.target if args.target is not None else 0.85
         rounds = args.rounds or (6 if args.quick else 15)
         result["real_seeds"] = [bench_real(rounds, args.target, args.local_steps, args.lr, seed)
                                 for seed in range(args.seeds)]
-        real = result["real"] = result["real_seeds"][0]
-        rows = []
-        for cfg, r in real["runs"].items():
-            rows.append([cfg, r["final_accuracy"], r["emulated_clock_s"],
-                         "-" if r["time_to_target_s"] is None else r["time_to_target_s"],
-                         r["median_round_time_error"], r["max_memory_error"], r["all_trained_planned_depth"], r["wall_s"]])
-        print(table(f"3. digits transformer, 20 clients, {rounds} rounds, target accuracy {args.target:.0%} "
-                    "(EMULATED clock)", ["config", "final acc", "emulated s", "to target s", "round err", "mem err",
-                                         "depth ok", "wall s"], rows))
-        print(f"   plan depths {real['depths_plan']}; uniform {real['depths_uniform']}; "
-              f"speed-up to target: {real['speedup_to_target'] if real['speedup_to_target'] else 'n/a (target not reached by both)'}")
-        for cfg, r in real["runs"].items():
-            print(f"   {cfg} curve: " + ", ".join(f"{c['accuracy']:.3f}@{c['emulated_clock_s']:.3g}s" for c in r["curve"]))
+    if args.reuse:
+        earlier = json.loads(args.reuse.read_text())
+        for part in ("bed", "memory_independent"):
+            if part not in result and part in earlier:
+                result[part] = earlier[part]
     result["summary"] = summary_of(result)
     print("summary:", json.dumps(result["summary"], sort_keys=True))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,7 @@
 """fed-lora's Flower apps: the server runs `LayerwiseLoRA` for the planned rounds, each client trains the
-LoRA depth its plan gave it on its own non-IID share of digits.
+LoRA depth its plan gave it on its own non-IID share of the artifact's task: digits (Dirichlet over classes),
+or the instruction test bed (`testbeds/instruct.py`, non-IID by task; data and held-out scoring shared with
+fed-expand, `runtime/fed_expand/data.py`), where held-out "accuracy" is the teacher-forced answer-token accuracy.
 
 Run config (the same for every app of the run): `artifact-dir`, `num-rounds`, `baseline` ("" = the
 plan), `lr`, `data-alpha`, `data-seed`, `emulate-sleep`, `rounds-path`, `num-clients`.
@@ -16,6 +18,7 @@ are slow on the wire too.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -50,6 +53,58 @@ def _bytes(tensors: list[Any]) -> int:
     return sum(seen.values())
 
 
+def _client_batches(art: Any, cfg: dict[str, Any], run_config: dict[str, Any],
+                    node: dict[str, Any]) -> tuple[list[tuple[Any, Any]], int]:
+    """This round's `local-steps` batches of the client's share (seeded by round and partition) and the share's
+    size (its aggregation weight). Digits: (images, labels); instruction: (token ids, answer mask)."""
+    import torch
+
+    g = torch.Generator().manual_seed(int(cfg.get("server-round", 0)) * 100003 + int(node["data-partition"]))
+    steps, size = int(cfg["local-steps"]), int(cfg["batch-size"])
+    if art.config["model"]["task"] == "instruct":
+        examples = _encoded(str(art.path), int(node["data-partition"]), int(node["num-partitions"]))
+        pad = _pad(art.config["model"])
+        from runtime.fed_expand.data import batch
+
+        return [batch([examples[int(i)] for i in torch.randint(0, len(examples), (size,), generator=g)], pad)
+                for _ in range(steps)], len(examples)
+    idx = _partition(run_config, node)
+    data = load_digits_split(int(run_config.get("data-seed", 0)))
+    x = torch.from_numpy(data.x_train[idx])
+    y = torch.from_numpy(data.y_train[idx])
+    out = []
+    for _ in range(steps):
+        pick = torch.randint(0, len(idx), (size,), generator=g)
+        out.append((x[pick], y[pick]))
+    return out, len(idx)
+
+
+def _loss(model: Any, batch: tuple[Any, Any]) -> Any:
+    """The task's training loss: answer-token cross-entropy (instruction) or class cross-entropy (digits)."""
+    import torch
+
+    if hasattr(model, "answer_loss"):
+        return model.answer_loss(*batch)
+    return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def _pad(model_cfg: dict[str, Any]) -> int:
+    return int(model_cfg.get("pad_token_id", 2)) % int(model_cfg["vocab_size"])
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded(artifact_dir: str, index: int, clients: int) -> list[tuple[list[int], list[bool]]]:
+    """Client `index`'s instruction examples encoded (fed-expand's split and encoding)."""
+    from runtime.fed.lora_model import load_artifact
+    from runtime.fed_expand.data import client_examples, encode, tokenizer
+
+    art = load_artifact(artifact_dir)
+    t = art.config["training"]
+    tok, vocab = tokenizer(), int(art.config["model"]["vocab_size"])
+    return [encode(tok, e.prompt, e.answer, int(t["seq_len"]), vocab)
+            for e in client_examples(dict(t["data"]), clients, index)]
+
+
 def train_client(cfg: dict[str, Any], incoming_np: dict[str, np.ndarray], run_config: dict[str, Any],
                  node: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Train one client's plan for `local-steps` steps from the received tensors; returns its trained tensors
@@ -60,6 +115,9 @@ def train_client(cfg: dict[str, Any], incoming_np: dict[str, np.ndarray], run_co
     from kernels.saved_activations import SavedTensorLedger, parameter_storages
     from runtime.fed.lora_model import base_model, device_model, load_artifact, parse_blocks
 
+    from runtime.fed.malloc_policy import pin_mmap_threshold
+
+    pin_mmap_threshold()      # resident memory follows the live bytes the plan predicts (runtime/fed/malloc_policy.py)
     torch.set_num_threads(1)
     incoming = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in incoming_np.items()}
     down_bytes = sum(int(v.numel() * v.element_size()) for v in incoming.values())
@@ -71,25 +129,20 @@ def train_client(cfg: dict[str, Any], incoming_np: dict[str, np.ndarray], run_co
     model = dev.module
     ledger.skip = parameter_storages(model)
     model.train()
-    idx = _partition(run_config, node)
-    data = load_digits_split(int(run_config.get("data-seed", 0)))
-    x = torch.from_numpy(data.x_train[idx])
-    y = torch.from_numpy(data.y_train[idx])
+    batches, n_samples = _client_batches(art, cfg, run_config, node)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=float(run_config.get("lr", 3e-3)))
-    g = torch.Generator().manual_seed(int(cfg.get("server-round", 0)) * 100003 + int(node["data-partition"]))
-    steps, batch = int(cfg["local-steps"]), int(cfg["batch-size"])
+    steps = int(cfg["local-steps"])
     wall0, cpu0 = time.perf_counter(), time.process_time()
     trained: set[int] = set()
     peak_act = 0
     losses = []
     blocks = model.get_submodule(art.lora["blocks_path"])
     for step in range(steps):
-        pick = torch.randint(0, len(idx), (batch,), generator=g)
         opt.zero_grad(set_to_none=True)
         ledger.reset()
         with ledger.counting():
-            loss = torch.nn.functional.cross_entropy(model(x[pick]), y[pick])
+            loss = _loss(model, batches[step])
         peak_act = max(peak_act, ledger.activation_bytes)
         loss.backward()
         if step == 0:
@@ -111,7 +164,7 @@ def train_client(cfg: dict[str, Any], incoming_np: dict[str, np.ndarray], run_co
     slept = sleep_to(emulated, time.perf_counter() - wall0) if bool(run_config.get("emulate-sleep", False)) else 0.0
     dev.remove_hooks()
     metrics = {
-        WEIGHT_KEY: int(len(idx)), "lora-depth": depth, "trained-blocks": sorted(trained) or [-1],
+        WEIGHT_KEY: int(n_samples), "lora-depth": depth, "trained-blocks": sorted(trained) or [-1],
         "quant-blocks": len(quant), "steps": steps, "measured-cpu-s": cpu_s, "emulated-compute-s": compute_s,
         "emulated-comm-s": comm_s, "emulated-round-s": emulated, "slept-s": slept,
         "measured-memory-bytes": int(memory), "measured-activation-bytes": int(peak_act),
@@ -127,7 +180,8 @@ def client_train(message: Message, run_config: dict[str, Any], node: dict[str, A
 
 # ------------------------------------------------------------------ server
 def evaluate_global(art: Any, state: dict[str, np.ndarray]) -> tuple[float, float]:
-    """(accuracy, loss) of the base model with the global adapters at full depth on the held-out digits."""
+    """(accuracy, loss) of the base model with the global adapters at full depth on the held-out set: digits
+    accuracy, or the instruction test bed's teacher-forced answer-token accuracy and answer loss (nats)."""
     import torch
 
     from runtime.fed.lora_model import base_model, device_model
@@ -136,6 +190,15 @@ def evaluate_global(art: Any, state: dict[str, np.ndarray]) -> tuple[float, floa
     tensors = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
     dev = device_model(art, base_model(art), art.num_blocks, (), 8, tensors)
     model = dev.module.eval()
+    if art.config["model"]["task"] == "instruct":
+        from runtime.fed_expand.data import answer_accuracy, held_out_batches
+
+        t = art.config["training"]
+        held = held_out_batches(dict(t["data"]), int(t["seq_len"]), int(art.config["model"]["vocab_size"]),
+                                _pad(art.config["model"]))
+        scores = answer_accuracy(model.model, held)
+        dev.remove_hooks()
+        return float(scores["token_accuracy"]), float(scores["answer_loss_nats"])
     data = load_digits_split(int(art.config["training"]["data"]["seed"]))
     with torch.no_grad():
         logits = model(torch.from_numpy(data.x_test))
@@ -143,6 +206,18 @@ def evaluate_global(art: Any, state: dict[str, np.ndarray]) -> tuple[float, floa
         acc = float((logits.argmax(-1).numpy() == data.y_test).mean())
     dev.remove_hooks()
     return acc, loss
+
+
+def plan_node_configs(plan_clients: Any, identities: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Each Flower node's own per-round config from the plan's (or a baseline's) client table."""
+    node_configs = {}
+    for node_id, ident in identities.items():
+        dev = str(ident["device-id"])
+        c = plan_clients[dev]
+        node_configs[node_id] = {"device-id": dev, "lora-depth": int(c["lora-depth"]),
+                                 "act-quant-blocks": str(c["act-quant-blocks"]), "act-bits": int(c["act-bits"]),
+                                 "local-steps": int(c["local-steps"]), "batch-size": int(c["batch-size"])}
+    return node_configs
 
 
 def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
@@ -153,13 +228,7 @@ def server_main(grid: Grid, run_config: dict[str, Any]) -> None:
     baseline = str(run_config.get("baseline", "")) or None
     plan_clients = art.clients(baseline)
     identities = identify_nodes(grid, int(run_config["num-clients"]), timeout_s=float(run_config.get("connect-timeout-s", 180)))
-    node_configs = {}
-    for node_id, ident in identities.items():
-        dev = str(ident["device-id"])
-        c = plan_clients[dev]
-        node_configs[node_id] = {"device-id": dev, "lora-depth": int(c["lora-depth"]),
-                                 "act-quant-blocks": str(c["act-quant-blocks"]), "act-bits": int(c["act-bits"]),
-                                 "local-steps": int(c["local-steps"]), "batch-size": int(c["batch-size"])}
+    node_configs = plan_node_configs(plan_clients, identities)
     state = {k: v.numpy() for k, v in initial_lora(art).items()}
     acc0, loss0 = evaluate_global(art, state)
     report_round(run_config, {"round": 0, "accuracy": acc0, "loss": loss0, "emulated_round_s": 0.0, "clients": {}})

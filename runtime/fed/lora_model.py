@@ -1,7 +1,9 @@
 """The fed-lora artifact as the runtime reads it: runtime.yaml, the base model, per-depth PEFT adapters.
 
 `load_artifact(dir)` parses runtime.yaml (written by `planner emit`, see codegen/fed_lora.py);
-`base_model(art)` rebuilds the task model with the emitted weights; `device_model(...)` applies one
+`base_model(art)` rebuilds the task model: the digits transformer with its emitted weights, or, for the
+instruction test bed (task `instruct`), a causal LM wrapped as `InstructLM` (SmolLM2 or a truncation with its
+real weights from the test bed's cache, or a tiny plan's model with its emitted weights); `device_model(...)` applies one
 client's plan: the emitted `adapters/depth-<d>/adapter_config.json` through `peft.get_peft_model`,
 the input of the lowest LoRA block detached, the planned blocks' saved activations quantised
 (kernels.saved_activations), and the given LoRA state loaded. This mirrors codegen/fed_lora.py's
@@ -24,7 +26,7 @@ from kernels.lora_state import load_lora_state
 from kernels.saved_activations import SavedTensorLedger, detach_block_input, quantize_saved_activations
 
 ARTIFACT_FORMAT = 1
-RUNNABLE_TASKS = ("digits",)
+RUNNABLE_TASKS = ("digits", "instruct")
 
 
 @dataclass(frozen=True)
@@ -79,14 +81,22 @@ def load_artifact(path: str | Path) -> Artifact:
     return Artifact(p, cfg)
 
 
-@functools.lru_cache(maxsize=2)
-def _base_model_cached(path: str, mtime: float) -> nn.Module:
-    art = load_artifact(path)
-    model = art.config["model"]
-    if model.get("task") not in RUNNABLE_TASKS:
-        raise ArtifactError(f"model {model.get('name')} has no federated dataset this runtime can train on",
-                            "plan digits-transformer to run the federation (the emitted adapters and client configs "
-                            "are what real devices take)")
+class InstructLM(nn.Module):
+    """A causal LM fine-tuned on instruction answers: `model` is the LM (the module path the plan's profile and the
+    emitted adapters use: `model.model.layers`), the loss is next-token cross-entropy on the answer tokens, with
+    the head over every position as in the profiled step (the workspace the memory model holds)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def answer_loss(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the tokens `mask` marks (ids, mask: (batch, seq); pads are never targets)."""
+        labels = ids.masked_fill(~mask, -100)
+        return self.model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, use_cache=False).loss
+
+
+def _digits_model(art: Artifact, model: Mapping[str, Any]) -> nn.Module:
     from safetensors.torch import load_file
 
     from runtime.fed.digits_model import DigitsTransformer
@@ -96,6 +106,45 @@ def _base_model_cached(path: str, mtime: float) -> nn.Module:
     if not weights.is_file():
         raise ArtifactError(f"{weights} is missing", "re-run `planner emit`")
     m.load_state_dict(load_file(str(weights)))
+    return m
+
+
+def _instruct_model(art: Artifact, model: Mapping[str, Any]) -> nn.Module:
+    """The causal LM: a tiny plan's emitted weights and config, or the named model's real weights (test bed)."""
+    import importlib
+
+    import transformers
+
+    if model.get("weights"):
+        from safetensors.torch import load_file
+
+        weights = art.path / model["weights"]
+        if not weights.is_file():
+            raise ArtifactError(f"{weights} is missing", "re-run `planner emit`")
+        hf = dict(model["hf_config"])
+        config = transformers.AutoConfig.for_model(hf.pop("model_type"), **hf)
+        lm = transformers.AutoModelForCausalLM.from_config(config)
+        lm.load_state_dict(load_file(str(weights)))
+    else:
+        mod, _, fn = str(model["loader"]).partition(":")
+        try:
+            lm = getattr(importlib.import_module(mod), fn)(str(model["name"]))
+        except (ImportError, AttributeError) as exc:
+            raise ArtifactError(f"cannot load {model['name']} through {model['loader']} ({reason_of(exc)})",
+                                "install the test bed's model package (make venv) or re-run `planner emit`") from exc
+    return InstructLM(lm.float())
+
+
+@functools.lru_cache(maxsize=2)
+def _base_model_cached(path: str, mtime: float) -> nn.Module:
+    art = load_artifact(path)
+    model = art.config["model"]
+    if model.get("task") not in RUNNABLE_TASKS:
+        raise ArtifactError(f"model {model.get('name')} has no federated dataset this runtime can train on",
+                            "plan digits-transformer, a SmolLM2 variant (e.g. smollm2-135m:4L) or any causal LM "
+                            "with --tiny to run the federation (the emitted adapters and client configs are what "
+                            "real devices take)")
+    m = _digits_model(art, model) if model["task"] == "digits" else _instruct_model(art, model)
     return m.eval()
 
 

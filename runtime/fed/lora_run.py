@@ -7,8 +7,9 @@ the emulated wall clock (sum of emulated round times).
 """
 from __future__ import annotations
 
-import statistics
 import shutil
+import statistics
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,6 +60,59 @@ def run_fed_lora(artifact_dir: str | Path, *, mode: str = "simulation", rounds: 
     if own:
         shutil.rmtree(workdir, ignore_errors=True)
     return build_receipt(art.config, clients, result.rounds, mode, baseline, result.wall_s)
+
+
+def run_in_process(artifact_dir: str | Path, *, rounds: int | None = None, baseline: str | None = None,
+                   lr: float | None = None, on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The same Flower apps driven in this process (no transport, no Ray), as runtime/fed_expand/run.py does: the
+    strategy's configure_train, each client's handler with Flower messages, aggregate_train, the server's
+    evaluation; every planned client every round. For learning curves of several configurations on a small
+    machine; returns the receipt `run_fed_lora` returns."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from runtime.fed.compress_inprocess import train_round
+    from runtime.fed.lora_app import client_train, evaluate_global, plan_node_configs
+    from runtime.fed.lora_model import initial_lora
+    from runtime.fed.lora_strategy import LayerwiseLoRA, to_numpy, to_record
+
+    art = load_artifact(artifact_dir)
+    clients = dict(art.clients(baseline))
+    all_ids = sorted(art.config["clients"])
+    nodes = client_nodes(clients, all_ids)
+    if not nodes:
+        raise ArtifactError("no client of this plan trains (every device sits out)", "re-plan with more memory")
+    training = art.config["training"]
+    run_config = {"artifact-dir": str(art.path.resolve()), "num-rounds": int(rounds or training["rounds"]),
+                  "baseline": baseline or "", "lr": float(lr if lr is not None else training["lr"]),
+                  "data-alpha": float(training["data"].get("alpha", 1.0)), "data-seed": int(training["data"]["seed"]),
+                  "emulate-sleep": False}
+    node_ids = {n["device-id"]: 1000 + i for i, n in enumerate(nodes)}
+    node_cfg = {n["device-id"]: n for n in nodes}
+    by_node = {v: k for k, v in node_ids.items()}
+    replies: dict[int, dict[str, dict[str, Any]]] = {}
+    strategy = LayerwiseLoRA(plan_node_configs(clients, {nid: {"device-id": cid} for cid, nid in node_ids.items()}),
+                             art.lora["blocks_path"], art.num_blocks, on_replies=lambda r, rec: replies.__setitem__(r, rec))
+    state = {k: v.numpy() for k, v in initial_lora(art).items()}
+    acc0, loss0 = evaluate_global(art, state)
+    records = [{"round": 0, "accuracy": acc0, "loss": loss0, "emulated_round_s": 0.0, "clients": {}}]
+    arrays = to_record(state)
+    TaskIdentity.run_id = 1
+    TaskIdentity.task_id = 1
+    wall0 = time.perf_counter()
+    for rnd in range(1, int(run_config["num-rounds"]) + 1):
+        new = train_round(strategy, rnd, arrays, by_node, lambda m, cid: client_train(m, run_config, node_cfg[cid]))
+        if new is not None:
+            arrays = new
+        acc, loss = evaluate_global(art, to_numpy(arrays))
+        rec = replies.get(rnd, {})
+        times = [float(m["emulated-round-s"]) for m in rec.values() if "emulated-round-s" in m]
+        records.append({"round": rnd, "accuracy": acc, "loss": loss, "emulated_round_s": max(times) if times else 0.0,
+                        "clients": rec})
+        if on_round is not None:
+            on_round(records[-1])
+    receipt = build_receipt(art.config, clients, records, "Flower apps in-process (no transport)", baseline,
+                            time.perf_counter() - wall0)
+    return receipt
 
 
 def build_receipt(config: dict[str, Any], clients: dict[str, Any], rounds: list[dict[str, Any]], mode: str,

@@ -176,45 +176,25 @@ def client_train(message: Message, run_config: dict[str, Any], node: dict[str, A
 
 
 # ------------------------------------------------------------------ evaluation (server side)
-@functools.lru_cache(maxsize=4)
 def _test_batches(artifact_dir: str, per_task: int | None) -> tuple[tuple[Any, Any, tuple[str, ...]], ...]:
-    from runtime.fed_expand.data import batch, encode, test_examples, tokenizer
+    from runtime.fed_expand.data import held_out_batches
     from runtime.fed_expand.model import read_config
 
     art = read_config(artifact_dir)
-    tok, t = tokenizer(), art["training"]
+    t = art["training"]
     vocab = int(art["model"]["vocab_size"])
-    ex = test_examples(dict(t["data"]), per_task)
-    enc = [encode(tok, e.prompt, e.answer, int(t["seq_len"]), vocab) for e in ex]
-    pad = int(art["model"].get("pad_token_id", 2)) % vocab
-    out = []
-    for i in range(0, len(enc), 32):
-        ids, mask = batch(enc[i: i + 32], pad)
-        out.append((ids, mask, tuple(e.task for e in ex[i: i + 32])))
-    return tuple(out)
+    return held_out_batches(dict(t["data"]), int(t["seq_len"]), vocab, int(art["model"].get("pad_token_id", 2)) % vocab,
+                            per_task)
 
 
 def downstream(model: Any, artifact_dir: str, per_task: int | None = None) -> dict[str, float]:
     """Held-out instruction accuracy, teacher-forced: `exact_match` (every answer token is the argmax) and
     `token_accuracy` (share of answer tokens that are)."""
-    import torch
-
+    from runtime.fed_expand.data import answer_accuracy
     from runtime.fed_expand.model import decoder
 
-    dec = decoder(model)
-    dec.eval()
-    right = tokens = exact = n = 0
-    with torch.no_grad():
-        for ids, mask, _ in _test_batches(artifact_dir, per_task):
-            hidden = dec.model(input_ids=ids).last_hidden_state[:, :-1]
-            target = mask[:, 1:]
-            pred = dec.lm_head(hidden).argmax(-1)
-            ok = (pred == ids[:, 1:]) | ~target
-            right += int(((pred == ids[:, 1:]) & target).sum())
-            tokens += int(target.sum())
-            exact += int(ok.all(dim=1).sum())
-            n += ids.shape[0]
-    return {"exact_match": exact / max(n, 1), "token_accuracy": right / max(tokens, 1)}
+    scores = answer_accuracy(decoder(model), _test_batches(artifact_dir, per_task))
+    return {"exact_match": scores["exact_match"], "token_accuracy": scores["token_accuracy"]}
 
 
 @functools.lru_cache(maxsize=2)

@@ -66,3 +66,46 @@ def test_examples(data: dict[str, Any], per_task: int | None = None) -> list[Any
     from testbeds.instruct import held_out
 
     return held_out(int(per_task or data["test_per_task"]), int(data["seed"]), tuple(data["tasks"]))
+
+
+def held_out_batches(data: dict[str, Any], seq_len: int, vocab: int, pad: int, per_task: int | None = None,
+                     size: int = 32) -> tuple[tuple[torch.Tensor, torch.Tensor, tuple[str, ...]], ...]:
+    """The held-out examples encoded and batched ((ids, mask, tasks) per `size` examples); cached per arguments."""
+    key = (tuple(data["tasks"]), int(data["seed"]), int(per_task or data["test_per_task"]), seq_len, vocab, pad, size)
+    if key not in _HELD_OUT:
+        tok = tokenizer()
+        ex = test_examples(data, per_task)
+        enc = [encode(tok, e.prompt, e.answer, seq_len, vocab) for e in ex]
+        out = []
+        for i in range(0, len(enc), size):
+            ids, mask = batch(enc[i: i + size], pad)
+            out.append((ids, mask, tuple(e.task for e in ex[i: i + size])))
+        _HELD_OUT[key] = tuple(out)
+    return _HELD_OUT[key]
+
+
+_HELD_OUT: dict[tuple[Any, ...], tuple[tuple[torch.Tensor, torch.Tensor, tuple[str, ...]], ...]] = {}
+
+
+def answer_accuracy(decoder: Any, batches: Sequence[tuple[torch.Tensor, torch.Tensor, Any]]) -> dict[str, float]:
+    """Teacher-forced held-out scores of a causal LM (`decoder.model` the transformer, `decoder.lm_head` the head):
+    `exact_match` (every answer token is the argmax), `token_accuracy` (share of answer tokens that are) and
+    `answer_loss_nats` (mean cross-entropy per answer token). The head runs on the answer positions only."""
+    decoder.eval()
+    right = tokens = exact = n = 0
+    loss = 0.0
+    with torch.no_grad():
+        for ids, mask, _ in batches:
+            hidden = decoder.model(input_ids=ids).last_hidden_state[:, :-1]
+            target = mask[:, 1:]
+            logits = decoder.lm_head(hidden[target]).float()          # (answer tokens, vocab)
+            truth = ids[:, 1:][target]
+            hit = torch.zeros_like(target)
+            hit[target] = logits.argmax(-1) == truth
+            right += int(hit.sum())
+            tokens += int(target.sum())
+            exact += int((hit | ~target).all(dim=1).sum())
+            loss += float(torch.nn.functional.cross_entropy(logits, truth, reduction="sum"))
+            n += ids.shape[0]
+    return {"exact_match": exact / max(n, 1), "token_accuracy": right / max(tokens, 1),
+            "answer_loss_nats": loss / max(tokens, 1)}

@@ -11,7 +11,6 @@ import pytest
 from rich.console import Console
 
 from core.errors import PlannerError
-from tests.planner.cli_runner import assert_one_line_error, run_cli
 
 POP = """defaults: {link: 20mbps}
 devices:
@@ -149,8 +148,14 @@ def test_bad_populations_are_one_line_errors(tmp_path: Path, pop: str, words: li
         assert w in info.value.one_line(), info.value.one_line()
 
 
-def test_cli_exit_code_for_a_device_that_cannot_hold_depth_one(tmp_path: Path) -> None:
+def test_cli_exit_code_for_a_device_that_cannot_hold_depth_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from planner.cli import main
+
     f = tmp_path / "c.yaml"
     f.write_text("devices: [{id: cam-3, kind: raspberry_pi5_8gb, memory: 100KiB}]")
-    proc = run_cli("plan", *ARGS, "--clients", str(f))
-    assert_one_line_error(proc, "cam-3", "depth 1 needs")
+    capsys.readouterr()
+    code = main(["plan", *ARGS, "--clients", str(f)])       # in-process: the same entry point, no interpreter start
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, out.err)
+    assert "Traceback" not in out.err and "cam-3" in lines[0] and "depth 1 needs" in lines[0], lines[0]

@@ -50,6 +50,9 @@ class FedLoraFamily(Family):
         Flag("--seed", "int", "seed of the initial adapters (and the tiny model's weights)", default=0, minimum=0),
         Flag("--lr", "float", "client learning rate written into the artifact", default=3e-3, minimum=0.0,
              minimum_exclusive=True),
+        Flag("--task-data", "str", "causal LMs: the instruction test bed the clients train on, instruct:Ntasks or "
+             "instruct:TASK+TASK[,total=N,alpha=A,seed=S,test_per_task=K] (non-IID by task)",
+             default="instruct:4tasks,total=400,test_per_task=12"),
     )
     run_flags = (
         Flag("--deploy", "switch", "run through Flower's deployment engine: SuperLink + one SuperNode per client "

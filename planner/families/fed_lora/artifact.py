@@ -6,9 +6,13 @@ Artifact layout:
                                            (plan and, up to 1000 clients, every baseline), emulation constants
     adapters/depth-<d>/adapter_config.json PEFT LoraConfig per distinct depth (layers_to_transform from the plan)
     adapters/initial_lora.safetensors      the shared initial adapters (and head) every client starts from
-    model/weights.safetensors              base weights (digits-transformer: pretrained centrally; runnable here)
-Models without a federated dataset here (MiniLM, GPT-2, BERT) get the adapters and config map only:
-what real devices would take; `planner run` says so.
+    model/weights.safetensors              base weights (digits-transformer: pretrained centrally; a tiny causal
+                                           LM: its seeded weights); SmolLM2 variants load their real weights from
+                                           the test bed's cache (`model.loader`) instead
+Runnable here: digits-transformer (digits, Dirichlet over classes) and causal LMs with real weights (SmolLM2
+variants) or --tiny ones, on the instruction test bed (`--task-data instruct:...`, non-IID by task; the data
+split and held-out scoring are fed-expand's). Other models (MiniLM, BERT, full-size GPT-2) get the adapters
+and config map only: what real devices would take; `planner run` says so.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ ARTIFACT_FORMAT = 1
 DATA = {"dataset": "sklearn digits", "alpha": 1.0, "seed": 0}   # Dirichlet(1.0): moderately non-IID
 
 
-def runtime_config(plan: Plan, task: str | None, arch: dict[str, Any] | None, lr: float) -> dict[str, Any]:
+def runtime_config(plan: Plan, task: str | None, arch: dict[str, Any] | None, lr: float,
+                   model_extra: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """The runtime.yaml mapping."""
     from codegen.fed_lora import client_config_map
 
@@ -55,10 +60,11 @@ def runtime_config(plan: Plan, task: str | None, arch: dict[str, Any] | None, lr
     return {
         "format": ARTIFACT_FORMAT, "family": "fed-lora",
         "model": {"name": plan.model.name, "fingerprint": plan.model.fingerprint, "task": task, "arch": arch,
-                  "weights": "model/weights.safetensors" if task else None},
+                  "weights": "model/weights.safetensors" if task else None, **(model_extra or {})},
         "lora": dict(plan.decisions["lora"]),
         "adapters": {"initial": "adapters/initial_lora.safetensors", "per_depth": "adapters/depth-<d>/"},
-        "training": {"rounds": int(plan.inputs.get("rounds", 20)), "lr": lr, "data": dict(DATA),
+        "training": {"rounds": int(plan.inputs.get("rounds", 20)), "lr": lr, "data": dict(data or DATA),
+                     "seq_len": int(plan.inputs.get("seq_len") or 0),
                      "batch_size": int(plan.inputs["batch_size"]), "local_steps": int(plan.inputs["local_steps"])},
         "emulation": {"host_flops_per_cpu_s": plan.inputs["profile"]["host_flops_per_cpu_s"],
                       "note": "device time = this CPU's measured CPU seconds x compute-slowdown (FLOP/s ratio); EMULATED"},
@@ -83,6 +89,8 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
     seed = int(values["seed"])
     lspec = LoraSpec.from_dict(plan.decisions["lora"])
     task, arch = None, None
+    model_extra: dict[str, Any] = {}
+    data: dict[str, Any] | None = None
     progress("building the model")
     if spec.name == "digits-transformer":
         from runtime.fed.digits_model import DEFAULTS, pretrained_digits_transformer
@@ -94,6 +102,20 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
         torch.manual_seed(seed)
         built = build_model(spec, tiny=plan.model.tiny, device="cpu", seq_len=int(plan.inputs["seq_len"]))
         model = task_model(built.module, spec.task)
+        lm = built.module
+        if spec.task == "causal-lm" and (plan.model.tiny or spec.weights) and hasattr(lm, "lm_head") \
+                and hasattr(lm, "model"):     # decoder LMs laid out as LlamaForCausalLM (the held-out scorer's)
+            from planner.families.fed_expand.data_spec import parse_instruct
+
+            task = "instruct"
+            parsed = parse_instruct(str(values["task_data"]), flag="--task-data")
+            data = parsed.to_dict()
+            hf = built.module.config
+            model_extra = {"vocab_size": int(hf.vocab_size), "pad_token_id": int(hf.pad_token_id or 0)}
+            if plan.model.tiny:
+                model_extra["hf_config"] = json.loads(hf.to_json_string(use_diff=False))
+            else:
+                model_extra.update(weights=None, loader=spec.weights)
     blocks = model.get_submodule(lspec.blocks_path)
     if len(blocks) != lspec.num_blocks:
         raise InputMismatchError(f"the plan has {lspec.num_blocks} blocks at {lspec.blocks_path}, the model {len(blocks)}",
@@ -103,16 +125,19 @@ def emit(plan: Plan, values: FlagValues, staging: Path, progress: Progress) -> s
         depths += [int(c["lora_depth"]) for c in b.decisions.get("clients", {}).values()]
     progress("writing PEFT adapter configs")
     emit_adapters(model, lspec, depths, staging, seed)
-    if task:
+    if task and model_extra.get("weights", "emitted") is not None:
         from safetensors.torch import save_file
 
         (staging / "model").mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(staging / "model" / "weights.safetensors"))
-    cfg = runtime_config(plan, task, arch, lr=float(values["lr"]))
+        inner = model.model if task == "instruct" else model     # the LM itself; tied tensors saved as copies
+        save_file({k: v.detach().clone().contiguous() for k, v in inner.state_dict().items()},
+                  str(staging / "model" / "weights.safetensors"))
+    cfg = runtime_config(plan, task, arch, lr=float(values["lr"]), model_extra=model_extra, data=data)
     (staging / "runtime.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False, width=120), encoding="utf-8")
     (staging / "plan.json").write_text(dumps(plan), encoding="utf-8")
     n = sum(1 for c in plan.decisions["clients"].values() if int(c["lora_depth"]) > 0)
-    note = "" if task else "; no federated dataset for this model here, so `planner run` needs digits-transformer"
+    note = "" if task else ("; no federated dataset for this model here, so `planner run` needs digits-transformer, "
+                            "a SmolLM2 variant or a --tiny causal LM")
     return f"runtime.yaml (config map of {n} training clients), adapters/ for depths {sorted(set(d for d in depths if d))}" + note
 
 
@@ -189,4 +214,5 @@ def check_runnable(artifact: Path) -> None:
     art = load_artifact(artifact)
     if not art.config["model"].get("task"):
         raise ArtifactError(f"model {art.config['model']['name']} has no federated dataset here",
-                            "plan digits-transformer to run the federation")
+                            "plan digits-transformer, a SmolLM2 variant (e.g. smollm2-135m:4L) or a --tiny causal LM "
+                            "to run the federation")
