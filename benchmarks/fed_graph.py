@@ -21,6 +21,10 @@ its growth (second-half increment / first-half increment; < 1 = sublinear).
 
     nice .venv/bin/python -m benchmarks.fed_graph --quick     # 3 seeds, 15 rounds, no oracle run
     nice .venv/bin/python -m benchmarks.fed_graph             # 5 seeds, 30 rounds, with the oracle's own run
+    nice .venv/bin/python -m benchmarks.fed_graph --quick --calibrate-pilot   # the pilot's step, decision seed
+    nice .venv/bin/python -m benchmarks.fed_graph --quick --decide-bandit     # bandit settings, decision seed
+Scored seeds are 0 .. seeds-1; every constant the plan uses by default (the pilot's step, the bandit's arms,
+constant and prior weight) is chosen on DECISION_SEED (100), never on a scored seed.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ PILOT_LRS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 def plan_jobs(graph: str, seed: int, rounds: int, clusters: int | None, configs: list[str],
               ucb_c: float | None = None, prior_count: float | None = None,
-              pilot_lr: float | None = None) -> tuple[dict, Any, Any, dict]:
+              pilot_lr: float | None = None, **overrides: Any) -> tuple[dict, Any, Any, dict]:
     """(jobs by configuration, test-bed clients, solution, decisions) of one seed, as the planner makes them."""
     import tempfile
     from dataclasses import replace
@@ -63,6 +67,7 @@ def plan_jobs(graph: str, seed: int, rounds: int, clusters: int | None, configs:
         o = replace(o, prior_count=prior_count)
     if pilot_lr is not None:
         o = replace(o, pilot_lr=pilot_lr)
+    o = replace(o, **overrides)
     p, sigs = lower(gc, o)
     sol = solve(p)
     d = {"clients": list(gc.ids),
@@ -100,6 +105,33 @@ def calibrate_pilot_lr(graph: str, seed: int, rounds: int, clusters: int | None)
     best = min(PILOT_LRS, key=lambda lr: (gaps[lr], lr))
     return {"decision_seed": seed, "pilot_lr": best, "mean_abs_gap_by_lr": {str(k): v for k, v in gaps.items()},
             "gcn_fedavg_val_curve": gcn}
+
+
+# the bandit's settings tried on the decision seed (validation accuracy decides; seed 100 is never scored)
+BANDIT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "beta_1 (reference)": ("beta_1", {}),
+    "arms5_c0.02_prior1 (default)": ("fedgcf", {}),
+    "arms5_c0.02_prior3": ("fedgcf", {"prior_count": 3.0}),
+    "arms5_c0.02_prior10": ("fedgcf", {"prior_count": 10.0}),
+    "arms3_c0.02_prior1": ("fedgcf", {"arms": (0.0, 0.5, 1.0)}),
+    "arms5_c0.005_prior1": ("fedgcf", {"ucb_c": 0.005}),
+    "arms3_c0.005_prior1": ("fedgcf", {"arms": (0.0, 0.5, 1.0), "ucb_c": 0.005}),
+}
+
+
+def decide_bandit(graph: str, rounds: int, clusters: int | None) -> dict[str, Any]:
+    """Every BANDIT_VARIANTS entry run on the decision seed: final validation accuracy, final betas, regret."""
+    from runtime.fed.graph_run import run_job
+
+    out = {}
+    for name, (cfg, overrides) in BANDIT_VARIANTS.items():
+        jobs, _, _, extra = plan_jobs(graph, DECISION_SEED, rounds, clusters, [cfg], **overrides)
+        r = run_job(jobs[cfg], extra["graph_path"], in_process=True)
+        regret = [x["cumulative_regret"] for x in r["rounds"] if x["cumulative_regret"] is not None]
+        out[name] = {"final_val_accuracy": r["final_val_accuracy"], "final_betas": r["final_betas"],
+                     "cumulative_regret": regret[-1] if regret else None}
+        print(name, out[name], flush=True)
+    return {"decision_seed": DECISION_SEED, "rounds": rounds, "variants": out}
 
 
 def group_betas(receipt: dict, gc: Any) -> dict[str, float]:
@@ -191,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior-count", type=float, default=None, help="override the plan's prior weight")
     ap.add_argument("--pilot-lr", type=float, default=None,
                     help="the pilot's step (default: the plan's, chosen on the decision seed by --calibrate-pilot)")
+    ap.add_argument("--decide-bandit", action="store_true",
+                    help=f"run the bandit's candidate settings on decision seed {DECISION_SEED} (never scored) and "
+                         "write build/bench/fed_graph_bandit_decision.json")
     ap.add_argument("--calibrate-pilot", action="store_true",
                     help=f"choose the pilot's step on decision seed {DECISION_SEED} (never scored) and write "
                          "build/bench/fed_graph_pilot_lr.json")
@@ -215,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         configs = args.configs.split(",")
     t0 = time.perf_counter()
     load = [os.getloadavg()[0]]
+    if args.decide_bandit:
+        dec = decide_bandit(args.graph, rounds, args.clusters or None)
+        write_text_atomic(OUT / "fed_graph_bandit_decision.json", json.dumps(dec, indent=1, sort_keys=True) + "\n")
+        return 0
     if args.calibrate_pilot:
         cal = calibrate_pilot_lr(args.graph, DECISION_SEED, rounds, args.clusters or None)
         write_text_atomic(OUT / "fed_graph_pilot_lr.json", json.dumps(cal, indent=1, sort_keys=True) + "\n")

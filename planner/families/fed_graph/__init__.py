@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.errors import PlannerError
-from solvers.fed_graph.problem import DEFAULT_ARMS
+from solvers.fed_graph.problem import DEFAULT_ARMS, DEFAULT_UCB_C
 from planner.families.base import Family, Phase, PlanContext, Progress, RunReport
 from planner.flags import Flag, FlagValues
 
@@ -66,8 +66,8 @@ class FedGraphFamily(Family):
              "is at least this", default=0.9, minimum=-1.0, maximum=1.0),
         Flag("--delta", "float", "feature-graph link threshold (cosine similarity; default: the median pair)",
              minimum=-1.0, maximum=1.0),
-        Flag("--beta-grid", "str", "the bandit's beta arms, e.g. 0..1:0.1 or 0,0.5,1 (each in [0, 1]; default 0..1:0.25)"),
-        Flag("--ucb-c", "float", "UCB1 exploration constant (rewards are validation-accuracy gains, ~0.01-0.05)", default=0.02,
+        Flag("--beta-grid", "str", "the bandit's beta arms, e.g. 0..1:0.1 or 0,0.5,1 (each in [0, 1]; default 0,0.5,1)"),
+        Flag("--ucb-c", "float", "UCB1 exploration constant (rewards are validation-accuracy gains, ~0.01-0.05)", default=DEFAULT_UCB_C,
              minimum=0.0),
         Flag("--prior-count", "float", "pseudo-observations of the pilot's prior per arm (0: plain UCB1)", default=1.0,
              minimum=0.0),

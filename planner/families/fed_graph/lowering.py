@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import PlannerError
-from solvers.fed_graph.problem import DEFAULT_ARMS
+from solvers.fed_graph.problem import DEFAULT_ARMS, DEFAULT_UCB_C
 
 TRAIN_SHARE, VAL_SHARE = 0.4, 0.2      # of every client's nodes (seeded); the rest is the held-out test share
 HIDDEN = 32                            # GCN hidden width (runtime/fed/graph_model.py)
@@ -23,7 +23,7 @@ class FedGraphOptions:
     threshold: float = 0.9
     delta: float | None = None
     arms: tuple[float, ...] = DEFAULT_ARMS
-    ucb_c: float = 0.02
+    ucb_c: float = DEFAULT_UCB_C
     prior_count: float = 1.0
     local_steps: int = 5
     lr: float = 0.01
