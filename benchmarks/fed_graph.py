@@ -108,14 +108,15 @@ def calibrate_pilot_lr(graph: str, seed: int, rounds: int, clusters: int | None)
 
 
 # the bandit's settings tried on the decision seed (validation accuracy decides; seed 100 is never scored)
+A5, A3 = (0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.5, 1.0)
 BANDIT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "beta_1 (reference)": ("beta_1", {}),
-    "arms5_c0.02_prior1 (default)": ("fedgcf", {}),
-    "arms5_c0.02_prior3": ("fedgcf", {"prior_count": 3.0}),
-    "arms5_c0.02_prior10": ("fedgcf", {"prior_count": 10.0}),
-    "arms3_c0.02_prior1": ("fedgcf", {"arms": (0.0, 0.5, 1.0)}),
-    "arms5_c0.005_prior1": ("fedgcf", {"ucb_c": 0.005}),
-    "arms3_c0.005_prior1": ("fedgcf", {"arms": (0.0, 0.5, 1.0), "ucb_c": 0.005}),
+    "arms5_c0.02_prior1 (previous default)": ("fedgcf", {"arms": A5, "ucb_c": 0.02, "prior_count": 1.0}),
+    "arms5_c0.02_prior3": ("fedgcf", {"arms": A5, "ucb_c": 0.02, "prior_count": 3.0}),
+    "arms5_c0.02_prior10": ("fedgcf", {"arms": A5, "ucb_c": 0.02, "prior_count": 10.0}),
+    "arms3_c0.02_prior1": ("fedgcf", {"arms": A3, "ucb_c": 0.02, "prior_count": 1.0}),
+    "arms5_c0.005_prior1": ("fedgcf", {"arms": A5, "ucb_c": 0.005, "prior_count": 1.0}),
+    "arms3_c0.005_prior1 (chosen)": ("fedgcf", {"arms": A3, "ucb_c": 0.005, "prior_count": 1.0}),
 }
 
 

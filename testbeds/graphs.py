@@ -313,8 +313,15 @@ def csbm_clients(nodes: int = 3000, classes: int = 4, degree: str | float = "3..
         mine = [c for c in range(clients) if c % groups == g]
         if split == "client":    # one graph per client: sizes as even as possible, seeded per client
             sizes = [per_group_nodes // len(mine) + (i < per_group_nodes % len(mine)) for i in range(len(mine))]
-            subs = [csbm(sizes[i], classes, d, h, s, features, seed=seed * 1000 + 37 * g + 1 + i)
-                    for i in range(len(mine))]
+            try:
+                subs = [csbm(sizes[i], classes, d, h, s, features, seed=seed * 1000 + 37 * g + 1 + i)
+                        for i in range(len(mine))]
+            except PlannerError as e:
+                if "edge probabilities above 1" not in str(e):
+                    raise
+                raise PlannerError(f"csbm-clients: group {g}'s client graphs of {min(sizes)} nodes per client cannot "
+                                   f"reach degree {d:g} with homophily {h:.2f}",
+                                   "raise nodes= or lower degree= (e.g. degree=4), or use split=random") from None
             own = [np.full(sizes[i], c, dtype=np.int64) for i, c in enumerate(mine)]
         else:
             subs = [csbm(per_group_nodes, classes, d, h, s, features, seed=seed * 1000 + g)]
