@@ -21,11 +21,16 @@ its growth (second-half increment / first-half increment; < 1 = sublinear).
 
     nice .venv/bin/python -m benchmarks.fed_graph --quick     # 3 seeds, 15 rounds, no oracle run
     nice .venv/bin/python -m benchmarks.fed_graph             # 5 seeds, 30 rounds, with the oracle's own run
+    nice .venv/bin/python -m benchmarks.fed_graph --quick --calibrate-pilot   # the pilot's step, decision seed
+    nice .venv/bin/python -m benchmarks.fed_graph --quick --decide-bandit     # bandit settings, decision seed
+Scored seeds are 0 .. seeds-1; every constant the plan uses by default (the pilot's step, the bandit's arms,
+constant and prior weight) is chosen on DECISION_SEED (100), never on a scored seed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -37,11 +42,14 @@ from core.atomic_io import write_text_atomic
 
 OUT = Path("build/bench")
 TARGET_SHARE = 0.98
-GRAPH = "csbm-clients:groups=3,clients=30,degree=40"
+GRAPH = "csbm-clients:groups=3,clients=30"
+DECISION_SEED = 100          # the pilot's step is chosen on this seed; scored seeds are 0 .. seeds-1
+PILOT_LRS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 def plan_jobs(graph: str, seed: int, rounds: int, clusters: int | None, configs: list[str],
-              ucb_c: float | None = None, prior_count: float | None = None) -> tuple[dict, Any, Any, dict]:
+              ucb_c: float | None = None, prior_count: float | None = None,
+              pilot_lr: float | None = None, **overrides: Any) -> tuple[dict, Any, Any, dict]:
     """(jobs by configuration, test-bed clients, solution, decisions) of one seed, as the planner makes them."""
     import tempfile
     from dataclasses import replace
@@ -57,6 +65,9 @@ def plan_jobs(graph: str, seed: int, rounds: int, clusters: int | None, configs:
         o = replace(o, ucb_c=ucb_c)
     if prior_count is not None:
         o = replace(o, prior_count=prior_count)
+    if pilot_lr is not None:
+        o = replace(o, pilot_lr=pilot_lr)
+    o = replace(o, **overrides)
     p, sigs = lower(gc, o)
     sol = solve(p)
     d = {"clients": list(gc.ids),
@@ -68,6 +79,60 @@ def plan_jobs(graph: str, seed: int, rounds: int, clusters: int | None, configs:
     jobs = {n: job_for(d, sol.configs[n].record(p.client_ids), {"bytes_per_round": sol.bytes_round},
                        arm_eval=n == "fedgcf") for n in configs}
     return jobs, gc, sol, {"graph_path": path}
+
+
+def calibrate_pilot_lr(graph: str, seed: int, rounds: int, clusters: int | None) -> dict[str, Any]:
+    """The surrogate pilot's step, chosen on a DECISION seed that is never scored: the step of PILOT_LRS whose
+    pilot FedAvg validation curve is closest (mean absolute gap over rounds 0..R) to the GCN's FedAvg validation
+    curve measured on the Flower apps for the same seed."""
+    from dataclasses import replace
+
+    from planner.families.fed_graph.lowering import FedGraphOptions, load_clients, lower
+    from runtime.fed.graph_run import run_job
+    from solvers.fed_graph.gcf import configurations, topology
+    from solvers.fed_graph.pilot import simulate
+
+    jobs, _, _, extra = plan_jobs(graph, seed, rounds, clusters, ["fedavg"])
+    gcn = [r["val_accuracy"] for r in run_job(jobs["fedavg"], extra["graph_path"], in_process=True)["rounds"]]
+    spec = f"{graph},seed={seed}" if "seed=" not in graph else graph
+    p, _ = lower(load_clients(spec, seed), FedGraphOptions(graph=spec, rounds=rounds, k=clusters, seed=seed))
+    fedavg = configurations(p, topology(p), None)["fedavg"]
+    gaps = {}
+    for lr in PILOT_LRS:
+        curve = simulate(replace(p, lr=lr), fedavg).val
+        n = min(len(curve), len(gcn))
+        gaps[lr] = float(np.mean(np.abs(np.asarray(curve[:n]) - np.asarray(gcn[:n]))))
+    best = min(PILOT_LRS, key=lambda lr: (gaps[lr], lr))
+    return {"decision_seed": seed, "pilot_lr": best, "mean_abs_gap_by_lr": {str(k): v for k, v in gaps.items()},
+            "gcn_fedavg_val_curve": gcn}
+
+
+# the bandit's settings tried on the decision seed (validation accuracy decides; seed 100 is never scored)
+A5, A3 = (0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.5, 1.0)
+BANDIT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "beta_1 (reference)": ("beta_1", {}),
+    "arms5_c0.02_prior1 (previous default)": ("fedgcf", {"arms": A5, "ucb_c": 0.02, "prior_count": 1.0}),
+    "arms5_c0.02_prior3": ("fedgcf", {"arms": A5, "ucb_c": 0.02, "prior_count": 3.0}),
+    "arms5_c0.02_prior10": ("fedgcf", {"arms": A5, "ucb_c": 0.02, "prior_count": 10.0}),
+    "arms3_c0.02_prior1": ("fedgcf", {"arms": A3, "ucb_c": 0.02, "prior_count": 1.0}),
+    "arms5_c0.005_prior1": ("fedgcf", {"arms": A5, "ucb_c": 0.005, "prior_count": 1.0}),
+    "arms3_c0.005_prior1 (chosen)": ("fedgcf", {"arms": A3, "ucb_c": 0.005, "prior_count": 1.0}),
+}
+
+
+def decide_bandit(graph: str, rounds: int, clusters: int | None) -> dict[str, Any]:
+    """Every BANDIT_VARIANTS entry run on the decision seed: final validation accuracy, final betas, regret."""
+    from runtime.fed.graph_run import run_job
+
+    out = {}
+    for name, (cfg, overrides) in BANDIT_VARIANTS.items():
+        jobs, _, _, extra = plan_jobs(graph, DECISION_SEED, rounds, clusters, [cfg], **overrides)
+        r = run_job(jobs[cfg], extra["graph_path"], in_process=True)
+        regret = [x["cumulative_regret"] for x in r["rounds"] if x["cumulative_regret"] is not None]
+        out[name] = {"final_val_accuracy": r["final_val_accuracy"], "final_betas": r["final_betas"],
+                     "cumulative_regret": regret[-1] if regret else None}
+        print(name, out[name], flush=True)
+    return {"decision_seed": DECISION_SEED, "rounds": rounds, "variants": out}
 
 
 def group_betas(receipt: dict, gc: Any) -> dict[str, float]:
@@ -151,12 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--graph", default=GRAPH)
-    ap.add_argument("--clusters", type=int, default=3, help="structural clusters k (0: threshold 0.9)")
+    ap.add_argument("--clusters", type=int, default=0, help="structural clusters k (default 0: the plan's threshold 0.9)")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--out", default=str(OUT / "fed_graph.json"))
     ap.add_argument("--ucb-c", type=float, default=None, help="override the plan's UCB1 constant")
     ap.add_argument("--prior-count", type=float, default=None, help="override the plan's prior weight")
+    ap.add_argument("--pilot-lr", type=float, default=None,
+                    help="the pilot's step (default: the plan's, chosen on the decision seed by --calibrate-pilot)")
+    ap.add_argument("--decide-bandit", action="store_true",
+                    help=f"run the bandit's candidate settings on decision seed {DECISION_SEED} (never scored) and "
+                         "write build/bench/fed_graph_bandit_decision.json")
+    ap.add_argument("--calibrate-pilot", action="store_true",
+                    help=f"choose the pilot's step on decision seed {DECISION_SEED} (never scored) and write "
+                         "build/bench/fed_graph_pilot_lr.json")
     ap.add_argument("--configs", default=None, help="comma-separated subset (diagnostics; the summary needs all)")
     ap.add_argument("--resummarize", default=None, help="recompute the summary of an existing output file")
     args = ap.parse_args(argv)
@@ -177,14 +250,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.configs:
         configs = args.configs.split(",")
     t0 = time.perf_counter()
+    load = [os.getloadavg()[0]]
+    if args.decide_bandit:
+        dec = decide_bandit(args.graph, rounds, args.clusters or None)
+        write_text_atomic(OUT / "fed_graph_bandit_decision.json", json.dumps(dec, indent=1, sort_keys=True) + "\n")
+        return 0
+    if args.calibrate_pilot:
+        cal = calibrate_pilot_lr(args.graph, DECISION_SEED, rounds, args.clusters or None)
+        write_text_atomic(OUT / "fed_graph_pilot_lr.json", json.dumps(cal, indent=1, sort_keys=True) + "\n")
+        print(json.dumps(cal, indent=1))
+        return 0
+    from planner.families.fed_graph.lowering import FedGraphOptions
+
+    calibration = {"pilot_lr": args.pilot_lr if args.pilot_lr is not None else FedGraphOptions(graph="").pilot_lr,
+                   "chosen_on": "given by --pilot-lr" if args.pilot_lr is not None else
+                   f"the plan's default, chosen on decision seed {DECISION_SEED} (--calibrate-pilot)"}
     per_seed = []
     for seed in range(seeds):
+        if seed == DECISION_SEED:
+            raise SystemExit(f"seed {seed} is the decision seed; score other seeds")
         jobs, gc, sol, extra = plan_jobs(args.graph, seed, rounds, args.clusters or None, configs, args.ucb_c,
-                                         args.prior_count)
+                                         args.prior_count, calibration["pilot_lr"])
         rec = {}
         for name in configs:
             r = run_job(jobs[name], extra["graph_path"], in_process=True)
             rec[name] = r
+            load.append(os.getloadavg()[0])
             print(f"seed {seed} {name:9s} final test {r['final_test_accuracy']:.3f}  betas {r['final_betas']}  "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         if "fedavg" not in rec:
@@ -217,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {"benchmark": "fed_graph", "quick": args.quick, "graph": args.graph, "clusters": args.clusters,
            "rounds": rounds, "engine": "Flower apps in-process (no transport)", "target_share_of_fedavg_best": TARGET_SHARE,
            "machine": "2 shared cores, loaded by other jobs (accuracy and bytes do not depend on load)",
-           "wall_s": time.perf_counter() - t0, "summary": summary, "per_seed": per_seed}
+           "wall_s": time.perf_counter() - t0, "pilot_calibration": calibration,
+           "load_average_1min": spread(load), "summary": summary, "per_seed": per_seed}
     write_text_atomic(Path(args.out), json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")
     print(json.dumps(summary, indent=1, default=float))
     return 0

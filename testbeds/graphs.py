@@ -13,8 +13,12 @@ Splits into clients (each records the cross-client edges it cuts):
   skewed    a seeded split whose client sizes follow Dirichlet(size_alpha) and whose label mixture per client
             follows Dirichlet(alpha): non-IID by size and label, many cut edges
   random    uniform random assignment (IID reference)
-`csbm-clients`: `groups` groups of clients, each with its own (homophily, snr) pair spread between a
-structure-dominant and a feature-dominant regime, the rest of the generator as above.
+`csbm-clients`: `groups` groups of clients, each with its own (homophily, snr, degree) spread between a
+feature-dominant regime (near-random edges, few of them, informative features) and a structure-dominant one
+(homophilous, denser, noisy features), the rest of the generator as above. `split=client` (default): every
+client holds its own cSBM graph drawn with its group's settings, so its local structure (degree, clustering)
+is its group's; `split=random`: one graph per group split at random over the group's clients (a client then
+keeps only ~degree/clients-per-group of each node's edges, and local structure barely differs by group).
 `karate`, `les_miserables`, `florentine`, `davis`: networkx's bundled small graphs (labels: communities).
 """
 from __future__ import annotations
@@ -35,7 +39,8 @@ _CSBM_ARGS: dict[str, tuple[Callable[[str], Any], Any]] = {
 GRAPHS: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
     "csbm": _CSBM_ARGS,
     "csbm-clients": {**_CSBM_ARGS, "nodes": (int, 3000), "groups": (int, 3), "clients": (int, 30),
-                     "homophily_range": (str, "0.35..0.9"), "snr_range": (str, "2.0..0.3")},
+                     "homophily_range": (str, "0.3..0.9"), "snr_range": (str, "2.0..0.3"), "degree": (str, "3..12"),
+                     "split": (str, "client")},
     "karate": {"clients": (int, 2), "split": (str, "louvain"), "features": (int, 8), "seed": (int, 0)},
     "les_miserables": {"clients": (int, 3), "split": (str, "louvain"), "features": (int, 8), "seed": (int, 0)},
     "florentine": {"clients": (int, 2), "split": (str, "louvain"), "features": (int, 8), "seed": (int, 0)},
@@ -280,47 +285,65 @@ def _range(text: str, key: str) -> tuple[float, float]:
         raise PlannerError(f"{key}={text} is not a range", f"write e.g. {key}=0.35..0.9") from None
 
 
-def csbm_clients(nodes: int = 3000, classes: int = 4, degree: float = 10.0, features: int = 32, groups: int = 3,
-                 clients: int = 30, homophily_range: str = "0.35..0.9", snr_range: str = "2.0..0.3",
-                 seed: int = 0, **_: Any) -> Graph:
-    """`groups` client groups, each a separate cSBM with its own (homophily, snr): group g takes the g-th of
-    `groups` evenly spaced points along both ranges (default: from feature-dominant, low homophily and high
-    SNR, to structure-dominant, high homophily and low SNR). Clients are assigned round-robin to groups and
-    split each group's graph at random; there are no edges between groups (cross edges are intra-group)."""
+def csbm_clients(nodes: int = 3000, classes: int = 4, degree: str | float = "3..12", features: int = 32,
+                 groups: int = 3, clients: int = 30, homophily_range: str = "0.3..0.9", snr_range: str = "2.0..0.3",
+                 split: str = "client", seed: int = 0, **_: Any) -> Graph:
+    """`groups` client groups, each with its own (homophily, snr, degree): group g takes the g-th of `groups`
+    evenly spaced points along the three ranges (default: from feature-dominant, near-random sparse edges and
+    high SNR, to structure-dominant, homophilous denser edges and low SNR). Clients are assigned round-robin to
+    groups. `split=client`: each client's nodes are their own cSBM graph (no edges between clients);
+    `split=random`: one cSBM per group, its nodes split at random over the group's clients (cut edges are
+    intra-group). One class -> feature-mean map for all groups: a label means the same everywhere."""
     if groups < 1 or clients < groups:
         raise PlannerError(f"{clients} clients cannot fill {groups} groups", "use at least one client per group")
+    if split not in ("client", "random"):
+        raise PlannerError(f"csbm-clients: unknown split '{split}'", "use split=client or split=random")
     h0, h1 = _range(homophily_range, "homophily_range")
     s0, s1 = _range(snr_range, "snr_range")
+    d0, d1 = _range(str(degree), "degree")
     per_group_nodes = nodes // groups
-    parts, offset = [], 0
+    offset = 0
     rng = np.random.default_rng(seed)
-    shared_means = None
-    xs, ys, es, owners, group_of_client, settings = [], [], [], [], [], []
+    shared_means = rng.normal(size=(classes, max(features, 1)))
+    shared_means /= np.linalg.norm(shared_means, axis=1, keepdims=True)
+    xs, ys, es, owners, settings = [], [], [], [], []
     for g in range(groups):
         t = g / (groups - 1) if groups > 1 else 0.0
-        h, s = h0 + t * (h1 - h0), s0 + t * (s1 - s0)
-        sub = csbm(per_group_nodes, classes, degree, h, s, features, seed=seed * 1000 + g)
-        if shared_means is None:    # one class -> mean map for every group: the label means the same everywhere
-            shared_means = rng.normal(size=(classes, features))
-            shared_means /= np.linalg.norm(shared_means, axis=1, keepdims=True)
-        noise = np.random.default_rng(seed * 1000 + g + 500).normal(size=(per_group_nodes, features))
-        sub.x = ((s / math.sqrt(2.0)) * shared_means[sub.y] + noise).astype(np.float32)
+        h, s, d = h0 + t * (h1 - h0), s0 + t * (s1 - s0), d0 + t * (d1 - d0)
         mine = [c for c in range(clients) if c % groups == g]
-        local = np.random.default_rng(seed * 1000 + g + 900).permutation(np.arange(per_group_nodes) % len(mine))
-        owners.append(np.array(mine, dtype=np.int64)[local])
-        xs.append(sub.x)
-        ys.append(sub.y)
-        es.append(sub.edges + offset)
-        settings.append({"group": g, "homophily": round(h, 4), "snr": round(s, 4), "clients": mine})
-        offset += per_group_nodes
-        parts.append(sub)
+        if split == "client":    # one graph per client: sizes as even as possible, seeded per client
+            sizes = [per_group_nodes // len(mine) + (i < per_group_nodes % len(mine)) for i in range(len(mine))]
+            try:
+                subs = [csbm(sizes[i], classes, d, h, s, features, seed=seed * 1000 + 37 * g + 1 + i)
+                        for i in range(len(mine))]
+            except PlannerError as e:
+                if "edge probabilities above 1" not in str(e):
+                    raise
+                raise PlannerError(f"csbm-clients: group {g}'s client graphs of {min(sizes)} nodes per client cannot "
+                                   f"reach degree {d:g} with homophily {h:.2f}",
+                                   "raise nodes= or lower degree= (e.g. degree=4), or use split=random") from None
+            own = [np.full(sizes[i], c, dtype=np.int64) for i, c in enumerate(mine)]
+        else:
+            subs = [csbm(per_group_nodes, classes, d, h, s, features, seed=seed * 1000 + g)]
+            local = np.random.default_rng(seed * 1000 + g + 900).permutation(np.arange(per_group_nodes) % len(mine))
+            own = [np.array(mine, dtype=np.int64)[local]]
+        noise = np.random.default_rng(seed * 1000 + g + 500)
+        for sub, o in zip(subs, own):
+            x = (s / math.sqrt(2.0)) * shared_means[sub.y, :features] + noise.normal(size=(len(sub.y), features))
+            xs.append(x.astype(np.float32))
+            ys.append(sub.y)
+            es.append(sub.edges + offset)
+            owners.append(o)
+            offset += len(sub.y)
+        settings.append({"group": g, "homophily": round(h, 4), "snr": round(s, 4), "degree": round(d, 4),
+                         "clients": mine})
     edges = np.concatenate(es, axis=1)
     owner = np.concatenate(owners)
     graph = Graph(edges, np.concatenate(xs), np.concatenate(ys), owner,
                   np.flatnonzero(owner[edges[0]] != owner[edges[1]]).astype(np.int64),
-                  {"generator": "csbm-clients", "nodes": offset, "classes": classes, "degree": degree,
+                  {"generator": "csbm-clients", "nodes": offset, "classes": classes, "degree": str(degree),
                    "features": features, "groups": settings, "clients": clients, "seed": seed,
-                   "split": "group-random"})
+                   "split": "per-client" if split == "client" else "group-random"})
     graph.meta["client_group"] = [c % groups for c in range(clients)]
     return graph
 
@@ -332,6 +355,6 @@ def build_graph(name: str, args: Mapping[str, Any]) -> Graph:
         g = csbm(a["nodes"], a["classes"], a["degree"], a["homophily"], a["snr"], a["features"], a["seed"])
         return split(g, a["clients"], a["split"], a["seed"], a["alpha"], a["size_alpha"])
     if name == "csbm-clients":
-        return csbm_clients(**{k: v for k, v in a.items() if k not in ("homophily", "snr", "split", "alpha", "size_alpha")})
+        return csbm_clients(**{k: v for k, v in a.items() if k not in ("homophily", "snr", "alpha", "size_alpha")})
     g = small_graph(name, a["features"], a["seed"])
     return split(g, a["clients"], a["split"], a["seed"])

@@ -253,10 +253,11 @@ class FedGcf:
         for g in sorted(set(self.clusters.tolist())):
             members = np.flatnonzero(self.clusters == g)
             acc = float(val_c[members].sum() / max(val_t[members].sum(), 1))
-            before = acc if self.trained_val is None else float(self.trained_val[members].sum() / max(val_t[members].sum(), 1))
-            if self.mode == "bandit":
-                self.bandits[g].update(self.picks[g], acc - before)
-            rec["clusters"][str(g)] = {"val_accuracy": acc, "reward": acc - before,
+            # no reward in the first round: there are no trained models yet to measure the fusion's gain against
+            reward = None if self.trained_val is None else acc - float(self.trained_val[members].sum() / max(val_t[members].sum(), 1))
+            if self.mode == "bandit" and reward is not None:
+                self.bandits[g].update(self.picks[g], reward)
+            rec["clusters"][str(g)] = {"val_accuracy": acc, "reward": reward,
                                        "members": [self.job["clients"][i] for i in members]}
         self.trained_val = val_after
         return rec

@@ -116,6 +116,7 @@ def build_receipt(job: Mapping[str, Any], rounds: list[dict[str, Any]], engine: 
             cum_regret += float(r["regret"])
         out_rounds.append({"round": r["round"], "test_accuracy": r["test_accuracy"], "val_accuracy": r["val_accuracy"],
                            "betas": r.get("betas") or r.get("final_betas"), "regret": r.get("regret"),
+                           "rewards": {g: c["reward"] for g, c in (r.get("clusters") or {}).items() if "reward" in c},
                            "cumulative_regret": cum_regret if r.get("regret") is not None else None})
     # bytes moved before the models of round r were sent = signatures + r rounds of traffic
     per_round = [int(r.get("bytes_up", 0)) + int(r.get("bytes_down", 0)) for r in curve[:-1]]

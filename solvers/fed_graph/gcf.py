@@ -12,7 +12,7 @@ import numpy as np
 from core.errors import InfeasibleError
 from solvers.common import Solution, Status, Stopwatch, TraceEvent
 from solvers.fed_graph.clustering import agglomerative, common_set, cosine_similarity, feature_graph
-from solvers.fed_graph.cost import bytes_per_round, bytes_to_target, rounds_to_target
+from solvers.fed_graph.cost import bytes_per_round, bytes_to_target
 from solvers.fed_graph.pilot import PilotRun, prior_from, simulate
 from solvers.fed_graph.problem import FedGraphProblem, FusionConfig
 
@@ -97,7 +97,7 @@ def check(p: FedGraphProblem) -> None:
 
 
 def solve(p: FedGraphProblem, target: float | None = None) -> FedGraphSolution:
-    """Topology, the bandit's prior (from the fixed-0.5 pilot's every-arm view), every configuration's pilot, the
+    """Topology, the bandit's prior (from the oracle pilot's every-arm view), every configuration's pilot, the
     predicted bytes to `target` (default: 98 % of FedAvg's best pilot validation accuracy) and the recommendation."""
     watch = Stopwatch()
     check(p)
@@ -105,8 +105,9 @@ def solve(p: FedGraphProblem, target: float | None = None) -> FedGraphSolution:
     K = int(topo.clusters.max()) + 1
     trace = [TraceEvent("topology", 0, {"clusters": K, "common": int(topo.common.size), "delta": round(topo.delta, 6)})]
     base = configurations(p, topo, None)
-    runs: dict[str, PilotRun] = {"beta_0.5": simulate(p, base["beta_0.5"])}
-    prior = prior_from(runs["beta_0.5"], K) if p.prior_count > 0 else None
+    # the prior needs every arm's reward: the oracle's pilot scores every arm every round
+    runs: dict[str, PilotRun] = {"oracle": simulate(p, base["oracle"])}
+    prior = prior_from(runs["oracle"], K) if p.prior_count > 0 else None
     configs = configurations(p, topo, prior)
     for i, (name, cfg) in enumerate(configs.items()):
         if name not in runs:
@@ -122,10 +123,9 @@ def solve(p: FedGraphProblem, target: float | None = None) -> FedGraphSolution:
         raise InfeasibleError(f"no configuration reaches validation accuracy {goal:.3f} within {p.rounds} rounds in "
                               f"the pilot (the best reaches {best:.3f})",
                               f"lower --accuracy-target to at most {np.floor(best * 1000) / 10:g}% or plan more --rounds")
-    # fewest rounds to the target (= fewest model bytes), then the higher final accuracy, then the fewer bytes
-    # (FedGCF's one-off signatures), then the plan's own method
-    chosen = min(candidates, key=lambda n: (bt[n] is None, rounds_to_target(runs[n].val, goal) or 0,
-                                            -round(float(runs[n].val[-1]), 9), bt[n] or 0, n != PLAN))
+    # fewest predicted bytes to the target (the objective: a tie in rounds goes to the configuration without
+    # FedGCF's one-off signatures), then the higher final accuracy, then the plan's own method
+    chosen = min(candidates, key=lambda n: (bt[n] is None, bt[n] or 0, -round(float(runs[n].val[-1]), 9), n != PLAN))
     return FedGraphSolution(status=Status.FEASIBLE, objective=float(bt[chosen]) if bt[chosen] is not None else float("inf"),
                             wall_time_s=watch.elapsed(), trace=tuple(trace), topology=topo, configs=configs,
                             runs=runs, target=goal, bytes_round=bpr, bytes_target=bt, chosen=chosen)

@@ -135,12 +135,11 @@ def simulate(problem: FedGraphProblem, cfg: FusionConfig) -> PilotRun:
         test[r] = sum(_correct(models[i], data[i], data[i].test, C) for i in range(n)) / test_n.sum()
         best = sum(arm_val[r, g].max() * val_n[clusters == g].sum() for g in range(K)) / val_n.sum()
         regret[r] = best - val[r]
-        if cfg.mode == "bandit":
+        if cfg.mode == "bandit" and trained_val is not None:     # round 1 has no trained models to compare with
             for g in range(K):
                 members = np.flatnonzero(clusters == g)
-                now = arm_val[r, g, pick[g]]
-                before = now if trained_val is None else trained_val[members].sum() / max(val_n[members].sum(), 1)
-                bandits[g].update(int(pick[g]), now - before)
+                before = trained_val[members].sum() / max(val_n[members].sum(), 1)
+                bandits[g].update(int(pick[g]), arm_val[r, g, pick[g]] - before)
         for i in range(n):
             uploads[i] = local_train(models[i], data[i], C, problem.local_steps, problem.lr)
         trained_val = np.array([_correct(uploads[i], data[i], data[i].val, C) for i in range(n)])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.errors import PlannerError
+from solvers.fed_graph.problem import DEFAULT_ARMS, DEFAULT_UCB_C
 from planner.families.base import Family, Phase, PlanContext, Progress, RunReport
 from planner.flags import Flag, FlagValues
 
@@ -65,8 +66,8 @@ class FedGraphFamily(Family):
              "is at least this", default=0.9, minimum=-1.0, maximum=1.0),
         Flag("--delta", "float", "feature-graph link threshold (cosine similarity; default: the median pair)",
              minimum=-1.0, maximum=1.0),
-        Flag("--beta-grid", "str", "the bandit's beta arms, e.g. 0..1:0.1 or 0,0.5,1 (each in [0, 1])"),
-        Flag("--ucb-c", "float", "UCB1 exploration constant (rewards are validation-accuracy gains, ~0.01-0.05)", default=0.02,
+        Flag("--beta-grid", "str", "the bandit's beta arms, e.g. 0..1:0.1 or 0,0.5,1 (each in [0, 1]; default 0,0.5,1)"),
+        Flag("--ucb-c", "float", "UCB1 exploration constant (rewards are validation-accuracy gains, ~0.01-0.05)", default=DEFAULT_UCB_C,
              minimum=0.0),
         Flag("--prior-count", "float", "pseudo-observations of the pilot's prior per arm (0: plain UCB1)", default=1.0,
              minimum=0.0),
@@ -102,7 +103,7 @@ class FedGraphFamily(Family):
                                "--clients", "drop --hardware")
         if ctx.spec.name != "gcn":
             raise PlannerError(f"fed-graph trains a GCN, which {ctx.spec.name} is not", "plan gcn with --scenario fed-graph")
-        arms = parse_arms(v["beta_grid"]) if v["beta_grid"] else tuple(round(0.1 * i, 1) for i in range(11))
+        arms = parse_arms(v["beta_grid"]) if v["beta_grid"] else DEFAULT_ARMS
         return FedGraphFamilyOptions(v["clients"], FedGraphOptions(
             graph=v["graph"], rounds=v["rounds"], k=v["clusters"], threshold=v["similarity"], delta=v["delta"],
             arms=arms, ucb_c=v["ucb_c"], prior_count=v["prior_count"], local_steps=v["local_epochs"], lr=v["fed_lr"],

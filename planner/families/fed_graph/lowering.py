@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import PlannerError
+from solvers.fed_graph.problem import DEFAULT_ARMS, DEFAULT_UCB_C
 
 TRAIN_SHARE, VAL_SHARE = 0.4, 0.2      # of every client's nodes (seeded); the rest is the held-out test share
 HIDDEN = 32                            # GCN hidden width (runtime/fed/graph_model.py)
@@ -21,15 +22,16 @@ class FedGraphOptions:
     k: int | None = None
     threshold: float = 0.9
     delta: float | None = None
-    arms: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
-    ucb_c: float = 0.02
+    arms: tuple[float, ...] = DEFAULT_ARMS
+    ucb_c: float = DEFAULT_UCB_C
     prior_count: float = 1.0
     local_steps: int = 5
     lr: float = 0.01
-    # the pilot's gradient-descent step: 0.1 makes its FedAvg curve rise over ~5 rounds as the GCN's does on the
-    # benchmark's test bed (seed 0 of csbm-clients:groups=3,clients=30,degree=40; an assumed constant, not fitted
-    # per plan); at 0.5 the linear pilot converged in one round and every target was reached at round 1
-    pilot_lr: float = 0.1
+    # the pilot's gradient-descent step: chosen on a DECISION seed that no benchmark scores (seed 100 of the
+    # default csbm-clients bed, 15 rounds): of 0.01 .. 1, the step whose pilot FedAvg validation curve is closest
+    # to the GCN's measured one (mean gap 1.4 points; `python -m benchmarks.fed_graph --quick --calibrate-pilot`).
+    # An assumed constant for other graphs, not fitted per plan.
+    pilot_lr: float = 0.05
     target_accuracy: float | None = None
     seed: int = 0
 
