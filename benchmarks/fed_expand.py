@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seq-len", type=int, default=48)
     ap.add_argument("--added-blocks", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3, help="the added blocks' learning rate (full FT: /10)")
-    ap.add_argument("--lora-lrs", default="1e-3,3e-3,1e-2", help="LoRA FedAvg learning rates tried on the decision seed")
+    ap.add_argument("--lora-lrs", default="1e-3,3e-3,1e-2,3e-2", help="LoRA FedAvg learning rates tried on the decision seed")
     ap.add_argument("--target-points", type=float, default=10.0,
                     help="downstream target: the start accuracy plus this many points (fixed before the runs)")
     args = ap.parse_args(argv)
