@@ -1,30 +1,34 @@
-"""fed-expand benchmark (issue 24): FedBE's block expansion and allocation vs LoRA FedAvg, fixed expansion,
-FedBE without dynamic allocation (and full fine-tuning FedAvg) on SmolLM2 truncated, real weights, the
-instruction test bed's non-IID split and the forgetting probe.
+"""fed-expand benchmark (issue 24): FedBE's block expansion and allocation vs LoRA FedAvg (and, outside --quick,
+fixed expansion, FedBE without dynamic allocation and full fine-tuning FedAvg) on SmolLM2 truncated, real
+weights, the instruction test bed's non-IID split and a general-text probe.
 
-Per seed (the data split, the data order and the plan change with it; the start, split and participation
-are the same for every configuration within a seed):
-  1. `planner plan` (fed-expand) on a population of 4 clients whose memory differs, `emit`;
-  2. each configuration of the artifact run through the Flower apps in-process (runtime/fed_expand/run.py:
-     the strategy's configure_train / aggregate_train and the client handler with Flower messages), every
-     client every round;
-  3. per round: held-out instruction accuracy (teacher-forced: answer-token accuracy and exact match);
-     before and after: the probe (next-token accuracy and loss on held-out stdlib docstrings no training set
-     uses); the receipt's budget check of every client-round.
-Also: the memory/time model against a measured configuration of the same model, and the expansion identity
-(max |Δ| of the logits) on the full 30-layer SmolLM2 with the plan's layout (skipped by --quick).
+1. LoRA's learning rate is chosen first, on a DECISION seed that is never scored (`--decision-seed`, 100): LoRA
+   FedAvg runs at each of `--lora-lrs` and the rate with the best final held-out accuracy is used on every
+   scored seed. FedBE's added blocks keep `--lr` (1e-3, not tuned: a tuning advantage can only go to LoRA).
+2. Per scored seed (the data split, the data order and the plan change with it; the start, split and
+   participation are the same for every configuration within a seed): `planner plan` (fed-expand) on a
+   population of 4 clients whose memory differs, `emit`; each configuration of the artifact run through the
+   Flower apps in-process (runtime/fed_expand/run.py), every client every round, configurations interleaved.
+3. Per round: held-out instruction accuracy (teacher-forced answer-token accuracy and exact match). At the
+   start (evaluated once per seed: every configuration starts from the base model's function exactly) and
+   the end: the probe on held-out stdlib docstrings no training set uses (runtime/fed_expand/app.py `probe`):
+   top-10 next-token accuracy (the retention score: the truncated base ranks the right token in its top 10
+   far above chance, though its top-1 is nearly always wrong), top-1, loss, agreement with the base's top-1.
+   The receipt's budget check of every client-round.
 
-Target: the downstream target is fixed after the runs as the base accuracy plus half of the gap between it
-and the best configuration's mean final accuracy (so it is well above where every model starts); rounds to
-target are counted per seed (censored at rounds + 1 when not reached).
+Target: fixed per seed BEFORE the runs from the start accuracy: the base model's held-out answer-token
+accuracy on that seed plus `--target-points` (10) points. Rounds to target are counted per seed (censored at
+rounds + 1 when not reached). Outside --quick also: the memory/time model against a measured configuration,
+and the expansion identity on the full 30-layer SmolLM2 with the plan's layout.
 
-    nice .venv/bin/python -m benchmarks.fed_expand --quick     # 3 seeds, 4 configurations (< 15 min here)
-    nice .venv/bin/python -m benchmarks.fed_expand             # 5 seeds, + full FT, the 30-layer identity
+    nice .venv/bin/python -m benchmarks.fed_expand --quick     # 3 seeds + the decision seed, FedBE vs LoRA
+    nice .venv/bin/python -m benchmarks.fed_expand             # 5 seeds, every baseline, 10 rounds
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -103,40 +107,83 @@ def model_check(model: str, args: argparse.Namespace) -> dict[str, Any]:
     return validate_profile(big, prof, new, repeats=2)
 
 
+def run_config(art: Path, cfg: str, rounds: int, lr: float | None, start: dict[str, float]) -> dict[str, Any]:
+    """One configuration's run through the Flower apps in-process, reduced to what the summary needs."""
+    from runtime.fed_expand.run import run_in_process
+
+    t0 = time.process_time()
+    r = run_in_process(art, config=cfg, rounds=rounds, lr=lr, initial=start)
+    return {"curve": [x["token_accuracy"] for x in r["rounds"]], "exact": [x["exact_match"] for x in r["rounds"]],
+            "initial": r["initial"], "final": r["final"], "budget_check": r["budget_check"], "lr": lr,
+            "bytes_moved": r["bytes_moved"], "emulated_clock_s": r["emulated_clock_s"], "wall_s": r["wall_s"],
+            "cpu_s": time.process_time() - t0,
+            "devices": {c: {k: d[k] for k in ("measured_memory_bytes", "predicted_memory_bytes", "memory_error",
+                                                "emulated_round_s", "predicted_round_s", "round_time_error")}
+                        for c, d in r["devices"].items()}}
+
+
+def start_of(art: Path) -> dict[str, float]:
+    """The round-0 evaluation (downstream and probe) of an artifact's base model, shared by its configurations."""
+    from runtime.fed_expand.app import evaluate, initial_state
+    from runtime.fed_expand.model import read_config
+
+    a = read_config(str(art.resolve()))
+    return evaluate(a, str(art.resolve()), "blocks", initial_state(a, "blocks"))
+
+
+def _line(seed: int, cfg: str, r: dict[str, Any], t0: float) -> str:
+    i, f = r["initial"], r["final"]
+    return (f"seed {seed} {cfg:18s} lr {r['lr']} acc {i['token_accuracy']:.3f} -> {f['token_accuracy']:.3f} (curve "
+            f"{', '.join(f'{v:.3f}' for v in r['curve'])})  probe top10 {i['probe_top10_accuracy']:.4f} -> "
+            f"{f['probe_top10_accuracy']:.4f} top1 {f['probe_accuracy']:.4f} agree {f['probe_agreement']:.3f}  "
+            f"budget ok {r['budget_check']['all_within']}  cpu {r['cpu_s']:.0f} s ({time.perf_counter() - t0:.0f} s)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run everything, print the tables, write build/bench/fed_expand.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 seeds, 4 configurations, no full FT, no 30-layer check")
+    ap.add_argument("--quick", action="store_true", help="3 seeds, 4 rounds, FedBE vs LoRA FedAvg only")
     ap.add_argument("--model", default="smollm2-135m:4L")
-    ap.add_argument("--data", default="instruct:format+recall+sort+upper,total=400,test_per_task=12")
+    ap.add_argument("--data", default="instruct:format+recall+sort+upper,total=400,test_per_task=8")
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--decision-seed", type=int, default=100, help="seed of the LoRA learning-rate sweep (never scored)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--local-steps", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=48)
     ap.add_argument("--added-blocks", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=1e-3, help="added blocks' and LoRA's learning rate (full FT: /10)")
-    ap.add_argument("--only-seed", type=int, default=None,
-                    help="run one seed and write build/bench/fed_expand.seed<k>.json (seeds in parallel processes)")
-    ap.add_argument("--merge", action="store_true", help="summarise the per-seed files of --only-seed runs")
+    ap.add_argument("--lr", type=float, default=1e-3, help="the added blocks' learning rate (full FT: /10)")
+    ap.add_argument("--lora-lrs", default="1e-3,3e-3,1e-2,3e-2", help="LoRA FedAvg learning rates tried on the decision seed")
+    ap.add_argument("--target-points", type=float, default=10.0,
+                    help="downstream target: the start accuracy plus this many points (fixed before the runs)")
     args = ap.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 5)
-    args.rounds = args.rounds or (5 if args.quick else 10)
-    configs = ["plan", "static_allocation", "fixed_expansion", "lora_fedavg"] + ([] if args.quick else ["full_ft"])
-    from runtime.fed_expand.run import run_in_process
+    args.rounds = args.rounds or (4 if args.quick else 10)
+    configs = ["plan", "lora_fedavg"] + ([] if args.quick else ["static_allocation", "fixed_expansion", "full_ft"])
+    lora_lrs = [float(x) for x in args.lora_lrs.split(",")]
+    if args.decision_seed in range(seeds):
+        raise SystemExit(f"--decision-seed {args.decision_seed} is a scored seed (0..{seeds - 1}); pick another")
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+    load0 = os.getloadavg()
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     plans: list[dict[str, Any]] = []
-    if args.merge:
-        parts = [json.loads((OUT.parent / f"fed_expand.seed{k}.json").read_text()) for k in range(seeds)]
-        for part in parts:
-            plans += part["plans"]
-            for c in configs:
-                results[c] += part["runs"][c]
-        return summarise(results, plans, configs, seeds, args, t0, sum(p["wall_s"] for p in parts))
+    sweep: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-fed-expand-") as tmp:
-        for seed in ([args.only_seed] if args.only_seed is not None else range(seeds)):
+        work = Path(tmp) / "decision"
+        work.mkdir()
+        art = plan_and_emit(work, args.model, args.data, args.decision_seed, args)
+        start = start_of(art)
+        for lr in lora_lrs:
+            r = run_config(art, "lora_fedavg", args.rounds, lr, start)
+            sweep[str(lr)] = {"final_token_accuracy": r["final"]["token_accuracy"], "curve": r["curve"],
+                              "probe_top10_accuracy": r["final"]["probe_top10_accuracy"], "cpu_s": r["cpu_s"]}
+            print(_line(args.decision_seed, "lora_fedavg", r, t0), flush=True)
+        lora_lr = max(lora_lrs, key=lambda lr: (sweep[str(lr)]["final_token_accuracy"], -lr))
+        print(f"LoRA FedAvg learning rate chosen on decision seed {args.decision_seed}: {lora_lr}", flush=True)
+        lrs = {"plan": args.lr, "lora_fedavg": lora_lr, "static_allocation": args.lr, "fixed_expansion": args.lr,
+               "full_ft": args.lr / 10}
+        for seed in range(seeds):
             work = Path(tmp) / f"s{seed}"
             work.mkdir()
             art = plan_and_emit(work, args.model, args.data, seed, args)
@@ -147,56 +194,45 @@ def main(argv: list[str] | None = None) -> None:
                           "baselines_predicted_round_s": {k: v["predicted"]["round_time_s"] for k, v in plan["baselines"].items()},
                           "bytes_per_round": plan["predicted"]["bytes_per_round"],
                           "baselines_bytes_per_round": {k: v["predicted"]["bytes_per_round"] for k, v in plan["baselines"].items()}})
+            start = start_of(art)
             for cfg in configs:           # interleaved per seed: every configuration sees the same load pattern
-                r = run_in_process(art, config=cfg, rounds=args.rounds)
-                results[cfg].append({"seed": seed, "curve": [x["token_accuracy"] for x in r["rounds"]],
-                                     "exact": [x["exact_match"] for x in r["rounds"]], "initial": r["initial"],
-                                     "final": r["final"], "budget_check": r["budget_check"],
-                                     "bytes_moved": r["bytes_moved"], "emulated_clock_s": r["emulated_clock_s"],
-                                     "wall_s": r["wall_s"],
-                                     "devices": {c: {k: d[k] for k in ("measured_memory_bytes", "predicted_memory_bytes",
-                                                                         "memory_error", "emulated_round_s",
-                                                                         "predicted_round_s", "round_time_error")}
-                                                 for c, d in r["devices"].items()}})
-                print(f"seed {seed} {cfg:18s} token acc {r['initial']['token_accuracy']:.3f} -> {r['final']['token_accuracy']:.3f}"
-                      f"  exact {r['final']['exact_match']:.3f}  probe {r['initial']['probe_accuracy']:.4f} -> "
-                      f"{r['final']['probe_accuracy']:.4f}  agree {r['final']['probe_agreement']:.3f}  budget ok {r['budget_check']['all_within']}  "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    if args.only_seed is not None:
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(OUT.parent / f"fed_expand.seed{args.only_seed}.json", json.dumps(
-            {"plans": plans, "runs": results, "wall_s": time.perf_counter() - t0}, default=float) + "\n")
-        return None
-    return summarise(results, plans, configs, seeds, args, t0, time.perf_counter() - t0)
+                r = run_config(art, cfg, args.rounds, lrs[cfg], start)
+                results[cfg].append({"seed": seed, **r})
+                print(_line(seed, cfg, r, t0), flush=True)
+    timing = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+              "load_average_start": load0, "load_average_end": os.getloadavg()}
+    return summarise(results, plans, configs, seeds, args, sweep, lora_lr, timing)
 
 
 def summarise(results: dict[str, list[dict[str, Any]]], plans: list[dict[str, Any]], configs: list[str], seeds: int,
-              args: argparse.Namespace, t0: float, compute_s: float) -> None:
+              args: argparse.Namespace, sweep: dict[str, Any], lora_lr: float, timing: dict[str, Any]) -> None:
     """Targets, per-configuration statistics and the summary; writes build/bench/fed_expand.json."""
-    base_acc = statistics.mean(r["initial"]["token_accuracy"] for r in results["plan"])
-    base_probe = statistics.mean(r["initial"]["probe_accuracy"] for r in results["plan"])
-    best_final = max(statistics.mean(r["final"]["token_accuracy"] for r in results[c]) for c in configs)
-    target = base_acc + 0.5 * (best_final - base_acc)
+    targets = [r["initial"]["token_accuracy"] + args.target_points / 100 for r in results["plan"]]
+    base_top10 = statistics.mean(r["initial"]["probe_top10_accuracy"] for r in results["plan"])
     per: dict[str, Any] = {}
     for c in configs:
         rs = results[c]
         per[c] = {"final_token_accuracy": _stats([r["final"]["token_accuracy"] for r in rs]),
                   "final_exact_match": _stats([r["final"]["exact_match"] for r in rs]),
+                  "probe_top10_accuracy": _stats([r["final"]["probe_top10_accuracy"] for r in rs]),
                   "probe_accuracy": _stats([r["final"]["probe_accuracy"] for r in rs]),
                   "probe_loss_nats": _stats([r["final"]["probe_loss_nats"] for r in rs]),
                   "probe_agreement": _stats([r["final"]["probe_agreement"] for r in rs]),
-                  "retention_share_of_base": _stats([r["final"]["probe_accuracy"] / r["initial"]["probe_accuracy"] for r in rs]),
-                  "rounds_to_target": [rounds_to(r["curve"], target, args.rounds) for r in rs],
+                  "retention_share_of_base": _stats([r["final"]["probe_top10_accuracy"] / r["initial"]["probe_top10_accuracy"]
+                                                     for r in rs]),
+                  "rounds_to_target": [rounds_to(r["curve"], t, args.rounds) for r, t in zip(rs, targets)],
                   "bytes_moved": _stats([r["bytes_moved"] for r in rs]),
                   "emulated_clock_s": _stats([r["emulated_clock_s"] for r in rs]),
+                  "cpu_s": _stats([r["cpu_s"] for r in rs]),
                   "budget_violations": sum(len(r["budget_check"]["violations"]) for r in rs),
                   "client_rounds": sum(r["budget_check"]["client_rounds"] for r in rs)}
     fb, lo = results["plan"], results["lora_fedavg"]
-    ret = [100 * (a["final"]["probe_accuracy"] - b["final"]["probe_accuracy"]) for a, b in zip(fb, lo)]
+    ret = [100 * (a["final"]["probe_top10_accuracy"] - b["final"]["probe_top10_accuracy"]) for a, b in zip(fb, lo)]
+    top1 = [100 * (a["final"]["probe_accuracy"] - b["final"]["probe_accuracy"]) for a, b in zip(fb, lo)]
     agree = [100 * (a["final"]["probe_agreement"] - b["final"]["probe_agreement"]) for a, b in zip(fb, lo)]
     down = [100 * (a["final"]["token_accuracy"] - b["final"]["token_accuracy"]) for a, b in zip(fb, lo)]
-    speed = [rounds_to(b["curve"], target, args.rounds) / max(1, rounds_to(a["curve"], target, args.rounds))
-             for a, b in zip(fb, lo)]
+    speed = [rounds_to(b["curve"], t, args.rounds) / max(1, rounds_to(a["curve"], t, args.rounds))
+             for a, b, t in zip(fb, lo, targets)]
     extra: dict[str, Any] = {}
     if not args.quick:
         extra["identity_full_30_layers"] = full_model_identity(plans[0]["added_after"])
@@ -205,23 +241,29 @@ def summarise(results: dict[str, list[dict[str, Any]]], plans: list[dict[str, An
         "retention_points_vs_lora": _stats(ret)["mean"], "retention_points_vs_lora_spread": _stats(ret),
         "retention_share_of_base": {"fedbe": per["plan"]["retention_share_of_base"]["mean"],
                                     "lora_fedavg": per["lora_fedavg"]["retention_share_of_base"]["mean"]},
+        "retention_probe": "top-10 next-token accuracy on held-out stdlib docstrings",
+        "base_probe_top10_accuracy": base_top10,
+        "probe_top1_points_vs_lora": _stats(top1)["mean"],
         "probe_agreement_points_vs_lora": _stats(agree)["mean"], "probe_agreement_points_vs_lora_spread": _stats(agree),
-        "probe_agreement": {c: per[c]["probe_agreement"]["mean"] for c in configs},
         "downstream_delta_vs_lora": _stats(down)["mean"], "downstream_delta_vs_lora_spread": _stats(down),
         "rounds_to_target_speedup_vs_lora": float(np.median(speed)), "rounds_to_target_speedup_per_seed": speed,
-        "seeds": seeds, "target_token_accuracy": target, "base_token_accuracy": base_acc, "base_probe_accuracy": base_probe,
+        "rounds_to_target_censored_at": args.rounds + 1,
+        "seeds": seeds, "decision_seed": args.decision_seed, "lora_lr_chosen": lora_lr, "lora_lr_sweep": sweep,
+        "fedbe_lr": args.lr, "target_token_accuracy_per_seed": targets,
+        "base_token_accuracy": statistics.mean(r["initial"]["token_accuracy"] for r in fb),
         "budget_violations_plan": per["plan"]["budget_violations"], "client_rounds_plan": per["plan"]["client_rounds"],
+        "wall_s": timing["wall_s"], "cpu_s": timing["cpu_s"], "load_average_start": timing["load_average_start"],
+        "load_average_end": timing["load_average_end"],
         "units": "points = percentage points (accuracy x 100); downstream = held-out answer-token accuracy "
-                 "(teacher-forced); retention = probe next-token accuracy on held-out text",
+                 "(teacher-forced); retention = probe top-10 next-token accuracy on held-out text",
     }
     out = {"summary": summary, "configs": per, "plans": plans, "runs": results, **extra,
            "settings": {**vars(args), "seeds": seeds, "configs": configs, "clients": CLIENTS},
-           "machine": "shared 2-core CPU, loaded by other jobs (CPU seconds measured per process)",
-           "wall_s": time.perf_counter() - t0, "seed_process_wall_s_sum": compute_s}
+           "machine": "shared 2-core CPU, loaded by other jobs (load averages in the summary; CPU seconds per process)"}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(OUT, json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")
     print(json.dumps(summary, indent=1, default=float))
-    print(f"wrote {OUT} ({time.perf_counter() - t0:.0f} s)")
+    print(f"wrote {OUT} ({timing['wall_s']:.0f} s wall, {timing['cpu_s']:.0f} s CPU)")
 
 
 if __name__ == "__main__":

@@ -197,6 +197,9 @@ def downstream(model: Any, artifact_dir: str, per_task: int | None = None) -> di
     return {"exact_match": scores["exact_match"], "token_accuracy": scores["token_accuracy"]}
 
 
+PROBE_DOCS, PROBE_TOKENS = 16, 128    # held-out docstrings and the tokens kept of each (about 2 000 positions)
+
+
 @functools.lru_cache(maxsize=2)
 def _probe_ids(vocab: int, max_docs: int, max_tokens: int) -> tuple[Any, ...]:
     import torch
@@ -213,30 +216,37 @@ def _probe_ids(vocab: int, max_docs: int, max_tokens: int) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def probe(model: Any, vocab: int, base_argmax: tuple[Any, ...] | None = None, max_docs: int = 8,
-          max_tokens: int = 128) -> dict[str, float]:
+def probe(model: Any, vocab: int, base_argmax: tuple[Any, ...] | None = None, max_docs: int = PROBE_DOCS,
+          max_tokens: int = PROBE_TOKENS) -> dict[str, float]:
     """General ability on held-out natural text (testbeds/probe.py's stdlib docstrings, unused by any training
-    set here): next-token top-1 accuracy and loss (nats/token), and `probe_agreement`, the share of positions
-    where the model's top-1 token is the base model's (1 for the base itself: what tuning left of its
-    behaviour, meaningful even where a truncated base predicts text poorly)."""
+    set here): next-token top-1 and top-10 accuracy and loss (nats/token), and `probe_agreement`, the share of
+    positions where the model's top-1 token is the base model's (1 for the base itself).
+
+    `probe_top10_accuracy` is the retention score: a truncated SmolLM2 is not a working language model (top-1
+    4.7 % and 18.3 nats/token on these texts for :4L, worse than a uniform guess's 10.8 nats: its confident
+    top-1 is almost always wrong), but it still ranks the right next token among its ten most likely in 17 %
+    of positions (chance: 10 / 49 152 = 0.02 %); the full 30-layer model does so in 62 %."""
     import torch
 
     from runtime.fed_expand.model import decoder
 
     dec = decoder(model)
     dec.eval()
-    right = agree = n = 0
+    right = top10 = agree = n = 0
     loss = 0.0
     with torch.no_grad():
         for k, x in enumerate(_probe_ids(vocab, max_docs, max_tokens)):
             logits = dec(input_ids=x).logits[0, :-1].float()
-            top = logits.argmax(-1)
-            right += int((top == x[0, 1:]).sum())
+            top = logits.topk(10, dim=-1).indices
+            y = x[0, 1:]
+            right += int((top[:, 0] == y).sum())
+            top10 += int((top == y[:, None]).any(dim=-1).sum())
             if base_argmax is not None:
-                agree += int((top == base_argmax[k]).sum())
-            loss += float(torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum"))
+                agree += int((top[:, 0] == base_argmax[k]).sum())
+            loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             n += x.shape[1] - 1
-    out = {"probe_accuracy": right / max(n, 1), "probe_loss_nats": loss / max(n, 1)}
+    out = {"probe_accuracy": right / max(n, 1), "probe_top10_accuracy": top10 / max(n, 1),
+           "probe_loss_nats": loss / max(n, 1)}
     if base_argmax is not None:
         out["probe_agreement"] = agree / max(n, 1)
     return out
@@ -256,7 +266,7 @@ def base_argmax(art: Mapping[str, Any]) -> tuple[Any, ...]:
         m = base_model(art)
         with torch.no_grad():
             _BASE_ARGMAX[key] = tuple(m(input_ids=x).logits[0, :-1].argmax(-1)
-                                      for x in _probe_ids(int(art["model"]["vocab_size"]), 8, 128))
+                                      for x in _probe_ids(int(art["model"]["vocab_size"]), PROBE_DOCS, PROBE_TOKENS))
     return _BASE_ARGMAX[key]
 
 

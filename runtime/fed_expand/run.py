@@ -21,6 +21,8 @@ from runtime.fed.federation import kept_run_directory, run_federation
 from runtime.fed_expand.app import APPS, round_configs
 from runtime.fed_expand.model import read_config
 
+RECEIPT_METRICS = ("exact_match", "token_accuracy", "probe_accuracy", "probe_top10_accuracy", "probe_loss_nats",
+                   "probe_agreement")
 EMULATION_NOTE = ("round times are EMULATED: each client's CPU seconds on this machine x (this CPU's measured FLOP/s / "
                   "the device profile's), plus the bytes it exchanged over its links; memory is counted on this CPU")
 
@@ -54,10 +56,15 @@ def run_expand(artifact_dir: str | Path, *, config: str = "plan", mode: str = "s
 
 def run_in_process(artifact_dir: str | Path, *, config: str = "plan", rounds: int | None = None,
                    lr: float | None = None, probe_every_round: bool = False,
-                   on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   on_round: Callable[[dict[str, Any]], None] | None = None,
+                   initial: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The same Flower apps driven in this process (no transport, no Ray), as runtime/fed/compress_inprocess.py
     does for fed-compress: the strategy's configure_train, each client's handler with Flower messages,
-    aggregate_train, the server's evaluation. For learning curves of many configurations on a small machine."""
+    aggregate_train, the server's evaluation. For learning curves of many configurations on a small machine.
+
+    `initial`: the round-0 evaluation when the caller already has it. Every configuration starts from the base
+    model's function exactly (identity blocks: zeroed output projections, checked at emit; LoRA: B = 0; full
+    FT: the base), so one evaluation of the start serves every configuration of an artifact."""
     from flwr.supercore.task_identity import TaskIdentity
 
     from runtime.fed.compress_inprocess import train_round
@@ -77,7 +84,8 @@ def run_in_process(artifact_dir: str | Path, *, config: str = "plan", rounds: in
     strategy = BlockFedAvg({nodes[c]: per_client[c] for c in per_client},
                            on_replies=lambda r, rec: replies_by_round.__setitem__(r, rec))
     state = initial_state(art, method)
-    records = [{"round": 0, "clients": {}, **evaluate(art, path, method, state)}]
+    start = dict(initial) if initial is not None else evaluate(art, path, method, state)
+    records = [{"round": 0, "clients": {}, **start}]
     wall0 = time.perf_counter()
     arrays = to_record(state)
     by_node = {n: c for c, n in nodes.items()}
@@ -149,6 +157,6 @@ def build_receipt(art: Mapping[str, Any], config: str, rounds: list[dict[str, An
     return {"family": "fed-expand", "config": config, "method": c["method"], "mode": mode, "emulation": EMULATION_NOTE,
             "wall_s": wall_s, "rounds": curve, "devices": devices, "client_rounds": checks,
             "budget_check": {"client_rounds": len(checks), "violations": violations, "all_within": not violations},
-            "final": {k: last.get(k) for k in ("exact_match", "token_accuracy", "probe_accuracy", "probe_loss_nats", "probe_agreement")},
-            "initial": {k: first.get(k) for k in ("exact_match", "token_accuracy", "probe_accuracy", "probe_loss_nats", "probe_agreement")},
+            "final": {k: last.get(k) for k in RECEIPT_METRICS},
+            "initial": {k: first.get(k) for k in RECEIPT_METRICS},
             "bytes_moved": sum(k["bytes_moved"] for k in checks), "emulated_clock_s": clock}

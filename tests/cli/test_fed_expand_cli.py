@@ -70,3 +70,8 @@ def test_plan_inspect_emit_run(tmp_path: Path, capsys, smollm2_cache) -> None:
     lora = run_in_process(art, config="lora_fedavg", rounds=1)
     assert lora["method"] == "lora" and lora["budget_check"]["client_rounds"] == 3
     assert lora["final"]["probe_accuracy"] is not None
+    i, f = lora["initial"], lora["final"]
+    assert i["probe_agreement"] == 1.0                                   # the start is the base model's function
+    assert 0 <= i["probe_accuracy"] <= i["probe_top10_accuracy"] <= 1 and f["probe_accuracy"] <= f["probe_top10_accuracy"]
+    again = run_in_process(art, config="lora_fedavg", rounds=1, initial=lora["rounds"][0] | {"token_accuracy": -1.0})
+    assert again["initial"]["token_accuracy"] == -1.0                   # a given start is used as is, not re-evaluated

@@ -59,3 +59,43 @@ def test_only_assigned_blocks_are_sent_and_averaged_exactly() -> None:
                                         ("model.embed_tokens.weight", None)])
 def test_layer_of(name: str, layer: int | None) -> None:
     assert layer_of(name) == layer
+
+
+def test_answer_scores_equal_the_whole_sequence_head() -> None:
+    """answer_accuracy runs the head only at answer positions: same exact match and token accuracy as the argmax of
+    the whole-sequence logits (the reference), on a tiny random decoder where some answers are all right."""
+    import torch
+    import transformers
+
+    from runtime.fed_expand.data import answer_accuracy
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=11, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(3):
+        ids = torch.randint(0, 11, (5, 9), generator=g)
+        mask = torch.zeros(5, 9, dtype=torch.bool)
+        for r in range(5):
+            mask[r, 9 - 1 - r % 3:] = True                  # answers of 1-3 tokens at the end
+        with torch.no_grad():                               # make some rows' answers the model's own argmax
+            for r in (0, 3):
+                for t in range(1, 9):
+                    if mask[r, t]:
+                        ids[r, t] = model(input_ids=ids[r: r + 1, :t]).logits[0, -1].argmax()
+        batches.append((ids, mask, ()))
+    right = tokens = exact = n = 0
+    with torch.no_grad():
+        for ids, mask, _ in batches:
+            pred = model(input_ids=ids).logits[:, :-1].argmax(-1)
+            target = mask[:, 1:]
+            right += int(((pred == ids[:, 1:]) & target).sum())
+            tokens += int(target.sum())
+            exact += int(((pred == ids[:, 1:]) | ~target).all(dim=1).sum())
+            n += ids.shape[0]
+    got = answer_accuracy(model, batches)
+    assert exact > 0 and right < tokens                     # the check can tell right from wrong
+    assert {k: got[k] for k in ("exact_match", "token_accuracy")} == {"exact_match": exact / n,
+                                                                       "token_accuracy": right / tokens}
