@@ -335,7 +335,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("no command", [], ("required",)),
     ("unknown command", ["plann"], ("invalid choice",)),
     ("plan without model", ["plan"], ("required", "model")),
-    ("unknown flag", PLAN + ["--budget", "1GiB"], ("unrecognized arguments: --budget",)),
+    ("unknown flag", PLAN + ["--vram-cap", "1GiB"], ("unrecognized arguments: --vram-cap",)),
+    ("another family's flag", PLAN + ["--budget", "1GiB"], ("--budget is a kv-budget flag", "--scenario kv-budget")),
 ]
 
 
