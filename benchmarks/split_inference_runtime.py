@@ -9,7 +9,8 @@ uplink 5 and 20 Mbit/s × RTT 1 and 30 ms. In each cell:
      (so the cloud's predicted node times are the measured ones, not rescaled by a second hardware measurement
      taken at another load); the EDGE is EMULATED as that profile slowed 4× (this CPU's one thread is slower
      than the catalog's edge devices, and emulation can only slow a process down). At run time the edge pads
-     each request to 4× its OWN measured compute (`--emulate-slowdown 4`), so the emulated edge speeds up and
+     each request to its OWN measured compute plus 3x that compute's CPU time (`--emulate-slowdown 4`: the time
+     the host preempted it counts once, not 4 times), so the emulated edge speeds up and
      slows down with the host's load exactly as the cloud does (padding to the plan's T_e instead froze the edge
      at the calibration's load while the cloud moved: a ResNet-50 plan lost its cell to that);
   2. two plans, `--objective throughput` and `--objective latency`, each with every baseline, are emitted;
@@ -233,7 +234,7 @@ def worker(spec_path: Path) -> int:
     level = {"before_ms": whole_model_ms(arts["thr"])}
     out = []
     for label, art, config, mode, count, in_flight, rep in spec["schedule"]:
-        # the edge: this CPU slowed EDGE_SLOWDOWN x, each request padded to that multiple of its own compute
+        # the edge: this CPU slowed EDGE_SLOWDOWN x, each request padded to its compute + (EDGE_SLOWDOWN - 1) x its CPU time
         opts = EdgeOptions(config=config, max_in_flight=in_flight, emulate=True, emulate_slowdown=EDGE_SLOWDOWN,
                            cache=False, adapt=False, timeout_s=120.0, link_label=spec["label"],
                            one_way_delay_s=spec["delay_s"])
@@ -572,7 +573,7 @@ def main() -> int:
               "calibration": "every cell" if per_cell else "once per model, before its first cell", "cpu": cpus, "cores": os.cpu_count(),
               "edge_slowdown": EDGE_SLOWDOWN, "request_overhead": overheads, "cells": cells,
               "wall_s": round(time.perf_counter() - t_start, 1),
-              "note": ("edge EMULATED (this CPU's compute padded to the plan's edge compute, a device 4x slower); "
+              "note": ("edge EMULATED (each request's compute on this CPU padded by 3x its CPU time: a device 4x slower); "
                        "cloud = this CPU, one thread; one-way delay EMULATED in the transport (no netem here); "
                        "rate shaped by tc tbf; models with random weights report agreement, not accuracy; "
                        "the machine is shared with other sessions (load averages recorded per run)")}
