@@ -73,8 +73,9 @@ def test_node_times_put_the_whole_forward_on_the_operators() -> None:
 
     built = build_model(resolve_model("digits-cnn"), tiny=True, device="cpu")
     forward: list[float] = []
-    times = time_graph_nodes(built, repeats=3, forward=forward)
-    kinds = {n.name: (n.op, n.target) for n in capture(built).program.module().graph.nodes}
+    gm = capture(built).program.module()
+    times = time_graph_nodes(built, repeats=3, forward=forward, gm=gm)
+    kinds = {n.name: (n.op, n.target) for n in gm.graph.nodes}
     ops = {k for k, (op, target) in kinds.items() if op.startswith("call_") and target != "_guards_fn"}
     assert ops and all(times[k] > 0 for k in ops)
     assert all(v == 0.0 for k, v in times.items() if k not in ops)
