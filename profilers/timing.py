@@ -70,8 +70,7 @@ def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int
 
 
 def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1,
-                     totals: list[float] | None = None, forward: list[float] | None = None,
-                     gm: Any = None) -> dict[str, float]:
+                     totals: list[float] | None = None, forward: list[float] | None = None) -> dict[str, float]:
     """Seconds of every node of the model's exported graph, run on this CPU with `threads` intra-op threads
     (1: as the split runtime runs each half, one thread per process).
 
@@ -88,7 +87,7 @@ def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1,
 
     from profilers.graph import capture
 
-    gm = gm if gm is not None else capture(built).program.module()   # the exported graph (given: reused)
+    gm = capture(built).program.module()
     times: dict[str, list[float]] = {}
 
     class Timer(fx.Interpreter):
