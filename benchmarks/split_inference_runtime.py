@@ -9,7 +9,8 @@ uplink 5 and 20 Mbit/s × RTT 1 and 30 ms. In each cell:
      (so the cloud's predicted node times are the measured ones, not rescaled by a second hardware measurement
      taken at another load); the EDGE is EMULATED as that profile slowed 4× (this CPU's one thread is slower
      than the catalog's edge devices, and emulation can only slow a process down). At run time the edge pads
-     each request to 4× its OWN measured compute (`--emulate-slowdown 4`), so the emulated edge speeds up and
+     each request to its OWN measured compute plus 3x that compute's CPU time (`--emulate-slowdown 4`: the time
+     the host preempted it counts once, not 4 times), so the emulated edge speeds up and
      slows down with the host's load exactly as the cloud does (padding to the plan's T_e instead froze the edge
      at the calibration's load while the cloud moved: a ResNet-50 plan lost its cell to that);
   2. two plans, `--objective throughput` and `--objective latency`, each with every baseline, are emitted;
@@ -191,8 +192,9 @@ def make_plan(model: str, mbps: float, rtt_ms: float, objective: str, edge: Path
 
 
 def emit(plan_path: Path, out: Path, requests: int) -> dict[str, Any]:
-    """`planner emit` (one thread)."""
-    _cli(["emit", str(plan_path), "-o", str(out), "--force", "--requests", str(requests)])
+    """`planner emit` (one thread), without fitting the semantic cache: every run here is `--cache off`, and the
+    fit costs a forward per calibration input per partition (minutes for ResNet-50 on the loaded host)."""
+    _cli(["emit", str(plan_path), "-o", str(out), "--force", "--requests", str(requests), "--semantic-cache", "skip"])
     return yaml.safe_load((out / "runtime.yaml").read_text())
 
 
@@ -229,17 +231,42 @@ def worker(spec_path: Path) -> int:
     torch.set_num_threads(1)
     spec = json.loads(spec_path.read_text())
     arts = {k: load_artifact(Path(v["path"]), role="edge") for k, v in spec["artifacts"].items()}
+    level = {"before_ms": whole_model_ms(arts["thr"])}
     out = []
     for label, art, config, mode, count, in_flight, rep in spec["schedule"]:
-        # the edge: this CPU slowed EDGE_SLOWDOWN x, each request padded to that multiple of its own compute
+        # the edge: this CPU slowed EDGE_SLOWDOWN x, each request padded to its compute + (EDGE_SLOWDOWN - 1) x its CPU time
         opts = EdgeOptions(config=config, max_in_flight=in_flight, emulate=True, emulate_slowdown=EDGE_SLOWDOWN,
                            cache=False, adapt=False, timeout_s=120.0, link_label=spec["label"],
                            one_way_delay_s=spec["delay_s"])
         rec = run_edge(Path(spec["artifacts"][art]["path"]), spec["artifacts"][art]["addr"], opts, count, arts[art])
         out.append({"label": label, "mode": mode, "rep": rep, "receipt": json.loads(rec.to_json()),
                     "load_average_1min": round(os.getloadavg()[0], 2)})
+    level["after_ms"] = whole_model_ms(arts["thr"])
+    out.append({"label": "_host_level", "level": level, "load_average_1min": round(os.getloadavg()[0], 2)})
     Path(spec["out"]).write_text(json.dumps(out))
     return 0
+
+
+def whole_model_ms(art: Any, calls: int = 7) -> list[float] | None:
+    """The whole model's forward (the all-edge half, unpadded), `calls` times on this core right before and after
+    the cell's measurement, ms: the host's speed while the cell ran, to set against the calibration's direct call
+    (`forward_times_s`) minutes earlier."""
+    import torch
+
+    from runtime.split_inference.run import request_stream
+
+    part = next((p for p in art.partitions if p.all_edge and p.edge is not None), None)
+    if part is None:
+        return None
+    x = request_stream(art, 1).inputs[0]
+    times = []
+    with torch.inference_mode():
+        part.edge(*x)
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            part.edge(*x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
 
 
 def run_cell(d: Path, link: Link, delay_s: float, plans: dict[str, dict], runs: list[tuple[str, str, str]],
@@ -283,8 +310,21 @@ def _predicted(plans: dict[str, dict], label: str, art: str, config: str) -> dic
 
 
 def analyse(model: str, mbps: float, rtt_ms: float, plans: dict[str, dict], runs: list[tuple[str, str, str]],
-            same: dict[str, str], got: list[dict[str, Any]], link: Link, delay_s: float) -> dict[str, Any]:
-    """Medians and spreads per configuration, the plans against the best baseline, stage errors."""
+            same: dict[str, str], got: list[dict[str, Any]], link: Link, delay_s: float,
+            calibration_forward_ms: list[float] | None = None) -> dict[str, Any]:
+    """Medians and spreads per configuration, the plans against the best baseline, stage errors, and the host's
+    speed during the measurement against the calibration's."""
+    level = next((g["level"] for g in got if g["label"] == "_host_level"), None)
+    got = [g for g in got if g["label"] != "_host_level"]
+    host_level = None
+    if level and level.get("before_ms") and calibration_forward_ms:
+        cal = statistics.median(calibration_forward_ms)
+        host_level = {"calibration_forward_ms": cal, "measured_forward_ms_before": statistics.median(level["before_ms"]),
+                      "measured_forward_ms_after": statistics.median(level["after_ms"]),
+                      "ratio_before": statistics.median(level["before_ms"]) / cal,
+                      "ratio_after": statistics.median(level["after_ms"]) / cal,
+                      "what": "the whole model's forward (all-edge half, unpadded, edge core) right before and after "
+                              "the measurement, over the calibration's direct call (cloud core, minutes earlier)"}
     where = {label: (art, config) for label, art, config in runs}
     by: dict[str, dict[str, list[dict]]] = {}
     for g in got:
@@ -328,7 +368,7 @@ def analyse(model: str, mbps: float, rtt_ms: float, plans: dict[str, dict], runs
     return {"model": model, "mbps": mbps, "rtt_ms": rtt_ms, "link": link.label,
             "delay": (f"one-way {delay_s * 1e3:.3g} ms EMULATED in the transport" if delay_s > 0 else "none"),
             "load_average_1min": [g["load_average_1min"] for g in got], "configs": configs, "same_partition": same,
-            "verdicts": verdicts, "stage_errors": stage_errors,
+            "verdicts": verdicts, "stage_errors": stage_errors, "host_level": host_level,
             "plan_cut": {k: [f"{r['name']}@{r['bits']}" for r in plans[k]["decisions"]["cut_tensors"]] for k in plans},
             "timing": plans["thr"]["decisions"].get("timing", "")}
 
@@ -424,6 +464,11 @@ def print_cells(cells: list[dict[str, Any]]) -> None:
                                                              if v["same_cut_as_plan"] else ""))
             else:
                 print(f"  {name}: {v['note']}")
+        if c.get("host_level"):
+            h = c["host_level"]
+            print(f"  host speed: whole forward {h['measured_forward_ms_before']:.4g} ms before and "
+                  f"{h['measured_forward_ms_after']:.4g} ms after the measurement vs {h['calibration_forward_ms']:.4g} "
+                  f"ms calibrated (x{h['ratio_before']:.2f}, x{h['ratio_after']:.2f})")
         for e in c["stage_errors"]:
             recal = (e.get("reference") or "n/a") if e.get("error") is None else (
                 f"{e['error']:+.0%}" + (" recalibrated per repetition" if e["stage"] != "link" else ""))
@@ -441,8 +486,11 @@ def reanalyse(work: Path) -> list[dict[str, Any]]:
         spec = json.loads((d / "schedule.json").read_text())
         link = Link(mode="tbf", label=spec["label"].split("; one-way")[0])
         runs, same = configurations(plans["thr"], plans["lat"])
+        cal = next(iter([d / "calibration.yaml"] if (d / "calibration.yaml").is_file()
+                        else sorted(work.glob(f"{model}_*/calibration.yaml"))), None)
+        fwd = yaml.safe_load(cal.read_text())["measured"].get("forward_times_s", []) if cal else []
         cells.append(analyse(model, float(mbps[:-4]), float(rtt[:-2]), plans, runs, same,
-                             json.loads((d / "runs.json").read_text()), link, spec["delay_s"]))
+                             json.loads((d / "runs.json").read_text()), link, spec["delay_s"], [t * 1e3 for t in fwd]))
     return cells
 
 
@@ -451,6 +499,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="two digits-cnn cells, one MiniLM and one ResNet-50 cell, fewer requests")
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--calibrate", choices=("cell", "model"),
+                    help="calibrate before every cell, or once per model (default: once per model with --quick)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     ap.add_argument("--max-cells", type=int, help="stop after this many cells (a smoke test)")
     ap.add_argument("--reanalyse", action="store_true", help="analyse the cells of the last run again, measure nothing")
@@ -476,6 +526,10 @@ def main() -> int:
     link = Link()
     cells: list[dict[str, Any]] = []
     current_mbps = None
+    # quick mode calibrates each model once, in this run, before its first cell (its cells run back to back);
+    # the full mode calibrates every cell right before its plans
+    per_cell = a.calibrate == "cell" or (a.calibrate is None and not a.quick)
+    shared: dict[str, tuple[Path, dict[str, Any]]] = {}
     try:
         for model, mbps, rtt in cells_todo:
             n_thr, n_lat = REQUESTS[model][1 if a.quick else 0]
@@ -486,10 +540,15 @@ def main() -> int:
             d = work / f"{model}_{mbps:g}mbps_{rtt:g}ms"
             cell = d.name
             t_cell = time.perf_counter()
-            print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] calibrate (node times, CPU, per-request cost)", flush=True)
-            cal = d / "calibration.yaml"
             d.mkdir(parents=True, exist_ok=True)
-            measured = calibrate(model, cal)
+            if per_cell or model not in shared:
+                print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] calibrate (node times, CPU, per-request cost)", flush=True)
+                cal = d / "calibration.yaml"
+                shared[model] = (cal, calibrate(model, cal))
+            else:
+                print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] calibration of this run's first {model} cell "
+                      f"({shared[model][0].parent.name})", flush=True)
+            cal, measured = shared[model]
             overheads[cell], cpus[cell] = measured.get("request_overhead"), measured["cpu"]
             edge_hw, cloud_hw, _ = hardware(d / "hw", measured["cpu"])
             plans = {}
@@ -502,17 +561,19 @@ def main() -> int:
             t_run = time.perf_counter()
             print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] run {len(runs)} configurations x {a.reps} reps", flush=True)
             got = run_cell(d, link, delay_s, plans, runs, n_thr, n_lat, a.reps)
-            cells.append(analyse(model, mbps, rtt, plans, runs, same, got, link, delay_s))
+            cells.append(analyse(model, mbps, rtt, plans, runs, same, got, link, delay_s,
+                                 [t * 1e3 for t in measured.get("forward_times_s", [])]))
             cells[-1]["wall_s"] = {"calibrate_plan_emit": round(t_run - t_cell, 1),
                                    "measure": round(time.perf_counter() - t_run, 1)}
             print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] wall {cells[-1]['wall_s']}", flush=True)
             print_cells(cells[-1:])
     finally:
         link.teardown()
-    report = {"summary": summarise(cells), "quick": a.quick, "reps": a.reps, "cpu": cpus, "cores": os.cpu_count(),
+    report = {"summary": summarise(cells), "quick": a.quick, "reps": a.reps,
+              "calibration": "every cell" if per_cell else "once per model, before its first cell", "cpu": cpus, "cores": os.cpu_count(),
               "edge_slowdown": EDGE_SLOWDOWN, "request_overhead": overheads, "cells": cells,
               "wall_s": round(time.perf_counter() - t_start, 1),
-              "note": ("edge EMULATED (this CPU's compute padded to the plan's edge compute, a device 4x slower); "
+              "note": ("edge EMULATED (each request's compute on this CPU padded by 3x its CPU time: a device 4x slower); "
                        "cloud = this CPU, one thread; one-way delay EMULATED in the transport (no netem here); "
                        "rate shaped by tc tbf; models with random weights report agreement, not accuracy; "
                        "the machine is shared with other sessions (load averages recorded per run)")}

@@ -57,6 +57,7 @@ def build_receipt(art: Artifact, result: EdgeResult, config: str, link_label: st
                                "cut": ", ".join(f"{w.name}@{w.bits or 'raw'}" for w in part.wire) or "(all on the edge)",
                                "edge_ms": _ms(statistics.fmean(r.edge_compute_s + r.edge_sleep_s for r in mine)),
                                "edge_compute_ms": _ms(statistics.fmean(r.edge_compute_s for r in mine)),
+                               "edge_cpu_ms": _ms(statistics.fmean(r.edge_cpu_s for r in mine)),
                                "edge_ms_predicted": pred.get("edge_ms")}
         if cloud:
             row.update({"link_ms": _ms(statistics.fmean(r.link_s for r in cloud)),

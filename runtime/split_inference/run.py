@@ -198,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-emulate", action="store_true", help="do not pad the edge stage to the edge profile's T_e")
     ap.add_argument("--emulate-slowdown", type=float,
                     help="edge: emulate a device this many times slower than this CPU as it runs now (pad each "
-                         "request to the factor x its own measured compute) instead of padding to the plan's T_e")
+                         "request to its own measured compute plus factor - 1 times its CPU time) instead of padding to the plan's T_e")
     ap.add_argument("--emulate-cloud", action="store_true",
                     help="cloud: pad each request's cloud stage to the plan's T_c (emulates a slower cloud)")
     ap.add_argument("--emulate-delay", type=float, default=0.0,

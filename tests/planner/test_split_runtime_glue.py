@@ -92,8 +92,11 @@ def test_a_digits_plan_emits_every_configuration_and_runs_them(digits_plan, tmp_
     assert rec["totals"]["answered_by"]["cloud"] + rec["totals"]["answered_by"]["cache"] == 20
     assert rec["rows"][0]["bytes_per_request_predicted"] == 64.0 and rec["rows"][0]["payload_bytes"] == 64 + 8
     assert report.views
-    # emit replaces its own artifact but nothing else
-    emit_artifact(digits_plan, out, ["--requests", "8"])
+    # emit replaces its own artifact but nothing else; --semantic-cache skip leaves the cache out (and is faster)
+    emit_artifact(digits_plan, out, ["--requests", "8", "--semantic-cache", "skip"])
+    art = load_artifact(out)
+    assert art.config["cache"] == {"enabled": False} and not (out / "cache").exists()
+    assert set(art.config["configs"]) == {"plan", *digits_plan.baselines}
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "x.txt").write_text("x")
     with pytest.raises(OutputPathError):

@@ -60,3 +60,4 @@ def test_moe_structure_of_catalog_models(name: str, layers: int, experts: int, t
     m = prof.moe
     assert (len(m.moe_layers), m.num_experts, m.top_k, m.num_shared_experts) == (layers, experts, top_k, shared)
     assert m.non_expert_bytes + m.expert_bytes_total == prof.param_bytes
+

@@ -43,6 +43,8 @@ class SplitInferenceFamily(Family):
     emit_flags = (
         Flag("--seed", "int", "seed of the tiny model's weights", default=0, minimum=0),
         Flag("--requests", "int", "seeded requests recorded for models without real data", default=32, minimum=1),
+        Flag("--semantic-cache", "choice", "fit the semantic cache of classifiers (default) or skip it: a faster emit "
+             "whose artifact refuses `planner run --cache on`", default="fit", choices=("fit", "skip")),
     )
     run_flags = (
         Flag("--role", "choice", "one side only: cloud (serve) or edge (drive the requests); default both, as two "

@@ -52,6 +52,7 @@ class EmitOptions:
     cache_calibration: int = CACHE_CALIBRATION_SEEDED   # seeded calibration inputs (models without real data)
     listen: str = "127.0.0.1:50551"
     switch_samples: int = 20
+    fit_cache: bool = True       # fit the semantic cache of classifiers (a forward per calibration input per partition)
 
 
 @dataclass
@@ -330,7 +331,7 @@ def build_artifact(plan: Any, opts: EmitOptions, progress: Progress = lambda s: 
     req_entry, req_tensors = _request_data(spec, built, gm, input_specs, opts, classification)
     extra = {"data/requests.safetensors": req_tensors}
     cache_cfg: dict[str, Any] = {"enabled": False}
-    if classification:
+    if classification and opts.fit_cache:
         cache_cfg, files = _cache(spec, built, gm, parts, opts, input_specs, progress)
         extra.update(files)
     smallest = min((p.halves for p in parts if p.halves.cloud is not None),
@@ -383,8 +384,9 @@ def emit_files(plan: Any, staging: Path, opts: EmitOptions = EmitOptions(), prog
 
 
 def emit(plan: Any, values: FlagValues, staging: Path, progress: Progress) -> str:
-    """The family's `planner emit` entry point (flags: --seed, --requests)."""
-    return emit_files(plan, staging, EmitOptions(seed=int(values["seed"]), requests=int(values["requests"])), progress)
+    """The family's `planner emit` entry point (flags: --seed, --requests, --semantic-cache)."""
+    return emit_files(plan, staging, EmitOptions(seed=int(values["seed"]), requests=int(values["requests"]),
+                                                 fit_cache=values["semantic_cache"] != "skip"), progress)
 
 
 def _summary(rt: dict[str, Any]) -> str:
