@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-import numpy as np
 
 from core.errors import InfeasibleError
 from solvers.common import Solution, Status, Stopwatch, TraceEvent
