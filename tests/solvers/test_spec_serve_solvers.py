@@ -158,3 +158,15 @@ def test_replay_of_target_only_is_the_sum_of_its_forwards() -> None:
         m = simulate(p, Config((-1, -1), (-1, -1, -1), (0, 0, 0), group, True))
         assert m.goodput_tps == pytest.approx(1.0 / ((a + b) * p.verifier_scale))
         assert m.tokens_per_verify == pytest.approx(1.0) and m.verifier_idle == pytest.approx(0.0, abs=1e-9)
+
+
+def test_online_recommendation_compares_latency_when_every_candidate_keeps_up() -> None:
+    from solvers.spec_serve.cosine import recommend, rescore
+
+    p = small_problem(arrival=0.5)
+    sols = {"cosine": rescore(p, solve(p)), "target-only": target_only(p),
+            **{f"assisted-{d}": colocated(p, i) for i, d in enumerate(p.drafters)}}
+    assert all(s.metrics.stable for s in sols.values())
+    name, why = recommend(sols, online=True)
+    assert name == min(sols, key=lambda n: (sols[n].metrics.latency_p50_s, n != "target-only"))
+    assert "lowest predicted p50 latency" in why

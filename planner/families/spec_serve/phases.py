@@ -259,7 +259,7 @@ def baselines(ctx: PlanContext) -> None:
             st.solution = replace(st.baselines[name], params=dict(st.solution.params))
             ctx.notes.append(f"the search's own configuration was beaten by its {name} restriction's; CoSine uses "
                              "that configuration (routing, fusion and adaptive γ stay on at run time)")
-    st.recommended, st.why = recommend({"cosine": st.solution, **st.baselines})
+    st.recommended, st.why = recommend({"cosine": st.solution, **st.baselines}, online=p.arrival_rps > 0)
     ctx.notes.append(f"recommended: {st.why}")
 
 
