@@ -208,7 +208,8 @@ def recommend(solutions: dict[str, SpecServeSolution], online: bool = False) -> 
     if by_latency:
         fig = {n: solutions[n].metrics.latency_p50_s for n in rank}
         others = ", ".join(f"{n} {fig[n]:.3f} s" for n in rank[1:])
-        why = (f"{top} has the lowest predicted p50 latency ({fig[top]:.3f} s; {others}; every candidate keeps up "
+        lead = "has the lowest predicted p50 latency" if top == best else "is recommended"
+        why = (f"{top} {lead} ({fig[top]:.3f} s; {others}; every candidate keeps up "
                "with the arrivals, so goodput is the arrival rate for all; every configuration scored by the same "
                "engine replay of the calibrated times)")
         ratio = (fig["cosine"] / max(fig[top], 1e-12)) if "cosine" in fig else 1.0
@@ -216,7 +217,8 @@ def recommend(solutions: dict[str, SpecServeSolution], online: bool = False) -> 
             why += f": CoSine's drafter nodes do not pay here (its p50 is predicted {ratio:.2f}x {top}'s)"
         return top, why + margin_note
     others = ", ".join(f"{n} {solutions[n].objective:.1f}" for n in rank[1:])
-    why = (f"{top} has the highest predicted goodput ({solutions[top].objective:.1f} tokens/s; {others}; every "
+    lead = "has the highest predicted goodput" if top == best else "is recommended"
+    why = (f"{top} {lead} ({solutions[top].objective:.1f} tokens/s; {others}; every "
            "configuration scored by the same engine replay of the calibrated times)")
     if top != "cosine" and "cosine" in solutions:
         why += (f": CoSine's drafter nodes do not pay here (its best configuration is predicted "
