@@ -37,13 +37,18 @@ def test_plan_inspect_emit_run_and_recovery(smollm2_cache: Path, tmp_path: Path,
     assert set(p["baselines"]) >= {"target-only", "assisted-ee1", "no-routing", "no-fusion", "no-pipelining",
                                    "fixed-gamma"}
     # the plan recommends the best predicted goodput among CoSine, target-only and the single drafters, all scored
-    # by the same replay, and never what one of them beats
+    # by the same replay (a simpler one when within the predictor's measured error), never what one of them beats
+    # by more than that error
+    from solvers.spec_serve.cosine import MARGIN
+
     rec = p["decisions"]["recommendation"]
     chosen = p["decisions"]["configuration"]
     assert rec["configuration"] == chosen
-    assert p["predicted"]["goodput_tps"] == pytest.approx(max(rec["predicted_goodput_tps"][n] for n in
-                                                          ("cosine", "target-only", "assisted-ee1", "assisted-ngram")
-                                                          if n in rec["predicted_goodput_tps"]), rel=1e-4)
+    g = {n: v for n, v in rec["predicted_goodput_tps"].items()
+         if n in ("cosine", "target-only") or n.startswith("assisted-")}
+    assert p["predicted"]["goodput_tps"] == pytest.approx(g[chosen], rel=1e-4)
+    assert g[chosen] * (1 + MARGIN) >= max(g.values()) * (1 - 1e-6)
+    assert chosen == max(g, key=g.get) or chosen == "target-only" or chosen.startswith("assisted-")
     cosine = p["predicted"] if chosen == "cosine" else p["baselines"]["cosine"]["predicted"]
     for b in ("no-routing", "no-fusion", "fixed-gamma"):
         assert cosine["goodput_tps"] >= p["baselines"][b]["predicted"]["goodput_tps"] - 1e-6
