@@ -22,6 +22,9 @@ def _engine_record(plan: Plan, d: dict[str, Any], greedy: bool) -> dict[str, Any
     nodes = {n: {"scale": float(pd["node_scale"][n]), "delay_s": float(pd["links"][n]["delay_s"]),
                  "rate_bps": float(pd["links"][n]["rate_bps"]), "drafter": d["placement"].get(n)}
              for n in sorted(pd["node_scale"])}
+    if d.get("colocated"):       # single-drafter speculation on the verifier itself: a node at its speed, no link
+        nodes[f"{pd['verifier']['name']}-local"] = {"scale": float(pd["verifier"]["scale"]), "delay_s": 0.0,
+                                                    "rate_bps": 1e18, "drafter": d["colocated"], "colocated": True}
     return {"nodes": nodes, "verifier": dict(pd["verifier"]), "routing": d["routing"], "group": int(d["group"]),
             "pipelined": bool(d["pipelined"]), "adaptive": bool(d["adaptive"]),
             "gamma_bounds": list(pd["gamma_bounds"]), "expected_tokens": d.get("expected_tokens", {}),
@@ -36,8 +39,8 @@ def runtime_config(plan: Plan) -> dict[str, Any]:
     configs = {"plan": _engine_record(plan, dict(pd), greedy)}
     predicted = {"plan": dict(plan.predicted)}
     for name, b in sorted(plan.baselines.items()):
-        if name.startswith("assisted-"):
-            continue         # transformers' own assisted generation: run by the benchmark, not the engine
+        # assisted-*: single-drafter speculation co-located on the verifier, run by the engine (transformers' own
+        # assisted generation and prompt lookup run in the benchmark beside it)
         configs[name] = _engine_record(plan, dict(b.decisions), greedy)
         predicted[name] = dict(b.predicted)
     return {"format": CONFIG_FORMAT, "model": dict(pd["model"]), "drafters": dict(pd["drafters"]),

@@ -10,7 +10,7 @@ links add their configured delay and bytes/rate, and the cycles are laid out on 
   target-only: cycle = T_verify with no draft (one token per request and forward)
 
 Verification batches are chosen each cycle by `select(values, costs, tokens, budget, cap)` (the planner passes
-its LP + rounding; the default takes requests oldest first while the balance budget holds). γ adapts per
+its LP + rounding; the default takes requests oldest first while the budget (the token cap) holds). γ adapts per
 request within the plan's bounds (+1 when the whole draft was accepted, −1 when fewer than half were). A node
 that dies mid-run (`kill`) or fails to start has its requests re-routed to the domain's next set whose nodes
 are alive (or to target-only decoding); the receipt says so.
@@ -129,14 +129,17 @@ class Engine:
             t = (time.thread_time() - t0) * float(self.cfg["verifier"]["scale"])
             self.hub_busy += t
             r.draft, r.qs = toks, qs
-            return t, 0.0
+            return 0.0, 0.0          # hub time: serial with verification (added to T_verify), not a chain
         if len(set(hosts)) == 1:     # every neural drafter of the set on one node: fused there
             n = hosts[0]
             toks, qs, cpu = self.nodes[n].call("draft", list(r.set_), list(r.weights), r.rid, seq, r.gamma,
                                                self.greedy, seed, float(self.cfg.get("tau_conf", 0.0)))
             t = cpu * float(self.node_cfg[n]["scale"])
-            self.busy[n] += t
             r.draft, r.qs = toks, qs
+            if self.node_cfg[n].get("colocated"):      # drafting on the verifier itself: serial with verification
+                self.hub_busy += t
+                return 0.0, 0.0
+            self.busy[n] += t
             return t, self._link(n, len(toks))
         # drafters on several nodes: fused at the hub position by position (one hop out and back per token)
         import torch
@@ -244,7 +247,11 @@ class Engine:
                       * (1.0 + 0.1 * r.verifies) for r in ready]
             costs = [(a + b * (len(r.draft or []) + 1)) * vscale for r in ready]
             toks_n = [len(r.draft or []) + 1 for r in ready]
-            budget = t_draft if (pipelined and t_draft > 0) else float("inf")
+            # budget: the token cap only. This verifier checks a batch's requests one after another, so deferring a
+            # ready request to balance against the drafters' cycle cannot shorten its total work; the deferred
+            # request waits for its group's next turn while the verifier idles (measured: the balance budget
+            # T_draft halved goodput at batch cap 2). A batched (GPU) verifier would pass T_draft here.
+            budget = float(self.cfg.get("verify_budget_s", float("inf")))
             chosen = [ready[i] for i in self.select(values, costs, toks_n, budget, token_cap)] if ready else []
             t_verify = 0.0
             for r in chosen:

@@ -44,6 +44,40 @@ def build_early_exit(model: Mapping[str, Any], layers: int) -> Any:
     return load_model(f"{str(model['name']).split(':')[0]}:{layers}L")
 
 
+def model_key(model: Mapping[str, Any]) -> str:
+    """What determines the target's weights (a distilled drafter's cache key part): the name, or the tiny
+    model's config and seed."""
+    import json
+
+    keep = dict(model) if model.get("tiny") else {k: v for k, v in model.items() if k not in ("seed",)}
+    if not model.get("tiny"):
+        from testbeds.smollm2 import GGUF_SHA256
+
+        keep["weights"] = GGUF_SHA256
+    return json.dumps(keep, sort_keys=True, default=str)
+
+
+def distill_spec(drafter: Mapping[str, Any]) -> Any:
+    """The DistillSpec of a `distilled` drafter record."""
+    from testbeds.distill import DistillSpec
+
+    return DistillSpec(**dict(drafter["spec"]))
+
+
+def build_drafter(model: Mapping[str, Any], drafter: Mapping[str, Any]) -> Any:
+    """A neural drafter's model: `early_exit` (the target's first K blocks) or `distilled` (K blocks distilled
+    per domain, read from the cache; testbeds/distill.py)."""
+    if drafter["kind"] == "early_exit":
+        return build_early_exit(model, int(drafter["layers"]))
+    from testbeds.distill import load_blocks, weights_path
+
+    path = weights_path(model_key(model), distill_spec(drafter))
+    if not path.exists():
+        raise FileNotFoundError(f"distilled drafter {drafter['name']} is not built ({path} missing): run "
+                                "python benchmarks/spec_serve_drafters.py, or plan again")
+    return load_blocks(build_early_exit(model, int(drafter["layers"])), path)
+
+
 class DrafterNode:
     """One drafter node: a neural drafter (or none) and the n-gram lookup, with KV caches per request."""
 
@@ -52,7 +86,7 @@ class DrafterNode:
         self.neural = None
         self.neural_name = None
         if drafter is not None:
-            self.neural = EarlyExitDrafter(build_early_exit(model, int(drafter["layers"])), top_k)
+            self.neural = EarlyExitDrafter(build_drafter(model, drafter), top_k)
             self.neural_name = str(drafter["name"])
         self.ngram = NgramDrafter()
         self.alive = True

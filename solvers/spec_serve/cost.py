@@ -38,6 +38,8 @@ class Config:
     gamma: tuple[int, ...]
     group: int
     pipelined: bool = True
+    colocated: int = -1          # drafter index that drafts on the verifier itself (transformers' assisted
+                                 # generation); -1: none. Its draft time is verifier time (serial).
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _node_of(p: SpecServeProblem, cfg: Config) -> dict[int, list[int]]:
 def set_placed(p: SpecServeProblem, cfg: Config, s: int) -> bool:
     """Whether every neural drafter of set s has a node."""
     hosts = _node_of(p, cfg)
-    return all(p.drafters[d] == NGRAM or d in hosts for d in p.sets[s])
+    return all(p.drafters[d] == NGRAM or d in hosts or d == cfg.colocated for d in p.sets[s])
 
 
 def draft_token_s(p: SpecServeProblem, cfg: Config, s: int) -> tuple[float, dict[int, float]]:
@@ -98,10 +100,10 @@ def draft_token_s(p: SpecServeProblem, cfg: Config, s: int) -> tuple[float, dict
     hub per token (2 × delay); the n-gram lookup runs beside a neural drafter (or on the hub when alone)."""
     hosts = _node_of(p, cfg)
     per_node: dict[int, float] = {}
-    neural = [d for d in p.sets[s] if p.drafters[d] != NGRAM]
+    neural = [d for d in p.sets[s] if p.drafters[d] != NGRAM and d != cfg.colocated]
     ngram = [d for d in p.sets[s] if p.drafters[d] == NGRAM]
-    if not neural:
-        return float(sum(p.draft_cpu_s[d] for d in ngram) * p.verifier_scale), per_node
+    if not neural:       # n-gram and/or the co-located drafter: on the verifier node (hub)
+        return float(sum(p.draft_cpu_s[d] for d in p.sets[s]) * p.verifier_scale), per_node
     times = []
     for d in neural:
         ns = hosts[d]
@@ -120,9 +122,20 @@ def draft_token_s(p: SpecServeProblem, cfg: Config, s: int) -> tuple[float, dict
 
 
 def verify_s(p: SpecServeProblem, gamma: int) -> float:
-    """Emulated verifier seconds for one request's draft of `gamma` tokens (γ+1 positions)."""
+    """Emulated verifier seconds for one request's draft of `gamma` tokens (γ+1 positions): the calibration's
+    median measured time at each probed T, interpolated (the straight-line fit a + b·T misses the single-token
+    forward, which target-only serving runs every time); the fit beyond the probed range."""
     a, b = p.verify_cpu_s
-    return (a + b * (gamma + 1)) * p.verifier_scale
+    t = gamma + 1
+    curve = p.meta.get("verify_curve")
+    if curve:
+        xs = [float(x) for x, _ in curve]
+        ys = [float(y) for _, y in curve]
+        if xs[0] <= t <= xs[-1]:
+            return float(np.interp(t, xs, ys)) * p.verifier_scale
+        if t > xs[-1]:
+            return (ys[-1] + b * (t - xs[-1])) * p.verifier_scale
+    return (a + b * t) * p.verifier_scale
 
 
 def link_s(p: SpecServeProblem, cfg: Config, s: int, gamma: int) -> float:
@@ -157,14 +170,16 @@ def per_domain(p: SpecServeProblem, cfg: Config) -> list[dict[str, float]]:
         tok, nodes = draft_token_s(p, cfg, s)
         share = prefill_share(p, c, e)
         busy = {n: g * t for n, t in nodes.items()}
-        pre_d = 0.0
+        pre_d = pre_hub = 0.0
         for d in p.sets[s]:
+            if d == cfg.colocated and len(p.prefill_draft_cpu_s):
+                pre_hub += share * float(p.prefill_draft_cpu_s[d]) * p.verifier_scale
             if p.drafters[d] != NGRAM and len(p.prefill_draft_cpu_s) and d in hosts:
                 for n in hosts[d]:
                     t = share * float(p.prefill_draft_cpu_s[d]) * float(p.node_scale[n]) / len(hosts[d])
                     busy[n] = busy.get(n, 0.0) + t
                 pre_d = max(pre_d, share * float(p.prefill_draft_cpu_s[d]) * float(min(p.node_scale[n] for n in hosts[d])))
-        out.append({"E": e, "v": verify_s(p, g) + share * p.prefill_verify_cpu_s * p.verifier_scale,
+        out.append({"E": e, "v": verify_s(p, g) + share * p.prefill_verify_cpu_s * p.verifier_scale + pre_hub,
                     "d": g * tok + pre_d, "link": link_s(p, cfg, s, g), "nodes": busy})
     return out
 

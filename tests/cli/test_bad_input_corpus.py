@@ -317,6 +317,10 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("spec link without unit", SPEC + ["spec_nounit.yaml"], ("link hub-edge1 rate", "no unit")),
     ("spec unreachable node", SPEC + ["spec_cut.yaml"], ("drafter node 'edge2' is unreachable", "Add a link")),
     ("spec arrival without unit", SPEC + ["spec_nodes.yaml", "--arrival", "4"], ("--arrival '4'", "4rps")),
+    ("spec distilled drafter of an unknown domain", SPEC + ["spec_nodes.yaml", "--drafters", "dist2-poetry,ngram"],
+     ("dist2-poetry", "no domain 'poetry'", "dist2-code")),
+    ("spec distilled drafter as deep as the target", SPEC + ["spec_nodes.yaml", "--drafters", "dist30-code"],
+     ("dist30-code", "1..29 blocks")),
     # ---- geo-train
     ("geo WAN too slow", GEO + ["--regions", "regions_slow.yaml"], ("too slow for any schedule", "at least", "Mbit/s")),
     ("geo more fragments than layers", GEO + ["--regions", "regions.yaml", "--fragments", "5"],

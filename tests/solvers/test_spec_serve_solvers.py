@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from solvers.spec_serve.batch import select_exact, select_lp
-from solvers.spec_serve.cosine import colocated, solve, target_only
+from solvers.spec_serve.cosine import MARGIN, colocated, solve, target_only
 from solvers.spec_serve.cost import Config, expected_tokens_iid, metrics
 from solvers.spec_serve.problem import SpecServeProblem
 from solvers.spec_serve.validate import validate
@@ -92,5 +92,93 @@ def test_colocated_single_drafter_pays_drafting_on_the_verifier() -> None:
     co = colocated(p, 0)
     assert co.metrics.tokens_per_verify > 1.0
     # the same drafter on its own node with pipelining is faster than drafting on the verifier
+    from solvers.spec_serve.simulate import simulate
+
     off = solve(p, routing=False, fusion=False)
-    assert off.objective > co.objective
+    assert simulate(p, off.config).goodput_tps > co.objective
+
+
+def _useless(p: SpecServeProblem) -> SpecServeProblem:
+    """The same problem with drafters that never match the target (acceptance 0, one token per verification)."""
+    from dataclasses import replace
+
+    return replace(p, alpha=np.zeros_like(p.alpha), meta={"tokens_per_verify": np.ones((len(p.sets), 3, 8))})
+
+
+def test_plan_recommends_target_only_when_drafters_are_useless() -> None:
+    from solvers.spec_serve.cosine import recommend, rescore
+
+    p = _useless(small_problem())
+    sols = {"cosine": rescore(p, solve(p)), "target-only": target_only(p),
+            **{f"assisted-{d}": colocated(p, i) for i, d in enumerate(p.drafters)}}
+    name, why = recommend(sols)
+    assert name == "target-only"
+    assert "do not pay" in why and "target-only" in why
+    # every candidate is scored by the same replay: drafting that is never accepted only adds time
+    assert all(s.objective <= sols["target-only"].objective * (1 + 1e-9) for s in sols.values())
+
+
+def test_plan_recommends_cosine_when_its_drafters_pay() -> None:
+    from solvers.spec_serve.cosine import recommend, rescore
+
+    p = small_problem()
+    sols = {"cosine": rescore(p, solve(p)), "target-only": target_only(p),
+            **{f"assisted-{d}": colocated(p, i) for i, d in enumerate(p.drafters)}}
+    name, _ = recommend(sols)
+    assert name == _expected(sols, lambda n: -sols[n].objective, lambda a, b: -a * (1 + MARGIN) >= -b)
+    assert sols[name].objective >= sols["target-only"].objective
+
+
+def test_replay_equals_the_steady_state_formula_on_one_balanced_domain() -> None:
+    """Oracle: one domain, many requests, pipelined groups of equal composition: the replay's goodput converges
+    to cost.metrics' G·E/max(T_verify, T_draft) (prefill and drain aside)."""
+    from dataclasses import replace
+
+    from solvers.spec_serve.simulate import simulate
+
+    p = replace(small_problem(), domains=("code",), domain_share=np.array([1.0]), alpha=small_problem().alpha[:, :1],
+                requests=400, new_tokens=64.0)
+    cfg = Config((0, 1), (0,), (4,), 2, True)
+    steady = metrics(p, cfg).goodput_tps
+    replay = simulate(p, cfg).goodput_tps
+    assert replay == pytest.approx(steady, rel=0.03)
+    assert replay <= steady * (1 + 1e-9)           # drain and fluid rounding only lose time
+
+
+def test_replay_of_target_only_is_the_sum_of_its_forwards() -> None:
+    """Oracle by hand: target-only, offline, every request needs N tokens of one forward each on a verifier that
+    checks requests one after another: the makespan is requests x N x (a + b) x scale whatever the batch cap."""
+    from dataclasses import replace
+
+    from solvers.spec_serve.simulate import simulate
+
+    p = replace(small_problem(), requests=5, new_tokens=7.0)
+    a, b = p.verify_cpu_s
+    for group in (1, 2, 4):
+        m = simulate(p, Config((-1, -1), (-1, -1, -1), (0, 0, 0), group, True))
+        assert m.goodput_tps == pytest.approx(1.0 / ((a + b) * p.verifier_scale))
+        assert m.tokens_per_verify == pytest.approx(1.0) and m.verifier_idle == pytest.approx(0.0, abs=1e-9)
+
+
+def test_online_recommendation_compares_latency_when_every_candidate_keeps_up() -> None:
+    from solvers.spec_serve.cosine import recommend, rescore
+
+    p = small_problem(arrival=0.5)
+    sols = {"cosine": rescore(p, solve(p)), "target-only": target_only(p),
+            **{f"assisted-{d}": colocated(p, i) for i, d in enumerate(p.drafters)}}
+    assert all(s.metrics.stable for s in sols.values())
+    name, why = recommend(sols, online=True)
+    lat = {n: sols[n].metrics.latency_p50_s for n in sols}
+    assert name == _expected(sols, lambda n: lat[n], lambda a, b: a <= b * (1 + MARGIN))
+    assert "p50" in why and "keeps up with the arrivals" in why
+
+
+def _expected(sols, key, within) -> str:
+    """The recommendation rule written out: the best by `key`, unless target-only (then the best single drafter)
+    is within the margin of it."""
+    best = min(sols, key=key)
+    for group in (["target-only"], sorted((n for n in sols if n.startswith("assisted-")), key=key)):
+        for n in group[:1]:
+            if within(key(n), key(best)):
+                return n
+    return best

@@ -21,6 +21,7 @@ from planner.flags import Flag, FlagValues
 
 _RPS = re.compile(r"^(?P<v>\d+(?:\.\d+)?)\s*rps$")
 _EE = re.compile(r"^ee(?P<k>\d+)$")
+_DIST = re.compile(r"^dist(?P<k>\d+)-(?P<dom>[a-z]+)$")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,17 @@ def parse_drafters(text: str, target: Any, tiny: bool) -> tuple[str, ...]:
     layers = int(target.config.get("num_hidden_layers", 0)) if not tiny else int(target.tiny.get("num_hidden_layers", 2))
     for raw in (x.strip() for x in text.split(",") if x.strip()):
         name = raw
-        if raw != "ngram" and not _EE.match(raw):
+        md = _DIST.match(raw)
+        if md:
+            from testbeds.domains import DOMAINS
+
+            if md.group("dom") not in DOMAINS:
+                raise PlannerError(f"--drafters {raw}: no domain '{md.group('dom')}' to distil on",
+                                   f"use one of {', '.join(f'dist2-{d}' for d in DOMAINS)}")
+            if not 1 <= int(md.group("k")) < layers:
+                raise PlannerError(f"--drafters {raw}: a distilled drafter needs 1..{layers - 1} blocks",
+                                   f"pass e.g. dist2-{md.group('dom')}")
+        elif raw != "ngram" and not _EE.match(raw):
             spec = resolve_model(raw)                      # unknown names: one line with the closest ones
             base = raw.split(":")[0]
             if base != target.name.split(":")[0]:
@@ -96,7 +107,8 @@ class SpecServeFamily(Family):
         Flag("--nodes", "path", "nodes file: hardware per node, which verifies, links (docs/spec-serve.md)"),
         Flag("--workload", "workload", "prompt workload (the calibration sample), e.g. ruler:niah,kv@2k:16"),
         Flag("--arrival", "str", "request arrival rate (e.g. 4rps) or offline (all at once)", default="offline"),
-        Flag("--drafters", "str", "drafters: eeK (target's first K layers), ngram; comma-separated",
+        Flag("--drafters", "str", "drafters: eeK (target's first K layers), distK-DOMAIN (K blocks distilled on "
+             "the domain), ngram; comma-separated",
              default="ee4,ee8,ngram"),
         Flag("--new-tokens", "int", "tokens generated per request", default=32, minimum=1),
         Flag("--calibration-prompts", "int", "calibration prompts per domain", default=3, minimum=1),

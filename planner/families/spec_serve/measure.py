@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from runtime.spec_serve.decoding import EarlyExitDrafter, NgramDrafter, Verifier, fuse, pick, sparse_top_k
-from runtime.spec_serve.nodes import build_early_exit, build_target
+from runtime.spec_serve.nodes import build_drafter, build_target
 
 TOP_K = 8
 
@@ -114,8 +114,8 @@ def calibrate(model_rec: dict[str, Any], drafters: dict[str, dict[str, Any]], pr
 
     torch.set_num_threads(1)
     target = build_target(model_rec)
-    neural = {n: EarlyExitDrafter(build_early_exit(model_rec, int(d["layers"])), TOP_K)
-              for n, d in drafters.items() if d["kind"] == "early_exit"}
+    neural = {n: EarlyExitDrafter(build_drafter(model_rec, d), TOP_K)
+              for n, d in drafters.items() if d["kind"] != "ngram"}
     ngram = NgramDrafter()
     names = list(drafters)
     eos = tuple(model_rec.get("eos", ()))

@@ -15,7 +15,7 @@ from planner.families.base import PlanContext
 from planner.plan_refs import hardware_ref, solver_trace
 from planner.schema import BaselineResult, ModelRef, Objective, Plan, SolverInfo
 
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3
 ABLATIONS = {"no-routing": {"routing": False}, "no-fusion": {"fusion": False},
              "no-pipelining": {"pipelined": False}, "fixed-gamma": {"one_gamma": True}}
 DESCRIPTIONS = {
@@ -41,6 +41,8 @@ class SpecServeState:
     problem: Any = None
     solution: Any = None
     baselines: dict[str, Any] = field(default_factory=dict)
+    recommended: str = "cosine"
+    why: str = ""
 
 
 def model_record(spec: Any, tiny: bool, seed: int) -> dict[str, Any]:
@@ -58,11 +60,40 @@ def model_record(spec: Any, tiny: bool, seed: int) -> dict[str, Any]:
 
 
 def drafter_records(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Runtime records of the drafters (`eeK` -> early exit after K layers)."""
-    out = {}
+    """Runtime records of the drafters (`eeK` -> early exit after K layers; `distK-DOM` -> K blocks distilled on
+    domain DOM with the default settings of testbeds/distill.py, which the record names)."""
+    from testbeds.distill import DistillSpec
+
+    out: dict[str, dict[str, Any]] = {}
     for n in names:
-        out[n] = {"name": n, "kind": "ngram"} if n == "ngram" else {"name": n, "kind": "early_exit", "layers": int(n[2:])}
+        if n == "ngram":
+            out[n] = {"name": n, "kind": "ngram"}
+        elif n.startswith("dist"):
+            k, dom = n[4:].split("-", 1)
+            out[n] = {"name": n, "kind": "distilled", "layers": int(k), "spec": asdict(DistillSpec(dom, layers=int(k)))}
+        else:
+            out[n] = {"name": n, "kind": "early_exit", "layers": int(n[2:])}
     return out
+
+
+def ensure_drafters(ctx: PlanContext) -> None:
+    """Distil every `distK-DOM` drafter that is not cached yet (minutes of CPU each; testbeds/distill.py)."""
+    st = ctx.state
+    todo = [d for d in st.drafters.values() if d["kind"] == "distilled"]
+    if not todo:
+        return
+    from runtime.spec_serve.nodes import build_target, distill_spec, model_key
+    from testbeds.distill import ensure_distilled, weights_path
+    from testbeds.smollm2 import load_tokenizer
+
+    missing = [d for d in todo if not weights_path(model_key(st.model_rec), distill_spec(d)).exists()]
+    if not missing:
+        return
+    target = build_target(st.model_rec)
+    for d in missing:
+        ctx.progress(f"distilling drafter {d['name']} (not cached; benchmarks/spec_serve_drafters.py builds them)")
+        ensure_distilled(target, model_key(st.model_rec), distill_spec(d), load_tokenizer(),
+                         tuple(st.model_rec.get("eos", ())), ctx.progress)
 
 
 def request_ids(prompts: list[Any], vocab: int, tokenizer: Any) -> list[list[int]]:
@@ -105,8 +136,9 @@ def calibrate(ctx: PlanContext) -> None:
     from planner.families.spec_serve.measure import calibrate as measure
 
     st, o = ctx.state, ctx.options
+    ensure_drafters(ctx)
     key = cache_key("spec_serve_calibration", CALIBRATION_VERSION, ctx.spec.fingerprint(ctx.request.tiny),
-                    sorted(o.drafters), list(st.domains), o.seed, o.calibration_prompts, o.new_tokens, o.gamma_max,
+                    sorted(o.drafters), [st.drafters[n] for n in sorted(st.drafters)], list(st.domains), o.seed, o.calibration_prompts, o.new_tokens, o.gamma_max,
                     o.fanout > 1)
     path = cache_dir() / "spec_serve" / f"{key}.json"
     if path.exists():
@@ -155,7 +187,7 @@ def lower(ctx: PlanContext) -> Any:
     ok = np.ones((len(nodes), len(names)), dtype=bool)
     for i, n in enumerate(topo.drafters):
         for j, d in enumerate(names):
-            if st.drafters[d]["kind"] == "early_exit":
+            if st.drafters[d]["kind"] != "ngram":
                 # fp32 early-exit weights: embedding/head + K blocks (SmolLM2: 28.3 M + 3.54 M per block)
                 need = 4 * (28.3e6 + 3.54e6 * st.drafters[d]["layers"]) + weights[d]
                 ok[i, j] = need < 0.8 * float(n.hardware.memory_bytes)
@@ -171,7 +203,24 @@ def lower(ctx: PlanContext) -> Any:
         prefill_verify_cpu_s=float(c["prefill_verify_cpu_s_per_token"]),
         prefill_draft_cpu_s=np.array([c["prefill_draft_cpu_s_per_token"][n] for n in names]),
         prompt_tokens=np.array(c["prompt_tokens"]),
-        meta={"tokens_per_verify": c["tokens_per_verify"]})
+        meta={"tokens_per_verify": c["tokens_per_verify"], "verify_curve": verify_curve(c["verify_points"]),
+              "tokens_by_domain": tokens_by_domain(c, st.domains, o)})
+
+
+def verify_curve(points: list[list[float]]) -> list[list[float]]:
+    """Median measured verifier CPU seconds per probed token count T (sorted by T)."""
+    by: dict[int, list[float]] = {}
+    for t, s in points:
+        by.setdefault(int(t), []).append(float(s))
+    return [[t, float(np.median(v))] for t, v in sorted(by.items())]
+
+
+def tokens_by_domain(c: dict[str, Any], domains: tuple[str, ...], o: Any) -> list[float]:
+    """Mean tokens the target generated per calibration request of each domain (requests that stop at the end
+    token generate fewer than --new-tokens)."""
+    pos = c.get("positions") or {}
+    return [min(float(o.new_tokens), float(pos.get(d, o.new_tokens * o.calibration_prompts)) / o.calibration_prompts)
+            for d in domains]
 
 
 def solve(ctx: PlanContext) -> None:
@@ -179,41 +228,39 @@ def solve(ctx: PlanContext) -> None:
     from solvers.spec_serve.cosine import solve as cosine
     from solvers.spec_serve.validate import validate
 
+    from solvers.spec_serve.cosine import rescore
+
     st = ctx.state
     st.problem = lower(ctx)
-    st.solution = cosine(st.problem)
+    st.solution = rescore(st.problem, cosine(st.problem))
     bad = validate(st.problem, st.solution.config)
     if bad:
         raise RuntimeError("CoSine's configuration is invalid (a bug): " + "; ".join(bad))
 
 
 def baselines(ctx: PlanContext) -> None:
-    """Target-only, the co-located single-drafter speculation per drafter (transformers' assisted generation),
-    and CoSine's ablations, on the same problem."""
-    from solvers.spec_serve.cosine import colocated, solve as cosine, target_only
+    """Target-only, the co-located single-drafter speculation per drafter (transformers' assisted generation and
+    prompt lookup), and CoSine's ablations, on the same problem and scored by the same engine replay as CoSine's
+    configuration; the recommendation is the best of CoSine, target-only and the single drafters."""
+    from dataclasses import replace
+
+    from solvers.spec_serve.cosine import colocated, recommend, rescore, solve as cosine, target_only
 
     st, p = ctx.state, ctx.state.problem
     st.baselines["target-only"] = target_only(p)
     for d, name in enumerate(p.drafters):
         st.baselines[f"assisted-{name}"] = colocated(p, d)
     for name, kw in ABLATIONS.items():
-        st.baselines[name] = cosine(p, **kw)
+        st.baselines[name] = rescore(p, cosine(p, **kw))
     # the search is a heuristic: an ablation lies inside CoSine's space (pipelining aside), so a better ablation
-    # configuration found by its own search becomes CoSine's start (never reported as a win over itself)
+    # configuration found by its own search becomes CoSine's (never reported as a win over itself)
     for name in ("no-routing", "no-fusion", "fixed-gamma"):
         if st.baselines[name].objective > st.solution.objective * (1 + 1e-9):
-            from dataclasses import replace
-
             st.solution = replace(st.baselines[name], params=dict(st.solution.params))
-            ctx.notes.append(f"the search's own configuration was beaten by its {name} restriction's; the plan "
-                             "uses that configuration (routing, fusion and adaptive γ stay on at run time)")
-    best = max(((k, v) for k, v in st.baselines.items() if not k.startswith(("no-", "fixed"))),
-               key=lambda kv: kv[1].objective)
-    if best[1].objective > st.solution.objective * (1 + 1e-9):
-        how = ("the plan runs it" if best[0] == "target-only" else
-               "run transformers' generate() with that drafter on the verifier instead of this plan")
-        ctx.notes.append(f"the baseline {best[0]} is predicted to beat CoSine's configuration here "
-                         f"({best[1].objective:.1f} vs {st.solution.objective:.1f} tokens/s): {how}")
+            ctx.notes.append(f"the search's own configuration was beaten by its {name} restriction's; CoSine uses "
+                             "that configuration (routing, fusion and adaptive γ stay on at run time)")
+    st.recommended, st.why = recommend({"cosine": st.solution, **st.baselines}, online=p.arrival_rps > 0)
+    ctx.notes.append(f"recommended: {st.why}")
 
 
 def _metrics(m: Any) -> dict[str, Any]:
@@ -230,7 +277,8 @@ def config_record(p: Any, sol: Any) -> dict[str, Any]:
 
     cfg = sol.config
     placement = {p.nodes[n]: (p.drafters[d] if d >= 0 else None) for n, d in enumerate(cfg.placement)}
-    placed = {p.drafters[d] for d in cfg.placement if d >= 0} | {"ngram"}
+    colo = p.drafters[cfg.colocated] if cfg.colocated >= 0 else None
+    placed = {p.drafters[d] for d in cfg.placement if d >= 0} | {"ngram"} | ({colo} if colo else set())
     routing: dict[str, list[dict[str, Any]]] = {}
     etab: dict[str, dict[str, float]] = {}
     for c, dom in enumerate(p.domains):
@@ -249,7 +297,8 @@ def config_record(p: Any, sol: Any) -> dict[str, Any]:
                                 "gamma": int(g), "alpha": round(float(p.alpha[x, c]), 6)})
             etab[dom] = {str(k): round(expected_tokens(p, s, c, k), 6) for k in range(0, p.gamma_max + 1)}
         routing[dom] = entries
-    return {"placement": placement, "routing": routing, "group": int(cfg.group), "pipelined": bool(cfg.pipelined),
+    return {"placement": placement, "colocated": colo, "routing": routing, "group": int(cfg.group),
+            "pipelined": bool(cfg.pipelined),
             "adaptive": not bool(sol.params.get("one_gamma", False)) and any(g > 0 for g in cfg.gamma),
             "expected_tokens": etab}
 
@@ -258,13 +307,15 @@ def lift(ctx: PlanContext) -> None:
     """Solution -> Plan."""
     st, o, fam = ctx.state, ctx.options, ctx.family
     p, sol, c = st.problem, st.solution, st.calib
-    chosen_name, chosen = "cosine", sol
-    best = max(st.baselines.items(), key=lambda kv: kv[1].objective)
-    # the plan never recommends what its own baselines beat (an ablation is CoSine restricted: never better)
-    if best[1].objective > sol.objective * (1 + 1e-9) and best[0] in ("target-only",):
-        chosen_name, chosen = best
+    # the plan never recommends what its own baselines beat: the recommendation is the best predicted goodput
+    # among CoSine, target-only and the co-located single drafters, all scored by the same replay
+    chosen_name = st.recommended
+    chosen = sol if chosen_name == "cosine" else st.baselines[chosen_name]
     decisions = {
         "configuration": chosen_name,
+        "recommendation": {"configuration": chosen_name, "why": st.why,
+                           "predicted_goodput_tps": {n: round(float(x.objective), 4) for n, x in
+                                                     sorted({"cosine": sol, **st.baselines}.items())}},
         **config_record(p, chosen),
         "gamma_bounds": [1, int(o.gamma_max)],
         "gamma_by_domain": {d: int(chosen.config.gamma[i]) for i, d in enumerate(p.domains)},
@@ -297,7 +348,6 @@ def lift(ctx: PlanContext) -> None:
     if chosen_name != "cosine":
         base["cosine"] = BaselineResult("CoSine's own configuration", dict(sol.params), _metrics(sol.metrics), {},
                                         config_record(p, sol))
-        base.pop(chosen_name, None)
     topo = st.topology
     s = ctx.spec
     ctx.plan = Plan(
@@ -332,7 +382,7 @@ def validate_plan(plan: Plan) -> list[str]:
     for dom, g in d.get("gamma_by_domain", {}).items():
         if g and not lo <= g <= hi:
             bad.append(f"γ {g} for {dom} outside [{lo}, {hi}]")
-    placed = {v for v in d.get("placement", {}).values() if v} | {"ngram"}
+    placed = {v for v in d.get("placement", {}).values() if v} | {"ngram"} | ({d["colocated"]} if d.get("colocated") else set())
     for dom, entries in d.get("routing", {}).items():
         for e in entries[:1]:
             missing = [x for x in e["drafters"] if x not in placed]

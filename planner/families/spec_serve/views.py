@@ -18,10 +18,15 @@ def plan_tables(plan: Plan, wide: bool = False) -> list[Any]:
                     f"γ bounds {d['gamma_bounds'][0]}..{d['gamma_bounds'][1]}"
                     f"{' (adaptive)' if d['adaptive'] else ' (fixed)'}; workload {d['workload']}, "
                     f"arrival {d['arrival_rps'] or 'offline'}"))
+    rec = d.get("recommendation")
+    if rec:
+        out.append(Text(f"recommended: {rec['why']}; `planner run` serves {rec['configuration']}"))
     pt = table("drafter placement (emulated node speed: seconds per CPU second here)")
     for c in ("node", "drafter", "scale", "delay", "rate"):
         pt.add_column(c, justify="left" if c in ("node", "drafter") else "right")
-    pt.add_row(d["verifier"]["name"] + " (verifier)", "target", f"{d['verifier']['scale']:.3g}", "-", "-")
+    pt.add_row(d["verifier"]["name"] + " (verifier)", "target" + (f" + {d['colocated']} (co-located)"
+                                                                  if d.get("colocated") else ""),
+               f"{d['verifier']['scale']:.3g}", "-", "-")
     for n, dr in sorted(d["placement"].items()):
         lk = d["links"][n]
         pt.add_row(n, dr or "-", f"{d['node_scale'][n]:.3g}", f"{1e3 * lk['delay_s']:.3g} ms",
