@@ -92,6 +92,7 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("calibration missing", PLAN + ["--calibration", "nope.yaml"], ("--calibration nope.yaml", "does not exist")),
     ("calibration not one", PLAN + ["--calibration", "moe.json"], ("not a calibration file",)),
     ("calibration of other family", SMALL + ["--calibration", "cal_split.yaml"], ("measured for split-inference",)),
+    ("speed spread below 1", SPLIT + ["--link", "5mbps", "--speed-spread", "0.5"], ("--speed-spread", "at least 1")),
     ("split flag on moe plan", SMALL + ["--rtt", "30ms"], ("--rtt is a split-inference flag", "moe-offload")),
     ("no hardware for moe", ["plan", "mixtral-8x7b"], ("need a device profile", "--hardware")),
     ("target tpot bare number", PLAN + ["--target-tpot", "100"], ("--target-tpot", "no unit", "30ms")),

@@ -147,3 +147,17 @@ def test_calibrated_plans_come_from_the_file_and_are_deterministic(tmp_path: Pat
     idle = {k for k in nt if k in ("x", "output", "_guards_fn") or k.endswith(("_weight", "_bias"))}
     assert len(idle) >= 10 and all(nt[k] == 0.0 for k in idle)
     assert all(v > 0 for k, v in nt.items() if k not in idle)
+
+
+def test_speed_range_is_the_wider_of_the_calibration_spread_and_the_flag() -> None:
+    """--speed-spread F widens the robust choice's corners to x1/F..xF; the calibration's measured spread stays
+    where it is wider; neither given (or F = 1 alone) leaves the nominal plan unchecked."""
+    from planner.families.split_inference.phases import speed_range
+
+    assert speed_range(SplitOptions()) == (1.0, 1.0, "")
+    assert speed_range(SplitOptions(speed_spread=1.0))[:2] == (1.0, 1.0)
+    assert speed_range(SplitOptions(speed_spread=2.0)) == (0.5, 2.0, "--speed-spread 2")
+    cal = {"speed_spread": [0.9, 3.0]}
+    lo, hi, src = speed_range(SplitOptions(calibration=cal, speed_spread=2.0))
+    assert (lo, hi) == (0.5, 3.0) and "calibration" in src and "--speed-spread 2" in src
+    assert speed_range(SplitOptions(calibration=cal))[:2] == (0.9, 3.0)

@@ -39,6 +39,10 @@ class SplitInferenceFamily(Family):
              minimum_exclusive=True),
         Flag("--table-levels", "int", "rows of the plan table over a --link range", default=16, minimum=2, maximum=64),
         Flag("--calibration", "path", "per-node CPU times measured by `planner calibrate MODEL --scenario split-inference`"),
+        Flag("--speed-spread", "float", "how far each side's compute speed may drift from its profile or calibration, "
+             "as a factor (e.g. 2: from 2x slower to 2x faster, on shared or throttled hosts); the plan takes the "
+             "candidate cut with the least worst-case regret over that range (default: the calibration's own "
+             "spread)", minimum=1.0),
     )
     emit_flags = (
         Flag("--seed", "int", "seed of the tiny model's weights", default=0, minimum=0),
@@ -91,7 +95,7 @@ class SplitInferenceFamily(Family):
                             t_max_s=v["max_latency"] if v["max_latency"] is not None else math.inf,
                             period_max_s=1.0 / v["min_throughput"] if v["min_throughput"] is not None else math.inf,
                             table_levels=v["table_levels"], calibration=calibration, calibration_record=record,
-                            cloud_profile=cloud)
+                            cloud_profile=cloud, speed_spread=v["speed_spread"])
 
     def calibrate(self, spec: Any, tiny: bool) -> dict[str, Any]:
         """Per-node times of the model's graph on this CPU, with this CPU's measured constants."""

@@ -59,6 +59,7 @@ class SplitOptions:
     calibration: Mapping[str, Any] | None = None   # per-node CPU times + that CPU's profile (a calibration file)
     calibration_record: Mapping[str, str] | None = None
     cloud_profile: Any = None                       # the resolved `cloud` HardwareProfile
+    speed_spread: float | None = None               # --speed-spread: compute may run x1/F..xF of its prediction
 
 
 @dataclass

@@ -94,28 +94,25 @@ def baselines(ctx: PlanContext) -> None:
 
 
 def robust(ctx: PlanContext) -> None:
-    """Keep the plan only where it holds across the calibration's spread of compute speed; else take the
-    candidate (a baseline's cut) with the smallest worst regret, and say so (solvers/split_inference/robust.py)."""
+    """Keep the plan only where it holds across the spread of compute speed (the calibration's own, widened by
+    --speed-spread); else take the candidate (a baseline's cut) with the smallest worst regret, and say so
+    (solvers/split_inference/robust.py)."""
     from planner.families.split_inference.lowering import joint_check
     from solvers.split_inference.cost import evaluate
     from solvers.split_inference.robust import PLAN, robust_choice
 
     st = ctx.state
     low = st.lowered
-    cal = low.options.calibration or {}
-    spread = cal.get("speed_spread")
-    if not spread:
-        return
-    lo, hi = min(1.0, float(spread[0])), max(1.0, float(spread[1]))
+    lo, hi, source = speed_range(low.options)
     if lo == hi == 1.0:
         return
     p = low.problem
     cands = {PLAN: st.solution, **{name: b for name, b in st.baselines.items() if not b.params.get("violations")}}
     rc = robust_choice(p, cands, low.options.objective, (lo, hi))
-    what = f"compute x{lo:.2f}..x{hi:.2f} on each side, the calibration's spread"
+    what = f"compute x{lo:.2f}..x{hi:.2f} on each side"
     mine = rc.worst_regret[PLAN]
     if rc.chosen == PLAN:
-        ctx.notes.append(f"checked across the calibration's spread ({what}): the plan has the smallest worst-case "
+        ctx.notes.append(f"checked across {source} ({what}): the plan has the smallest worst-case "
                          f"regret of the candidates ({mine - 1:.1%} behind the best at its worst corner)")
         return
     sol = cands[rc.chosen]
@@ -126,9 +123,24 @@ def robust(ctx: PlanContext) -> None:
     st.joint_drop = joint
     ctx.notes.extend(lines)
     a, b = rc.worst_corner[PLAN]
-    ctx.notes.append(f"robust choice ({what}): the cut of {rc.chosen} (worst {rc.worst_regret[rc.chosen] - 1:.1%} "
+    ctx.notes.append(f"robust choice over {source} ({what}): the cut of {rc.chosen} (worst {rc.worst_regret[rc.chosen] - 1:.1%} "
                      f"behind the best candidate at any corner) instead of the nominal optimum, which falls "
                      f"{mine - 1:.1%} behind at edge x{a:.2f}, cloud x{b:.2f}")
+
+
+def speed_range(opts: Any) -> tuple[float, float, str]:
+    """(low, high, where from) compute factors the robust choice covers: the calibration's measured spread and
+    --speed-spread F (x1/F..xF), whichever is wider on each end; (1, 1, "") when neither is given."""
+    lo = hi = 1.0
+    sources = []
+    spread = (opts.calibration or {}).get("speed_spread")
+    if spread:
+        lo, hi = min(lo, float(spread[0])), max(hi, float(spread[1]))
+        sources.append("the calibration's spread")
+    if opts.speed_spread is not None and opts.speed_spread > 1.0:
+        lo, hi = min(lo, 1.0 / opts.speed_spread), max(hi, opts.speed_spread)
+        sources.append(f"--speed-spread {opts.speed_spread:g}")
+    return lo, hi, " and ".join(sources)
 
 
 def bound(ctx: PlanContext) -> None:
