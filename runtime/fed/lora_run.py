@@ -36,22 +36,31 @@ def client_nodes(clients: dict[str, Any], all_ids: list[str]) -> list[dict[str, 
     return nodes
 
 
+def _federation_setup(artifact_dir: str | Path, rounds: int | None, baseline: str | None, lr: float | None, *,
+                      emulate_sleep: bool) -> tuple[Any, dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """(artifact, planned clients, the nodes that train, Flower run config) of a run; refuses a plan where no
+    client trains. Instruction-bed artifacts have no Dirichlet alpha (their split is by task): 1.0 is recorded."""
+    art = load_artifact(artifact_dir)
+    clients = dict(art.clients(baseline))
+    nodes = client_nodes(clients, sorted(art.config["clients"]))
+    if not nodes:
+        raise ArtifactError("no client of this plan trains (every device sits out)", "re-plan with more memory")
+    training = art.config["training"]
+    run_config = {"artifact-dir": str(art.path.resolve()),
+                  "num-rounds": int(rounds if rounds is not None else training["rounds"]), "baseline": baseline or "",
+                  "lr": float(lr if lr is not None else training["lr"]),
+                  "data-alpha": float(training["data"].get("alpha", 1.0)), "data-seed": int(training["data"]["seed"]),
+                  "emulate-sleep": emulate_sleep}
+    return art, clients, nodes, run_config
+
+
 def run_fed_lora(artifact_dir: str | Path, *, mode: str = "simulation", rounds: int | None = None,
                  baseline: str | None = None, workdir: Path | None = None,
                  on_round: Callable[[dict[str, Any]], None] | None = None, timeout_s: float = 1800.0,
                  lr: float | None = None) -> dict[str, Any]:
     """Run the artifact's federation (`mode` "simulation" or "deploy") and return the receipt."""
-    art = load_artifact(artifact_dir)
-    clients = dict(art.clients(baseline))
-    all_ids = sorted(art.config["clients"])
-    nodes = client_nodes(clients, all_ids)
-    if not nodes:
-        raise ArtifactError("no client of this plan trains (every device sits out)", "re-plan with more memory")
-    training = art.config["training"]
-    n_rounds = int(rounds if rounds is not None else training["rounds"])
-    run_config = {"artifact-dir": str(art.path.resolve()), "num-rounds": n_rounds, "baseline": baseline or "",
-                  "lr": float(lr if lr is not None else training["lr"]), "data-alpha": float(training["data"]["alpha"]),
-                  "data-seed": int(training["data"]["seed"]), "emulate-sleep": mode == "deploy"}
+    art, clients, nodes, run_config = _federation_setup(artifact_dir, rounds, baseline, lr,
+                                                        emulate_sleep=mode == "deploy")
     own = workdir is None
     if workdir is None:       # removed after a successful run, kept when it fails (the error names its logs)
         workdir = kept_run_directory("planner-fed-lora-")
@@ -75,17 +84,7 @@ def run_in_process(artifact_dir: str | Path, *, rounds: int | None = None, basel
     from runtime.fed.lora_model import initial_lora
     from runtime.fed.lora_strategy import LayerwiseLoRA, to_numpy, to_record
 
-    art = load_artifact(artifact_dir)
-    clients = dict(art.clients(baseline))
-    all_ids = sorted(art.config["clients"])
-    nodes = client_nodes(clients, all_ids)
-    if not nodes:
-        raise ArtifactError("no client of this plan trains (every device sits out)", "re-plan with more memory")
-    training = art.config["training"]
-    run_config = {"artifact-dir": str(art.path.resolve()), "num-rounds": int(rounds or training["rounds"]),
-                  "baseline": baseline or "", "lr": float(lr if lr is not None else training["lr"]),
-                  "data-alpha": float(training["data"].get("alpha", 1.0)), "data-seed": int(training["data"]["seed"]),
-                  "emulate-sleep": False}
+    art, clients, nodes, run_config = _federation_setup(artifact_dir, rounds, baseline, lr, emulate_sleep=False)
     node_ids = {n["device-id"]: 1000 + i for i, n in enumerate(nodes)}
     node_cfg = {n["device-id"]: n for n in nodes}
     by_node = {v: k for k, v in node_ids.items()}
