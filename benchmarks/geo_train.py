@@ -422,8 +422,8 @@ def main() -> None:
                if args.step_time else calibrate_step(jobs0["diloco"], seed))
         # On a quiet host the calibrated step can be so short that 2 Mbit/s hides no schedule (the planner
         # refuses, naming the rate that would). The WAN stays 2 Mbit/s and the plan is then allowed exposed
-        # communication up to the flag's limit (--max-exposed 1000%, ten steps' worth per step): the regime where the
-        # sync cannot hide, recorded per seed.
+        # communication up to the flag's limit (--max-exposed 1000%, ten steps' worth per step): the regime
+        # where the sync cannot hide, recorded per seed.
         max_exposed = None
         with tempfile.TemporaryDirectory() as tmp:
             made = make_plan(Path(tmp), cal["step_s"], steps, "2mbps", "80ms", 32, args.data, cal["jitter_s"])
