@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 run: $(STAMP)
 	$(VENV)/bin/planner plan mixtral-8x7b --hardware a100_24gb -o build/mixtral-8x7b.a100_24gb.plan.json
 
+# Two pytest-xdist workers (this machine and CI have 2 cores; every test process uses one torch thread);
+# a file's tests stay on one worker so module fixtures run once. `make test TEST_JOBS=0` runs serially.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 # Not part of `make test`: builds llama.cpp (CPU only, from the llama-cpp-python sdist on PyPI; minutes the first
 # time, cached in ~/.cache/planner/llamacpp) and feeds it `planner export --to llama.cpp` flags on a tiny GGUF.

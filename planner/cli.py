@@ -47,13 +47,16 @@ class CliParser(argparse.ArgumentParser):
 
 # ------------------------------------------------------------------ output helpers
 def _console(stderr: bool = False, wide: bool = False) -> Any:
-    """A rich console: the terminal's width on a TTY, else $COLUMNS or 80 columns (160 with --wide)."""
+    """A rich console: the terminal's width on a TTY, else $COLUMNS or 80 columns; --wide never narrower than
+    160 columns off a terminal, so a $COLUMNS of 80 (set by CI runners and pytest-xdist) cannot drop columns."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     width = None
     if not stream.isatty():
-        width = int(os.environ.get("COLUMNS", 0) or (160 if wide else 80))
+        width = int(os.environ.get("COLUMNS", 0) or 80)
+        if wide:
+            width = max(width, 160)
     return Console(file=stream, highlight=False, soft_wrap=False, width=width, emoji=False,
                    markup=False)   # user text (gen:100:0, paths with [..]) is printed as written
 
