@@ -244,6 +244,17 @@ def wall_at(step_s: list[float], step: float) -> float:
     return float(sum(step_s[:whole]) + (part * step_s[whole] if part and whole < len(step_s) else 0.0))
 
 
+def wall_without_setup_at(log: dict[str, Any], step: float) -> float:
+    """`wall_at` less the run's first-quorum start-up latency (`first_quorum_excess_s`) when the target step
+    comes after the step that held it: a diagnostic added after the first run of this version showed ~4 s
+    of it early in every streaming run and ~0.1 s in DiLoCo's (whose first quorum comes at step H)."""
+    from planner.families.geo_train.artifact import first_quorum_excess_s
+
+    w = wall_at(log["step_s"], step)
+    q = log.get("quorum_step") or []
+    return w - first_quorum_excess_s(log) if q and step > q[0] else w
+
+
 CAL_STEPS = 48          # steps of the per-seed calibration run (no sync), the first 2 dropped as warm-up
 CAL_WINDOW = 7          # steps per window for the effective jitter (the hiding window is tau steps; tau was 7)
 
@@ -275,15 +286,16 @@ def calibrate_step(job: dict[str, Any], seed: int, steps: int = CAL_STEPS) -> di
     return calibration_from(run_regions(calibration_job(job, seed, steps), time_limit_s=900)[0], steps)
 
 
-def interleaved_time_ratio(per_seed: list[dict[str, Any]], a: str, b: str) -> tuple[list[float], list[float]]:
+def interleaved_time_ratio(per_seed: list[dict[str, Any]], a: str, b: str,
+                           key: str = "time_to_target_s_mean_model") -> tuple[list[float], list[float]]:
     """Time to target of `a` over `b` from the ABBA runs of every seed (a, b, b_rep, a_rep in that order, same
     processes): per seed (a + a_rep) / (b + b_rep), which cancels a load drift linear in time, and the
     per-pair ratios a/b, a_rep/b_rep (their spread shows how much the load moved)."""
     seed_r, pair_r = [], []
     for r in per_seed:
         c = r["configs"]
-        ta, tb = c[a]["time_to_target_s_mean_model"], c[b]["time_to_target_s_mean_model"]
-        ra, rb = r["repeats"][a]["time_to_target_s_mean_model"], r["repeats"][b]["time_to_target_s_mean_model"]
+        ta, tb = c[a][key], c[b][key]
+        ra, rb = r["repeats"][a][key], r["repeats"][b][key]
         seed_r.append((ta + ra) / (tb + rb))
         pair_r += [ta / tb, ra / rb]
     return seed_r, pair_r
@@ -399,6 +411,29 @@ def tune(steps: int, data: str, step_s: float, which: str = "lambda0") -> None:
     print(json.dumps(out["summary"], indent=1, sort_keys=True))
 
 
+def free_slots_regime(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The seeds whose plan has free slots for the adaptive choice (N > P >= 2) and, on those only, the plan
+    and each ablation against Streaming DiLoCo at equal bytes and against the plan (steps to target, final
+    perplexity of the mean model)."""
+    rows = [r for r in per_seed if r["plan"]["N"] > r["plan"]["P"] >= 2]
+    out: dict[str, Any] = {"seeds": [r["seed"] for r in rows]}
+    for c in ("plan", "cocodc_lambda0", "cocodc_round_robin"):
+        if not rows or c not in rows[0]["configs"]:
+            continue
+        g = [r["configs"] for r in rows]
+        out[c] = {"steps_ratio_vs_streaming_diloco": [x[c]["steps_to_target_mean_model"]
+                                                      / x["streaming_diloco_equal_bytes"]["steps_to_target_mean_model"]
+                                                      for x in g],
+                  "final_ppl_ratio_vs_streaming_diloco": [x[c]["final_ppl_mean_model"]
+                                                          / x["streaming_diloco_equal_bytes"]["final_ppl_mean_model"]
+                                                          for x in g],
+                  "steps_ratio_vs_plan": [x[c]["steps_to_target_mean_model"] / x["plan"]["steps_to_target_mean_model"]
+                                          for x in g],
+                  "final_ppl_ratio_vs_plan": [x[c]["final_ppl_mean_model"] / x["plan"]["final_ppl_mean_model"]
+                                              for x in g]}
+    return out
+
+
 def write_summary(per_seed: list[dict[str, Any]], configs: tuple[str, ...], data: str, steps: int,
                   wall_s: float) -> None:
     """The summary over `per_seed` (medians, spreads) into build/bench/geo_train.json, printed."""
@@ -420,6 +455,7 @@ def write_summary(per_seed: list[dict[str, Any]], configs: tuple[str, ...], data
     st_sd = ratio("plan", "streaming_diloco_equal_bytes", "steps_to_target_mean_model")
     tt_dl_first = ratio("plan", "diloco", "time_to_target_s_mean_model")     # first runs only (sequential)
     tt_dl, tt_dl_pairs = interleaved_time_ratio(per_seed, "plan", "diloco")   # ABBA: the headline
+    tt_dl_ns, _ = interleaved_time_ratio(per_seed, "plan", "diloco", "time_to_target_s_mean_model_without_setup")
     st_sd_r0 = ratio("plan", "streaming_diloco_equal_bytes", "steps_to_target")
     tt_dl_r0 = ratio("plan", "diloco", "time_to_target_s")
     fin_sd = ratio("plan", "streaming_diloco_equal_bytes", "final_ppl_mean_model")
@@ -482,6 +518,12 @@ def write_summary(per_seed: list[dict[str, Any]], configs: tuple[str, ...], data
         "time_to_target_ratio_vs_diloco_spread": spread(tt_dl),
         "time_to_target_ratio_vs_diloco_per_seed": tt_dl,
         "time_to_target_ratio_vs_diloco_per_abba_pair": spread(tt_dl_pairs),
+        "time_to_target_ratio_vs_diloco_without_first_quorum_latency": {**spread(tt_dl_ns), "per_seed": tt_dl_ns,
+            "what": "diagnostic, designed after seeing the first run of this version: each run's wall time less "
+                    "the excess of its first torchft quorum over a later one (~4 s when it falls in the first "
+                    "steps of a run, ~0.1 s for DiLoCo's at step H), every configuration alike"},
+        "plan_regime_per_seed": [f"P={r['plan']['P']} N={r['plan']['N']} tau={r['plan']['tau']}" for r in per_seed],
+        "free_slots_regime": free_slots_regime(per_seed),
         "time_to_target_ratio_vs_diloco_first_runs_only": spread(tt_dl_first),
         "time_to_target_clock": "wall clock of region 0 (evaluations excluded), configurations interleaved "
                                 "ABBA per seed (plan, diloco, diloco, plan) in the same processes",
@@ -645,6 +687,7 @@ def main() -> None:
                 st = res["configs"][base]["steps_to_target_mean_model"]
                 res["repeats"][base] = {
                     "time_to_target_s_mean_model": wall_at(lg[0]["step_s"], st),
+                    "time_to_target_s_mean_model_without_setup": wall_without_setup_at(lg[0], st),
                     "same_curve_as_first_run": lg[0]["loss"] == res["configs"][base]["loss_region0"],
                     **{k: tot[k] for k in keys}}
                 continue
@@ -655,6 +698,7 @@ def main() -> None:
                                  "final_ppl": finals[c], "steps_to_target_mean_model": sm,
                                  "steps_to_target_mean_model_first_whole_step": sm_whole,
                                  "time_to_target_s_mean_model": wall_at(lg[0]["step_s"], sm),
+                                 "time_to_target_s_mean_model_without_setup": wall_without_setup_at(lg[0], sm),
                                  "final_ppl_mean_model": finals_mean[c],
                                  "curve_mean_model": cv.coarse(), "curve_region0": cv.coarse("region0"),
                                  "evaluations": cv.evaluations, "loss_region0": lg[0]["loss"],

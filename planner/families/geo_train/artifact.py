@@ -93,16 +93,26 @@ def pace_from_steps(step_s: list[float], job: dict[str, Any]) -> tuple[float, fl
     return statistics.fmean(pace), window_jitter_s(pace, max(1, int(job["tau"])))
 
 
+def first_quorum_excess_s(log: dict[str, Any]) -> float:
+    """Seconds the run's first torchft quorum took beyond a later one (the median of the others; all of it
+    when there is no other): the once-per-run start-up latency, 0 when the log has no quorum times."""
+    q = log.get("quorum_s") or []
+    if not q:
+        return 0.0
+    return max(0.0, q[0] - (statistics.median(q[1:]) if len(q) > 1 else 0.0))
+
+
 def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
     """Receipt totals from every region's log (medians over regions)."""
     steps = len(logs[0]["step_s"])
     step = statistics.median(sum(l["step_s"]) / steps for l in logs)
-    # the first quorum sets up torchft's process group once per run (seconds, not per step); the later ones
-    # are the per-slot overhead. The cost model predicts the steady step, so it is compared without the set-up.
-    setup = statistics.median((l.get("quorum_s") or [0.0])[0] for l in logs)
+    # torchft's first quorum of a run can take seconds (a once-per-run latency of a young Manager, not per
+    # step); the later ones are the per-slot overhead. The cost model predicts the steady step, so it is also
+    # compared without the first quorum's excess over a later one (`setup_s`).
+    setup = statistics.median(first_quorum_excess_s(l) for l in logs)
     slot_overhead = statistics.median(statistics.median(l["quorum_s"][1:]) if len(l.get("quorum_s", [])) > 1
                                       else 0.0 for l in logs)
-    steady = statistics.median((sum(l["step_s"]) - (l.get("quorum_s") or [0.0])[0]) / steps for l in logs)
+    steady = statistics.median((sum(l["step_s"]) - first_quorum_excess_s(l)) / steps for l in logs)
     compute = statistics.median(statistics.median(l["step_s"]) for l in logs)
     # jitter of one compute step: 1.4826 * median absolute deviation (robust to the slots' blocked steps)
     jitter = statistics.median(1.4826 * statistics.median(abs(x - statistics.median(l["compute_s"]))
