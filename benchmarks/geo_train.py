@@ -2,36 +2,42 @@
 
 Setup: lm-small (4-layer Llama, hidden 64, vocab 256) trained from scratch by 2 region processes on CPU
 (one thread each), torchft Manager + ProcessGroupGloo + lighthouse; the WAN is EMULATED (labelled: real
-gloo all-reduce on loopback, completion held back to the link's rate and RTT; see runtime/geo_train/wan.py),
-2 Mbit/s, RTT 80 ms. Data (--data): the shared corpus test bed (stdlib docstrings, one source per region,
-byte tokens; default) or synthetic sources (one sparse bigram chain per region); both non-IID by source;
-held-out perplexity on the regions' sources together, evaluated by region 0 every 8 steps.
-The plan comes from `planner plan lm-small --regions ...` with the compute step and its window jitter
-CALIBRATED per seed right before planning (`calibrate_step`: both region processes, no sync, 48 steps at the
-current load; `--step-time S` fixes a step with no jitter instead, the earlier behaviour). The receipt figures
-also re-evaluate the cost model at each run's own pace.
+gloo all-reduce on loopback, completion held back to the link's rate and RTT; see runtime/geo_train/wan.py).
+Data (--data): the shared corpus test bed (stdlib docstrings, one source per region, byte tokens; default) or
+synthetic sources; both non-IID by source.
 
-Configurations (same model init, data and WAN per seed; one process per region runs them all in turn, the
-plan and DiLoCo first in ABBA order: plan, diloco, diloco_rep, plan_rep, so their wall-clock ratio cancels a
-linear load drift):
+Per seed, in the same two region processes: a calibration run (48 steps, no sync) measures the compute step
+and its window jitter at the current load; the plan is made from it (`planner plan lm-small --regions ...`,
+CoCoDC forced with --merge taylor) and the configurations run right after, without restarting the processes.
+The WAN is SCALED to the calibrated step (`--wan scaled`, default): 3 Mbit/s and 80 ms at a 300 ms step (rate
+x 0.3 / step, RTT x step / 0.3), so the regime (a fragment's sync in compute steps) does not move with the
+shared host's load; 3 Mbit/s was chosen on decision seed 100 by `--decide-wan` (the slowest candidate rate at
+which the planner's own choice has free slots for the adaptive rule, N > P >= 2), never on a scored seed.
+`--wan fixed --rate-at-ref 2` gives the earlier fixed 2 Mbit/s, 80 ms link.
+
+Configurations (same model init, data and WAN per seed; the plan and DiLoCo first in ABBA order: plan, diloco,
+diloco_rep, plan_rep, so their wall-clock ratio cancels a linear load drift):
   plan                          CoCoDC: adaptive choice + Taylor compensation (bounded form, lambda0 from --tune)
   streaming_diloco_equal_bytes  torchft DiLoCo (Streaming DiLoCo), the plan's fragments and slot: same bytes/step
-  streaming_diloco              torchft Streaming DiLoCo at the plan's H (half the bytes)      [full mode only]
   diloco                        torchft DiLoCo with one fragment: the whole model every H steps, blocking
   cocodc_lambda0                ablation: lambda = 0
   cocodc_round_robin            ablation: round-robin choice
-  cocodc_choice_alpha_blend     diagnostic: CoCoDC's adaptive choice with torchft's alpha = 0.5 merge (no Taylor)
-  streaming_sync_tau0           diagnostic: torchft's fragments with no delay (tau = 0, alpha = 0), the synchronous
-                                update the Taylor term approximates (steps only; its time blocks on the WAN)
+  streaming_diloco              torchft Streaming DiLoCo at the plan's H (half the bytes)      [full mode only]
+  cocodc_choice_alpha_blend     diagnostic: CoCoDC's adaptive choice with torchft's alpha = 0.5 merge [full only]
+  streaming_sync_tau0           diagnostic: torchft's fragments with no delay (tau = 0, alpha = 0)    [full only]
 
-Target perplexity (per seed): 1.02 x the worse final perplexity of the two baselines, Streaming DiLoCo at
-equal bytes and DiLoCo (the paper's "comparable perplexity"), so both reach it; a configuration that never
-reaches it counts as not reached (null in the JSON, ratio null). Steps and wall time to target = first evaluation at or below it (wall
-excludes evaluation). Ratios are medians over seeds, with min and max; the wall-clock ratio vs DiLoCo is per
-seed (plan + plan_rep) / (diloco + diloco_rep).
+Held-out perplexity: every region keeps a snapshot of its model after every step (in memory, written after the
+run); this process evaluates the regions' mean model (headline) on one fixed held-out batch per seed, every 4
+steps, and every step inside the bracket where it first reaches the target; the crossing is interpolated
+linearly in log-perplexity (`Curves.crossing`), so steps to target are not quantised to the grid. Target (per
+seed): 1.02 x the worse final perplexity of the two baselines, Streaming DiLoCo at equal bytes and DiLoCo; a
+configuration that never reaches it counts as not reached (null in the JSON). Wall time to target = region 0's
+summed step times up to the (fractional) crossing step (evaluations and snapshots excluded). Ratios are medians
+over seeds, with min and max; the wall-clock ratio vs DiLoCo is per seed (plan + plan_rep) / (diloco + diloco_rep).
 
-    nice .venv/bin/python -m benchmarks.geo_train --quick   # 3 seeds, 64 steps, 7 configurations
+    nice .venv/bin/python -m benchmarks.geo_train --quick   # 3 seeds, 64 steps, 5 configurations (+ 2 repeats)
     nice .venv/bin/python -m benchmarks.geo_train           # 5 seeds, 192 steps, 8 configurations
+    nice .venv/bin/python -m benchmarks.geo_train --decide-wan   # the rate choice on decision seed 100 (no training)
     nice .venv/bin/python -m benchmarks.geo_train --quick --summarise-partial   # summary of a cut-short run
 """
 from __future__ import annotations
@@ -592,7 +598,7 @@ def write_summary(per_seed: list[dict[str, Any]], configs: tuple[str, ...], data
 def main() -> None:
     """Run every seed, print the table, write build/bench/geo_train.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 seeds, 64 steps, 7 configurations")
+    ap.add_argument("--quick", action="store_true", help="3 seeds, 64 steps, 5 configurations")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--data", default="corpus:by-source", help="corpus:by-source or synthetic:by-source")
