@@ -22,9 +22,14 @@ class RegionFailure(RuntimeError):
 
 
 def run_regions(job: dict[str, Any], time_limit_s: float = 600.0,
-                on_start: Optional[Callable[[list[subprocess.Popen]], None]] = None) -> list[list[dict[str, Any]]]:
+                on_start: Optional[Callable[[list[subprocess.Popen]], None]] = None,
+                then: Optional[Callable[[list[list[dict[str, Any]]]], Optional[list[dict[str, Any]]]]] = None,
+                ) -> list[list[dict[str, Any]]]:
     """Run `job` with job['regions'] processes; returns logs[run][region]. `job['runs']` (optional) lists
-    per-configuration overrides run one after the other by the same processes."""
+    per-configuration overrides run one after the other by the same processes. `then` (optional) is called
+    with each batch's logs and returns the next batch of overrides for the same processes (None: stop), so a
+    caller can decide later runs from earlier ones (the benchmark plans from a calibration run) without new
+    processes; the logs returned are every batch's, in order."""
     os.environ.setdefault("RUST_LOG", "error")      # the lighthouse logs every quorum at info level
     from torchft._torchft import LighthouseServer
 
@@ -34,7 +39,7 @@ def run_regions(job: dict[str, Any], time_limit_s: float = 600.0,
     try:
         with tempfile.TemporaryDirectory(prefix="geo-train-") as work:
             w = Path(work)
-            job = {**job, "lighthouse": lighthouse.address()}
+            job = {**job, "lighthouse": lighthouse.address(), **({"batch_dir": str(w)} if then else {})}
             (w / "job.json").write_text(json.dumps(job), encoding="utf-8")
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RUST_LOG": "error",
                    "TORCHFT_LOG_LEVEL": "error"}
@@ -46,22 +51,24 @@ def run_regions(job: dict[str, Any], time_limit_s: float = 600.0,
             if on_start is not None:
                 on_start(procs)
             t0 = time.monotonic()
+            batch, out = 0, []
             while True:
-                codes = [p.poll() for p in procs]
-                bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
-                if bad:
-                    r, c = bad[0]
-                    how = f"killed by signal {-c}" if c < 0 else f"exit status {c}"
-                    tail = _last_line(w / f"region{r}.err")
-                    raise RegionFailure(f"region {r} stopped ({how}){': ' + tail if tail and c > 0 else ''}; "
-                                        f"the other regions were stopped")
-                if all(c == 0 for c in codes):
+                names = [w / (f"region{r}.json" if batch == 0 else f"region{r}.b{batch}.json") for r in range(m)]
+                _wait(procs, w, t0, time_limit_s, lambda: all(n.exists() for n in names))
+                per_region = [json.loads(n.read_text(encoding="utf-8")) for n in names]
+                logs = [[per_region[r][i] for r in range(m)] for i in range(len(per_region[0]))]
+                out += logs
+                nxt = then(logs) if then else None
+                if nxt is None:
                     break
-                if time.monotonic() - t0 > time_limit_s:
-                    raise RegionFailure(f"the run passed its {time_limit_s:g} s limit; every region was stopped")
-                time.sleep(0.05)
-            per_region = [json.loads((w / f"region{r}.json").read_text(encoding="utf-8")) for r in range(m)]
-            return [[per_region[r][i] for r in range(m)] for i in range(len(per_region[0]))]
+                batch += 1
+                tmp = w / f"batch{batch}.tmp"
+                tmp.write_text(json.dumps(nxt), encoding="utf-8")
+                os.replace(tmp, w / f"batch{batch}.json")
+            if then:
+                (w / "stop").write_text("", encoding="utf-8")
+            _wait(procs, w, t0, time_limit_s, lambda: all(p.poll() == 0 for p in procs))
+            return out
     finally:
         for p in procs:
             if p.poll() is None:
@@ -73,6 +80,25 @@ def run_regions(job: dict[str, Any], time_limit_s: float = 600.0,
                 p.kill()
                 p.wait()
         lighthouse.shutdown()
+
+
+def _wait(procs: list[subprocess.Popen], work: Path, t0: float, time_limit_s: float,
+          done: Callable[[], bool]) -> None:
+    """Poll until `done()`; RegionFailure (one line) when a region dies or the time limit passes first."""
+    while True:
+        codes = [p.poll() for p in procs]
+        bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+        if bad:
+            r, c = bad[0]
+            how = f"killed by signal {-c}" if c < 0 else f"exit status {c}"
+            tail = _last_line(work / f"region{r}.err")
+            raise RegionFailure(f"region {r} stopped ({how}){': ' + tail if tail and c > 0 else ''}; "
+                                f"the other regions were stopped")
+        if done():
+            return
+        if time.monotonic() - t0 > time_limit_s:
+            raise RegionFailure(f"the run passed its {time_limit_s:g} s limit; every region was stopped")
+        time.sleep(0.05)
 
 
 def _last_line(path: Path) -> str:

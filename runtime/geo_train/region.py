@@ -80,8 +80,25 @@ def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, An
         raise ValueError(f"unknown algorithm {algo}")
 
     log: dict[str, Any] = {"region": region, "algorithm": algo, "step_s": [], "compute_s": [], "loss": [],
-                           "eval": [], "commits": 0}
+                           "eval": [], "commits": 0, "quorum_s": [], "quorum_step": []}
+    # torchft blocks in start_quorum at every sync (use_async_quorum=False). The first one of a run takes
+    # seconds when it comes within the first few seconds of the Manager's life (measured ~4 s at step 2, ~0.1 s at
+    # step 32): a once-per-run latency the receipt reports apart from the per-step figures
+    start_quorum = manager.start_quorum
+
+    def timed_quorum(*args: Any, **kwargs: Any) -> Any:
+        log["quorum_step"].append(len(log["step_s"]))      # 0-based index of the step it falls in
+        t = time.perf_counter()
+        try:
+            return start_quorum(*args, **kwargs)
+        finally:
+            log["quorum_s"].append(time.perf_counter() - t)
+
+    manager.start_quorum = timed_quorum  # type: ignore[method-assign]
     steps = int(job["steps"])
+    # snapshots of this region's model every `snapshot_every` steps, for the benchmark's held-out curves
+    snap_every = int(job.get("snapshot_every") or 0) if job.get("snapshot_dir") else 0
+    snaps: list[tuple[int, dict[str, torch.Tensor]]] = []
     t_start = time.perf_counter()
     try:
         with sync:
@@ -97,16 +114,19 @@ def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, An
                 log["loss"].append(float(loss))
                 log["step_s"].append(t2 - t0)
                 log["compute_s"].append(t1 - t0)
+                if snap_every and ((step + 1) % snap_every == 0 or step + 1 == steps):
+                    # kept in memory (a copy, well under a millisecond for lm-small), written after the run:
+                    # the benchmark evaluates them in its own process, off this region's clock and link
+                    snaps.append((step + 1, {k: v.detach().clone() for k, v in model.state_dict().items()}))
                 if job["eval_every"] and ((step + 1) % job["eval_every"] == 0 or step + 1 == steps):
                     te = time.perf_counter()
                     log["eval"].append({"step": step + 1, "ppl": perplexity(model, heldout),
                                         "wall_s": te - t_start - sum(e.get("eval_s", 0.0) for e in log["eval"])})
-                    if job.get("snapshot_dir"):     # for the benchmark's evaluation of the regions' mean model
-                        snap = Path(job["snapshot_dir"]) / f"{job['name']}.s{job['seed']}.t{step + 1}.r{region}.pt"
-                        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, snap)
                     log["eval"][-1]["eval_s"] = time.perf_counter() - te
     finally:
         manager.shutdown(wait=False)
+    if snaps:
+        torch.save(snaps, Path(job["snapshot_dir"]) / f"{job['name']}.s{job['seed']}.r{region}.pt")
     led = pg.ledger
     log.update({
         "manager_step": manager.current_step(),
@@ -123,6 +143,9 @@ def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, An
     return log
 
 
+BATCH_WAIT_S = 3600.0   # how long a region waits for the launcher's next batch before giving up (exit 1)
+
+
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     region = int(argv[1])
@@ -130,11 +153,27 @@ def main(argv: list[str]) -> int:
     # one process runs every configuration of the job in turn (fresh model, manager and link each time):
     # the interpreter and its imports are paid once
     runs = job.get("runs") or [{}]
-    log = [train_region({**job, **over}, region, i) for i, over in enumerate(runs)]
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(log), encoding="utf-8")
-    os.replace(tmp, out)
-    return 0
+    batch = 0
+    while True:
+        log = [train_region({**job, **over}, region, 1000 * batch + i) for i, over in enumerate(runs)]
+        dest = out if batch == 0 else out.with_suffix(f".b{batch}.json")
+        tmp = dest.with_suffix(".tmp")
+        tmp.write_text(json.dumps(log), encoding="utf-8")
+        os.replace(tmp, dest)
+        if not job.get("batch_dir"):
+            return 0
+        # more batches may follow (the launcher decides from these logs): wait for the next one or the stop file
+        batch += 1
+        nxt, stop = Path(job["batch_dir"]) / f"batch{batch}.json", Path(job["batch_dir"]) / "stop"
+        t0 = time.monotonic()
+        while not (nxt.exists() or stop.exists()):
+            if time.monotonic() - t0 > BATCH_WAIT_S:
+                print(f"no batch {batch} from the launcher within {BATCH_WAIT_S:g} s", file=sys.stderr)
+                return 1
+            time.sleep(0.05)
+        if not nxt.exists():
+            return 0
+        runs = json.loads(nxt.read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class GeoTrainProblem:
     slot_overhead_s: float = 0.0
     step_jitter_s: float = 0.0         # std of one inner step's compute time of the slowest region (s), measured
     score_bytes_per_fragment: int = 8   # the drift score all-reduced per fragment per slot (float64)
+    step_tie_fraction: float = 0.01    # step times within this share of the compute step count as equal
 
     @property
     def num_regions(self) -> int:

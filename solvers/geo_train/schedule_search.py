@@ -2,9 +2,13 @@
 
 Every (P, N) with P <= N, N | H and h >= 2 is evaluated (the space is small: P <= max_fragments, N over
 the divisors of H), so the answer is exact for the cost model: OPTIMAL. Among schedules whose exposed
-communication stays within `max_exposed_fraction` of the compute step, the plan takes the lowest step
-time, then the most model refreshed per step (N * mean fragment bytes / H: fresher fragments, the WAN
-used as far as it hides), then the smaller tau, then the fewer fragments.
+communication stays within `max_exposed_fraction` of the compute step, the plan takes, among those whose
+predicted step time is within `step_tie_fraction` (1 %) of the compute step of the lowest, one whose every
+send is hidden (95 % of slots) if there is one, then the most model
+refreshed per step (N * mean fragment bytes / H: fresher fragments, the WAN used as far as it hides), then
+the smaller tau, then the lower step time, then the fewer fragments. (The tolerance matters once the steps
+jitter: every schedule then has some expected exposure, a longer slot always a little less per step, and an
+exact comparison would never reach the refresh rule, so N would always equal P.)
 
 Example:
     >>> import numpy as np
@@ -68,7 +72,8 @@ def solve(problem: GeoTrainProblem, config: ScheduleConfig = ScheduleConfig()) -
     watch = Stopwatch()
     check(problem)
     t = problem.pace_step_s
-    best, best_key, trace = None, None, []
+    trace: list[TraceEvent] = []
+    cands: list[tuple[float, float, int, int, GeoTrainSolution]] = []
     rate_needed = math.inf
     for P in _fragment_counts(problem):
         groups = balanced_groups(problem.layer_bytes, problem.embed_bytes, problem.head_bytes, P)
@@ -84,15 +89,17 @@ def solve(problem: GeoTrainProblem, config: ScheduleConfig = ScheduleConfig()) -
             if not ok:
                 continue
             refresh = N * sum(fb) / len(fb) / problem.inner_steps
-            key = (round(met.step_time_s, 12), -refresh, tau, P)
-            if best_key is None or key < best_key:
-                best_key = key
-                best = GeoTrainSolution(status=Status.OPTIMAL, objective=met.step_time_s, metrics=met,
-                                        bound=t, groups=groups, fragment_bytes=fb, inner_steps=problem.inner_steps,
-                                        sends_per_window=N, slot_steps=h, delay_steps=tau,
-                                        params={"lam0": config.lam0, "kappa": config.kappa})
-    if best is None:
+            cands.append((met.step_time_s, refresh, tau, P, GeoTrainSolution(
+                status=Status.OPTIMAL, objective=met.step_time_s, metrics=met, bound=t, groups=groups,
+                fragment_bytes=fb, inner_steps=problem.inner_steps, sends_per_window=N, slot_steps=h,
+                delay_steps=tau, params={"lam0": config.lam0, "kappa": config.kappa})))
+    if not cands:
         raise InfeasibleError(_too_slow(problem, rate_needed), _fix(problem, rate_needed))
+    fastest = min(c[0] for c in cands)
+    near = [c for c in cands if c[0] <= fastest + problem.step_tie_fraction * t + 1e-15]
+    # refresh rounded to 9 significant digits: N/P equal gives the same bytes per step up to float error
+    best = min(near, key=lambda c: (not all(c[4].metrics.hidden), -float(f"{c[1]:.9g}"), c[2], round(c[0], 12),
+                                    c[3]))[4]
     return GeoTrainSolution(**{**best.__dict__, "wall_time_s": watch.elapsed(), "trace": tuple(trace)})
 
 

@@ -50,3 +50,28 @@ def test_pace_leaves_out_warm_up_and_the_slot_ends_where_the_merge_waits() -> No
     assert t == pytest.approx(0.3) and sig == pytest.approx(0.0, abs=1e-12)
     t_sd, _ = pace_from_steps(steps, {**job, "algorithm": "streaming", "H": 16})     # slot = H / P = 8 as well
     assert t_sd == pytest.approx(0.3)
+
+
+def test_first_quorum_excess_is_the_once_per_run_latency_only() -> None:
+    from planner.families.geo_train.artifact import first_quorum_excess_s
+
+    assert first_quorum_excess_s({"quorum_s": [4.2, 0.1, 0.3, 0.2]}) == pytest.approx(4.0)
+    assert first_quorum_excess_s({"quorum_s": [0.05, 0.1, 0.3]}) == 0.0       # no slower than a later one
+    assert first_quorum_excess_s({"quorum_s": [0.7]}) == 0.7
+    assert first_quorum_excess_s({}) == 0.0
+
+
+def test_steps_to_target_is_interpolated_not_quantised() -> None:
+    """The benchmark's crossing: linear in log-perplexity between the last step above the target and the
+    first at or below it, so the ratio is not quantised to the evaluation grid; wall time at a fractional step
+    is linear within that step."""
+    import math
+
+    from benchmarks.geo_train import interpolate_crossing, wall_at
+
+    assert interpolate_crossing((40, 20.0), (41, 18.0), 20.0) == 40.0
+    assert interpolate_crossing((40, 20.0), (41, 18.0), 18.0) == 41.0
+    mid = math.exp((math.log(20.0) + math.log(18.0)) / 2)
+    assert interpolate_crossing((40, 20.0), (41, 18.0), mid) == pytest.approx(40.5)
+    assert interpolate_crossing(None, (1, 10.0), 12.0) == 1.0
+    assert wall_at([1.0, 2.0, 3.0], 1.5) == pytest.approx(2.0) and wall_at([1.0], 2.0) == float("inf")

@@ -93,10 +93,26 @@ def pace_from_steps(step_s: list[float], job: dict[str, Any]) -> tuple[float, fl
     return statistics.fmean(pace), window_jitter_s(pace, max(1, int(job["tau"])))
 
 
+def first_quorum_excess_s(log: dict[str, Any]) -> float:
+    """Seconds the run's first torchft quorum took beyond a later one (the median of the others; all of it
+    when there is no other): the once-per-run start-up latency, 0 when the log has no quorum times."""
+    q = log.get("quorum_s") or []
+    if not q:
+        return 0.0
+    return max(0.0, q[0] - (statistics.median(q[1:]) if len(q) > 1 else 0.0))
+
+
 def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
     """Receipt totals from every region's log (medians over regions)."""
     steps = len(logs[0]["step_s"])
     step = statistics.median(sum(l["step_s"]) / steps for l in logs)
+    # torchft's first quorum of a run can take seconds (a once-per-run latency of a young Manager, not per
+    # step); the later ones are the per-slot overhead. The cost model predicts the steady step, so it is also
+    # compared without the first quorum's excess over a later one (`setup_s`).
+    setup = statistics.median(first_quorum_excess_s(l) for l in logs)
+    slot_overhead = statistics.median(statistics.median(l["quorum_s"][1:]) if len(l.get("quorum_s", [])) > 1
+                                      else 0.0 for l in logs)
+    steady = statistics.median((sum(l["step_s"]) - first_quorum_excess_s(l)) / steps for l in logs)
     compute = statistics.median(statistics.median(l["step_s"]) for l in logs)
     # jitter of one compute step: 1.4826 * median absolute deviation (robust to the slots' blocked steps)
     jitter = statistics.median(1.4826 * statistics.median(abs(x - statistics.median(l["compute_s"]))
@@ -128,6 +144,7 @@ def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> di
             per_window &= bool(ks) and max(b - a for a, b in zip([-1] + ks, ks)) <= job["N"]
     return {
         "steps": steps, "step_time_s": step, "compute_step_s": compute, "exposed_comm_s_per_step": exposed,
+        "setup_s": setup, "slot_overhead_s_measured": slot_overhead, "step_time_s_without_setup": steady,
         "payload_bytes_per_step": payload, "final_ppl": logs[0]["eval"][-1]["ppl"] if logs[0]["eval"] else float("nan"),
         "predicted_step_time_s": cfg_pred["step_time_s"], "predicted_compute_step_s": cfg_pred["compute_step_s"],
         "predicted_exposed_comm_s_per_step": cfg_pred["exposed_comm_s_per_step"],
