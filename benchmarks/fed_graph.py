@@ -135,6 +135,24 @@ def decide_bandit(graph: str, rounds: int, clusters: int | None) -> dict[str, An
     return {"decision_seed": DECISION_SEED, "rounds": rounds, "variants": out}
 
 
+def hindsight_per_cluster(rec: dict[str, dict], clusters: np.ndarray, fixed: tuple[str, ...]) -> tuple[float, dict[str, str]]:
+    """Reference, not a run: every structural cluster takes, in hindsight, the fixed-beta run whose final models
+    scored best on that cluster's TEST nodes (the runs share clusters and start; they differ in beta); returns the
+    node-weighted test accuracy of that composite and the beta chosen per cluster. Optimistic by construction
+    (chosen on the data it is scored on, and it ignores that the clusters' betas interact through the common
+    model), so it is an upper reference for any one-beta-per-cluster policy, not a baseline."""
+    correct = total = 0.0
+    pick: dict[str, str] = {}
+    for g in sorted(set(clusters.tolist())):
+        members = [str(i) for i in np.flatnonzero(clusters == g)]
+        score = {n: sum(rec[n]["final_per_client_test"][m][0] for m in members) for n in fixed}
+        best = max(fixed, key=lambda n: (score[n], n))
+        pick[str(g)] = best
+        correct += score[best]
+        total += sum(rec[best]["final_per_client_test"][m][1] for m in members)
+    return correct / max(total, 1.0), pick
+
+
 def group_betas(receipt: dict, gc: Any) -> dict[str, float]:
     """Mean final beta of each test-bed group's clients (their cluster's final beta)."""
     betas = receipt["final_betas"] or {}
@@ -193,6 +211,20 @@ def summarize(per_seed: list[dict], configs: list[str]) -> dict[str, Any]:
         "accuracy_delta_vs_beta_0": spread([acc(s, "fedgcf") - acc(s, "beta_0") for s in per_seed])["median"],
         "accuracy_delta_vs_beta_1": spread([acc(s, "fedgcf") - acc(s, "beta_1") for s in per_seed])["median"],
         "accuracy_delta_vs_gcfl": spread([acc(s, "fedgcf") - acc(s, "gcfl") for s in per_seed])["median"],
+        "accuracy_delta_vs_each_fixed_beta": {n: spread([acc(s, "fedgcf") - acc(s, n) for s in per_seed])
+                                              for n in ("beta_0", "beta_0.5", "beta_1")},
+        "best_fixed_beta_by_seed": [max(("beta_0", "beta_0.5", "beta_1"), key=lambda n: acc(s, n)) for s in per_seed],
+        "accuracy_delta_global_beta_ablation_vs_fedavg": (
+            spread([acc(s, "fedgcf_global") - acc(s, "fedavg") for s in per_seed])
+            if "fedgcf_global" in per_seed[0]["final_test_accuracy"] else None),
+        "accuracy_delta_vs_global_beta_ablation": (
+            spread([acc(s, "fedgcf") - acc(s, "fedgcf_global") for s in per_seed])
+            if "fedgcf_global" in per_seed[0]["final_test_accuracy"] else None),
+        "accuracy_delta_vs_hindsight_best_fixed_beta_per_cluster": spread(
+            [100.0 * (s["final_test_accuracy"]["fedgcf"] - s["hindsight_best_fixed_beta_per_cluster"]["test_accuracy"])
+             if s["hindsight_best_fixed_beta_per_cluster"]["test_accuracy"] is not None else None for s in per_seed]),
+        "hindsight_best_fixed_beta_per_cluster_accuracy": spread(
+            [s["hindsight_best_fixed_beta_per_cluster"]["test_accuracy"] for s in per_seed]),
         "regret_second_half_over_first_half": spread([s["regret_second_half_over_first_half"] for s in per_seed]),
         "bandit_final_beta_by_group": {g: spread([s["bandit_final_beta_by_group"][g] for s in per_seed])
                                        for g in per_seed[0]["bandit_final_beta_by_group"]},
@@ -246,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
 
     seeds = args.seeds or (3 if args.quick else 5)
     rounds = args.rounds or (15 if args.quick else 30)
-    configs = ["fedgcf", "fedavg", "beta_1", "beta_0", "beta_0.5", "gcfl"] + ([] if args.quick else ["oracle"])
+    configs = (["fedgcf", "fedgcf_global", "fedavg", "beta_1", "beta_0", "beta_0.5", "gcfl"]
+               + ([] if args.quick else ["oracle"]))
     if args.configs:
         configs = args.configs.split(",")
     t0 = time.perf_counter()
@@ -286,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         regret = [x["cumulative_regret"] for x in rec["fedgcf"]["rounds"] if x.get("cumulative_regret") is not None]
         half = len(regret) // 2
         growth = ((regret[-1] - regret[half]) / max(regret[half] - 0.0, 1e-9)) if half else None
+        fixed = tuple(n for n in ("beta_0", "beta_0.5", "beta_1") if n in rec)
+        hind, hind_pick = hindsight_per_cluster(rec, sol.topology.clusters, fixed) if fixed else (None, {})
         purity = 0.0
         for g in set(sol.topology.clusters.tolist()):
             purity += np.bincount(gc.group[sol.topology.clusters == g]).max()
@@ -297,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
             "test_curves": {n: [x["test_accuracy"] for x in r["rounds"]] for n, r in rec.items()},
             "bytes_to_target": bt,
             "bandit_final_beta_by_group": group_betas(rec["fedgcf"], gc),
+            "global_bandit_final_beta": (group_betas(rec["fedgcf_global"], gc) if "fedgcf_global" in rec else None),
+            "hindsight_best_fixed_beta_per_cluster": {"test_accuracy": hind, "beta_by_cluster": hind_pick,
+                                                      "cluster_groups": {str(g): [int(x) for x in gc.group[sol.topology.clusters == g]]
+                                                                         for g in sorted(set(sol.topology.clusters.tolist()))}},
             "final_test_accuracy_by_group": {n: group_accuracy(r, gc) for n, r in rec.items()},
             "bandit_last5_beta_by_group": last_betas(rec["fedgcf"], gc),
             "cumulative_regret": regret, "regret_second_half_over_first_half": growth,
