@@ -153,6 +153,37 @@ def hindsight_per_cluster(rec: dict[str, dict], clusters: np.ndarray, fixed: tup
     return correct / max(total, 1.0), pick
 
 
+# test-bed candidates tried on the decision seed (the question: does some intermediate fixed beta beat both
+# beta = 0 and beta = 1 on validation, and does FedAvg lose?); see docs/fed-graph.md for the figures
+BED_CANDIDATES = (
+    "csbm-clients:groups=3,clients=30",                                   # the previous default (beta = 1 best)
+    "csbm-clients:groups=3,clients=30,labelled=0.1",
+    "csbm-clients:groups=3,clients=30,features=128,labelled=0.1",
+    "csbm-clients:groups=6,clients=30,labelled=0.1",
+    "csbm-clients:groups=3,clients=30,nodes=1500,features=64,labelled=0.2",
+    "csbm-clients:groups=3,clients=30,features=64,labelled=0.05",
+    "csbm-clients:groups=6,clients=30,labelled=0.05",
+    "csbm-clients:groups=6,clients=30,features=64,labelled=0.1",
+    "csbm-clients:groups=5,clients=30,labelled=0.1",
+    "csbm-clients:groups=3,clients=30,labelled=0.05..0.4",
+)
+
+
+def decide_bed(rounds: int, seed: int, configs: tuple[str, ...] = ("beta_0", "beta_0.5", "beta_1", "fedavg")) -> dict:
+    """Every BED_CANDIDATES entry on a decision seed: final validation accuracy of the fixed betas and FedAvg."""
+    from runtime.fed.graph_run import run_job
+
+    out = {}
+    for graph in BED_CANDIDATES:
+        jobs, gc, sol, extra = plan_jobs(graph, seed, rounds, None, list(configs))
+        row = {"clusters": int(sol.topology.clusters.max() + 1)}
+        for n in configs:
+            row[n] = run_job(jobs[n], extra["graph_path"], in_process=True)["final_val_accuracy"]
+        out[graph] = row
+        print(graph, row, flush=True)
+    return {"decision_seed": seed, "rounds": rounds, "final_val_accuracy": out}
+
+
 def group_betas(receipt: dict, gc: Any) -> dict[str, float]:
     """Mean final beta of each test-bed group's clients (their cluster's final beta)."""
     betas = receipt["final_betas"] or {}
@@ -262,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate-pilot", action="store_true",
                     help=f"choose the pilot's step on decision seed {DECISION_SEED} (never scored) and write "
                          "build/bench/fed_graph_pilot_lr.json")
+    ap.add_argument("--decide-bed", action="store_true",
+                    help=f"run the test-bed candidates on decision seed {DECISION_SEED} (never scored) and write "
+                         "build/bench/fed_graph_bed_decision.json")
     ap.add_argument("--configs", default=None, help="comma-separated subset (diagnostics; the summary needs all)")
     ap.add_argument("--resummarize", default=None, help="recompute the summary of an existing output file")
     args = ap.parse_args(argv)
@@ -287,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.decide_bandit:
         dec = decide_bandit(args.graph, rounds, args.clusters or None)
         write_text_atomic(OUT / "fed_graph_bandit_decision.json", json.dumps(dec, indent=1, sort_keys=True) + "\n")
+        return 0
+    if args.decide_bed:
+        dec = decide_bed(rounds, DECISION_SEED)
+        write_text_atomic(OUT / "fed_graph_bed_decision.json", json.dumps(dec, indent=1, sort_keys=True) + "\n")
         return 0
     if args.calibrate_pilot:
         cal = calibrate_pilot_lr(args.graph, DECISION_SEED, rounds, args.clusters or None)
