@@ -294,11 +294,22 @@ def csbm_clients(nodes: int = 3000, classes: int = 4, degree: str | float = "3..
     groups. `split=client`: each client's nodes are their own cSBM graph (no edges between clients);
     `split=random`: one cSBM per group, its nodes split at random over the group's clients (cut edges are
     intra-group). One class -> feature-mean map for all groups: a label means the same everywhere.
-    `labelled`: the share of every client's nodes whose labels it trains on, one value or a range spread over the
-    groups like the others (recorded per client in `meta["train_share_by_client"]`; the federated families split
+    `labelled`: the share of every client's nodes whose labels it trains on, one value, a range spread over the
+    groups like the others, or one share per group (`0.4/0.05/0.4`) (recorded per client in `meta["train_share_by_client"]`; the federated families split
     each client's nodes into that share of train nodes, 20 % validation and the rest test): few labelled nodes
     per client make the shared feature -> label map hard to learn from one group's clients alone."""
-    l0, l1 = _range(str(labelled), "labelled")
+    if "/" in str(labelled):    # one share per group, e.g. 0.4/0.05/0.4
+        try:
+            per_group = [float(v) for v in str(labelled).split("/")]
+        except ValueError:
+            raise PlannerError(f"labelled={labelled} is not a list of shares", "write e.g. labelled=0.4/0.05/0.4") from None
+        if len(per_group) != groups:
+            raise PlannerError(f"labelled={labelled} gives {len(per_group)} shares for {groups} groups",
+                               f"give one share per group ({groups}), separated by /")
+        l0, l1 = min(per_group), max(per_group)
+    else:
+        l0, l1 = _range(str(labelled), "labelled")
+        per_group = [l0 + (g / (groups - 1) if groups > 1 else 0.0) * (l1 - l0) for g in range(groups)]
     if not (0.0 < l0 <= 0.6 and 0.0 < l1 <= 0.6):
         raise PlannerError(f"csbm-clients: labelled={labelled} is not a share of nodes in (0, 0.6]",
                            "use e.g. labelled=0.4 or labelled=0.05..0.4 (20 % of nodes are validation, the rest test)")
@@ -318,7 +329,7 @@ def csbm_clients(nodes: int = 3000, classes: int = 4, degree: str | float = "3..
     for g in range(groups):
         t = g / (groups - 1) if groups > 1 else 0.0
         h, s, d = h0 + t * (h1 - h0), s0 + t * (s1 - s0), d0 + t * (d1 - d0)
-        lab = l0 + t * (l1 - l0)
+        lab = per_group[g]
         mine = [c for c in range(clients) if c % groups == g]
         if split == "client":    # one graph per client: sizes as even as possible, seeded per client
             sizes = [per_group_nodes // len(mine) + (i < per_group_nodes % len(mine)) for i in range(len(mine))]
