@@ -292,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--graph", default=GRAPH)
     ap.add_argument("--clusters", type=int, default=0, help="structural clusters k (default 0: the plan's threshold 0.9)")
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--seed-from", type=int, default=0, help="first scored seed (seeds seed-from .. seed-from+seeds-1; "
+                    "to add seeds to a run: merge the per_seed lists and --resummarize)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--out", default=str(OUT / "fed_graph.json"))
     ap.add_argument("--ucb-c", type=float, default=None, help="override the plan's UCB1 constant")
@@ -348,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                    "chosen_on": "given by --pilot-lr" if args.pilot_lr is not None else
                    f"the plan's default, chosen on decision seed {DECISION_SEED} (--calibrate-pilot)"}
     per_seed = []
-    for seed in range(seeds):
+    for seed in range(args.seed_from, args.seed_from + seeds):
         if seed == DECISION_SEED:
             raise SystemExit(f"seed {seed} is the decision seed; score other seeds")
         jobs, gc, sol, extra = plan_jobs(args.graph, seed, rounds, args.clusters or None, configs, args.ucb_c,
