@@ -24,7 +24,8 @@ run): each structural cluster's best fixed beta chosen on its test nodes after t
     nice .venv/bin/python -m benchmarks.fed_graph             # 5 seeds, 30 rounds, with the oracle's own run
     nice .venv/bin/python -m benchmarks.fed_graph --quick --calibrate-pilot   # the pilot's step, decision seed
     nice .venv/bin/python -m benchmarks.fed_graph --quick --decide-bandit     # bandit settings, decision seed
-Scored seeds are 0 .. seeds-1; every constant the plan uses by default (the pilot's step, the bandit's arms,
+    nice .venv/bin/python -m benchmarks.fed_graph --quick --decide-bed        # test-bed candidates, decision seed
+Scored seeds are seed-from .. seed-from+seeds-1 (default 0 ..); every constant the plan uses by default (the pilot's step, the bandit's arms,
 constant and prior weight) is chosen on DECISION_SEED (100), never on a scored seed.
 """
 from __future__ import annotations
