@@ -1,5 +1,5 @@
-"""fed-graph benchmark: FedGCF (per-cluster UCB1 over beta) vs FedAvg, beta = 1, beta = 0, beta = 0.5 and a
-GCFL-style baseline, the PyG GCN trained on the Flower apps (driven in-process: same messages, handlers and
+"""fed-graph benchmark: FedGCF (per-cluster UCB1 over beta) vs FedAvg, beta = 1, beta = 0, beta = 0.5, a
+GCFL-style baseline and the global-beta ablation (one UCB1 for all clusters), the PyG GCN trained on the Flower apps (driven in-process: same messages, handlers and
 strategy as `planner run`, no transport), on the mixed contextual-SBM test bed.
 
 For each seed: the test bed (`--graph`, seeded), the planner's decisions (signatures -> structural clusters,
@@ -17,13 +17,15 @@ Summary (median and spread over seeds):
                                          best test accuracy in that seed; None where FedGCF never reaches it)
   seeds
 plus per-configuration accuracies, the bandit's final beta per test-bed group, the cumulative regret curve and
-its growth (second-half increment / first-half increment; < 1 = sublinear).
+its growth (second-half increment / first-half increment; < 1 = sublinear), and a hindsight reference (not a
+run): each structural cluster's best fixed beta chosen on its test nodes after the fact.
 
     nice .venv/bin/python -m benchmarks.fed_graph --quick     # 3 seeds, 15 rounds, no oracle run
     nice .venv/bin/python -m benchmarks.fed_graph             # 5 seeds, 30 rounds, with the oracle's own run
     nice .venv/bin/python -m benchmarks.fed_graph --quick --calibrate-pilot   # the pilot's step, decision seed
     nice .venv/bin/python -m benchmarks.fed_graph --quick --decide-bandit     # bandit settings, decision seed
-Scored seeds are 0 .. seeds-1; every constant the plan uses by default (the pilot's step, the bandit's arms,
+    nice .venv/bin/python -m benchmarks.fed_graph --quick --decide-bed        # test-bed candidates, decision seed
+Scored seeds are seed-from .. seed-from+seeds-1 (default 0 ..); every constant the plan uses by default (the pilot's step, the bandit's arms,
 constant and prior weight) is chosen on DECISION_SEED (100), never on a scored seed.
 """
 from __future__ import annotations
@@ -42,7 +44,10 @@ from core.atomic_io import write_text_atomic
 
 OUT = Path("build/bench")
 TARGET_SHARE = 0.98
-GRAPH = "csbm-clients:groups=3,clients=30"
+# the scored bed, chosen on DECISION_SEED with --decide-bed (docs/fed-graph.md): the three groups of the
+# csbm-clients default (feature-dominated / mixed / structure-dominated), the mixed group's clients label only
+# 3 % of their nodes (3 per client), the others 40 %
+GRAPH = "csbm-clients:groups=3,clients=30,labelled=0.4/0.03/0.4"
 DECISION_SEED = 100          # the pilot's step is chosen on this seed; scored seeds are 0 .. seeds-1
 PILOT_LRS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -135,6 +140,58 @@ def decide_bandit(graph: str, rounds: int, clusters: int | None) -> dict[str, An
     return {"decision_seed": DECISION_SEED, "rounds": rounds, "variants": out}
 
 
+def hindsight_per_cluster(rec: dict[str, dict], clusters: np.ndarray, fixed: tuple[str, ...]) -> tuple[float, dict[str, str]]:
+    """Reference, not a run: every structural cluster takes, in hindsight, the fixed-beta run whose final models
+    scored best on that cluster's TEST nodes (the runs share clusters and start; they differ in beta); returns the
+    node-weighted test accuracy of that composite and the beta chosen per cluster. Optimistic by construction
+    (chosen on the data it is scored on, and it ignores that the clusters' betas interact through the common
+    model), so it is an upper reference for any one-beta-per-cluster policy, not a baseline."""
+    correct = total = 0.0
+    pick: dict[str, str] = {}
+    for g in sorted(set(clusters.tolist())):
+        members = [str(i) for i in np.flatnonzero(clusters == g)]
+        score = {n: sum(rec[n]["final_per_client_test"][m][0] for m in members) for n in fixed}
+        best = max(fixed, key=lambda n: (score[n], n))
+        pick[str(g)] = best
+        correct += score[best]
+        total += sum(rec[best]["final_per_client_test"][m][1] for m in members)
+    return correct / max(total, 1.0), pick
+
+
+# test-bed candidates tried on the decision seed (the question: does some intermediate fixed beta beat both
+# beta = 0 and beta = 1 on validation, and does FedAvg lose?); see docs/fed-graph.md for the figures
+BED_CANDIDATES = (
+    "csbm-clients:groups=3,clients=30",                                   # the previous default (beta = 1 best)
+    "csbm-clients:groups=3,clients=30,labelled=0.1",
+    "csbm-clients:groups=3,clients=30,features=128,labelled=0.1",
+    "csbm-clients:groups=6,clients=30,labelled=0.1",
+    "csbm-clients:groups=3,clients=30,nodes=1500,features=64,labelled=0.2",
+    "csbm-clients:groups=3,clients=30,features=64,labelled=0.05",
+    "csbm-clients:groups=6,clients=30,labelled=0.05",
+    "csbm-clients:groups=6,clients=30,features=64,labelled=0.1",
+    "csbm-clients:groups=5,clients=30,labelled=0.1",
+    "csbm-clients:groups=3,clients=30,labelled=0.05..0.4",
+    "csbm-clients:groups=3,clients=30,labelled=0.4..0.05",
+    "csbm-clients:groups=3,clients=30,labelled=0.4/0.03/0.4",              # chosen
+)
+
+
+def decide_bed(rounds: int, seed: int, configs: tuple[str, ...] = ("beta_0", "beta_0.5", "beta_1", "fedavg")) -> dict:
+    """Every BED_CANDIDATES entry on a decision seed: final validation accuracy of the fixed betas and FedAvg."""
+    from runtime.fed.graph_run import run_job
+
+    out = {}
+    for graph in BED_CANDIDATES:
+        jobs, gc, sol, extra = plan_jobs(graph, seed, rounds, None, list(configs))
+        row = {"clusters": int(sol.topology.clusters.max() + 1)}
+        for n in configs:
+            r = run_job(jobs[n], extra["graph_path"], in_process=True)
+            row[n] = {"val": r["final_val_accuracy"], "test_by_group": group_accuracy(r, gc)}
+        out[graph] = row
+        print(graph, row, flush=True)
+    return {"decision_seed": seed, "rounds": rounds, "final_val_accuracy": out}
+
+
 def group_betas(receipt: dict, gc: Any) -> dict[str, float]:
     """Mean final beta of each test-bed group's clients (their cluster's final beta)."""
     betas = receipt["final_betas"] or {}
@@ -193,9 +250,27 @@ def summarize(per_seed: list[dict], configs: list[str]) -> dict[str, Any]:
         "accuracy_delta_vs_beta_0": spread([acc(s, "fedgcf") - acc(s, "beta_0") for s in per_seed])["median"],
         "accuracy_delta_vs_beta_1": spread([acc(s, "fedgcf") - acc(s, "beta_1") for s in per_seed])["median"],
         "accuracy_delta_vs_gcfl": spread([acc(s, "fedgcf") - acc(s, "gcfl") for s in per_seed])["median"],
+        "accuracy_delta_vs_each_fixed_beta": {n: spread([acc(s, "fedgcf") - acc(s, n) for s in per_seed])
+                                              for n in ("beta_0", "beta_0.5", "beta_1")},
+        "best_fixed_beta_by_seed": [max(("beta_0", "beta_0.5", "beta_1"), key=lambda n: acc(s, n)) for s in per_seed],
+        "accuracy_delta_global_beta_ablation_vs_fedavg": (
+            spread([acc(s, "fedgcf_global") - acc(s, "fedavg") for s in per_seed])
+            if "fedgcf_global" in per_seed[0]["final_test_accuracy"] else None),
+        "accuracy_delta_vs_global_beta_ablation": (
+            spread([acc(s, "fedgcf") - acc(s, "fedgcf_global") for s in per_seed])
+            if "fedgcf_global" in per_seed[0]["final_test_accuracy"] else None),
+        "accuracy_delta_vs_hindsight_best_fixed_beta_per_cluster": spread(
+            [100.0 * (s["final_test_accuracy"]["fedgcf"] - s["hindsight_best_fixed_beta_per_cluster"]["test_accuracy"])
+             if s["hindsight_best_fixed_beta_per_cluster"]["test_accuracy"] is not None else None for s in per_seed]),
+        "hindsight_best_fixed_beta_per_cluster_accuracy": spread(
+            [s["hindsight_best_fixed_beta_per_cluster"]["test_accuracy"] for s in per_seed]),
         "regret_second_half_over_first_half": spread([s["regret_second_half_over_first_half"] for s in per_seed]),
         "bandit_final_beta_by_group": {g: spread([s["bandit_final_beta_by_group"][g] for s in per_seed])
                                        for g in per_seed[0]["bandit_final_beta_by_group"]},
+        "bandit_last5_beta_by_group": {g: spread([s["bandit_last5_beta_by_group"][g] for s in per_seed])
+                                       for g in per_seed[0]["bandit_last5_beta_by_group"]},
+        "global_bandit_final_beta": spread([next(iter(s["global_bandit_final_beta"].values()))
+                                            for s in per_seed if s.get("global_bandit_final_beta")]),
         "cluster_purity_vs_groups": spread([s["cluster_purity_vs_groups"] for s in per_seed]),
         "planner_recommended": [s["planner_recommended"] for s in per_seed],
     }
@@ -218,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--graph", default=GRAPH)
     ap.add_argument("--clusters", type=int, default=0, help="structural clusters k (default 0: the plan's threshold 0.9)")
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--seed-from", type=int, default=0, help="first scored seed (seeds seed-from .. seed-from+seeds-1; "
+                    "to add seeds to a run: merge the per_seed lists and --resummarize)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--out", default=str(OUT / "fed_graph.json"))
     ap.add_argument("--ucb-c", type=float, default=None, help="override the plan's UCB1 constant")
@@ -230,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate-pilot", action="store_true",
                     help=f"choose the pilot's step on decision seed {DECISION_SEED} (never scored) and write "
                          "build/bench/fed_graph_pilot_lr.json")
+    ap.add_argument("--decide-bed", action="store_true",
+                    help=f"run the test-bed candidates on decision seed {DECISION_SEED} (never scored) and write "
+                         "build/bench/fed_graph_bed_decision.json")
     ap.add_argument("--configs", default=None, help="comma-separated subset (diagnostics; the summary needs all)")
     ap.add_argument("--resummarize", default=None, help="recompute the summary of an existing output file")
     args = ap.parse_args(argv)
@@ -246,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
 
     seeds = args.seeds or (3 if args.quick else 5)
     rounds = args.rounds or (15 if args.quick else 30)
-    configs = ["fedgcf", "fedavg", "beta_1", "beta_0", "beta_0.5", "gcfl"] + ([] if args.quick else ["oracle"])
+    configs = (["fedgcf", "fedgcf_global", "fedavg", "beta_1", "beta_0", "beta_0.5", "gcfl"]
+               + ([] if args.quick else ["oracle"]))
     if args.configs:
         configs = args.configs.split(",")
     t0 = time.perf_counter()
@@ -254,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.decide_bandit:
         dec = decide_bandit(args.graph, rounds, args.clusters or None)
         write_text_atomic(OUT / "fed_graph_bandit_decision.json", json.dumps(dec, indent=1, sort_keys=True) + "\n")
+        return 0
+    if args.decide_bed:
+        dec = decide_bed(rounds, DECISION_SEED)
+        write_text_atomic(OUT / "fed_graph_bed_decision.json", json.dumps(dec, indent=1, sort_keys=True) + "\n")
         return 0
     if args.calibrate_pilot:
         cal = calibrate_pilot_lr(args.graph, DECISION_SEED, rounds, args.clusters or None)
@@ -266,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                    "chosen_on": "given by --pilot-lr" if args.pilot_lr is not None else
                    f"the plan's default, chosen on decision seed {DECISION_SEED} (--calibrate-pilot)"}
     per_seed = []
-    for seed in range(seeds):
+    for seed in range(args.seed_from, args.seed_from + seeds):
         if seed == DECISION_SEED:
             raise SystemExit(f"seed {seed} is the decision seed; score other seeds")
         jobs, gc, sol, extra = plan_jobs(args.graph, seed, rounds, args.clusters or None, configs, args.ucb_c,
@@ -286,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         regret = [x["cumulative_regret"] for x in rec["fedgcf"]["rounds"] if x.get("cumulative_regret") is not None]
         half = len(regret) // 2
         growth = ((regret[-1] - regret[half]) / max(regret[half] - 0.0, 1e-9)) if half else None
+        fixed = tuple(n for n in ("beta_0", "beta_0.5", "beta_1") if n in rec)
+        hind, hind_pick = hindsight_per_cluster(rec, sol.topology.clusters, fixed) if fixed else (None, {})
         purity = 0.0
         for g in set(sol.topology.clusters.tolist()):
             purity += np.bincount(gc.group[sol.topology.clusters == g]).max()
@@ -297,11 +384,19 @@ def main(argv: list[str] | None = None) -> int:
             "test_curves": {n: [x["test_accuracy"] for x in r["rounds"]] for n, r in rec.items()},
             "bytes_to_target": bt,
             "bandit_final_beta_by_group": group_betas(rec["fedgcf"], gc),
+            "global_bandit_final_beta": (group_betas(rec["fedgcf_global"], gc) if "fedgcf_global" in rec else None),
+            "hindsight_best_fixed_beta_per_cluster": {"test_accuracy": hind, "beta_by_cluster": hind_pick,
+                                                      "cluster_groups": {str(g): [int(x) for x in gc.group[sol.topology.clusters == g]]
+                                                                         for g in sorted(set(sol.topology.clusters.tolist()))}},
             "final_test_accuracy_by_group": {n: group_accuracy(r, gc) for n, r in rec.items()},
             "bandit_last5_beta_by_group": last_betas(rec["fedgcf"], gc),
             "cumulative_regret": regret, "regret_second_half_over_first_half": growth,
             "test_bed_groups": gc.meta.get("groups"),
         })
+        # the per-seed records so far (a crash later keeps them; `--resummarize` rebuilds the summary)
+        write_text_atomic(Path(args.out), json.dumps({"benchmark": "fed_graph", "partial": True, "graph": args.graph,
+                                                      "rounds": rounds, "per_seed": per_seed},
+                                                     indent=1, sort_keys=True, default=float) + "\n")
     if not per_seed:
         return 0
     summary = summarize(per_seed, configs)

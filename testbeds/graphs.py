@@ -40,7 +40,7 @@ GRAPHS: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
     "csbm": _CSBM_ARGS,
     "csbm-clients": {**_CSBM_ARGS, "nodes": (int, 3000), "groups": (int, 3), "clients": (int, 30),
                      "homophily_range": (str, "0.3..0.9"), "snr_range": (str, "2.0..0.3"), "degree": (str, "3..12"),
-                     "split": (str, "client")},
+                     "split": (str, "client"), "labelled": (str, "0.4")},
     "karate": {"clients": (int, 2), "split": (str, "louvain"), "features": (int, 8), "seed": (int, 0)},
     "les_miserables": {"clients": (int, 3), "split": (str, "louvain"), "features": (int, 8), "seed": (int, 0)},
     "florentine": {"clients": (int, 2), "split": (str, "louvain"), "features": (int, 8), "seed": (int, 0)},
@@ -287,13 +287,32 @@ def _range(text: str, key: str) -> tuple[float, float]:
 
 def csbm_clients(nodes: int = 3000, classes: int = 4, degree: str | float = "3..12", features: int = 32,
                  groups: int = 3, clients: int = 30, homophily_range: str = "0.3..0.9", snr_range: str = "2.0..0.3",
-                 split: str = "client", seed: int = 0, **_: Any) -> Graph:
+                 split: str = "client", seed: int = 0, labelled: str | float = "0.4", **_: Any) -> Graph:
     """`groups` client groups, each with its own (homophily, snr, degree): group g takes the g-th of `groups`
     evenly spaced points along the three ranges (default: from feature-dominant, near-random sparse edges and
     high SNR, to structure-dominant, homophilous denser edges and low SNR). Clients are assigned round-robin to
     groups. `split=client`: each client's nodes are their own cSBM graph (no edges between clients);
     `split=random`: one cSBM per group, its nodes split at random over the group's clients (cut edges are
-    intra-group). One class -> feature-mean map for all groups: a label means the same everywhere."""
+    intra-group). One class -> feature-mean map for all groups: a label means the same everywhere.
+    `labelled`: the share of every client's nodes whose labels it trains on, one value, a range spread over the
+    groups like the others, or one share per group (`0.4/0.05/0.4`) (recorded per client in `meta["train_share_by_client"]`; the federated families split
+    each client's nodes into that share of train nodes, 20 % validation and the rest test): few labelled nodes
+    per client make the shared feature -> label map hard to learn from one group's clients alone."""
+    if "/" in str(labelled):    # one share per group, e.g. 0.4/0.05/0.4
+        try:
+            per_group = [float(v) for v in str(labelled).split("/")]
+        except ValueError:
+            raise PlannerError(f"labelled={labelled} is not a list of shares", "write e.g. labelled=0.4/0.05/0.4") from None
+        if len(per_group) != groups:
+            raise PlannerError(f"labelled={labelled} gives {len(per_group)} shares for {groups} groups",
+                               f"give one share per group ({groups}), separated by /")
+        l0, l1 = min(per_group), max(per_group)
+    else:
+        l0, l1 = _range(str(labelled), "labelled")
+        per_group = [l0 + (g / (groups - 1) if groups > 1 else 0.0) * (l1 - l0) for g in range(groups)]
+    if not (0.0 < l0 <= 0.6 and 0.0 < l1 <= 0.6):
+        raise PlannerError(f"csbm-clients: labelled={labelled} is not a share of nodes in (0, 0.6]",
+                           "use e.g. labelled=0.4 or labelled=0.05..0.4 (20 % of nodes are validation, the rest test)")
     if groups < 1 or clients < groups:
         raise PlannerError(f"{clients} clients cannot fill {groups} groups", "use at least one client per group")
     if split not in ("client", "random"):
@@ -310,6 +329,7 @@ def csbm_clients(nodes: int = 3000, classes: int = 4, degree: str | float = "3..
     for g in range(groups):
         t = g / (groups - 1) if groups > 1 else 0.0
         h, s, d = h0 + t * (h1 - h0), s0 + t * (s1 - s0), d0 + t * (d1 - d0)
+        lab = per_group[g]
         mine = [c for c in range(clients) if c % groups == g]
         if split == "client":    # one graph per client: sizes as even as possible, seeded per client
             sizes = [per_group_nodes // len(mine) + (i < per_group_nodes % len(mine)) for i in range(len(mine))]
@@ -336,7 +356,7 @@ def csbm_clients(nodes: int = 3000, classes: int = 4, degree: str | float = "3..
             owners.append(o)
             offset += len(sub.y)
         settings.append({"group": g, "homophily": round(h, 4), "snr": round(s, 4), "degree": round(d, 4),
-                         "clients": mine})
+                         "labelled": round(lab, 4), "clients": mine})
     edges = np.concatenate(es, axis=1)
     owner = np.concatenate(owners)
     graph = Graph(edges, np.concatenate(xs), np.concatenate(ys), owner,
@@ -345,6 +365,7 @@ def csbm_clients(nodes: int = 3000, classes: int = 4, degree: str | float = "3..
                    "features": features, "groups": settings, "clients": clients, "seed": seed,
                    "split": "per-client" if split == "client" else "group-random"})
     graph.meta["client_group"] = [c % groups for c in range(clients)]
+    graph.meta["train_share_by_client"] = [settings[c % groups]["labelled"] for c in range(clients)]
     return graph
 
 

@@ -180,8 +180,9 @@ class FedGcf:
             self.clusters = np.zeros(n, dtype=np.int64)
         k = int(max(self.clusters.max() + 1, job.get("gcfl_k") or 1))
         prior = job.get("prior_mean")
+        # "bandit": one UCB1 per structural cluster; "bandit_global" (the ablation): one UCB1, one beta for all
         self.bandits = [Ucb1(len(self.arms), float(job["ucb_c"]), prior[g] if prior else None,
-                             float(job.get("prior_count") or 0.0)) for g in range(k)]
+                             float(job.get("prior_count") or 0.0)) for g in range(1 if self.mode == "bandit_global" else k)]
         self.trained_val: np.ndarray | None = None     # validation nodes right after last round's local training
         self.updates = np.zeros((n, flat(initial).size))
         self.picks: dict[int, int] = {}
@@ -204,8 +205,11 @@ class FedGcf:
     def choose(self, arm_val: Mapping[int, np.ndarray] | None) -> dict[int, float]:
         """beta of every cluster this round (arm_val: per-cluster validation accuracy of every arm, if known)."""
         betas = {}
+        shared = self.bandits[0].choose() if self.mode == "bandit_global" else None
         for g in sorted(set(self.clusters.tolist())):
-            if self.mode == "bandit":
+            if shared is not None:
+                self.picks[g] = shared
+            elif self.mode == "bandit":
                 self.picks[g] = self.bandits[g].choose()
             elif self.mode == "oracle":
                 self.picks[g] = int(np.argmax(arm_val[g]))
@@ -216,6 +220,8 @@ class FedGcf:
 
     def final_betas(self) -> dict[int, float]:
         """beta of every cluster for the final models (the bandit's greedy arm)."""
+        if self.mode == "bandit_global":
+            return {g: self.arms[self.bandits[0].best()] for g in sorted(set(self.clusters.tolist()))}
         return {g: self.arms[self.bandits[g].best()] if self.mode == "bandit" else self.arms[self.picks.get(g, 0)]
                 for g in sorted(set(self.clusters.tolist()))}
 
@@ -259,6 +265,9 @@ class FedGcf:
                 self.bandits[g].update(self.picks[g], reward)
             rec["clusters"][str(g)] = {"val_accuracy": acc, "reward": reward,
                                        "members": [self.job["clients"][i] for i in members]}
+        if self.mode == "bandit_global" and self.trained_val is not None:   # one reward: every client's gain
+            gain = float(val_c.sum() - self.trained_val.sum()) / max(val_t.sum(), 1)
+            self.bandits[0].update(self.picks[min(self.picks)], gain)
         self.trained_val = val_after
         return rec
 

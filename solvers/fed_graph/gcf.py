@@ -13,7 +13,7 @@ from core.errors import InfeasibleError
 from solvers.common import Solution, Status, Stopwatch, TraceEvent
 from solvers.fed_graph.clustering import agglomerative, common_set, cosine_similarity, feature_graph
 from solvers.fed_graph.cost import bytes_per_round, bytes_to_target
-from solvers.fed_graph.pilot import PilotRun, prior_from, simulate
+from solvers.fed_graph.pilot import PilotRun, global_prior, prior_from, simulate
 from solvers.fed_graph.problem import FedGraphProblem, FusionConfig
 
 PLAN = "fedgcf"
@@ -67,8 +67,13 @@ def topology(p: FedGraphProblem) -> Topology:
     return Topology(labels, common, delta, ss, fs)
 
 
-def configurations(p: FedGraphProblem, topo: Topology, prior: np.ndarray | None) -> dict[str, FusionConfig]:
-    """The plan's bandit and every baseline, on the same clients (same start, rounds and local training)."""
+GLOBAL = "fedgcf_global"   # the ablation: one bandit, one beta for every cluster (the spec's per-round beta)
+
+
+def configurations(p: FedGraphProblem, topo: Topology, prior: np.ndarray | None,
+                   prior_global: np.ndarray | None = None) -> dict[str, FusionConfig]:
+    """The plan's bandit, its global-beta ablation and every baseline, on the same clients (same start, rounds and
+    local training)."""
     n, K = p.num_clients, int(topo.clusters.max()) + 1
     one = np.zeros(n, dtype=np.int64)
     everyone = np.arange(n, dtype=np.int64)
@@ -76,6 +81,9 @@ def configurations(p: FedGraphProblem, topo: Topology, prior: np.ndarray | None)
         PLAN: FusionConfig(PLAN, "FedGCF: per-cluster UCB1 over beta (structural clusters + common model)",
                            topo.clusters, topo.common, "bandit", arms=p.arms, ucb_c=p.ucb_c, prior_mean=prior,
                            prior_count=p.prior_count if prior is not None else 0.0),
+        GLOBAL: FusionConfig(GLOBAL, "FedGCF ablation: one UCB1 over beta for all clusters (one beta per round)",
+                             topo.clusters, topo.common, "bandit_global", arms=p.arms, ucb_c=p.ucb_c,
+                             prior_mean=prior_global, prior_count=p.prior_count if prior_global is not None else 0.0),
         "fedavg": FusionConfig("fedavg", "FedAvg: one global model", one, everyone, "fixed", beta=1.0),
         "beta_1": FusionConfig("beta_1", "structure-only clustered FL (beta = 1: per-cluster FedAvg)",
                                topo.clusters, topo.common, "fixed", beta=1.0),
@@ -108,7 +116,9 @@ def solve(p: FedGraphProblem, target: float | None = None) -> FedGraphSolution:
     # the prior needs every arm's reward: the oracle's pilot scores every arm every round
     runs: dict[str, PilotRun] = {"oracle": simulate(p, base["oracle"])}
     prior = prior_from(runs["oracle"], K) if p.prior_count > 0 else None
-    configs = configurations(p, topo, prior)
+    val_nodes = np.array([c.val.sum() for c in p.pilot], dtype=np.float64)
+    prior_g = global_prior(prior, runs["oracle"], val_nodes) if prior is not None else None
+    configs = configurations(p, topo, prior, prior_g)
     for i, (name, cfg) in enumerate(configs.items()):
         if name not in runs:
             runs[name] = simulate(p, cfg)

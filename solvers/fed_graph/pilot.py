@@ -93,7 +93,7 @@ def simulate(problem: FedGraphProblem, cfg: FusionConfig) -> PilotRun:
         clusters = np.zeros(n, dtype=np.int64)
     K_max = int(max(clusters.max() + 1, cfg.gcfl_k or 1))
     bandits = [Ucb1(len(arms), cfg.ucb_c, None if cfg.prior_mean is None else cfg.prior_mean[g], cfg.prior_count)
-               for g in range(K_max)] if cfg.mode == "bandit" else []
+               for g in range(1 if cfg.mode == "bandit_global" else K_max)] if cfg.mode in ("bandit", "bandit_global") else []
     val, test = np.zeros(R + 1), np.zeros(R + 1)
     betas = np.zeros((R, K_max))
     arm_val = np.zeros((R, K_max, len(arms)))
@@ -124,6 +124,8 @@ def simulate(problem: FedGraphProblem, cfg: FusionConfig) -> PilotRun:
                 arm_val[r, g, a] = sum(_correct(models[i], data[i], data[i].val, C) for i in members) / max(val_n[members].sum(), 1)
         if cfg.mode == "bandit":
             pick = np.array([bandits[g].choose() for g in range(K)] + [0] * (K_max - K))
+        elif cfg.mode == "bandit_global":
+            pick = np.full(K_max, bandits[0].choose())
         elif cfg.mode == "oracle":
             pick = np.array([int(np.argmax(arm_val[r, g])) for g in range(K)] + [0] * (K_max - K))
         else:
@@ -140,6 +142,8 @@ def simulate(problem: FedGraphProblem, cfg: FusionConfig) -> PilotRun:
                 members = np.flatnonzero(clusters == g)
                 before = trained_val[members].sum() / max(val_n[members].sum(), 1)
                 bandits[g].update(int(pick[g]), arm_val[r, g, pick[g]] - before)
+        if cfg.mode == "bandit_global" and trained_val is not None:   # one reward: every client's gain
+            bandits[0].update(int(pick[0]), (val[r] * val_n.sum() - trained_val.sum()) / val_n.sum())
         for i in range(n):
             uploads[i] = local_train(models[i], data[i], C, problem.local_steps, problem.lr)
         trained_val = np.array([_correct(uploads[i], data[i], data[i].val, C) for i in range(n)])
@@ -150,6 +154,8 @@ def simulate(problem: FedGraphProblem, cfg: FusionConfig) -> PilotRun:
     K = int(clusters.max()) + 1
     if cfg.mode == "bandit":
         final_b = np.array([arms[bandits[g].best()] for g in range(K)] + [0.0] * (K_max - K))
+    elif cfg.mode == "bandit_global":
+        final_b = np.full(K_max, arms[bandits[0].best()])
     elif cfg.mode == "oracle":
         final_b = np.zeros(K_max)
         for g in range(K):
@@ -163,6 +169,13 @@ def simulate(problem: FedGraphProblem, cfg: FusionConfig) -> PilotRun:
     val[R] = sum(_correct(models[i], data[i], data[i].val, C) for i in range(n)) / val_n.sum()
     test[R] = sum(_correct(models[i], data[i], data[i].test, C) for i in range(n)) / test_n.sum()
     return PilotRun(val, test, betas, arm_val, regret, clusters, local_val)
+
+
+def global_prior(per_cluster: np.ndarray, run: PilotRun, val_nodes: np.ndarray) -> np.ndarray:
+    """(1, A) prior of the one-beta-for-all bandit (the ablation): the clusters' prior means weighted by their
+    validation nodes (the global reward is the node-weighted gain over every client)."""
+    w = np.array([val_nodes[run.clusters == g].sum() for g in range(per_cluster.shape[0])], dtype=np.float64)
+    return (per_cluster * w[:, None]).sum(axis=0, keepdims=True) / max(w.sum(), 1.0)
 
 
 def prior_from(run: PilotRun, clusters: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-BETA_MODES = ("bandit", "fixed", "oracle", "gcfl")
+BETA_MODES = ("bandit", "bandit_global", "fixed", "oracle", "gcfl")
 
 
 # the bandit's defaults, chosen on decision seed 100 (never scored; `benchmarks.fed_graph --decide-bandit`):
@@ -66,8 +66,9 @@ class FedGraphProblem:
 @dataclass(frozen=True)
 class FusionConfig:
     """One configuration: `clusters` (n,) cluster of every client (all 0 = one cluster), `common` indices of U,
-    beta `mode` (fixed: `beta`; bandit: UCB1 over `arms` with `ucb_c` and per-cluster `prior_mean` (K, arms)
-    seen `prior_count` times; oracle: best arm on validation each round; gcfl: `gcfl_warmup` FedAvg rounds,
+    beta `mode` (fixed: `beta`; bandit: one UCB1 per cluster over `arms` with `ucb_c` and per-cluster
+    `prior_mean` (K, arms) seen `prior_count` times; bandit_global: the ablation, one UCB1 and one beta for every
+    cluster, prior (1, arms), reward the gain over all clients; oracle: best arm on validation each round; gcfl: `gcfl_warmup` FedAvg rounds,
     then clusters from update similarity, beta = 1)."""
 
     name: str

@@ -280,6 +280,11 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
      ("holds 6 clients but --clients lists 4",)),
     ("fed-graph client graphs too small for the degree", FG[:-1] + ["csbm-clients:nodes=160,groups=2,clients=6"],
      ("26 nodes per client", "degree 12", "Raise nodes= or lower degree=")),
+    ("fed-graph labelled share out of range", FG[:-1] + ["csbm-clients:nodes=160,groups=2,clients=4,degree=8,features=6,"
+                                                          "labelled=0.9"], ("labelled=0.9 is not a share", "labelled=0.4")),
+    ("fed-graph labelled shares do not match the groups", FG[:-1] + ["csbm-clients:nodes=160,groups=2,clients=4,degree=8,"
+                                                                     "features=6,labelled=0.4/0.1/0.4"],
+     ("3 shares for 2 groups", "one share per group")),
     ("fed-graph unreachable target", FG + ["--rounds", "2", "--accuracy-target", "99%"],
      ("no configuration reaches validation accuracy 0.990", "Lower --accuracy-target")),
     ("fed-graph on a CNN", ["plan", "digits-cnn", "--scenario", "fed-graph", "--clients", "gen:4", "--graph", FG_GRAPH],

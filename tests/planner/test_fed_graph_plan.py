@@ -27,7 +27,8 @@ def test_plan_inspect_emit_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
     d, p = plan["decisions"], plan["predicted"]
     assert sorted(d["clusters"]) == d["clients"] and set(d["clusters"].values()) == {0, 1}
     assert d["common"] and set(d["common"]) <= set(d["clients"])
-    assert set(d["configs"]) == {"fedgcf", "fedavg", "beta_1", "beta_0", "beta_0.5", "gcfl", "oracle"}
+    assert set(d["configs"]) == {"fedgcf", "fedgcf_global", "fedavg", "beta_1", "beta_0", "beta_0.5", "gcfl",
+                                 "oracle"}
     # the plan never recommends what a baseline beats on its own objective
     for name, base in plan["baselines"].items():
         if name != "oracle" and base["predicted"]["bytes_to_target"] is not None:

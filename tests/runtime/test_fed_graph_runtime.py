@@ -141,3 +141,14 @@ def test_beta_between_mixes_the_common_model(tiny: tuple[dict, object]) -> None:
     uploads, _ = _drive(_job(base, [0, 1, 0, 1], 0.5), path)
     ref = {**_hand_fedavg(base, path, [0, 2]), **_hand_fedavg(base, path, [1, 3])}
     assert any(not np.array_equal(uploads[0][k], ref[0][k]) for k in ref[0])
+
+
+def test_global_beta_ablation_sends_one_beta_and_learns_from_every_client(tiny: tuple[dict, object]) -> None:
+    """The strategy's one-bandit ablation: every cluster gets the same beta each round, and its single bandit is
+    updated once per round from round 2 on (round 1 has no trained models to compare with)."""
+    base, path = tiny
+    job = {**_job(base, [0, 1, 0, 1], 1.0), "beta_mode": "bandit_global", "arms": [0.0, 0.5, 1.0], "ucb_c": 0.005}
+    _, strat = _drive(job, path)
+    assert len(strat.bandits) == 1 and strat.bandits[0].count.sum() == job["rounds"] - 1
+    assert len(set(strat.picks.values())) == 1
+    assert len(set(strat.final_betas().values())) == 1

@@ -102,3 +102,19 @@ def test_csbm_clients_structure_separates_groups() -> None:
     for g in range(3):
         assert len(set(labels[gc.group == g].tolist())) == 1
     assert len(set(labels.tolist())) == 3
+
+
+def test_global_beta_ablation_plays_one_beta_for_every_cluster() -> None:
+    """The ablation (one bandit for all clusters) plays the same beta in every cluster every round; its prior is
+    the clusters' per-arm priors weighted by their validation nodes; the per-cluster bandit is free to differ."""
+    from solvers.fed_graph.gcf import GLOBAL, solve
+
+    p = _problem(arms=(0.0, 0.5, 1.0), prior_count=1.0, rounds=6)
+    sol = solve(p)
+    g = sol.configs[GLOBAL]
+    assert g.mode == "bandit_global" and g.prior_mean.shape == (1, 3)
+    w = np.array([sum(p.pilot[i].val.sum() for i in np.flatnonzero(sol.topology.clusters == k)) for k in (0, 1)])
+    np.testing.assert_allclose(g.prior_mean[0], (sol.configs["fedgcf"].prior_mean * w[:, None]).sum(0) / w.sum())
+    run = sol.runs[GLOBAL]
+    assert np.all(run.betas[:, 0] == run.betas[:, 1])
+    assert GLOBAL in sol.bytes_target

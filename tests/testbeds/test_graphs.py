@@ -70,6 +70,23 @@ def test_csbm_clients_groups_have_their_own_signals() -> None:
         homs.append(float(np.mean(g.y[g.edges[0][e]] == g.y[g.edges[1][e]])))
     assert homs == sorted(homs) and homs[0] < 0.45 and homs[-1] > 0.85
     assert set(g.cross_edges.tolist()) == _cut_oracle(g)
+    assert g.meta["train_share_by_client"] == [0.4] * 30
+
+
+def test_csbm_clients_labelled_share_per_group_sets_the_train_nodes() -> None:
+    """`labelled=A..B` spreads the train share over the groups; the lowering gives every client that share of
+    train nodes (and 20 % validation); the graph itself does not change."""
+    from planner.families.fed_graph.lowering import load_clients
+
+    spec = "csbm-clients:groups=3,clients=6,nodes=600,degree=3..6,features=4"
+    a, b = load_clients(spec, 0), load_clients(spec + ",labelled=0.1..0.5", 0)
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.edges, b.edges)
+    for c in range(6):
+        nodes = np.flatnonzero(b.client == c)
+        assert (b.split[nodes] == 0).sum() == int((0.1, 0.3, 0.5)[c % 3] * len(nodes))
+        assert (b.split[nodes] == 1).sum() == int(0.2 * len(nodes))
+    with pytest.raises(PlannerError, match="labelled=0.9 is not a share"):
+        load_clients(spec + ",labelled=0.9", 0)
 
 
 def test_small_graphs_and_pyg_layers_run_on_them() -> None:

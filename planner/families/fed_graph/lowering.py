@@ -9,7 +9,9 @@ import numpy as np
 from core.errors import PlannerError
 from solvers.fed_graph.problem import DEFAULT_ARMS, DEFAULT_UCB_C
 
-TRAIN_SHARE, VAL_SHARE = 0.4, 0.2      # of every client's nodes (seeded); the rest is the held-out test share
+# of every client's nodes (seeded); the rest is the held-out test share. A test bed may set its own train share
+# per client (csbm-clients' `labelled=`, recorded in the graph's meta as "train_share_by_client").
+TRAIN_SHARE, VAL_SHARE = 0.4, 0.2
 HIDDEN = 32                            # GCN hidden width (runtime/fed/graph_model.py)
 
 
@@ -66,13 +68,14 @@ def load_clients(spec: str, seed: int) -> GraphClients:
     g = build_graph(parsed.name, parsed.args)
     n_clients = int(g.client.max()) + 1
     split = np.zeros(g.num_nodes, dtype=np.int64)
+    shares = g.meta.get("train_share_by_client") or [TRAIN_SHARE] * n_clients
     for c in range(n_clients):
         nodes = g.client_nodes(c)
         if len(nodes) < 5:
             raise PlannerError(f"--graph {spec}: client {c} holds {len(nodes)} nodes, too few for train, validation "
                                "and test nodes", "use fewer clients or more nodes")
         order = np.random.default_rng([seed, c]).permutation(len(nodes))
-        n_tr, n_va = max(1, int(TRAIN_SHARE * len(nodes))), max(1, int(VAL_SHARE * len(nodes)))
+        n_tr, n_va = max(1, int(float(shares[c]) * len(nodes))), max(1, int(VAL_SHARE * len(nodes)))
         split[nodes[order[n_tr:n_tr + n_va]]] = 1
         split[nodes[order[n_tr + n_va:]]] = 2
     width = len(str(n_clients - 1))

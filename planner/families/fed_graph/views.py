@@ -28,7 +28,7 @@ def validate_plan_decisions(d: dict) -> list[str]:
     for name, c in d.get("configs", {}).items():
         if set(c["clusters"]) != known or any(x not in known for x in c["common"]):
             bad.append(f"configuration {name} names unknown clients")
-        if c["beta_mode"] not in ("bandit", "fixed", "oracle", "gcfl"):
+        if c["beta_mode"] not in ("bandit", "bandit_global", "fixed", "oracle", "gcfl"):
             bad.append(f"configuration {name}: unknown beta mode {c['beta_mode']}")
         if not 0.0 <= float(c["beta"]) <= 1.0:
             bad.append(f"configuration {name}: beta outside [0, 1]")
