@@ -312,6 +312,7 @@ class Engine:
             "drafter_idle": (1.0 - sum(self.busy[n] for n in alive_nodes) / (len(alive_nodes) * max(makespan - start, 1e-12)))
             if alive_nodes else 1.0,
             "cycles": len(cycles), "events": list(self.events),
+            "mean_batch": sum(c["batch"] for c in cycles) / max(sum(1 for c in cycles if c["batch"]), 1),
             "mean_t_draft_s": sum(c["t_draft_s"] for c in cycles) / max(len(cycles), 1),
             "mean_t_verify_s": sum(c["t_verify_s"] for c in cycles) / max(len(cycles), 1),
             "rows": [{"rid": r.rid, "domain": r.domain, "true_domain": r.true_domain, "drafters": "+".join(r.set_) or "target",

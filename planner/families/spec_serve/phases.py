@@ -142,7 +142,7 @@ def calibrate(ctx: PlanContext) -> None:
                     sorted(o.drafters), [st.drafters[n] for n in sorted(st.drafters)], list(st.domains), o.seed, o.calibration_prompts, o.new_tokens, o.gamma_max,
                     o.fanout > 1)
     path = cache_dir() / "spec_serve" / f"{key}.json"
-    if path.exists():
+    if path.exists() and not o.recalibrate:
         try:
             st.calib = json.loads(path.read_text())     # no note: the plan bytes must not depend on it
             return
@@ -343,6 +343,7 @@ def lift(ctx: PlanContext) -> None:
         "tokens_per_verify_table": {"+".join(s): {d: c["tokens_per_verify"][i][j] for j, d in enumerate(p.domains)}
                                     for i, s in enumerate(c["sets"])},
         "draft_cpu_s": c["draft_cpu_s"], "verify_cpu_s": c["verify_cpu_s"],
+        "verify_batch_grid": p.meta.get("verify_batch_grid", []),
         "prefill_cpu_s_per_token": {"verifier": c["prefill_verify_cpu_s_per_token"],
                                     **c["prefill_draft_cpu_s_per_token"]},
         "host_bytes_per_s": c["host_bytes_per_s"], "model": st.model_rec,
