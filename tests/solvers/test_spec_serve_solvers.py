@@ -199,3 +199,19 @@ def _expected(sols, key, within) -> str:
             if within(key(n), key(best)):
                 return n
     return best
+
+
+def test_online_utilisation_is_against_the_offline_capacity() -> None:
+    """Online, the replayed goodput is the arrival rate when the configuration keeps up, so utilisation is the
+    offered load over the offline replay's goodput: well below 1 at a light load, above 1 past capacity."""
+    from dataclasses import replace
+
+    from solvers.spec_serve.simulate import simulate
+
+    cfg = Config((-1, -1), (-1, -1, -1), (0, 0, 0), 4, False)
+    cap = simulate(replace(small_problem(), requests=12), cfg).goodput_tps
+    rate = cap / 32.0                                     # requests/s that would fill the capacity
+    light = simulate(replace(small_problem(arrival=0.25 * rate), requests=12), cfg)
+    heavy = simulate(replace(small_problem(arrival=4.0 * rate), requests=12), cfg)
+    assert light.utilisation == pytest.approx(0.25) and light.stable
+    assert heavy.utilisation == pytest.approx(4.0) and not heavy.stable
