@@ -1,25 +1,27 @@
-"""spec-serve benchmark: CoSine's plan vs target-only, transformers' assisted generation and CoSine's ablations on
+"""spec-serve benchmark: CoSine's plan vs target-only, single-drafter speculation and CoSine's ablations on
 SmolLM2-135M, on held-out requests of the `mix:code,chat,math` workload, same nodes, same requests.
 
-1. Plan (`planner plan smollm2-135m --scenario spec-serve`) from a calibration sample (its own seed; cached).
+1. Plan (`planner plan smollm2-135m --scenario spec-serve --recalibrate`): the calibration (acceptance, draft
+   times, the batched verifier's (B, T) grid) is measured in THIS run, at this run's load, on its own seed.
 2. Held-out requests (another seed), routed by MiniLM nearest centroid, served by the engine
-   (runtime/spec_serve/engine.py) under the plan and under every engine baseline: target-only, no-routing,
-   no-fusion, no-pipelining, fixed-gamma. Every draft and verification runs for real; the clock is EMULATED (thread
-   CPU seconds x node scale, links delay + bytes/rate), the same accounting for every configuration.
-3. transformers' own assisted generation on the verifier, one request at a time, with each early-exit drafter
-   (`assistant_model=`, its default adaptive `num_assistant_tokens_schedule="heuristic"`) and with prompt lookup
-   (`prompt_lookup_num_tokens=`): the standard single-drafter speculative decoding; thread CPU seconds x the
-   verifier's scale, the same emulation.
-4. The batch LP + rounding vs the exact CP-SAT ILP on batches built from the plan's calibrated constants.
+   (runtime/spec_serve/engine.py; every batch verified in one forward) under the plan and under every engine
+   baseline: target-only (batched), the co-located prompt lookup (batched), CoSine's own configuration, and the
+   ablations no-routing, no-fusion, no-pipelining, fixed-gamma. Every draft and verification runs for real; the
+   clock is EMULATED (thread CPU seconds x node scale, links delay + bytes/rate), the same for every configuration.
+3. transformers' own assisted generation on the verifier, one request at a time (first come first served), with
+   the best distilled drafter (`assistant_model=`, its adaptive `num_assistant_tokens_schedule="heuristic"`) and
+   with prompt lookup (`prompt_lookup_num_tokens=`); thread CPU seconds x the verifier's scale.
+4. The same again at one arrival rate (`--arrival`, default 10 requests/s; the same run's calibration).
+5. The batch LP + rounding vs the exact CP-SAT ILP on batches built from the plan's calibrated constants.
 
-Summary keys: goodput_ratio_vs_best_single_drafter, latency_p50_ratio_vs_best_single_drafter (CoSine / best
-single drafter; < 1 is lower latency), greedy_identical (every configuration's tokens equal target-only's on every
-request), tokens_per_verify_error (measured / predicted - 1 for the plan), plus goodput_error, idle shares,
-LP gap. Writes build/bench/spec_serve.json. `--quick`: 6 requests of 24 tokens, local transport. The headline
-configurations (the plan's, target-only, CoSine's own when the plan recommends another, the best neural single
-drafter and prompt lookup) run `--reps` times interleaved (order rotated per repetition): ratios are medians of
-per-repetition ratios with min/max; the ablations run once. Drafters: the distilled domain drafters
-(benchmarks/spec_serve_drafters.py builds them) and prompt lookup.
+Every configuration runs `--reps` times interleaved (order rotated per repetition): ratios are medians of
+per-repetition ratios with min/max. Summary keys: goodput_ratio_vs_best_single_drafter,
+latency_p50_ratio_vs_best_single_drafter (the plan / the best single drafter, transformers' or the engine's
+batched prompt lookup; < 1 is lower latency), greedy_identical (every configuration's tokens equal target-only's
+on every request, both settings), tokens_per_verify_error (measured / predicted - 1 for the plan), and per
+configuration the goodput, tokens-per-verification and p50 prediction errors (`by_config`); `online` holds the
+same for the arrival rate. Writes build/bench/spec_serve.json. `--quick`: 6 requests of 24 tokens, local transport.
+Drafters: the distilled domain drafters (benchmarks/spec_serve_drafters.py builds them) and prompt lookup.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import argparse
 import copy
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -54,6 +57,10 @@ NODES = {"nodes": [{"name": "hub", "hardware": "jetson_agx_orin_32gb", "role": "
          "links": [{"between": ["hub", f"edge{i}"], "rate": "1gbps", "delay": "1ms"} for i in (1, 2, 3)]}
 ABLATIONS = ("no-routing", "no-fusion", "no-pipelining", "fixed-gamma")
 DRAFTERS = "dist2-code,dist2-chat,dist2-math,ngram"     # distilled domain drafters + prompt lookup
+# the online setting's arrival rate, fixed before any run of the batched engine: a low-load regime (a request
+# alone takes ~0.07 s emulated target-only, so at 10 requests/s they mostly do not overlap), the complement of
+# the offline setting where all requests wait at once
+ARRIVAL = "10rps"
 
 
 def assisted(cfg: dict[str, Any], requests: list[Any], drafter: str) -> dict[str, Any]:
@@ -75,7 +82,8 @@ def assisted(cfg: dict[str, Any], requests: list[Any], drafter: str) -> dict[str
         kw["assistant_model"] = helper
     scale = float(cfg["configs"]["plan"]["verifier"]["scale"])
     t, rows = 0.0, []
-    for r in requests:
+    start = min(r.arrival_s for r in requests)
+    for r in sorted(requests, key=lambda x: (x.arrival_s, x.rid)):     # one server, first come first served
         ids = torch.tensor([r.ids])
         t0 = time.thread_time()
         with torch.no_grad():
@@ -83,12 +91,21 @@ def assisted(cfg: dict[str, Any], requests: list[Any], drafter: str) -> dict[str
                                   max_new_tokens=r.max_new_tokens, pad_token_id=2, **kw)
         cpu = time.thread_time() - t0
         toks = out[0, len(r.ids):].tolist()
-        t += cpu * scale
-        rows.append({"rid": r.rid, "latency_s": t, "tokens": len(toks), "out": toks})
+        t = max(t, r.arrival_s) + cpu * scale
+        rows.append({"rid": r.rid, "latency_s": t - r.arrival_s, "tokens": len(toks), "out": toks})
+    rows.sort(key=lambda x: int(x["rid"][1:]))
     tokens = sum(x["tokens"] for x in rows)
     lat = sorted(x["latency_s"] for x in rows)
-    return {"goodput_tps": tokens / t, "latency_p50_s": float(np.percentile(lat, 50)),
-            "latency_p95_s": float(np.percentile(lat, 95)), "rows": rows, "makespan_s": t}
+    return {"goodput_tps": tokens / (t - start), "latency_p50_s": _pct(lat, 50), "latency_p95_s": _pct(lat, 95),
+            "rows": rows, "makespan_s": t - start}
+
+
+def _pct(xs: list[float], q: float) -> float:
+    """The engine's percentile rule (runtime/spec_serve/engine.py), so every configuration is read alike."""
+    import math
+
+    s = sorted(xs)
+    return float(s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))])
 
 
 def lp_gap(cfg: dict[str, Any], n_instances: int, seed: int = 0) -> dict[str, float]:
@@ -112,15 +129,143 @@ def lp_gap(cfg: dict[str, Any], n_instances: int, seed: int = 0) -> dict[str, fl
     return {"mean": float(np.mean(gaps)), "max": float(np.max(gaps)), "instances": n_instances}
 
 
+def plan_setting(work: Path, n_req: int, new_tokens: int, drafters: str, arrival: str, tiny: bool,
+                 recalibrate: bool, tag: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Plan and emit one setting (offline or an arrival rate); (plan, runtime config)."""
+    plan_path, art = work / f"spec-{tag}.json", work / f"art-{tag}"
+    rc = cli(["plan", "smollm2-135m", "--scenario", "spec-serve", "--nodes", str(work / "nodes.yaml"),
+              "--workload", f"mix:code,chat,math:{n_req}", "--new-tokens", str(new_tokens), "--calibration-prompts", "3",
+              "--drafters", drafters, "--arrival", arrival, "-o", str(plan_path), "-q"]
+             + (["--tiny"] if tiny else []) + (["--recalibrate"] if recalibrate else []))
+    if rc != 0:
+        raise SystemExit(f"planning failed (exit {rc})")
+    assert cli(["emit", str(plan_path), "-o", str(art)]) == 0
+    return json.loads(plan_path.read_text()), yaml.safe_load((art / "runtime.yaml").read_text())
+
+
+def run_setting(plan: dict[str, Any], cfg: dict[str, Any], n_req: int, reps: int, quick: bool, transport: str,
+                ablations: bool) -> dict[str, Any]:
+    """Serve the held-out requests under every configuration, interleaved (order rotated per repetition)."""
+    template, routing_acc = build_requests(cfg, n_req, log.info)
+    chosen = plan["decisions"]["configuration"]
+    cos = "plan" if chosen == "cosine" else "cosine"
+    ee = [d for d in cfg["drafters"] if d != "ngram"]
+    if quick and ee:      # the neural drafter with the best measured acceptance (mean over domains)
+        acc = plan["decisions"]["acceptance"]
+        ee = [max(ee, key=lambda d: (sum(acc[d].values()), d))]
+    # the engine's batched co-located prompt lookup (the plan's assisted-ngram baseline) and transformers' own
+    # single-drafter generation (one request at a time, first come first served)
+    engine = ["plan", "target-only"] + ([cos] if cos != "plan" else []) + \
+        (["assisted-ngram"] if chosen != "assisted-ngram" and "assisted-ngram" in cfg["configs"] else [])
+    singles = [f"hf-assisted-{d}" for d in ee] + ["hf-prompt-lookup"]
+    order = engine + singles + (list(ABLATIONS) if ablations else [])
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in order}
+
+    def one(name: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        load = os.getloadavg()[0]
+        if name.startswith("hf-"):
+            res = assisted(cfg, copy.deepcopy(template), name[len("hf-"):].replace("assisted-", "", 1))
+        else:
+            tr = transport if name == "plan" else "local"
+            res = serve(cfg, name, copy.deepcopy(template), tr, {}, log.info)
+            res["transport"] = tr
+        res["wall_s"] = time.perf_counter() - t0
+        res["load"] = load
+        log.info("%s: goodput %.1f tok/s, p50 %.3f s (emulated), wall %.0f s, load %.1f", name, res["goodput_tps"],
+                 res["latency_p50_s"], res["wall_s"], load)
+        return res
+
+    for rep in range(max(1, reps)):
+        k = rep % len(order)
+        for name in order[k:] + order[:k]:
+            log.info("rep %d: %s", rep, name)
+            runs[name].append(one(name))
+    return {"runs": runs, "engine": engine, "singles": singles, "cos": cos, "chosen": chosen,
+            "routing_accuracy": routing_acc}
+
+
+def summarise(plan: dict[str, Any], st: dict[str, Any]) -> dict[str, Any]:
+    """Ratios (medians of per-repetition ratios, with min and max), prediction errors per configuration."""
+    runs, cos, chosen = st["runs"], st["cos"], st["chosen"]
+    ref = [r["out"] for r in runs["target-only"][0]["rows"]]
+    identical = {k: all([r["out"] for r in x["rows"]] == ref for x in v) for k, v in runs.items()}
+    # the best single drafter: transformers' own (one request at a time) or the engine's batched prompt lookup
+    singles = st["singles"] + [n for n in st["engine"] if n.startswith("assisted-")]
+    best_single = max(singles, key=lambda k: float(np.median([x["goodput_tps"] for x in runs[k]])))
+    best_single_lat = min(singles, key=lambda k: float(np.median([x["latency_p50_s"] for x in runs[k]])))
+
+    def ratios(a: str, b: str, key: str) -> dict[str, Any]:
+        r = [x[key] / y[key] for x, y in zip(runs[a], runs[b])]
+        return {"median": float(np.median(r)), "min": float(min(r)), "max": float(max(r)), "reps": len(r),
+                "values": r}
+
+    def med(name: str, key: str) -> float:
+        return float(np.median([x[key] for x in runs[name]]))
+
+    def spread(name: str, key: str) -> list[float]:
+        v = [x[key] for x in runs[name]]
+        return [float(np.median(v)), float(min(v)), float(max(v))]
+
+    def pred_of(k: str) -> dict[str, Any]:
+        return plan["predicted"] if k == "plan" else plan["baselines"][k]["predicted"]
+
+    engine_cfgs = [k for k in runs if not k.startswith("hf-")]
+    by_config = {k: {"goodput_tps": spread(k, "goodput_tps"), "goodput_predicted": pred_of(k)["goodput_tps"],
+                     "goodput_error": med(k, "goodput_tps") / pred_of(k)["goodput_tps"] - 1.0,
+                     "tokens_per_verify": spread(k, "tokens_per_verify"),
+                     "tokens_per_verify_predicted": pred_of(k)["tokens_per_verify"],
+                     "tokens_per_verify_error": med(k, "tokens_per_verify") / pred_of(k)["tokens_per_verify"] - 1.0,
+                     "latency_p50_s": spread(k, "latency_p50_s"), "latency_p50_predicted": pred_of(k)["latency_p50_s"],
+                     "latency_p50_error": med(k, "latency_p50_s") / pred_of(k)["latency_p50_s"] - 1.0,
+                     "verifier_idle": med(k, "verifier_idle"), "mean_batch": med(k, "mean_batch")}
+                 for k in engine_cfgs}
+    by_config.update({k: {"goodput_tps": spread(k, "goodput_tps"), "latency_p50_s": spread(k, "latency_p50_s")}
+                      for k in runs if k.startswith("hf-")})
+    pred = plan["predicted"]
+    cos_pred = pred_of(cos)
+    out = {
+        "goodput_ratio_vs_best_single_drafter": ratios("plan", best_single, "goodput_tps")["median"],
+        "latency_p50_ratio_vs_best_single_drafter": ratios("plan", best_single_lat, "latency_p50_s")["median"],
+        "goodput_ratio_vs_best_single_drafter_spread": ratios("plan", best_single, "goodput_tps"),
+        "latency_p50_ratio_vs_best_single_drafter_spread": ratios("plan", best_single_lat, "latency_p50_s"),
+        "best_single_drafter": best_single, "best_single_drafter_by_latency": best_single_lat,
+        "plan_configuration": chosen, "plan_recommendation": plan["decisions"]["recommendation"]["why"],
+        "greedy_identical": all(identical.values()),
+        "tokens_per_verify_error": med("plan", "tokens_per_verify") / pred["tokens_per_verify"] - 1.0,
+        "goodput_error_vs_plan_prediction": med("plan", "goodput_tps") / pred["goodput_tps"] - 1.0,
+        "by_config": by_config,
+        "cosine_goodput_ratio_vs_best_single_drafter": ratios(cos, best_single, "goodput_tps"),
+        "cosine_latency_p50_ratio_vs_best_single_drafter": ratios(cos, best_single_lat, "latency_p50_s"),
+        "cosine_goodput_ratio_vs_target_only": ratios(cos, "target-only", "goodput_tps"),
+        "cosine_latency_p50_ratio_vs_target_only": ratios(cos, "target-only", "latency_p50_s"),
+        "cosine_goodput_error_vs_prediction": med(cos, "goodput_tps") / cos_pred["goodput_tps"] - 1.0,
+        "cosine_tokens_per_verify_error": med(cos, "tokens_per_verify") / cos_pred["tokens_per_verify"] - 1.0,
+        "goodput_ratio_vs_target_only": ratios("plan", "target-only", "goodput_tps"),
+        "identical_to_target_only": identical, "routing_accuracy": st["routing_accuracy"],
+        "load_during_runs": [min(x["load"] for v in runs.values() for x in v),
+                             max(x["load"] for v in runs.values() for x in v)],
+    }
+    if all(a in runs for a in ABLATIONS):
+        out["verifier_idle"] = med(cos, "verifier_idle")
+        out["verifier_idle_no_pipelining"] = med("no-pipelining", "verifier_idle")
+        out["idle_below_non_pipelined"] = med(cos, "verifier_idle") < med("no-pipelining", "verifier_idle")
+        out["ablation_goodput_ratio"] = {k: ratios(cos, k, "goodput_tps") for k in ABLATIONS}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--requests", type=int, default=None)
     ap.add_argument("--new-tokens", type=int, default=None)
     ap.add_argument("--transport", choices=("local", "ray"), default=None)
-    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions of the headline configurations")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions of every configuration")
     ap.add_argument("--drafters", default=DRAFTERS)
-    ap.add_argument("--arrival", default="offline")
+    ap.add_argument("--arrival", default=ARRIVAL, help="the online setting's arrival rate ('none': offline only)")
+    ap.add_argument("--cached-calibration", action="store_true",
+                    help="plan from a cached calibration (default: calibrate again in this run, at this load)")
+    ap.add_argument("--no-ablations", action="store_true", help="leave the ablations out of the repetitions")
     ap.add_argument("--tiny", action="store_true", help="smoke run on the tiny random model (figures meaningless)")
     ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "spec_serve.json"))
     args = ap.parse_args()
@@ -132,109 +277,49 @@ def main() -> int:
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="spec_serve_bench_"))
     (work / "nodes.yaml").write_text(yaml.safe_dump(NODES))
-    plan_path, art = work / "spec.json", work / "art"
-    rc = cli(["plan", "smollm2-135m", "--scenario", "spec-serve", "--nodes", str(work / "nodes.yaml"),
-              "--workload", f"mix:code,chat,math:{n_req}", "--new-tokens", str(new_tokens), "--calibration-prompts", "3",
-              "--drafters", args.drafters, "--arrival", args.arrival, "-o", str(plan_path), "-q"]
-             + (["--tiny"] if args.tiny else []))
-    if rc != 0:
-        raise SystemExit(f"planning failed (exit {rc})")
-    assert cli(["emit", str(plan_path), "-o", str(art)]) == 0
-    plan = json.loads(plan_path.read_text())
-    cfg = yaml.safe_load((art / "runtime.yaml").read_text())
-    template, routing_acc = build_requests(cfg, n_req, log.info)
-    chosen = plan["decisions"]["configuration"]
-    cos = "plan" if chosen == "cosine" else "cosine"
-    ee = [d for d in cfg["drafters"] if d != "ngram"]
-    if args.quick and ee:      # the neural drafter with the best measured acceptance (mean over domains)
-        acc = plan["decisions"]["acceptance"]
-        ee = [max(ee, key=lambda d: (sum(acc[d].values()), d))]
-    # headline configurations, interleaved (the order rotates every repetition); ablations once
-    engine = ["plan", "target-only"] + ([cos] if cos != "plan" else [])
-    singles = [f"assisted-{d}" for d in ee + ["prompt-lookup"]]
-    order = engine + singles
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in order + list(ABLATIONS)}
-
-    def one(name: str) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        if name.startswith("assisted-"):
-            res = assisted(cfg, copy.deepcopy(template), name[len("assisted-"):])
-        else:
-            tr = transport if name == "plan" else "local"
-            res = serve(cfg, name, copy.deepcopy(template), tr, {}, log.info)
-            res["transport"] = tr
-        res["wall_s"] = time.perf_counter() - t0
-        log.info("%s: goodput %.1f tok/s, p50 %.3f s (emulated), wall %.0f s", name, res["goodput_tps"],
-                 res["latency_p50_s"], res["wall_s"])
-        return res
-
-    for rep in range(max(1, args.reps)):
-        k = rep % len(order)
-        for name in order[k:] + order[:k]:
-            log.info("rep %d: %s", rep, name)
-            runs[name].append(one(name))
-    for name in ABLATIONS:
-        runs[name].append(one(name))
-    results = {k: v[0] for k, v in runs.items()}
-    ref = [r["out"] for r in results["target-only"]["rows"]]
-    identical = {k: all([r["out"] for r in x["rows"]] == ref for x in v) for k, v in runs.items()}
-    best_single = max(singles, key=lambda k: float(np.median([x["goodput_tps"] for x in runs[k]])))
-
-    def ratios(a: str, b: str, key: str) -> dict[str, float]:
-        """Per-repetition ratio a/b of `key` (repetition i of each), median and spread."""
-        r = [x[key] / y[key] for x, y in zip(runs[a], runs[b])]
-        return {"median": float(np.median(r)), "min": float(min(r)), "max": float(max(r)), "reps": len(r),
-                "values": r}
-
-    def med(name: str, key: str) -> float:
-        return float(np.median([x[key] for x in runs[name]]))
-
-    pred = plan["predicted"]
-    cos_pred = pred if cos == "plan" else plan["baselines"]["cosine"]["predicted"]
-    g_single = ratios("plan", best_single, "goodput_tps")
-    l_single = ratios("plan", best_single, "latency_p50_s")
-    summary = {
-        "goodput_ratio_vs_best_single_drafter": g_single["median"],
-        "latency_p50_ratio_vs_best_single_drafter": l_single["median"],
-        "goodput_ratio_vs_best_single_drafter_spread": g_single,
-        "latency_p50_ratio_vs_best_single_drafter_spread": l_single,
-        "best_single_drafter": best_single,
-        "plan_configuration": chosen, "plan_recommendation": plan["decisions"]["recommendation"]["why"],
-        "greedy_identical": all(identical.values()),
-        "tokens_per_verify_error": med("plan", "tokens_per_verify") / pred["tokens_per_verify"] - 1.0,
-        "tokens_per_verify_measured": med("plan", "tokens_per_verify"),
-        "tokens_per_verify_predicted": pred["tokens_per_verify"],
-        "goodput_error_vs_plan_prediction": med("plan", "goodput_tps") / pred["goodput_tps"] - 1.0,
-        "goodput_error_by_config": {k: med(k, "goodput_tps") / (plan["baselines"][k]["predicted"]["goodput_tps"]
-                                                                if k != "plan" else pred["goodput_tps"]) - 1.0
-                                    for k in engine + list(ABLATIONS)},
-        "cosine_goodput_ratio_vs_best_single_drafter": ratios(cos, best_single, "goodput_tps"),
-        "cosine_latency_p50_ratio_vs_best_single_drafter": ratios(cos, best_single, "latency_p50_s"),
-        "cosine_goodput_error_vs_prediction": med(cos, "goodput_tps") / cos_pred["goodput_tps"] - 1.0,
-        "cosine_tokens_per_verify_error": med(cos, "tokens_per_verify") / cos_pred["tokens_per_verify"] - 1.0,
-        "goodput_ratio_vs_target_only": ratios("plan", "target-only", "goodput_tps"),
-        "cosine_goodput_ratio_vs_target_only": ratios(cos, "target-only", "goodput_tps"),
-        "verifier_idle": med(cos, "verifier_idle"), "verifier_idle_no_pipelining": med("no-pipelining", "verifier_idle"),
-        "idle_below_non_pipelined": med(cos, "verifier_idle") < med("no-pipelining", "verifier_idle"),
-        "ablation_goodput_ratio": {k: med(cos, "goodput_tps") / med(k, "goodput_tps") for k in ABLATIONS},
-        "routing_accuracy": routing_acc,
+    load_cal = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    plan, cfg = plan_setting(work, n_req, new_tokens, args.drafters, "offline", args.tiny,
+                             not args.cached_calibration, "offline")
+    cal_wall = time.perf_counter() - t0
+    log.info("offline plan: %s (calibration %s, %.0f s, load %.1f)", plan["decisions"]["configuration"],
+             "cached" if args.cached_calibration else "measured now", cal_wall, load_cal)
+    off = run_setting(plan, cfg, n_req, args.reps, args.quick, transport, not args.no_ablations)
+    summary = summarise(plan, off)
+    settings = {"offline": {"plan": plan, "state": off}}
+    if args.arrival != "none":
+        # the same run's calibration (read back from the cache it just wrote): only the arrival rate differs
+        plan_on, cfg_on = plan_setting(work, n_req, new_tokens, args.drafters, args.arrival, args.tiny, False, "online")
+        on = run_setting(plan_on, cfg_on, n_req, args.reps, args.quick, transport, False)
+        summary["online"] = {"arrival": args.arrival, **summarise(plan_on, on)}
+        settings["online"] = {"plan": plan_on, "state": on}
+        summary["greedy_identical"] = summary["greedy_identical"] and summary["online"]["greedy_identical"]
+    summary.update({
         "lp_gap_vs_exact_ilp": lp_gap(cfg, 30 if args.quick else 100),
-        "requests": n_req, "new_tokens": new_tokens, "transport_plan": transport, "arrival": args.arrival,
-        "drafters": args.drafters, "reps": max(1, args.reps),
+        "calibration": "cached" if args.cached_calibration else "measured in this run",
+        "calibration_wall_s": cal_wall, "calibration_load": load_cal,
+        "verify_batch_grid": plan["decisions"].get("verify_batch_grid"),
+        "requests": n_req, "new_tokens": new_tokens, "transport_plan": transport, "drafters": args.drafters,
+        "reps": max(1, args.reps),
         "clock": "EMULATED: thread CPU seconds x node scale (memory-bandwidth ratio), links delay + bytes/rate",
         "machine": "shared 2-core CPU, loaded by other jobs (thread CPU time, not wall time, drives the clock)",
         "cpu_s": time.process_time() - cpu0,
-    }
-    out = {"summary": summary, "plan": {"predicted": pred, "decisions": {k: plan["decisions"][k] for k in
-                                        ("configuration", "recommendation", "placement", "colocated", "routing",
-                                         "gamma_by_domain", "group", "acceptance", "draft_cpu_s",
-                                         "verify_cpu_s", "node_scale", "verifier")},
-                                        "baselines": {k: v["predicted"] for k, v in plan["baselines"].items()}},
-           "measured": {k: [{kk: vv for kk, vv in x.items() if kk not in ("rows",)} for x in v] for k, v in runs.items()},
-           "identical_to_target_only": identical, "wall_s": time.perf_counter() - t_start}
+    })
+    keep = ("configuration", "recommendation", "placement", "colocated", "routing", "gamma_by_domain", "group",
+            "acceptance", "draft_cpu_s", "verify_cpu_s", "node_scale", "verifier")
+    out = {"summary": summary,
+           "settings": {k: {"plan": {"predicted": v["plan"]["predicted"],
+                                     "decisions": {d: v["plan"]["decisions"].get(d) for d in keep},
+                                     "baselines": {b: x["predicted"] for b, x in v["plan"]["baselines"].items()}},
+                            "measured": {c: [{kk: vv for kk, vv in x.items() if kk != "rows"} for x in runs]
+                                         for c, runs in v["state"]["runs"].items()}}
+                        for k, v in settings.items()},
+           "wall_s": time.perf_counter() - t_start}
+    summary["wall_s"] = out["wall_s"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")
-    log.info("summary: %s", json.dumps(summary, indent=1, default=float))
+    log.info("summary: %s", json.dumps({k: v for k, v in summary.items() if k not in ("by_config",)}, indent=1,
+                                       default=float))
     return 0
 
 

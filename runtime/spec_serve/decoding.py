@@ -79,6 +79,77 @@ class CachedLM:
         s.held.extend(new)
         return out.logits[0, -n_last:].float()
 
+    def logits_batch(self, items: Sequence[tuple[str, Sequence[int], int]]) -> list[torch.Tensor]:
+        """`logits_for` of several requests in ONE forward (batched verification): item i is (rid, seq, n_last)
+        and gets the (n_last, vocab) logits of its last n_last positions.
+
+        Each request keeps its own cache. A request whose cache lacks more than its last n_last tokens (the first
+        verification after the prompt) is prefilled alone first. Then the caches are stacked left-padded to the
+        longest (keys keep the RoPE rotation of their own positions, so a key's column does not matter), the
+        n_last new tokens of each row right-padded, and one forward runs with per-row position ids and a 4-D
+        additive mask: row i's query at its j-th new token sees row i's real past keys and its own new tokens up
+        to j, never a pad. Each row's keys and values are then cut back out into its own cache. Exact up to the
+        float rounding of a batched matmul (tests check greedy outputs equal the unbatched ones)."""
+        if len(items) == 1:
+            rid, seq, n_last = items[0]
+            return [self.logits_for(rid, seq, n_last)]
+        from transformers import DynamicCache
+
+        rows = []
+        for rid, seq, n_last in items:
+            s = self.seqs.get(rid)
+            if s is None:
+                s = self.seqs[rid] = _Seq(self._cache_cls(config=self.model.config))
+            n = _crop_to_prefix(s.cache, s.held, seq, keep_last=True)
+            n = min(n, len(seq) - n_last)
+            rollback(s.cache, s.held, n)
+            if n < len(seq) - n_last:          # prefill the rest of the prefix alone (its logits are not needed)
+                self.logits_for(rid, list(seq[:len(seq) - n_last]), 1)
+            rows.append((s, list(seq[len(seq) - n_last:]), len(seq) - n_last))
+        b = len(rows)
+        lmax = max(past for _, _, past in rows)
+        tmax = max(len(new) for _, new, _ in rows)
+        ids = torch.zeros((b, tmax), dtype=torch.long)
+        pos = torch.zeros((b, tmax), dtype=torch.long)
+        allowed = torch.zeros((b, tmax, lmax + tmax), dtype=torch.bool)
+        causal = torch.tril(torch.ones((tmax, tmax), dtype=torch.bool))
+        for i, (s, new, past) in enumerate(rows):
+            ids[i, :len(new)] = torch.tensor(new)
+            pos[i] = torch.arange(past, past + tmax)
+            allowed[i, :, lmax - past:lmax] = True
+            allowed[i, :, lmax:] = causal
+            allowed[i, :, lmax + len(new):] = False
+            allowed[i, len(new):, lmax - past:lmax] = True      # pad queries: any real key (output ignored)
+        mask = torch.zeros((b, 1, tmax, lmax + tmax), dtype=torch.float32)
+        mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(torch.float32).min)
+        n_layers = len(rows[0][0].cache.layers)
+        batch = DynamicCache(config=self.model.config)
+        for layer in range(n_layers):
+            ks, vs = [], []
+            for s, _, past in rows:
+                lay = s.cache.layers[layer]
+                k, v = lay.keys, lay.values
+                pad = lmax - past
+                if pad:
+                    k = torch.nn.functional.pad(k, (0, 0, pad, 0))
+                    v = torch.nn.functional.pad(v, (0, 0, pad, 0))
+                ks.append(k)
+                vs.append(v)
+            batch.update(torch.cat(ks, 0), torch.cat(vs, 0), layer)
+        with torch.no_grad():
+            out = self.model(input_ids=ids, cache=batch, use_cache=True, position_ids=pos, attention_mask=mask)
+        logits = []
+        for i, (s, new, past) in enumerate(rows):
+            own = DynamicCache(config=self.model.config)
+            for layer in range(n_layers):
+                lay = batch.layers[layer]
+                own.update(lay.keys[i:i + 1, :, lmax - past:lmax + len(new)].contiguous(),
+                           lay.values[i:i + 1, :, lmax - past:lmax + len(new)].contiguous(), layer)
+            s.cache = own
+            s.held.extend(new)
+            logits.append(out.logits[i, :len(new)].float())
+        return logits
+
     def held(self, rid: str) -> int:
         """Tokens the request's cache holds (for tests of rollback)."""
         s = self.seqs.get(rid)
@@ -185,42 +256,63 @@ class Verifier:
         t0 = time.thread_time()
         full = list(seq) + list(draft)
         logits = self.lm.logits_for(rid, full, len(draft) + 1)          # (γ+1, vocab)
+        toks, k = self._accept(logits, draft, proposals, greedy, seed)
+        self._keep(rid, len(seq) + k)
+        return VerifyResult(toks, k, time.thread_time() - t0)
+
+    def verify_batch(self, items: Sequence[tuple[str, Sequence[int], Sequence[int], Sequence[Sparse], bool, int]]
+                     ) -> tuple[list[VerifyResult], float]:
+        """Several requests' drafts verified in ONE forward (`CachedLM.logits_batch`); item = (rid, seq, draft,
+        proposals, greedy, seed). Returns each request's result (its cpu_s is 0) and the batch's thread CPU
+        seconds."""
+        t0 = time.thread_time()
+        logits = self.lm.logits_batch([(rid, list(seq) + list(draft), len(draft) + 1)
+                                       for rid, seq, draft, _, _, _ in items])
+        out = []
+        for (rid, seq, draft, props, greedy, seed), lg in zip(items, logits):
+            toks, k = self._accept(lg, draft, props, greedy, seed)
+            self._keep(rid, len(seq) + k)
+            out.append(VerifyResult(toks, k, 0.0))
+        return out, time.thread_time() - t0
+
+    def _keep(self, rid: str, keep: int) -> None:
+        """Roll the cache back to the accepted prefix: the next call names seq + out, whose last token is new."""
+        s = self.lm.seqs[rid]
+        rollback(s.cache, s.held, keep)
+
+    def _accept(self, logits: torch.Tensor, draft: Sequence[int], proposals: Sequence[Sparse], greedy: bool,
+                seed: int) -> tuple[list[int], int]:
+        """Greedy match or rejection sampling of `draft` against the target's (γ+1, vocab) logits; returns
+        (accepted draft tokens + the target's token after them, accepted count)."""
         gen = torch.Generator().manual_seed(int(seed))
-        out: list[int] = []
         if greedy:
             target = torch.argmax(logits, dim=-1).tolist()
             k = 0
             while k < len(draft) and target[k] == draft[k]:
                 k += 1
-            out = list(draft[:k]) + [int(target[k])]
-        else:
-            p_all = torch.softmax(logits.double() / self.temperature, dim=-1)
-            k = 0
-            bonus = None
-            while k < len(draft):
-                x, q = int(draft[k]), proposals[k]
-                p = p_all[k]
-                qx = q.get(x, 0.0)
-                r = float(torch.rand(1, generator=gen, dtype=torch.float64))
-                if qx > 0 and r < min(1.0, float(p[x]) / qx):
-                    k += 1
-                    continue
-                resid = p.clone()
-                for t, v in q.items():
-                    resid[t] = resid[t] - v
-                resid = torch.clamp(resid, min=0.0)
-                if float(resid.sum()) <= 0:        # p == q: any sample of p is right
-                    resid = p
-                bonus = int(torch.multinomial(resid / resid.sum(), 1, generator=gen))
-                break
-            if bonus is None:
-                bonus = int(torch.multinomial(p_all[len(draft)], 1, generator=gen))
-            out = list(draft[:k]) + [bonus]
-        # roll the cache back to the accepted prefix: the next call names seq + out, whose last token is new
-        s = self.lm.seqs[rid]
-        keep = len(seq) + k
-        rollback(s.cache, s.held, keep)
-        return VerifyResult(out, k, time.thread_time() - t0)
+            return list(draft[:k]) + [int(target[k])], k
+        p_all = torch.softmax(logits.double() / self.temperature, dim=-1)
+        k = 0
+        bonus = None
+        while k < len(draft):
+            x, q = int(draft[k]), proposals[k]
+            p = p_all[k]
+            qx = q.get(x, 0.0)
+            r = float(torch.rand(1, generator=gen, dtype=torch.float64))
+            if qx > 0 and r < min(1.0, float(p[x]) / qx):
+                k += 1
+                continue
+            resid = p.clone()
+            for t, v in q.items():
+                resid[t] = resid[t] - v
+            resid = torch.clamp(resid, min=0.0)
+            if float(resid.sum()) <= 0:        # p == q: any sample of p is right
+                resid = p
+            bonus = int(torch.multinomial(resid / resid.sum(), 1, generator=gen))
+            break
+        if bonus is None:
+            bonus = int(torch.multinomial(p_all[len(draft)], 1, generator=gen))
+        return list(draft[:k]) + [bonus], k
 
     def release(self, rid: str) -> None:
         self.lm.release(rid)

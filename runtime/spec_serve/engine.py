@@ -247,20 +247,19 @@ class Engine:
                       * (1.0 + 0.1 * r.verifies) for r in ready]
             costs = [(a + b * (len(r.draft or []) + 1)) * vscale for r in ready]
             toks_n = [len(r.draft or []) + 1 for r in ready]
-            # budget: the token cap only. This verifier checks a batch's requests one after another, so deferring a
-            # ready request to balance against the drafters' cycle cannot shorten its total work; the deferred
-            # request waits for its group's next turn while the verifier idles (measured: the balance budget
-            # T_draft halved goodput at batch cap 2). A batched (GPU) verifier would pass T_draft here.
+            # budget: the token cap only unless the plan sets `verify_budget_s` (deferring a ready request makes it
+            # wait for its group's next turn while the verifier idles: measured to halve goodput at batch cap 2
+            # when the budget was the drafters' cycle). The LP chooses the batch under the token cap.
             budget = float(self.cfg.get("verify_budget_s", float("inf")))
             chosen = [ready[i] for i in self.select(values, costs, toks_n, budget, token_cap)] if ready else []
-            t_verify = 0.0
-            for r in chosen:
-                seq = r.ids + r.out
+            # one forward verifies the whole batch (runtime/spec_serve/decoding.py: Verifier.verify_batch)
+            items = [(r.rid, r.ids + r.out, list(r.draft or []), list(r.qs), self.greedy,
+                      _seed(r.rid, r.steps, int(self.cfg["seed"]) + 1)) for r in chosen]
+            verdicts, cpu = self.verifier.call("verify_batch", items) if items else ([], 0.0)
+            t_verify = cpu * vscale
+            for r, (toks, acc) in zip(chosen, verdicts):
                 draft = r.draft or []
-                toks, acc, cpu = self.verifier.call("verify", r.rid, seq, draft, r.qs, self.greedy,
-                                                    _seed(r.rid, r.steps, int(self.cfg["seed"]) + 1))
                 r.steps += 1
-                t_verify += cpu * vscale
                 r.verifies += 1
                 r.tokens_per_verify.append(len(toks))
                 added, done = commit(r.out, toks, r.max_new_tokens, tuple(self.cfg["eos"]))
@@ -313,6 +312,7 @@ class Engine:
             "drafter_idle": (1.0 - sum(self.busy[n] for n in alive_nodes) / (len(alive_nodes) * max(makespan - start, 1e-12)))
             if alive_nodes else 1.0,
             "cycles": len(cycles), "events": list(self.events),
+            "mean_batch": sum(c["batch"] for c in cycles) / max(sum(1 for c in cycles if c["batch"]), 1),
             "mean_t_draft_s": sum(c["t_draft_s"] for c in cycles) / max(len(cycles), 1),
             "mean_t_verify_s": sum(c["t_verify_s"] for c in cycles) / max(len(cycles), 1),
             "rows": [{"rid": r.rid, "domain": r.domain, "true_domain": r.true_domain, "drafters": "+".join(r.set_) or "target",

@@ -6,6 +6,7 @@ closed form `(1 − α^{γ+1})/(1 − α)` is kept beside it (`expected_tokens_i
 
 Cycle (pipelined, two groups of G requests alternate): the verifier checks group A while the drafters draft B,
     T_cycle = max(T_verify(G), T_draft(G) + 2·delay),   goodput = G·Ē / T_cycle,
+where T_verify(G) is ONE batched forward over the group's drafts (padded to the longest; `verify_batch_s`).
 non-pipelined: T_cycle = T_draft(R) + 2·delay + T_verify(R) with all R active requests in one group.
 Times are emulated seconds: CPU seconds measured on this machine × the node's scale.
 """
@@ -138,6 +139,39 @@ def verify_s(p: SpecServeProblem, gamma: int) -> float:
     return (a + b * t) * p.verifier_scale
 
 
+def verify_batch_s(p: SpecServeProblem, batch: int, tokens: int) -> float:
+    """Emulated verifier seconds of ONE batched verification forward over `batch` requests whose drafts are padded
+    to `tokens` positions each (γ_max + 1 of the batch): the calibration's median CPU seconds per probed
+    (B, T), interpolated in T within each probed B and then in B, extrapolated linearly beyond the largest B
+    (the slope of the last two); without a probed grid, one forward of a + b·B·T."""
+    if batch <= 0:
+        return 0.0
+    grid = p.meta.get("verify_batch_grid")
+    if not grid:
+        a, b = p.verify_cpu_s
+        if batch == 1:
+            return verify_s(p, tokens - 1)
+        return (a + b * batch * tokens) * p.verifier_scale
+    rows: dict[int, list[tuple[float, float]]] = {}
+    for bb, tt, ss in grid:
+        rows.setdefault(int(bb), []).append((float(tt), float(ss)))
+    bs = sorted(rows)
+
+    def at(bb: int) -> float:
+        pts = sorted(rows[bb])
+        xs, ys = [x for x, _ in pts], [y for _, y in pts]
+        if tokens <= xs[-1]:
+            return float(np.interp(tokens, xs, ys))
+        slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) if len(xs) > 1 else 0.0
+        return ys[-1] + slope * (tokens - xs[-1])
+
+    vals = [at(bb) for bb in bs]
+    if batch <= bs[-1]:
+        return float(np.interp(batch, bs, vals)) * p.verifier_scale
+    slope = (vals[-1] - vals[-2]) / (bs[-1] - bs[-2]) if len(bs) > 1 else vals[-1] / bs[-1]
+    return (vals[-1] + slope * (batch - bs[-1])) * p.verifier_scale
+
+
 def link_s(p: SpecServeProblem, cfg: Config, s: int, gamma: int) -> float:
     """One draft's hand-off to the verifier and the verdict back: 2 × delay + bytes / rate (ids and top-k q)."""
     hosts = _node_of(p, cfg)
@@ -164,7 +198,7 @@ def per_domain(p: SpecServeProblem, cfg: Config) -> list[dict[str, float]]:
         s, g = cfg.routing[c], cfg.gamma[c]
         if s < 0 or g <= 0:
             pre = prefill_share(p, c, 1.0) * p.prefill_verify_cpu_s * p.verifier_scale
-            out.append({"E": 1.0, "v": verify_s(p, 0) + pre, "d": 0.0, "link": 0.0, "nodes": {}})
+            out.append({"E": 1.0, "v": verify_s(p, 0) + pre, "d": 0.0, "link": 0.0, "nodes": {}, "T": 1, "pre": pre})
             continue
         e = expected_tokens(p, s, c, g)
         tok, nodes = draft_token_s(p, cfg, s)
@@ -179,8 +213,9 @@ def per_domain(p: SpecServeProblem, cfg: Config) -> list[dict[str, float]]:
                     t = share * float(p.prefill_draft_cpu_s[d]) * float(p.node_scale[n]) / len(hosts[d])
                     busy[n] = busy.get(n, 0.0) + t
                 pre_d = max(pre_d, share * float(p.prefill_draft_cpu_s[d]) * float(min(p.node_scale[n] for n in hosts[d])))
-        out.append({"E": e, "v": verify_s(p, g) + share * p.prefill_verify_cpu_s * p.verifier_scale + pre_hub,
-                    "d": g * tok + pre_d, "link": link_s(p, cfg, s, g), "nodes": busy})
+        pre = share * p.prefill_verify_cpu_s * p.verifier_scale + pre_hub
+        out.append({"E": e, "v": verify_s(p, g) + pre, "d": g * tok + pre_d, "link": link_s(p, cfg, s, g),
+                    "nodes": busy, "T": g + 1, "pre": pre})
     return out
 
 
@@ -189,7 +224,9 @@ def cycle(p: SpecServeProblem, cfg: Config, group: float) -> tuple[float, float,
     per verification batch, requests mixed by domain share."""
     rows = per_domain(p, cfg)
     sh = p.domain_share
-    tv = group * sum(sh[c] * r["v"] for c, r in enumerate(rows))
+    # one batched forward over the group's drafts, padded to the longest (runtime/spec_serve/decoding.py)
+    t_max = max(r["T"] for c, r in enumerate(rows) if sh[c] > 0)
+    tv = verify_batch_s(p, int(group), int(t_max)) + group * sum(sh[c] * r["pre"] for c, r in enumerate(rows))
     busy: dict[int, float] = {}
     for c, r in enumerate(rows):
         for n, t in r["nodes"].items():

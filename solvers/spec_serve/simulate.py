@@ -3,18 +3,18 @@
 The steady-state formula of cost.py (`max(E[T_verify], E[T_draft])` over a domain-averaged group) is what the
 search optimises; it misses what the measured runs showed: the two alternating groups hold different domain
 mixes, so per cycle one phase or the other dominates (E[max] > max E), the last requests drain without a partner
-group, prompts are prefilled on the first draft and verification, and a CPU verifier checks a batch's requests one
-after another. This module lays the engine's loop (runtime/spec_serve/engine.py) out with each request's expected
+group, prompts are prefilled on the first draft and verification, and the verifier runs one batched forward per
+cycle. This module lays the engine's loop (runtime/spec_serve/engine.py) out with each request's expected
 figures instead of real forwards:
 
   requests in the workload's round-robin domain order, each needing the calibration's mean tokens of its domain;
   admission into the smaller group up to the cap; pipelined: the drafters draft group B while the verifier
   checks group A (cycle = max(T_verify + hub drafting, T_draft + link)); not pipelined: draft then verify;
   per verification a request gains E[n(γ)] tokens (fluid); per-node draft seconds add up (several requests on one
-  node run one after another); every ready request is verified (the engine's LP budget is the token cap only:
-  on a verifier that checks requests one after another, deferring a ready request cannot shorten the verifier's
-  total work, it only makes the verifier idle two cycles later; an earlier engine deferred by the drafters' cycle
-  and this replay showed it halving goodput at cap 2).
+  node run one after another); every ready request is verified in ONE batched forward (padded to the longest
+  draft; cost.verify_batch_s from the calibration's (B, T) grid) plus a prefill forward for each new request (the
+  engine's LP budget is the token cap only; an earlier engine deferred by the drafters' cycle and this replay
+  showed it halving goodput at cap 2).
 
 Every configuration (CoSine's, its ablations, target-only, co-located single-drafter speculation) is scored by
 the same replay, so the plan's recommendation compares like with like. Deterministic; no torch.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from solvers.spec_serve.cost import NGRAM, Config, Metrics, draft_token_s, expected_tokens, link_s, verify_s
+from solvers.spec_serve.cost import NGRAM, Config, Metrics, draft_token_s, expected_tokens, link_s, verify_batch_s
 from solvers.spec_serve.problem import SpecServeProblem
 
 
@@ -93,7 +93,7 @@ def simulate(p: SpecServeProblem, cfg: Config, requests: int | None = None) -> M
                     for m in hosts[:1]:
                         pd[m] = pd.get(m, 0.0) + cost * float(p.node_scale[m])
         pre_d.append(pd)
-    v_cost = [verify_s(p, cfg.gamma[c] if cfg.routing[c] >= 0 else 0) for c in range(k)]
+    t_need = [(cfg.gamma[c] if cfg.routing[c] >= 0 else 0) + 1 for c in range(k)]
     groups: list[list[_Req]] = [[], []] if cfg.pipelined else [[]]
     cap = max(1, cfg.group)
     waiting = list(reqs)
@@ -131,9 +131,10 @@ def simulate(p: SpecServeProblem, cfg: Config, requests: int | None = None) -> M
         for m, v in busy.items():
             busy_total[m] = busy_total.get(m, 0.0) + v
         ready = [r for r in ver_g if r.drafted or cfg.routing[r.c] < 0 or cfg.gamma[r.c] <= 0]
-        costs = [v_cost[r.c] + (0.0 if r.started_v else pre_v[r.c]) for r in ready]
         chosen = list(range(len(ready)))      # the engine verifies every ready request (see its budget note)
-        t_verify = sum(costs[i] for i in chosen) + hub
+        # one batched forward over the chosen drafts (padded to the longest), plus each new request's prefill
+        t_verify = (verify_batch_s(p, len(chosen), max((t_need[ready[i].c] for i in chosen), default=1))
+                    + sum(pre_v[ready[i].c] for i in chosen if not ready[i].started_v) + hub)
         dur = max(t_verify, t_draft) if cfg.pipelined else t_draft + t_verify
         t += max(dur, 1e-12)
         tv_total += t_verify
@@ -158,7 +159,14 @@ def simulate(p: SpecServeProblem, cfg: Config, requests: int | None = None) -> M
     used = [m for m, v in busy_total.items() if v > 0]
     d_idle = 1.0 - sum(busy_total[m] for m in used) / (len(used) * span) if used else 1.0
     goodput = total / span
-    util = rate * float(np.mean([_tokens(p, c) for c in range(k)])) / goodput if rate > 0 and goodput > 0 else 1.0
+    util = 1.0
+    if rate > 0:
+        # utilisation against the configuration's capacity (its offline replay): online, the replayed goodput is
+        # capped by the arrivals, so the ratio to it is ~1 whether or not the configuration keeps up
+        from dataclasses import replace
+
+        cap = simulate(replace(p, arrival_rps=0.0), cfg, n).goodput_tps
+        util = rate * float(np.mean([_tokens(p, c) for c in range(k)])) / cap if cap > 0 else math.inf
     return Metrics(goodput, tokens_verified / max(verifs, 1), _pct(lat, 50), _pct(lat, 95),
                    1.0 - tv_total / span, d_idle, span / max(cyc, 1), 0.0, tv_total / max(cyc, 1), util,
                    bool(rate <= 0 or util < 1.0))

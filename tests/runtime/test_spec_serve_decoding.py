@@ -85,7 +85,8 @@ def test_fusion_weights_and_empty_proposals() -> None:
 
 
 def test_sampled_speculation_is_distributed_as_the_target() -> None:
-    """Two output tokens by fused-proposal rejection sampling vs the target's exact joint law (chi-square)."""
+    """Two output tokens by fused-proposal rejection sampling, verified in batches, vs the target's exact joint law
+    (chi-square)."""
     from scipy.stats import chisquare
 
     vocab = 6
@@ -102,18 +103,26 @@ def test_sampled_speculation_is_distributed_as_the_target() -> None:
     counts = np.zeros((vocab, vocab))
     v = Verifier(m)
     gen = torch.Generator().manual_seed(7)
-    for i in range(n):
-        out: list[int] = []
+    # draws verified 200 at a time in one batched forward (Verifier.verify_batch), as the engine serves them
+    for start in range(0, n, 200):
+        outs: dict[int, list[int]] = {i: [] for i in range(start, start + 200)}
         step = 0
-        while len(out) < 2:
-            seq = ids + out
-            toks, qs, _ = draft_tokens([d1, d2], [0.7, 0.3], f"r{i}", seq, 2, False, gen)
-            res = v.verify(f"r{i}", seq, toks, qs, greedy=False, seed=i * 100 + step)
+        while outs:
+            items = []
+            for i, out in outs.items():
+                seq = ids + out
+                toks, qs, _ = draft_tokens([d1, d2], [0.7, 0.3], f"r{i}", seq, 2, False, gen)
+                items.append((f"r{i}", seq, toks, qs, False, i * 100 + step))
             step += 1
-            commit(out, res.tokens, 2, ())
-        counts[out[0], out[1]] += 1
-        v.release(f"r{i}")
-        d1.release(f"r{i}")
+            results, _ = v.verify_batch(items)
+            for (rid, _, _, _, _, _), res in zip(items, results):
+                i = int(rid[1:])
+                _, done = commit(outs[i], res.tokens, 2, ())
+                if done:
+                    counts[outs[i][0], outs[i][1]] += 1
+                    del outs[i]
+                    v.release(rid)
+                    d1.release(rid)
     exp = joint.ravel() * n
     keep = exp >= 5
     obs = counts.ravel()
@@ -153,3 +162,41 @@ def test_distilled_drafter_trains_its_blocks_only_and_round_trips(tmp_path) -> N
     ref = target_only_greedy(m, ids[1], 24)
     out, _ = speculative(m, [EarlyExitDrafter(back)], [1.0], ids[1], 24, 3, greedy=True)
     assert out == ref
+
+
+def test_batched_verification_equals_one_at_a_time() -> None:
+    """Several requests of different prompt lengths, draft lengths and acceptance, verified in ONE forward per
+    step (ragged caches: left-padded past, right-padded drafts, 4-D mask, per-row positions): every request's
+    greedy output equals target-only greedy, batched logits match each request's own forward, and each cache
+    holds exactly its accepted prefix afterwards."""
+    m = tiny_llama()
+    prompts = [[1, 5, 7, 9, 5, 7, 3], [2, 4, 6, 8, 10, 12, 2, 4, 6, 8, 1, 3], [9, 9, 3], [11, 13, 17, 19, 23]]
+    gammas = [4, 1, 0, 3]                                       # 0: target-only row (one token per forward)
+    refs = [target_only_greedy(m, ids, 30) for ids in prompts]
+    drafters = [[EarlyExitDrafter(early_exit(m, 2))], [NgramDrafter()], [], [EarlyExitDrafter(early_exit(m, 1))]]
+    v = Verifier(m)
+    solo = Verifier(m)                                          # the unbatched oracle on the same sequences
+    outs: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    sizes = set()
+    while not all(done):
+        items = []
+        for i, ids in enumerate(prompts):
+            if done[i]:
+                continue
+            seq = list(ids) + outs[i]
+            toks, qs, _ = draft_tokens(drafters[i], [1.0] * len(drafters[i]), f"r{i}", seq, gammas[i], True, None)
+            items.append((f"r{i}", seq, toks, qs, True, 0))
+        sizes.add(len(items))
+        want = [solo.lm.logits_for(rid, list(seq) + list(d), len(d) + 1) for rid, seq, d, _, _, _ in items]
+        got = v.lm.logits_batch([(rid, list(seq) + list(d), len(d) + 1) for rid, seq, d, _, _, _ in items])
+        for w, g in zip(want, got):
+            assert torch.allclose(w, g, atol=1e-4, rtol=1e-4)
+        results, cpu = v.verify_batch(items)
+        assert cpu > 0
+        for (rid, seq, d, _, _, _), r in zip(items, results):
+            i = int(rid[1:])
+            assert v.lm.held(rid) == len(seq) + r.accepted      # rejected draft keys are gone
+            _, done[i] = commit(outs[i], r.tokens, 30, ())
+    assert outs == refs
+    assert max(sizes) == len(prompts)                           # a real batch of every request

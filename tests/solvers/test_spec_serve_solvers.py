@@ -68,8 +68,12 @@ def test_search_beats_or_matches_its_ablations_and_validates(arrival: float) -> 
     assert validate(p, sol.config) == []
     for kw in ({"routing": False}, {"fusion": False}, {"one_gamma": True}):
         assert sol.objective >= solve(p, **kw).objective - 1e-9
-    assert sol.objective > target_only(p).objective
     assert sol.metrics.goodput_tps == pytest.approx(metrics(p, sol.config).goodput_tps)
+    # speculation pays where the verifier has spare positions: one request at a time with cheap drafting
+    from dataclasses import replace
+
+    one = replace(p, requests=1, draft_cpu_s=p.draft_cpu_s * 0.01)
+    assert solve(one).objective > target_only(one).objective
 
 
 def test_pipelining_cuts_idle_time() -> None:
@@ -145,19 +149,32 @@ def test_replay_equals_the_steady_state_formula_on_one_balanced_domain() -> None
     assert replay <= steady * (1 + 1e-9)           # drain and fluid rounding only lose time
 
 
-def test_replay_of_target_only_is_the_sum_of_its_forwards() -> None:
-    """Oracle by hand: target-only, offline, every request needs N tokens of one forward each on a verifier that
-    checks requests one after another: the makespan is requests x N x (a + b) x scale whatever the batch cap."""
+def test_replay_of_target_only_is_the_sum_of_its_batched_forwards() -> None:
+    """Oracle by hand: target-only, offline, one group (no pipelining), 5 requests of N tokens each: requests are
+    admitted in waves of the batch cap and every wave takes N forwards of one batched verification (a + b·B
+    for B requests of one token, the linear model when no (B, T) grid was probed)."""
     from dataclasses import replace
 
+    from solvers.spec_serve.cost import verify_batch_s
     from solvers.spec_serve.simulate import simulate
 
     p = replace(small_problem(), requests=5, new_tokens=7.0)
     a, b = p.verify_cpu_s
-    for group in (1, 2, 4):
-        m = simulate(p, Config((-1, -1), (-1, -1, -1), (0, 0, 0), group, True))
-        assert m.goodput_tps == pytest.approx(1.0 / ((a + b) * p.verifier_scale))
+    for group, waves in ((1, [1] * 5), (2, [2, 2, 1]), (4, [4, 1]), (8, [5])):
+        m = simulate(p, Config((-1, -1), (-1, -1, -1), (0, 0, 0), group, False))
+        span = sum(7 * (a + b * w) * p.verifier_scale for w in waves)
+        assert m.goodput_tps == pytest.approx(35 / span)
         assert m.tokens_per_verify == pytest.approx(1.0) and m.verifier_idle == pytest.approx(0.0, abs=1e-9)
+    # the probed grid is interpolated in T within a batch size, then in B, and extrapolated beyond the largest B
+    g = replace(p, meta={"verify_batch_grid": [[1, 1, 0.1], [1, 5, 0.2], [4, 1, 0.2], [4, 5, 0.6]]})
+    s = g.verifier_scale
+    assert verify_batch_s(g, 1, 3) == pytest.approx(0.15 * s)
+    assert verify_batch_s(g, 4, 3) == pytest.approx(0.4 * s)
+    assert verify_batch_s(g, 2, 1) == pytest.approx((0.1 + 0.1 / 3) * s)
+    assert verify_batch_s(g, 7, 5) == pytest.approx((0.6 + 3 * 0.4 / 3) * s)
+    # batching pays on a verifier with a fixed cost per forward: target-only's best batch cap is the largest
+    t = target_only(replace(small_problem(), requests=6))
+    assert t.config.group == 6 and not t.config.pipelined
 
 
 def test_online_recommendation_compares_latency_when_every_candidate_keeps_up() -> None:
@@ -182,3 +199,19 @@ def _expected(sols, key, within) -> str:
             if within(key(n), key(best)):
                 return n
     return best
+
+
+def test_online_utilisation_is_against_the_offline_capacity() -> None:
+    """Online, the replayed goodput is the arrival rate when the configuration keeps up, so utilisation is the
+    offered load over the offline replay's goodput: well below 1 at a light load, above 1 past capacity."""
+    from dataclasses import replace
+
+    from solvers.spec_serve.simulate import simulate
+
+    cfg = Config((-1, -1), (-1, -1, -1), (0, 0, 0), 4, False)
+    cap = simulate(replace(small_problem(), requests=12), cfg).goodput_tps
+    rate = cap / 32.0                                     # requests/s that would fill the capacity
+    light = simulate(replace(small_problem(arrival=0.25 * rate), requests=12), cfg)
+    heavy = simulate(replace(small_problem(arrival=4.0 * rate), requests=12), cfg)
+    assert light.utilisation == pytest.approx(0.25) and light.stable
+    assert heavy.utilisation == pytest.approx(4.0) and not heavy.stable

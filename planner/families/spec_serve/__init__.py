@@ -38,6 +38,7 @@ class SpecServeOptions:
     fanout: int
     greedy: bool
     seed: int
+    recalibrate: bool = False          # measure the calibration now even when a cached one exists
 
 
 def parse_arrival(text: str) -> float:
@@ -118,6 +119,8 @@ class SpecServeFamily(Family):
              default="greedy", choices=("greedy", "sample")),
         Flag("--seed", "int", "seed of the calibration prompts, the served requests and the tiny model", default=0,
              minimum=0),
+        Flag("--recalibrate", "switch", "measure the calibration again (times move with the machine's load) and "
+             "replace the cached one"),
     )
     run_flags = (
         Flag("--baseline", "str", "run a baseline's configuration from the plan (e.g. target-only, no-routing)"),
@@ -153,7 +156,8 @@ class SpecServeFamily(Family):
             nodes=str(v["nodes"]), workload=wl.text, arrival_rps=parse_arrival(str(v["arrival"])),
             drafters=parse_drafters(drafters, ctx.spec, ctx.request.tiny), new_tokens=int(v["new_tokens"]),
             calibration_prompts=int(v["calibration_prompts"]), gamma_max=int(v["gamma_max"]),
-            fanout=int(v["fanout"]), greedy=str(v["decoding"]) == "greedy", seed=int(v["seed"]))
+            fanout=int(v["fanout"]), greedy=str(v["decoding"]) == "greedy", seed=int(v["seed"]),
+            recalibrate=bool(v["recalibrate"]))
 
     def phases(self) -> Sequence[Phase]:
         from planner.families.spec_serve import phases as ph

@@ -23,6 +23,7 @@ from runtime.spec_serve.decoding import EarlyExitDrafter, NgramDrafter, Verifier
 from runtime.spec_serve.nodes import build_drafter, build_target
 
 TOP_K = 8
+BATCH_PROBE = (1, 2, 4, 8)      # requests per verification forward probed by the calibration
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Calibration:
     prefill_verify_cpu_s_per_token: float = 0.0
     prefill_draft_cpu_s_per_token: dict[str, float] = field(default_factory=dict)
     prompt_tokens: list[float] = field(default_factory=list)
+    verify_batch_points: list[tuple[int, int, float]] = field(default_factory=list)   # (B, T, CPU s) per forward
 
 
 def host_copy_bandwidth(mib: int = 64, repeats: int = 5) -> float:
@@ -222,6 +224,26 @@ def calibrate(model_rec: dict[str, Any], drafters: dict[str, dict[str, Any]], pr
 
             s = ver.lm.seqs["t"]
             rollback(s.cache, s.held, len(base) - 1)
+    # batched verification (one forward over B requests' drafts of T tokens each, runtime/spec_serve/decoding.py):
+    # B requests with their own caches (calibration prompts + 4 target tokens), each verifying T tokens
+    progress("timing batched verification (B requests x T tokens per forward)")
+    batch_pts: list[tuple[int, int, float]] = []
+    ctx = [list(ids[j % len(ids)]) + targets[j % len(ids)][:4] for j in range(max(BATCH_PROBE))]
+    tail = [targets[j % len(ids)][4:] + [probe[-1]] * 9 for j in range(max(BATCH_PROBE))]
+    for j, c in enumerate(ctx):
+        ver.lm.logits_for(f"b{j}", c, 1)
+    for rep in range(3):
+        for bsz in BATCH_PROBE:
+            for t_n in (1, 3, 5, 9):
+                items = [(f"b{j}", ctx[j] + tail[j][:t_n - 1], t_n) for j in range(bsz)]
+                t0 = time.thread_time()
+                ver.lm.logits_batch(items)
+                batch_pts.append((bsz, t_n, time.thread_time() - t0))
+                for j in range(bsz):
+                    from runtime.spec_serve.decoding import rollback
+
+                    s = ver.lm.seqs[f"b{j}"]
+                    rollback(s.cache, s.held, len(ctx[j]) - 1)
     x = np.array([p[0] for p in pts], dtype=float)
     y = np.array([p[1] for p in pts])
     b, a = np.polyfit(x, y, 1)
@@ -242,4 +264,5 @@ def calibrate(model_rec: dict[str, Any], drafters: dict[str, dict[str, Any]], pr
                        {d: int(sum(len(targets[j]) for j in range(len(targets)) if dom_idx[j] == c))
                         for c, d in enumerate(domains)},
                        prefill_verify, prefill_draft,
-                       [float(np.mean([len(ids[j]) for j in range(len(ids)) if dom_idx[j] == c])) for c in range(k)])
+                       [float(np.mean([len(ids[j]) for j in range(len(ids)) if dom_idx[j] == c])) for c in range(k)],
+                       [(int(bb), int(tt), float(ss)) for bb, tt, ss in batch_pts])

@@ -15,11 +15,12 @@ from planner.families.base import PlanContext
 from planner.plan_refs import hardware_ref, solver_trace
 from planner.schema import BaselineResult, ModelRef, Objective, Plan, SolverInfo
 
-CALIBRATION_VERSION = 3
+CALIBRATION_VERSION = 4
 ABLATIONS = {"no-routing": {"routing": False}, "no-fusion": {"fusion": False},
              "no-pipelining": {"pipelined": False}, "fixed-gamma": {"one_gamma": True}}
 DESCRIPTIONS = {
-    "target-only": "target-only serving on the verifier (one token per forward, same requests)",
+    "target-only": "target-only serving on the verifier (one token per request and forward, the group's requests "
+                   "batched in one forward, same requests)",
     "no-routing": "CoSine without routing: one drafter set for every domain",
     "no-fusion": "CoSine without fusion: one drafter per request",
     "no-pipelining": "CoSine without pipelining: draft, then verify (barrier)",
@@ -141,7 +142,7 @@ def calibrate(ctx: PlanContext) -> None:
                     sorted(o.drafters), [st.drafters[n] for n in sorted(st.drafters)], list(st.domains), o.seed, o.calibration_prompts, o.new_tokens, o.gamma_max,
                     o.fanout > 1)
     path = cache_dir() / "spec_serve" / f"{key}.json"
-    if path.exists():
+    if path.exists() and not o.recalibrate:
         try:
             st.calib = json.loads(path.read_text())     # no note: the plan bytes must not depend on it
             return
@@ -164,6 +165,7 @@ def calibrate(ctx: PlanContext) -> None:
     d["prefill_verify_cpu_s_per_token"] = float(f"{c.prefill_verify_cpu_s_per_token:.4g}")
     d["prefill_draft_cpu_s_per_token"] = {k: float(f"{v:.4g}") for k, v in c.prefill_draft_cpu_s_per_token.items()}
     d["prompt_tokens"] = [round(x, 3) for x in c.prompt_tokens]
+    d["verify_batch_points"] = [[bb, tt, float(f"{ss:.4g}")] for bb, tt, ss in c.verify_batch_points]
     text = json.dumps(d, sort_keys=True)
     st.calib = json.loads(text)          # the same values whether measured now or read from the cache
     write_bytes_atomic(path, text.encode())
@@ -204,6 +206,7 @@ def lower(ctx: PlanContext) -> Any:
         prefill_draft_cpu_s=np.array([c["prefill_draft_cpu_s_per_token"][n] for n in names]),
         prompt_tokens=np.array(c["prompt_tokens"]),
         meta={"tokens_per_verify": c["tokens_per_verify"], "verify_curve": verify_curve(c["verify_points"]),
+              "verify_batch_grid": verify_batch_grid(c.get("verify_batch_points") or []),
               "tokens_by_domain": tokens_by_domain(c, st.domains, o)})
 
 
@@ -213,6 +216,15 @@ def verify_curve(points: list[list[float]]) -> list[list[float]]:
     for t, s in points:
         by.setdefault(int(t), []).append(float(s))
     return [[t, float(np.median(v))] for t, v in sorted(by.items())]
+
+
+def verify_batch_grid(points: list[list[float]]) -> list[list[float]]:
+    """Median measured CPU seconds of one batched verification forward per probed (B requests, T tokens each),
+    sorted by (B, T)."""
+    by: dict[tuple[int, int], list[float]] = {}
+    for b, t, s in points:
+        by.setdefault((int(b), int(t)), []).append(float(s))
+    return [[b, t, float(np.median(v))] for (b, t), v in sorted(by.items())]
 
 
 def tokens_by_domain(c: dict[str, Any], domains: tuple[str, ...], o: Any) -> list[float]:
@@ -331,6 +343,7 @@ def lift(ctx: PlanContext) -> None:
         "tokens_per_verify_table": {"+".join(s): {d: c["tokens_per_verify"][i][j] for j, d in enumerate(p.domains)}
                                     for i, s in enumerate(c["sets"])},
         "draft_cpu_s": c["draft_cpu_s"], "verify_cpu_s": c["verify_cpu_s"],
+        "verify_batch_grid": p.meta.get("verify_batch_grid", []),
         "prefill_cpu_s_per_token": {"verifier": c["prefill_verify_cpu_s_per_token"],
                                     **c["prefill_draft_cpu_s_per_token"]},
         "host_bytes_per_s": c["host_bytes_per_s"], "model": st.model_rec,
@@ -339,9 +352,10 @@ def lift(ctx: PlanContext) -> None:
     base = {}
     for name, s in st.baselines.items():
         rec = config_record(p, s)
-        default = (f"transformers assisted generation, {s.params.get('drafter')} drafting on the verifier (one "
-                   "request at a time)" if s.params.get("drafter") != "ngram" else
-                   "transformers prompt-lookup decoding on the verifier (one request at a time)")
+        cap = s.params.get("batch_cap", 1)
+        default = (f"single-drafter speculation, {s.params.get('drafter')} drafting on the verifier (transformers' "
+                   f"assisted generation served by the engine, batch cap {cap})" if s.params.get("drafter") != "ngram"
+                   else f"prompt-lookup speculation on the verifier (served by the engine, batch cap {cap})")
         base[name] = BaselineResult(DESCRIPTIONS.get(name, default),
                                     {k: v for k, v in s.params.items()}, _metrics(s.metrics), {},
                                     {**rec, "gamma_by_domain": {d: int(s.config.gamma[i]) for i, d in enumerate(p.domains)}})
