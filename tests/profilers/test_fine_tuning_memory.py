@@ -44,7 +44,7 @@ def test_memory_model_within_10_percent_of_measurement(name: str) -> None:
     build, task = TINY[name]
     torch.manual_seed(0)
     model = task_model(build(), task)
-    prof = profile_fine_tuning(model, name, batch_size=2, seq_len=24)
+    prof = profile_fine_tuning(model, name, batch_size=2, seq_len=24, repeats=1)
     assert prof.num_blocks == 4
     for d, q, bits in POINTS:
         meas = measure_step(model, prof.layout, d, q, bits, batch_size=2, seq_len=24, count_flops=False)

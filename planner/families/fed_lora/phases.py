@@ -11,7 +11,7 @@ import numpy as np
 
 from planner.families.base import PlanContext
 from planner.families.fed_lora.lowering import (MAX_CLIENT_DETAIL, FedLoraLowered, build_problem, client_decisions,
-                                                depth_histogram, metrics_dict, population_inputs)
+                                                depth_histogram, metrics_dict, population_inputs, utility_setting)
 from planner.plan_refs import population_refs, solver_trace
 from planner.schema import BaselineResult, Bound, ModelRef, Objective, Plan, SolverInfo
 
@@ -67,8 +67,12 @@ def fine_tuning_profile(spec: Any, tiny: bool, opts: Any, progress: Any = lambda
     model = task_model(built.module, spec.task, opts.num_labels)
     seq = int(getattr(model, "fine_tuning_seq_len", seq))
     n_params = sum(p.numel() for p in model.parameters())
+    # Step times under the allocator policy the client runtime runs with (it costs CPU in proportion to the bytes a
+    # step allocates); not for --tiny test models, whose tensors are mostly below the threshold, so that a test
+    # process keeps glibc's default policy (the pin is for the whole process).
     prof = profile_fine_tuning(model, spec.name, opts.batch_size, seq,
-                               LoraSettings(rank=opts.lora_rank, alpha=opts.lora_alpha), bits=opts.act_bits)
+                               LoraSettings(rank=opts.lora_rank, alpha=opts.lora_alpha), bits=opts.act_bits,
+                               runtime_allocator=not tiny)
     write_text_atomic(path, json.dumps({"profile": prof.to_dict(), "num_params": n_params}, sort_keys=True))
     return prof, n_params
 
@@ -185,7 +189,10 @@ def lift(ctx: PlanContext) -> None:
         extra_hardware=extra,
         solver=SolverInfo(name="FedQuad (efficient frontiers, straggler peeling, coverage repair)",
                           status=sol.status.value,
-                          config={"gamma": p.gamma, "act_bits": p.act_bits, "d_min": p.d_min},
+                          config={"gamma": p.gamma, "depth_exponent": p.depth_exponent,
+                                  "utility": f"u(d, q) = d^{p.depth_exponent:.4g} - {p.gamma:.4g}*q",
+                                  "utility_source": utility_setting(opts)[2], "act_bits": p.act_bits,
+                                  "d_min": p.d_min},
                           wall_time_s=sol.wall_time_s if ctx.request.record_timing else None,
                           iterations=int(sol.params.get("peel_moves", 0)), trace=solver_trace(sol.trace, limit=20)),
         objective=Objective(fam.objective_metric, fam.objective_sense, float(sol.objective)),
@@ -203,6 +210,7 @@ def lift(ctx: PlanContext) -> None:
                             "workspace_bytes": prof.workspace_bytes, "host_forward_s": prof.host_forward_s,
                             "host_backward_s_first": prof.host_backward_s_first,
                             "host_backward_s_mid": prof.host_backward_s_mid,
+                            "host_quant_s_first": prof.host_quant_s_first, "host_quant_s_mid": prof.host_quant_s_mid,
                             "host_flops_per_cpu_s": prof.host_flops_per_cpu_s, "forward_flops": prof.forward_flops}},
         constraints={"memory_margin": p.memory_margin, "d_min": p.d_min,
                      "deadline_s": p.deadline_s if np.isfinite(p.deadline_s) else None,
