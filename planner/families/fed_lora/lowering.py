@@ -124,8 +124,10 @@ def utility_setting(opts: FedLoraOptions) -> tuple[float, float, str]:
     fix = "pass the JSON that benchmarks/fed_lora_pilot.py writes ({\"gamma\": G, \"depth_exponent\": A, \"source\": ...})"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PlannerError(f"--utility-fit {path}: cannot read it as JSON ({type(exc).__name__})", fix) from None
+    except OSError as exc:
+        raise PlannerError(f"--utility-fit {path}: cannot read it ({exc.strerror or 'unreadable'})", fix) from None
+    except ValueError:
+        raise PlannerError(f"--utility-fit {path}: cannot read it as JSON", fix) from None
     if not isinstance(data, dict):
         raise PlannerError(f"--utility-fit {path}: expected a JSON object", fix)
     try:
