@@ -13,12 +13,15 @@ on 10 / 100 / 10 000 devices, and federated LoRA fine-tuning of truncated SmolLM
    (two with room, two phones that hold depth 1 unquantised or depth 4 quantised); FedQuad's plan vs uniform
    depth through the same Flower apps in-process, the same start, split and participation per seed; held-out
    answer-token accuracy vs the EMULATED clock, time to a target half-way from the start to the best final.
+   `--baselines memory_fit,full_depth` (the default; none with --quick) runs those baselines on the same seeds too (one whose client
+   configurations equal an earlier run's is not run twice) and reports whether any reached the target before the
+   plan; `--utility-fit FILE` plans with the pilot's fitted utility (benchmarks/fed_lora_pilot.py, decision seed).
    `--bed digits`: the older digits-transformer bed (starts at 80.8 %; kept for comparison).
 1b. the memory model vs peak RSS of a fresh process per training step (smollm2-135m:4L), under the client
    runtime's allocator policy and under glibc's default.
 
     nice .venv/bin/python -m benchmarks.fed_lora --quick [--skip-memory] [--skip-solver] [--skip-real]
-        [--skip-independent] [--seeds N] [--rounds R] [--reuse EARLIER.json]
+        [--skip-independent] [--seeds N] [--rounds R] [--reuse EARLIER.json] [--baselines B,B] [--utility-fit F]
 """
 from __future__ import annotations
 
@@ -524,12 +527,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-independent", action="store_true")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the real-task comparison (population split)")
     ap.add_argument("--seed-base", type=int, default=0, help="first seed (pilots use 100+, never scored)")
-    ap.add_argument("--baselines", default="memory_fit,full_depth",
+    ap.add_argument("--baselines", default=None,
                     help="instruction bed: more of the plan's baselines to run beside plan and uniform depth (comma "
-                         "list; one with the plan's client configurations is not run twice); '' for none")
+                         "list; one with an earlier run's client configurations is not run twice); default "
+                         "memory_fit,full_depth, none with --quick (time); '' for none")
     ap.add_argument("--utility-fit", type=Path, default=None,
                     help="instruction bed: plan with this pilot fit (benchmarks/fed_lora_pilot.py) of the utility")
     args = ap.parse_args(argv)
+    if args.baselines is None:
+        args.baselines = "" if args.quick else "memory_fit,full_depth"
     args.baselines = [b for b in args.baselines.split(",") if b]
     if args.rss_probe:
         print(json.dumps(rss_probe(*args.rss_probe)))
