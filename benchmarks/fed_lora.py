@@ -13,9 +13,9 @@ on 10 / 100 / 10 000 devices, and federated LoRA fine-tuning of truncated SmolLM
    (two with room, two phones that hold depth 1 unquantised or depth 4 quantised); FedQuad's plan vs uniform
    depth through the same Flower apps in-process, the same start, split and participation per seed; held-out
    answer-token accuracy vs the EMULATED clock, time to a target half-way from the start to the best final.
-   `--baselines memory_fit,full_depth` (the default; none with --quick) runs those baselines on the same seeds too (one whose client
-   configurations equal an earlier run's is not run twice) and reports whether any reached the target before the
-   plan; `--utility-fit FILE` plans with the pilot's fitted utility (benchmarks/fed_lora_pilot.py, decision seed).
+   `--baselines memory_fit,full_depth` (the default; none with --quick) runs those baselines on the same seeds
+   too (one whose client configurations equal an earlier run's is not run twice) and reports whether any reached
+   the target before the plan; `--utility-fit FILE` plans with the pilot's fitted utility (benchmarks/fed_lora_pilot.py, decision seed).
    `--bed digits`: the older digits-transformer bed (starts at 80.8 %; kept for comparison).
 1b. the memory model vs peak RSS of a fresh process per training step (smollm2-135m:4L), under the client
    runtime's allocator policy and under glibc's default.

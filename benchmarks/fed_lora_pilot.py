@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     for d, q in PILOT_CONFIGS:          # every client at (d, q): a pseudo-baseline the runtime can run by name
         cfg["baselines"][f"pilot_{d}_{q}"] = {
             "description": f"pilot: every client at depth {d}, {q} quantised blocks",
-            "clients": {cid: {**c, "lora-depth": d, "act-quant-blocks": ",".join(str(b) for b in range(L - d, L - d + q))}
+            "clients": {cid: {**c, "lora-depth": d,
+                              "act-quant-blocks": ",".join(str(b) for b in range(L - d, L - d + q))}
                         for cid, c in template.items()}}
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=True))
     runs = {}

@@ -85,7 +85,8 @@ class FedLoraFamily(Family):
             clients=v["clients"], batch_size=v["batch_size"], seq_len=v["seq_len"], local_steps=v["local_steps"],
             lora_rank=v["lora_rank"], lora_alpha=v["lora_alpha"], act_bits=int(v["act_bits"]),
             memory_margin=v["memory_margin"], coverage=v["coverage"], coverage_blocks=v["coverage_blocks"],
-            deadline_s=v["deadline"] if v["deadline"] is not None else math.inf, gamma=v["gamma"], utility_fit=v["utility_fit"],
+            deadline_s=v["deadline"] if v["deadline"] is not None else math.inf, gamma=v["gamma"],
+            utility_fit=v["utility_fit"],
             round_overhead_s=v["round_overhead"], rounds=v["rounds"], allow_sit_out=bool(v["allow_sit_out"]))
         utility_setting(opts)          # a bad --utility-fit fails here, before the model is profiled
         return opts
