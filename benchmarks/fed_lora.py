@@ -62,7 +62,7 @@ def bench_memory(quick: bool) -> list[dict]:
         spec = resolve_model(name)
         torch.manual_seed(0)
         model = task_model(build_model(spec, tiny=False, device="cpu", seq_len=64).module, spec.task)
-        prof = profile_fine_tuning(model, name, batch_size=2, seq_len=64, repeats=1)
+        prof = profile_fine_tuning(model, name, batch_size=2, seq_len=64, repeats=1, local_steps=1)
         L = prof.num_blocks
         cfg = model.encoder.config if hasattr(model, "encoder") else model.model.config
         hidden = int(getattr(cfg, "hidden_size", getattr(cfg, "n_embd", 0)))
@@ -212,7 +212,7 @@ def bench_memory_independent(batch: int = 4, seq: int = 128, configs: tuple = PR
 
     torch.set_num_threads(1)
     model = task_model(load_model(PROBE_MODEL), "causal-lm")
-    prof = profile_fine_tuning(model, PROBE_MODEL, batch_size=batch, seq_len=seq, repeats=1)
+    prof = profile_fine_tuning(model, PROBE_MODEL, batch_size=batch, seq_len=seq, repeats=1, local_steps=1)
     del model
     rows = []
     import os
