@@ -13,12 +13,15 @@ on 10 / 100 / 10 000 devices, and federated LoRA fine-tuning of truncated SmolLM
    (two with room, two phones that hold depth 1 unquantised or depth 4 quantised); FedQuad's plan vs uniform
    depth through the same Flower apps in-process, the same start, split and participation per seed; held-out
    answer-token accuracy vs the EMULATED clock, time to a target half-way from the start to the best final.
+   `--baselines memory_fit,full_depth` (the default; none with --quick) runs those baselines on the same seeds
+   too (one whose client configurations equal an earlier run's is not run twice) and reports whether any reached
+   the target before the plan; `--utility-fit FILE` plans with the pilot's fitted utility (benchmarks/fed_lora_pilot.py, decision seed).
    `--bed digits`: the older digits-transformer bed (starts at 80.8 %; kept for comparison).
 1b. the memory model vs peak RSS of a fresh process per training step (smollm2-135m:4L), under the client
    runtime's allocator policy and under glibc's default.
 
     nice .venv/bin/python -m benchmarks.fed_lora --quick [--skip-memory] [--skip-solver] [--skip-real]
-        [--skip-independent] [--seeds N] [--rounds R] [--reuse EARLIER.json]
+        [--skip-independent] [--seeds N] [--rounds R] [--reuse EARLIER.json] [--baselines B,B] [--utility-fit F]
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ def bench_memory(quick: bool) -> list[dict]:
         spec = resolve_model(name)
         torch.manual_seed(0)
         model = task_model(build_model(spec, tiny=False, device="cpu", seq_len=64).module, spec.task)
-        prof = profile_fine_tuning(model, name, batch_size=2, seq_len=64, repeats=1)
+        prof = profile_fine_tuning(model, name, batch_size=2, seq_len=64, repeats=1, local_steps=1)
         L = prof.num_blocks
         cfg = model.encoder.config if hasattr(model, "encoder") else model.model.config
         hidden = int(getattr(cfg, "hidden_size", getattr(cfg, "n_embd", 0)))
@@ -143,7 +146,7 @@ PROBE_MODEL = "smollm2-135m:4L"      # truncated SmolLM2-135M (real weights, tes
 PROBE_CONFIGS = ((1, 0), (2, 0), (4, 0), (2, 1), (4, 2), (4, 4))
 # glibc's default raises its mmap threshold after frees (up to 32 MiB) and keeps freed chunks below it in the heap,
 # so a process's peak RSS exceeds the live bytes; the fed-lora client runtime fixes the threshold at 128 KiB
-# (runtime/fed/malloc_policy.py), which returns every larger chunk on free. The probe runs both: the runtime's
+# (kernels/malloc_policy.py), which returns every larger chunk on free. The probe runs both: the runtime's
 # policy through the runtime's own call, and glibc's default.
 RUNTIME_POLICY = "runtime policy (mmap threshold 128 KiB)"
 MALLOC_MODES = ("glibc default", RUNTIME_POLICY)
@@ -167,7 +170,7 @@ def rss_probe(depth: int, quant: int, batch: int, seq: int, pin: int = 0) -> dic
     RSS above the resident size before the step (B). Independent of the saved-tensor hooks and of torch's
     allocator counters."""
     if pin:     # what the client runtime does first (runtime/fed/lora_app.py train_client)
-        from runtime.fed.malloc_policy import pin_mmap_threshold
+        from kernels.malloc_policy import pin_mmap_threshold
 
         if not pin_mmap_threshold():
             raise RuntimeError("could not set the malloc mmap threshold (not glibc?)")
@@ -209,7 +212,7 @@ def bench_memory_independent(batch: int = 4, seq: int = 128, configs: tuple = PR
 
     torch.set_num_threads(1)
     model = task_model(load_model(PROBE_MODEL), "causal-lm")
-    prof = profile_fine_tuning(model, PROBE_MODEL, batch_size=batch, seq_len=seq, repeats=1)
+    prof = profile_fine_tuning(model, PROBE_MODEL, batch_size=batch, seq_len=seq, repeats=1, local_steps=1)
     del model
     rows = []
     import os
@@ -319,11 +322,12 @@ def bench_instruct_seed(seed: int, args: argparse.Namespace, configs: tuple[str,
     bed_population(pop)
     ctx = plan_from_argv([args.model, "--scenario", "fed-lora", "--clients", str(pop), "--batch-size", str(args.batch_size),
                           "--seq-len", str(args.seq_len), "--local-steps", str(args.local_steps), "--rounds",
-                          str(args.rounds)])
+                          str(args.rounds)] + (["--utility-fit", str(args.utility_fit)] if args.utility_fit else []))
     data = f"instruct:{BED_TASKS},total={args.total},test_per_task={args.test_per_task},seed={seed}"
     art = emit_artifact(ctx.plan, work / "build", ["--lr", str(args.lr), "--seed", str(seed), "--task-data", data])
     plan = ctx.plan
-    out: dict = {"seed": seed, "data": data, "plan_notes": list(plan.notes),
+    out: dict = {"seed": seed, "data": data, "plan_notes": list(plan.notes), "solver_config": dict(plan.solver.config),
+                 "profile": {k: v for k, v in plan.inputs["profile"].items() if k.startswith("host_") or k == "source"},
                  "clients": {cfg: {cid: {"lora_depth": c["lora_depth"], "act_quant_blocks": len(c.get("act_quant_layers", []))}
                                    for cid, c in (plan.decisions["clients"] if cfg == "plan"
                                                   else plan.baselines[cfg].decisions["clients"]).items()}
@@ -335,6 +339,11 @@ def bench_instruct_seed(seed: int, args: argparse.Namespace, configs: tuple[str,
                                              for cfg in configs},
                  "runs": {}}
     for cfg in configs:
+        same = next((c for c in out["runs"] if out["clients"][c] == out["clients"][cfg]), None)
+        if same is not None:        # the same client configurations: the same run (recorded once, marked)
+            out["runs"][cfg] = {**out["runs"][same], "identical_to": same}
+            print(f"  seed {seed} [{cfg}]: the same client configurations as {same}; not run again", flush=True)
+            continue
         t0 = time.perf_counter()
         rec = run_in_process(art, rounds=args.rounds, baseline=None if cfg == "plan" else cfg,
                              on_round=lambda r, c=cfg: print(f"  seed {seed} [{c}] round {r['round']}: answer-token acc "
@@ -360,6 +369,8 @@ def score_bed(seeds: list[dict], target: float, baseline: str = "uniform_depth")
     speed-up is then a bound, flagged)."""
     rows = []
     for s in seeds:
+        if baseline not in s["runs"]:
+            continue
         a, b = s["runs"]["plan"], s["runs"][baseline]
         ta, tb = time_to(a["curve"], target), time_to(b["curve"], target)
         ra = next((r["round"] for r in a["curve"] if r["accuracy"] >= target), None)
@@ -403,6 +414,16 @@ def summary_of(result: dict) -> dict:
             "progress_rate_ratio_plan_over_uniform_predicted":
                 bed["seeds"][0]["predicted_progress_rate"]["plan"] / bed["seeds"][0]["predicted_progress_rate"]["uniform_depth"],
             "time_to_target_speedup_kind_per_seed": [r["kind"] for r in sc["per_seed"]],
+            "baselines_vs_plan_time_to_target": {k: {"median_speedup_of_plan": v["median_speedup"], "range": v["range"],
+                                                     "beats_plan_on_seeds": v["beats_plan_on_seeds"],
+                                                     "identical_to": v["identical_to"]}
+                                                 for k, v in vs_baselines(bed).items()},
+            "utility": bed["seeds"][0].get("solver_config", {}).get("utility"),
+            "utility_source": bed["seeds"][0].get("solver_config", {}).get("utility_source"),
+            "round_time_error_plan_median": float(np.median([s["runs"]["plan"]["median_round_time_error"]
+                                                             for s in bed["seeds"]])),
+            "round_time_error_uniform_median": float(np.median([s["runs"]["uniform_depth"]["median_round_time_error"]
+                                                                for s in bed["seeds"]])),
             "time_to_target_clock": "EMULATED (client CPU seconds here x FLOP/s ratio + link time, slowest client per round)",
             "seeds": len(bed["seeds"]),
             "start_accuracy": float(np.median([s["start_accuracy"] for s in bed["seeds"]])),
@@ -434,17 +455,36 @@ def summary_of(result: dict) -> dict:
 
 
 def run_bed(args: argparse.Namespace) -> dict:
-    """The instruction bed over `args.seeds` seeds, plan vs uniform depth, interleaved per seed."""
-    configs = ("plan", "uniform_depth")
+    """The instruction bed over `args.seeds` seeds, plan vs uniform depth (and `--baselines`), per seed in turn."""
+    configs = ("plan", "uniform_depth") + tuple(b for b in args.baselines if b not in ("plan", "uniform_depth"))
     seeds = [bench_instruct_seed(seed, args, configs) for seed in range(args.seed_base, args.seed_base + args.seeds)]
     start = float(np.mean([s["start_accuracy"] for s in seeds]))
-    best = max(float(np.mean([s["runs"][c]["final_accuracy"] for s in seeds])) for c in configs)
+    best = max(float(np.mean([s["runs"][c]["final_accuracy"] for s in seeds])) for c in ("plan", "uniform_depth"))
     target = args.target if args.target is not None else start + 0.5 * (best - start)
     bed = {"model": args.model, "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size,
            "seq_len": args.seq_len, "lr": args.lr, "clients": BED_CLIENTS, "seeds": seeds}
     bed["score"] = score_bed(seeds, target)
     bed["start_mean"], bed["best_final_mean"] = start, best
+    bed["vs_baselines"] = vs_baselines(bed)
     return bed
+
+
+def vs_baselines(bed: dict) -> dict:
+    """Per baseline that ran beside the plan: the speed-up to the primary target (median over the seeds where both
+    reached it) and whether it beat the plan on any seed; the plan must not be beaten by its own baselines."""
+    out = {}
+    names = sorted({c for s in bed["seeds"] for c in s["runs"]} - {"plan"})
+    for name in names:
+        sc = score_bed(bed["seeds"], bed["score"]["target"], baseline=name)
+        xs = [r["speedup"] for r in sc["per_seed"] if r["kind"] == "measured"]
+        same = sorted({s["runs"][name].get("identical_to", "") for s in bed["seeds"] if name in s["runs"]} - {""})
+        out[name] = {"per_seed": sc["per_seed"], "median_speedup": float(np.median(xs)) if xs else None,
+                     "range": [min(xs), max(xs)] if xs else None,
+                     "beats_plan_on_seeds": [r["seed"] for r in sc["per_seed"] if r["speedup"] is not None
+                                             and r["speedup"] < 1 and r["kind"] != "lower bound (uniform never reached "
+                                                                                   "the target)"],
+                     "identical_to": same}
+    return out
 
 
 def rescore(bed: dict) -> None:
@@ -487,7 +527,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-independent", action="store_true")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the real-task comparison (population split)")
     ap.add_argument("--seed-base", type=int, default=0, help="first seed (pilots use 100+, never scored)")
+    ap.add_argument("--baselines", default=None,
+                    help="instruction bed: more of the plan's baselines to run beside plan and uniform depth (comma "
+                         "list; one with an earlier run's client configurations is not run twice); default "
+                         "memory_fit,full_depth, none with --quick (time); '' for none")
+    ap.add_argument("--utility-fit", type=Path, default=None,
+                    help="instruction bed: plan with this pilot fit (benchmarks/fed_lora_pilot.py) of the utility")
     args = ap.parse_args(argv)
+    if args.baselines is None:
+        args.baselines = "" if args.quick else "memory_fit,full_depth"
+    args.baselines = [b for b in args.baselines.split(",") if b]
     if args.rss_probe:
         print(json.dumps(rss_probe(*args.rss_probe)))
         return 0

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
@@ -53,7 +54,8 @@ from kernels.uniform_quant import grouped_nbytes
 log = logging.getLogger(__name__)
 
 ADAM_STATE_PER_PARAM = 2          # exp_avg and exp_avg_sq, same dtype as the parameter
-PROFILE_VERSION = 3               # 3: the workspace is the allocator-measured transient peak
+PROFILE_VERSION = 5               # 3: the workspace is the allocator-measured transient peak; 5: step times
+                                  # as a client's round: runtime allocator policy, 3 steps + Adam, median
 
 
 # ------------------------------------------------------------------ task models
@@ -205,6 +207,7 @@ class StepMeasurement:
     forward_s: float
     backward_s: float
     step_peak_bytes: int = -1       # peak live allocator bytes during the step above its start (B); -1: not tracked
+    step_s_mean: float = -1.0       # mean CPU s of the `repeats` consecutive steps, forward + backward + optimizer
 
     @property
     def training_bytes(self) -> int:
@@ -287,7 +290,7 @@ def measure_step(model: nn.Module, layout: BlockLayout, depth: int, quant_blocks
     trainable = [p for p in m.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=1e-4)
     batch = m.fine_tuning_batch(batch_size, seq_len, seed)
-    fwd_times, bwd_times = [], []
+    fwd_times, bwd_times, step_times = [], [], []
     tracker = allocator_peak_bytes() if track_allocator else contextlib.nullcontext({"peak": -1})
     try:
         with tracker as peak:
@@ -314,6 +317,7 @@ def measure_step(model: nn.Module, layout: BlockLayout, depth: int, quant_blocks
                 fwd_times.append(t1 - t0)
                 bwd_times.append(t2 - t1)
                 opt.step()
+                step_times.append(time.process_time() - t0)
     finally:
         for h in handles:
             h.remove()
@@ -330,7 +334,7 @@ def measure_step(model: nn.Module, layout: BlockLayout, depth: int, quant_blocks
         grad_bytes=_bytes_of(grads), optimizer_bytes=_bytes_of(states), activation_bytes=activation,
         quantised_elements=qel, quantised_numels=tuple(numels), trainable_blocks=got_grad,
         forward_flops=fwd_flops, backward_flops=bwd_flops, forward_s=min(fwd_times), backward_s=min(bwd_times),
-        step_peak_bytes=int(peak["peak"]))
+        step_peak_bytes=int(peak["peak"]), step_s_mean=sum(step_times) / len(step_times))
 
 
 def transient_bytes(step: StepMeasurement, peak_bytes: int) -> int:
@@ -446,10 +450,21 @@ def _split_numels(outer: tuple[int, ...], inner: tuple[int, ...]) -> tuple[int, 
 
 def profile_fine_tuning(model: nn.Module, name: str, batch_size: int, seq_len: int,
                         lora: LoraSettings = LoraSettings(), group: int = 64, bits: int = 8,
-                        target_modules: tuple[str, ...] | None = None, seed: int = 0, repeats: int = 2) -> FineTuneProfile:
+                        target_modules: tuple[str, ...] | None = None, seed: int = 0, repeats: int = 3,
+                        runtime_allocator: bool = False, local_steps: int = 3) -> FineTuneProfile:
     """Measure four training steps of `model` (a task model, real weights on CPU) and fit `FineTuneProfile`;
-    host times are the least CPU seconds of `repeats` steps each, and this CPU's matmul FLOP per CPU second
-    is measured alongside (the planner scales host times to a device by the FLOP/s ratio)."""
+    this CPU's matmul FLOP per CPU second is measured alongside (the planner scales host times to a device by
+    the FLOP/s ratio).
+
+    Host times are what the fed-lora client runtime pays per step: each of `repeats` rounds runs the four
+    configurations once each, interleaved (so load drifts hit them alike), each as a client's round does:
+    `local_steps` consecutive steps (forward, backward, Adam) on a fresh copy of the model; a configuration's
+    time is the MEDIAN over rounds of the mean CPU seconds per step. With `runtime_allocator` the process first fixes glibc's mmap threshold as every client does
+    (`kernels.malloc_policy`; for the whole process, irreversibly): under that policy every multi-MiB tensor is
+    a fresh mapping whose pages the kernel faults in and zeroes, a cost that grows with the bytes a step
+    allocates, so with the saved activations of every trainable block (docs/fed-lora.md, "Round-time model").
+    Before (profile version 3) the times were the least of 2 steps under glibc's default policy: on
+    SmolLM2:4L at batch 4, seq 48 a further trainable block read 2 ms where the client runtime paid ~80 ms."""
     layout = block_layout(model, target_modules)
     L = layout.num_blocks
     runs, workspace = {}, {}
@@ -457,18 +472,33 @@ def profile_fine_tuning(model: nn.Module, name: str, batch_size: int, seq_len: i
     # (with two threads on a loaded machine the same step read 2-6x more CPU seconds, erratically).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    configs = ((1, 0), (1, 1), (L, 0), (L, L))
+    fwd_s: dict[tuple[int, int], list[float]] = {c: [] for c in configs}
+    step_s: dict[tuple[int, int], list[float]] = {c: [] for c in configs}
+    if runtime_allocator:
+        from kernels.malloc_policy import pin_mmap_threshold
+
+        pin_mmap_threshold()
     try:
-        for d, q in ((1, 0), (1, 1), (L, 0), (L, L)):
+        for d, q in configs:
             runs[(d, q)] = measure_step(model, layout, d, q, bits, group, lora, batch_size, seq_len, seed,
-                                        count_flops=(q == 0), repeats=repeats)
+                                        count_flops=(q == 0))
             # the allocator's peak in a separate step: the profiler would inflate the CPU times above
             peak = measure_step(model, layout, d, q, bits, group, lora, batch_size, seq_len, seed,
                                 count_flops=False, track_allocator=True).step_peak_bytes
             workspace[(d, q)] = transient_bytes(runs[(d, q)], peak)
             log.debug("profile %s d=%d q=%d: %s", name, d, q, runs[(d, q)])
+        for _ in range(max(1, repeats)):            # timing: interleaved, a client's round on a fresh copy each
+            for d, q in configs:
+                m = measure_step(model, layout, d, q, bits, group, lora, batch_size, seq_len, seed,
+                                 count_flops=False, repeats=local_steps)
+                fwd_s[(d, q)].append(m.forward_s)
+                step_s[(d, q)].append(m.step_s_mean)
         host_rate = host_matmul_flops_per_cpu_s()
     finally:
         torch.set_num_threads(threads)
+    t = {c: float(statistics.median(v)) for c, v in step_s.items()}
+    t_fwd = float(statistics.median(fwd_s[(1, 0)]))
     r10, r11, rL0, rLL = runs[(1, 0)], runs[(1, 1)], runs[(L, 0)], runs[(L, L)]
     mids = max(L - 1, 1)
     a_mid = (rL0.activation_bytes - r10.activation_bytes) // mids if L > 1 else 0
@@ -495,19 +525,21 @@ def profile_fine_tuning(model: nn.Module, name: str, batch_size: int, seq_len: i
         workspace_bytes=max(workspace.values()),
         forward_flops=r10.forward_flops, backward_flops_first=r10.backward_flops,
         backward_flops_mid=(rL0.backward_flops - r10.backward_flops) // mids if L > 1 else 0,
-        block_param_bytes=block_bytes, host_forward_s=r10.forward_s,
-        host_backward_s_first=r10.backward_s,
-        # A further trainable block costs its backward and the extra forward work autograd records for it.
-        host_backward_s_mid=max(0.0, ((rL0.forward_s + rL0.backward_s) - (r10.forward_s + r10.backward_s)) / mids)
-        if L > 1 else 0.0,
-        host_quant_s_first=max(0.0, (r11.forward_s + r11.backward_s) - (r10.forward_s + r10.backward_s)),
-        host_quant_s_mid=max(0.0, ((rLL.forward_s + rLL.backward_s) - (rL0.forward_s + rL0.backward_s)
-                                   - max(0.0, (r11.forward_s + r11.backward_s) - (r10.forward_s + r10.backward_s))) / mids)
+        block_param_bytes=block_bytes, host_forward_s=t_fwd,
+        host_backward_s_first=max(0.0, t[(1, 0)] - t_fwd),
+        # A further trainable block costs its backward, the extra forward work autograd records for it and the
+        # allocator's cost of its saved activations.
+        host_backward_s_mid=max(0.0, (t[(L, 0)] - t[(1, 0)]) / mids) if L > 1 else 0.0,
+        host_quant_s_first=max(0.0, t[(1, 1)] - t[(1, 0)]),
+        host_quant_s_mid=max(0.0, (t[(L, L)] - t[(L, 0)] - max(0.0, t[(1, 1)] - t[(1, 0)])) / mids)
         if L > 1 else 0.0,
         host_flops_per_cpu_s=host_rate,
         source=(f"measured on this CPU: 4 training steps (d,q) in (1,0),(1,1),({L},0),({L},{L}) at batch "
                 f"{batch_size}, seq {seq_len}; saved_tensors_hooks bytes, FlopCounterMode FLOPs, workspace from the "
-                f"allocator's peak (torch.profiler memory events)"))
+                f"allocator's peak (torch.profiler memory events); CPU s per step: median over {max(1, repeats)} "
+                f"interleaved rounds of {local_steps} steps (forward, backward, Adam) on fresh copies"
+                + (", under the client runtime's allocator policy (mmap threshold 128 KiB)" if runtime_allocator
+                   else ", under glibc's default allocator policy")))
 
 
 def host_matmul_flops_per_cpu_s(n: int = 384, repeats: int = 7) -> float:

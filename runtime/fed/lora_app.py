@@ -66,7 +66,11 @@ def _client_batches(art: Any, cfg: dict[str, Any], run_config: dict[str, Any],
         pad = _pad(art.config["model"])
         from runtime.fed_expand.data import batch
 
-        return [batch([examples[int(i)] for i in torch.randint(0, len(examples), (size,), generator=g)], pad)
+        # Padded to the plan's sequence length: the shapes the plan's time and memory model were measured at (a causal
+        # LM's right pads change no real token's output and are never targets). Padding to the batch's longest
+        # example instead ran the steps ~35 % below the profile's time on SmolLM2:4L (benchmarks/fed_lora_roundtime).
+        length = int(art.config["training"]["seq_len"])
+        return [batch([examples[int(i)] for i in torch.randint(0, len(examples), (size,), generator=g)], pad, length)
                 for _ in range(steps)], len(examples)
     idx = _partition(run_config, node)
     data = load_digits_split(int(run_config.get("data-seed", 0)))
@@ -115,9 +119,9 @@ def train_client(cfg: dict[str, Any], incoming_np: dict[str, np.ndarray], run_co
     from kernels.saved_activations import SavedTensorLedger, parameter_storages
     from runtime.fed.lora_model import base_model, device_model, load_artifact, parse_blocks
 
-    from runtime.fed.malloc_policy import pin_mmap_threshold
+    from kernels.malloc_policy import pin_mmap_threshold
 
-    pin_mmap_threshold()      # resident memory follows the live bytes the plan predicts (runtime/fed/malloc_policy.py)
+    pin_mmap_threshold()      # resident memory follows the live bytes the plan predicts (kernels/malloc_policy.py)
     torch.set_num_threads(1)
     incoming = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in incoming_np.items()}
     down_bytes = sum(int(v.numel() * v.element_size()) for v in incoming.values())

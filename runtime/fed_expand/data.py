@@ -35,9 +35,10 @@ def encode(tok: Any, prompt: str, answer: str, seq_len: int, vocab: int) -> tupl
     return ids, mask
 
 
-def batch(encoded: Sequence[tuple[list[int], list[bool]]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (ids, mask) tensors (pads are never targets)."""
-    n = max(len(i) for i, _ in encoded)
+def batch(encoded: Sequence[tuple[list[int], list[bool]]], pad: int,
+          length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (ids, mask) tensors (pads are never targets), to the longest example or to `length` tokens."""
+    n = max([len(i) for i, _ in encoded] + [int(length or 0)])
     ids = torch.full((len(encoded), n), pad, dtype=torch.long)
     mask = torch.zeros(len(encoded), n, dtype=torch.bool)
     for r, (i, m) in enumerate(encoded):

@@ -3,7 +3,7 @@
     M_i(d, q) = memory_table[d, q]                                       peak bytes (same model on every device)
     t_i(d, q) = F_i + B1_i + (d − 1)·Bmid_i + [q ≥ 1]·(c1_i + (q − 1)·cmid_i)      s per local step
     T_i(d, q) = τ_i·t_i(d, q) + P(d)/down_i + P(d)/up_i + lat_i,   P(d) = d·P_block + P_head
-    u(d, q)   = d − γ·q
+    u(d, q)   = d^α − γ·q               (α = 1: the spec's linear proxy; α < 1: concave, fitted from a pilot, §9.9)
     R         = Σ_i w_i·u(d_i, q_i) / max_i T_i(d_i, q_i)            over participating devices
 
 Refinement of the spec's `Σ g_i(l) + q·c_i` [design, measured]: the bottom trainable block saves and
@@ -18,9 +18,10 @@ from solvers.fed_lora.problem import FedLoraMetrics, FedLoraProblem
 
 
 def utility(problem: FedLoraProblem, depth: np.ndarray, quant: np.ndarray) -> np.ndarray:
-    """u(d, q) = d − γ·q (0 for a device that sits out); broadcasts."""
+    """u(d, q) = d^α − γ·q (0 for a device that sits out); broadcasts."""
     d = np.asarray(depth, dtype=float)
-    return np.where(d > 0, d - problem.gamma * np.asarray(quant, dtype=float), 0.0)
+    return np.where(d > 0, np.maximum(d, 0.0) ** problem.depth_exponent - problem.gamma * np.asarray(quant, dtype=float),
+                    0.0)
 
 
 def step_time_s(problem: FedLoraProblem, depth: np.ndarray, quant: np.ndarray,
@@ -87,7 +88,7 @@ def grid(problem: FedLoraProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     T = round_time_s(problem, d[None, :, :], q[None, :, :])
     fits = (mem[None, :, :] <= usable[:, None, None]) & (d >= problem.d_min)[None, :, :] & (q <= d)[None, :, :]
     fits &= T <= problem.deadline_s
-    u = np.where(d >= 1, d - problem.gamma * q, 0.0)
+    u = np.where(d >= 1, d.astype(float) ** problem.depth_exponent - problem.gamma * q, 0.0)
     return fits, T, u, mem
 
 

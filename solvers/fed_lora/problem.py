@@ -46,6 +46,7 @@ class FedLoraProblem:
     head_bytes: float = 0.0                 # trainable head parameters sent every round (B)
     act_bits: int = 8                       # b_a
     gamma: float = 0.1                      # γ(b_a): utility discount per quantised block
+    depth_exponent: float = 1.0             # α: u(d, q) = d^α − γ·q (1 = the spec's linear utility; < 1 concave)
     memory_margin: float = 0.1              # μ
     d_min: int = 1
     deadline_s: float = math.inf            # T_dead
@@ -82,6 +83,8 @@ class FedLoraProblem:
             raise ValueError("d_min must lie in 1..L")
         if not 0 <= self.coverage_blocks <= L:
             raise ValueError("coverage_blocks must lie in 0..L")
+        if not 0 < self.depth_exponent <= 1 or self.gamma < 0:
+            raise ValueError("depth_exponent must lie in (0, 1] and gamma be >= 0")
 
 
 @dataclass(frozen=True)

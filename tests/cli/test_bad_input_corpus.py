@@ -208,6 +208,10 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("plan a local directory without config", ["plan", "emptymix", "--hardware", "a100_24gb"],
      ("directory emptymix holds no config.json",)),
     ("population is a directory", ["plan", "minilm", "--clients", "d", "--scenario", "fed-lora"], ("it is a directory",)),
+    ("fed-lora utility fit missing", ["plan", "minilm", "--clients", "gen:4", "--scenario", "fed-lora", "--utility-fit",
+                                     "nofit.json"], ("--utility-fit nofit.json", "cannot read", "fed_lora_pilot.py")),
+    ("fed-lora utility fit is a plan", ["plan", "minilm", "--clients", "gen:4", "--scenario", "fed-lora",
+                                       "--utility-fit", "moe.json"], ("--utility-fit moe.json", "'gamma'")),
     # ---- diff
     ("diff tolerance bare", ["diff", "moe.json", "moe.json", "--tolerance", "1"], ("--tolerance", "percentage")),
     ("diff tolerance negative", ["diff", "moe.json", "moe.json", "--tolerance=-1%"], ("--tolerance -1%",)),

@@ -44,7 +44,7 @@ def test_memory_model_within_10_percent_of_measurement(name: str) -> None:
     build, task = TINY[name]
     torch.manual_seed(0)
     model = task_model(build(), task)
-    prof = profile_fine_tuning(model, name, batch_size=2, seq_len=24)
+    prof = profile_fine_tuning(model, name, batch_size=2, seq_len=24, repeats=1, local_steps=1)
     assert prof.num_blocks == 4
     for d, q, bits in POINTS:
         meas = measure_step(model, prof.layout, d, q, bits, batch_size=2, seq_len=24, count_flops=False)
@@ -72,7 +72,7 @@ def test_workspace_covers_the_loss_heads_transients_measured_at_the_allocator() 
     model = task_model(transformers.GPT2LMHeadModel(transformers.GPT2Config(
         vocab_size=vocab, n_positions=64, n_embd=64, n_layer=4, n_head=4, bos_token_id=0, eos_token_id=0)),
         "causal-lm")
-    prof = profile_fine_tuning(model, "gpt2-bigvocab", batch_size=batch, seq_len=seq, repeats=1)
+    prof = profile_fine_tuning(model, "gpt2-bigvocab", batch_size=batch, seq_len=seq, repeats=1, local_steps=1)
     logits = batch * seq * vocab * 4
     assert prof.workspace_bytes >= 1.5 * logits, (prof.workspace_bytes, logits)
     for d, q in ((2, 0), (3, 1)):

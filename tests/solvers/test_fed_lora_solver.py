@@ -40,6 +40,32 @@ def test_greedy_equals_enumeration_without_coverage_on_200_instances() -> None:
     assert checked >= 150
 
 
+def test_greedy_stays_exact_with_a_fitted_concave_utility() -> None:
+    """u(d, q) = d^α − γ·q with α < 1 (a pilot's fit, spec §9.9) keeps the frontier argument (u rises with depth and
+    falls with q): the peeling still equals enumeration; and α = 1 is the spec's linear utility exactly."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(60):
+        p = random_problem(rng, n=int(rng.integers(1, 6)), L=int(rng.integers(2, 5)))
+        p = replace(p, depth_exponent=float(rng.uniform(0.1, 1.0)), gamma=float(rng.uniform(0.0, 0.6)))
+        if Enumeration().unsupported(p):
+            continue
+        try:
+            g = greedy.solve(p)
+        except InfeasibleError:
+            continue
+        e = Enumeration().solve(p)
+        assert validate(p, g) == [] and g.objective == pytest.approx(e.objective, rel=1e-9)
+        checked += 1
+    assert checked >= 40
+    from solvers.fed_lora.cost import utility
+
+    lin = replace(p, depth_exponent=1.0, gamma=0.1)
+    assert utility(lin, np.array([4, 2, 0]), np.array([4, 0, 0])).tolist() == pytest.approx([3.6, 2.0, 0.0])
+    half = replace(p, depth_exponent=0.5, gamma=0.1)
+    assert utility(half, np.array([4]), np.array([2])).tolist() == pytest.approx([2.0 - 0.2])
+
+
 def test_greedy_equals_cpsat_without_coverage_on_larger_instances() -> None:
     rng = np.random.default_rng(1)
     for _ in range(6):

@@ -41,6 +41,8 @@ class FedLoraFamily(Family):
              minimum_exclusive=True),
         Flag("--gamma", "float", "utility discount per quantised block (default 0.1 at 8 bit, 0.3 at 4 bit)",
              minimum=0.0, maximum=1.0),
+        Flag("--utility-fit", "path", "JSON with the utility u(d, q) = d^depth_exponent - gamma*q fitted from a pilot "
+             "(benchmarks/fed_lora_pilot.py) and its source; default the spec's u = d - gamma*q"),
         Flag("--round-overhead", "duration", "fixed per-round overhead of every client (e.g. 20ms)", default=0.02,
              minimum=0.0),
         Flag("--rounds", "int", "federated rounds the emitted run performs", default=20, minimum=1),
@@ -75,16 +77,19 @@ class FedLoraFamily(Family):
         return None
 
     def options(self, ctx: PlanContext) -> Any:
-        from planner.families.fed_lora.lowering import FedLoraOptions
+        from planner.families.fed_lora.lowering import FedLoraOptions, utility_setting
 
         v = ctx.request.flags
         require_population(ctx, "fed-lora")
-        return FedLoraOptions(
+        opts = FedLoraOptions(
             clients=v["clients"], batch_size=v["batch_size"], seq_len=v["seq_len"], local_steps=v["local_steps"],
             lora_rank=v["lora_rank"], lora_alpha=v["lora_alpha"], act_bits=int(v["act_bits"]),
             memory_margin=v["memory_margin"], coverage=v["coverage"], coverage_blocks=v["coverage_blocks"],
             deadline_s=v["deadline"] if v["deadline"] is not None else math.inf, gamma=v["gamma"],
+            utility_fit=v["utility_fit"],
             round_overhead_s=v["round_overhead"], rounds=v["rounds"], allow_sit_out=bool(v["allow_sit_out"]))
+        utility_setting(opts)          # a bad --utility-fit fails here, before the model is profiled
+        return opts
 
     def phases(self) -> Sequence[Phase]:
         from planner.families.fed_lora import phases as ph

@@ -14,9 +14,11 @@ Lifting writes per-client decisions and predictions by id, for the plan and ever
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -50,6 +52,7 @@ class FedLoraOptions:
     coverage_blocks: int | None = None
     deadline_s: float = math.inf
     gamma: float | None = None
+    utility_fit: str | None = None          # JSON path: {"gamma", "depth_exponent", "source"} from a pilot
     round_overhead_s: float = 0.02
     rounds: int = 20
     allow_sit_out: bool = False
@@ -109,6 +112,37 @@ def check_devices_fit(problem: FedLoraProblem, population: Population, allow_sit
                              "or --seq-len, or pass --allow-sit-out")
 
 
+def utility_setting(opts: FedLoraOptions) -> tuple[float, float, str]:
+    """(γ, α, source) of the utility u(d, q) = d^α − γ·q: the spec's default (α = 1, γ by bit width), `--gamma`,
+    or a pilot's fit (`--utility-fit FILE`, written by benchmarks/fed_lora_pilot.py)."""
+    if opts.utility_fit is None:
+        if opts.gamma is not None:
+            return float(opts.gamma), 1.0, "--gamma; linear depth utility (spec default)"
+        return GAMMA_DEFAULT[opts.act_bits], 1.0, f"spec default (gamma {GAMMA_DEFAULT[opts.act_bits]} at " \
+                                                  f"{opts.act_bits} bit, linear depth utility), not fitted"
+    path = Path(opts.utility_fit)
+    fix = "pass the JSON that benchmarks/fed_lora_pilot.py writes ({\"gamma\": G, \"depth_exponent\": A, \"source\": ...})"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PlannerError(f"--utility-fit {path}: cannot read it ({exc.strerror or 'unreadable'})", fix) from None
+    except ValueError:
+        raise PlannerError(f"--utility-fit {path}: cannot read it as JSON", fix) from None
+    if not isinstance(data, dict):
+        raise PlannerError(f"--utility-fit {path}: expected a JSON object", fix)
+    try:
+        gamma, alpha = float(data["gamma"]), float(data["depth_exponent"])
+    except (KeyError, TypeError, ValueError):
+        raise PlannerError(f"--utility-fit {path}: needs numbers 'gamma' and 'depth_exponent'", fix) from None
+    if not (math.isfinite(gamma) and gamma >= 0 and 0 < alpha <= 1):
+        raise PlannerError(f"--utility-fit {path}: gamma must be >= 0 and depth_exponent in (0, 1] "
+                           f"(got {gamma:g}, {alpha:g})", fix)
+    if opts.gamma is not None and opts.gamma != gamma:
+        raise PlannerError(f"--gamma {opts.gamma:g} contradicts --utility-fit {path} (gamma {gamma:g})",
+                           "pass one of them")
+    return gamma, alpha, f"fitted: {data.get('source', path.name)}"
+
+
 def build_problem(population: Population, profile: FineTuneProfile, opts: FedLoraOptions) -> FedLoraLowered:
     """The FedLoraProblem of a population and a measured profile (see the module docstring)."""
     n = len(population)
@@ -124,7 +158,7 @@ def build_problem(population: Population, profile: FineTuneProfile, opts: FedLor
     else:
         arr = np.array(samples, dtype=float)
         w = arr / arr.sum()
-    gamma = opts.gamma if opts.gamma is not None else GAMMA_DEFAULT[opts.act_bits]
+    gamma, alpha, _ = utility_setting(opts)
     cov_blocks = opts.coverage_blocks if opts.coverage_blocks is not None else (L // 2 if opts.coverage > 0 else 0)
     if cov_blocks > L:
         raise PlannerError(f"--coverage-blocks {cov_blocks} exceeds the model's {L} blocks", f"pass at most {L}")
@@ -139,7 +173,7 @@ def build_problem(population: Population, profile: FineTuneProfile, opts: FedLor
         downlink_bytes_per_s=np.array([d.downlink_bits_per_s / 8 for d in population.devices]),
         latency_s=np.full(n, opts.round_overhead_s), weights=w,
         lora_block_bytes=float(profile.lora_param_bytes_per_block), head_bytes=float(head_bytes),
-        act_bits=opts.act_bits, gamma=gamma, memory_margin=opts.memory_margin, d_min=1, deadline_s=opts.deadline_s,
+        act_bits=opts.act_bits, gamma=gamma, depth_exponent=alpha, memory_margin=opts.memory_margin, d_min=1, deadline_s=opts.deadline_s,
         coverage_kappa=opts.coverage, coverage_blocks=cov_blocks)
     problem.check()
     notes = check_devices_fit(problem, population, opts.allow_sit_out)
