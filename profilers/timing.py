@@ -69,6 +69,27 @@ def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int
             "source": f"measured on this CPU: tiny model through the split-expert path, median of {repeats} decode steps"}
 
 
+def time_forward(built: Any, repeats: int = 7, threads: int = 1) -> list[float]:
+    """Wall seconds of `repeats` direct calls of the model's exported GraphModule after one warm-up, `threads`
+    intra-op threads: the same call `time_graph_nodes` sets its level from (`forward`), on its own."""
+    from profilers.graph import capture
+
+    gm = capture(built).program.module()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            gm(*built.args, **built.kwargs)
+            out = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                gm(*built.args, **built.kwargs)
+                out.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
 def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1,
                      totals: list[float] | None = None, forward: list[float] | None = None) -> dict[str, float]:
     """Seconds of every node of the model's exported graph, run on this CPU with `threads` intra-op threads

@@ -147,6 +147,38 @@ def test_calibrated_plans_come_from_the_file_and_are_deterministic(tmp_path: Pat
     idle = {k for k in nt if k in ("x", "output", "_guards_fn") or k.endswith(("_weight", "_bias"))}
     assert len(idle) >= 10 and all(nt[k] == 0.0 for k in idle)
     assert all(v > 0 for k, v in nt.items() if k not in idle)
+    check_rescale(tmp_path, cal, doc["measured"], ctx.plan.inputs["calibration"]["sha256"])
+
+
+def check_rescale(tmp_path: Path, cal: Path, old: dict, sha: str) -> None:
+    """`planner calibrate --rescale OLD`: the whole forward re-timed (here stubbed at exactly 2x OLD's, so the oracle
+    is exact) multiplies every host-time figure by that level and widens the spread to the drift x0.5..x2."""
+    import profilers.timing
+    from planner.cli import main
+
+    real = profilers.timing.time_forward
+    profilers.timing.time_forward = lambda built, repeats=7, threads=1: [2 * statistics.median(old["forward_times_s"])] * 7
+    try:
+        out = tmp_path / "now.yaml"
+        assert main(["calibrate", "digits-cnn", "--scenario", "split-inference", "--rescale", str(cal), "-o", str(out)]) == 0
+    finally:
+        profilers.timing.time_forward = real
+    new = yaml.safe_load(out.read_text())["measured"]
+    assert new["rescaled"]["level"] == pytest.approx(2.0) and new["rescaled"]["from_sha256"] == sha
+    assert all(new["node_times_s"][k] == pytest.approx(2 * v) for k, v in old["node_times_s"].items())
+    assert new["request_overhead"]["edge_s"] == pytest.approx(2 * old["request_overhead"]["edge_s"])
+    assert new["quantise_s_per_element"]["quantise"][8] == pytest.approx(2 * old["quantise_s_per_element"]["quantise"][8])
+    lo, hi = new["speed_spread"]
+    assert lo <= 0.5 and hi >= 2.0 and new["cpu"] == old["cpu"]
+    argv = ["digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb", "--link", "5mbps", "--calibration"]
+    p_old = plan_from_argv([*argv, str(cal)]).state.lowered.problem
+    p_new = plan_from_argv([*argv, str(out)]).state.lowered.problem
+    assert p_new.edge_time_s.sum() == pytest.approx(2 * p_old.edge_time_s.sum(), rel=1e-6)
+    # a family without calibration files, or a file for another model, is refused in one line
+    other = tmp_path / "other.yaml"
+    assert_one_line_error(run_cli("calibrate", "resnet50", "--scenario", "split-inference", "--rescale", str(cal),
+                                  "-o", str(other)), "--rescale", "digits-cnn")
+    assert not other.exists()
 
 
 def test_speed_range_is_the_wider_of_the_calibration_spread_and_the_flag() -> None:

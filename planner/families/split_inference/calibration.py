@@ -71,3 +71,40 @@ def read_calibration(path: Path, spec: Any, tiny: bool) -> tuple[dict[str, Any],
         raise PlannerError(f"--calibration {path} lacks the split-inference node times",
                            "re-create it with `planner calibrate MODEL --scenario split-inference`")
     return {**measured, "sha256": record["sha256"]}, record
+
+
+def rescale(spec: Any, tiny: bool, old: dict[str, Any], old_sha256: str) -> dict[str, Any]:
+    """A calibration re-levelled to this host's speed now (`planner calibrate --rescale OLD`): the whole model's
+    direct forward is timed again (7 calls, one thread, the same call `measure` sets its level from) and every
+    host-time figure of OLD (node times, quantise rates, the runtime's per-request cost) is multiplied by
+    `level` = that median over OLD's. Seconds where a full calibration takes minutes, so it can run right before
+    planning, on the machine that will serve. The drift seen between the two measurements widens the spread the
+    plan's robust choice covers: the host moved by `level` since OLD, so it may move that much again
+    (`speed_spread` becomes [min(lo, 1/d), max(hi, d)], d = max(level, 1/level))."""
+    from profilers.models import build_model
+    from profilers.timing import time_forward
+
+    before = [float(t) for t in old.get("forward_times_s") or []]
+    if not before or not isinstance(old.get("node_times_s"), dict):
+        raise PlannerError("--rescale needs a split-inference calibration with its forward times",
+                           "re-create it with `planner calibrate MODEL --scenario split-inference -o FILE`")
+    now = time_forward(build_model(spec, tiny=tiny, device="cpu"))
+    level = statistics.median(now) / statistics.median(before)
+    drift = max(level, 1.0 / level)
+    lo, hi = (old.get("speed_spread") or [1.0, 1.0])[:2]
+    out = dict(old)
+    out["node_times_s"] = {k: float(v) * level for k, v in old["node_times_s"].items()}
+    out["graph_times_s"] = [float(t) * level for t in old.get("graph_times_s") or []]
+    out["forward_times_s"] = [float(t) for t in now]
+    q = old.get("quantise_s_per_element")
+    if isinstance(q, dict):
+        out["quantise_s_per_element"] = {k: {b: float(t) * level for b, t in v.items()} for k, v in q.items()}
+    ro = old.get("request_overhead")
+    if isinstance(ro, dict):
+        out["request_overhead"] = {k: (float(v) * level if k.endswith("_s") else v) for k, v in ro.items()}
+    out["speed_spread"] = [min(float(lo), 1.0 / drift), max(float(hi), drift)]
+    out["rescaled"] = {"from_sha256": old_sha256, "level": float(level),
+                       "forward_s_before": statistics.median(before), "forward_s_now": statistics.median(now),
+                       "what": "host-time figures x level, the whole forward's median now over the calibration's; "
+                               "speed_spread widened to the drift x1/d..xd, d = max(level, 1/level)"}
+    return out
