@@ -133,6 +133,11 @@ def test_calibrated_plans_come_from_the_file_and_are_deterministic(tmp_path: Pat
     # the runtime's quantise/dequantise measured per bit width, scaled to each device
     rates = dict(p.quant_s_per_element_edge_by_bits)
     assert set(rates) >= {4, 8} and all(r > 0 for r in rates.values()) and p.dequant_s_per_element_cloud_by_bits
+    # ... and each call's fixed cost (dispatch of the kernels' small ops), which the rate alone put at ~2 us for a
+    # 784-value digits image; never below the device's per-kernel overhead
+    fixed = dict(p.quant_s_fixed_edge_by_bits)
+    assert set(fixed) == set(rates) and all(f >= p.quant_s_fixed_edge for f in fixed.values())
+    assert dict(p.dequant_s_fixed_cloud_by_bits).keys() == fixed.keys()
     assert any("calibration's spread" in n for n in ctx.plan.notes)
     doc = yaml.safe_load(cal.read_text())
     lo, hi = doc["measured"]["speed_spread"]
@@ -168,6 +173,7 @@ def check_rescale(tmp_path: Path, cal: Path, old: dict, sha: str) -> None:
     assert all(new["node_times_s"][k] == pytest.approx(2 * v) for k, v in old["node_times_s"].items())
     assert new["request_overhead"]["edge_s"] == pytest.approx(2 * old["request_overhead"]["edge_s"])
     assert new["quantise_s_per_element"]["quantise"][8] == pytest.approx(2 * old["quantise_s_per_element"]["quantise"][8])
+    assert new["quantise_fixed_s"]["dequantise"][8] == pytest.approx(2 * old["quantise_fixed_s"]["dequantise"][8])
     lo, hi = new["speed_spread"]
     assert lo <= 0.5 and hi >= 2.0 and new["cpu"] == old["cpu"]
     argv = ["digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb", "--link", "5mbps", "--calibration"]
