@@ -595,6 +595,8 @@ def main() -> int:
                          "plan from the calibration as measured (the previous benchmark)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     ap.add_argument("--max-cells", type=int, help="stop after this many cells (a smoke test)")
+    ap.add_argument("--cells", nargs="*", metavar="MODEL:MBPS:RTT_MS",
+                    help="run these cells instead (e.g. resnet50:100:1 for the README's measured split)")
     ap.add_argument("--reanalyse", action="store_true", help="analyse the cells of the last run again, measure nothing")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -610,6 +612,8 @@ def main() -> int:
         return 0
     t_start = time.perf_counter()
     cells_todo = [c for c in QUICK_CELLS if c[0] in a.models] if a.quick else [(m, b, r) for m in a.models for b in LINKS_MBPS for r in RTTS_MS]
+    if a.cells:
+        cells_todo = [(m, float(b), float(r)) for m, b, r in (c.split(":") for c in a.cells)]
     cells_todo = cells_todo[:a.max_cells] if a.max_cells else cells_todo
     work = a.out / "split_inference_runtime"
     work.mkdir(parents=True, exist_ok=True)
