@@ -13,6 +13,9 @@ uplink 5 and 20 Mbit/s × RTT 1 and 30 ms. In each cell:
      the host preempted it counts once, not 4 times), so the emulated edge speeds up and
      slows down with the host's load exactly as the cloud does (padding to the plan's T_e instead froze the edge
      at the calibration's load while the cloud moved: a ResNet-50 plan lost its cell to that);
+     Right before the cell's plans, `planner calibrate --rescale` re-times the whole forward and re-levels that
+     calibration to the host's speed now (its spread widened by the drift seen): what a user can run before
+     planning on their own machine; nothing from the measurement reaches the plan (`--rescale off`: as measured);
   2. two plans, `--objective throughput` and `--objective latency`, each with every baseline, are emitted;
   3. the link: two network namespaces joined by a veth pair, `tc tbf` shaping the rate (this kernel has no
      netem); the one-way delay RTT/2 is EMULATED in the runtime's transport (`--emulate-delay`: each side
@@ -27,7 +30,9 @@ uplink 5 and 20 Mbit/s × RTT 1 and 30 ms. In each cell:
      repetition is measured by the all-edge run (edge core) and the all-cloud run (cloud core), each against
      its prediction, and every other configuration's compute stage is predicted as the calibration's time ×
      that factor. `stage_prediction_error_max` scores that (and the links against the plan);
-     `stage_prediction_error_max_vs_calibration` the plain prediction, calibrated minutes earlier.
+     `stage_prediction_error_max_vs_calibration` the plain prediction, calibrated minutes earlier;
+  6. after the measurement every emitted half is timed on its own, interleaved with the whole model: its share of
+     the whole as it ran over the plan's share (`isolation`; the host's speed cancels, the profiler's split is left).
 
     nice python -m benchmarks.split_inference_runtime [--quick]     # as root, from the repository root
 Writes build/bench/split_inference_runtime.json (`summary`: cells, cells_plan_at_least_best_baseline,
