@@ -7,6 +7,7 @@ replace the roofline constants when a plan is made with `--calibrate`.
 """
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from typing import Any, Callable
@@ -125,8 +126,15 @@ def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1,
         with torch.no_grad():
             Timer(gm).run(*flat)
             times.clear()
+            # a pause of a random fraction of a run after each run, so a disturbance that recurs with the run's
+            # own rhythm cannot hit the same node in every run: a MiniLM calibration on the loaded host kept three
+            # of its six identical FFN linears at 4-8x their siblings in their FASTEST of 7 back-to-back runs (75 ms
+            # vs 9 ms), which moved a fifth of the model's time from the edge half to the cloud half of every cut
+            rng = random.Random(0)
             for _ in range(repeats):
+                t0 = time.perf_counter()
                 Timer(gm).run(*flat)
+                time.sleep(rng.uniform(0.0, time.perf_counter() - t0))
         # the level: the graph as a program runs it (one call of the GraphModule, as the runtime's halves run),
         # interleaved with nothing else; node by node through the Interpreter measured ResNet-50 at 2x that
         with torch.no_grad():
