@@ -79,7 +79,26 @@ def test_low_bandwidth_moves_the_cut_to_smaller_tensors() -> None:
     assert sent[1e4] <= sent[1e8]
 
 
-def test_cli_split_plan_inspect_and_plot(tmp_path: Path) -> None:
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """The planner's command line in this process (no interpreter and torch start-up per call): returns an object
+    with returncode, stdout and stderr, as `run_cli`'s subprocess does."""
+    from types import SimpleNamespace
+
+    from planner.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> SimpleNamespace:
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+    return run
+
+
+def test_cli_split_plan_inspect_and_plot(tmp_path: Path, cli) -> None:
+    run_cli = cli
     out = tmp_path / "split.json"
     proc = run_cli("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb", "--link", "5mbps",
                    "-o", str(out), "-q")
@@ -97,7 +116,8 @@ def test_cli_split_plan_inspect_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_split_bad_inputs(tmp_path: Path) -> None:
+def test_split_bad_inputs(tmp_path: Path, cli) -> None:
+    run_cli = cli
     base = ("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb")
     assert_one_line_error(run_cli(*base, "--link", "0mbps"), "bandwidth of 0")
     assert_one_line_error(run_cli(*base, "--link", "5mbps", "--epsilon=-0.1%"), "--epsilon", "out of range")
