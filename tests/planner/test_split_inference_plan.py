@@ -15,7 +15,7 @@ from planner.pipeline import plan_validator
 from planner.registry import resolve_hardware, resolve_model
 from profilers.graph import profile_model
 from solvers.split_inference.cost import is_downward_closed
-from tests.planner.cli_runner import assert_one_line_error, run_cli
+from tests.planner.cli_runner import assert_one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +98,9 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
 
 
 def test_cli_split_plan_inspect_and_plot(tmp_path: Path, cli) -> None:
-    run_cli = cli
+    run = cli
     out = tmp_path / "split.json"
-    proc = run_cli("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb", "--link", "5mbps",
+    proc = run("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb", "--link", "5mbps",
                    "-o", str(out), "-q")
     assert proc.returncode == 0, proc.stderr
     assert "scenario: split-inference" in proc.stderr
@@ -111,23 +111,23 @@ def test_cli_split_plan_inspect_and_plot(tmp_path: Path, cli) -> None:
         assert key in d["predicted"]
         for b in d["baselines"].values():
             assert key in b["predicted"]
-    shown = run_cli("inspect", str(out), "--plot", str(tmp_path / "t.png"))
+    shown = run("inspect", str(out), "--plot", str(tmp_path / "t.png"))
     assert shown.returncode == 0 and "tensors crossing the link" in shown.stdout
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_split_bad_inputs(tmp_path: Path, cli) -> None:
-    run_cli = cli
+    run = cli
     base = ("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb")
-    assert_one_line_error(run_cli(*base, "--link", "0mbps"), "bandwidth of 0")
-    assert_one_line_error(run_cli(*base, "--link", "5mbps", "--epsilon=-0.1%"), "--epsilon", "out of range")
-    assert_one_line_error(run_cli(*base, "--link", "fast"), "cannot read")
+    assert_one_line_error(run(*base, "--link", "0mbps"), "bandwidth of 0")
+    assert_one_line_error(run(*base, "--link", "5mbps", "--epsilon=-0.1%"), "--epsilon", "out of range")
+    assert_one_line_error(run(*base, "--link", "fast"), "cannot read")
     tiny = yaml.safe_load((Path(__file__).resolve().parents[2] / "planner/catalog/hardware/raspberry_pi5_8gb.yaml").read_text())
     tiny.update({"name": "speck", "memory_bytes": 16})
     (tmp_path / "speck.yaml").write_text(yaml.safe_dump(tiny))
-    assert_one_line_error(run_cli("plan", "digits-cnn", "--hardware", str(tmp_path / "speck.yaml"), "--cloud", "a100_80gb",
+    assert_one_line_error(run("plan", "digits-cnn", "--hardware", str(tmp_path / "speck.yaml"), "--cloud", "a100_80gb",
                                   "--link", "5mbps"), "edge")
-    assert_one_line_error(run_cli("plan", "tests.untraceable_model:factory", "--hardware", "jetson_orin_nano_8gb",
+    assert_one_line_error(run("plan", "tests.untraceable_model:factory", "--hardware", "jetson_orin_nano_8gb",
                                   "--cloud", "a100_80gb", "--link", "5mbps"), "cannot capture the graph")
 
 
