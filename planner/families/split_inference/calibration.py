@@ -10,7 +10,7 @@ from planner.calibration import read_calibration as read_file
 
 
 def measure(spec: Any, tiny: bool) -> dict[str, Any]:
-    """Time every graph node here (fx Interpreter, 7 runs: profilers.timing.time_graph_nodes), measure this CPU's roofline constants and
+    """Time every graph node here (fx Interpreter, 3 passes of 7 runs: profilers.timing.time_graph_nodes), measure this CPU's roofline constants and
     the split runtime's fixed cost per request (framing, gRPC, thread hand-offs: runtime/split_inference/overhead.py)."""
     from profilers.hardware import measure_this_machine
     from profilers.models import build_model
