@@ -275,7 +275,8 @@ def isolation(spec: dict[str, Any], rounds: int = 3) -> list[dict[str, Any]]:
     from runtime.split_inference.run import request_stream
 
     out = []
-    for key, v in spec["artifacts"].items():
+    seen: set[str] = set()                  # a cut both artifacts emitted is timed once (the latency plan's
+    for key, v in spec["artifacts"].items():  # baselines repeat the throughput plan's)
         art = load_artifact(Path(v["path"]), role="both")
         whole = next((p for p in art.partitions if p.all_edge and p.edge is not None), None)
         if whole is None:
@@ -294,7 +295,8 @@ def isolation(spec: dict[str, Any], rounds: int = 3) -> list[dict[str, Any]]:
                 whole.edge(*x)
                 w = (time.perf_counter() - t0) * 1e3
                 for p in art.partitions:
-                    if p.all_edge or p.edge is None:
+                    sig = json.dumps([p.info.get("cut_tensors"), p.info.get("bits")])
+                    if p.all_edge or p.edge is None or (sig in seen and (p.pid, "edge") not in rows):
                         continue
                     t0 = time.perf_counter()
                     vals = p.edge(*x)
@@ -311,6 +313,7 @@ def isolation(spec: dict[str, Any], rounds: int = 3) -> list[dict[str, Any]]:
                         r["measured_ms"].append(t)
                         r["whole_ms"].append(w)
         out += list(rows.values())
+        seen |= {json.dumps([p.info.get("cut_tensors"), p.info.get("bits")]) for p in art.partitions}
     return out
 
 
