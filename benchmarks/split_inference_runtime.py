@@ -13,6 +13,9 @@ uplink 5 and 20 Mbit/s × RTT 1 and 30 ms. In each cell:
      the host preempted it counts once, not 4 times), so the emulated edge speeds up and
      slows down with the host's load exactly as the cloud does (padding to the plan's T_e instead froze the edge
      at the calibration's load while the cloud moved: a ResNet-50 plan lost its cell to that);
+     Right before the cell's plans, `planner calibrate --rescale` re-times the whole forward and re-levels that
+     calibration to the host's speed now (its spread widened by the drift seen): what a user can run before
+     planning on their own machine; nothing from the measurement reaches the plan (`--rescale off`: as measured);
   2. two plans, `--objective throughput` and `--objective latency`, each with every baseline, are emitted;
   3. the link: two network namespaces joined by a veth pair, `tc tbf` shaping the rate (this kernel has no
      netem); the one-way delay RTT/2 is EMULATED in the runtime's transport (`--emulate-delay`: each side
@@ -27,7 +30,9 @@ uplink 5 and 20 Mbit/s × RTT 1 and 30 ms. In each cell:
      repetition is measured by the all-edge run (edge core) and the all-cloud run (cloud core), each against
      its prediction, and every other configuration's compute stage is predicted as the calibration's time ×
      that factor. `stage_prediction_error_max` scores that (and the links against the plan);
-     `stage_prediction_error_max_vs_calibration` the plain prediction, calibrated minutes earlier.
+     `stage_prediction_error_max_vs_calibration` the plain prediction, calibrated minutes earlier;
+  6. after the measurement every emitted half is timed on its own, interleaved with the whole model: its share of
+     the whole as it ran over the plan's share (`isolation`; the host's speed cancels, the profiler's split is left).
 
     nice python -m benchmarks.split_inference_runtime [--quick]     # as root, from the repository root
 Writes build/bench/split_inference_runtime.json (`summary`: cells, cells_plan_at_least_best_baseline,
@@ -169,6 +174,16 @@ def calibrate(model: str, out: Path) -> dict[str, Any]:
     return yaml.safe_load(out.read_text())["measured"]
 
 
+def rescale(model: str, cal: Path, out: Path) -> dict[str, Any]:
+    """`planner calibrate MODEL --rescale CAL` right before a cell's plans, on the cloud's core: CAL's host-time
+    figures re-levelled to the host's speed now (one whole forward re-timed, seconds), the spread widened by the
+    drift since CAL. What a user can run on their own machine before planning; nothing from the measurement."""
+    pin = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) >= 2 else []
+    sh([*pin, PY, "-m", "planner.cli", "calibrate", model, "--scenario", "split-inference", "--rescale", str(cal),
+        "-o", str(out), "--force"], env=env1(), timeout=1800)
+    return yaml.safe_load(out.read_text())["measured"]
+
+
 def _cli(argv: list[str]) -> None:
     """The planner's command line in this process (one torch thread; no interpreter and torch start-up per
     call, which cost ~10 s a call on the loaded machine)."""
@@ -243,8 +258,63 @@ def worker(spec_path: Path) -> int:
                     "load_average_1min": round(os.getloadavg()[0], 2)})
     level["after_ms"] = whole_model_ms(arts["thr"])
     out.append({"label": "_host_level", "level": level, "load_average_1min": round(os.getloadavg()[0], 2)})
+    out.append({"label": "_isolation", "halves": isolation(spec), "load_average_1min": round(os.getloadavg()[0], 2)})
     Path(spec["out"]).write_text(json.dumps(out))
     return 0
+
+
+def isolation(spec: dict[str, Any], rounds: int = 3) -> list[dict[str, Any]]:
+    """Each emitted half timed on its own, unpadded, in this process (edge core), interleaved with the whole model
+    (the all-edge half) in every round: a half's share of the whole forward as it runs, against its share in the
+    plan (the profiler's per-node split), whatever the host's speed in that round. {partition, side, measured ms
+    per round, whole ms per round, predicted ms, predicted whole ms}."""
+    import torch
+
+    from runtime.split_inference import wire
+    from runtime.split_inference.artifact import load_artifact
+    from runtime.split_inference.run import request_stream
+
+    out = []
+    seen: set[str] = set()                  # a cut both artifacts emitted is timed once (the latency plan's
+    for key, v in spec["artifacts"].items():  # baselines repeat the throughput plan's)
+        art = load_artifact(Path(v["path"]), role="both")
+        whole = next((p for p in art.partitions if p.all_edge and p.edge is not None), None)
+        if whole is None:
+            continue
+        x = request_stream(art, 1).inputs[0]
+        whole_pred = float(whole.predicted.get("edge_compute_ms", 0.0)) / EDGE_SLOWDOWN
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        with torch.inference_mode():
+            for p in art.partitions:            # warm-up: every half once
+                if p.edge is not None:
+                    vals = p.edge(*x)
+                    if p.cloud is not None:
+                        p.cloud(*wire.decode(wire.encode_request(0, p.index, 0.0, vals)).tensors)
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                whole.edge(*x)
+                w = (time.perf_counter() - t0) * 1e3
+                for p in art.partitions:
+                    sig = json.dumps([p.info.get("cut_tensors"), p.info.get("bits")])
+                    if p.all_edge or p.edge is None or (sig in seen and (p.pid, "edge") not in rows):
+                        continue
+                    t0 = time.perf_counter()
+                    vals = p.edge(*x)
+                    te = (time.perf_counter() - t0) * 1e3
+                    tensors = wire.decode(wire.encode_request(0, p.index, 0.0, vals)).tensors
+                    t0 = time.perf_counter()
+                    p.cloud(*tensors)
+                    tc = (time.perf_counter() - t0) * 1e3
+                    for side, t, pred in (("edge", te, float(p.predicted.get("edge_compute_ms", 0.0)) / EDGE_SLOWDOWN),
+                                          ("cloud", tc, float(p.predicted.get("cloud_compute_ms", 0.0)))):
+                        r = rows.setdefault((p.pid, side), {"artifact": key, "partition": p.pid, "side": side,
+                                                            "predicted_ms": pred, "predicted_whole_ms": whole_pred,
+                                                            "measured_ms": [], "whole_ms": []})
+                        r["measured_ms"].append(t)
+                        r["whole_ms"].append(w)
+        out += list(rows.values())
+        seen |= {json.dumps([p.info.get("cut_tensors"), p.info.get("bits")]) for p in art.partitions}
+    return out
 
 
 def whole_model_ms(art: Any, calls: int = 7) -> list[float] | None:
@@ -315,7 +385,8 @@ def analyse(model: str, mbps: float, rtt_ms: float, plans: dict[str, dict], runs
     """Medians and spreads per configuration, the plans against the best baseline, stage errors, and the host's
     speed during the measurement against the calibration's."""
     level = next((g["level"] for g in got if g["label"] == "_host_level"), None)
-    got = [g for g in got if g["label"] != "_host_level"]
+    halves = next((g["halves"] for g in got if g["label"] == "_isolation"), [])
+    got = [g for g in got if not g["label"].startswith("_")]
     host_level = None
     if level and level.get("before_ms") and calibration_forward_ms:
         cal = statistics.median(calibration_forward_ms)
@@ -369,8 +440,26 @@ def analyse(model: str, mbps: float, rtt_ms: float, plans: dict[str, dict], runs
             "delay": (f"one-way {delay_s * 1e3:.3g} ms EMULATED in the transport" if delay_s > 0 else "none"),
             "load_average_1min": [g["load_average_1min"] for g in got], "configs": configs, "same_partition": same,
             "verdicts": verdicts, "stage_errors": stage_errors, "host_level": host_level,
+            "isolation": isolation_errors(halves, plans),
             "plan_cut": {k: [f"{r['name']}@{r['bits']}" for r in plans[k]["decisions"]["cut_tensors"]] for k in plans},
             "timing": plans["thr"]["decisions"].get("timing", "")}
+
+
+def isolation_errors(halves: list[dict[str, Any]], plans: dict[str, dict]) -> list[dict[str, Any]]:
+    """Per half timed on its own: its share of the whole forward timed in the same round, over the share the plan
+    gives it (predicted half / predicted whole, both on this CPU), minus 1; median over rounds. Host speed cancels;
+    what is left is the profiler's split of the model into node times (and the half's own extra work: the edge's
+    quantise, the cloud's dequantise, which the prediction includes). Halves under 2 ms are not scored."""
+    out = []
+    for h in halves:
+        if not h["predicted_ms"] or not h["predicted_whole_ms"]:
+            continue
+        errs = [(m / w) / (h["predicted_ms"] / h["predicted_whole_ms"]) - 1 for m, w in zip(h["measured_ms"], h["whole_ms"])]
+        level = statistics.median(w for w in h["whole_ms"]) / h["predicted_whole_ms"]
+        out.append({**{k: h[k] for k in ("artifact", "partition", "side", "predicted_ms")},
+                    "measured_ms_median": statistics.median(h["measured_ms"]), "host_level": level,
+                    "share_error": statistics.median(errs), "scored": h["predicted_ms"] * level >= STAGE_FLOOR_MS})
+    return out
 
 
 def _stage_values(pred: dict[str, Any], row: dict[str, Any]) -> dict[str, tuple[float, float | None]]:
@@ -443,7 +532,9 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
             "stage_prediction_error_max_vs_calibration": max((abs(e["error_vs_calibration"]) for e in scored), default=None),
             "stages_within_15_percent": sum(x <= 0.15 for x in recal),
             "stages_scored": len(scored),
-            "stages_below_floor": sum(1 for c in cells for e in c["stage_errors"] if not e["scored"])}
+            "stages_below_floor": sum(1 for c in cells for e in c["stage_errors"] if not e["scored"]),
+            "isolated_half_share_error_max": max((abs(e["share_error"]) for c in cells for e in c.get("isolation", [])
+                                                  if e["scored"]), default=None)}
 
 
 def print_cells(cells: list[dict[str, Any]]) -> None:
@@ -469,6 +560,10 @@ def print_cells(cells: list[dict[str, Any]]) -> None:
             print(f"  host speed: whole forward {h['measured_forward_ms_before']:.4g} ms before and "
                   f"{h['measured_forward_ms_after']:.4g} ms after the measurement vs {h['calibration_forward_ms']:.4g} "
                   f"ms calibrated (x{h['ratio_before']:.2f}, x{h['ratio_after']:.2f})")
+        for e in c.get("isolation", []):
+            print(f"  isolated {e['artifact']}/{e['partition']} {e['side']:<5} {e['measured_ms_median']:.4g} ms (host x"
+                  f"{e['host_level']:.2f} of the plan's {e['predicted_ms']:.4g} ms): share of the whole {e['share_error']:+.0%} "
+                  f"vs the plan's{'' if e['scored'] else ' (below 2 ms: not scored)'}")
         for e in c["stage_errors"]:
             recal = (e.get("reference") or "n/a") if e.get("error") is None else (
                 f"{e['error']:+.0%}" + (" recalibrated per repetition" if e["stage"] != "link" else ""))
@@ -486,7 +581,8 @@ def reanalyse(work: Path) -> list[dict[str, Any]]:
         spec = json.loads((d / "schedule.json").read_text())
         link = Link(mode="tbf", label=spec["label"].split("; one-way")[0])
         runs, same = configurations(plans["thr"], plans["lat"])
-        cal = next(iter([d / "calibration.yaml"] if (d / "calibration.yaml").is_file()
+        cal = next(iter([d / "calibration_now.yaml"] if (d / "calibration_now.yaml").is_file() else
+                        [d / "calibration.yaml"] if (d / "calibration.yaml").is_file()
                         else sorted(work.glob(f"{model}_*/calibration.yaml"))), None)
         fwd = yaml.safe_load(cal.read_text())["measured"].get("forward_times_s", []) if cal else []
         cells.append(analyse(model, float(mbps[:-4]), float(rtt[:-2]), plans, runs, same,
@@ -501,8 +597,14 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--calibrate", choices=("cell", "model"),
                     help="calibrate before every cell, or once per model (default: once per model with --quick)")
+    ap.add_argument("--rescale", choices=("on", "off"), default="on",
+                    help="re-level the calibration to the host's speed right before each cell's plans (`planner "
+                         "calibrate --rescale`, which also widens the robust choice's spread by the drift seen); off: "
+                         "plan from the calibration as measured (the previous benchmark)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     ap.add_argument("--max-cells", type=int, help="stop after this many cells (a smoke test)")
+    ap.add_argument("--cells", nargs="*", metavar="MODEL:MBPS:RTT_MS",
+                    help="run these cells instead (e.g. resnet50:100:1 for the README's measured split)")
     ap.add_argument("--reanalyse", action="store_true", help="analyse the cells of the last run again, measure nothing")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -518,6 +620,8 @@ def main() -> int:
         return 0
     t_start = time.perf_counter()
     cells_todo = [c for c in QUICK_CELLS if c[0] in a.models] if a.quick else [(m, b, r) for m in a.models for b in LINKS_MBPS for r in RTTS_MS]
+    if a.cells:
+        cells_todo = [(m, float(b), float(r)) for m, b, r in (c.split(":") for c in a.cells)]
     cells_todo = cells_todo[:a.max_cells] if a.max_cells else cells_todo
     work = a.out / "split_inference_runtime"
     work.mkdir(parents=True, exist_ok=True)
@@ -530,6 +634,7 @@ def main() -> int:
     # the full mode calibrates every cell right before its plans
     per_cell = a.calibrate == "cell" or (a.calibrate is None and not a.quick)
     shared: dict[str, tuple[Path, dict[str, Any]]] = {}
+    rescales: dict[str, Any] = {}
     try:
         for model, mbps, rtt in cells_todo:
             n_thr, n_lat = REQUESTS[model][1 if a.quick else 0]
@@ -549,6 +654,11 @@ def main() -> int:
                 print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] calibration of this run's first {model} cell "
                       f"({shared[model][0].parent.name})", flush=True)
             cal, measured = shared[model]
+            if a.rescale == "on":
+                print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] calibrate --rescale (the host's speed now)", flush=True)
+                cal = d / "calibration_now.yaml"
+                measured = rescale(model, shared[model][0], cal)
+                rescales[cell] = measured["rescaled"] | {"speed_spread": measured["speed_spread"]}
             overheads[cell], cpus[cell] = measured.get("request_overhead"), measured["cpu"]
             edge_hw, cloud_hw, _ = hardware(d / "hw", measured["cpu"])
             plans = {}
@@ -567,19 +677,28 @@ def main() -> int:
                                    "measure": round(time.perf_counter() - t_run, 1)}
             print(f"[{model} {mbps:g} Mbit/s RTT {rtt:g} ms] wall {cells[-1]['wall_s']}", flush=True)
             print_cells(cells[-1:])
+            write_report(a, cells, per_cell, cpus, overheads, rescales, t_start, done=False)
     finally:
         link.teardown()
-    report = {"summary": summarise(cells), "quick": a.quick, "reps": a.reps,
+    report = write_report(a, cells, per_cell, cpus, overheads, rescales, t_start, done=True)
+    print(json.dumps(report["summary"], indent=2))
+    return 0
+
+
+def write_report(a: argparse.Namespace, cells: list[dict[str, Any]], per_cell: bool, cpus: dict, overheads: dict,
+                 rescales: dict, t_start: float, done: bool) -> dict[str, Any]:
+    """build/bench/split_inference_runtime.json, after every cell (`complete` false until the last one)."""
+    report = {"summary": summarise(cells), "complete": done, "quick": a.quick, "reps": a.reps,
               "calibration": "every cell" if per_cell else "once per model, before its first cell", "cpu": cpus, "cores": os.cpu_count(),
               "edge_slowdown": EDGE_SLOWDOWN, "request_overhead": overheads, "cells": cells,
+              "rescale": a.rescale, "rescaled": rescales,
               "wall_s": round(time.perf_counter() - t_start, 1),
               "note": ("edge EMULATED (each request's compute on this CPU padded by 3x its CPU time: a device 4x slower); "
                        "cloud = this CPU, one thread; one-way delay EMULATED in the transport (no netem here); "
                        "rate shaped by tc tbf; models with random weights report agreement, not accuracy; "
                        "the machine is shared with other sessions (load averages recorded per run)")}
     (a.out / "split_inference_runtime.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=float) + "\n")
-    print(json.dumps(report["summary"], indent=2))
-    return 0
+    return report
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ def calibration_text(family: str, spec: Any, tiny: bool, measured: Mapping[str, 
     return HEADER + yaml.safe_dump(doc, sort_keys=True, width=110)
 
 
-def read_calibration(path: Path, family: str, spec: Any, tiny: bool) -> tuple[dict[str, Any], dict[str, str]]:
-    """(measured figures, the plan's record {"sha256", "machine"}) of a calibration file for this family and model."""
-    flag = "--calibration"
+def read_calibration(path: Path, family: str, spec: Any, tiny: bool,
+                     flag: str = "--calibration") -> tuple[dict[str, Any], dict[str, str]]:
+    """(measured figures, the plan's record {"sha256", "machine"}) of a calibration file for this family and model;
+    `flag` names the option that gave the file in error messages."""
     if not path.is_file():
         raise PlannerError(f"{flag} {path} does not exist", "measure one with `planner calibrate MODEL -o FILE`")
     raw = path.read_bytes()

@@ -409,8 +409,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not fam.can_calibrate:
         raise PlannerError(f"the {fam.name} family has no calibration", "plan it from the hardware profile")
     with Status(True) as status:
-        status(f"measuring {spec.name} on this machine")
-        measured = fam.calibrate(spec, args.tiny)
+        if args.rescale is not None:
+            from planner.calibration import read_calibration
+
+            status(f"re-timing {spec.name}'s forward on this machine to rescale {args.rescale}")
+            old, record = read_calibration(Path(args.rescale), fam.name, spec, args.tiny, flag="--rescale")
+            measured = fam.rescale_calibration(spec, args.tiny, old, record["sha256"])
+        else:
+            status(f"measuring {spec.name} on this machine")
+            measured = fam.calibrate(spec, args.tiny)
     _console(stderr=True).print(f"wrote {out.write_text(calibration_text(fam.name, spec, args.tiny, measured))}")
     return 0
 
@@ -571,6 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
                     + ", ".join(f.name for f in _families() if f.can_calibrate))
     ca.add_argument("--tiny", action="store_true", help="the small same-architecture model")
     ca.add_argument("-o", "--output", required=True, help="calibration YAML to write")
+    ca.add_argument("--rescale", metavar="FILE", help="re-time only the whole forward now and write FILE's figures "
+                    "rescaled to this host's current speed (seconds, not minutes; split-inference)")
     _common(ca, force=True, wide=False)
     ca.set_defaults(fn=cmd_calibrate)
 

@@ -7,6 +7,7 @@ replace the roofline constants when a plan is made with `--calibrate`.
 """
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from typing import Any, Callable
@@ -69,13 +70,34 @@ def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int
             "source": f"measured on this CPU: tiny model through the split-expert path, median of {repeats} decode steps"}
 
 
-def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1,
-                     totals: list[float] | None = None, forward: list[float] | None = None) -> dict[str, float]:
+def time_forward(built: Any, repeats: int = 7, threads: int = 1) -> list[float]:
+    """Wall seconds of `repeats` direct calls of the model's exported GraphModule after one warm-up, `threads`
+    intra-op threads: the same call `time_graph_nodes` sets its level from (`forward`), on its own."""
+    from profilers.graph import capture
+
+    gm = capture(built).program.module()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            gm(*built.args, **built.kwargs)
+            out = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                gm(*built.args, **built.kwargs)
+                out.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1, totals: list[float] | None = None,
+                     forward: list[float] | None = None, passes: int = 3) -> dict[str, float]:
     """Seconds of every node of the model's exported graph, run on this CPU with `threads` intra-op threads
     (1: as the split runtime runs each half, one thread per process).
 
-    An fx Interpreter times each `run_node`; the whole graph runs `repeats` times after one warm-up. A node's
-    time is its fastest run (the least disturbed by other processes), the operators' times scaled by one factor
+    An fx Interpreter times each `run_node`; the whole graph runs `repeats` times after one warm-up, in each of
+    `passes` passes on a fresh capture. A node's time is its fastest run (the least disturbed by other processes), the operators' times scaled by one factor
     so that they sum to the median time of the whole GraphModule called directly (`repeats` calls after the Interpreter
     runs): the share of each node from its cleanest measurement, the level from the graph run as a program on
     the host as loaded (the Interpreter's own per-node cost made ResNet-50 2x slower than the runtime ran it);
@@ -87,7 +109,6 @@ def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1,
 
     from profilers.graph import capture
 
-    gm = capture(built).program.module()
     times: dict[str, list[float]] = {}
 
     class Timer(fx.Interpreter):
@@ -100,24 +121,36 @@ def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1,
     flat = list(built.args) + [v for v in built.kwargs.values() if isinstance(v, torch.Tensor)]
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    direct: list[float] = []
+    rng = random.Random(0)
     try:
-        with torch.no_grad():
-            Timer(gm).run(*flat)
-            times.clear()
-            for _ in range(repeats):
+        # `passes` independent passes, each on a freshly captured graph (its own allocations), a node's time the
+        # fastest over all of them: one MiniLM calibration on the loaded host kept three of its six identical FFN
+        # linears at 4-8x their siblings in their FASTEST of 7 back-to-back runs (75 ms vs 9 ms), which moved a
+        # fifth of the model's time from the edge half to the cloud half of every cut (measured in isolation: edge
+        # halves at +80-125 % of their planned share); a re-run showed such an outlier in one pass of three, the
+        # same node normal in the other two. A pause of a random fraction of a run follows each run.
+        for _ in range(passes):
+            gm = capture(built).program.module()
+            with torch.no_grad():
                 Timer(gm).run(*flat)
-        # the level: the graph as a program runs it (one call of the GraphModule, as the runtime's halves run),
-        # interleaved with nothing else; node by node through the Interpreter measured ResNet-50 at 2x that
-        with torch.no_grad():
-            direct = []
-            gm(*built.args, **built.kwargs)
-            for _ in range(repeats):
-                t0 = time.perf_counter()
+                for v in times.values():
+                    v.pop()                      # the warm-up run's time
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    Timer(gm).run(*flat)
+                    time.sleep(rng.uniform(0.0, time.perf_counter() - t0))
+            # the level: the graph as a program runs it (one call of the GraphModule, as the runtime's halves run),
+            # interleaved with nothing else; node by node through the Interpreter measured ResNet-50 at 2x that
+            with torch.no_grad():
                 gm(*built.args, **built.kwargs)
-                direct.append(time.perf_counter() - t0)
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    gm(*built.args, **built.kwargs)
+                    direct.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(before)
-    runs = [sum(v[r] for v in times.values() if len(v) > r) for r in range(repeats)]
+    runs = [sum(v[r] for v in times.values() if len(v) > r) for r in range(repeats * passes)]
     if totals is not None:
         totals.extend(runs)
     if forward is not None:

@@ -162,6 +162,13 @@ class Family:
         """Measure the model on this machine once; `plan --calibration FILE` then plans from the file."""
         raise NotImplementedError
 
+    def rescale_calibration(self, spec: "ModelSpec", tiny: bool, old: dict[str, Any], old_sha256: str) -> dict[str, Any]:
+        """`planner calibrate --rescale OLD`: OLD's figures re-levelled to this host's speed now."""
+        from core.errors import PlannerError
+
+        raise PlannerError(f"the {self.name} family cannot rescale a calibration",
+                           f"run `planner calibrate MODEL --scenario {self.name} -o FILE` again")
+
     def export(self, plan: "Plan", target: str) -> tuple[str, str]:
         """The plan as another tool's configuration: (text to write, file suffix), e.g. llama.cpp flags."""
         raise NotImplementedError

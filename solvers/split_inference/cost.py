@@ -200,7 +200,8 @@ def quantise_s(problem: SplitInferenceProblem, v: int, b: int) -> float:
     if not is_quantised(problem, v, b):
         return 0.0
     rate = dict(problem.quant_s_per_element_edge_by_bits).get(int(b), problem.quant_s_per_element_edge)
-    return problem.quant_s_fixed_edge + rate * float(problem.out_elements[v])
+    fixed = dict(problem.quant_s_fixed_edge_by_bits).get(int(b), problem.quant_s_fixed_edge)
+    return fixed + rate * float(problem.out_elements[v])
 
 
 def dequantise_s(problem: SplitInferenceProblem, v: int, b: int) -> float:
@@ -208,7 +209,8 @@ def dequantise_s(problem: SplitInferenceProblem, v: int, b: int) -> float:
     if not is_quantised(problem, v, b):
         return 0.0
     rate = dict(problem.dequant_s_per_element_cloud_by_bits).get(int(b), problem.dequant_s_per_element_cloud)
-    return problem.dequant_s_fixed_cloud + rate * float(problem.out_elements[v])
+    fixed = dict(problem.dequant_s_fixed_cloud_by_bits).get(int(b), problem.dequant_s_fixed_cloud)
+    return fixed + rate * float(problem.out_elements[v])
 
 
 def tensor_accuracy_drop(problem: SplitInferenceProblem, v: int, b: int) -> float:

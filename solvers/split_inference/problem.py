@@ -65,6 +65,11 @@ class SplitInferenceProblem:
     # `planner calibrate` (sub-byte packing costs ~30x 8-bit per element here); widths absent use the flat rates
     quant_s_per_element_edge_by_bits: tuple[tuple[int, float], ...] = ()
     dequant_s_per_element_cloud_by_bits: tuple[tuple[int, float], ...] = ()
+    # the fixed cost of one quantise / dequantise call by bit width (s): Python dispatch of the kernels' several
+    # small ops, ~80 us to quantise 8 bits here whatever the size (a digits image's 784 values cost 45x their
+    # per-element rate); measured by `planner calibrate`, widths absent use quant_s_fixed_edge / dequant_s_fixed_cloud
+    quant_s_fixed_edge_by_bits: tuple[tuple[int, float], ...] = ()
+    dequant_s_fixed_cloud_by_bits: tuple[tuple[int, float], ...] = ()
     # requests between the edge and their answer (the runtime's --max-in-flight): a request holds a slot for
     # its whole latency, so throughput is at most pipeline_depth / Lat however short the stages are
     pipeline_depth: int = 3

@@ -317,6 +317,10 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("calibrate unknown scenario", ["calibrate", "mixtral-8x7b", "--scenario", "nope", "-o", "c.yaml"], ("unknown scenario",)),
     ("calibrate moe without tiny", ["calibrate", "mixtral-8x7b", "--scenario", "moe-offload", "-o", "c.yaml"], ("--tiny",)),
     ("calibrate onto user file", ["calibrate", "digits-cnn", "--scenario", "split-inference", "-o", "f"], ("-o f exists",)),
+    ("calibrate rescale missing", ["calibrate", "digits-cnn", "--scenario", "split-inference", "--rescale", "nope.yaml",
+                                   "-o", "c.yaml"], ("--rescale nope.yaml", "does not exist")),
+    ("calibrate rescale other model", ["calibrate", "digits-cnn", "--scenario", "split-inference", "--rescale",
+                                       "cal_split.yaml", "-o", "c.yaml"], ("--rescale cal_split.yaml", "was measured on x")),
     ("export unknown target", ["export", "moe.json", "--to", "vllm"], ("cannot be exported to 'vllm'",)),
     ("export invalid plan", ["export", "ratio17.json", "--to", "llama.cpp"], ("violates its constraints",)),
     # ---- spec-serve

@@ -15,7 +15,7 @@ from planner.pipeline import plan_validator
 from planner.registry import resolve_hardware, resolve_model
 from profilers.graph import profile_model
 from solvers.split_inference.cost import is_downward_closed
-from tests.planner.cli_runner import assert_one_line_error, run_cli
+from tests.planner.cli_runner import assert_one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +79,28 @@ def test_low_bandwidth_moves_the_cut_to_smaller_tensors() -> None:
     assert sent[1e4] <= sent[1e8]
 
 
-def test_cli_split_plan_inspect_and_plot(tmp_path: Path) -> None:
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """The planner's command line in this process (no interpreter and torch start-up per call): returns an object
+    with returncode, stdout and stderr, as `run_cli`'s subprocess does."""
+    from types import SimpleNamespace
+
+    from planner.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> SimpleNamespace:
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+    return run
+
+
+def test_cli_split_plan_inspect_and_plot(tmp_path: Path, cli) -> None:
+    run = cli
     out = tmp_path / "split.json"
-    proc = run_cli("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb", "--link", "5mbps",
+    proc = run("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb", "--link", "5mbps",
                    "-o", str(out), "-q")
     assert proc.returncode == 0, proc.stderr
     assert "scenario: split-inference" in proc.stderr
@@ -92,22 +111,23 @@ def test_cli_split_plan_inspect_and_plot(tmp_path: Path) -> None:
         assert key in d["predicted"]
         for b in d["baselines"].values():
             assert key in b["predicted"]
-    shown = run_cli("inspect", str(out), "--plot", str(tmp_path / "t.png"))
+    shown = run("inspect", str(out), "--plot", str(tmp_path / "t.png"))
     assert shown.returncode == 0 and "tensors crossing the link" in shown.stdout
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_split_bad_inputs(tmp_path: Path) -> None:
+def test_split_bad_inputs(tmp_path: Path, cli) -> None:
+    run = cli
     base = ("plan", "digits-cnn", "--hardware", "jetson_orin_nano_8gb", "--cloud", "a100_80gb")
-    assert_one_line_error(run_cli(*base, "--link", "0mbps"), "bandwidth of 0")
-    assert_one_line_error(run_cli(*base, "--link", "5mbps", "--epsilon=-0.1%"), "--epsilon", "out of range")
-    assert_one_line_error(run_cli(*base, "--link", "fast"), "cannot read")
+    assert_one_line_error(run(*base, "--link", "0mbps"), "bandwidth of 0")
+    assert_one_line_error(run(*base, "--link", "5mbps", "--epsilon=-0.1%"), "--epsilon", "out of range")
+    assert_one_line_error(run(*base, "--link", "fast"), "cannot read")
     tiny = yaml.safe_load((Path(__file__).resolve().parents[2] / "planner/catalog/hardware/raspberry_pi5_8gb.yaml").read_text())
     tiny.update({"name": "speck", "memory_bytes": 16})
     (tmp_path / "speck.yaml").write_text(yaml.safe_dump(tiny))
-    assert_one_line_error(run_cli("plan", "digits-cnn", "--hardware", str(tmp_path / "speck.yaml"), "--cloud", "a100_80gb",
+    assert_one_line_error(run("plan", "digits-cnn", "--hardware", str(tmp_path / "speck.yaml"), "--cloud", "a100_80gb",
                                   "--link", "5mbps"), "edge")
-    assert_one_line_error(run_cli("plan", "tests.untraceable_model:factory", "--hardware", "jetson_orin_nano_8gb",
+    assert_one_line_error(run("plan", "tests.untraceable_model:factory", "--hardware", "jetson_orin_nano_8gb",
                                   "--cloud", "a100_80gb", "--link", "5mbps"), "cannot capture the graph")
 
 
@@ -133,10 +153,15 @@ def test_calibrated_plans_come_from_the_file_and_are_deterministic(tmp_path: Pat
     # the runtime's quantise/dequantise measured per bit width, scaled to each device
     rates = dict(p.quant_s_per_element_edge_by_bits)
     assert set(rates) >= {4, 8} and all(r > 0 for r in rates.values()) and p.dequant_s_per_element_cloud_by_bits
+    # ... and each call's fixed cost (dispatch of the kernels' small ops), which the rate alone put at ~2 us for a
+    # 784-value digits image; never below the device's per-kernel overhead
+    fixed = dict(p.quant_s_fixed_edge_by_bits)
+    assert set(fixed) == set(rates) and all(f >= p.quant_s_fixed_edge for f in fixed.values())
+    assert dict(p.dequant_s_fixed_cloud_by_bits).keys() == fixed.keys()
     assert any("calibration's spread" in n for n in ctx.plan.notes)
     doc = yaml.safe_load(cal.read_text())
     lo, hi = doc["measured"]["speed_spread"]
-    assert 0 < lo <= 1 <= hi and len(doc["measured"]["graph_times_s"]) == 7
+    assert 0 < lo <= 1 <= hi and len(doc["measured"]["graph_times_s"]) == 7 * 3      # 3 passes of 7 runs
     # node times: each node's fastest run, scaled so they sum to the median direct forward of the whole graph
     assert sum(doc["measured"]["node_times_s"].values()) == pytest.approx(
         statistics.median(doc["measured"]["forward_times_s"]), rel=1e-6)
@@ -147,6 +172,35 @@ def test_calibrated_plans_come_from_the_file_and_are_deterministic(tmp_path: Pat
     idle = {k for k in nt if k in ("x", "output", "_guards_fn") or k.endswith(("_weight", "_bias"))}
     assert len(idle) >= 10 and all(nt[k] == 0.0 for k in idle)
     assert all(v > 0 for k, v in nt.items() if k not in idle)
+    check_rescale(tmp_path, cal, doc["measured"], ctx.plan.inputs["calibration"]["sha256"])
+
+
+def check_rescale(tmp_path: Path, cal: Path, old: dict, sha: str) -> None:
+    """`planner calibrate --rescale OLD`: the whole forward re-timed (here stubbed at exactly 2x OLD's, so the oracle
+    is exact) multiplies every host-time figure by that level and widens the spread to the drift x0.5..x2."""
+    import profilers.timing
+    from planner.cli import main
+
+    real = profilers.timing.time_forward
+    profilers.timing.time_forward = lambda built, repeats=7, threads=1: [2 * statistics.median(old["forward_times_s"])] * 7
+    try:
+        out = tmp_path / "now.yaml"
+        assert main(["calibrate", "digits-cnn", "--scenario", "split-inference", "--rescale", str(cal), "-o", str(out)]) == 0
+    finally:
+        profilers.timing.time_forward = real
+    new = yaml.safe_load(out.read_text())["measured"]
+    assert new["rescaled"]["level"] == pytest.approx(2.0) and new["rescaled"]["from_sha256"] == sha
+    assert all(new["node_times_s"][k] == pytest.approx(2 * v) for k, v in old["node_times_s"].items())
+    assert new["request_overhead"]["edge_s"] == pytest.approx(2 * old["request_overhead"]["edge_s"])
+    assert new["quantise_s_per_element"]["quantise"][8] == pytest.approx(2 * old["quantise_s_per_element"]["quantise"][8])
+    assert new["quantise_fixed_s"]["dequantise"][8] == pytest.approx(2 * old["quantise_fixed_s"]["dequantise"][8])
+    lo, hi = new["speed_spread"]
+    assert lo <= 0.5 and hi >= 2.0 and new["cpu"] == old["cpu"]
+    argv = ["digits-cnn", "--hardware", "raspberry_pi5_8gb", "--cloud", "a100_80gb", "--link", "5mbps", "--calibration"]
+    p_old = plan_from_argv([*argv, str(cal)]).state.lowered.problem
+    p_new = plan_from_argv([*argv, str(out)]).state.lowered.problem
+    assert p_new.edge_time_s.sum() == pytest.approx(2 * p_old.edge_time_s.sum(), rel=1e-6)
+    # a missing file, or one for another model: tests/cli/test_bad_input_corpus.py ("calibrate rescale ...")
 
 
 def test_speed_range_is_the_wider_of_the_calibration_spread_and_the_flag() -> None:

@@ -103,6 +103,13 @@ class SplitInferenceFamily(Family):
 
         return measure(spec, tiny)
 
+    def rescale_calibration(self, spec: Any, tiny: bool, old: dict[str, Any], old_sha256: str) -> dict[str, Any]:
+        """OLD's host-time figures x this host's speed now over OLD's (one whole forward re-timed), its spread widened
+        by that drift (calibration.rescale)."""
+        from planner.families.split_inference.calibration import rescale
+
+        return rescale(spec, tiny, old, old_sha256)
+
     def phases(self) -> Sequence[Phase]:
         from planner.families.split_inference import phases as ph
 

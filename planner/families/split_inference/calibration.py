@@ -10,7 +10,7 @@ from planner.calibration import read_calibration as read_file
 
 
 def measure(spec: Any, tiny: bool) -> dict[str, Any]:
-    """Time every graph node here (fx Interpreter, 7 runs: profilers.timing.time_graph_nodes), measure this CPU's roofline constants and
+    """Time every graph node here (fx Interpreter, 3 passes of 7 runs: profilers.timing.time_graph_nodes), measure this CPU's roofline constants and
     the split runtime's fixed cost per request (framing, gRPC, thread hand-offs: runtime/split_inference/overhead.py)."""
     from profilers.hardware import measure_this_machine
     from profilers.models import build_model
@@ -32,7 +32,8 @@ def measure(spec: Any, tiny: bool) -> dict[str, Any]:
     return {"cpu": cpu.to_dict(), "node_times_s": {k: float(v) for k, v in sorted(times.items())},
             "speed_spread": [float(x) for x in spread], "graph_times_s": [float(t) for t in totals],
             "forward_times_s": [float(t) for t in forward],
-            "quantise_s_per_element": measure_quantise_rates(),
+            "quantise_s_per_element": (rates := measure_quantise_rates()),
+            "quantise_fixed_s": measure_quantise_fixed(rates),
             "request_overhead": measure_request_overhead()}
 
 
@@ -64,6 +65,36 @@ def measure_quantise_rates(elements: int = 200_704, bits: tuple[int, ...] = (2, 
     return out
 
 
+def measure_quantise_fixed(rates: dict[str, dict[int, float]], elements: int = 1024,
+                           repeats: int = 15) -> dict[str, dict[int, float]]:
+    """Seconds of one quantise and one dequantise call beyond the per-element rate, at each bit width: a call on a
+    small tensor (`elements` values, fastest of `repeats`) minus its elements at `rates`. The kernels run several
+    small torch ops per call, ~80 us to quantise 8 bits here whatever the size, which the rate alone (measured on
+    200k elements) put at 2 us for a digits image."""
+    import time
+
+    import torch
+
+    from kernels.uniform_quant import dequantize, quantize
+
+    x = torch.randn(1, elements).relu()
+    out: dict[str, dict[int, float]] = {"quantise": {}, "dequantise": {}}
+    for b in rates["quantise"]:
+        q, dq = [], []
+        dequantize(quantize(x, b))
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            packed = quantize(x, b)
+            t1 = time.perf_counter()
+            dequantize(packed)
+            t2 = time.perf_counter()
+            q.append(t1 - t0)
+            dq.append(t2 - t1)
+        out["quantise"][b] = max(0.0, min(q) - elements * rates["quantise"][b])
+        out["dequantise"][b] = max(0.0, min(dq) - elements * rates["dequantise"][b])
+    return out
+
+
 def read_calibration(path: Path, spec: Any, tiny: bool) -> tuple[dict[str, Any], dict[str, str]]:
     """(measured node times and CPU profile for the lowering, the plan's record of the file)."""
     measured, record = read_file(path, "split-inference", spec, tiny)
@@ -71,3 +102,43 @@ def read_calibration(path: Path, spec: Any, tiny: bool) -> tuple[dict[str, Any],
         raise PlannerError(f"--calibration {path} lacks the split-inference node times",
                            "re-create it with `planner calibrate MODEL --scenario split-inference`")
     return {**measured, "sha256": record["sha256"]}, record
+
+
+def rescale(spec: Any, tiny: bool, old: dict[str, Any], old_sha256: str) -> dict[str, Any]:
+    """A calibration re-levelled to this host's speed now (`planner calibrate --rescale OLD`): the whole model's
+    direct forward is timed again (7 calls, one thread, the same call `measure` sets its level from) and every
+    host-time figure of OLD (node times, quantise rates, the runtime's per-request cost) is multiplied by
+    `level` = that median over OLD's. Seconds where a full calibration takes minutes, so it can run right before
+    planning, on the machine that will serve. The drift seen between the two measurements widens the spread the
+    plan's robust choice covers: the host moved by `level` since OLD, so it may move that much again
+    (`speed_spread` becomes [min(lo, 1/d), max(hi, d)], d = max(level, 1/level))."""
+    from profilers.models import build_model
+    from profilers.timing import time_forward
+
+    before = [float(t) for t in old.get("forward_times_s") or []]
+    if not before or not isinstance(old.get("node_times_s"), dict):
+        raise PlannerError("--rescale needs a split-inference calibration with its forward times",
+                           "re-create it with `planner calibrate MODEL --scenario split-inference -o FILE`")
+    now = time_forward(build_model(spec, tiny=tiny, device="cpu"))
+    level = statistics.median(now) / statistics.median(before)
+    drift = max(level, 1.0 / level)
+    lo, hi = (old.get("speed_spread") or [1.0, 1.0])[:2]
+    out = dict(old)
+    out["node_times_s"] = {k: float(v) * level for k, v in old["node_times_s"].items()}
+    out["graph_times_s"] = [float(t) * level for t in old.get("graph_times_s") or []]
+    out["forward_times_s"] = [float(t) for t in now]
+    q = old.get("quantise_s_per_element")
+    if isinstance(q, dict):
+        out["quantise_s_per_element"] = {k: {b: float(t) * level for b, t in v.items()} for k, v in q.items()}
+    qf = old.get("quantise_fixed_s")
+    if isinstance(qf, dict):
+        out["quantise_fixed_s"] = {k: {b: float(t) * level for b, t in v.items()} for k, v in qf.items()}
+    ro = old.get("request_overhead")
+    if isinstance(ro, dict):
+        out["request_overhead"] = {k: (float(v) * level if k.endswith("_s") else v) for k, v in ro.items()}
+    out["speed_spread"] = [min(float(lo), 1.0 / drift), max(float(hi), drift)]
+    out["rescaled"] = {"from_sha256": old_sha256, "level": float(level),
+                       "forward_s_before": statistics.median(before), "forward_s_now": statistics.median(now),
+                       "what": "host-time figures x level, the whole forward's median now over the calibration's; "
+                               "speed_spread widened to the drift x1/d..xd, d = max(level, 1/level)"}
+    return out

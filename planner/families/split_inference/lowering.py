@@ -186,10 +186,18 @@ def quantise_rates(calibration: Mapping[str, Any] | None, edge: HardwareProfile,
         return {}
     cpu_bw = profile_from_dict(calibration["cpu"], "calibration file").bandwidth_bytes_per_s()
     to_edge, to_cloud = cpu_bw / edge.bandwidth_bytes_per_s(), cpu_bw / cloud.bandwidth_bytes_per_s()
-    return {"quant_s_per_element_edge_by_bits": tuple(sorted((int(b), float(t) * to_edge)
-                                                             for b, t in got["quantise"].items())),
-            "dequant_s_per_element_cloud_by_bits": tuple(sorted((int(b), float(t) * to_cloud)
-                                                                for b, t in got["dequantise"].items()))}
+    out = {"quant_s_per_element_edge_by_bits": tuple(sorted((int(b), float(t) * to_edge)
+                                                            for b, t in got["quantise"].items())),
+           "dequant_s_per_element_cloud_by_bits": tuple(sorted((int(b), float(t) * to_cloud)
+                                                               for b, t in got["dequantise"].items()))}
+    # the fixed cost per call, scaled the same way, never below the device's own per-kernel overhead
+    fixed = calibration.get("quantise_fixed_s")
+    if isinstance(fixed, dict):
+        out["quant_s_fixed_edge_by_bits"] = tuple(sorted((int(b), max(float(t) * to_edge, edge.op_overhead()))
+                                                         for b, t in fixed["quantise"].items()))
+        out["dequant_s_fixed_cloud_by_bits"] = tuple(sorted((int(b), max(float(t) * to_cloud, cloud.op_overhead()))
+                                                            for b, t in fixed["dequantise"].items()))
+    return out
 
 
 def request_overhead(calibration: Mapping[str, Any] | None) -> dict[str, float]:
