@@ -155,6 +155,17 @@ def _grid(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def target_rule(start: float, curves: list[list[float]]) -> dict[str, Any]:
+    """The downstream target's gain from the decision seed's curves (accuracy per round, round 0 first) of the tuned
+    methods: a fraction of the best final gain, the first of 1/2, 3/4 that no method reached in round 1 (so the
+    target is well above the start and a round count can tell the methods apart; 3/4 when neither is)."""
+    best_gain = max(c[-1] for c in curves) - start
+    first = max(c[1] for c in curves) - start
+    frac = next((f for f in (0.5, 0.75) if f * best_gain > first), 0.75)
+    return {"target_best_gain": best_gain, "target_fraction": frac, "target_points": 100 * frac * best_gain,
+            "round1_best_gain": first, "target_above_round1": frac * best_gain > first}
+
+
 def decide(args: argparse.Namespace, work: Path, t0: float) -> dict[str, Any]:
     """Everything chosen on the decision seed (never scored): each method's learning rate (best final held-out
     accuracy over its grid) and, with `--target decision`, the downstream target's gain."""
@@ -180,13 +191,7 @@ def decide(args: argparse.Namespace, work: Path, t0: float) -> dict[str, Any]:
         # Target gain: a fraction of the best final gain either tuned method reached on the decision seed, the
         # first of 1/2, 3/4 that neither method reached in round 1 there (so the target is well above the start
         # and a round count can tell the methods apart).
-        s0 = start["token_accuracy"]
-        curves = {cfg: sweeps[cfg][str(chosen[cfg])]["curve"] for cfg in grids}
-        best_gain = max(c[-1] for c in curves.values()) - s0
-        first = max(c[1] for c in curves.values()) - s0
-        frac = next((f for f in (0.5, 0.75) if f * best_gain > first), 0.75)
-        out.update({"target_best_gain": best_gain, "target_fraction": frac, "target_points": 100 * frac * best_gain,
-                    "round1_best_gain": first, "target_above_round1": frac * best_gain > first})
+        out.update(target_rule(start["token_accuracy"], [sweeps[cfg][str(chosen[cfg])]["curve"] for cfg in grids]))
     else:
         out["target_points"] = args.target_points
     return out
