@@ -22,6 +22,13 @@ rounds + 1 when not reached). Outside --quick also: the memory/time model agains
 and the expansion identity on the full 30-layer SmolLM2 with the plan's layout.
 
     nice .venv/bin/python -m benchmarks.fed_expand --quick     # 3 seeds + the decision seed, FedBE vs LoRA
+    nice .venv/bin/python -m benchmarks.fed_expand --full-model   # the same on the full 30-layer SmolLM2-135M
+
+--full-model (build/bench/fed_expand_full.json): the truncated models are not working language models, so their
+probe cannot show forgetting; the full model can. There the decision seed also chooses FedBE's learning rate
+(`--fedbe-lrs`) and the target (`--target decision`: a fraction of the best final gain reached on the decision
+seed, the first of 1/2, 3/4 that neither tuned method reached in round 1). The decision seed's results are cached
+(build/bench/fed_expand_full_decision.json, reused only when every setting matches).
     nice .venv/bin/python -m benchmarks.fed_expand             # 5 seeds, every baseline, 10 rounds
 """
 from __future__ import annotations
@@ -203,14 +210,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="3 seeds, 4 rounds, FedBE vs LoRA FedAvg only")
     ap.add_argument("--full-model", action="store_true",
                     help="the full 30-layer SmolLM2-135M: both methods' learning rates and the target chosen on the "
-                         "decision seed; 3 seeds, 4 rounds x 2 local steps, FedBE vs LoRA FedAvg")
+                         "decision seed; 3 seeds, 4 rounds x 2 local steps x batch 4, FedBE vs LoRA FedAvg")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--data", default="instruct:format+recall+sort+upper,total=400,test_per_task=8")
+    ap.add_argument("--data", default=None, help="default instruct:format+recall+sort+upper,total=400,test_per_task=8 "
+                    "(--full-model: test_per_task=6)")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--decision-seed", type=int, default=100, help="seed of the learning-rate sweeps (never scored)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--local-steps", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="default 8 (--full-model: 4)")
     ap.add_argument("--seq-len", type=int, default=48)
     ap.add_argument("--added-blocks", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3, help="the added blocks' learning rate when not swept (full FT: /10)")
@@ -230,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     seeds = args.seeds or (3 if args.quick or full else 5)
     args.rounds = args.rounds or (4 if args.quick or full else 10)
     args.local_steps = args.local_steps or (2 if full else 3)
+    args.batch_size = args.batch_size or (4 if full else 8)
+    args.data = args.data or f"instruct:format+recall+sort+upper,total=400,test_per_task={6 if full else 8}"
     args.fedbe_lrs = args.fedbe_lrs or ("1e-3,3e-3" if full else str(args.lr))
     args.lora_lrs = args.lora_lrs or ("3e-3,1e-2" if full else "1e-3,3e-3,1e-2,3e-2")
     args.target = args.target or ("decision" if full else "start+points")
