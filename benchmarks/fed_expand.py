@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default 8 (--full-model: 4)")
     ap.add_argument("--seq-len", type=int, default=48)
     ap.add_argument("--added-blocks", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=1e-3, help="the added blocks' learning rate when not swept (full FT: /10)")
+    ap.add_argument("--lr", type=float, default=1e-3,
+                    help="the added blocks' learning rate when not swept (full FT: /10)")
     ap.add_argument("--fedbe-lrs", default=None, help="FedBE learning rates tried on the decision seed "
                     "(default: --lr only; --full-model: 1e-3,3e-3)")
     ap.add_argument("--lora-lrs", default=None, help="LoRA FedAvg learning rates tried on the decision seed "
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     args.fedbe_lrs = args.fedbe_lrs or ("1e-3,3e-3" if full else str(args.lr))
     args.lora_lrs = args.lora_lrs or ("3e-3,1e-2" if full else "1e-3,3e-3,1e-2,3e-2")
     args.target = args.target or ("decision" if full else "start+points")
-    configs = ["plan", "lora_fedavg"] + ([] if args.quick or full else ["static_allocation", "fixed_expansion", "full_ft"])
+    others = ["static_allocation", "fixed_expansion", "full_ft"]
+    configs = ["plan", "lora_fedavg"] + ([] if args.quick or full else others)
     if args.decision_seed in range(seeds):
         raise SystemExit(f"--decision-seed {args.decision_seed} is a scored seed (0..{seeds - 1}); pick another")
     out_path = OUT.with_name("fed_expand_full.json") if full else OUT
@@ -266,8 +268,8 @@ def main(argv: list[str] | None = None) -> None:
             decision = decide(args, work, t0)
             cache.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(cache, json.dumps({"key": key, "decision": decision}, indent=1, default=float) + "\n")
-        print(f"chosen on decision seed {args.decision_seed}: {json.dumps({k: v for k, v in decision.items() if k != 'sweeps'})}",
-              flush=True)
+        chosen = json.dumps({k: v for k, v in decision.items() if k != "sweeps"})
+        print(f"chosen on decision seed {args.decision_seed}: {chosen}", flush=True)
         lr_plan, lora_lr = decision["lr"]["plan"], decision["lr"]["lora_fedavg"]
         lrs = {"plan": lr_plan, "lora_fedavg": lora_lr, "static_allocation": lr_plan, "fixed_expansion": lr_plan,
                "full_ft": lr_plan / 10}
