@@ -22,6 +22,13 @@ rounds + 1 when not reached). Outside --quick also: the memory/time model agains
 and the expansion identity on the full 30-layer SmolLM2 with the plan's layout.
 
     nice .venv/bin/python -m benchmarks.fed_expand --quick     # 3 seeds + the decision seed, FedBE vs LoRA
+    nice .venv/bin/python -m benchmarks.fed_expand --full-model   # the same on the full 30-layer SmolLM2-135M
+
+--full-model (build/bench/fed_expand_full.json): the truncated models are not working language models, so their
+probe cannot show forgetting; the full model can. There the decision seed also chooses FedBE's learning rate
+(`--fedbe-lrs`) and the target (`--target decision`: a fraction of the best final gain reached on the decision
+seed, the first of 1/2, 3/4 that neither tuned method reached in round 1). The decision seed's results are cached
+(build/bench/fed_expand_full_decision.json, reused only when every setting matches).
     nice .venv/bin/python -m benchmarks.fed_expand             # 5 seeds, every baseline, 10 rounds
 """
 from __future__ import annotations
@@ -47,6 +54,13 @@ CLIENTS = {"devices": [
     {"id": "mid", "kind": "raspberry_pi5_8gb", "memory": "350MiB", "link": "50mbps"},
     {"id": "small-a", "kind": "phone_midrange_8gb", "memory": "320MiB", "link": "20mbps"},
     {"id": "small-b", "kind": "phone_midrange_8gb", "memory": "320MiB", "link": "20mbps"}]}
+# --full-model: the same four device kinds with memory that holds the 30-layer model (540 MB of fp32 weights) plus
+# LoRA's or one-to-two added blocks' training state; the phones and the Pi hold one added block, the Orin both.
+CLIENTS_FULL = {"devices": [
+    {"id": "big", "kind": "jetson_orin_nano_8gb", "memory": "2GiB", "link": "100mbps"},
+    {"id": "mid", "kind": "raspberry_pi5_8gb", "memory": "800MiB", "link": "50mbps"},
+    {"id": "small-a", "kind": "phone_midrange_8gb", "memory": "700MiB", "link": "20mbps"},
+    {"id": "small-b", "kind": "phone_midrange_8gb", "memory": "700MiB", "link": "20mbps"}]}
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
@@ -60,7 +74,7 @@ def plan_and_emit(work: Path, model: str, data: str, seed: int, args: argparse.N
     from planner.cli import main
 
     pop = work / "clients.yaml"
-    pop.write_text(yaml.safe_dump(CLIENTS), encoding="utf-8")
+    pop.write_text(yaml.safe_dump(args.clients), encoding="utf-8")
     plan = work / f"plan-{seed}.json"
     argv = ["plan", model, "--scenario", "fed-expand", "--clients", str(pop), "--data", f"{data},seed={seed}",
             "--added-blocks", str(args.added_blocks), "--local-steps", str(args.local_steps), "--rounds", str(args.rounds),
@@ -113,7 +127,12 @@ def run_config(art: Path, cfg: str, rounds: int, lr: float | None, start: dict[s
 
     t0 = time.process_time()
     r = run_in_process(art, config=cfg, rounds=rounds, lr=lr, initial=start)
+    per_round: dict[int, float] = {}
+    for k in r["client_rounds"]:
+        per_round[k["round"]] = per_round.get(k["round"], 0.0) + k["measured_cpu_s"]
     return {"curve": [x["token_accuracy"] for x in r["rounds"]], "exact": [x["exact_match"] for x in r["rounds"]],
+            "client_train_cpu_s_median": statistics.median(k["measured_cpu_s"] for k in r["client_rounds"]),
+            "round_train_cpu_s_median": statistics.median(per_round.values()),
             "initial": r["initial"], "final": r["final"], "budget_check": r["budget_check"], "lr": lr,
             "bytes_moved": r["bytes_moved"], "emulated_clock_s": r["emulated_clock_s"], "wall_s": r["wall_s"],
             "cpu_s": time.process_time() - t0,
@@ -139,50 +158,121 @@ def _line(seed: int, cfg: str, r: dict[str, Any], t0: float) -> str:
             f"budget ok {r['budget_check']['all_within']}  cpu {r['cpu_s']:.0f} s ({time.perf_counter() - t0:.0f} s)")
 
 
+def _grid(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def target_rule(start: float, curves: list[list[float]]) -> dict[str, Any]:
+    """The downstream target's gain from the decision seed's curves (accuracy per round, round 0 first) of the tuned
+    methods: a fraction of the best final gain, the first of 1/2, 3/4 that no method reached in round 1 (so the
+    target is well above the start and a round count can tell the methods apart; 3/4 when neither is)."""
+    best_gain = max(c[-1] for c in curves) - start
+    first = max(c[1] for c in curves) - start
+    frac = next((f for f in (0.5, 0.75) if f * best_gain > first), 0.75)
+    return {"target_best_gain": best_gain, "target_fraction": frac, "target_points": 100 * frac * best_gain,
+            "round1_best_gain": first, "target_above_round1": frac * best_gain > first}
+
+
+def decide(args: argparse.Namespace, work: Path, t0: float) -> dict[str, Any]:
+    """Everything chosen on the decision seed (never scored): each method's learning rate (best final held-out
+    accuracy over its grid) and, with `--target decision`, the downstream target's gain."""
+    art = plan_and_emit(work, args.model, args.data, args.decision_seed, args)
+    start = start_of(art)
+    sweeps: dict[str, dict[str, Any]] = {"plan": {}, "lora_fedavg": {}}
+    grids = {"plan": _grid(args.fedbe_lrs), "lora_fedavg": _grid(args.lora_lrs)}
+    for cfg in ("lora_fedavg", "plan"):
+        if len(grids[cfg]) == 1 and args.target != "decision":
+            continue              # nothing to choose
+        for lr in grids[cfg]:
+            r = run_config(art, cfg, args.rounds, lr, start)
+            sweeps[cfg][str(lr)] = {"final_token_accuracy": r["final"]["token_accuracy"], "curve": r["curve"],
+                                    "probe_top10_accuracy": r["final"]["probe_top10_accuracy"],
+                                    "probe_accuracy": r["final"]["probe_accuracy"], "cpu_s": r["cpu_s"],
+                                    "budget_ok": r["budget_check"]["all_within"]}
+            print(_line(args.decision_seed, cfg, r, t0), flush=True)
+    chosen = {cfg: (max(grids[cfg], key=lambda lr: (sweeps[cfg][str(lr)]["final_token_accuracy"], -lr))
+                    if sweeps[cfg] else grids[cfg][0]) for cfg in grids}
+    out: dict[str, Any] = {"decision_seed": args.decision_seed, "sweeps": sweeps, "lr": chosen,
+                           "start_token_accuracy": start["token_accuracy"]}
+    if args.target == "decision":
+        # Target gain: a fraction of the best final gain either tuned method reached on the decision seed, the
+        # first of 1/2, 3/4 that neither method reached in round 1 there (so the target is well above the start
+        # and a round count can tell the methods apart).
+        out.update(target_rule(start["token_accuracy"], [sweeps[cfg][str(chosen[cfg])]["curve"] for cfg in grids]))
+    else:
+        out["target_points"] = args.target_points
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run everything, print the tables, write build/bench/fed_expand.json."""
+    """Run everything, print the tables, write build/bench/fed_expand.json (--full-model: fed_expand_full.json)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 seeds, 4 rounds, FedBE vs LoRA FedAvg only")
-    ap.add_argument("--model", default="smollm2-135m:4L")
-    ap.add_argument("--data", default="instruct:format+recall+sort+upper,total=400,test_per_task=8")
+    ap.add_argument("--full-model", action="store_true",
+                    help="the full 30-layer SmolLM2-135M: both methods' learning rates and the target chosen on the "
+                         "decision seed; 3 seeds, 4 rounds x 2 local steps x batch 4, FedBE vs LoRA FedAvg")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--data", default=None, help="default instruct:format+recall+sort+upper,total=400,test_per_task=8 "
+                    "(--full-model: test_per_task=6)")
     ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--decision-seed", type=int, default=100, help="seed of the LoRA learning-rate sweep (never scored)")
+    ap.add_argument("--decision-seed", type=int, default=100, help="seed of the learning-rate sweeps (never scored)")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--local-steps", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--local-steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None, help="default 8 (--full-model: 4)")
     ap.add_argument("--seq-len", type=int, default=48)
     ap.add_argument("--added-blocks", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=1e-3, help="the added blocks' learning rate (full FT: /10)")
-    ap.add_argument("--lora-lrs", default="1e-3,3e-3,1e-2,3e-2", help="LoRA FedAvg learning rates tried on the decision seed")
+    ap.add_argument("--lr", type=float, default=1e-3,
+                    help="the added blocks' learning rate when not swept (full FT: /10)")
+    ap.add_argument("--fedbe-lrs", default=None, help="FedBE learning rates tried on the decision seed "
+                    "(default: --lr only; --full-model: 1e-3,3e-3)")
+    ap.add_argument("--lora-lrs", default=None, help="LoRA FedAvg learning rates tried on the decision seed "
+                    "(default 1e-3,3e-3,1e-2,3e-2; --full-model: 3e-3,1e-2)")
+    ap.add_argument("--target", choices=("start+points", "decision"), default=None,
+                    help="start+points: start + --target-points; decision: start + a fraction of the best gain on "
+                         "the decision seed (default for --full-model)")
     ap.add_argument("--target-points", type=float, default=10.0,
                     help="downstream target: the start accuracy plus this many points (fixed before the runs)")
     args = ap.parse_args(argv)
-    seeds = args.seeds or (3 if args.quick else 5)
-    args.rounds = args.rounds or (4 if args.quick else 10)
-    configs = ["plan", "lora_fedavg"] + ([] if args.quick else ["static_allocation", "fixed_expansion", "full_ft"])
-    lora_lrs = [float(x) for x in args.lora_lrs.split(",")]
+    full = args.full_model
+    args.model = args.model or ("smollm2-135m" if full else "smollm2-135m:4L")
+    args.clients = CLIENTS_FULL if full else CLIENTS
+    seeds = args.seeds or (3 if args.quick or full else 5)
+    args.rounds = args.rounds or (4 if args.quick or full else 10)
+    args.local_steps = args.local_steps or (2 if full else 3)
+    args.batch_size = args.batch_size or (4 if full else 8)
+    args.data = args.data or f"instruct:format+recall+sort+upper,total=400,test_per_task={6 if full else 8}"
+    args.fedbe_lrs = args.fedbe_lrs or ("1e-3,3e-3" if full else str(args.lr))
+    args.lora_lrs = args.lora_lrs or ("3e-3,1e-2" if full else "1e-3,3e-3,1e-2,3e-2")
+    args.target = args.target or ("decision" if full else "start+points")
+    others = ["static_allocation", "fixed_expansion", "full_ft"]
+    configs = ["plan", "lora_fedavg"] + ([] if args.quick or full else others)
     if args.decision_seed in range(seeds):
         raise SystemExit(f"--decision-seed {args.decision_seed} is a scored seed (0..{seeds - 1}); pick another")
+    out_path = OUT.with_name("fed_expand_full.json") if full else OUT
 
     t0, c0 = time.perf_counter(), time.process_time()
     load0 = os.getloadavg()
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     plans: list[dict[str, Any]] = []
-    sweep: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-fed-expand-") as tmp:
         work = Path(tmp) / "decision"
         work.mkdir()
-        art = plan_and_emit(work, args.model, args.data, args.decision_seed, args)
-        start = start_of(art)
-        for lr in lora_lrs:
-            r = run_config(art, "lora_fedavg", args.rounds, lr, start)
-            sweep[str(lr)] = {"final_token_accuracy": r["final"]["token_accuracy"], "curve": r["curve"],
-                              "probe_top10_accuracy": r["final"]["probe_top10_accuracy"], "cpu_s": r["cpu_s"]}
-            print(_line(args.decision_seed, "lora_fedavg", r, t0), flush=True)
-        lora_lr = max(lora_lrs, key=lambda lr: (sweep[str(lr)]["final_token_accuracy"], -lr))
-        print(f"LoRA FedAvg learning rate chosen on decision seed {args.decision_seed}: {lora_lr}", flush=True)
-        lrs = {"plan": args.lr, "lora_fedavg": lora_lr, "static_allocation": args.lr, "fixed_expansion": args.lr,
-               "full_ft": args.lr / 10}
+        key = {k: (v if k != "clients" else json.dumps(v, sort_keys=True)) for k, v in vars(args).items()
+               if k not in ("seeds", "quick")}
+        cache = out_path.with_name(out_path.stem + "_decision.json")
+        old = json.loads(cache.read_text()) if cache.exists() else {}
+        if old.get("key") == key:
+            decision = old["decision"]
+            print(f"decision seed {args.decision_seed}: reusing {cache} (same settings)", flush=True)
+        else:
+            decision = decide(args, work, t0)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(cache, json.dumps({"key": key, "decision": decision}, indent=1, default=float) + "\n")
+        chosen = json.dumps({k: v for k, v in decision.items() if k != "sweeps"})
+        print(f"chosen on decision seed {args.decision_seed}: {chosen}", flush=True)
+        lr_plan, lora_lr = decision["lr"]["plan"], decision["lr"]["lora_fedavg"]
+        lrs = {"plan": lr_plan, "lora_fedavg": lora_lr, "static_allocation": lr_plan, "fixed_expansion": lr_plan,
+               "full_ft": lr_plan / 10}
         for seed in range(seeds):
             work = Path(tmp) / f"s{seed}"
             work.mkdir()
@@ -201,13 +291,13 @@ def main(argv: list[str] | None = None) -> None:
                 print(_line(seed, cfg, r, t0), flush=True)
     timing = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
               "load_average_start": load0, "load_average_end": os.getloadavg()}
-    return summarise(results, plans, configs, seeds, args, sweep, lora_lr, timing)
+    return summarise(results, plans, configs, seeds, args, decision, timing, out_path)
 
 
 def summarise(results: dict[str, list[dict[str, Any]]], plans: list[dict[str, Any]], configs: list[str], seeds: int,
-              args: argparse.Namespace, sweep: dict[str, Any], lora_lr: float, timing: dict[str, Any]) -> None:
-    """Targets, per-configuration statistics and the summary; writes build/bench/fed_expand.json."""
-    targets = [r["initial"]["token_accuracy"] + args.target_points / 100 for r in results["plan"]]
+              args: argparse.Namespace, decision: dict[str, Any], timing: dict[str, Any], out_path: Path) -> None:
+    """Targets, per-configuration statistics and the summary; writes `out_path`."""
+    targets = [r["initial"]["token_accuracy"] + decision["target_points"] / 100 for r in results["plan"]]
     base_top10 = statistics.mean(r["initial"]["probe_top10_accuracy"] for r in results["plan"])
     per: dict[str, Any] = {}
     for c in configs:
@@ -224,6 +314,9 @@ def summarise(results: dict[str, list[dict[str, Any]]], plans: list[dict[str, An
                   "bytes_moved": _stats([r["bytes_moved"] for r in rs]),
                   "emulated_clock_s": _stats([r["emulated_clock_s"] for r in rs]),
                   "cpu_s": _stats([r["cpu_s"] for r in rs]),
+                  "cpu_s_per_round": _stats([r["cpu_s"] / args.rounds for r in rs]),
+                  "client_train_cpu_s_median": _stats([r["client_train_cpu_s_median"] for r in rs]),
+                  "round_train_cpu_s_median": _stats([r["round_train_cpu_s_median"] for r in rs]),
                   "budget_violations": sum(len(r["budget_check"]["violations"]) for r in rs),
                   "client_rounds": sum(r["budget_check"]["client_rounds"] for r in rs)}
     fb, lo = results["plan"], results["lora_fedavg"]
@@ -248,8 +341,15 @@ def summarise(results: dict[str, list[dict[str, Any]]], plans: list[dict[str, An
         "downstream_delta_vs_lora": _stats(down)["mean"], "downstream_delta_vs_lora_spread": _stats(down),
         "rounds_to_target_speedup_vs_lora": float(np.median(speed)), "rounds_to_target_speedup_per_seed": speed,
         "rounds_to_target_censored_at": args.rounds + 1,
-        "seeds": seeds, "decision_seed": args.decision_seed, "lora_lr_chosen": lora_lr, "lora_lr_sweep": sweep,
-        "fedbe_lr": args.lr, "target_token_accuracy_per_seed": targets,
+        "seeds": seeds, "decision_seed": args.decision_seed, "lora_lr_chosen": decision["lr"]["lora_fedavg"],
+        "lora_lr_sweep": decision["sweeps"]["lora_fedavg"], "fedbe_lr": decision["lr"]["plan"],
+        "fedbe_lr_sweep": decision["sweeps"]["plan"], "target_definition": args.target,
+        "target_points": decision["target_points"], "target_token_accuracy_per_seed": targets,
+        "retention_share_of_base_spread": {"fedbe": per["plan"]["retention_share_of_base"],
+                                           "lora_fedavg": per["lora_fedavg"]["retention_share_of_base"]},
+        "round_train_cpu_s_median": {"fedbe": per["plan"]["round_train_cpu_s_median"]["median"],
+                                     "lora_fedavg": per["lora_fedavg"]["round_train_cpu_s_median"]["median"]},
+        "model": args.model,
         "base_token_accuracy": statistics.mean(r["initial"]["token_accuracy"] for r in fb),
         "budget_violations_plan": per["plan"]["budget_violations"], "client_rounds_plan": per["plan"]["client_rounds"],
         "wall_s": timing["wall_s"], "cpu_s": timing["cpu_s"], "load_average_start": timing["load_average_start"],
@@ -257,13 +357,13 @@ def summarise(results: dict[str, list[dict[str, Any]]], plans: list[dict[str, An
         "units": "points = percentage points (accuracy x 100); downstream = held-out answer-token accuracy "
                  "(teacher-forced); retention = probe top-10 next-token accuracy on held-out text",
     }
-    out = {"summary": summary, "configs": per, "plans": plans, "runs": results, **extra,
-           "settings": {**vars(args), "seeds": seeds, "configs": configs, "clients": CLIENTS},
+    out = {"summary": summary, "configs": per, "plans": plans, "runs": results, **extra, "decision": decision,
+           "settings": {**vars(args), "seeds": seeds, "configs": configs},
            "machine": "shared 2-core CPU, loaded by other jobs (load averages in the summary; CPU seconds per process)"}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(OUT, json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_path, json.dumps(out, indent=1, sort_keys=True, default=float) + "\n")
     print(json.dumps(summary, indent=1, default=float))
-    print(f"wrote {OUT} ({timing['wall_s']:.0f} s wall, {timing['cpu_s']:.0f} s CPU)")
+    print(f"wrote {out_path} ({timing['wall_s']:.0f} s wall, {timing['cpu_s']:.0f} s CPU)")
 
 
 if __name__ == "__main__":

@@ -134,7 +134,8 @@ def build_receipt(art: Mapping[str, Any], config: str, rounds: list[dict[str, An
                      "predicted_memory_bytes": plan.get("predicted_memory_bytes"), "memory_budget_bytes": budget,
                      "emulated_round_s": float(m["emulated-round-s"]), "predicted_round_s": plan.get("predicted_round_s"),
                      "deadline_s": deadline, "within_memory": mem_ok, "within_deadline": time_ok,
-                     "bytes_moved": int(m["bytes-down"]) + int(m["bytes-up"])}
+                     "bytes_moved": int(m["bytes-down"]) + int(m["bytes-up"]),
+                     "measured_cpu_s": float(m.get("measured-cpu-s", 0.0))}
             checks.append(check)
             if not mem_ok:
                 violations.append(f"round {r['round']} client {cid}: {m['measured-memory-bytes']} B over its {budget} B budget")
