@@ -20,7 +20,8 @@ latency_p50_ratio_vs_best_single_drafter (the plan / the best single drafter, tr
 batched prompt lookup; < 1 is lower latency), greedy_identical (every configuration's tokens equal target-only's
 on every request, both settings), tokens_per_verify_error (measured / predicted - 1 for the plan), and per
 configuration the goodput, tokens-per-verification and p50 prediction errors (`by_config`); `online` holds the
-same for the arrival rate. Writes build/bench/spec_serve.json. `--quick`: 6 requests of 24 tokens, local transport.
+same for the arrival rate. Writes build/bench/spec_serve.json. `--quick`: 6 requests of 24 tokens, local transport,
+no ablations (`--ablations` adds them).
 Drafters: the distilled domain drafters (benchmarks/spec_serve_drafters.py builds them) and prompt lookup.
 """
 from __future__ import annotations
@@ -265,7 +266,9 @@ def main() -> int:
     ap.add_argument("--arrival", default=ARRIVAL, help="the online setting's arrival rate ('none': offline only)")
     ap.add_argument("--cached-calibration", action="store_true",
                     help="plan from a cached calibration (default: calibrate again in this run, at this load)")
-    ap.add_argument("--no-ablations", action="store_true", help="leave the ablations out of the repetitions")
+    ap.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
+                    help="run CoSine's ablations in the repetitions (default: yes, except under --quick, where "
+                         "they took 14 of 27 minutes)")
     ap.add_argument("--tiny", action="store_true", help="smoke run on the tiny random model (figures meaningless)")
     ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "spec_serve.json"))
     args = ap.parse_args()
@@ -284,7 +287,8 @@ def main() -> int:
     cal_wall = time.perf_counter() - t0
     log.info("offline plan: %s (calibration %s, %.0f s, load %.1f)", plan["decisions"]["configuration"],
              "cached" if args.cached_calibration else "measured now", cal_wall, load_cal)
-    off = run_setting(plan, cfg, n_req, args.reps, args.quick, transport, not args.no_ablations)
+    ablations = (not args.quick) if args.ablations is None else args.ablations
+    off = run_setting(plan, cfg, n_req, args.reps, args.quick, transport, ablations)
     summary = summarise(plan, off)
     settings = {"offline": {"plan": plan, "state": off}}
     if args.arrival != "none":
