@@ -62,14 +62,20 @@ class CachedLM:
         self._cache_cls = DynamicCache
         self.seqs: dict[str, _Seq] = {}
 
-    def logits_for(self, rid: str, seq: Sequence[int], n_last: int = 1) -> torch.Tensor:
-        """(n_last, vocab) float32 logits predicting the tokens after seq[-n_last:] (positions len-n_last..len-1)."""
+    def _reuse(self, rid: str, seq: Sequence[int], n_last: int) -> tuple[_Seq, int]:
+        """(the request's cache, n): its cache cropped to the longest held prefix of `seq` that leaves at least
+        the last `n_last` tokens to feed (a new request gets an empty cache)."""
         s = self.seqs.get(rid)
         if s is None:
             s = self.seqs[rid] = _Seq(self._cache_cls(config=self.model.config))
         n = _crop_to_prefix(s.cache, s.held, seq, keep_last=True)
         n = min(n, len(seq) - n_last)
         rollback(s.cache, s.held, n)
+        return s, n
+
+    def logits_for(self, rid: str, seq: Sequence[int], n_last: int = 1) -> torch.Tensor:
+        """(n_last, vocab) float32 logits predicting the tokens after seq[-n_last:] (positions len-n_last..len-1)."""
+        s, n = self._reuse(rid, seq, n_last)
         new = list(seq[n:])
         ids = torch.tensor([new], dtype=torch.long)
         pos = torch.arange(n, n + len(new)).view(1, -1)
@@ -97,12 +103,7 @@ class CachedLM:
 
         rows = []
         for rid, seq, n_last in items:
-            s = self.seqs.get(rid)
-            if s is None:
-                s = self.seqs[rid] = _Seq(self._cache_cls(config=self.model.config))
-            n = _crop_to_prefix(s.cache, s.held, seq, keep_last=True)
-            n = min(n, len(seq) - n_last)
-            rollback(s.cache, s.held, n)
+            s, n = self._reuse(rid, seq, n_last)
             if n < len(seq) - n_last:          # prefill the rest of the prefix alone (its logits are not needed)
                 self.logits_for(rid, list(seq[:len(seq) - n_last]), 1)
             rows.append((s, list(seq[len(seq) - n_last:]), len(seq) - n_last))

@@ -41,28 +41,34 @@ def measure_quantise_rates(elements: int = 200_704, bits: tuple[int, ...] = (2, 
                            repeats: int = 3) -> dict[str, dict[int, float]]:
     """Seconds per element of the runtime's quantise (UAQ + bit packing) and dequantise at each bit width on
     this CPU, one thread, fastest of `repeats` (a 64x56x56 fp32 activation by default)."""
-    import time
-
     import torch
-
-    from kernels.uniform_quant import dequantize, quantize
 
     x = torch.randn(1, elements).relu()
     out: dict[str, dict[int, float]] = {"quantise": {}, "dequantise": {}}
     for b in bits:
-        q, dq = [], []
-        quantize(x, b)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            packed = quantize(x, b)
-            t1 = time.perf_counter()
-            dequantize(packed)
-            t2 = time.perf_counter()
-            q.append(t1 - t0)
-            dq.append(t2 - t1)
-        out["quantise"][b] = min(q) / elements
-        out["dequantise"][b] = min(dq) / elements
+        q, dq = _fastest_roundtrip(x, b, repeats)
+        out["quantise"][b] = q / elements
+        out["dequantise"][b] = dq / elements
     return out
+
+
+def _fastest_roundtrip(x: Any, bits: int, repeats: int) -> tuple[float, float]:
+    """(fastest quantise, fastest dequantise) of `x` at `bits` over `repeats` calls after one warm-up, seconds."""
+    import time
+
+    from kernels.uniform_quant import dequantize, quantize
+
+    dequantize(quantize(x, bits))
+    q, dq = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        packed = quantize(x, bits)
+        t1 = time.perf_counter()
+        dequantize(packed)
+        t2 = time.perf_counter()
+        q.append(t1 - t0)
+        dq.append(t2 - t1)
+    return min(q), min(dq)
 
 
 def measure_quantise_fixed(rates: dict[str, dict[int, float]], elements: int = 1024,
@@ -71,27 +77,14 @@ def measure_quantise_fixed(rates: dict[str, dict[int, float]], elements: int = 1
     small tensor (`elements` values, fastest of `repeats`) minus its elements at `rates`. The kernels run several
     small torch ops per call, ~80 us to quantise 8 bits here whatever the size, which the rate alone (measured on
     200k elements) put at 2 us for a digits image."""
-    import time
-
     import torch
-
-    from kernels.uniform_quant import dequantize, quantize
 
     x = torch.randn(1, elements).relu()
     out: dict[str, dict[int, float]] = {"quantise": {}, "dequantise": {}}
     for b in rates["quantise"]:
-        q, dq = [], []
-        dequantize(quantize(x, b))
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            packed = quantize(x, b)
-            t1 = time.perf_counter()
-            dequantize(packed)
-            t2 = time.perf_counter()
-            q.append(t1 - t0)
-            dq.append(t2 - t1)
-        out["quantise"][b] = max(0.0, min(q) - elements * rates["quantise"][b])
-        out["dequantise"][b] = max(0.0, min(dq) - elements * rates["dequantise"][b])
+        q, dq = _fastest_roundtrip(x, b, repeats)
+        out["quantise"][b] = max(0.0, q - elements * rates["quantise"][b])
+        out["dequantise"][b] = max(0.0, dq - elements * rates["dequantise"][b])
     return out
 
 
