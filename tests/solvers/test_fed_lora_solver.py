@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,18 @@ from tests.fed_lora_instances import memory_table, random_problem
 
 def _rel_gap(exact: float, plan: float) -> float:
     return (exact - plan) / exact
+
+
+def _greedy_and_exact(p: Any) -> tuple[Any, Any] | None:
+    """(greedy's solution, enumeration's) of `p`, or None when enumeration cannot take it or greedy finds it
+    infeasible."""
+    if Enumeration().unsupported(p):
+        return None
+    try:
+        g = greedy.solve(p)
+    except InfeasibleError:
+        return None
+    return g, Enumeration().solve(p)
 
 
 def test_greedy_equals_enumeration_without_coverage_on_200_instances() -> None:
@@ -48,13 +61,10 @@ def test_greedy_stays_exact_with_a_fitted_concave_utility() -> None:
     for _ in range(60):
         p = random_problem(rng, n=int(rng.integers(1, 6)), L=int(rng.integers(2, 5)))
         p = replace(p, depth_exponent=float(rng.uniform(0.1, 1.0)), gamma=float(rng.uniform(0.0, 0.6)))
-        if Enumeration().unsupported(p):
+        pair = _greedy_and_exact(p)
+        if pair is None:
             continue
-        try:
-            g = greedy.solve(p)
-        except InfeasibleError:
-            continue
-        e = Enumeration().solve(p)
+        g, e = pair
         assert validate(p, g) == [] and g.objective == pytest.approx(e.objective, rel=1e-9)
         checked += 1
     assert checked >= 40
@@ -85,13 +95,10 @@ def test_coverage_repair_gap_against_exact() -> None:
     while len(gaps) < 40:
         p = random_problem(rng, n=int(rng.integers(3, 6)), L=4, coverage=float(rng.uniform(0.4, 0.9)),
                            cov_blocks=int(rng.integers(1, 5)))
-        if Enumeration().unsupported(p):
+        pair = _greedy_and_exact(p)
+        if pair is None:
             continue
-        try:
-            g = greedy.solve(p)
-        except InfeasibleError:
-            continue
-        e = Enumeration().solve(p)
+        g, e = pair
         assert validate(p, g) == [] and g.uncovered_blocks == ()
         gaps.append(_rel_gap(e.objective, g.objective))
     assert min(gaps) >= -1e-9
