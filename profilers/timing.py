@@ -79,15 +79,20 @@ def time_forward(built: Any, repeats: int = 7, threads: int = 1) -> list[float]:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with torch.no_grad():
-            gm(*built.args, **built.kwargs)
-            out = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                gm(*built.args, **built.kwargs)
-                out.append(time.perf_counter() - t0)
+        return _direct_calls(gm, built, repeats)
     finally:
         torch.set_num_threads(before)
+
+
+def _direct_calls(gm: Any, built: Any, repeats: int) -> list[float]:
+    """Wall seconds of `repeats` direct calls of `gm` on `built`'s inputs after one warm-up, without autograd."""
+    out = []
+    with torch.no_grad():
+        gm(*built.args, **built.kwargs)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            gm(*built.args, **built.kwargs)
+            out.append(time.perf_counter() - t0)
     return out
 
 
@@ -142,12 +147,7 @@ def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1, totals: lis
                     time.sleep(rng.uniform(0.0, time.perf_counter() - t0))
             # the level: the graph as a program runs it (one call of the GraphModule, as the runtime's halves run),
             # interleaved with nothing else; node by node through the Interpreter measured ResNet-50 at 2x that
-            with torch.no_grad():
-                gm(*built.args, **built.kwargs)
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    gm(*built.args, **built.kwargs)
-                    direct.append(time.perf_counter() - t0)
+            direct.extend(_direct_calls(gm, built, repeats))
     finally:
         torch.set_num_threads(before)
     runs = [sum(v[r] for v in times.values() if len(v) > r) for r in range(repeats * passes)]
