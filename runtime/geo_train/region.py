@@ -79,7 +79,8 @@ def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, An
     else:
         raise ValueError(f"unknown algorithm {algo}")
 
-    log: dict[str, Any] = {"region": region, "algorithm": algo, "step_s": [], "compute_s": [], "loss": [],
+    log: dict[str, Any] = {"region": region, "algorithm": algo, "lighthouse": job["lighthouse"], "step_s": [],
+                           "compute_s": [], "loss": [],
                            "eval": [], "commits": 0, "quorum_s": [], "quorum_step": []}
     # torchft blocks in start_quorum at every sync (use_async_quorum=False). The first one of a run takes
     # seconds when it comes within the first few seconds of the Manager's life (measured ~4 s at step 2, ~0.1 s at

@@ -67,6 +67,14 @@ def logs(session: dict) -> list[list[dict]]:
     return session["logs"]
 
 
+def test_every_run_has_its_own_lighthouse(logs: list[list[dict]]) -> None:
+    # one lighthouse for all runs held each later run's first quorum ~4.8 s (the last run's replicas still
+    # counted as heartbeating); the regions of one run share its lighthouse, no two runs share one
+    per_run = [{r["lighthouse"] for r in run} for run in logs]
+    assert all(len(s) == 1 for s in per_run)
+    assert len(set.union(*per_run)) == len(logs) == 3
+
+
 def test_round_robin_with_tau_zero_reproduces_torchft_streaming_diloco_exactly(logs: list[list[dict]]) -> None:
     torchft, ours = logs[0], logs[1]
     for r in range(2):
