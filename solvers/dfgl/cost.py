@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.dfgl_round import RoundCost, comm_seconds
+from core.dfgl_round import expected_halo as core_expected_halo
 from core.p2p_topology import metropolis_weights, rms_contraction
 from solvers.dfgl.problem import DfglProblem, RoundMetrics, Schedule
+
+
+def round_cost(p: DfglProblem) -> RoundCost:
+    """The problem's per-round cost constants (core.dfgl_round, which the runtime shares)."""
+    return RoundCost(p.kappa_s * p.nodes_train * p.gcn_layers, p.mean_degree, p.cross_edges, p.halo_multiplicity,
+                     p.model_bytes, p.embedding_bytes, p.exchanged_layers, p.round_overhead_s)
 
 
 def compute_s(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
@@ -31,10 +39,7 @@ def expected_halo(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
     """(m, m) expected distinct halo nodes of j that worker i requests when it samples at ratios[i]: each edge
     into i's nodes is kept with probability r, so a halo node with d edges into i is requested with probability
     1 - (1 - r)^d (r * E^x when the problem has no multiplicities)."""
-    r = np.asarray(ratios, float)
-    if p.halo_multiplicity is None:
-        return r[:, None] * p.cross_edges
-    return np.einsum("ijd,id->ij", p.halo_multiplicity, _requested_share(p, r))
+    return core_expected_halo(p.cross_edges, p.halo_multiplicity, ratios)
 
 
 def expected_halo_grid(p: DfglProblem, grid: np.ndarray) -> np.ndarray:
@@ -53,10 +58,7 @@ def link_bytes(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray) -> np.ndarra
 
 def comm_s(p: DfglProblem, k: int, adj: np.ndarray, ratios: np.ndarray) -> np.ndarray:
     """Per-worker communication seconds (m,) in round k: the slowest incoming neighbour link."""
-    b = p.bandwidth_Bps[k]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(adj > 0, link_bytes(p, adj, ratios) / np.where(b > 0, b, 1.0) + p.latency_s[k], 0.0)
-    return t.max(axis=1)
+    return comm_seconds(link_bytes(p, adj, ratios), adj, p.bandwidth_Bps[k], p.latency_s[k])
 
 
 def reach(p: DfglProblem, adj: np.ndarray) -> np.ndarray:

@@ -76,15 +76,25 @@ def dfgl_tables(plan: Plan, wide: bool = False) -> list[Any]:
 
 
 def receipt_table(rec: dict) -> list[Any]:
-    """The run receipt: measured vs predicted per round."""
+    """The run receipt: per round the action that ran (and who chose it) vs the planned one, measured vs
+    predicted time and bytes (predicted for the action that ran)."""
     t = table(f"receipt: {rec['config']} ({rec['workers']} worker processes, gloo; links emulated in the transport)")
-    for c in ("round", "meas s", "pred s", "meas bytes", "pred bytes", "consensus", "bound ok", "accuracy"):
+    for c in ("round", "chosen by", "links (plan)", "mean r (plan)", "meas s", "pred s", "meas bytes", "pred bytes",
+              "consensus", "bound ok", "accuracy"):
         t.add_column(c, justify="right")
     for r in rec["rounds"]:
-        t.add_row(str(r["round"]), f"{r['measured_s']:.3g}", f"{r['predicted_s']:.3g}", fmt_bytes(r["measured_bytes"]),
-                  fmt_bytes(r["predicted_bytes"]), f"{r['consensus_estimate']:.3g}",
+        ch, pl = r.get("chosen"), r.get("planned")
+        links = f"{len(ch['links'])} ({len(pl['links'])})" if ch and pl else ""
+        ratio = (f"{sum(ch['ratios'].values()) / len(ch['ratios']):.2f} "
+                 f"({sum(pl['ratios'].values()) / len(pl['ratios']):.2f})") if ch and pl else ""
+        by = r.get("controller", "") + ("" if r.get("same_as_planned", True) else " *")
+        t.add_row(str(r["round"]), by, links, ratio, f"{r['measured_s']:.3g}", f"{r['predicted_s']:.3g}",
+                  fmt_bytes(r["measured_bytes"]), fmt_bytes(r["predicted_bytes"]), f"{r['consensus_estimate']:.3g}",
                   "yes" if r["bound_holds"] else "NO", f"{r['accuracy']:.3f}")
     out: list[Any] = [t]
+    if any(not r.get("same_as_planned", True) for r in rec["rounds"]):
+        out.append(Text("* the action that ran differs from the planned one (links and ratios per round are in "
+                        "--json: chosen vs planned)"))
     if rec.get("lost"):
         out.append(Text(rec["lost"]))
     return out
