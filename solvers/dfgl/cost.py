@@ -90,10 +90,19 @@ def progress(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, c_next: float)
     return reach(p, adj) ** s.alpha * quality(p, ratios) * np.exp(-s.consensus_effect * c_next ** s.consensus_power)
 
 
+def label_mismatch(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
+    """(m,) total-variation distance between each worker's training-label distribution and that of its gossip
+    mixture under `adj` (Metropolis weights): 0 when the problem has no label shares."""
+    if p.label_share is None:
+        return np.zeros(p.num_workers)
+    return 0.5 * np.abs(p.label_share - metropolis_weights(adj) @ p.label_share).sum(axis=1)
+
+
 def error_floor(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
     """(m,) the learned error each worker approaches under topology `adj` (SurrogateParams)."""
     s = p.surrogate
-    return s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj))
+    floor = s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj))
+    return floor + s.personal * label_mismatch(p, adj) if s.personal else floor
 
 
 def observed(p: DfglProblem, losses: np.ndarray, consensus: float) -> np.ndarray:
