@@ -68,11 +68,30 @@ def reach(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
     return np.where(total > 0, got / np.maximum(total, 1e-12), 1.0)
 
 
+_GOSSIP_CACHE: dict[bytes, tuple[np.ndarray, float]] = {}
+_GOSSIP_CACHE_SIZE = 4096
+
+
+def gossip_terms(adj: np.ndarray) -> tuple[np.ndarray, float]:
+    """(Metropolis weights, their RMS contraction a(W)) of a 0/1 adjacency, memoised on the adjacency's bytes
+    (they depend on nothing else; the surrogate's fit and the plan-time searches revisit the same topologies)."""
+    a = np.ascontiguousarray(adj, dtype=np.int8)
+    key = a.shape[0].to_bytes(2, "little") + a.tobytes()
+    hit = _GOSSIP_CACHE.get(key)
+    if hit is None:
+        if len(_GOSSIP_CACHE) >= _GOSSIP_CACHE_SIZE:
+            _GOSSIP_CACHE.clear()
+        w = metropolis_weights(a)
+        w.setflags(write=False)
+        hit = _GOSSIP_CACHE[key] = (w, rms_contraction(w))
+    return hit
+
+
 def next_consensus(p: DfglProblem, adj: np.ndarray, consensus: float) -> float:
     """Surrogate consensus distance after one round: local training adds `drift_per_round`, then gossip with
     Metropolis weights on `adj` contracts it by a(W), the RMS of W's non-consensus eigenvalues (a typical
     disagreement, not the worst-case lambda2; a complete topology averages exactly: 0)."""
-    return rms_contraction(metropolis_weights(adj)) * (consensus + p.surrogate.drift_per_round)
+    return gossip_terms(adj)[1] * (consensus + p.surrogate.drift_per_round)
 
 
 def quality(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
@@ -95,7 +114,7 @@ def label_mismatch(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
     mixture under `adj` (Metropolis weights): 0 when the problem has no label shares."""
     if p.label_share is None:
         return np.zeros(p.num_workers)
-    return 0.5 * np.abs(p.label_share - metropolis_weights(adj) @ p.label_share).sum(axis=1)
+    return 0.5 * np.abs(p.label_share - gossip_terms(adj)[0] @ p.label_share).sum(axis=1)
 
 
 def error_floor(p: DfglProblem, adj: np.ndarray) -> np.ndarray:

@@ -122,17 +122,20 @@ def test_calibration_recovers_the_constants_that_made_the_curves() -> None:
     from solvers.dfgl.problem import Schedule, SurrogateParams
     from solvers.dfgl.selection import simple_schedules
 
-    p = small_problem(5, 6, seed=8, degree=1)
+    # with label shares and a personalisation constant (the label-mismatch term must be recoverable too)
+    p = replace(small_problem(5, 6, seed=8, degree=1),
+                label_share=np.random.default_rng(8).dirichlet(np.full(3, 0.3), size=5))
     truth = SurrogateParams(alpha=0.5, nu=2.0, drift_per_round=0.05, consensus_effect=6.0, consensus_obs=0.5,
-                            initial_loss=0.8, loss_floor=0.1, reach_penalty=0.2, step_gain=0.3)
+                            initial_loss=0.8, loss_floor=0.1, reach_penalty=0.2, step_gain=0.3, personal=0.4)
     q = replace(p, surrogate=truth)
-    probes = {n: s for n, s in simple_schedules(p, np.array([0.2, 1.0])).items() if n.split("@")[0] in ("tree", "fast2", "fast4")}
+    probes = {n: s for n, s in simple_schedules(p, np.array([0.2, 1.0])).items() if n.split("@")[0] in ("tree", "fast4")}
     measured = {}
     for n, s in probes.items():
         met = evaluate(q, s)
         measured[n] = (s, met.loss, met.consensus)
-    fitted, fit = fit_surrogate(p, measured, 0.8)
+    fitted, fit = fit_surrogate(p, measured, 0.8, personal=True)
     assert fitted.drift_per_round == pytest.approx(0.05, rel=1e-6)
+    assert fitted.personal == pytest.approx(0.4, abs=0.05)
     assert fit["rmse"] < 1e-3 < fit["rmse_flat"]
     pred = predicted_errors(p, fitted, measured)
     assert all(np.allclose(pred[n], measured[n][1], atol=3e-3) for n in measured)
