@@ -40,8 +40,8 @@ OUT = Path("build/bench")
 TARGET_SHARE = 0.95
 
 
-def schedules(graph_spec: str, seed: int, rounds: int, episodes: int, graph: Any = None
-              ) -> tuple[Any, Any, dict, dict]:
+def schedules(graph_spec: str, seed: int, rounds: int, episodes: int, graph: Any = None,
+              selection: str = "accuracy_at_budget", constants: str | None = None) -> tuple[Any, Any, dict, dict]:
     """(graph split, problem, {config: Schedule}, {plan config: selection record}) for one seed: the plan made
     for each accuracy metric (`plan`: global, `plan_local`: local) and every baseline. Each plan is what
     `planner plan` makes: the DDPG controller's schedule ranked against the simple and baseline schedules by the
@@ -64,11 +64,12 @@ def schedules(graph_spec: str, seed: int, rounds: int, episodes: int, graph: Any
     p = lower(g, w, opts)
     out, sel = {}, {}
     for metric, name in (("global", "plan"), ("local", "plan_local")):
-        q = replace(p, surrogate=surrogate_constants(metric))
+        q = replace(p, surrogate=surrogate_constants(metric) if constants is None
+                    else surrogate_constants(metric, Path(constants)))
         base = {b.name: b.solve(q) for b in baselines(seed=seed)}
         ctl = solve(q, DdpgConfig(episodes=episodes, seed=seed)).schedule
         ranking, target, margin, rule = choose_schedule(q, ctl, {n: (s.schedule, s.feasible) for n, s in base.items()},
-                                                  ratio_grid(q, 10))
+                                                  ratio_grid(q, 10), selection=selection)
         out[name] = ranking[0].schedule
         inf = float("inf")
         sel[name] = {"chosen": ranking[0].name, "target_accuracy_predicted": target, "margin": margin, "rule": rule,
@@ -275,10 +276,11 @@ def rank_agreement(sel: dict, measured: dict, plan: str) -> float:
     return agree / max(total, 1)
 
 
-def one_seed(graph_spec: str, seed: int, rounds: int, episodes: int) -> dict:
+def one_seed(graph_spec: str, seed: int, rounds: int, episodes: int, selection: str = "accuracy_at_budget",
+             constants: str | None = None) -> dict:
     """Every configuration of one seed: curves; per metric, time/bytes to target and accuracy at the plan's budget."""
     t0 = time.perf_counter()
-    g, p, scheds, sel = schedules(graph_spec, seed, rounds, episodes)
+    g, p, scheds, sel = schedules(graph_spec, seed, rounds, episodes, selection=selection, constants=constants)
     curves: dict[str, list[dict]] = {}
     trained: dict[bytes, str] = {}
     for name, s in scheds.items():
@@ -311,13 +313,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 seeds, 1000 nodes, 12 rounds, 8 DDPG episodes")
     ap.add_argument("--graph", default=None, help="graph spec (default csbm:nodes=N,workers=8)")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: 3 quick, 5 full)")
+    ap.add_argument("--seed-list", default=None, help="explicit seeds, e.g. 100,101,102 (decision seeds: never the "
+                    "scored 0..4)")
+    ap.add_argument("--selection", default="accuracy_at_budget", choices=("accuracy_at_budget", "bytes"),
+                    help="the selection's second rule (solvers/dfgl/selection.py)")
+    ap.add_argument("--constants", default=None, help="surrogate constants file (default: the planner's, "
+                    "planner/families/dfgl/surrogate_csbm.json)")
+    ap.add_argument("--out", default=str(OUT / "dfgl.json"), help="where the record goes")
     args = ap.parse_args()
     seeds = list(range(args.seeds)) if args.seeds else ([0, 1, 2] if args.quick else [0, 1, 2, 3, 4])
+    if args.seed_list:
+        seeds = [int(v) for v in args.seed_list.split(",")]
     nodes, rounds, episodes = (1000, 12, 8) if args.quick else (8000, 30, 40)
     spec = args.graph or f"csbm:nodes={nodes},workers=8"
     per_seed = []
     for s in seeds:
-        r = one_seed(spec, s, rounds, episodes)
+        r = one_seed(spec, s, rounds, episodes, args.selection, args.constants)
         per_seed.append(r)
         for prefix, plan in (("", "plan"), ("local_", "plan_local")):
             pc = r[prefix + "per_config"]
@@ -351,7 +362,7 @@ def main() -> None:
         "local_why_at_budget": {k: _spread([r["local_why_at_budget"][k] for r in per_seed])
                                 for k in ("predicted_delta", "measured_delta", "plan_prediction_error",
                                           "baseline_prediction_error", "headroom_best_reached")},
-        "seeds": seeds,
+        "seeds": seeds, "selection": args.selection, "constants": args.constants or "planner default",
         "metric": "headline keys: global accuracy (every worker's model on all held-out nodes, mean over workers), "
                   "plan made with --metric global; local_* keys: each worker's model on its own held-out nodes, "
                   "plan made with --metric local",
@@ -361,8 +372,8 @@ def main() -> None:
         "time": "EMULATED: catalog-roofline compute + measured bytes / link rate + latency (as the runtime's transport)",
         "accuracy_and_bytes": "measured (real PyG GCN training in one process)",
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(OUT / "dfgl.json", json.dumps({"summary": summary, "seeds": per_seed}, indent=1, sort_keys=True,
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(args.out), json.dumps({"summary": summary, "seeds": per_seed}, indent=1, sort_keys=True,
                                                       default=float) + "\n")
     print(json.dumps(summary, indent=1, default=float))
 

@@ -32,7 +32,8 @@ def job_for(decisions: Mapping[str, Any], schedule: Sequence[Mapping[str, Any]],
     prob = decisions["problem"]
     return {"format": JOB_FORMAT, "config": name, "seed": int(seed), "workers": ids,
             "training": dict(decisions["training"]), "rounds": rounds, "controller": controller,
-            "rule": dict(decisions["controller"]["rule"]), "halo": prob["halo"], "local_edges": prob["local_edges"],
+            "rule": dict(decisions["controller"]["rule"]), "actor": decisions["controller"]["actor"],
+            "round_cost": prob["round_cost"], "halo": prob["halo"], "local_edges": prob["local_edges"],
             "timeout_s": float(timeout_s), "graph_file": "graph.npz"}
 
 

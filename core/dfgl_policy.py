@@ -82,3 +82,56 @@ class RuleController:
 def params_from_lists(d: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
     """Actor weights from a plan's JSON lists."""
     return {k: np.asarray(v, dtype=float) for k, v in d.items()}
+
+
+@dataclass
+class OnlineController:
+    """The plan's controller run online by every worker on the same measured state (all-gathered each round),
+    so every worker decodes the same topology.
+
+    Each round the DDPG actor (the plan's weights) maps the measured state (per-worker training errors, the
+    consensus-distance estimate, the link-rate estimates, the measured round times, the previous action) to link
+    scores and ratio knobs, decoded by `decode_action`. The rule-based fallback (`rule`, stepped every round so
+    its state stays current) acts instead in a round where the measured consensus estimate exceeds C_max (the
+    actor was trained on the simulator's consensus model, not on this run's) or the actor's output is not finite.
+    Link-rate estimates start at the rates the plan was given and are updated from the measured link times of
+    the links used (rate = bytes / (time - latency)); a link not used keeps its last estimate."""
+
+    actor: Mapping[str, np.ndarray]
+    rule: RuleController
+    degree: int
+    r_min: float
+    c_max: float
+    rate_Bps: np.ndarray
+    losses: np.ndarray | None = None
+    consensus: float = 0.0
+    round_times_s: np.ndarray | None = None
+    prev_adj: np.ndarray | None = None
+    prev_ratios: np.ndarray | None = None
+
+    def act(self, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+        """(adjacency, ratios, "actor" | "rule") for the next round; `allowed` (m, m) bool: links that are up."""
+        m = self.rate_Bps.shape[0]
+        rates = np.where(allowed, self.rate_Bps, 0.0)
+        losses = np.ones(m) if self.losses is None else self.losses
+        times = np.zeros(m) if self.round_times_s is None else self.round_times_s
+        prev_adj = allowed.astype(float) if self.prev_adj is None else self.prev_adj
+        prev_r = np.ones(m) if self.prev_ratios is None else self.prev_ratios
+        rule_adj, rule_r = self.rule.act(self.consensus, rates, allowed)
+        raw = actor_forward(self.actor, state_vector(losses, self.consensus, self.c_max, rates, times, prev_adj, prev_r))
+        if self.consensus > self.c_max or not np.all(np.isfinite(raw)):
+            return rule_adj, rule_r, "rule"
+        adj, ratios = decode_action(raw, m, self.degree, self.r_min, rates, allowed)
+        return adj, ratios, "actor"
+
+    def observe(self, adj: np.ndarray, ratios: np.ndarray, losses: np.ndarray, consensus: float,
+                round_times_s: np.ndarray, link_s: np.ndarray, link_bytes: np.ndarray, latency_s: np.ndarray) -> None:
+        """The round's measurements: per-worker training errors (m,), the consensus estimate, round seconds (m,),
+        link_s (m, m): seconds the bytes link_bytes (m, m) from j took to reach i (NaN where not linked)."""
+        self.prev_adj, self.prev_ratios = np.asarray(adj, float), np.asarray(ratios, float)
+        self.losses, self.consensus = np.asarray(losses, float), float(consensus)
+        self.round_times_s = np.asarray(round_times_s, float)
+        busy = np.isfinite(link_s) & (link_s - latency_s > 1e-9) & (link_bytes > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            est = link_bytes / (link_s - latency_s)
+        self.rate_Bps = np.where(busy, est, self.rate_Bps)

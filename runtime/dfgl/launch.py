@@ -89,9 +89,25 @@ def _receipt(job: dict, logs: list[list[dict]], fail: tuple[int, int] | None, wo
                     # the triangle-inequality bound from measured neighbour distances vs the true distance
                     if i != j and bound[i, j] + 1e-4 * (1 + bound[i, j]) < np.linalg.norm(models[i] - models[j]):
                         bound_ok = False
+        ids = job["workers"]
+        planned = job["rounds"][k]
+        # what ran: every worker logs the action it decoded; they must agree (same state, same code)
+        chosen_links = sorted(tuple(lk) for lk in recs[0]["links"])
+        agree = all(sorted(tuple(lk) for lk in r["links"]) == chosen_links for r in recs)
+        same = (chosen_links == sorted(tuple(sorted(lk)) for lk in planned["links"])
+                and np.allclose(recs[0]["ratios"], planned["ratios"], atol=1e-6))
+        online_pred = recs[0].get("online_predicted")
+        ran_pred = online_pred if online_pred is not None else pred
         rounds.append({
-            "round": k, "measured_s": max(r["wall_s"] for r in recs), "predicted_s": float(pred["round_time_s"]),
-            "measured_bytes": float(sum(r["bytes_in"] for r in recs)), "predicted_bytes": float(pred["bytes"]),
+            "round": k, "measured_s": max(r["wall_s"] for r in recs), "predicted_s": float(ran_pred["round_time_s"]),
+            "measured_bytes": float(sum(r["bytes_in"] for r in recs)), "predicted_bytes": float(ran_pred["bytes"]),
+            "controller": recs[0].get("controller", job["controller"]), "workers_agree": agree,
+            "chosen": {"links": [[ids[a], ids[b]] for a, b in chosen_links],
+                       "ratios": {ids[i]: round(float(v), 6) for i, v in enumerate(recs[0]["ratios"])}},
+            "planned": {"links": [[ids[a], ids[b]] for a, b in planned["links"]],
+                        "ratios": {ids[i]: round(float(v), 6) for i, v in enumerate(planned["ratios"])},
+                        "predicted_s": float(pred["round_time_s"]), "predicted_bytes": float(pred["bytes"])},
+            "same_as_planned": bool(same), "mean_train_error": float(np.mean([r["train_error"] for r in recs])),
             "consensus_estimate": float(recs[0]["consensus_estimate"]), "bound_holds": bound_ok,
             "accuracy": sum(r["correct"] for r in recs) / max(sum(r["tested"] for r in recs), 1),
             "mean_loss": float(np.mean([r["loss"] for r in recs])),

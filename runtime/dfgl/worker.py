@@ -1,7 +1,8 @@
 """One dfgl worker process: `python -m runtime.dfgl.worker JOB.json RANK`.
 
-Each round: (1) the round's topology and ratio (the plan's schedule, or the rule controller online on the
-consensus estimate all workers share); (2) neighbour sampling; (3) halo exchange with the round's neighbours
+Each round: (1) the round's topology and ratio: the plan's controller online (`online`: the DDPG actor from the
+plan with the rule-based fallback, core.dfgl_policy.OnlineController, on the measured state all workers share),
+the planned schedule (`schedule`), or the rule controller alone (`rule`); (2) neighbour sampling; (3) halo exchange with the round's neighbours
 (isend/irecv of requested node ids, then their features); (4) local training; (5) gossip of the models with
 Metropolis weights, measuring the model distances C_ij to the neighbours. Link rates and latencies are
 EMULATED in this transport: after the round's communication the worker sleeps until the slowest neighbour
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from core.dfgl_policy import RuleController
+from core.dfgl_policy import OnlineController, RuleController, params_from_lists
+from core.dfgl_round import RoundCost
 from core.p2p_topology import consensus_estimate, metropolis_weights
 from runtime.dfgl.model import TwoLayerGnn, flat, load_flat
 from runtime.dfgl.sampling import halo_requests, local_subgraph, sample_edges
@@ -78,11 +80,17 @@ def main(job_path: str, rank: int) -> int:
                             timeout=datetime.timedelta(seconds=timeout_s))
     local = (part == rank).nonzero().view(-1)
     gen = torch.Generator().manual_seed(job["seed"] * 1000 + rank)
-    rule = None
-    if job["controller"] == "rule":
-        rp = job["rule"]
+    rule = online = cost = None
+    rp = job["rule"]
+    if job["controller"] in ("rule", "online"):
         rule = RuleController(rp["degree"], rp["base_ratio"], rp["r_min"], rp["c_max"],
                               np.asarray(job["halo"]), np.asarray(job["local_edges"]))
+    if job["controller"] == "online":
+        # link-rate estimates start at the rates the plan was given for round 0, then follow measured link times
+        online = OnlineController(params_from_lists(job["actor"]), rule, rp["degree"], rp["r_min"], rp["c_max"],
+                                  np.asarray(job["rounds"][0]["rate_Bps"], float))
+        cost = RoundCost.from_record(job["round_cost"])
+        rule = None
     consensus = 0.0
     log = out_dir / f"worker{rank}.jsonl"
     kill = job.get("kill")
@@ -93,8 +101,15 @@ def main(job_path: str, rank: int) -> int:
             t0 = time.perf_counter()
             rate = np.asarray(rnd["rate_Bps"])
             lat = np.asarray(rnd["latency_s"])
-            if rule is not None:
-                adj, ratios = rule.act(consensus, rate, rate > 0)
+            allowed = (rate > 0) & (rate.T > 0)
+            np.fill_diagonal(allowed, False)
+            by, online_pred = job["controller"], None
+            if online is not None:
+                adj, ratios, by = online.act(allowed)
+                # predicted with the rates the controller believed when it chose
+                online_pred = cost.round_time_and_bytes(adj, ratios, np.where(allowed, online.rate_Bps, 0.0), lat)
+            elif rule is not None:
+                adj, ratios = rule.act(consensus, rate, allowed)
             else:
                 adj = np.zeros((m, m), dtype=np.int8)
                 for a, b in rnd["links"]:
@@ -122,7 +137,7 @@ def main(job_path: str, rank: int) -> int:
             n_local = local.numel()
             tmask = train_mask[local]
             model.train()
-            loss_v = 0.0
+            loss_v = train_err = 0.0
             for _ in range(tr["local_steps"]):
                 opt.zero_grad()
                 out = model(sub_x, sub_e)[:n_local]
@@ -130,6 +145,7 @@ def main(job_path: str, rank: int) -> int:
                 loss.backward()
                 opt.step()
                 loss_v = float(loss.detach())
+                train_err = float((out[tmask].argmax(1) != y[local][tmask]).float().mean())
             # (5) gossip with Metropolis weights; C_ij to every neighbour
             w_own = flat(model)
             if job.get("log_models"):
@@ -145,21 +161,28 @@ def main(job_path: str, rank: int) -> int:
                 mixed = mixed + wm[rank, j] * theirs[j]
                 dists[j] = float((w_own - theirs[j]).norm())
             load_flat(model, mixed)
-            # every worker learns the measured distances (control plane, not counted) for the shared estimate
-            row = torch.full((m + 1,), float("nan"), dtype=torch.float64)
+            # emulated links: the slowest neighbour delivers its bytes at the round's rate plus latency
+            link_s = {j: ex.bytes_in[j] / rate[rank, j] + lat[rank, j] for j in peers}
+            emulated = max(link_s.values(), default=0.0)
+            if emulated > comm_s:
+                time.sleep(emulated - comm_s)
+            # every worker learns the measured distances, link times, training errors and round times (control
+            # plane, not counted): the shared consensus estimate and the online controller's state
+            row = torch.full((3 * m + 3,), float("nan"), dtype=torch.float64)
             for j, dv in dists.items():
                 row[j] = dv
-            row[m] = norm
-            rows = [torch.empty(m + 1, dtype=torch.float64) for _ in range(m)]
+                row[m + 1 + j] = link_s[j]
+                row[2 * m + 1 + j] = ex.bytes_in[j]
+            row[m], row[3 * m + 1], row[3 * m + 2] = norm, train_err, time.perf_counter() - t0
+            rows = [torch.empty(3 * m + 3, dtype=torch.float64) for _ in range(m)]
             dist.all_gather(rows, row)
             gathered = torch.stack(rows).numpy()
             known = gathered[:, :m]
             # relative consensus estimate: mean pairwise distance bound over the mean model norm
             consensus = consensus_estimate(known) / float(gathered[:, m].mean())
-            # emulated links: the slowest neighbour delivers its bytes at the round's rate plus latency
-            emulated = max((ex.bytes_in[j] / rate[rank, j] + lat[rank, j] for j in peers), default=0.0)
-            if emulated > comm_s:
-                time.sleep(emulated - comm_s)
+            if online is not None:
+                online.observe(adj, ratios, gathered[:, 3 * m + 1], consensus, gathered[:, 3 * m + 2],
+                               gathered[:, m + 1:2 * m + 1], np.nan_to_num(gathered[:, 2 * m + 1:3 * m + 1]), lat)
             model.eval()
             with torch.no_grad():
                 full_e = local_subgraph(edge_index[:, part[edge_index[1]] == rank], nodes, x.shape[0])
@@ -170,7 +193,11 @@ def main(job_path: str, rank: int) -> int:
                    "bytes_in": sum(ex.bytes_in.values()), "bytes_out": ex.bytes_out, "loss": loss_v,
                    "correct": correct, "tested": int(te.sum()), "peers": peers, "ratio": float(ratios[rank]),
                    "distances": {str(j): v for j, v in dists.items()}, "known": known.tolist(),
-                   "consensus_estimate": consensus}
+                   "consensus_estimate": consensus, "train_error": train_err, "controller": by,
+                   "links": [[int(i), int(j)] for i, j in zip(*np.nonzero(np.triu(adj, 1)))],
+                   "ratios": [float(v) for v in ratios],
+                   "online_predicted": None if online_pred is None else {"round_time_s": online_pred[0],
+                                                                         "bytes": online_pred[1]}}
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
     dist.destroy_process_group()

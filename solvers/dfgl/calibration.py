@@ -21,12 +21,14 @@ from solvers.dfgl.cost import evaluate
 from solvers.dfgl.problem import DfglProblem, Schedule, SurrogateParams
 
 # fitted constants, their bounds, and the starts of the multi-start fit
+# (the last, `personal`, only with personal=True: the label-mismatch term, docs/dfgl.md §3)
 FITTED = ("alpha", "nu", "consensus_effect", "consensus_power", "consensus_obs", "loss_floor", "reach_penalty",
-          "step_gain")
-LOWER = np.array([0.0, 0.0, -20.0, 0.1, -3.0, 0.0, 0.0, 0.005])
-UPPER = np.array([5.0, 50.0, 20.0, 3.0, 3.0, 1.0, 2.0, 1.0])
-STARTS = (np.array([1.0, 1.0, 0.0, 1.0, 0.0, 0.1, 0.1, 0.3]), np.array([0.5, 5.0, 2.0, 0.5, -0.5, 0.2, 0.5, 0.1]),
-          np.array([2.0, 0.2, -2.0, 1.5, 0.5, 0.05, 0.0, 0.6]))
+          "step_gain", "personal")
+LOWER = np.array([0.0, 0.0, -20.0, 0.1, -3.0, 0.0, 0.0, 0.005, -2.0])
+UPPER = np.array([5.0, 50.0, 20.0, 3.0, 3.0, 1.0, 2.0, 1.0, 2.0])
+STARTS = (np.array([1.0, 1.0, 0.0, 1.0, 0.0, 0.1, 0.1, 0.3, 0.0]),
+          np.array([0.5, 5.0, 2.0, 0.5, -0.5, 0.2, 0.5, 0.1, 0.3]),
+          np.array([2.0, 0.2, -2.0, 1.5, 0.5, 0.05, 0.0, 0.6, -0.3]))
 
 Probe = tuple[Schedule, np.ndarray, np.ndarray]
 
@@ -46,7 +48,7 @@ def fit_drift(measured: Mapping[str, Probe]) -> float:
 
 
 def _params(base: SurrogateParams, theta: np.ndarray) -> SurrogateParams:
-    return replace(base, **{k: float(v) for k, v in zip(FITTED, theta)})
+    return replace(base, **{k: float(v) for k, v in zip(FITTED, theta)})   # zip stops at len(theta)
 
 
 def predicted_errors(p: DfglProblem, params: SurrogateParams, measured: Mapping[str, Probe]) -> dict[str, np.ndarray]:
@@ -56,11 +58,14 @@ def predicted_errors(p: DfglProblem, params: SurrogateParams, measured: Mapping[
 
 
 def fit_surrogate(p: DfglProblem, measured: Mapping[str, Probe], initial_error: float,
-                  source: str = "fitted") -> tuple[SurrogateParams, dict]:
-    """(fitted SurrogateParams, fit record: rmse, rmse of a configuration-blind curve, per-probe rmse)."""
+                  source: str = "fitted", personal: bool = False) -> tuple[SurrogateParams, dict]:
+    """(fitted SurrogateParams, fit record: rmse, rmse of a configuration-blind curve, per-probe rmse);
+    personal=True also fits the label-mismatch constant (else it stays 0)."""
+    n_fit = len(FITTED) if personal else len(FITTED) - 1
     names = sorted(measured)
     target = np.concatenate([np.asarray(measured[n][1], float) for n in names])
-    base = replace(p.surrogate, drift_per_round=fit_drift(measured), initial_loss=float(initial_error), source=source)
+    base = replace(p.surrogate, drift_per_round=fit_drift(measured), initial_loss=float(initial_error), source=source,
+                   personal=0.0)
 
     def resid(theta: np.ndarray) -> np.ndarray:
         pred = predicted_errors(p, _params(base, theta), {n: measured[n] for n in names})
@@ -68,7 +73,7 @@ def fit_surrogate(p: DfglProblem, measured: Mapping[str, Probe], initial_error: 
 
     best = None
     for x0 in STARTS:
-        sol = least_squares(resid, x0, bounds=(LOWER, UPPER), max_nfev=200)
+        sol = least_squares(resid, x0[:n_fit], bounds=(LOWER[:n_fit], UPPER[:n_fit]), max_nfev=200)
         if best is None or sol.cost < best.cost - 1e-15:
             best = sol
     params = replace(_params(base, best.x), fit_rmse=float(np.sqrt(np.mean(resid(best.x) ** 2))))

@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.dfgl_round import RoundCost, comm_seconds
+from core.dfgl_round import expected_halo as core_expected_halo
 from core.p2p_topology import metropolis_weights, rms_contraction
 from solvers.dfgl.problem import DfglProblem, RoundMetrics, Schedule
+
+
+def round_cost(p: DfglProblem) -> RoundCost:
+    """The problem's per-round cost constants (core.dfgl_round, which the runtime shares)."""
+    return RoundCost(p.kappa_s * p.nodes_train * p.gcn_layers, p.mean_degree, p.cross_edges, p.halo_multiplicity,
+                     p.model_bytes, p.embedding_bytes, p.exchanged_layers, p.round_overhead_s)
 
 
 def compute_s(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
@@ -31,10 +39,7 @@ def expected_halo(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
     """(m, m) expected distinct halo nodes of j that worker i requests when it samples at ratios[i]: each edge
     into i's nodes is kept with probability r, so a halo node with d edges into i is requested with probability
     1 - (1 - r)^d (r * E^x when the problem has no multiplicities)."""
-    r = np.asarray(ratios, float)
-    if p.halo_multiplicity is None:
-        return r[:, None] * p.cross_edges
-    return np.einsum("ijd,id->ij", p.halo_multiplicity, _requested_share(p, r))
+    return core_expected_halo(p.cross_edges, p.halo_multiplicity, ratios)
 
 
 def expected_halo_grid(p: DfglProblem, grid: np.ndarray) -> np.ndarray:
@@ -53,10 +58,7 @@ def link_bytes(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray) -> np.ndarra
 
 def comm_s(p: DfglProblem, k: int, adj: np.ndarray, ratios: np.ndarray) -> np.ndarray:
     """Per-worker communication seconds (m,) in round k: the slowest incoming neighbour link."""
-    b = p.bandwidth_Bps[k]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(adj > 0, link_bytes(p, adj, ratios) / np.where(b > 0, b, 1.0) + p.latency_s[k], 0.0)
-    return t.max(axis=1)
+    return comm_seconds(link_bytes(p, adj, ratios), adj, p.bandwidth_Bps[k], p.latency_s[k])
 
 
 def reach(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
@@ -66,11 +68,30 @@ def reach(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
     return np.where(total > 0, got / np.maximum(total, 1e-12), 1.0)
 
 
+_GOSSIP_CACHE: dict[bytes, tuple[np.ndarray, float]] = {}
+_GOSSIP_CACHE_SIZE = 4096
+
+
+def gossip_terms(adj: np.ndarray) -> tuple[np.ndarray, float]:
+    """(Metropolis weights, their RMS contraction a(W)) of a 0/1 adjacency, memoised on the adjacency's bytes
+    (they depend on nothing else; the surrogate's fit and the plan-time searches revisit the same topologies)."""
+    a = np.ascontiguousarray(adj, dtype=np.int8)
+    key = a.shape[0].to_bytes(2, "little") + a.tobytes()
+    hit = _GOSSIP_CACHE.get(key)
+    if hit is None:
+        if len(_GOSSIP_CACHE) >= _GOSSIP_CACHE_SIZE:
+            _GOSSIP_CACHE.clear()
+        w = metropolis_weights(a)
+        w.setflags(write=False)
+        hit = _GOSSIP_CACHE[key] = (w, rms_contraction(w))
+    return hit
+
+
 def next_consensus(p: DfglProblem, adj: np.ndarray, consensus: float) -> float:
     """Surrogate consensus distance after one round: local training adds `drift_per_round`, then gossip with
     Metropolis weights on `adj` contracts it by a(W), the RMS of W's non-consensus eigenvalues (a typical
     disagreement, not the worst-case lambda2; a complete topology averages exactly: 0)."""
-    return rms_contraction(metropolis_weights(adj)) * (consensus + p.surrogate.drift_per_round)
+    return gossip_terms(adj)[1] * (consensus + p.surrogate.drift_per_round)
 
 
 def quality(p: DfglProblem, ratios: np.ndarray) -> np.ndarray:
@@ -88,10 +109,19 @@ def progress(p: DfglProblem, adj: np.ndarray, ratios: np.ndarray, c_next: float)
     return reach(p, adj) ** s.alpha * quality(p, ratios) * np.exp(-s.consensus_effect * c_next ** s.consensus_power)
 
 
+def label_mismatch(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
+    """(m,) total-variation distance between each worker's training-label distribution and that of its gossip
+    mixture under `adj` (Metropolis weights): 0 when the problem has no label shares."""
+    if p.label_share is None:
+        return np.zeros(p.num_workers)
+    return 0.5 * np.abs(p.label_share - gossip_terms(adj)[0] @ p.label_share).sum(axis=1)
+
+
 def error_floor(p: DfglProblem, adj: np.ndarray) -> np.ndarray:
     """(m,) the learned error each worker approaches under topology `adj` (SurrogateParams)."""
     s = p.surrogate
-    return s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj))
+    floor = s.loss_floor + s.reach_penalty * (1.0 - reach(p, adj))
+    return floor + s.personal * label_mismatch(p, adj) if s.personal else floor
 
 
 def observed(p: DfglProblem, losses: np.ndarray, consensus: float) -> np.ndarray:

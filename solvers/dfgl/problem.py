@@ -16,7 +16,7 @@ class SurrogateParams:
     Per round, with C' = a(W) * (C + drift_per_round) the consensus distance after this round's gossip
     (a(W): RMS modulus of W's non-consensus eigenvalues, core.p2p_topology.rms_contraction):
         progress_i = reach_i^alpha * q(r_i) * exp(-consensus_effect * C'^beta),  q(r) = 1 / (1 + nu (1/r - 1) / dbar_i)
-        floor_i    = loss_floor + reach_penalty * (1 - reach_i)
+        floor_i    = loss_floor + reach_penalty * (1 - reach_i) + personal * mismatch_i(W)
         loss_i'    = floor_i + (loss_i - floor_i) * (1 - step_gain * progress_i)       (what the workers learned)
         observed_i = loss_i' + consensus_obs * C'^beta                               (what the metric sees)
     (beta = consensus_power). The observed error adds the models' disagreement at evaluation time: right after a
@@ -24,6 +24,10 @@ class SurrogateParams:
     0.87-0.90 global accuracy after every complete round and 0.50-0.56 after every tree round).
     `reach_i` is the share of worker i's edges whose far end is local or behind a kept link (the coupling: a
     removed link makes those neighbours unreachable); q(r) is the gradient quality at sampling ratio r.
+    `mismatch_i(W) = 1/2 || P_i - sum_j W_ij P_j ||_1` is the personalisation term: the total-variation distance
+    between worker i's training-label distribution P_i and that of the models its gossip mixes in (Metropolis W of
+    the round's topology); a sparse topology that links workers with similar labels keeps each model close to
+    its own data, which the local metric rewards (0 without label shares; `personal` fitted per metric).
     `consensus_effect` and `consensus_obs` may be negative: on a metric that rewards personalised models
     (each worker scored on its own skewed labels) disagreement helps. The defaults are assumptions;
     `source` says where a set of constants comes from (planner/families/dfgl/surrogate_csbm.json holds the
@@ -38,6 +42,7 @@ class SurrogateParams:
     initial_loss: float = 0.75      # error of the untrained model (chance on 4 classes)
     loss_floor: float = 0.1
     reach_penalty: float = 0.2      # extra error floor per unit of unreachable edge share
+    personal: float = 0.0           # extra error floor per unit of label mismatch with the gossip mixture
     step_gain: float = 0.15         # fraction of the gap to the floor closed per round at progress 1
     fit_rmse: float = 0.0           # RMSE of the fit on its calibration sample (error units): the plan's safety margin
     source: str = "assumed (not fitted)"
@@ -78,6 +83,7 @@ class DfglProblem:
     surrogate: SurrogateParams = field(default_factory=SurrogateParams)
     round_overhead_s: float = 0.0   # per-round software overhead (Python, PyG, gloo) added to t^(k); user-calibrated
     halo_multiplicity: np.ndarray | None = None   # (m, m, D): halo nodes of j by their edge count into i (1..D)
+    label_share: np.ndarray | None = None         # (m, C): each worker's training-label distribution (rows sum to 1)
 
     @property
     def num_workers(self) -> int:

@@ -73,6 +73,27 @@ def prefer_accuracy_at_budget(ranking: list["Ranked"]) -> tuple[list["Ranked"], 
     return [best] + [r for r in ranking if r is not best], "accuracy_at_budget"
 
 
+def prefer_fewer_bytes(ranking: list["Ranked"]) -> tuple[list["Ranked"], str]:
+    """`ranking` (best time first) with the candidate of the fewest predicted bytes to target moved to the front
+    among those predicted to reach the target `TIME_TARGET` sooner than every baseline that reaches it (the
+    bytes-aware variant of the selection, docs/dfgl.md §7 "bytes"); the rule that decided."""
+    base = [r for r in ranking if r.name.startswith("baseline:")]
+    reach = [r.time_to_target_s for r in base if r.time_to_target_s != float("inf")]
+    if not reach:
+        return ranking, "time"
+    bound = (1.0 - TIME_TARGET) * min(reach)
+    ok = [r for r in ranking if not r.name.startswith("baseline:") and r.time_to_target_s <= bound + 1e-12]
+    if not ok:
+        return ranking, "time"
+    best = min(ok, key=lambda r: (round(r.bytes_to_target, 3), r.time_to_target_s, r.name))
+    if best is ranking[0] or round(best.bytes_to_target, 3) >= round(ranking[0].bytes_to_target, 3):
+        return ranking, "time"
+    return [best] + [r for r in ranking if r is not best], "bytes"
+
+
+SELECTION_RULES = ("accuracy_at_budget", "bytes")
+
+
 def to_target(met: RoundMetrics, target_error: float) -> tuple[float, float]:
     """(seconds, bytes) until the first round whose predicted mean error is at most `target_error` (inf, inf if never)."""
     hit = np.flatnonzero(met.loss <= target_error + 1e-12)
@@ -110,14 +131,15 @@ def rank_schedules(p: DfglProblem, schedules: dict[str, Schedule], target_error:
 
 
 def choose_schedule(p: DfglProblem, controller: Schedule, baselines: dict[str, tuple[Schedule, bool]],
-                    grid: np.ndarray, target_accuracy: float | None = None
+                    grid: np.ndarray, target_accuracy: float | None = None, selection: str = "accuracy_at_budget"
                     ) -> tuple[list[Ranked], float, float, str]:
     """(ranking best first, target accuracy, margin used, rule: "time" or "accuracy_at_budget") over the controller's schedule, the simple schedules on
     `grid` and every feasible baseline's (`baselines`: name -> (schedule, feasible); names get a `baseline:`
     prefix). Default target: 95 % of the full topology's predicted final accuracy (`full_full` must be among
     them). Candidates are ranked by predicted time to the target plus a margin, the surrogate's own fit RMSE
     (a schedule predicted to scrape past the target is as likely to miss it); when none reaches target + margin,
-    by time to the target itself (margin 0). Then `prefer_accuracy_at_budget`."""
+    by time to the target itself (margin 0). Then `prefer_accuracy_at_budget` (selection="accuracy_at_budget")
+    or `prefer_fewer_bytes` (selection="bytes")."""
     cands = {"controller": controller, **simple_schedules(p, grid)}
     cands.update({f"baseline:{n}": s for n, (s, ok) in baselines.items() if ok})
     if target_accuracy is None:
@@ -127,5 +149,5 @@ def choose_schedule(p: DfglProblem, controller: Schedule, baselines: dict[str, t
     if ranking[0].time_to_target_s == float("inf") and margin > 0:
         margin = 0.0
         ranking = rank_schedules(p, cands, 1.0 - target_accuracy)
-    ranking, rule = prefer_accuracy_at_budget(ranking)
+    ranking, rule = (prefer_fewer_bytes if selection == "bytes" else prefer_accuracy_at_budget)(ranking)
     return ranking, float(target_accuracy), margin, rule

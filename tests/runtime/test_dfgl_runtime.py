@@ -1,6 +1,7 @@
 """dfgl runtime: 4 gloo worker processes on a 240-node cSBM (testbeds) for 2 rounds; the receipt is complete, the consensus
-bound holds on the logged models, bytes match the plan; a worker killed mid-run stops the run with one line,
-exit 2, within the peer timeout (never a hang)."""
+bound holds on the logged models, bytes match the plan (schedule) or the online choice's own prediction
+(online); the online controller's topologies are symmetric, connected and the same on every worker; a worker
+killed mid-run stops the run with one line, exit 2, within the peer timeout (never a hang)."""
 from __future__ import annotations
 
 import json
@@ -23,9 +24,10 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_run_gives_a_complete_receipt(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "receipt.json"
-    assert main(["run", str(artifact), "--json", str(out)]) == 0
+    assert main(["run", str(artifact), "--controller", "schedule", "--json", str(out)]) == 0
     rec = json.loads(out.read_text())
     assert rec["completed_rounds"] == 2 and rec["lost"] == ""
+    assert all(r["same_as_planned"] and r["controller"] == "schedule" for r in rec["rounds"])
     plan = json.loads((artifact / "plan.json").read_text())
     for r, planned in zip(rec["rounds"], plan["decisions"]["schedule"]):
         assert r["bound_holds"]
@@ -37,6 +39,7 @@ def test_run_gives_a_complete_receipt(artifact: Path, tmp_path: Path, capsys: py
 
 
 def test_a_dead_worker_stops_the_run_with_one_line(artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Under the online controller (the default): the others notice at their peer timeout."""
     t0 = time.monotonic()
     code = main(["run", str(artifact), "--kill-worker", "2:1", "--timeout", "5s"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -45,18 +48,24 @@ def test_a_dead_worker_stops_the_run_with_one_line(artifact: Path, capsys: pytes
     assert time.monotonic() - t0 < 60
 
 
-def test_rule_controller_online_agrees_on_a_connected_topology(artifact: Path, tmp_path: Path) -> None:
-    """Every worker runs the rule controller on the same all-gathered consensus estimate and link rates, so
-    they agree on each round's links (both ends list each other) and the topology is connected."""
+@pytest.mark.parametrize("controller", ["online", "rule"])
+def test_online_controllers_agree_on_a_symmetric_connected_topology(artifact: Path, tmp_path: Path,
+                                                                     controller: str) -> None:
+    """Every worker runs the controller on the same all-gathered measured state, so they decode the same links
+    (both ends list each other, every worker logs the same link set) and the topology is connected; the receipt
+    shows the online choice vs the planned one, and the online choice's predicted bytes match the measured."""
     import numpy as np
 
     from core.p2p_topology import is_connected
 
-    out = tmp_path / "rule.json"
-    assert main(["run", str(artifact), "--controller", "rule", "--json", str(out)]) == 0
+    out = tmp_path / f"{controller}.json"
+    args = ["run", str(artifact), "--json", str(out)] + (["--controller", "rule"] if controller == "rule" else [])
+    assert main(args) == 0
     rec = json.loads(out.read_text())
     assert rec["completed_rounds"] == 2
     for r in rec["rounds"]:
+        assert r["workers_agree"] and r["bound_holds"]
+        assert r["controller"] in ({"actor", "rule"} if controller == "online" else {"rule"})
         ids = sorted(r["peers"])
         adj = np.zeros((len(ids), len(ids)), dtype=np.int8)
         for a, peers in r["peers"].items():
@@ -64,3 +73,10 @@ def test_rule_controller_online_agrees_on_a_connected_topology(artifact: Path, t
                 assert a in r["peers"][b]
                 adj[ids.index(a), ids.index(b)] = 1
         assert is_connected(adj)
+        assert sorted(map(sorted, r["chosen"]["links"])) == sorted(
+            sorted((a, b)) for a in ids for b in r["peers"][a] if a < b)
+        assert set(r["planned"]) >= {"links", "ratios", "predicted_s", "predicted_bytes"}
+        r_min = 0.1
+        assert all(r_min - 1e-9 <= v <= 1.0 for v in r["chosen"]["ratios"].values())
+        if controller == "online":
+            assert r["measured_bytes"] == pytest.approx(r["predicted_bytes"], rel=0.5)

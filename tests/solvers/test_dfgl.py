@@ -122,17 +122,20 @@ def test_calibration_recovers_the_constants_that_made_the_curves() -> None:
     from solvers.dfgl.problem import Schedule, SurrogateParams
     from solvers.dfgl.selection import simple_schedules
 
-    p = small_problem(5, 6, seed=8, degree=1)
+    # with label shares and a personalisation constant (the label-mismatch term must be recoverable too)
+    p = replace(small_problem(5, 6, seed=8, degree=1),
+                label_share=np.random.default_rng(8).dirichlet(np.full(3, 0.3), size=5))
     truth = SurrogateParams(alpha=0.5, nu=2.0, drift_per_round=0.05, consensus_effect=6.0, consensus_obs=0.5,
-                            initial_loss=0.8, loss_floor=0.1, reach_penalty=0.2, step_gain=0.3)
+                            initial_loss=0.8, loss_floor=0.1, reach_penalty=0.2, step_gain=0.3, personal=0.4)
     q = replace(p, surrogate=truth)
-    probes = {n: s for n, s in simple_schedules(p, np.array([0.2, 1.0])).items() if n.split("@")[0] in ("tree", "fast2", "fast4")}
+    probes = {n: s for n, s in simple_schedules(p, np.array([0.2, 1.0])).items() if n.split("@")[0] in ("tree", "fast4")}
     measured = {}
     for n, s in probes.items():
         met = evaluate(q, s)
         measured[n] = (s, met.loss, met.consensus)
-    fitted, fit = fit_surrogate(p, measured, 0.8)
+    fitted, fit = fit_surrogate(p, measured, 0.8, personal=True)
     assert fitted.drift_per_round == pytest.approx(0.05, rel=1e-6)
+    assert fitted.personal == pytest.approx(0.4, abs=0.05)
     assert fit["rmse"] < 1e-3 < fit["rmse_flat"]
     pred = predicted_errors(p, fitted, measured)
     assert all(np.allclose(pred[n], measured[n][1], atol=3e-3) for n in measured)
@@ -193,3 +196,49 @@ def test_ratio_search_objective_equals_the_round_objective(seed: int) -> None:
     for k in range(p.rounds):
         j, ratios = topology_objective(p, k, adj, 0.1, ratio_grid(p, 10), losses)
         assert j == pytest.approx(round_objective(p, k, adj, ratios, 0.1, losses)[0], rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shared_round_cost_equals_the_planners_round_objective(seed: int) -> None:
+    """The runtime's predictions of its online choices (core.dfgl_round.RoundCost, from the plan's record) equal
+    the planner's cost model on random actions (time and bytes)."""
+    from core.dfgl_round import RoundCost
+    from solvers.dfgl.cost import round_cost, round_objective
+
+    p = small_problem(m=5, seed=seed)
+    cost = RoundCost.from_record(round_cost(p).record())
+    rng = np.random.default_rng(seed)
+    for k in range(p.rounds):
+        adj = decode_topology(rng.random((5, 5)), 1, p.bandwidth_Bps[k], p.allowed(k))
+        ratios = rng.uniform(p.r_min, 1.0, 5)
+        _, parts = round_objective(p, k, adj, ratios, 0.0)
+        t, b = cost.round_time_and_bytes(adj, ratios, p.bandwidth_Bps[k], p.latency_s[k])
+        assert t == pytest.approx(parts["t"], rel=1e-12) and b == pytest.approx(parts["bytes"], rel=1e-12)
+
+
+def test_online_controller_decodes_symmetric_connected_topologies_on_any_measured_state() -> None:
+    """The runtime's online controller (actor + rule fallback) on random measured states: every round's topology
+    is symmetric, connected, within the usable links, ratios in [r_min, 1]; the fallback acts when the measured
+    consensus exceeds C_max; link-rate estimates follow the measured link times of the links used."""
+    from core.dfgl_policy import OnlineController, RuleController
+
+    p = small_problem(m=5, seed=3)
+    agent = train(p, DdpgConfig(episodes=2, seed=0))
+    rule = RuleController(p.degree, 0.5, p.r_min, p.c_max, p.cross_edges, p.local_edges)
+    ctl = OnlineController(agent.actor, rule, p.degree, p.r_min, p.c_max, p.bandwidth_Bps[0].copy())
+    rng = np.random.default_rng(0)
+    seen = set()
+    for k in range(p.rounds):
+        allowed = p.allowed(k)
+        adj, ratios, by = ctl.act(allowed)
+        seen.add(by)
+        assert (adj == adj.T).all() and is_connected(adj) and not (adj & ~allowed).any()
+        assert np.all((ratios >= p.r_min - 1e-12) & (ratios <= 1.0))
+        assert by == ("rule" if ctl.consensus > p.c_max else "actor")
+        true_rate = p.bandwidth_Bps[k] * rng.uniform(0.5, 1.5)
+        nbytes = np.where(adj > 0, rng.uniform(1e3, 1e4, adj.shape), 0.0)
+        link_s = np.where(adj > 0, nbytes / np.where(adj > 0, true_rate, 1.0) + p.latency_s[k], np.nan)
+        ctl.observe(adj, ratios, rng.random(5), float(rng.uniform(0, 2 * p.c_max)), rng.random(5), link_s, nbytes,
+                    p.latency_s[k])
+        np.testing.assert_allclose(ctl.rate_Bps[adj > 0], true_rate[adj > 0], rtol=1e-9)
+    assert seen == {"actor", "rule"}

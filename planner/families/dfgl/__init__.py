@@ -56,8 +56,10 @@ class DfglFamily(Family):
     )
     run_flags = (
         Flag("--baseline", "str", "run a baseline's schedule from the plan (e.g. full_full)"),
-        Flag("--controller", "choice", "schedule: follow the plan; rule: the rule-based controller online on "
-             "measured consensus and link times", default="schedule", choices=("schedule", "rule")),
+        Flag("--controller", "choice", "online (default for the plan): the plan's DDPG actor with the rule-based "
+             "fallback, run each round on measured losses, consensus and link times; schedule (default with "
+             "--baseline): follow the planned schedule; rule: the rule-based controller alone",
+             choices=("online", "schedule", "rule")),
         Flag("--rounds", "int", "rounds to run (default: the plan's)", minimum=1),
         Flag("--kill-worker", "str", "fault injection: RANK:ROUND kills that worker at the start of that round"),
         Flag("--timeout", "duration", "how long a worker waits for a peer before giving up", default=30.0,

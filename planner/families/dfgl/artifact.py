@@ -60,7 +60,15 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
                            f"ranks are 0..{len(job['workers']) - 1}")
     if values["rounds"]:
         job["rounds"] = job["rounds"][: int(values["rounds"])]
-    job.update(controller=values["controller"] or "schedule", timeout_s=float(values["timeout"] or 30.0),
+    controller = values["controller"] or ("schedule" if values["baseline"] else "online")
+    if controller == "online" and values["baseline"]:
+        raise PlannerError(f"--controller online runs the plan's controller, not baseline {values['baseline']}'s "
+                           "schedule", "drop --controller online (a baseline follows its schedule) or --baseline")
+    if controller == "online" and not {"actor", "round_cost"} <= set(job):
+        raise PlannerError(f"{artifact} was emitted before the runtime ran the controller online (its job has no "
+                           "actor weights or round cost)", "re-emit the plan with planner emit, or pass "
+                           "--controller schedule")
+    job.update(controller=controller, timeout_s=float(values["timeout"] or 30.0),
                kill=kill, log_models=True, graph_file=str(artifact / "graph.npz"))
     progress(f"{len(job['workers'])} worker processes (gloo), {len(job['rounds'])} rounds")
     with tempfile.TemporaryDirectory(prefix="dfgl-run-") as work:

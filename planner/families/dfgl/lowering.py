@@ -66,6 +66,10 @@ def lower(g: GraphSplit, w: Workers, opts: DfglOptions) -> DfglProblem:
     deg = np.bincount(g.edge_index[0], minlength=g.x.shape[0]).astype(float)
     mean_deg = np.array([deg[g.part == i].mean() if np.any(g.part == i) else 0.0 for i in range(m)])
     train = np.bincount(g.part[g.train_mask], minlength=m).astype(float)
+    # each worker's training-label distribution (a few numbers per worker; the surrogate's personalisation term)
+    labels = np.zeros((m, g.num_classes))
+    np.add.at(labels, (g.part[g.train_mask], g.y[g.train_mask]), 1.0)
+    labels /= np.maximum(labels.sum(axis=1, keepdims=True), 1.0)
     f = g.x.shape[1]
     # FLOPs per node-neighbour unit per layer: aggregate + transform, forward and backward (x3), local steps
     flops_unit = 6.0 * f * opts.hidden * opts.local_steps
@@ -76,7 +80,7 @@ def lower(g: GraphSplit, w: Workers, opts: DfglOptions) -> DfglProblem:
         model_bytes=model_bytes(f, opts.hidden, g.num_classes, opts.layer), embedding_bytes=4.0 * f, exchanged_layers=1,
         gcn_layers=2, degree=opts.degree, r_min=opts.r_min, c_max=opts.c_max, rho=opts.rho,
         surrogate=surrogate_constants(opts.metric), round_overhead_s=opts.round_overhead_s,
-        halo_multiplicity=mult)
+        halo_multiplicity=mult, label_share=labels)
 
 
 CONSTANTS_FILE = Path(__file__).with_name("surrogate_csbm.json")

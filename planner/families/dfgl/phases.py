@@ -144,6 +144,7 @@ def lift(ctx: PlanContext) -> None:
     """Solution -> Plan: per-round schedule by worker id, controller (actor weights + training record), baselines."""
     from planner.families.dfgl.lowering import predicted_of, schedule_record
 
+    from solvers.dfgl.cost import round_cost
     from solvers.dfgl.selection import to_target
 
     st = ctx.state
@@ -180,7 +181,8 @@ def lift(ctx: PlanContext) -> None:
         "problem": {"degree": o.degree, "r_min": o.r_min, "c_max": o.c_max, "rho": o.rho,
                     "round_overhead_s": o.round_overhead_s,
                     "model_bytes": p.model_bytes, "embedding_bytes": p.embedding_bytes,
-                    "halo": p.cross_edges.tolist(), "local_edges": p.local_edges.tolist()},
+                    "halo": p.cross_edges.tolist(), "local_edges": p.local_edges.tolist(),
+                    "round_cost": round_cost(p).record()},
         "controller": {"kind": "ddpg", "actor": _actor_record(sol.agent),
                        "training_record": [dict(e.values, episode=e.iteration) for e in sol.agent.record],
                        "rule": {"degree": o.degree, "base_ratio": 0.5, "r_min": o.r_min, "c_max": o.c_max}},

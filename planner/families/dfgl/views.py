@@ -76,15 +76,24 @@ def dfgl_tables(plan: Plan, wide: bool = False) -> list[Any]:
 
 
 def receipt_table(rec: dict) -> list[Any]:
-    """The run receipt: measured vs predicted per round."""
+    """The run receipt: per round who chose the action that ran and how it compares with the planned one (links
+    and mean ratio: ran/planned), measured vs predicted time and bytes (predicted for the action that ran)."""
     t = table(f"receipt: {rec['config']} ({rec['workers']} worker processes, gloo; links emulated in the transport)")
-    for c in ("round", "meas s", "pred s", "meas bytes", "pred bytes", "consensus", "bound ok", "accuracy"):
+    for c in ("round", "by", "links", "mean r", "meas s", "pred s", "meas B", "pred B", "C-hat", "bound", "acc"):
         t.add_column(c, justify="right")
     for r in rec["rounds"]:
-        t.add_row(str(r["round"]), f"{r['measured_s']:.3g}", f"{r['predicted_s']:.3g}", fmt_bytes(r["measured_bytes"]),
-                  fmt_bytes(r["predicted_bytes"]), f"{r['consensus_estimate']:.3g}",
-                  "yes" if r["bound_holds"] else "NO", f"{r['accuracy']:.3f}")
+        ch, pl = r.get("chosen"), r.get("planned")
+        links = f"{len(ch['links'])}/{len(pl['links'])}" if ch and pl else ""
+        ratio = (f"{sum(ch['ratios'].values()) / len(ch['ratios']):.2f}/"
+                 f"{sum(pl['ratios'].values()) / len(pl['ratios']):.2f}") if ch and pl else ""
+        by = {"schedule": "plan"}.get(r.get("controller", ""), r.get("controller", ""))
+        t.add_row(str(r["round"]), by + ("" if r.get("same_as_planned", True) else "*"), links, ratio,
+                  f"{r['measured_s']:.3g}", f"{r['predicted_s']:.2g}", fmt_bytes(r["measured_bytes"]),
+                  fmt_bytes(r["predicted_bytes"]), f"{r['consensus_estimate']:.2g}", "yes" if r["bound_holds"] else "NO",
+                  f"{r['accuracy']:.3f}")
     out: list[Any] = [t]
+    out.append(Text("links, mean r: the action that ran / the planned one; * it differs from the planned one "
+                    "(per-round links and ratios of both are in --json: chosen, planned)"))
     if rec.get("lost"):
         out.append(Text(rec["lost"]))
     return out
