@@ -96,9 +96,19 @@ def measure(model: Any, decode_text: Callable[[list[int]], str], score: Callable
             masks_of[i], sel[i, j] = ev.keep_masks(model, pf, method_record(configs[i]))
         # every entry kept (the full cache, or a press refusing a prompt shorter than its window): the same
         # decode of the same cache as the reference, so its tokens are reused, not recomputed
-        to_decode = [i for i in order if configs[i]["method"] != "full" and not all(bool(m.all()) for m in masks_of[i])]
-        decoded = dict(zip(to_decode, ev.decode_batch(model, pf, [masks_of[i] for i in to_decode], q,
-                                                      req.max_new_tokens, eos_ids, batch=decode_batch)))
+        # configurations with identical keep sets (e.g. two presses agreeing on a short prompt) hold the same
+        # cache, so one greedy decode serves them all
+        first_of: dict[bytes, int] = {}
+        same_as: dict[int, int] = {}
+        for i in order:
+            if configs[i]["method"] == "full" or all(bool(m.all()) for m in masks_of[i]):
+                continue
+            key = b"".join(np.packbits(m.numpy()).tobytes() for m in masks_of[i])
+            same_as[i] = first_of.setdefault(key, i)
+        to_decode = sorted(set(same_as.values()), key=order.index)
+        ran = dict(zip(to_decode, ev.decode_batch(model, pf, [masks_of[i] for i in to_decode], q,
+                                                  req.max_new_tokens, eos_ids, batch=decode_batch)))
+        decoded = {i: ran[same_as[i]] for i in same_as}
         for i in order:
             cfg, masks = configs[i], masks_of[i]
             tokens, held = (decoded[i][0], decoded[i][1]) if i in decoded else (ref_tokens, ev.bytes_of(masks, pf))
