@@ -41,6 +41,7 @@ import argparse
 import json
 import logging
 import os
+import pickle
 import statistics
 import sys
 import time
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-accuracy-drop", type=float, default=0.01, help="fraction (0.01 = 1 point)")
     ap.add_argument("--press-ratios", default=None, help="comma-separated press ratios (default by mode)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--from-tables", action="store_true",
+                    help="redo the summary from the tables a previous run with the same arguments saved")
     ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "kv_budget.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -177,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     calib = make_requests(workload, lm, args.seed, spec, False)
     test = make_requests(held, lm, args.seed + HELD_OUT_SEED, spec, False)
     log.info("calibration: %d prompts x %d configurations", len(calib), len(configs))
-    tc = measure(lm.model, lm.decode, lm.score, calib, configs, lm.eos_ids, log.info)
+    tables = Path(args.out).with_suffix(".tables.pkl")   # the measured tables, so the summary can be redone
+    if args.from_tables:
+        tc, th, t_measured = pickle.loads(tables.read_bytes())
+    else:
+        tc = measure(lm.model, lm.decode, lm.score, calib, configs, lm.eos_ids, log.info)
     pc = problem_of(tc, configs, calib, opts.max_accuracy_drop)
     try:
         chosen = solve(pc).row
@@ -189,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         chosen = max(pc.rows("gvote"), key=lambda r: (metrics(pc, r).accuracy, -metrics(pc, r).mean_kv_bytes))
     press_choice = {b.name: b.solve(pc) for b in baselines(pc)}
     log.info("chose %s; held-out: %d prompts", configs[chosen], len(test))
-    th = measure(lm.model, lm.decode, lm.score, test, configs, lm.eos_ids, log.info)
+    if not args.from_tables:
+        th = measure(lm.model, lm.decode, lm.score, test, configs, lm.eos_ids, log.info)
+        t_measured = time.perf_counter() - t_start
+        tables.parent.mkdir(parents=True, exist_ok=True)
+        tables.write_bytes(pickle.dumps((tc, th, t_measured)))
     ph = problem_of(th, configs, test, opts.max_accuracy_drop)
     g = metrics(ph, chosen)
     press_rows = [r for r, c in enumerate(configs) if c["method"] not in ("gvote", "full")]
@@ -269,11 +280,23 @@ def main(argv: list[str] | None = None) -> int:
         "overhead_fraction_iqr": [round(float(np.percentile(over, 25)), 4), round(float(np.percentile(over, 75)), 4)],
         "prefill_s_median": round(statistics.median(th.prefill_s.tolist()), 3),
         "configurations": len(configs),
-        "wall_s": round(time.perf_counter() - t_start, 1),
-        "seconds_per_prompt": round((time.perf_counter() - t_start) / (n_c + n_h), 1),
+        "wall_s": round(t_measured, 1),
+        "seconds_per_prompt": round(t_measured / (n_c + n_h), 1),
         "load_average_start_end": [round(load_start, 1), round(os.getloadavg()[0], 1)],
         "machine": "shared 2-core CPU, loaded by other jobs; one torch thread",
     }
+    out = {"summary": summary, "mode": "quick" if quick else "full", "model": args.model,
+           "curves_held_out": curves(ph), "curves_calibration": curves(pc),
+           "calibration": {"workload": workload, "seed": args.seed, "rows": rows_summary(pc),
+                           "press_at_target": {k: (dict(configs[s.row]) if s.feasible else None)
+                                               for k, s in press_choice.items()}},
+           "held_out": {"workload": held, "seed": args.seed + HELD_OUT_SEED, "rows": rows_summary(ph),
+                        "per_prompt": [{"task": r.task, "tokens": r.length, "gvote_kv_bytes": float(meas[j]),
+                                        "predicted_kv_bytes": float(pred_bytes[j]),
+                                        "gvote_score": float(th.score[chosen, j]),
+                                        "full_score": float(th.score[full_row, j]),
+                                        "gvote_answer": th.outputs[chosen][j], "full_answer": th.outputs[full_row][j]}
+                                       for j, r in enumerate(test)]}}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, sort_keys=True, default=float) + "\n", encoding="utf-8")

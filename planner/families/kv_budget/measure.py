@@ -51,7 +51,7 @@ class Table:
 
 def measure(model: Any, decode_text: Callable[[list[int]], str], score: Callable[[KvRequest, str], float],
             requests: Sequence[KvRequest], configs: Sequence[dict[str, Any]], eos_ids: Sequence[int],
-            progress: Callable[[str], None] = lambda s: None, decode_batch: int = 16) -> Table:
+            progress: Callable[[str], None] = lambda s: None, decode_batch: int = 48) -> Table:
     """Every config on every request; see the module docstring. The configurations' answers are decoded
     `decode_batch` at a time in one batched forward per token (`evaluation.decode_batch`: each row is its own
     greedy decode against its own ragged cache; the batch shares the weight reads)."""
