@@ -190,7 +190,7 @@ def decode_batch(model: torch.nn.Module, pf: Prefill, keep_sets: Sequence[Sequen
     """`decode` of several keep sets of the same prefill, `batch` at a time in one batched forward per token.
 
     Each row is the same greedy decode as `decode` (its own ragged cache, attention over its own kept entries;
-    a row stops at its first EOS and later tokens of a stopped row are discarded); batching only shares the
+    a row stops at its first EOS and leaves the batch); batching only shares the
     weight reads of the linear layers, which bound a one-token forward on a CPU. Returns `decode`'s triple
     per keep set, in order.
     """
@@ -208,14 +208,19 @@ def decode_batch(model: torch.nn.Module, pf: Prefill, keep_sets: Sequence[Sequen
                 logits = model(input_ids=question_ids.expand(b, -1), cache=cache, use_cache=True).logits
             else:
                 logits = pf.last_logits[None, None].expand(b, 1, -1)
+            active = list(range(b))          # rows still decoding, in batch order (stopped rows leave the batch)
             for _ in range(max_new_tokens):
                 nxt = logits[:, -1].argmax(dim=-1)
-                for r in range(b):
-                    if not done[r]:
-                        outs[r].append(int(nxt[r]))
-                        done[r] = int(nxt[r]) in eos_ids or len(outs[r]) == max_new_tokens
+                for k, r in enumerate(active):
+                    outs[r].append(int(nxt[k]))
+                    done[r] = int(nxt[k]) in eos_ids or len(outs[r]) == max_new_tokens
                 if all(done):
                     break
+                still = [k for k, r in enumerate(active) if not done[r]]
+                if len(still) < len(active):
+                    for layer in cache.layers:
+                        layer.rows = [layer.rows[k] for k in still]
+                    active, nxt = [active[k] for k in still], nxt[still]
                 logits = model(input_ids=nxt[:, None], cache=cache, use_cache=True).logits
         results += [(outs[r], held[r], counts[r]) for r in range(b)]
     return results
