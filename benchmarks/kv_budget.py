@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-accuracy-drop", type=float, default=0.01, help="fraction (0.01 = 1 point)")
     ap.add_argument("--press-ratios", default=None, help="comma-separated press ratios (default by mode)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--presses", default=None, help="comma-separated kvpress presses (default: all five)")
+    ap.add_argument("--spans-grid", default=None,
+                    help="extra successor-span settings A:R for GVote top p_nuc 0.9 (e.g. 16:8,32:8)")
     ap.add_argument("--from-tables", action="store_true",
                     help="redo the summary from the tables a previous run with the same arguments saved")
     ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "kv_budget.json"))
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = KvBudgetOptions(
         workload=workload, max_accuracy_drop=args.max_accuracy_drop,
         p_nuc=(0.9, 0.95), samples=(8,), sinks=4, window=32, kv_cap=None,
-        presses=("snapkv", "adakv", "pyramidkv", "streamingllm", "expected_attention"),
+        presses=tuple(args.presses.split(",")) if args.presses else
+        ("snapkv", "adakv", "pyramidkv", "streamingllm", "expected_attention"),
         press_ratios=ratios, seed=args.seed, weights=None, budgets=("top", "nucleus"), anchors=4, span=8)
     t_start = time.perf_counter()
     load_start = os.getloadavg()[0]
@@ -176,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     paper = [{**c, "anchors": 0, "span": 0} for c in configs
              if c["method"] == "gvote" and c["budget"] == "top" and c["p_nuc"] == 0.95]
     after_gvote = 1 + sum(c["method"] == "gvote" for c in configs)
-    configs = configs[:after_gvote] + paper + configs[after_gvote:]
+    # more successor-span settings (anchors:span) of the spec's reading at p_nuc 0.9, to be chosen on calibration
+    extra = [{**c, "anchors": int(a), "span": int(r)} for c in configs
+             if c["method"] == "gvote" and c["budget"] == "top" and c["p_nuc"] == 0.9
+             for a, r in (x.split(":") for x in (args.spans_grid.split(",") if args.spans_grid else []))]
+    configs = configs[:after_gvote] + extra + paper + configs[after_gvote:]
     calib = make_requests(workload, lm, args.seed, spec, False)
     test = make_requests(held, lm, args.seed + HELD_OUT_SEED, spec, False)
     log.info("calibration: %d prompts x %d configurations", len(calib), len(configs))
