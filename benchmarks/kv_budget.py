@@ -26,7 +26,7 @@ GVote's grid: budget readings top and nucleus x p_nuc 0.9, 0.95 (S = 8), with su
 paper's reading (top, 0.95, no spans). Presses: SnapKV, AdaKV(SnapKV), PyramidKV, StreamingLLM, ExpectedAttention
 at every ratio of the grid.
 Modes: default `ruler:niah@512:8+ruler:vt@256:8` per side, ratios 0.1 / 0.25 / 0.5 / 0.75 / 0.9 (key-value
-retrieval, 48 answer tokens, costs 2-4 min a prompt here under load: add it with --workload); `--quick` 2 needle,
+retrieval, 48 answer tokens, cost 100-170 s a prompt here at load 10: add it with --workload); `--quick` 2 needle,
 1 key-value, 2 variable-tracking and 1 arithmetic prompt per side, ratios 0.25 / 0.5 / 0.75; `--workload` / `--held-out` / `--press-ratios` override (the issue's 2k workload:
 `--workload ruler:niah,kv,vt@2k:N`).
 Cost per prompt: one prefill, one reference decode and one oracle pass shared by every configuration; each
