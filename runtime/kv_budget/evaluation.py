@@ -14,7 +14,7 @@ hand it (compressing layer l in the forward does not change the prefill of layer
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
 import torch
@@ -37,6 +37,7 @@ class Prefill:
     position_embeddings: tuple[torch.Tensor, torch.Tensor]
     prefill_s: float
     last_logits: torch.Tensor | None = None    # (vocab,) logits after the last prompt token
+    score_memo: dict = field(default_factory=dict, repr=False)   # press scores shared across ratios (share_scores)
 
     @property
     def length(self) -> int:
@@ -95,6 +96,32 @@ def make_press(name: str, ratio: float) -> Any:
     raise ValueError(f"unknown press {name}; known: {', '.join(PRESSES)}")
 
 
+RATIO_FREE_SCORERS = ("SnapKVPress", "PyramidKVPress", "ExpectedAttentionPress")
+
+
+def share_scores(press: Any, memo: dict) -> None:
+    """Let a press reuse, within one prefill, the scores an identically configured press computed at another
+    ratio. Only for scorers whose `score` does not read the ratio (SnapKV and PyramidKV's observation-window
+    attention, ExpectedAttention's expected attention; AdaKV scores with its inner SnapKV; StreamingLLM's score
+    does read it and is left alone). The press's own `compress` still runs: the per-layer budget, the top-k,
+    AdaKV's head-wise selection. Keyed by the scorer's class, its settings bar the ratio, and the layer; each
+    call gets a copy (AdaKV writes into its scores). A test checks the masks equal unshared ones."""
+    target = getattr(press, "press", press)
+    if type(target).__name__ not in RATIO_FREE_SCORERS:
+        return
+    base = (type(target).__name__,) + tuple((f.name, getattr(target, f.name)) for f in fields(target)
+                                             if f.name != "compression_ratio")
+    own = target.score
+
+    def score(module, *args, **kwargs):
+        key = base + (int(module.layer_idx),)
+        if key not in memo:
+            memo[key] = own(module, *args, **kwargs)
+        return memo[key].clone()
+
+    target.score = score
+
+
 def keep_masks(model: torch.nn.Module, pf: Prefill, method: dict[str, Any]) -> tuple[list[torch.Tensor], float]:
     """Per-layer keep masks (1, kv_heads, T) of a method and the seconds it took to compute them.
 
@@ -118,6 +145,8 @@ def keep_masks(model: torch.nn.Module, pf: Prefill, method: dict[str, Any]) -> t
     elif method["kind"] == "press":
         press = make_press(method["press"], float(method["ratio"]))
         press.post_init_from_model(model)
+        if method.get("share_scores", True):
+            share_scores(press, pf.score_memo)
         try:
             masks = [press_keep_mask(press, m, h, k, v, pf.position_embeddings)
                      for m, h, k, v in zip(mods, pf.hidden, pf.keys, pf.values)]
@@ -153,6 +182,48 @@ def decode(model: torch.nn.Module, pf: Prefill, masks: Sequence[torch.Tensor], q
                 break
             logits = model(input_ids=torch.tensor([[nxt]]), cache=cache, use_cache=True).logits
     return out, held, counts
+
+
+def decode_batch(model: torch.nn.Module, pf: Prefill, keep_sets: Sequence[Sequence[torch.Tensor]],
+                 question_ids: torch.Tensor, max_new_tokens: int, eos_ids: Sequence[int] = (),
+                 batch: int = 16) -> list[tuple[list[int], int, list[list[int]]]]:
+    """`decode` of several keep sets of the same prefill, `batch` at a time in one batched forward per token.
+
+    Each row is the same greedy decode as `decode` (its own ragged cache, attention over its own kept entries;
+    a row stops at its first EOS and leaves the batch); batching only shares the
+    weight reads of the linear layers, which bound a one-token forward on a CPU. Returns `decode`'s triple
+    per keep set, in order.
+    """
+    results: list[tuple[list[int], int, list[list[int]]]] = []
+    for start in range(0, len(keep_sets), max(1, batch)):
+        chunk = [list(m) for m in keep_sets[start:start + max(1, batch)]]
+        b = len(chunk)
+        cache = RaggedCache.from_keep_batch(pf.keys, pf.values, chunk)
+        held = cache.row_held_bytes()
+        counts = [[layer.rows[r].kept_counts() for layer in cache.layers] for r in range(b)]
+        outs: list[list[int]] = [[] for _ in range(b)]
+        done = [False] * b
+        with torch.no_grad(), ragged_attention_on(model, cache):
+            if question_ids.shape[1]:
+                logits = model(input_ids=question_ids.expand(b, -1), cache=cache, use_cache=True).logits
+            else:
+                logits = pf.last_logits[None, None].expand(b, 1, -1)
+            active = list(range(b))          # rows still decoding, in batch order (stopped rows leave the batch)
+            for _ in range(max_new_tokens):
+                nxt = logits[:, -1].argmax(dim=-1)
+                for k, r in enumerate(active):
+                    outs[r].append(int(nxt[k]))
+                    done[r] = int(nxt[k]) in eos_ids or len(outs[r]) == max_new_tokens
+                if all(done):
+                    break
+                still = [k for k, r in enumerate(active) if not done[r]]
+                if len(still) < len(active):
+                    for layer in cache.layers:
+                        layer.rows = [layer.rows[k] for k in still]
+                    active, nxt = [active[k] for k in still], nxt[still]
+                logits = model(input_ids=nxt[:, None], cache=cache, use_cache=True).logits
+        results += [(outs[r], held[r], counts[r]) for r in range(b)]
+    return results
 
 
 def decode_logits(model: torch.nn.Module, pf: Prefill, masks: Sequence[torch.Tensor],

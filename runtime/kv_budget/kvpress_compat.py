@@ -48,7 +48,17 @@ def install() -> None:
 
 
 def _row_index(full: np.ndarray, kept: np.ndarray) -> np.ndarray:
-    """Positions in `full` (T, d) of the rows of `kept` (n, d), matched exactly (kept rows are copies)."""
+    """Positions in `full` (T, d) of the rows of `kept` (n, d), matched exactly (kept rows are copies).
+
+    Rows are matched by a random projection (sorted, binary-searched) and every match is then checked for
+    exact equality; a row the projection cannot place (collision) falls back to matching the bytes."""
+    proj = np.random.default_rng(0).standard_normal(full.shape[1])
+    hf, hk = full.astype(np.float64) @ proj, kept.astype(np.float64) @ proj
+    order = np.argsort(hf, kind="stable")
+    pos = np.clip(np.searchsorted(hf[order], hk), 0, len(order) - 1)
+    idx = order[pos]
+    if len(kept) and bool((full[idx] == kept).all()):
+        return idx.astype(np.int64)
     where = {row.tobytes(): i for i, row in enumerate(full)}
     try:
         return np.fromiter((where[row.tobytes()] for row in kept), dtype=np.int64, count=len(kept))

@@ -78,6 +78,9 @@ def test_plan_inspect_emit_run(tiny_workload, tmp_path: Path, monkeypatch: pytes
     assert main(["inspect", "a.json"]) == 0
     shown = capsys.readouterr().out
     assert "budget per task" in shown and "accuracy vs memory" in shown and "concurrency" in shown
+    for task in ("niah", "kv"):                                                 # each task's budget range
+        kept = sorted(r["kept_fraction"] for r in d["requests"] if r["task"] == task)
+        assert f"{kept[0]:.2f}-{kept[-1]:.2f}" in shown
     assert main(["emit", "a.json", "-o", "build"]) == 0
     assert main(["run", "build", "--json", "receipt.json"]) == 0
     rec = json.loads(Path("receipt.json").read_text())

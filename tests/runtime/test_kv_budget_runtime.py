@@ -300,3 +300,30 @@ def test_reading_knobs_are_validated() -> None:
     for bad in ({"fit": "all"}, {"budget": "half"}, {"anchors": -1}, {"span": -2}):
         with pytest.raises(ValueError):
             GVotePress(**bad)
+
+
+def test_batched_decode_equals_one_at_a_time(model, prompt, pf) -> None:
+    """Several keep sets decoded in one batch (the benchmark's shared weight reads) give each set's own greedy
+    tokens, held bytes and kept counts, with and without a question fed first; rows stop at their own EOS."""
+    methods = [gvote(0.5, 2), gvote(0.9, 4), {"kind": "press", "press": "snapkv", "ratio": 0.5},
+               {"kind": "press", "press": "streamingllm", "ratio": 0.7}]
+    sets = [kept(model, pf, m) for m in methods]
+    for q in (prompt[1], prompt[1][:, :0]):
+        one = [ev.decode(model, pf, s, q, 6) for s in sets]
+        eos = (one[1][0][2],)            # the second set stops early on its third token
+        one = [ev.decode(model, pf, s, q, 6, eos) for s in sets]
+        assert len({tuple(o[0]) for o in one}) > 1      # the sets decode differently: the check can fail
+        assert ev.decode_batch(model, pf, sets, q, 6, eos, batch=3) == one
+
+
+def test_shared_press_scores_give_the_presses_own_masks(model, prompt) -> None:
+    """A press reusing the scores a press of the same kind computed at another ratio on the same prefill keeps
+    exactly what it keeps computing them itself (AdaKV writes into its scores: each call must get a copy)."""
+    pf = ev.prefill(model, prompt[0])
+    for name in ("snapkv", "adakv", "pyramidkv", "expected_attention", "streamingllm"):
+        for ratio in (0.3, 0.6, 0.3):
+            shared = kept(model, pf, {"kind": "press", "press": name, "ratio": ratio})
+            own = kept(model, pf, {"kind": "press", "press": name, "ratio": ratio, "share_scores": False})
+            assert all(torch.equal(a, b) for a, b in zip(shared, own)), (name, ratio)
+    assert any(k[0] == "SnapKVPress" for k in pf.score_memo) and any(k[0] == "ExpectedAttentionPress"
+                                                                      for k in pf.score_memo)

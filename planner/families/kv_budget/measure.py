@@ -51,8 +51,10 @@ class Table:
 
 def measure(model: Any, decode_text: Callable[[list[int]], str], score: Callable[[KvRequest, str], float],
             requests: Sequence[KvRequest], configs: Sequence[dict[str, Any]], eos_ids: Sequence[int],
-            progress: Callable[[str], None] = lambda s: None) -> Table:
-    """Every config on every request; see the module docstring."""
+            progress: Callable[[str], None] = lambda s: None, decode_batch: int = 48) -> Table:
+    """Every config on every request; see the module docstring. The configurations' answers are decoded
+    `decode_batch` at a time in one batched forward per token (`evaluation.decode_batch`: each row is its own
+    greedy decode against its own ragged cache; the batch shares the weight reads)."""
     import torch
 
     from runtime.kv_budget import evaluation as ev
@@ -89,19 +91,29 @@ def measure(model: Any, decode_text: Callable[[list[int]], str], score: Callable
             return oracles[p]
 
         orc[j] = ev.bytes_of(oracle(ORACLE_P_NUC), pf)
+        masks_of: dict[int, list[Any]] = {}
         for i in order:
-            cfg = configs[i]
-            masks, took = ev.keep_masks(model, pf, method_record(cfg))
-            if cfg["method"] == "full" or all(bool(m.all()) for m in masks):
-                # every entry kept (the full cache, or a press refusing a prompt shorter than its window): the
-                # same decode of the same cache as the reference, so its tokens are reused, not recomputed
-                tokens = ref_tokens
-                held = ev.bytes_of(masks, pf)
-            else:
-                tokens, held, _ = ev.decode(model, pf, masks, q, req.max_new_tokens, eos_ids)
+            masks_of[i], sel[i, j] = ev.keep_masks(model, pf, method_record(configs[i]))
+        # every entry kept (the full cache, or a press refusing a prompt shorter than its window): the same
+        # decode of the same cache as the reference, so its tokens are reused, not recomputed
+        # configurations with identical keep sets (e.g. two presses agreeing on a short prompt) hold the same
+        # cache, so one greedy decode serves them all
+        first_of: dict[bytes, int] = {}
+        same_as: dict[int, int] = {}
+        for i in order:
+            if configs[i]["method"] == "full" or all(bool(m.all()) for m in masks_of[i]):
+                continue
+            key = b"".join(np.packbits(m.numpy()).tobytes() for m in masks_of[i])
+            same_as[i] = first_of.setdefault(key, i)
+        to_decode = sorted(set(same_as.values()), key=order.index)
+        ran = dict(zip(to_decode, ev.decode_batch(model, pf, [masks_of[i] for i in to_decode], q,
+                                                  req.max_new_tokens, eos_ids, batch=decode_batch)))
+        decoded = {i: ran[same_as[i]] for i in same_as}
+        for i in order:
+            cfg, masks = configs[i], masks_of[i]
+            tokens, held = (decoded[i][0], decoded[i][1]) if i in decoded else (ref_tokens, ev.bytes_of(masks, pf))
             text = decode_text(tokens)
             kv[i, j] = held
-            sel[i, j] = took
             sc[i, j] = score(req, text)
             o = oracle(float(cfg.get("p_nuc", ORACLE_P_NUC)) if cfg["method"] == "gvote" else ORACLE_P_NUC)
             hit = sum(int((m & om).sum()) for m, om in zip(masks, o))

@@ -32,16 +32,17 @@ def kv_budget_tables(plan: Plan, wide: bool = False) -> list[Any]:
     else:
         head = f"plan: {_knobs(k)} (a fixed-ratio press beat every GVote setting tried)"
     out.append(Text(f"{head}; calibration {d['workload']} (seed {d['calibration_seed']})"))
-    tt = table("budget per task (calibration prompts, the plan's configuration)")
-    for c in ("task", "n", "tokens", "KV mean", "KV max", "kept", "acc", "full"):
+    tt = table("budget per task (calibration prompts, the plan's configuration; kept range over its requests)")
+    for c in ("task", "n", "tokens", "KV mean", "KV max", "kept", "kept range", "acc", "full"):
         tt.add_column(c, justify="left" if c == "task" else "right")
     tasks = sorted({r["task"] for r in d["requests"]})
     for t in tasks:
         rs = [r for r in d["requests"] if r["task"] == t]
         n = len(rs)
         kv = [r["kv_bytes"] for r in rs]
+        kept = [r["kept_fraction"] for r in rs]
         tt.add_row(t, str(n), f"{sum(r['prompt_tokens'] for r in rs) / n:.0f}", fmt_bytes(sum(kv) / n),
-                   fmt_bytes(max(kv)), f"{sum(r['kept_fraction'] for r in rs) / n:.3f}",
+                   fmt_bytes(max(kv)), f"{sum(kept) / n:.3f}", f"{min(kept):.2f}-{max(kept):.2f}",
                    f"{sum(r['score'] for r in rs) / n:.3f}", f"{sum(r['full_score'] for r in rs) / n:.3f}")
     out.append(tt)
     ct = table("accuracy vs memory, every method and setting (calibration prompts, measured)")
