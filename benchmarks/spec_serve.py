@@ -147,7 +147,7 @@ def plan_setting(work: Path, n_req: int, new_tokens: int, drafters: str, arrival
 
 
 def run_setting(plan: dict[str, Any], cfg: dict[str, Any], n_req: int, reps: int, quick: bool, transport: str,
-                ablations: bool, loaded: dict[str, Any]) -> dict[str, Any]:
+                ablations: bool, loaded: dict[str, Any], hf_assisted: bool = True) -> dict[str, Any]:
     """Serve the held-out requests under every configuration, interleaved (order rotated per repetition).
 
     The plan's configuration is one of its candidates (target-only, a single drafter, their replicas, or
@@ -169,7 +169,10 @@ def run_setting(plan: dict[str, Any], cfg: dict[str, Any], n_req: int, reps: int
     engine = [n for n in engine if n in cfg["configs"] or n == cos]
     alias = chosen if chosen in engine and transport == "local" else None
     engine = ([] if alias else ["plan"]) + engine
-    singles = [f"hf-assisted-{d}" for d in ee] + ["hf-prompt-lookup"]
+    # transformers' assisted generation with a neural drafter: left out under --quick unless --hf-assisted (it was
+    # the slowest single drafter in goodput and p50 in every run of the last two sessions and this one's first,
+    # and the most CPU per run: 19 of 78 CPU s per offline repetition); transformers' prompt lookup always runs
+    singles = ([f"hf-assisted-{d}" for d in ee] if hf_assisted else []) + ["hf-prompt-lookup"]
     order = engine + singles + (list(ABLATIONS) if ablations else [])
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in order}
 
@@ -299,13 +302,17 @@ def main() -> int:
     ap.add_argument("--transport", choices=("local", "ray"), default=None)
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions of every configuration")
     ap.add_argument("--drafters", default=DRAFTERS)
-    ap.add_argument("--arrival", default=",".join(ARRIVALS),
-                    help="the online settings' arrival rates, comma-separated ('none': offline only)")
+    ap.add_argument("--arrival", default=None,
+                    help="the online settings' arrival rates, comma-separated ('none': offline only; default "
+                         f"{','.join(ARRIVALS)}, under --quick {ARRIVALS[0]})")
     ap.add_argument("--cached-calibration", action="store_true",
                     help="plan from a cached calibration (default: calibrate again in this run, at this load)")
     ap.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
                     help="run CoSine's ablations in the repetitions (default: yes, except under --quick, where "
                          "they took 14 of 27 minutes)")
+    ap.add_argument("--hf-assisted", action=argparse.BooleanOptionalAction, default=None,
+                    help="run transformers' assisted generation with the best neural drafter (default: yes, except "
+                         "under --quick)")
     ap.add_argument("--tiny", action="store_true", help="smoke run on the tiny random model (figures meaningless)")
     ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "spec_serve.json"))
     args = ap.parse_args()
@@ -327,16 +334,18 @@ def main() -> int:
     ablations = (not args.quick) if args.ablations is None else args.ablations
     loaded: dict[str, Any] = {}          # models built once in this process, reused by every local run
     t_set = time.perf_counter()
-    off = run_setting(plan, cfg, n_req, args.reps, args.quick, transport, ablations, loaded)
+    hf_assisted = (not args.quick) if args.hf_assisted is None else args.hf_assisted
+    off = run_setting(plan, cfg, n_req, args.reps, args.quick, transport, ablations, loaded, hf_assisted)
     summary = summarise(plan, off)
     summary["offline_wall_s"] = time.perf_counter() - t_set
     settings = {"offline": {"plan": plan, "state": off}}
-    rates = [] if args.arrival == "none" else [a.strip() for a in args.arrival.split(",") if a.strip()]
+    arrival = args.arrival or (ARRIVALS[0] if args.quick else ",".join(ARRIVALS))
+    rates = [] if arrival == "none" else [a.strip() for a in arrival.split(",") if a.strip()]
     for i, rate in enumerate(rates):
         # the same run's calibration (read back from the cache it just wrote): only the arrival rate differs
         t_set = time.perf_counter()
         plan_on, cfg_on = plan_setting(work, n_req, new_tokens, args.drafters, rate, args.tiny, False, f"online-{rate}")
-        on = run_setting(plan_on, cfg_on, n_req, args.reps, args.quick, transport, False, loaded)
+        on = run_setting(plan_on, cfg_on, n_req, args.reps, args.quick, transport, False, loaded, hf_assisted)
         key = "online" if i == 0 else f"online_{rate}"
         summary[key] = {"arrival": rate, **summarise(plan_on, on), "wall_s": time.perf_counter() - t_set}
         settings[key] = {"plan": plan_on, "state": on}
