@@ -1,27 +1,34 @@
-"""spec-serve benchmark: CoSine's plan vs target-only, single-drafter speculation and CoSine's ablations on
-SmolLM2-135M, on held-out requests of the `mix:code,chat,math` workload, same nodes, same requests.
+"""spec-serve benchmark: CoSine's plan vs target-only, single-drafter speculation (on the verifier and replicated on
+every node), and CoSine's ablations on SmolLM2-135M, on held-out requests of the `mix:code,chat,math` workload,
+same nodes, same requests.
 
 1. Plan (`planner plan smollm2-135m --scenario spec-serve --recalibrate`): the calibration (acceptance, draft
    times, the batched verifier's (B, T) grid) is measured in THIS run, at this run's load, on its own seed.
 2. Held-out requests (another seed), routed by MiniLM nearest centroid, served by the engine
    (runtime/spec_serve/engine.py; every batch verified in one forward) under the plan and under every engine
-   baseline: target-only (batched), the co-located prompt lookup (batched), CoSine's own configuration, and the
-   ablations no-routing, no-fusion, no-pipelining, fixed-gamma. Every draft and verification runs for real; the
+   baseline: target-only (batched) on the verifier and replicated on every node (equal node count, a standard
+   router), the co-located prompt lookup (batched) on the verifier and replicated, CoSine's own configuration, and
+   the ablations no-routing, no-fusion, no-pipelining, fixed-gamma. Every draft and verification runs for real; the
    clock is EMULATED (thread CPU seconds x node scale, links delay + bytes/rate), the same for every configuration.
+   When the plan's configuration is one of those baselines, the plan's runs are that baseline's (`plan_alias`).
 3. transformers' own assisted generation on the verifier, one request at a time (first come first served), with
-   the best distilled drafter (`assistant_model=`, its adaptive `num_assistant_tokens_schedule="heuristic"`) and
-   with prompt lookup (`prompt_lookup_num_tokens=`); thread CPU seconds x the verifier's scale.
-4. The same again at one arrival rate (`--arrival`, default 10 requests/s; the same run's calibration).
+   prompt lookup (`prompt_lookup_num_tokens=`) and (not under --quick unless --hf-assisted) with the best distilled
+   drafter (`assistant_model=`, its adaptive `num_assistant_tokens_schedule="heuristic"`); thread CPU seconds x
+   the verifier's scale.
+4. The same again at each arrival rate of `--arrival` (default 10 and 2 requests/s; --quick: 10), from the same
+   run's calibration.
 5. The batch LP + rounding vs the exact CP-SAT ILP on batches built from the plan's calibrated constants.
 
 Every configuration runs `--reps` times interleaved (order rotated per repetition): ratios are medians of
 per-repetition ratios with min/max. Summary keys: goodput_ratio_vs_best_single_drafter,
-latency_p50_ratio_vs_best_single_drafter (the plan / the best single drafter, transformers' or the engine's
-batched prompt lookup; < 1 is lower latency), greedy_identical (every configuration's tokens equal target-only's
-on every request, both settings), tokens_per_verify_error (measured / predicted - 1 for the plan), and per
-configuration the goodput, tokens-per-verification and p50 prediction errors (`by_config`); `online` holds the
-same for the arrival rate. Writes build/bench/spec_serve.json. `--quick`: 6 requests of 24 tokens, local transport,
-no ablations (`--ablations` adds them).
+latency_p50_ratio_vs_best_single_drafter (the plan / the best single drafter: transformers' own, the engine's
+batched prompt lookup, or the same replicated on every node; < 1 is lower latency; `..._one_node` without the
+replicas), goodput_ratio_vs_target_only_replicas (equal node count), greedy_identical (every configuration's
+tokens equal target-only's on every request, every setting), tokens_per_verify_error (measured / predicted - 1 for
+the plan), and per configuration the goodput, tokens-per-verification and p50 prediction errors (`by_config`);
+`online` (and `online_<rate>`) hold the same per arrival rate. Writes build/bench/spec_serve.json. `--quick`: 6
+requests of 24 tokens, local transport, offline and 10 requests/s, no ablations (`--ablations`), no neural
+transformers assisted generation (`--hf-assisted`); models are built once per process and reused.
 Drafters: the distilled domain drafters (benchmarks/spec_serve_drafters.py builds them) and prompt lookup.
 """
 from __future__ import annotations
@@ -147,7 +154,8 @@ def plan_setting(work: Path, n_req: int, new_tokens: int, drafters: str, arrival
 
 
 def run_setting(plan: dict[str, Any], cfg: dict[str, Any], n_req: int, reps: int, quick: bool, transport: str,
-                ablations: bool, loaded: dict[str, Any], hf_assisted: bool = True) -> dict[str, Any]:
+                ablations: bool, loaded: dict[str, Any], hf_assisted: bool = True,
+                only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Serve the held-out requests under every configuration, interleaved (order rotated per repetition).
 
     The plan's configuration is one of its candidates (target-only, a single drafter, their replicas, or
@@ -173,6 +181,9 @@ def run_setting(plan: dict[str, Any], cfg: dict[str, Any], n_req: int, reps: int
     # the slowest single drafter in goodput and p50 in every run of the last two sessions and this one's first,
     # and the most CPU per run: 19 of 78 CPU s per offline repetition); transformers' prompt lookup always runs
     singles = ([f"hf-assisted-{d}" for d in ee] if hf_assisted else []) + ["hf-prompt-lookup"]
+    if only:     # --configs: a subset of the baselines (the plan, CoSine's own and target-only always run)
+        engine = [n for n in engine if n in only or n in ("plan", cos, "target-only")]
+        singles = [n for n in singles if n in only]
     order = engine + singles + (list(ABLATIONS) if ablations else [])
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in order}
 
@@ -313,6 +324,9 @@ def main() -> int:
     ap.add_argument("--hf-assisted", action=argparse.BooleanOptionalAction, default=None,
                     help="run transformers' assisted generation with the best neural drafter (default: yes, except "
                          "under --quick)")
+    ap.add_argument("--configs", default=None,
+                    help="comma-separated baselines to serve (default: all; the plan, CoSine's own configuration and "
+                         "target-only always run), e.g. for an ablation-only run")
     ap.add_argument("--tiny", action="store_true", help="smoke run on the tiny random model (figures meaningless)")
     ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "spec_serve.json"))
     args = ap.parse_args()
@@ -335,7 +349,8 @@ def main() -> int:
     loaded: dict[str, Any] = {}          # models built once in this process, reused by every local run
     t_set = time.perf_counter()
     hf_assisted = (not args.quick) if args.hf_assisted is None else args.hf_assisted
-    off = run_setting(plan, cfg, n_req, args.reps, args.quick, transport, ablations, loaded, hf_assisted)
+    only = tuple(x.strip() for x in (args.configs or "").split(",") if x.strip())
+    off = run_setting(plan, cfg, n_req, args.reps, args.quick, transport, ablations, loaded, hf_assisted, only)
     summary = summarise(plan, off)
     summary["offline_wall_s"] = time.perf_counter() - t_set
     settings = {"offline": {"plan": plan, "state": off}}
@@ -345,7 +360,7 @@ def main() -> int:
         # the same run's calibration (read back from the cache it just wrote): only the arrival rate differs
         t_set = time.perf_counter()
         plan_on, cfg_on = plan_setting(work, n_req, new_tokens, args.drafters, rate, args.tiny, False, f"online-{rate}")
-        on = run_setting(plan_on, cfg_on, n_req, args.reps, args.quick, transport, False, loaded, hf_assisted)
+        on = run_setting(plan_on, cfg_on, n_req, args.reps, args.quick, transport, False, loaded, hf_assisted, only)
         key = "online" if i == 0 else f"online_{rate}"
         summary[key] = {"arrival": rate, **summarise(plan_on, on), "wall_s": time.perf_counter() - t_set}
         settings[key] = {"plan": plan_on, "state": on}
