@@ -25,7 +25,8 @@ def _engine_record(plan: Plan, d: dict[str, Any], greedy: bool) -> dict[str, Any
     if d.get("colocated"):       # single-drafter speculation on the verifier itself: a node at its speed, no link
         nodes[f"{pd['verifier']['name']}-local"] = {"scale": float(pd["verifier"]["scale"]), "delay_s": 0.0,
                                                     "rate_bps": 1e18, "drafter": d["colocated"], "colocated": True}
-    return {"nodes": nodes, "verifier": dict(pd["verifier"]), "routing": d["routing"], "group": int(d["group"]),
+    extra = {"replicas": [dict(r) for r in d["replicas"]], "router": d["router"]} if d.get("replicas") else {}
+    return {**extra, "nodes": nodes, "verifier": dict(pd["verifier"]), "routing": d["routing"], "group": int(d["group"]),
             "pipelined": bool(d["pipelined"]), "adaptive": bool(d["adaptive"]),
             "gamma_bounds": list(pd["gamma_bounds"]), "expected_tokens": d.get("expected_tokens", {}),
             "verify_cpu_s": list(pd["verify_cpu_s"]), "greedy": greedy, "seed": int(pd["seed"]),

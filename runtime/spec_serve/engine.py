@@ -330,3 +330,57 @@ def _pct(xs: Sequence[float], q: float) -> float:
     s = sorted(xs)
     i = min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))
     return float(s[i])
+
+
+def serve_replicas(cfg: Mapping[str, Any], verifier: Any, nodes: Mapping[str, Any], requests: list[Request],
+                   select: Select = oldest_first, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Serve a one-node configuration (target-only, or a drafter co-located with the target) replicated on every
+    node of `cfg["replicas"]` (`{"node", "scale"}` each): the router `cfg["router"]` (core/request_router.py)
+    sends each request, in arrival order, to one replica, and each replica serves its requests alone with its own
+    engine on its node's EMULATED clock (its forwards' thread CPU seconds x that node's scale). The replicas do not
+    interact, so one verifier process runs every replica's forwards (labelled: an emulation of R machines, each
+    running the same model). Totals as `Engine.serve`'s over all requests (makespan: the last replica's finish);
+    each row names its replica."""
+    from core.request_router import assign
+
+    reps = list(cfg["replicas"])
+    order = sorted(requests, key=lambda r: (r.arrival_s, r.rid))
+    where = assign(len(order), [1.0 / float(r["scale"]) for r in reps], str(cfg["router"]))
+    results = []
+    for i, rep in enumerate(reps):
+        sub = [r for j, r in enumerate(order) if where[j] == i]
+        if not sub:
+            continue
+        c = dict(cfg)
+        c["verifier"] = {**dict(cfg["verifier"]), "scale": float(rep["scale"])}
+        # a co-located drafter drafts on the replica's own node, at its speed
+        c["nodes"] = {n: ({**dict(v), "scale": float(rep["scale"])} if v.get("colocated") else dict(v))
+                      for n, v in cfg["nodes"].items()}
+        progress(f"replica {rep['node']}: {len(sub)} request(s)")
+        res = Engine(c, verifier, nodes, select).serve(sub, progress)
+        for row in res["rows"]:
+            row["replica"] = rep["node"]
+        results.append(res)
+    start = min(r.arrival_s for r in requests)
+    end = max(r.finish_s for r in requests)
+    span = max(end - start, 1e-12)
+    tokens = sum(len(r.out) for r in requests)
+    lat = sorted(r.finish_s - r.arrival_s for r in requests)
+    tpv = [x for r in requests for x in r.tokens_per_verify]
+    verify_s = sum(x["mean_t_verify_s"] * x["cycles"] for x in results)
+    batched = sum(x["verifications"] / max(x["mean_batch"], 1e-12) for x in results)
+    rows = {row["rid"]: row for x in results for row in x["rows"]}
+    return {
+        "requests": len(requests), "tokens": tokens, "makespan_s": span, "goodput_tps": tokens / span,
+        "latency_p50_s": _pct(lat, 50), "latency_p95_s": _pct(lat, 95),
+        "tokens_per_verify": sum(tpv) / max(len(tpv), 1), "verifications": len(tpv),
+        "verifier_idle": 1.0 - verify_s / (len(results) * span), "drafter_idle": 1.0,
+        "cycles": sum(x["cycles"] for x in results),
+        "events": [e for x in results for e in x["events"]]
+        + [f"replicated on {len(results)} node(s) ({', '.join(r['node'] for r in reps)}), {cfg['router']} router"],
+        "mean_batch": len(tpv) / max(batched, 1e-12),
+        "mean_t_draft_s": sum(x["mean_t_draft_s"] * x["cycles"] for x in results) / max(sum(x["cycles"] for x in results), 1),
+        "mean_t_verify_s": verify_s / max(sum(x["cycles"] for x in results), 1),
+        "replicas": {r["node"]: sum(1 for j in range(len(order)) if reps[where[j]]["node"] == r["node"]) for r in reps},
+        "rows": [rows[r.rid] for r in requests],
+    }

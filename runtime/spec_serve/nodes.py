@@ -78,15 +78,32 @@ def build_drafter(model: Mapping[str, Any], drafter: Mapping[str, Any]) -> Any:
     return load_blocks(build_early_exit(model, int(drafter["layers"])), path)
 
 
+def loaded_model(loaded: dict[str, Any] | None, model: Mapping[str, Any],
+                 drafter: Mapping[str, Any] | None = None) -> Any:
+    """The target (`drafter` None) or a drafter's module, built once per `loaded` dict and reused after (the
+    weights are read-only while serving; every KV cache lives in the node objects, never in the module).
+    `loaded` None: built afresh."""
+    import json
+
+    key = json.dumps([dict(model), dict(drafter) if drafter is not None else None], sort_keys=True, default=str)
+    if loaded is not None and key in loaded:
+        return loaded[key]
+    m = build_target(model) if drafter is None else build_drafter(model, drafter)
+    if loaded is not None:
+        loaded[key] = m
+    return m
+
+
 class DrafterNode:
     """One drafter node: a neural drafter (or none) and the n-gram lookup, with KV caches per request."""
 
-    def __init__(self, name: str, model: Mapping[str, Any], drafter: Mapping[str, Any] | None, top_k: int = 8) -> None:
+    def __init__(self, name: str, model: Mapping[str, Any], drafter: Mapping[str, Any] | None, top_k: int = 8,
+                 loaded: dict[str, Any] | None = None) -> None:
         self.name = name
         self.neural = None
         self.neural_name = None
         if drafter is not None:
-            self.neural = EarlyExitDrafter(build_drafter(model, drafter), top_k)
+            self.neural = EarlyExitDrafter(loaded_model(loaded, model, drafter), top_k)
             self.neural_name = str(drafter["name"])
         self.ngram = NgramDrafter()
         self.alive = True
@@ -131,8 +148,8 @@ class DrafterNode:
 class VerifierNode:
     """The verifier: the target model with a KV cache per request."""
 
-    def __init__(self, model: Mapping[str, Any]) -> None:
-        self.verifier = Verifier(build_target(model))
+    def __init__(self, model: Mapping[str, Any], loaded: dict[str, Any] | None = None) -> None:
+        self.verifier = Verifier(loaded_model(loaded, model))
 
     def ping(self) -> str:
         return "verifier"
@@ -192,13 +209,15 @@ def start_ray(repo_root: str, cache_dir: str | None) -> None:
 
 
 def make_nodes(model: Mapping[str, Any], drafter_nodes: Mapping[str, Mapping[str, Any] | None], transport: str,
-               repo_root: str = ".", cache_dir: str | None = None) -> tuple[Any, dict[str, Any], dict[str, str]]:
+               repo_root: str = ".", cache_dir: str | None = None,
+               loaded: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any], dict[str, str]]:
     """Start the verifier and every drafter node; returns (verifier, drafters by node, failures by node).
-    A drafter node that fails to start is reported in `failures` (the engine re-routes its domains)."""
+    A drafter node that fails to start is reported in `failures` (the engine re-routes its domains).
+    `loaded` (local transport only): modules already built in this process, reused (see `loaded_model`)."""
     failures: dict[str, str] = {}
     if transport == "local":
-        ver = Local(VerifierNode(model))
-        nodes = {n: Local(DrafterNode(n, model, d)) for n, d in drafter_nodes.items()}
+        ver = Local(VerifierNode(model, loaded))
+        nodes = {n: Local(DrafterNode(n, model, d, loaded=loaded)) for n, d in drafter_nodes.items()}
         return ver, nodes, failures
     import ray
 

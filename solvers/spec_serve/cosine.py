@@ -11,12 +11,14 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import numpy as np
 
 from core.errors import InfeasibleError
+from core.request_router import ROUTERS
 from solvers.common import Solution, Status, Stopwatch, TraceEvent
 from solvers.spec_serve.cost import NGRAM, Config, Metrics, metrics, set_placed
 from solvers.spec_serve.problem import SpecServeProblem
-from solvers.spec_serve.simulate import simulate
+from solvers.spec_serve.simulate import simulate, simulate_replicas
 
 GROUPS = (1, 2, 4, 8, 16, 32)
 ALTERNATIVES = 6          # other placements' best configurations kept for the replay's rescoring
@@ -36,16 +38,38 @@ class SpecServeSolution(Solution):
     alternatives: tuple[Config, ...] = ()     # the best configuration of each other placement (for rescoring)
 
 
-def _score(p: SpecServeProblem, cfg: Config) -> float:
-    return metrics(p, cfg).goodput_tps
+def _score(p: SpecServeProblem, cfg: Config, memo: dict[Config, float] | None = None) -> float:
+    """Predicted goodput of `cfg` (the steady-state formula), remembered in `memo` (coordinate ascent meets the
+    same configuration again and again)."""
+    if memo is None:
+        return metrics(p, cfg).goodput_tps
+    v = memo.get(cfg)
+    if v is None:
+        v = memo[cfg] = metrics(p, cfg).goodput_tps
+    return v
 
 
 def _placements(p: SpecServeProblem) -> list[tuple[int, ...]]:
+    """Every placement of the neural drafters on the drafter nodes (a node may stay idle), one per class of
+    placements that differ only by swapping interchangeable nodes (same speed, link and memory fit): those have
+    the same predicted figures, so the search visits the first of each class in enumeration order."""
     neural = [d for d, name in enumerate(p.drafters) if name != NGRAM]
-    out = []
+
+    def kind(n: int) -> tuple[object, ...]:
+        fit = tuple(bool(x) for x in p.node_ok[n]) if p.node_ok.size else ()
+        return (float(p.node_scale[n]), float(p.link_delay_s[n]), float(p.link_rate_bps[n]), fit)
+
+    classes: dict[tuple[object, ...], list[int]] = {}
+    for n in range(len(p.nodes)):
+        classes.setdefault(kind(n), []).append(n)
+    out, seen = [], set()
     for combo in itertools.product([-1] + neural, repeat=len(p.nodes)):
         if p.node_ok.size and any(d >= 0 and not p.node_ok[n, d] for n, d in enumerate(combo)):
             continue
+        canon = tuple(sorted((k, tuple(sorted(combo[n] for n in ns))) for k, ns in classes.items()))
+        if canon in seen:
+            continue
+        seen.add(canon)
         out.append(tuple(combo))
     return out
 
@@ -69,13 +93,14 @@ def solve(p: SpecServeProblem, *, routing: bool = True, fusion: bool = True, pip
     best: tuple[float, Config] | None = None
     per_place: list[tuple[float, Config]] = []
     trace = []
+    memo: dict[Config, float] = {}
     for it, place in enumerate(_placements(p)):
         placed = [s for s in sets if set_placed(p, Config(place, (0,) * k, (1,) * k, 1), s)]
         if not placed:
             continue
         group = _groups(p, pipelined)[len(_groups(p, pipelined)) // 2]
         cfg = Config(place, (placed[0],) * k, (4,) * k, group, pipelined)
-        cur = _score(p, cfg)
+        cur = _score(p, cfg, memo)
         for _ in range(sweeps):
             improved = False
             domains = [None] if (not routing or one_gamma) else list(range(k))
@@ -91,7 +116,7 @@ def solve(p: SpecServeProblem, *, routing: bool = True, fusion: bool = True, pip
                             routing_ = tuple(s if j == c else cfg.routing[j] for j in range(k))
                             gamma_ = tuple(g if j == c else cfg.gamma[j] for j in range(k))
                         cand = Config(place, routing_, gamma_, cfg.group, pipelined)
-                        v = _score(p, cand)
+                        v = _score(p, cand, memo)
                         if v > cur + 1e-12:
                             cfg, cur, improved = cand, v, True
             if routing and not one_gamma:
@@ -101,7 +126,7 @@ def solve(p: SpecServeProblem, *, routing: bool = True, fusion: bool = True, pip
                     for g in gammas:
                         routing_ = (s,) * k if s is not None else cfg.routing
                         cand = Config(place, routing_, (g,) * k, cfg.group, pipelined)
-                        v = _score(p, cand)
+                        v = _score(p, cand, memo)
                         if v > cur + 1e-12:
                             cfg, cur, improved = cand, v, True
             if routing and one_gamma:                     # routing per domain at the shared γ
@@ -109,12 +134,12 @@ def solve(p: SpecServeProblem, *, routing: bool = True, fusion: bool = True, pip
                     for s in placed:
                         cand = Config(place, tuple(s if j == c else cfg.routing[j] for j in range(k)), cfg.gamma,
                                       cfg.group, pipelined)
-                        v = _score(p, cand)
+                        v = _score(p, cand, memo)
                         if v > cur + 1e-12:
                             cfg, cur, improved = cand, v, True
             for g in _groups(p, pipelined):
                 cand = Config(place, cfg.routing, cfg.gamma, g, pipelined)
-                v = _score(p, cand)
+                v = _score(p, cand, memo)
                 if v > cur + 1e-12 or (abs(v - cur) <= 1e-12 * max(1.0, abs(cur)) and g < cfg.group):
                     cfg, cur, improved = cand, v, True
             if not improved:
@@ -203,18 +228,74 @@ def colocated(p: SpecServeProblem, d: int) -> SpecServeSolution:
                                      "batch_cap": int(cfg.group), "predictor": "engine replay"})
 
 
+def replica_nodes(p: SpecServeProblem) -> tuple[list[str], list[float]]:
+    """The nodes that can hold a replica of the target: the verifier first, then every drafter node with the
+    memory for it; (names, emulated seconds per CPU second)."""
+    ok = p.target_ok if p.target_ok.size else np.ones(len(p.nodes), dtype=bool)
+    names = [str(p.meta.get("verifier_name", "verifier"))] + [n for i, n in enumerate(p.nodes) if ok[i]]
+    scales = [float(p.verifier_scale)] + [float(p.node_scale[i]) for i in range(len(p.nodes)) if ok[i]]
+    return names, scales
+
+
+def replicated(p: SpecServeProblem, d: int | None = None) -> SpecServeSolution:
+    """The equal-node-count baseline: target-only (`d` None) or single-drafter speculation with drafter `d`
+    co-located (`d`'s index) replicated on every node that can hold the target (the verifier and the drafter
+    nodes, each at its own emulated speed), requests split by a standard router (round-robin or speed-weighted
+    round-robin, core/request_router.py). The router, batch cap, pipelining (target-only) and γ (single drafter)
+    are chosen by the same engine replay as every other configuration, one setting for every replica."""
+    names, scales = replica_nodes(p)
+    k = len(p.domains)
+    best = None
+    if d is None:
+        options = [Config(tuple(-1 for _ in p.nodes), (-1,) * k, (0,) * k, g, pipe)
+                   for pipe in (False, True) for g in _groups(p, pipe)]
+    else:
+        s = p.set_index((d,))
+        options = [Config(tuple(-1 for _ in p.nodes), (s,) * k, (g,) * k, grp, False,
+                          colocated=d if p.drafters[d] != NGRAM else -1)
+                   for grp in _groups(p, False) for g in range(1, p.gamma_max + 1)]
+    for router in ROUTERS:
+        for cfg in options:
+            m = simulate_replicas(p, cfg, scales, router)
+            if _better(p, m, best[2] if best else None):
+                best = (cfg, router, m)
+    cfg, router, m = best
+    params = {"predictor": "engine replay", "batched": True, "replicas": names,
+              "replica_scales": [round(x, 6) for x in scales],
+              "router": router, "batch_cap": int(cfg.group)}
+    if d is not None:
+        params.update({"drafter": p.drafters[d], "gamma": int(cfg.gamma[0]), "colocated": True})
+    return SpecServeSolution(status=Status.FEASIBLE, objective=m.goodput_tps, config=cfg, metrics=m, params=params)
+
+
+def _simplicity(name: str) -> int:
+    """Candidates from the simplest: target-only on the verifier (0), target-only replicated on every node (1), a
+    single co-located drafter (2), the same replicated (3); CoSine's drafter nodes (4); other names are no
+    candidates (5)."""
+    if name == "target-only":
+        return 0
+    if name == "replicas-target-only":
+        return 1
+    if name.startswith("assisted-"):
+        return 2
+    if name.startswith("replicas-assisted-"):
+        return 3
+    return 4 if name == "cosine" else 5
+
+
 def recommend(solutions: dict[str, SpecServeSolution], online: bool = False) -> tuple[str, str]:
-    """The configuration to serve among CoSine's (`cosine`), target-only and the co-located single drafters
-    (`assisted-*`), all scored by the same replay; (name, reason in words). A simpler candidate within MARGIN of
-    the best is preferred (target-only, then the best single drafter). Offline (or when some candidate cannot
+    """The configuration to serve among CoSine's (`cosine`), target-only, the co-located single drafters
+    (`assisted-*`) and both replicated on every node (`replicas-*`, the equal-node-count baselines), all scored by
+    the same replay; (name, reason in words). A simpler candidate within MARGIN of the best is preferred (in the
+    order of `_simplicity`). Offline (or when some candidate cannot
     keep up with the arrivals): the highest predicted goodput. Online with every candidate keeping up, goodput is
     the arrival rate for all of them, so the lowest predicted p50 latency decides."""
-    names = [n for n in solutions if n == "cosine" or n == "target-only" or n.startswith("assisted-")]
+    names = [n for n in solutions if _simplicity(n) < 4 or n == "cosine"]
     by_latency = online and all(solutions[n].metrics.stable for n in names)
 
     def key(n: str) -> tuple[float, int, str]:
         v = solutions[n].metrics.latency_p50_s if by_latency else -solutions[n].objective
-        return (v, 0 if n == "target-only" else 1 if n.startswith("assisted-") else 2, n)
+        return (v, _simplicity(n), n)
 
     rank = sorted(names, key=key)
     best = rank[0]
@@ -226,7 +307,7 @@ def recommend(solutions: dict[str, SpecServeSolution], online: bool = False) -> 
         a, b = fig_of(n), fig_of(best)
         return a <= b * (1 + MARGIN) if by_latency else a * (1 + MARGIN) >= b
 
-    simpler = [n for n in rank if n == "target-only"] + [n for n in rank if n.startswith("assisted-")]
+    simpler = sorted((n for n in rank if _simplicity(n) < 4), key=lambda n: (_simplicity(n), rank.index(n)))
     top = next((n for n in simpler if within(n)), best) if best != "target-only" else best
     rank = [top] + [n for n in rank if n != top]
     runner = rank[1] if len(rank) > 1 else None

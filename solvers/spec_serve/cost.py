@@ -12,6 +12,7 @@ Times are emulated seconds: CPU seconds measured on this machine × the node's s
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -72,9 +73,8 @@ def expected_tokens(p: SpecServeProblem, s: int, c: int, gamma: int) -> float:
     """Measured E[n(γ)] for set s on domain c when the calibration recorded run lengths, else the closed form."""
     if gamma <= 0 or s < 0:
         return 1.0
-    table = p.meta.get("tokens_per_verify")
-    if table is not None:
-        t = np.asarray(table)
+    t = p.tokens_per_verify_table
+    if t is not None:
         g = min(gamma, t.shape[2])
         return float(t[s, c, g - 1])
     return expected_tokens_iid(float(p.alpha[s, c]), gamma)
@@ -133,7 +133,7 @@ def verify_s(p: SpecServeProblem, gamma: int) -> float:
         xs = [float(x) for x, _ in curve]
         ys = [float(y) for _, y in curve]
         if xs[0] <= t <= xs[-1]:
-            return float(np.interp(t, xs, ys)) * p.verifier_scale
+            return _interp(t, xs, ys) * p.verifier_scale
         if t > xs[-1]:
             return (ys[-1] + b * (t - xs[-1])) * p.verifier_scale
     return (a + b * t) * p.verifier_scale
@@ -146,30 +146,40 @@ def verify_batch_s(p: SpecServeProblem, batch: int, tokens: int) -> float:
     (the slope of the last two); without a probed grid, one forward of a + b·B·T."""
     if batch <= 0:
         return 0.0
-    grid = p.meta.get("verify_batch_grid")
-    if not grid:
+    rows = p.verify_batch_rows
+    if not rows:
         a, b = p.verify_cpu_s
         if batch == 1:
             return verify_s(p, tokens - 1)
         return (a + b * batch * tokens) * p.verifier_scale
-    rows: dict[int, list[tuple[float, float]]] = {}
-    for bb, tt, ss in grid:
-        rows.setdefault(int(bb), []).append((float(tt), float(ss)))
-    bs = sorted(rows)
+    bs = list(rows)
 
     def at(bb: int) -> float:
-        pts = sorted(rows[bb])
-        xs, ys = [x for x, _ in pts], [y for _, y in pts]
+        xs, ys = rows[bb]
         if tokens <= xs[-1]:
-            return float(np.interp(tokens, xs, ys))
+            return _interp(tokens, xs, ys)
         slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) if len(xs) > 1 else 0.0
         return ys[-1] + slope * (tokens - xs[-1])
 
-    vals = [at(bb) for bb in bs]
     if batch <= bs[-1]:
-        return float(np.interp(batch, bs, vals)) * p.verifier_scale
+        # only the two probed B around `batch` matter for the interpolation
+        i = bisect.bisect_left(bs, batch)
+        near = bs[max(0, i - 1):i + 1] if i < len(bs) and bs[i] != batch else [bs[min(i, len(bs) - 1)]]
+        return _interp(batch, near, [at(bb) for bb in near]) * p.verifier_scale
+    vals = [at(bb) for bb in bs]
     slope = (vals[-1] - vals[-2]) / (bs[-1] - bs[-2]) if len(bs) > 1 else vals[-1] / bs[-1]
     return (vals[-1] + slope * (batch - bs[-1])) * p.verifier_scale
+
+
+def _interp(x: float, xs: list[float], ys: list[float]) -> float:
+    """np.interp for one point on a short ascending list (clamped at the ends), without numpy's call overhead."""
+    if x <= xs[0]:
+        return float(ys[0])
+    if x >= xs[-1]:
+        return float(ys[-1])
+    i = bisect.bisect_right(xs, x)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
 
 
 def link_s(p: SpecServeProblem, cfg: Config, s: int, gamma: int) -> float:

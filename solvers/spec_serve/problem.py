@@ -7,6 +7,7 @@ the order of `domains`, routing sets `s` in the order of `sets` (tuples of draft
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping
 
 import numpy as np
@@ -44,6 +45,8 @@ class SpecServeProblem:
     max_fanout: int = 2                  # m: drafters per request at most
     verify_token_cap: int = 256          # verifier tokens per batch at most (KV/compute capacity)
     node_ok: np.ndarray = field(default_factory=lambda: np.ones(0))   # [n, d] drafter d may run on node n
+    target_ok: np.ndarray = field(default_factory=lambda: np.ones(0, dtype=bool))   # [n] node n may hold a
+                                         # target replica (empty: every drafter node may)
     prefill_verify_cpu_s: float = 0.0    # verifier CPU seconds per prompt token (prefill), this machine
     prefill_draft_cpu_s: np.ndarray = field(default_factory=lambda: np.zeros(0))   # [d] the same per drafter
     prompt_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0))         # [c] mean prompt tokens
@@ -51,3 +54,19 @@ class SpecServeProblem:
 
     def set_index(self, s: tuple[int, ...]) -> int:
         return self.sets.index(tuple(sorted(s)))
+
+    # read-only views of `meta` in the form the cost model evaluates many thousand times per search (computed once
+    # per problem; cached_property writes the instance dict, which a frozen dataclass allows)
+    @cached_property
+    def tokens_per_verify_table(self) -> np.ndarray | None:
+        """meta["tokens_per_verify"] as an array [set, domain, γ-1], or None."""
+        t = self.meta.get("tokens_per_verify")
+        return None if t is None else np.asarray(t, dtype=float)
+
+    @cached_property
+    def verify_batch_rows(self) -> dict[int, tuple[list[float], list[float]]]:
+        """meta["verify_batch_grid"] as {B: (T values ascending, CPU seconds)}; empty without a grid."""
+        rows: dict[int, list[tuple[float, float]]] = {}
+        for bb, tt, ss in self.meta.get("verify_batch_grid") or []:
+            rows.setdefault(int(bb), []).append((float(tt), float(ss)))
+        return {b: ([x for x, _ in sorted(v)], [y for _, y in sorted(v)]) for b, v in sorted(rows.items())}

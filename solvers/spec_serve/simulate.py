@@ -22,10 +22,12 @@ the same replay, so the plan's recommendation compares like with like. Determini
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 
+from core.request_router import assign
 from solvers.spec_serve.cost import NGRAM, Config, Metrics, draft_token_s, expected_tokens, link_s, verify_batch_s
 from solvers.spec_serve.problem import SpecServeProblem
 
@@ -52,14 +54,30 @@ def _pct(xs: list[float], q: float) -> float:
     return float(s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]) if s else 0.0
 
 
-def simulate(p: SpecServeProblem, cfg: Config, requests: int | None = None) -> Metrics:
-    """Predicted metrics of `cfg` by replaying the engine's loop (see the module docstring)."""
-    n = int(requests or p.requests)
+def _workload(p: SpecServeProblem, n: int) -> list[_Req]:
+    """The replay's requests: the workload's round-robin domain order, arrivals evenly spaced at the rate."""
     k = len(p.domains)
     order = np.argsort(-p.domain_share, kind="stable")
-    doms = [int(order[j % k]) for j in range(n)]
     rate = p.arrival_rps
-    reqs = [_Req(c, (j / rate) if rate > 0 else 0.0, _tokens(p, c)) for j, c in enumerate(doms)]
+    return [_Req(int(order[j % k]), (j / rate) if rate > 0 else 0.0, _tokens(p, int(order[j % k])))
+            for j in range(n)]
+
+
+@dataclass
+class _Trace:
+    """What one replay of the loop measured (emulated seconds)."""
+
+    end: float
+    cycles: int
+    verify_s: float
+    verifications: int
+    tokens_verified: float
+    node_busy_s: dict[int, float]
+
+
+def _replay(p: SpecServeProblem, cfg: Config, reqs: list[_Req]) -> _Trace:
+    """Lay the engine's cycle loop out over `reqs` (mutated: finish times); see the module docstring."""
+    k, n = len(p.domains), len(reqs)
     # per-domain constants of this configuration
     e, tok, nodes_per, link, hub_draft, pre_d, pre_v = [], [], [], [], [], [], []
     for c in range(k):
@@ -152,21 +170,65 @@ def simulate(p: SpecServeProblem, cfg: Config, requests: int | None = None) -> M
                 g.remove(r)
                 finished += 1
         cyc += 1
+    return _Trace(t, cyc, tv_total, verifs, tokens_verified, busy_total)
+
+
+def simulate(p: SpecServeProblem, cfg: Config, requests: int | None = None) -> Metrics:
+    """Predicted metrics of `cfg` by replaying the engine's loop (see the module docstring)."""
+    n = int(requests or p.requests)
+    reqs = _workload(p, n)
+    tr = _replay(p, cfg, reqs)
     start = min(r.arrival for r in reqs)
-    span = max(t - start, 1e-12)
+    span = max(tr.end - start, 1e-12)
     total = sum(_tokens(p, r.c) for r in reqs)
     lat = [r.finish - r.arrival for r in reqs]
+    busy_total = tr.node_busy_s
     used = [m for m, v in busy_total.items() if v > 0]
     d_idle = 1.0 - sum(busy_total[m] for m in used) / (len(used) * span) if used else 1.0
     goodput = total / span
-    util = 1.0
-    if rate > 0:
-        # utilisation against the configuration's capacity (its offline replay): online, the replayed goodput is
-        # capped by the arrivals, so the ratio to it is ~1 whether or not the configuration keeps up
-        from dataclasses import replace
+    util = _utilisation(p, goodput if p.arrival_rps <= 0 else simulate(replace(p, arrival_rps=0.0), cfg, n).goodput_tps)
+    return Metrics(goodput, tr.tokens_verified / max(tr.verifications, 1), _pct(lat, 50), _pct(lat, 95),
+                   1.0 - tr.verify_s / span, d_idle, span / max(tr.cycles, 1), 0.0, tr.verify_s / max(tr.cycles, 1),
+                   util, bool(p.arrival_rps <= 0 or util < 1.0))
 
-        cap = simulate(replace(p, arrival_rps=0.0), cfg, n).goodput_tps
-        util = rate * float(np.mean([_tokens(p, c) for c in range(k)])) / cap if cap > 0 else math.inf
-    return Metrics(goodput, tokens_verified / max(verifs, 1), _pct(lat, 50), _pct(lat, 95),
-                   1.0 - tv_total / span, d_idle, span / max(cyc, 1), 0.0, tv_total / max(cyc, 1), util,
-                   bool(rate <= 0 or util < 1.0))
+
+def _utilisation(p: SpecServeProblem, capacity_tps: float) -> float:
+    """Offered tokens/s over the configuration's capacity (its offline replay's goodput): online, the replayed
+    goodput is capped by the arrivals, so the ratio to it would be ~1 whether or not the configuration keeps up."""
+    if p.arrival_rps <= 0:
+        return 1.0
+    offered = p.arrival_rps * float(np.mean([_tokens(p, c) for c in range(len(p.domains))]))
+    return offered / capacity_tps if capacity_tps > 0 else math.inf
+
+
+def simulate_replicas(p: SpecServeProblem, cfg: Config, scales: Sequence[float], router: str,
+                      requests: int | None = None) -> Metrics:
+    """Predicted metrics of `cfg` (a one-node configuration: target-only or a co-located drafter) replicated on
+    several nodes: replica i serves the requests that `router` (core/request_router.py) sends it, on its own
+    node (`scales[i]` emulated seconds per CPU second; verification and co-located drafting both run there), with
+    no interaction between replicas. Goodput = all tokens / the last replica's finish; latencies pooled;
+    verifier idle = the replicas' mean."""
+    n = int(requests or p.requests)
+    reqs = _workload(p, n)
+    where = assign(n, [1.0 / float(s) for s in scales], router)
+    ends, verify, cycles, verifs, tv = [], 0.0, 0, 0, 0.0
+    for i, s in enumerate(scales):
+        sub = [r for j, r in enumerate(reqs) if where[j] == i]
+        if not sub:
+            continue
+        tr = _replay(replace(p, verifier_scale=float(s)), cfg, sub)
+        ends.append(tr.end)
+        verify += tr.verify_s
+        cycles += tr.cycles
+        verifs += tr.verifications
+        tv += tr.tokens_verified
+    start = min(r.arrival for r in reqs)
+    span = max(max(ends) - start, 1e-12)
+    goodput = sum(_tokens(p, r.c) for r in reqs) / span
+    lat = [r.finish - r.arrival for r in reqs]
+    cap = goodput if p.arrival_rps <= 0 else simulate_replicas(replace(p, arrival_rps=0.0), cfg, scales, router,
+                                                               n).goodput_tps
+    util = _utilisation(p, cap)
+    return Metrics(goodput, tv / max(verifs, 1), _pct(lat, 50), _pct(lat, 95), 1.0 - verify / (len(ends) * span),
+                   1.0, span * len(ends) / max(cycles, 1), 0.0, verify / max(cycles, 1), util,
+                   bool(p.arrival_rps <= 0 or util < 1.0))

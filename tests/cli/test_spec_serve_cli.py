@@ -59,11 +59,15 @@ def test_plan_inspect_emit_run_and_recovery(smollm2_cache: Path, tmp_path: Path,
     art = tmp_path / "art"
     assert main(["emit", str(tmp_path / "a.json"), "-o", str(art)]) == 0
     cfg = yaml.safe_load((art / "runtime.yaml").read_text())
-    assert {"plan", "target-only", "no-pipelining", "assisted-ee1"} <= set(cfg["configs"])
+    assert {"plan", "target-only", "no-pipelining", "assisted-ee1", "replicas-target-only"} <= set(cfg["configs"])
+    # equal node count: target-only on the verifier and both drafter nodes (8 GB each hold the target)
+    reps = cfg["configs"]["replicas-target-only"]["replicas"]
+    assert [r["node"] for r in reps] == ["hub", "edge1", "edge2"]
     cos = "plan" if chosen == "cosine" else "cosine"
     outs = {}
-    # the plan's own configuration, target-only (the same when recommended) and CoSine's when not recommended
-    for name in sorted({"plan", cos} | ({"target-only"} if chosen != "target-only" else set())):
+    # the plan's own configuration, target-only (the same when recommended), CoSine's when not recommended, and
+    # target-only replicated on every node (requests split by the plan's router, each replica on its node's clock)
+    for name in sorted({"plan", cos, "replicas-target-only"} | ({"target-only"} if chosen != "target-only" else set())):
         rec_path = tmp_path / f"{name}.json"
         argv = ["run", str(art), "--transport", "local", "--requests", "3", "--json", str(rec_path)]
         if name != "plan":
@@ -72,6 +76,12 @@ def test_plan_inspect_emit_run_and_recovery(smollm2_cache: Path, tmp_path: Path,
         rec = json.loads(rec_path.read_text())
         assert rec["totals"]["requests"] == 3 and rec["totals"]["clock"] == "EMULATED"
         outs[name] = [r["out"] for r in rec["rows"]]
+        if name == "replicas-target-only":
+            from core.request_router import assign
+
+            where = assign(3, [1 / r["scale"] for r in reps], cfg["configs"][name]["router"])
+            assert [r["replica"] for r in rec["rows"]] == [reps[i]["node"] for i in where]
+            assert any("replicated on" in e for e in rec["totals"]["events"])
     outs.setdefault("target-only", outs["plan"])
     for name in outs:                                      # greedy speculation = target-only tokens
         assert outs[name] == outs["target-only"], name

@@ -215,3 +215,60 @@ def test_online_utilisation_is_against_the_offline_capacity() -> None:
     heavy = simulate(replace(small_problem(arrival=4.0 * rate), requests=12), cfg)
     assert light.utilisation == pytest.approx(0.25) and light.stable
     assert heavy.utilisation == pytest.approx(4.0) and not heavy.stable
+
+
+def test_request_routers_split_by_count_and_by_speed() -> None:
+    from core.request_router import assign
+
+    assert assign(7, [1.0, 1.0, 1.0], "round-robin") == [0, 1, 2, 0, 1, 2, 0]
+    w = assign(40, [20.0, 10.0, 10.0], "weighted-round-robin")           # a node twice as fast gets twice as many
+    assert [w.count(i) for i in range(3)] == [20, 10, 10] and w[:4] == [0, 1, 2, 0]
+    with pytest.raises(ValueError):
+        assign(3, [1.0], "least-recently-used")
+
+
+def test_replicas_replay_each_node_on_its_own_share_of_requests() -> None:
+    """Oracle by hand (linear verify model, no grid): target-only, offline, one group per replica, 8 requests of 7
+    tokens. Round-robin over three equal replicas: 3, 3, 2 requests, so the makespan is 7 forwards of a batch of 3.
+    Speed-weighted over a verifier twice as fast as two drafter nodes: 4, 2, 2 requests, each replica at its own
+    scale, the makespan the slowest replica's."""
+    from dataclasses import replace
+
+    from solvers.spec_serve.cosine import replica_nodes, replicated
+    from solvers.spec_serve.simulate import simulate_replicas
+
+    p = replace(small_problem(), requests=8, new_tokens=7.0)
+    a, b = p.verify_cpu_s
+    cfg = Config((-1, -1), (-1, -1, -1), (0, 0, 0), 8, False)
+    m = simulate_replicas(p, cfg, [0.05, 0.05, 0.05], "round-robin")
+    assert m.goodput_tps == pytest.approx(56 / (7 * (a + 3 * b) * 0.05))
+    names, scales = replica_nodes(p)
+    assert names == ["verifier", "e1", "e2"] and scales == [0.05, 0.1, 0.1]
+    m = simulate_replicas(p, cfg, scales, "weighted-round-robin")
+    assert m.goodput_tps == pytest.approx(56 / max(7 * (a + 4 * b) * 0.05, 7 * (a + 2 * b) * 0.1))
+    assert m.tokens_per_verify == pytest.approx(1.0)
+    # the baseline takes the better router and batch cap by the same replay
+    rep = replicated(p)
+    assert rep.params["replicas"] == names and rep.params["router"] in ("round-robin", "weighted-round-robin")
+    for r in ("round-robin", "weighted-round-robin"):
+        assert rep.objective >= simulate_replicas(p, cfg, scales, r).goodput_tps * (1 - 1e-9)
+    # a node that cannot hold the target holds no replica
+    assert replica_nodes(replace(p, target_ok=np.array([True, False])))[0] == ["verifier", "e1"]
+
+
+def test_plan_recommends_replicas_when_they_beat_every_one_node_candidate() -> None:
+    """Equal node count: with drafters that never match and drafter nodes as fast as the verifier, target-only on
+    three nodes beats target-only on one (a verifier forward's fixed cost dominates), so the plan serves the
+    replicas, never the one-node configuration its replica baseline beats."""
+    from dataclasses import replace
+
+    from solvers.spec_serve.cosine import recommend, replicated
+
+    p = replace(_useless(small_problem()), node_scale=np.array([0.05, 0.05]))
+    ngram = p.drafters.index("ngram")
+    sols = {"target-only": target_only(p), "replicas-target-only": replicated(p),
+            "assisted-ngram": colocated(p, ngram), "replicas-assisted-ngram": replicated(p, ngram)}
+    assert sols["replicas-target-only"].objective > sols["target-only"].objective * (1 + MARGIN)
+    name, why = recommend(sols)
+    assert name == "replicas-target-only" and "replicas-target-only" in why
+    assert all(s.objective <= sols[name].objective * (1 + MARGIN) for s in sols.values())

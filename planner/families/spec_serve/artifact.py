@@ -90,20 +90,27 @@ def parse_kill(text: str | None, nodes: Any) -> dict[str, int]:
 
 
 def serve(cfg: dict[str, Any], name: str, requests: list[Any], transport: str, kill: dict[str, int],
-          progress: Progress, nodes_down: dict[str, str] | None = None) -> dict[str, Any]:
-    """Start the nodes of configuration `name`, serve `requests`, stop them; measured totals."""
+          progress: Progress, nodes_down: dict[str, str] | None = None,
+          loaded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start the nodes of configuration `name`, serve `requests`, stop them; measured totals. `loaded`: models
+    already built in this process (local transport), reused across calls (the benchmark's repetitions)."""
     from core.cache import cache_dir
-    from runtime.spec_serve.engine import Engine
+    from runtime.spec_serve.engine import Engine, serve_replicas
     from runtime.spec_serve.nodes import make_nodes, stop_ray
 
     c = cfg["configs"][name]
+    if c.get("replicas") and kill:
+        raise PlannerError(f"--kill does not apply to '{name}', which replicates the target on every node (no "
+                           "drafter node to lose)", "drop --kill, or run a configuration with drafter nodes")
     hosting = {n: cfg["drafters"][v["drafter"]] for n, v in c["nodes"].items()
                if v.get("drafter") and n not in (nodes_down or {})}
     progress(f"starting the verifier and {len(hosting)} drafter node(s) ({transport})")
     repo = str(Path(__file__).resolve().parents[3])
-    ver, nodes, failures = make_nodes(cfg["model"], hosting, transport, repo, str(cache_dir()))
+    ver, nodes, failures = make_nodes(cfg["model"], hosting, transport, repo, str(cache_dir()), loaded)
     failures.update(nodes_down or {})
     try:
+        if c.get("replicas"):
+            return serve_replicas(c, ver, nodes, requests, lp_select, progress)
         eng = Engine(c, ver, nodes, lp_select, failures, kill)
         return eng.serve(requests, progress)
     finally:

@@ -25,7 +25,11 @@ DESCRIPTIONS = {
     "no-fusion": "CoSine without fusion: one drafter per request",
     "no-pipelining": "CoSine without pipelining: draft, then verify (barrier)",
     "fixed-gamma": "CoSine with one fixed γ for every domain, no adaptation",
+    "replicas-target-only": "target-only replicated on every node that holds the target (verifier and drafter "
+                            "nodes, each at its emulated speed), requests split by a standard router: the "
+                            "equal-node-count baseline",
 }
+TARGET_PARAMS = 134.5e6          # SmolLM2-135M: 28.3 M embedding/head + 30 x 3.54 M per block (fp32 replicas)
 
 
 @dataclass
@@ -193,6 +197,8 @@ def lower(ctx: PlanContext) -> Any:
                 # fp32 early-exit weights: embedding/head + K blocks (SmolLM2: 28.3 M + 3.54 M per block)
                 need = 4 * (28.3e6 + 3.54e6 * st.drafters[d]["layers"]) + weights[d]
                 ok[i, j] = need < 0.8 * float(n.hardware.memory_bytes)
+    # a target replica (the equal-node-count baselines): fp32 weights within the same share of the node's memory
+    target_ok = np.array([4 * TARGET_PARAMS < 0.8 * float(n.hardware.memory_bytes) for n in topo.drafters], dtype=bool)
     return SpecServeProblem(
         drafters=names, nodes=nodes, domains=st.domains, sets=sets,
         alpha=np.array(c["alpha"]), draft_cpu_s=np.array([c["draft_cpu_s"][n] for n in names]),
@@ -201,13 +207,13 @@ def lower(ctx: PlanContext) -> Any:
         verifier_scale=node_scale(topo.verifier.hardware, host),
         link_delay_s=np.array([topo.delay_s[n] for n in nodes]), link_rate_bps=np.array([topo.rate_bps[n] for n in nodes]),
         domain_share=share, requests=int(wl.count or len(st.prompts)), new_tokens=float(o.new_tokens),
-        arrival_rps=o.arrival_rps, gamma_max=o.gamma_max, max_fanout=o.fanout, node_ok=ok,
+        arrival_rps=o.arrival_rps, gamma_max=o.gamma_max, max_fanout=o.fanout, node_ok=ok, target_ok=target_ok,
         prefill_verify_cpu_s=float(c["prefill_verify_cpu_s_per_token"]),
         prefill_draft_cpu_s=np.array([c["prefill_draft_cpu_s_per_token"][n] for n in names]),
         prompt_tokens=np.array(c["prompt_tokens"]),
         meta={"tokens_per_verify": c["tokens_per_verify"], "verify_curve": verify_curve(c["verify_points"]),
               "verify_batch_grid": verify_batch_grid(c.get("verify_batch_points") or []),
-              "tokens_by_domain": tokens_by_domain(c, st.domains, o)})
+              "tokens_by_domain": tokens_by_domain(c, st.domains, o), "verifier_name": topo.verifier.name})
 
 
 def verify_curve(points: list[list[float]]) -> list[list[float]]:
@@ -256,12 +262,18 @@ def baselines(ctx: PlanContext) -> None:
     configuration; the recommendation is the best of CoSine, target-only and the single drafters."""
     from dataclasses import replace
 
-    from solvers.spec_serve.cosine import colocated, recommend, rescore, solve as cosine, target_only
+    from solvers.spec_serve.cosine import (colocated, recommend, replica_nodes, replicated, rescore, solve as cosine,
+                                           target_only)
 
     st, p = ctx.state, ctx.state.problem
     st.baselines["target-only"] = target_only(p)
     for d, name in enumerate(p.drafters):
         st.baselines[f"assisted-{name}"] = colocated(p, d)
+    # equal node count: the same one-node configurations replicated on every node that can hold the target
+    if len(replica_nodes(p)[0]) > 1:
+        st.baselines["replicas-target-only"] = replicated(p)
+        for d, name in enumerate(p.drafters):
+            st.baselines[f"replicas-assisted-{name}"] = replicated(p, d)
     for name, kw in ABLATIONS.items():
         st.baselines[name] = rescore(p, cosine(p, **kw))
     # the search is a heuristic: an ablation lies inside CoSine's space (pipelining aside), so a better ablation
@@ -309,10 +321,17 @@ def config_record(p: Any, sol: Any) -> dict[str, Any]:
                                 "gamma": int(g), "alpha": round(float(p.alpha[x, c]), 6)})
             etab[dom] = {str(k): round(expected_tokens(p, s, c, k), 6) for k in range(0, p.gamma_max + 1)}
         routing[dom] = entries
-    return {"placement": placement, "colocated": colo, "routing": routing, "group": int(cfg.group),
-            "pipelined": bool(cfg.pipelined),
-            "adaptive": not bool(sol.params.get("one_gamma", False)) and any(g > 0 for g in cfg.gamma),
-            "expected_tokens": etab}
+    rec = {"placement": placement, "colocated": colo, "routing": routing, "group": int(cfg.group),
+           "pipelined": bool(cfg.pipelined),
+           "adaptive": not bool(sol.params.get("one_gamma", False)) and any(g > 0 for g in cfg.gamma),
+           "expected_tokens": etab}
+    if sol.params.get("replicas"):
+        # replicated on every node: one replica per node at that node's emulated speed, requests split by `router`
+        rec["replicas"] = [{"node": n, "scale": round(float(x), 6)}
+                           for n, x in zip(sol.params["replicas"], sol.params["replica_scales"])]
+        rec["router"] = sol.params["router"]
+        rec["placement"] = {n: None for n in placement}      # drafter nodes hold replicas, not drafters
+    return rec
 
 
 def lift(ctx: PlanContext) -> None:
@@ -356,6 +375,9 @@ def lift(ctx: PlanContext) -> None:
         default = (f"single-drafter speculation, {s.params.get('drafter')} drafting on the verifier (transformers' "
                    f"assisted generation served by the engine, batch cap {cap})" if s.params.get("drafter") != "ngram"
                    else f"prompt-lookup speculation on the verifier (served by the engine, batch cap {cap})")
+        if s.params.get("replicas") and s.params.get("drafter"):
+            default = (f"{default.replace('on the verifier', 'beside the target')}, replicated on every node "
+                       f"({', '.join(s.params['replicas'])}; {s.params['router']} router): equal node count")
         base[name] = BaselineResult(DESCRIPTIONS.get(name, default),
                                     {k: v for k, v in s.params.items()}, _metrics(s.metrics), {},
                                     {**rec, "gamma_by_domain": {d: int(s.config.gamma[i]) for i, d in enumerate(p.domains)}})

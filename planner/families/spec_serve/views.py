@@ -32,6 +32,10 @@ def plan_tables(plan: Plan, wide: bool = False) -> list[Any]:
         pt.add_row(n, dr or "-", f"{d['node_scale'][n]:.3g}", f"{1e3 * lk['delay_s']:.3g} ms",
                    f"{lk['rate_bps'] / 1e6:.4g} Mbit/s")
     out.append(pt)
+    if d.get("replicas"):
+        out.append(Text("replicated (equal node count): the target" + (f" + {d['colocated']}" if d.get("colocated") else "")
+                        + " on " + ", ".join(f"{r['node']} (scale {r['scale']:.3g})" for r in d["replicas"])
+                        + f"; requests split by the {d['router']} router"))
     rt = table("routing table (domain -> drafters, γ; measured acceptance and tokens per verification)")
     for c in ("domain", "drafters", "γ", "α", "E[n]", "fallback"):
         rt.add_column(c, justify="left" if c in ("domain", "drafters", "fallback") else "right")
