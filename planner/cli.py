@@ -638,6 +638,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `planner` console script."""
     debug = "--debug" in (sys.argv[1:] if argv is None else list(argv))
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # transformers' own "Loading weights" bars would mix into stderr beside our live line (or into a CI log)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     previous = _on_sigterm()
     try:
         args = build_parser().parse_args(argv)

@@ -95,3 +95,11 @@ def test_plan_inspect_emit_run_and_recovery(smollm2_cache: Path, tmp_path: Path,
         rec = json.loads(rec_path.read_text())
         assert any(f"node {placed[0]} died" in e for e in rec["totals"]["events"])
         assert [r["out"] for r in rec["rows"]] == outs["target-only"]
+    # --kill names a drafter node to lose; a replicated configuration has none: one line, exit 2, nothing written
+    capsys.readouterr()
+    bad = tmp_path / "kill-replicas.json"
+    assert main(["run", str(art), "--transport", "local", "--requests", "3", "--kill", "edge1@1",
+                 "--baseline", "replicas-target-only", "--json", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--kill does not apply to 'replicas-target-only'" in err[0], err
+    assert not bad.exists()

@@ -89,6 +89,13 @@ def parse_kill(text: str | None, nodes: Any) -> dict[str, int]:
     return {name: int(cyc)}
 
 
+def refuse_kill_on_replicas(name: str, config: dict[str, Any], kill: dict[str, int]) -> None:
+    """A replicated configuration has no drafter node to lose: `--kill` with it is a usage error."""
+    if config.get("replicas") and kill:
+        raise PlannerError(f"--kill does not apply to '{name}', which replicates the target on every node (no "
+                           "drafter node to lose)", "drop --kill, or run a configuration with drafter nodes")
+
+
 def serve(cfg: dict[str, Any], name: str, requests: list[Any], transport: str, kill: dict[str, int],
           progress: Progress, nodes_down: dict[str, str] | None = None,
           loaded: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -99,9 +106,7 @@ def serve(cfg: dict[str, Any], name: str, requests: list[Any], transport: str, k
     from runtime.spec_serve.nodes import make_nodes, stop_ray
 
     c = cfg["configs"][name]
-    if c.get("replicas") and kill:
-        raise PlannerError(f"--kill does not apply to '{name}', which replicates the target on every node (no "
-                           "drafter node to lose)", "drop --kill, or run a configuration with drafter nodes")
+    refuse_kill_on_replicas(name, c, kill)
     hosting = {n: cfg["drafters"][v["drafter"]] for n, v in c["nodes"].items()
                if v.get("drafter") and n not in (nodes_down or {})}
     progress(f"starting the verifier and {len(hosting)} drafter node(s) ({transport})")
@@ -134,6 +139,7 @@ def run(artifact: Path, values: FlagValues, progress: Progress) -> RunReport:
         raise PlannerError(f"{artifact} has no configuration '{name}'",
                            f"use --baseline with one of: {', '.join(k for k in cfg['configs'] if k != 'plan')}")
     kill = parse_kill(values["kill"], cfg["configs"][name]["nodes"])
+    refuse_kill_on_replicas(name, cfg["configs"][name], kill)      # before any model loads
     reqs, acc = build_requests(cfg, values["requests"], progress)
     res = serve(cfg, name, reqs, str(values["transport"]), kill, progress)
     rec = Receipt(family="spec-serve", config=name,
