@@ -4,7 +4,8 @@ on 10 / 100 / 10 000 devices, and federated LoRA fine-tuning of truncated SmolLM
 1. memory: MiniLM (real weights), GPT-2 and BERT-base at full size; predicted (profile fitted from four
    steps) vs MEASURED bytes (saved-tensor hooks + parameters/gradients/Adam) at other depths and
    quantisation, and the textbook closed form for comparison.
-2. solver: populations gen:10, gen:100, gen:10000 (seed 0) planning GPT-2 (batch 4, seq 256): solver time,
+2. solver: populations gen:10, gen:100, gen:10000 (seed 0) planning GPT-2 (batch 4, seq 256; --quick: gen:10 and
+   gen:100 planning the bed's smollm2-135m:4L at batch 4, seq 48, whose profile the bed measures anyway): solver time,
    predicted round time and progress rate, participants (memory feasibility) of the plan vs every
    baseline, the CP-SAT gap where it applies. Round times are PREDICTED from this CPU's measured times
    scaled by FLOP/s ratios to the catalog devices.
@@ -26,7 +27,10 @@ on 10 / 100 / 10 000 devices, and federated LoRA fine-tuning of truncated SmolLM
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -37,6 +41,24 @@ import numpy as np
 from core.atomic_io import write_text_atomic
 
 OUT = Path("build/bench/fed_lora.json")
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its finished children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@contextlib.contextmanager
+def timed(timing: dict, name: str):
+    """Record a section's wall seconds, CPU seconds (this process and its children) and the 1-minute load average at
+    its start and end in `timing[name]`: on a shared machine the CPU seconds say what a quiet run would take."""
+    wall0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()[0]
+    try:
+        yield
+    finally:
+        timing[name] = {"wall_s": round(time.perf_counter() - wall0, 1), "cpu_s": round(_cpu_s() - cpu0, 1),
+                        "load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
 def table(title: str, cols: list[str], rows: list[list[object]]) -> str:
@@ -81,6 +103,8 @@ def bench_memory(quick: bool) -> list[dict]:
 
 
 # ------------------------------------------------------------------ 2. solver at scale
+SOLVER_MODEL = ("gpt2", 4, 256, 20)                   # (model, batch, seq, local steps)
+SOLVER_MODEL_QUICK = ("smollm2-135m:4L", 4, 48, 3)    # the instruction bed's model and shape (BED_MODEL below)
 def bench_solver(quick: bool) -> list[dict]:
     from planner.api import plan_from_argv
     from planner.families.fed_lora.lowering import build_problem
@@ -90,10 +114,13 @@ def bench_solver(quick: bool) -> list[dict]:
 
     rows = []
     sizes = (10, 100) if quick else (10, 100, 10_000)
+    # --quick plans the bed's model at the bed's shape (its profile is measured once and serves both sections);
+    # GPT-2's profile at seq 256 costs minutes of CPU on a cold cache (profile version 5: 36 timed steps).
+    model = SOLVER_MODEL_QUICK if quick else SOLVER_MODEL
     for n in sizes:
         t0 = time.perf_counter()
-        ctx = plan_from_argv(["gpt2", "--scenario", "fed-lora", "--clients", f"gen:{n}:0", "--batch-size", "4",
-                              "--seq-len", "256", "--local-steps", "20", "--allow-sit-out"])
+        ctx = plan_from_argv([model[0], "--scenario", "fed-lora", "--clients", f"gen:{n}:0", "--batch-size", str(model[1]),
+                              "--seq-len", str(model[2]), "--local-steps", str(model[3]), "--allow-sit-out"])
         plan_s = time.perf_counter() - t0
         low = build_problem(ctx.state.population, ctx.state.profile, ctx.options)
         p = low.problem
@@ -109,7 +136,8 @@ def bench_solver(quick: bool) -> list[dict]:
             gap = (e.objective - sol.objective) / e.objective
         for name, s in entries.items():
             m = s.metrics
-            rows.append({"devices": n, "config": name, "solver_s": min(times) if name == "fedquad" else s.wall_time_s,
+            rows.append({"devices": n, "model": model[0], "config": name,
+                         "solver_s": min(times) if name == "fedquad" else s.wall_time_s,
                          "round_time_s": m.round_time_s, "progress_rate": m.progress_rate,
                          "participants": m.participants, "sitting_out": len(m.sitting_out),
                          "memory_ok": bool(np.all(m.memory_ok)), "spread": m.spread,
@@ -344,7 +372,7 @@ def bench_instruct_seed(seed: int, args: argparse.Namespace, configs: tuple[str,
             out["runs"][cfg] = {**out["runs"][same], "identical_to": same}
             print(f"  seed {seed} [{cfg}]: the same client configurations as {same}; not run again", flush=True)
             continue
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rec = run_in_process(art, rounds=args.rounds, baseline=None if cfg == "plan" else cfg,
                              on_round=lambda r, c=cfg: print(f"  seed {seed} [{c}] round {r['round']}: answer-token acc "
                                                               f"{r['accuracy']:.3f} emulated round {r['emulated_round_s']:.3g} s",
@@ -353,7 +381,8 @@ def bench_instruct_seed(seed: int, args: argparse.Namespace, configs: tuple[str,
         merr = [abs(e["memory_error"]) for e in rec["devices"].values() if e.get("memory_error") is not None]
         out["runs"][cfg] = {"curve": [{k: r[k] for k in ("round", "accuracy", "loss", "emulated_round_s", "emulated_clock_s")}
                                       for r in rec["rounds"]],
-                            "wall_s": time.perf_counter() - t0, "final_accuracy": rec["final_accuracy"],
+                            "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                            "final_accuracy": rec["final_accuracy"],
                             "emulated_clock_s": rec["emulated_clock_s"],
                             "median_round_time_error": float(np.median(errs)) if errs else None,
                             "max_memory_error": float(max(merr)) if merr else None,
@@ -541,12 +570,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rss_probe(*args.rss_probe)))
         return 0
     result: dict = {}
+    timing: dict = {}
+    wall0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()[0]
     if not args.skip_independent:
         print(f"1b. memory model (fitted from saved-tensor hooks) vs peak RSS of a fresh process per step", flush=True)
-        result["memory_independent"] = bench_memory_independent(
-            configs=PROBE_CONFIGS_QUICK if args.quick else PROBE_CONFIGS)
+        with timed(timing, "memory_independent"):
+            result["memory_independent"] = bench_memory_independent(
+                configs=PROBE_CONFIGS_QUICK if args.quick else PROBE_CONFIGS)
     if not args.skip_memory:
-        rows = bench_memory(args.quick)
+        with timed(timing, "memory"):
+            rows = bench_memory(args.quick)
         result["memory"] = rows
         print(table("1. memory model vs measurement (full-size models, batch 2, seq 64; MiB)",
                     ["model", "d", "q", "bits", "saved pred", "saved meas", "err", "total err", "closed-form err"],
@@ -554,9 +587,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['saved_pred'] / r['saved_meas'] - 1:+.1%}", f"{r['total_pred'] / r['total_meas'] - 1:+.1%}",
                       f"{r['closed_form_saved'] / r['saved_meas'] - 1:+.0%}"] for r in rows]))
     if not args.skip_solver:
-        rows = bench_solver(args.quick)
+        with timed(timing, "solver"):
+            rows = bench_solver(args.quick)
         result["solver"] = rows
-        print(table("2. FedQuad vs baselines, GPT-2 (batch 4, seq 256), gen:N populations (PREDICTED times)",
+        solver_model = SOLVER_MODEL_QUICK if args.quick else SOLVER_MODEL
+        print(table(f"2. FedQuad vs baselines, {solver_model[0]} (batch {solver_model[1]}, seq {solver_model[2]}), gen:N "
+                    "populations (PREDICTED times)",
                     ["N", "config", "solver s", "round s", "R /s", "train", "out", "spread", "depth", "gap"],
                     [[r["devices"], r["config"], r["solver_s"], r["round_time_s"], r["progress_rate"], r["participants"],
                       r["sitting_out"], f"{r['spread']:.0%}", r["mean_depth"],
@@ -565,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds = args.rounds or (6 if args.quick else 12)
         args.local_steps = args.local_steps or 3
         args.lr = args.lr or BED_LR
-        bed = result["bed"] = run_bed(args)
+        with timed(timing, "bed"):
+            bed = result["bed"] = run_bed(args)
         rows = []
         for s in bed["seeds"]:
             for cfg, r in s["runs"].items():
@@ -596,7 +633,11 @@ def main(argv: list[str] | None = None) -> int:
         for part in ("bed", "memory_independent"):
             if part not in result and part in earlier:
                 result[part] = earlier[part]
+    timing["total"] = {"wall_s": round(time.perf_counter() - wall0, 1), "cpu_s": round(_cpu_s() - cpu0, 1),
+                       "load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+    result["timing"] = timing
     result["summary"] = summary_of(result)
+    result["summary"]["timing"] = timing
     print("summary:", json.dumps(result["summary"], sort_keys=True))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(result, indent=2, default=float) + "\n")

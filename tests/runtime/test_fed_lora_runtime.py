@@ -96,6 +96,17 @@ def test_clients_train_their_planned_depth_and_memory_is_counted(artifact: Path)
         mems[cid] = m["measured-memory-bytes"]
         assert m["bytes-up"] == m["bytes-down"]
     assert mems["phone-0"] < mems["nano-0"] < mems["agx-0"]
+    # Client models share the cached base model's frozen tensors (no copy per client round): after three clients
+    # trained (the digits head included), the base weights are still the emitted ones, and a copy shares them.
+    from safetensors.torch import load_file
+
+    from runtime.fed.lora_model import base_model
+
+    emitted = load_file(str(artifact / "model" / "weights.safetensors"))
+    one, two = base_model(art), base_model(art)
+    for (name, a), b in zip(one.state_dict().items(), two.state_dict().values()):
+        assert a.data_ptr() == b.data_ptr()
+        assert torch.equal(a, emitted[name]), name
 
 
 def _flower_pids(under: Path) -> set[int]:
