@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from core.atomic_io import write_text_atomic
 
@@ -339,6 +340,23 @@ def bed_population(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def bed_artifact(work: Path, seed: int, rounds: int, local_steps: int = 3,
+                 plan_args: tuple[str, ...] = ()) -> tuple[Path, dict]:
+    """Plan the instruction bed's population (clients written into `work`), emit it with the bed's learning rate
+    and task data of `seed`: (artifact directory, its runtime.yaml as a dict). The pilot and the diagnosis build
+    their variants on it."""
+    from planner.api import emit_artifact, plan_from_argv
+
+    pop = work / "clients.yaml"
+    bed_population(pop)
+    ctx = plan_from_argv([BED_MODEL, "--scenario", "fed-lora", "--clients", str(pop), "--batch-size", "4",
+                          "--seq-len", "48", "--local-steps", str(local_steps), "--rounds", str(rounds), *plan_args])
+    data = f"instruct:{BED_TASKS},total=400,test_per_task=12,seed={seed}"
+    art = Path(emit_artifact(ctx.plan, work / "build", ["--lr", str(BED_LR), "--seed", str(seed),
+                                                        "--task-data", data]))
+    return art, yaml.safe_load((art / "runtime.yaml").read_text())
+
+
 def bench_instruct_seed(seed: int, args: argparse.Namespace, configs: tuple[str, ...]) -> dict:
     """One seed of the instruction bed: plan, emit (data split `seed`), then every configuration through the same
     Flower apps in this process (same start: the emitted initial adapters; same split; every client every round)."""
@@ -573,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     timing: dict = {}
     wall0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()[0]
     if not args.skip_independent:
-        print(f"1b. memory model (fitted from saved-tensor hooks) vs peak RSS of a fresh process per step", flush=True)
+        print("1b. memory model (fitted from saved-tensor hooks) vs peak RSS of a fresh process per step", flush=True)
         with timed(timing, "memory_independent"):
             result["memory_independent"] = bench_memory_independent(
                 configs=PROBE_CONFIGS_QUICK if args.quick else PROBE_CONFIGS)

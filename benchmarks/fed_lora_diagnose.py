@@ -62,22 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from benchmarks.fed_lora import BED_LR, BED_MODEL, BED_TASKS, bed_population
-    from planner.api import emit_artifact, plan_from_argv
+    from benchmarks.fed_lora import BED_TASKS, bed_artifact
     from runtime.fed import lora_run
 
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="fedlora-diag-"))
-    pop = work / "clients.yaml"
-    bed_population(pop)
-    ctx = plan_from_argv([BED_MODEL, "--scenario", "fed-lora", "--clients", str(pop), "--batch-size", "4",
-                          "--seq-len", "48", "--local-steps", "3", "--rounds", str(args.rounds)]
-                         + (["--utility-fit", str(args.utility_fit)] if args.utility_fit else []))
-    data = f"instruct:{BED_TASKS},total=400,test_per_task=12,seed={args.seed}"
-    art = Path(emit_artifact(ctx.plan, work / "build", ["--lr", str(BED_LR), "--seed", str(args.seed),
-                                                        "--task-data", data]))
+    art, cfg = bed_artifact(work, args.seed, args.rounds,
+                            plan_args=("--utility-fit", str(args.utility_fit)) if args.utility_fit else ())
     cfg_path = art / "runtime.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
     L = int(cfg["lora"]["num_blocks"])
     variant = {cid: dict(c) for cid, c in cfg["clients"].items()}
     for item in args.set:

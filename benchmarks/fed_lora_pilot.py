@@ -67,21 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from benchmarks.fed_lora import BED_LR, BED_MODEL, BED_TASKS, bed_population
-    from planner.api import emit_artifact, plan_from_argv
+    from benchmarks.fed_lora import BED_MODEL, BED_TASKS, bed_artifact
     from runtime.fed.lora_run import run_in_process
 
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="fedlora-pilot-"))
-    pop = work / "clients.yaml"
-    bed_population(pop)
-    ctx = plan_from_argv([BED_MODEL, "--scenario", "fed-lora", "--clients", str(pop), "--batch-size", "4",
-                          "--seq-len", "48", "--local-steps", str(args.local_steps), "--rounds", str(args.rounds)])
-    data = f"instruct:{BED_TASKS},total=400,test_per_task=12,seed={args.seed}"
-    art = Path(emit_artifact(ctx.plan, work / "build", ["--lr", str(BED_LR), "--seed", str(args.seed),
-                                                        "--task-data", data]))
+    art, cfg = bed_artifact(work, args.seed, args.rounds, args.local_steps)
     cfg_path = art / "runtime.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
     L = int(cfg["lora"]["num_blocks"])
     template = cfg["baselines"]["uniform_depth"]["clients"]
     for d, q in PILOT_CONFIGS:          # every client at (d, q): a pseudo-baseline the runtime can run by name

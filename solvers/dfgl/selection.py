@@ -55,16 +55,22 @@ def budget_margin(cand: "Ranked", baselines: list["Ranked"]) -> float:
     return float(1.0 - cand.metrics.loss[-1]) - max((accuracy_at(b.metrics, budget) for b in baselines), default=0.0)
 
 
+def _fast_enough(ranking: list["Ranked"]) -> tuple[list["Ranked"], list["Ranked"]]:
+    """(the baselines, the candidates predicted to reach the target `TIME_TARGET` sooner than every baseline
+    that reaches it); no candidates when no baseline reaches the target."""
+    base = [r for r in ranking if r.name.startswith("baseline:")]
+    reach = [r.time_to_target_s for r in base if r.time_to_target_s != float("inf")]
+    if not reach:
+        return base, []
+    bound = (1.0 - TIME_TARGET) * min(reach)
+    return base, [r for r in ranking if not r.name.startswith("baseline:") and r.time_to_target_s <= bound + 1e-12]
+
+
 def prefer_accuracy_at_budget(ranking: list["Ranked"]) -> tuple[list["Ranked"], str]:
     """`ranking` (best time first) with the candidate of the highest `budget_margin` moved to the front among
     those predicted to reach the target `TIME_TARGET` sooner than every baseline that reaches it; the rule that
     decided ("time" when no candidate qualifies or the fastest is already the best at the budget)."""
-    base = [r for r in ranking if r.name.startswith("baseline:")]
-    reach = [r.time_to_target_s for r in base if r.time_to_target_s != float("inf")]
-    if not reach:
-        return ranking, "time"
-    bound = (1.0 - TIME_TARGET) * min(reach)
-    ok = [r for r in ranking if not r.name.startswith("baseline:") and r.time_to_target_s <= bound + 1e-12]
+    base, ok = _fast_enough(ranking)
     if not ok:
         return ranking, "time"
     best = max(ok, key=lambda r: (round(budget_margin(r, base), 9), -r.time_to_target_s, -r.bytes_to_target))
@@ -77,12 +83,7 @@ def prefer_fewer_bytes(ranking: list["Ranked"]) -> tuple[list["Ranked"], str]:
     """`ranking` (best time first) with the candidate of the fewest predicted bytes to target moved to the front
     among those predicted to reach the target `TIME_TARGET` sooner than every baseline that reaches it (the
     bytes-aware variant of the selection, docs/dfgl.md §7 "bytes"); the rule that decided."""
-    base = [r for r in ranking if r.name.startswith("baseline:")]
-    reach = [r.time_to_target_s for r in base if r.time_to_target_s != float("inf")]
-    if not reach:
-        return ranking, "time"
-    bound = (1.0 - TIME_TARGET) * min(reach)
-    ok = [r for r in ranking if not r.name.startswith("baseline:") and r.time_to_target_s <= bound + 1e-12]
+    _, ok = _fast_enough(ranking)
     if not ok:
         return ranking, "time"
     best = min(ok, key=lambda r: (round(r.bytes_to_target, 3), r.time_to_target_s, r.name))
