@@ -173,6 +173,18 @@ def target_rule(start: float, curves: list[list[float]]) -> dict[str, Any]:
             "round1_best_gain": first, "target_above_round1": frac * best_gain > first}
 
 
+def choose_lr(grid: list[float], sweep: dict[str, Any], rule: str, min_retention: float) -> float:
+    """One method's rate from its decision-seed sweep. `accuracy`: best final held-out accuracy. `retention`: best
+    final held-out accuracy among the rates whose probe retention is >= `min_retention` (share of the base); when no
+    rate keeps that much, the rate with the highest retention. Ties go to the smaller rate."""
+    if rule == "retention":
+        ok = [lr for lr in grid if sweep[str(lr)]["retention_share_of_base"] >= min_retention]
+        if not ok:
+            return max(grid, key=lambda lr: (sweep[str(lr)]["retention_share_of_base"], -lr))
+        grid = ok
+    return max(grid, key=lambda lr: (sweep[str(lr)]["final_token_accuracy"], -lr))
+
+
 def decide(args: argparse.Namespace, work: Path, t0: float) -> dict[str, Any]:
     """Everything chosen on the decision seed (never scored): each method's learning rate (best final held-out
     accuracy over its grid) and, with `--target decision`, the downstream target's gain."""
@@ -190,10 +202,15 @@ def decide(args: argparse.Namespace, work: Path, t0: float) -> dict[str, Any]:
                                     "probe_accuracy": r["final"]["probe_accuracy"], "cpu_s": r["cpu_s"],
                                     "budget_ok": r["budget_check"]["all_within"]}
             print(_line(args.decision_seed, cfg, r, t0), flush=True)
-    chosen = {cfg: (max(grids[cfg], key=lambda lr: (sweeps[cfg][str(lr)]["final_token_accuracy"], -lr))
+    for cfg in sweeps:
+        for v in sweeps[cfg].values():
+            v["retention_share_of_base"] = v["probe_top10_accuracy"] / start["probe_top10_accuracy"]
+    chosen = {cfg: (choose_lr(grids[cfg], sweeps[cfg], args.lr_rule, args.min_retention)
                     if sweeps[cfg] else grids[cfg][0]) for cfg in grids}
     out: dict[str, Any] = {"decision_seed": args.decision_seed, "sweeps": sweeps, "lr": chosen,
-                           "start_token_accuracy": start["token_accuracy"]}
+                           "lr_rule": args.lr_rule, "min_retention": args.min_retention,
+                           "start_token_accuracy": start["token_accuracy"],
+                           "start_probe_top10_accuracy": start["probe_top10_accuracy"]}
     if args.target == "decision":
         # Target gain: a fraction of the best final gain either tuned method reached on the decision seed, the
         # first of 1/2, 3/4 that neither method reached in round 1 there (so the target is well above the start
@@ -216,6 +233,12 @@ def main(argv: list[str] | None = None) -> None:
                     "(--full-model: test_per_task=6)")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--decision-seed", type=int, default=100, help="seed of the learning-rate sweeps (never scored)")
+    ap.add_argument("--first-seed", type=int, default=0, help="scored seeds are first-seed .. first-seed+seeds-1")
+    ap.add_argument("--lr-rule", choices=("accuracy", "retention"), default="accuracy",
+                    help="accuracy: each method's rate with the best decision-seed accuracy; retention: the best "
+                         "accuracy among rates keeping >= --min-retention of the base probe score (same rule for both)")
+    ap.add_argument("--min-retention", type=float, default=0.98,
+                    help="share of the base probe top-10 score a rate must keep under --lr-rule retention")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--local-steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None, help="default 8 (--full-model: 4)")
@@ -246,9 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     args.target = args.target or ("decision" if full else "start+points")
     others = ["static_allocation", "fixed_expansion", "full_ft"]
     configs = ["plan", "lora_fedavg"] + ([] if args.quick or full else others)
-    if args.decision_seed in range(seeds):
-        raise SystemExit(f"--decision-seed {args.decision_seed} is a scored seed (0..{seeds - 1}); pick another")
+    scored = range(args.first_seed, args.first_seed + seeds)
+    if args.decision_seed in scored:
+        raise SystemExit(f"--decision-seed {args.decision_seed} is a scored seed ({scored[0]}..{scored[-1]}); pick another")
     out_path = OUT.with_name("fed_expand_full.json") if full else OUT
+    if args.lr_rule != "accuracy":
+        out_path = out_path.with_name(f"{out_path.stem}_{args.lr_rule}.json")
 
     t0, c0 = time.perf_counter(), time.process_time()
     load0 = os.getloadavg()
@@ -258,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         work = Path(tmp) / "decision"
         work.mkdir()
         key = {k: (v if k != "clients" else json.dumps(v, sort_keys=True)) for k, v in vars(args).items()
-               if k not in ("seeds", "quick")}
+               if k not in ("seeds", "quick", "first_seed")}
         cache = out_path.with_name(out_path.stem + "_decision.json")
         old = json.loads(cache.read_text()) if cache.exists() else {}
         if old.get("key") == key:
@@ -273,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         lr_plan, lora_lr = decision["lr"]["plan"], decision["lr"]["lora_fedavg"]
         lrs = {"plan": lr_plan, "lora_fedavg": lora_lr, "static_allocation": lr_plan, "fixed_expansion": lr_plan,
                "full_ft": lr_plan / 10}
-        for seed in range(seeds):
+        for seed in scored:
             work = Path(tmp) / f"s{seed}"
             work.mkdir()
             art = plan_and_emit(work, args.model, args.data, seed, args)
@@ -341,7 +367,8 @@ def summarise(results: dict[str, list[dict[str, Any]]], plans: list[dict[str, An
         "downstream_delta_vs_lora": _stats(down)["mean"], "downstream_delta_vs_lora_spread": _stats(down),
         "rounds_to_target_speedup_vs_lora": float(np.median(speed)), "rounds_to_target_speedup_per_seed": speed,
         "rounds_to_target_censored_at": args.rounds + 1,
-        "seeds": seeds, "decision_seed": args.decision_seed, "lora_lr_chosen": decision["lr"]["lora_fedavg"],
+        "seeds": seeds, "scored_seeds": [r["seed"] for r in fb], "lr_rule": args.lr_rule,
+        "min_retention": args.min_retention, "decision_seed": args.decision_seed, "lora_lr_chosen": decision["lr"]["lora_fedavg"],
         "lora_lr_sweep": decision["sweeps"]["lora_fedavg"], "fedbe_lr": decision["lr"]["plan"],
         "fedbe_lr_sweep": decision["sweeps"]["plan"], "target_definition": args.target,
         "target_points": decision["target_points"], "target_token_accuracy_per_seed": targets,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.fed_expand import rounds_to, target_rule
+from benchmarks.fed_expand import choose_lr, rounds_to, target_rule
 
 
 def test_target_is_half_the_best_gain_when_no_method_reaches_it_in_round_one() -> None:
@@ -23,3 +23,19 @@ def test_target_moves_to_three_quarters_when_round_one_already_reaches_half() ->
 def test_rounds_to_target_is_censored_at_rounds_plus_one() -> None:
     assert rounds_to([0.1, 0.2, 0.35, 0.3], 0.3, 3) == 2
     assert rounds_to([0.1, 0.2, 0.25, 0.29], 0.3, 3) == 4
+
+
+def _sweep(*rows: tuple[float, float, float]) -> dict[str, dict[str, float]]:
+    return {str(lr): {"final_token_accuracy": acc, "retention_share_of_base": ret} for lr, acc, ret in rows}
+
+
+def test_retention_rule_takes_best_accuracy_among_rates_that_keep_the_base() -> None:
+    sweep = _sweep((1e-3, 0.84, 1.01), (3e-3, 0.86, 0.95))
+    assert choose_lr([1e-3, 3e-3], sweep, "accuracy", 0.98) == 3e-3
+    assert choose_lr([1e-3, 3e-3], sweep, "retention", 0.98) == 1e-3
+    assert choose_lr([1e-3, 3e-3], sweep, "retention", 0.90) == 3e-3
+
+
+def test_retention_rule_falls_back_to_the_most_retentive_rate_when_none_qualifies() -> None:
+    sweep = _sweep((1e-3, 0.80, 0.97), (3e-3, 0.86, 0.95))
+    assert choose_lr([1e-3, 3e-3], sweep, "retention", 0.98) == 1e-3
