@@ -408,6 +408,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     fam = family(args.scenario)
     if not fam.can_calibrate:
         raise PlannerError(f"the {fam.name} family has no calibration", "plan it from the hardware profile")
+    if args.clock not in fam.calibration_clocks:
+        raise PlannerError(f"--clock {args.clock}: the {fam.name} calibration is taken in wall time only",
+                           "leave --clock out")
+    if args.rescale is not None and args.clock != "wall":
+        raise PlannerError("--clock with --rescale: a rescale re-times on the clock of the file it rescales",
+                           "leave --clock out")
     with Status(True) as status:
         if args.rescale is not None:
             from planner.calibration import read_calibration
@@ -417,7 +423,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             measured = fam.rescale_calibration(spec, args.tiny, old, record["sha256"])
         else:
             status(f"measuring {spec.name} on this machine")
-            measured = fam.calibrate(spec, args.tiny)
+            measured = fam.calibrate(spec, args.tiny, **({"clock": args.clock} if args.clock != "wall" else {}))
     _console(stderr=True).print(f"wrote {out.write_text(calibration_text(fam.name, spec, args.tiny, measured))}")
     return 0
 
@@ -580,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("-o", "--output", required=True, help="calibration YAML to write")
     ca.add_argument("--rescale", metavar="FILE", help="re-time only the whole forward now and write FILE's figures "
                     "rescaled to this host's current speed (seconds, not minutes; split-inference)")
+    ca.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="time the model in wall time (default) or in this thread's CPU time: a core of its own, host "
+                         "contention not counted as a slower device (split-inference)")
     _common(ca, force=True, wide=False)
     ca.set_defaults(fn=cmd_calibrate)
 

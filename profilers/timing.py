@@ -70,34 +70,48 @@ def calibrate_moe_decode(model: torch.nn.Module, repeats: int = 20, context: int
             "source": f"measured on this CPU: tiny model through the split-expert path, median of {repeats} decode steps"}
 
 
-def time_forward(built: Any, repeats: int = 7, threads: int = 1) -> list[float]:
-    """Wall seconds of `repeats` direct calls of the model's exported GraphModule after one warm-up, `threads`
-    intra-op threads: the same call `time_graph_nodes` sets its level from (`forward`), on its own."""
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
+"""The clocks a calibration can be taken in: `wall` (time.perf_counter: what the call took on this host as loaded,
+waits for a busy core included) or `cpu` (time.thread_time: the CPU time of the calling thread, what a core of
+its own would spend; on a shared host the wall time moved x0.25-x3 within minutes while the CPU time stayed
+within ~15 %, docs/split-inference.md §6)."""
+
+
+def time_forward(built: Any, repeats: int = 7, threads: int = 1, clock: str = "wall",
+                 other: list[float] | None = None) -> list[float]:
+    """Seconds (`clock`: "wall" or "cpu") of `repeats` direct calls of the model's exported GraphModule after one
+    warm-up, `threads` intra-op threads: the same call `time_graph_nodes` sets its level from (`forward`), on its
+    own. `other`, when given, receives the same calls timed on the other clock."""
     from profilers.graph import capture
 
     gm = capture(built).program.module()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _direct_calls(gm, built, repeats)
+        return _direct_calls(gm, built, repeats, clock, other)
     finally:
         torch.set_num_threads(before)
 
 
-def _direct_calls(gm: Any, built: Any, repeats: int) -> list[float]:
-    """Wall seconds of `repeats` direct calls of `gm` on `built`'s inputs after one warm-up, without autograd."""
+def _direct_calls(gm: Any, built: Any, repeats: int, clock: str = "wall", other: list[float] | None = None) -> list[float]:
+    """Seconds (`clock`) of `repeats` direct calls of `gm` on `built`'s inputs after one warm-up, without autograd;
+    the other clock's seconds of the same calls are appended to `other` when given."""
+    tick, tock = CLOCKS[clock], CLOCKS["cpu" if clock == "wall" else "wall"]
     out = []
     with torch.no_grad():
         gm(*built.args, **built.kwargs)
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, u0 = tick(), tock()
             gm(*built.args, **built.kwargs)
-            out.append(time.perf_counter() - t0)
+            out.append(tick() - t0)
+            if other is not None:
+                other.append(tock() - u0)
     return out
 
 
 def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1, totals: list[float] | None = None,
-                     forward: list[float] | None = None, passes: int = 3) -> dict[str, float]:
+                     forward: list[float] | None = None, passes: int = 3, clock: str = "wall",
+                     forward_other: list[float] | None = None) -> dict[str, float]:
     """Seconds of every node of the model's exported graph, run on this CPU with `threads` intra-op threads
     (1: as the split runtime runs each half, one thread per process).
 
@@ -109,6 +123,8 @@ def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1, totals: lis
     placeholders, weight fetches, the output and export's input guard get 0. (Per-node medians on a loaded 2-core host gave identical MiniLM linears 2 ms or 18 ms,
     whichever a preemption hit in most runs, and mis-split the model between edge and cloud by 2-3x.) When
     `totals` is given, each run's sum of node times (s) is appended to it (the calibration's spread).
+    `clock` "cpu" times every node and direct call in this thread's CPU time instead of wall time (a core of its
+    own: waiting for a busy core is not counted); `forward_other` receives the direct calls on the other clock.
     """
     from torch import fx
 
@@ -116,11 +132,13 @@ def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1, totals: lis
 
     times: dict[str, list[float]] = {}
 
+    tick = CLOCKS[clock]
+
     class Timer(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
-            t0 = time.perf_counter()
+            t0 = tick()
             out = super().run_node(n)
-            times.setdefault(n.name, []).append(time.perf_counter() - t0)
+            times.setdefault(n.name, []).append(tick() - t0)
             return out
 
     flat = list(built.args) + [v for v in built.kwargs.values() if isinstance(v, torch.Tensor)]
@@ -147,7 +165,7 @@ def time_graph_nodes(built: Any, repeats: int = 7, threads: int = 1, totals: lis
                     time.sleep(rng.uniform(0.0, time.perf_counter() - t0))
             # the level: the graph as a program runs it (one call of the GraphModule, as the runtime's halves run),
             # interleaved with nothing else; node by node through the Interpreter measured ResNet-50 at 2x that
-            direct.extend(_direct_calls(gm, built, repeats))
+            direct.extend(_direct_calls(gm, built, repeats, clock, forward_other))
     finally:
         torch.set_num_threads(before)
     runs = [sum(v[r] for v in times.values() if len(v) > r) for r in range(repeats * passes)]

@@ -158,6 +158,8 @@ class Family:
         """Whether `planner calibrate` supports this family."""
         return type(self).calibrate is not Family.calibrate
 
+    calibration_clocks: tuple[str, ...] = ("wall",)   # `planner calibrate --clock` values this family takes
+
     def calibrate(self, spec: "ModelSpec", tiny: bool) -> dict[str, Any]:
         """Measure the model on this machine once; `plan --calibration FILE` then plans from the file."""
         raise NotImplementedError

@@ -43,6 +43,10 @@ class EdgeOptions:
     # plus (k - 1) x its CPU time (a device k times slower than this CPU is right now, whatever the host's load;
     # the time the host preempted the compute counts once)
     emulate_slowdown: float | None = None
+    # a factor k: hold each request's edge stage for k x the CPU time its compute took here (a dedicated device k
+    # times slower than this CPU's core; the wall time the host kept the core busy with other work is not counted,
+    # unless the compute's wall time alone passes k x its CPU time: an overrun, counted in the receipt)
+    emulate_cpu: float | None = None
     cache: bool | None = None          # None: runtime.yaml's cache.enabled
     adapt: bool | None = None          # None: on when the plan has a table
     switch_samples: int | None = None  # None: runtime.yaml's adaptation.switch_samples
@@ -73,6 +77,7 @@ class RequestRecord:
     result_bytes: int = 0
     link_s: float = 0.0
     edge_cpu_s: float = 0.0          # this thread's CPU time in the edge compute (time preempted excluded)
+    edge_target_s: float = 0.0       # what the emulation held the stage for (0: no emulation)
     answered_by: str = ""            # "cloud", "edge" (all-edge partition) or "cache"
     label: int | None = None
     summary: torch.Tensor | None = None
@@ -263,6 +268,9 @@ class EdgeRunner:
                 pred = part.predicted        # pad the compute to the plan's; the runtime's own cost comes on top
                 if not self.opts.emulate:
                     target_s = 0.0
+                elif self.opts.emulate_cpu is not None:
+                    # a dedicated device k x slower than this core: k x the CPU time, whatever the host's load
+                    target_s = self.opts.emulate_cpu * (c1 - c0)
                 elif self.opts.emulate_slowdown is not None:
                     # a device K x slower does K x this request's work: K - 1 more times the CPU time it took here.
                     # The wall time the host took the core away during the compute counts once, not K times (K x
@@ -274,7 +282,7 @@ class EdgeRunner:
                     pad_until(t0 + target_s)
                 emulated.append(target_s)
                 t2 = now()
-                rec = RequestRecord(rid, part.pid, t0, t1 - t0, t2 - t1, t2, edge_cpu_s=c1 - c0)
+                rec = RequestRecord(rid, part.pid, t0, t1 - t0, t2 - t1, t2, edge_cpu_s=c1 - c0, edge_target_s=target_s)
                 self.records[rid] = rec
                 self.last_rid = rid
                 n += 1
@@ -308,6 +316,12 @@ class EdgeRunner:
         cpu_ms = sum(r.edge_compute_s for r in recs) / max(len(recs), 1) * 1e3
         if not self.opts.emulate:
             emu = "no edge emulation: the edge stage ran at this CPU's speed"
+        elif self.opts.emulate_cpu is not None:
+            over = sum(1 for r in recs if r.edge_compute_s > r.edge_target_s)
+            emu = (f"edge EMULATED as a dedicated device {self.opts.emulate_cpu:g}x slower than this CPU's core: each "
+                   f"request's edge stage held for {self.opts.emulate_cpu:g}x the CPU time of its compute here (mean "
+                   f"{mean_target * 1e3:.3g} ms; waits for the shared core not counted); {over} of {len(recs)} "
+                   f"requests overran it (their compute's wall time alone was longer)")
         elif self.opts.emulate_slowdown is not None:
             emu = (f"edge emulated as this CPU slowed {self.opts.emulate_slowdown:g}x: each request's edge stage padded "
                    f"by sleeping to its own measured compute plus {self.opts.emulate_slowdown - 1:g}x its CPU time "

@@ -58,6 +58,8 @@ def build_receipt(art: Artifact, result: EdgeResult, config: str, link_label: st
                                "edge_ms": _ms(statistics.fmean(r.edge_compute_s + r.edge_sleep_s for r in mine)),
                                "edge_compute_ms": _ms(statistics.fmean(r.edge_compute_s for r in mine)),
                                "edge_cpu_ms": _ms(statistics.fmean(r.edge_cpu_s for r in mine)),
+                               "edge_overrun_share": round(sum(r.edge_compute_s > r.edge_target_s > 0 for r in mine)
+                                                           / len(mine), 4),
                                "edge_ms_predicted": pred.get("edge_ms")}
         if cloud:
             row.update({"link_ms": _ms(statistics.fmean(r.link_s for r in cloud)),

@@ -12,6 +12,7 @@ Errors for people end the process with one line and exit code 2; the cloud logs 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import select
@@ -35,6 +36,7 @@ from runtime.split_inference.transport import CloudService, start_cloud_server
 log = logging.getLogger(__name__)
 
 READY_LINE = "split-inference cloud listening on "
+STATS_LINE = "split-inference cloud stats "
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -91,10 +93,11 @@ def request_stream(art: Artifact, count: int | None = None) -> RequestStream:
 
 # ------------------------------------------------------------------ roles
 def serve_cloud(path: Path, listen: str, ready_out: Any = None, emulate: bool = False,
-                one_way_delay_s: float = 0.0) -> None:
-    """Load the cloud halves and serve until SIGTERM/SIGINT; prints READY_LINE + HOST:PORT when listening."""
+                one_way_delay_s: float = 0.0, emulate_cpu: float | None = None) -> None:
+    """Load the cloud halves and serve until SIGTERM/SIGINT; prints READY_LINE + HOST:PORT when listening, and
+    STATS_LINE + a JSON object of CloudStats when it stops."""
     art = load_artifact(path, role="cloud")
-    service = CloudService(art, emulate=emulate, one_way_delay_s=one_way_delay_s)
+    service = CloudService(art, emulate=emulate, one_way_delay_s=one_way_delay_s, emulate_cpu=emulate_cpu)
     server, port = start_cloud_server(service, listen)
     host = listen.rsplit(":", 1)[0]
     out = ready_out or sys.stdout
@@ -112,6 +115,8 @@ def serve_cloud(path: Path, listen: str, ready_out: Any = None, emulate: bool = 
             time.sleep(0.1)
     finally:
         server.stop(grace=0.5)
+        out.write(STATS_LINE + json.dumps(vars(service.stats)) + "\n")
+        out.flush()
         log.info("cloud: %d stream(s), %d request(s), %d bad frame(s)", service.stats.streams, service.stats.requests,
                  service.stats.errors)
 
@@ -127,8 +132,8 @@ def run_edge(path: Path, connect: str | None, opts: EdgeOptions, count: int | No
 
 
 def spawn_cloud(path: Path, listen: str = "127.0.0.1:0", wrap: Sequence[str] = (), timeout_s: float = 60.0,
-                threads: int | None = None, emulate: bool = False, one_way_delay_s: float = 0.0
-                ) -> tuple[subprocess.Popen, str]:
+                threads: int | None = None, emulate: bool = False, one_way_delay_s: float = 0.0,
+                emulate_cpu: float | None = None) -> tuple[subprocess.Popen, str]:
     """Start `--role cloud` as a child process (optionally under `wrap`, e.g. `ip netns exec NS`); returns it
     and the address it listens on once it says so."""
     env = dict(os.environ)
@@ -138,6 +143,8 @@ def spawn_cloud(path: Path, listen: str = "127.0.0.1:0", wrap: Sequence[str] = (
         cmd += ["--threads", str(threads)]
     if emulate:
         cmd += ["--emulate-cloud"]
+    if emulate_cpu is not None:
+        cmd += ["--emulate-cpu", repr(emulate_cpu)]
     if one_way_delay_s > 0:
         cmd += ["--emulate-delay", repr(one_way_delay_s)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
@@ -199,6 +206,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--emulate-slowdown", type=float,
                     help="edge: emulate a device this many times slower than this CPU as it runs now (pad each "
                          "request to its own measured compute plus factor - 1 times its CPU time) instead of padding to the plan's T_e")
+    ap.add_argument("--emulate-cpu", type=float, metavar="K",
+                    help="either role: emulate a dedicated device K times slower than this CPU's core: hold each "
+                         "request's compute for K x its CPU time here (waits for a shared core not counted; labelled)")
     ap.add_argument("--emulate-cloud", action="store_true",
                     help="cloud: pad each request's cloud stage to the plan's T_c (emulates a slower cloud)")
     ap.add_argument("--emulate-delay", type=float, default=0.0,
@@ -219,8 +229,10 @@ def options_from_args(a: argparse.Namespace) -> EdgeOptions:
     if a.emulate_slowdown is not None and not a.emulate_slowdown >= 1.0:
         raise PlannerError(f"--emulate-slowdown {a.emulate_slowdown:g} would speed this CPU up",
                            "give a factor of at least 1")
+    if a.emulate_cpu is not None and not a.emulate_cpu >= 1.0:
+        raise PlannerError(f"--emulate-cpu {a.emulate_cpu:g} would speed this CPU up", "give a factor of at least 1")
     return EdgeOptions(config=a.config, max_in_flight=a.max_in_flight, emulate=not a.no_emulate,
-                       emulate_slowdown=a.emulate_slowdown,
+                       emulate_slowdown=a.emulate_slowdown, emulate_cpu=a.emulate_cpu,
                        cache=None if a.cache is None else a.cache == "on",
                        adapt=None if a.adapt is None else a.adapt == "on", switch_samples=a.switch_samples,
                        timeout_s=a.timeout, connect_timeout_s=a.connect_timeout, reconnect_timeout_s=a.reconnect_timeout,
@@ -239,7 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(a.threads or 1)
     try:
         if a.role == "cloud":
-            serve_cloud(a.artifact, a.listen, emulate=a.emulate_cloud, one_way_delay_s=a.emulate_delay)
+            if a.emulate_cpu is not None and not a.emulate_cpu >= 1.0:
+                raise PlannerError(f"--emulate-cpu {a.emulate_cpu:g} would speed this CPU up", "give a factor of at least 1")
+            serve_cloud(a.artifact, a.listen, emulate=a.emulate_cloud, one_way_delay_s=a.emulate_delay,
+                        emulate_cpu=a.emulate_cpu)
             return 0
         opts = options_from_args(a)
         if a.role == "edge":

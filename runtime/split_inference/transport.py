@@ -62,11 +62,14 @@ def now() -> float:
     return time.monotonic()
 
 
-def hold_until(t: float) -> None:
-    """Sleep until the monotonic clock reads `t` (s); returns at once when it has passed."""
-    wait = t - now()
+def hold_until(t: float, spin_s: float = 0.0) -> None:
+    """Sleep until the monotonic clock reads `t` (s); returns at once when it has passed. With `spin_s`, sleep for
+    all but the last `spin_s` and spin (yielding) through it: a plain sleep woke up ms late on a loaded host."""
+    wait = t - now() - spin_s
     if wait > 0:
         time.sleep(wait)
+    while spin_s > 0 and now() < t:
+        time.sleep(0)
 
 
 def delayed(messages: Iterator[bytes], one_way_delay_s: float) -> Iterator[tuple[float, bytes]]:
@@ -107,12 +110,16 @@ class CloudStats:
     requests: int = 0
     errors: int = 0
     last_error: str = ""
+    cpu_s: float = 0.0          # CPU time of the cloud halves (the computing thread's)
+    compute_s: float = 0.0      # their wall time, before any emulation pad
+    overruns: int = 0           # requests whose compute's wall time alone passed the emulated time (emulate_cpu)
 
 
 class CloudService:
     """Serves the cloud halves of an artifact over the gRPC stream."""
 
-    def __init__(self, artifact: Artifact, emulate: bool = False, one_way_delay_s: float = 0.0) -> None:
+    def __init__(self, artifact: Artifact, emulate: bool = False, one_way_delay_s: float = 0.0,
+                 emulate_cpu: float | None = None) -> None:
         self.art = artifact
         self.one_way_delay_s = one_way_delay_s     # emulated propagation on the uplink (module docstring)
         self.expect = artifact.expected_wire()
@@ -121,6 +128,9 @@ class CloudService:
         # cloud emulation (off by default; labelled in the cloud's log): pad each request's cloud stage to the
         # plan's predicted cloud_ms when this CPU is faster than the cloud profile (it cannot speed it up)
         self.emulate = emulate
+        # or (labelled): hold each request's cloud stage for emulate_cpu x its CPU time here, a dedicated device that
+        # many times slower than this CPU's core, whatever else the host runs (pipeline.EdgeOptions.emulate_cpu)
+        self.emulate_cpu = emulate_cpu
 
     def _error(self, request_id: int, message: str) -> bytes:
         self.stats.errors += 1
@@ -176,9 +186,15 @@ class CloudService:
                     continue
                 try:
                     with self.lock, torch.inference_mode():
-                        start = now()
+                        start, c0 = now(), time.thread_time()
                         outs = part.cloud(*f.tensors)
-                        if self.emulate:
+                        cpu, wall = time.thread_time() - c0, now() - start
+                        self.stats.cpu_s += cpu
+                        self.stats.compute_s += wall
+                        if self.emulate_cpu is not None:
+                            self.stats.overruns += int(wall > self.emulate_cpu * cpu)
+                            hold_until(start + self.emulate_cpu * cpu, spin_s=0.002)
+                        elif self.emulate:
                             pred = part.predicted
                             target = pred.get("cloud_compute_ms", pred.get("cloud_ms")) or 0.0
                             time.sleep(max(0.0, float(target) / 1e3 - (now() - start)))

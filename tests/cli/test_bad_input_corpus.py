@@ -321,6 +321,10 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
                                    "-o", "c.yaml"], ("--rescale nope.yaml", "does not exist")),
     ("calibrate rescale other model", ["calibrate", "digits-cnn", "--scenario", "split-inference", "--rescale",
                                        "cal_split.yaml", "-o", "c.yaml"], ("--rescale cal_split.yaml", "was measured on x")),
+    ("calibrate cpu clock elsewhere", ["calibrate", "mixtral-8x7b", "--tiny", "--scenario", "moe-offload", "--clock", "cpu",
+                                       "-o", "c.yaml"], ("--clock cpu", "wall time only")),
+    ("calibrate rescale with clock", ["calibrate", "digits-cnn", "--scenario", "split-inference", "--rescale",
+                                      "cal_split.yaml", "--clock", "cpu", "-o", "c.yaml"], ("--clock with --rescale",)),
     ("export unknown target", ["export", "moe.json", "--to", "vllm"], ("cannot be exported to 'vllm'",)),
     ("export invalid plan", ["export", "ratio17.json", "--to", "llama.cpp"], ("violates its constraints",)),
     # ---- spec-serve

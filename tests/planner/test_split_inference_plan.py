@@ -182,7 +182,7 @@ def check_rescale(tmp_path: Path, cal: Path, old: dict, sha: str) -> None:
     from planner.cli import main
 
     real = profilers.timing.time_forward
-    profilers.timing.time_forward = lambda built, repeats=7, threads=1: [2 * statistics.median(old["forward_times_s"])] * 7
+    profilers.timing.time_forward = lambda built, repeats=7, threads=1, clock="wall", other=None: [2 * statistics.median(old["forward_times_s"])] * 7
     try:
         out = tmp_path / "now.yaml"
         assert main(["calibrate", "digits-cnn", "--scenario", "split-inference", "--rescale", str(cal), "-o", str(out)]) == 0

@@ -18,3 +18,22 @@ def test_isolated_half_share_error_cancels_the_host_speed() -> None:
     zero = dict(h, predicted_ms=0.0)
     out = isolation_errors([tiny, zero], {})
     assert len(out) == 1 and not out[0]["scored"] and out[0]["share_error"] == pytest.approx(0.0)
+
+
+def test_emulation_figures_weight_overruns_by_requests_and_flag_a_cell_over_the_limit() -> None:
+    from benchmarks.split_inference_runtime import OVERRUN_LIMIT, emulation_figures
+
+    def run(share: float, n: int, wall: float, cpu: float) -> dict:
+        return {"receipt": {"rows": [{"edge_overrun_share": share, "requests": n, "edge_compute_ms": wall,
+                                      "edge_cpu_ms": cpu}]}}
+
+    # edge: 0 of 30 and 5 of 10 requests overran -> 5/40; wall/CPU weighted by requests: (30*2+10*6)/(30*1+10*2)
+    got = [run(0.0, 30, 2.0, 1.0), run(0.5, 10, 6.0, 2.0)]
+    clouds = [{"requests": 20, "overruns": 1, "cpu_s": 2.0, "compute_s": 3.0},
+              {"requests": 20, "overruns": 0, "cpu_s": 2.0, "compute_s": 2.0}]
+    e = emulation_figures(clouds, got)
+    assert e["edge_overrun_share"] == pytest.approx(5 / 40) and e["edge_wall_over_cpu"] == pytest.approx(120 / 50)
+    assert e["cloud_overrun_share"] == pytest.approx(1 / 40) and e["cloud_wall_over_cpu"] == pytest.approx(5 / 4)
+    assert e["held"] is (5 / 40 <= OVERRUN_LIMIT)
+    assert emulation_figures(clouds, [run(0.0, 30, 2.0, 1.0)])["held"]
+    assert emulation_figures([], [])["held"] and emulation_figures([], [])["cloud_overrun_share"] is None

@@ -154,6 +154,29 @@ def test_slowdown_emulation_pads_to_a_multiple_of_each_requests_own_compute(digi
     assert "slowed 3x" in result.emulation
 
 
+def test_cpu_time_emulation_holds_each_stage_for_k_times_its_cpu_time(digits_art: Path) -> None:
+    # a dedicated device 5x slower than this core: each edge stage held for 5x its compute's CPU time (the wall time
+    # the host kept the core busy with other work is not added), and an overrun only where the wall time alone passed it
+    result, rec = _run(digits_art, None, config="all_edge", count=12, emulate_cpu=5.0)
+    for r in result.records:
+        assert r.edge_target_s == pytest.approx(5.0 * r.edge_cpu_s)
+        assert r.edge_compute_s + r.edge_sleep_s >= r.edge_target_s - 1e-6
+    over = sum(r.edge_compute_s > r.edge_target_s for r in result.records)
+    assert rec.rows[0]["edge_overrun_share"] == pytest.approx(over / 12, abs=1e-4)
+    assert "5x the CPU time" in result.emulation and f"{over} of 12" in result.emulation
+    # the cloud side: held for K x the CPU time of its half, CPU and wall seconds and overruns counted
+    service = CloudService(load_artifact(digits_art, role="cloud"), emulate_cpu=40.0)
+    server, port = start_cloud_server(service, "127.0.0.1:0")
+    try:
+        result, rec = _run(digits_art, f"127.0.0.1:{port}", count=6, emulate=False)
+    finally:
+        server.stop(0)
+    st = service.stats
+    assert st.requests == 6 and 0 < st.cpu_s <= st.compute_s + 1e-3 and 0 <= st.overruns <= 6
+    held = [r.cloud_done - r.cloud_start for r in result.records]
+    assert sum(held) >= 40.0 * st.cpu_s - 1e-6          # each stage held for at least 40x its CPU time
+
+
 def test_semantic_cache_answers_at_the_edge_on_real_digits(digits_art: Path, cloud) -> None:
     _, target = cloud
     _, rec = _run(digits_art, target, cache=True, emulate=False)

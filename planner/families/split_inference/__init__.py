@@ -97,11 +97,14 @@ class SplitInferenceFamily(Family):
                             table_levels=v["table_levels"], calibration=calibration, calibration_record=record,
                             cloud_profile=cloud, speed_spread=v["speed_spread"])
 
-    def calibrate(self, spec: Any, tiny: bool) -> dict[str, Any]:
-        """Per-node times of the model's graph on this CPU, with this CPU's measured constants."""
+    calibration_clocks = ("wall", "cpu")
+
+    def calibrate(self, spec: Any, tiny: bool, clock: str = "wall") -> dict[str, Any]:
+        """Per-node times of the model's graph on this CPU, with this CPU's measured constants; `clock` "cpu" takes
+        them in thread CPU time (a core of its own) instead of wall time."""
         from planner.families.split_inference.calibration import measure
 
-        return measure(spec, tiny)
+        return measure(spec, tiny, clock)
 
     def rescale_calibration(self, spec: Any, tiny: bool, old: dict[str, Any], old_sha256: str) -> dict[str, Any]:
         """OLD's host-time figures x this host's speed now over OLD's (one whole forward re-timed), its spread widened

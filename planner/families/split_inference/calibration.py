@@ -9,9 +9,14 @@ from core.errors import PlannerError
 from planner.calibration import read_calibration as read_file
 
 
-def measure(spec: Any, tiny: bool) -> dict[str, Any]:
+def measure(spec: Any, tiny: bool, clock: str = "wall") -> dict[str, Any]:
     """Time every graph node here (fx Interpreter, 3 passes of 7 runs: profilers.timing.time_graph_nodes), measure this CPU's roofline constants and
-    the split runtime's fixed cost per request (framing, gRPC, thread hand-offs: runtime/split_inference/overhead.py)."""
+    the split runtime's fixed cost per request (framing, gRPC, thread hand-offs: runtime/split_inference/overhead.py).
+
+    `clock` "cpu": node times, the forward and the quantise kernels in this thread's CPU time (what a core of its
+    own spends; host contention is not counted as a slower device), recorded as `clock: cpu`, with the forward's
+    wall time beside it (`forward_wall_s`: its ratio to the CPU time is the host's contention then). The runtime's
+    per-request costs stay wall time (they span threads and processes)."""
     from profilers.hardware import measure_this_machine
     from profilers.models import build_model
     from profilers.timing import time_graph_nodes
@@ -20,7 +25,9 @@ def measure(spec: Any, tiny: bool) -> dict[str, Any]:
     cpu, _ = measure_this_machine("this-cpu", matmul_size=1024, copy_mib=64, repeats=3)
     totals: list[float] = []
     forward: list[float] = []
-    times = time_graph_nodes(build_model(spec, tiny=tiny, device="cpu"), totals=totals, forward=forward)
+    other: list[float] = []
+    times = time_graph_nodes(build_model(spec, tiny=tiny, device="cpu"), totals=totals, forward=forward, clock=clock,
+                             forward_other=other)
     mid = statistics.median(totals)
     # the whole graph's time in each of the runs against their median: how far this host's speed moved while it
     # was measured; the plan's choice must hold anywhere in that range (solvers/split_inference/robust.py). The
@@ -31,48 +38,51 @@ def measure(spec: Any, tiny: bool) -> dict[str, Any]:
     spread = [ranked[trim] / mid, ranked[-1 - trim] / mid] if mid > 0 else [1.0, 1.0]
     return {"cpu": cpu.to_dict(), "node_times_s": {k: float(v) for k, v in sorted(times.items())},
             "speed_spread": [float(x) for x in spread], "graph_times_s": [float(t) for t in totals],
-            "forward_times_s": [float(t) for t in forward],
-            "quantise_s_per_element": (rates := measure_quantise_rates()),
-            "quantise_fixed_s": measure_quantise_fixed(rates),
+            "forward_times_s": [float(t) for t in forward], "clock": clock,
+            f"forward_{'cpu' if clock == 'wall' else 'wall'}_s": [float(t) for t in other],
+            "quantise_s_per_element": (rates := measure_quantise_rates(clock=clock)),
+            "quantise_fixed_s": measure_quantise_fixed(rates, clock=clock),
             "request_overhead": measure_request_overhead()}
 
 
 def measure_quantise_rates(elements: int = 200_704, bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 16),
-                           repeats: int = 3) -> dict[str, dict[int, float]]:
-    """Seconds per element of the runtime's quantise (UAQ + bit packing) and dequantise at each bit width on
+                           repeats: int = 3, clock: str = "wall") -> dict[str, dict[int, float]]:
+    """Seconds (`clock`) per element of the runtime's quantise (UAQ + bit packing) and dequantise at each bit width on
     this CPU, one thread, fastest of `repeats` (a 64x56x56 fp32 activation by default)."""
     import torch
 
     x = torch.randn(1, elements).relu()
     out: dict[str, dict[int, float]] = {"quantise": {}, "dequantise": {}}
     for b in bits:
-        q, dq = _fastest_roundtrip(x, b, repeats)
+        q, dq = _fastest_roundtrip(x, b, repeats, clock)
         out["quantise"][b] = q / elements
         out["dequantise"][b] = dq / elements
     return out
 
 
-def _fastest_roundtrip(x: Any, bits: int, repeats: int) -> tuple[float, float]:
-    """(fastest quantise, fastest dequantise) of `x` at `bits` over `repeats` calls after one warm-up, seconds."""
-    import time
-
+def _fastest_roundtrip(x: Any, bits: int, repeats: int, clock: str = "wall") -> tuple[float, float]:
+    """(fastest quantise, fastest dequantise) of `x` at `bits` over `repeats` calls after one warm-up, seconds on
+    `clock` (profilers.timing.CLOCKS)."""
     from kernels.uniform_quant import dequantize, quantize
+    from profilers.timing import CLOCKS
+
+    tick = CLOCKS[clock]
 
     dequantize(quantize(x, bits))
     q, dq = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = tick()
         packed = quantize(x, bits)
-        t1 = time.perf_counter()
+        t1 = tick()
         dequantize(packed)
-        t2 = time.perf_counter()
+        t2 = tick()
         q.append(t1 - t0)
         dq.append(t2 - t1)
     return min(q), min(dq)
 
 
 def measure_quantise_fixed(rates: dict[str, dict[int, float]], elements: int = 1024,
-                           repeats: int = 15) -> dict[str, dict[int, float]]:
+                           repeats: int = 15, clock: str = "wall") -> dict[str, dict[int, float]]:
     """Seconds of one quantise and one dequantise call beyond the per-element rate, at each bit width: a call on a
     small tensor (`elements` values, fastest of `repeats`) minus its elements at `rates`. The kernels run several
     small torch ops per call, ~80 us to quantise 8 bits here whatever the size, which the rate alone (measured on
@@ -82,7 +92,7 @@ def measure_quantise_fixed(rates: dict[str, dict[int, float]], elements: int = 1
     x = torch.randn(1, elements).relu()
     out: dict[str, dict[int, float]] = {"quantise": {}, "dequantise": {}}
     for b in rates["quantise"]:
-        q, dq = _fastest_roundtrip(x, b, repeats)
+        q, dq = _fastest_roundtrip(x, b, repeats, clock)
         out["quantise"][b] = max(0.0, q - elements * rates["quantise"][b])
         out["dequantise"][b] = max(0.0, dq - elements * rates["dequantise"][b])
     return out
@@ -104,7 +114,8 @@ def rescale(spec: Any, tiny: bool, old: dict[str, Any], old_sha256: str) -> dict
     `level` = that median over OLD's. Seconds where a full calibration takes minutes, so it can run right before
     planning, on the machine that will serve. The drift seen between the two measurements widens the spread the
     plan's robust choice covers: the host moved by `level` since OLD, so it may move that much again
-    (`speed_spread` becomes [min(lo, 1/d), max(hi, d)], d = max(level, 1/level))."""
+    (`speed_spread` becomes [min(lo, 1/d), max(hi, d)], d = max(level, 1/level)). The forward is re-timed on
+    OLD's own clock (`clock`: wall, or cpu for a calibration taken in CPU time)."""
     from profilers.models import build_model
     from profilers.timing import time_forward
 
@@ -112,7 +123,9 @@ def rescale(spec: Any, tiny: bool, old: dict[str, Any], old_sha256: str) -> dict
     if not before or not isinstance(old.get("node_times_s"), dict):
         raise PlannerError("--rescale needs a split-inference calibration with its forward times",
                            "re-create it with `planner calibrate MODEL --scenario split-inference -o FILE`")
-    now = time_forward(build_model(spec, tiny=tiny, device="cpu"))
+    clock = str(old.get("clock", "wall"))
+    other: list[float] = []
+    now = time_forward(build_model(spec, tiny=tiny, device="cpu"), clock=clock, other=other)
     level = statistics.median(now) / statistics.median(before)
     drift = max(level, 1.0 / level)
     lo, hi = (old.get("speed_spread") or [1.0, 1.0])[:2]
@@ -120,6 +133,7 @@ def rescale(spec: Any, tiny: bool, old: dict[str, Any], old_sha256: str) -> dict
     out["node_times_s"] = {k: float(v) * level for k, v in old["node_times_s"].items()}
     out["graph_times_s"] = [float(t) * level for t in old.get("graph_times_s") or []]
     out["forward_times_s"] = [float(t) for t in now]
+    out[f"forward_{'cpu' if clock == 'wall' else 'wall'}_s"] = [float(t) for t in other]
     q = old.get("quantise_s_per_element")
     if isinstance(q, dict):
         out["quantise_s_per_element"] = {k: {b: float(t) * level for b, t in v.items()} for k, v in q.items()}
@@ -127,10 +141,17 @@ def rescale(spec: Any, tiny: bool, old: dict[str, Any], old_sha256: str) -> dict
     if isinstance(qf, dict):
         out["quantise_fixed_s"] = {k: {b: float(t) * level for b, t in v.items()} for k, v in qf.items()}
     ro = old.get("request_overhead")
+    wall_level = level
+    if clock == "cpu":
+        # the runtime's per-request costs are wall time (framing, gRPC, hand-offs between threads and processes):
+        # they follow the forward's wall time, not its CPU time
+        was = [float(t) for t in old.get("forward_wall_s") or []]
+        wall_level = statistics.median(other) / statistics.median(was) if was and other else 1.0
     if isinstance(ro, dict):
-        out["request_overhead"] = {k: (float(v) * level if k.endswith("_s") else v) for k, v in ro.items()}
+        out["request_overhead"] = {k: (float(v) * wall_level if k.endswith("_s") else v) for k, v in ro.items()}
     out["speed_spread"] = [min(float(lo), 1.0 / drift), max(float(hi), drift)]
-    out["rescaled"] = {"from_sha256": old_sha256, "level": float(level),
+    out["rescaled"] = {"from_sha256": old_sha256, "level": float(level), "clock": clock,
+                       "request_overhead_level": float(wall_level),
                        "forward_s_before": statistics.median(before), "forward_s_now": statistics.median(now),
                        "what": "host-time figures x level, the whole forward's median now over the calibration's; "
                                "speed_spread widened to the drift x1/d..xd, d = max(level, 1/level)"}
