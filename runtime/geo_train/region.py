@@ -82,9 +82,9 @@ def train_region(job: dict[str, Any], region: int, run: int = 0) -> dict[str, An
     log: dict[str, Any] = {"region": region, "algorithm": algo, "lighthouse": job["lighthouse"], "step_s": [],
                            "compute_s": [], "loss": [],
                            "eval": [], "commits": 0, "quorum_s": [], "quorum_step": []}
-    # torchft blocks in start_quorum at every sync (use_async_quorum=False). The first one of a run takes
-    # seconds when it comes within the first few seconds of the Manager's life (measured ~4 s at step 2, ~0.1 s at
-    # step 32): a once-per-run latency the receipt reports apart from the per-step figures
+    # torchft blocks in start_quorum at every sync (use_async_quorum=False); each is timed. The first of a run
+    # pays the quorum's set-up (the process group's configure): reported apart from the per-step figures. (It
+    # took ~4.8 s while runs shared a lighthouse that still counted the last run's replicas alive; see launch.py)
     start_quorum = manager.start_quorum
 
     def timed_quorum(*args: Any, **kwargs: Any) -> Any:

@@ -106,9 +106,9 @@ def summarise(plan: Plan, job: dict[str, Any], logs: list[dict[str, Any]]) -> di
     """Receipt totals from every region's log (medians over regions)."""
     steps = len(logs[0]["step_s"])
     step = statistics.median(sum(l["step_s"]) / steps for l in logs)
-    # torchft's first quorum of a run can take seconds (a once-per-run latency of a young Manager, not per
-    # step); the later ones are the per-slot overhead. The cost model predicts the steady step, so it is also
-    # compared without the first quorum's excess over a later one (`setup_s`).
+    # torchft's first quorum of a run pays a once-per-run set-up (not per step); the later ones are the per-slot
+    # overhead. The cost model predicts the steady step, so it is also compared without the first quorum's
+    # excess over a later one (`setup_s`).
     setup = statistics.median(first_quorum_excess_s(l) for l in logs)
     slot_overhead = statistics.median(statistics.median(l["quorum_s"][1:]) if len(l.get("quorum_s", [])) > 1
                                       else 0.0 for l in logs)
